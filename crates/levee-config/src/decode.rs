@@ -1,0 +1,759 @@
+//! Decoding the located tree into the typed model, then the checks that span
+//! sections (unique names, references between routes, listeners and clusters,
+//! the admin token rule). Every problem is collected.
+
+use crate::diag::{closest, Decoder, Table};
+use crate::model::*;
+use crate::node::{Node, Value};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> {
+    let mut t = d.table(root, "")?;
+    let admin = d.opt(&mut t, "admin", decode_admin);
+    let runtime = d.opt(&mut t, "runtime", decode_runtime);
+    let listeners = d.req(&mut t, "listeners", |d, n, p| d.list(n, p, decode_listener));
+    let routes = d.opt(&mut t, "routes", |d, n, p| d.list(n, p, decode_route));
+    let clusters = d.opt(&mut t, "clusters", |d, n, p| d.list(n, p, decode_cluster));
+    let root_loc = t.loc;
+    d.finish(t);
+    let config = Config {
+        admin: admin.unwrap_or(Admin {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: None,
+        }),
+        runtime: runtime.unwrap_or_else(default_runtime),
+        listeners: listeners?,
+        routes: routes.unwrap_or_default(),
+        clusters: clusters.unwrap_or_default(),
+    };
+    if config.listeners.is_empty() {
+        d.error(root_loc, "listeners", "at least one listener is required");
+    }
+    Some(config)
+}
+
+fn default_runtime() -> Runtime {
+    Runtime {
+        drain_timeout: Duration::from_secs(30),
+        watch_config: true,
+        access_log: true,
+        worker_threads: None,
+    }
+}
+
+fn decode_admin(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Admin> {
+    let mut t = d.table(node, path)?;
+    let listen = d.opt(&mut t, "listen", Decoder::socket_addr);
+    let token = d.opt(&mut t, "token", Decoder::string);
+    let loc = t.loc;
+    d.finish(t);
+    let admin = Admin {
+        listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        token: token.map(Secret::new),
+    };
+    if !admin.listen.ip().is_loopback() && admin.token.is_none() {
+        d.error_help(
+            loc,
+            &format!("{path}.token"),
+            format!(
+                "the admin API listens on {}, which is not loopback, so a token is required",
+                admin.listen
+            ),
+            "set `token = \"${LEVEE_ADMIN_TOKEN}\"`, or listen on 127.0.0.1",
+        );
+    }
+    if admin.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        d.error(
+            loc,
+            &format!("{path}.token"),
+            "the admin token must be at least 16 characters",
+        );
+    }
+    Some(admin)
+}
+
+fn decode_runtime(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Runtime> {
+    let mut t = d.table(node, path)?;
+    let def = default_runtime();
+    let runtime = Runtime {
+        drain_timeout: d
+            .opt(&mut t, "drain_timeout", Decoder::duration)
+            .unwrap_or(def.drain_timeout),
+        watch_config: d
+            .opt(&mut t, "watch_config", Decoder::bool)
+            .unwrap_or(def.watch_config),
+        access_log: d
+            .opt(&mut t, "access_log", Decoder::bool)
+            .unwrap_or(def.access_log),
+        worker_threads: d
+            .opt(&mut t, "worker_threads", |d, n, p| d.int_in(n, p, 1, 1024))
+            .map(|n| n as usize),
+    };
+    d.finish(t);
+    Some(runtime)
+}
+
+fn decode_listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Listener> {
+    let mut t = d.table(node, path)?;
+    let name = d.req(&mut t, "name", name_field);
+    let listen = d.req(&mut t, "listen", Decoder::socket_addr);
+    let tls = d.opt(&mut t, "tls", decode_tls);
+    let limits = d.opt(&mut t, "limits", decode_limits);
+    d.finish(t);
+    Some(Listener {
+        name: name?,
+        listen: listen?,
+        tls,
+        limits: limits.unwrap_or_default(),
+    })
+}
+
+fn name_field(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    let ok = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` is not a valid name"),
+            "use letters, digits, `-`, `_` and `.`",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn decode_tls(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Tls> {
+    let mut t = d.table(node, path)?;
+    let cert = d.req(&mut t, "cert", existing_file);
+    let key = d.req(&mut t, "key", existing_file);
+    d.finish(t);
+    Some(Tls {
+        cert: cert?,
+        key: key?,
+    })
+}
+
+fn existing_file(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    if std::fs::metadata(&s).is_err() {
+        d.error(node.loc, path, format!("cannot read file `{s}`"));
+        return None;
+    }
+    Some(s)
+}
+
+fn decode_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Limits> {
+    let mut t = d.table(node, path)?;
+    let def = Limits::default();
+    let limits = Limits {
+        max_connections: d
+            .opt(&mut t, "max_connections", |d, n, p| {
+                d.int_in(n, p, 1, 10_000_000)
+            })
+            .map_or(def.max_connections, |v| v as u32),
+        max_request_header_bytes: d
+            .opt(&mut t, "max_request_header_bytes", Decoder::size)
+            .unwrap_or(def.max_request_header_bytes),
+        max_request_body_bytes: d
+            .opt(&mut t, "max_request_body_bytes", Decoder::size)
+            .unwrap_or(def.max_request_body_bytes),
+        header_read_timeout: d
+            .opt(&mut t, "header_read_timeout", Decoder::duration)
+            .unwrap_or(def.header_read_timeout),
+        idle_timeout: d
+            .opt(&mut t, "idle_timeout", Decoder::duration)
+            .unwrap_or(def.idle_timeout),
+        max_concurrent_streams: d
+            .opt(&mut t, "max_concurrent_streams", |d, n, p| {
+                d.int_in(n, p, 1, 65_535)
+            })
+            .map_or(def.max_concurrent_streams, |v| v as u32),
+    };
+    if limits.max_request_header_bytes < 8192 {
+        d.error(
+            t.loc,
+            &format!("{path}.max_request_header_bytes"),
+            format!(
+                "must be at least 8KiB, got {} bytes",
+                limits.max_request_header_bytes
+            ),
+        );
+    }
+    d.finish(t);
+    Some(limits)
+}
+
+fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
+    let mut t = d.table(node, path)?;
+    let name = d.req(&mut t, "name", name_field);
+    let listeners = d.opt(&mut t, "listeners", |d, n, p| d.list(n, p, Decoder::string));
+    let matcher = d.opt(&mut t, "match", decode_match);
+    let cluster = d.req(&mut t, "cluster", Decoder::string);
+    let rewrite = d.opt(&mut t, "rewrite", decode_rewrite);
+    let request_headers = d.opt(&mut t, "request_headers", decode_header_ops);
+    let response_headers = d.opt(&mut t, "response_headers", decode_header_ops);
+    let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    d.finish(t);
+    Some(Route {
+        name: name?,
+        listeners: listeners.unwrap_or_default(),
+        matcher: matcher.unwrap_or_default(),
+        cluster: cluster?,
+        rewrite: rewrite.unwrap_or_default(),
+        request_headers: request_headers.unwrap_or_default(),
+        response_headers: response_headers.unwrap_or_default(),
+        timeout,
+    })
+}
+
+fn decode_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteMatch> {
+    let mut t = d.table(node, path)?;
+    let hosts = d.opt(&mut t, "hosts", |d, n, p| d.list(n, p, decode_host));
+    let path_match = d.opt(&mut t, "path", decode_path_match);
+    let methods = d.opt(&mut t, "methods", |d, n, p| d.list(n, p, decode_method));
+    let headers = d.opt(&mut t, "headers", |d, n, p| {
+        d.list(n, p, decode_header_match)
+    });
+    d.finish(t);
+    Some(RouteMatch {
+        hosts: hosts.unwrap_or_default(),
+        path: path_match,
+        methods: methods.unwrap_or_default(),
+        headers: headers.unwrap_or_default(),
+    })
+}
+
+fn decode_host(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HostPattern> {
+    let s = d.string(node, path)?.to_ascii_lowercase();
+    if let Some(rest) = s.strip_prefix("*.") {
+        if rest.is_empty() || rest.contains('*') {
+            d.error(node.loc, path, format!("`{s}` is not a valid host pattern"));
+            return None;
+        }
+        return Some(HostPattern::Suffix(format!(".{rest}")));
+    }
+    if s.is_empty() || s.contains('*') || s.contains('/') {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` is not a valid host"),
+            "write an exact host `api.example.com` or a wildcard `*.example.com`",
+        );
+        return None;
+    }
+    Some(HostPattern::Exact(s))
+}
+
+fn decode_method(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` is not an HTTP method"),
+            format!("methods are upper case, e.g. `{}`", s.to_ascii_uppercase()),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+/// Exactly one of `keys` must be present in table `t`; returns which.
+fn one_of<'n>(
+    d: &mut Decoder<'_>,
+    t: &Table<'n>,
+    node: &'n Node,
+    keys: &[&'static str],
+) -> Option<(&'static str, &'n Node)> {
+    let Value::Map(entries) = &node.value else {
+        return None;
+    };
+    let found: Vec<_> = keys
+        .iter()
+        .filter_map(|k| {
+            entries
+                .iter()
+                .find(|(ek, _, _)| ek == k)
+                .map(|(_, _, n)| (*k, n))
+        })
+        .collect();
+    match found.as_slice() {
+        [one] => Some(*one),
+        [] => {
+            d.error_help(
+                t.loc,
+                t.path(),
+                format!("one of {} is required", keys.join(", ")),
+                format!("for example `{{ {} = ... }}`", keys[0]),
+            );
+            None
+        }
+        _ => {
+            d.error(
+                t.loc,
+                t.path(),
+                format!("only one of {} may be set", keys.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn decode_path_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PathMatch> {
+    if let Value::Str(s) = &node.value {
+        d.error_help(
+            node.loc,
+            path,
+            "expected a table with exact, prefix or regex",
+            format!("write `path = {{ prefix = \"{s}\" }}` or `{{ exact = \"{s}\" }}`"),
+        );
+        return None;
+    }
+    let mut t = d.table(node, path)?;
+    let which = one_of(d, &t, node, &["prefix", "exact", "regex"]);
+    let exact = d.opt(&mut t, "exact", abs_path);
+    let prefix = d.opt(&mut t, "prefix", abs_path);
+    let regex = d.opt(&mut t, "regex", Decoder::regex);
+    d.finish(t);
+    match which?.0 {
+        "exact" => exact.map(PathMatch::Exact),
+        "prefix" => prefix.map(PathMatch::Prefix),
+        _ => regex.map(PathMatch::Regex),
+    }
+}
+
+fn abs_path(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    if !s.starts_with('/') {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` must start with `/`"),
+            format!("write `/{s}`"),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn header_name(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?.to_ascii_lowercase();
+    if http::HeaderName::from_bytes(s.as_bytes()).is_err() {
+        d.error(node.loc, path, format!("`{s}` is not a valid header name"));
+        return None;
+    }
+    Some(s)
+}
+
+fn header_value(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    if http::HeaderValue::from_str(&s).is_err() {
+        d.error(
+            node.loc,
+            path,
+            "not a valid header value (control characters?)",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn decode_header_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HeaderMatch> {
+    let mut t = d.table(node, path)?;
+    let which = one_of(d, &t, node, &["exact", "present", "regex"]);
+    let name = d.req(&mut t, "name", header_name);
+    let exact = d.opt(&mut t, "exact", Decoder::string);
+    let present = d.opt(&mut t, "present", Decoder::bool);
+    let regex = d.opt(&mut t, "regex", Decoder::regex);
+    let loc = t.loc;
+    d.finish(t);
+    let rule = match which?.0 {
+        "exact" => HeaderRule::Exact(exact?),
+        "present" => {
+            if present == Some(false) {
+                d.error(
+                    loc,
+                    &format!("{path}.present"),
+                    "only `present = true` is supported",
+                );
+                return None;
+            }
+            HeaderRule::Present
+        }
+        _ => HeaderRule::Regex(regex?),
+    };
+    Some(HeaderMatch { name: name?, rule })
+}
+
+fn decode_rewrite(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rewrite> {
+    let mut t = d.table(node, path)?;
+    let rw = Rewrite {
+        strip_prefix: d.opt(&mut t, "strip_prefix", abs_path),
+        add_prefix: d.opt(&mut t, "add_prefix", abs_path),
+    };
+    d.finish(t);
+    Some(rw)
+}
+
+fn decode_header_ops(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HeaderOps> {
+    let mut t = d.table(node, path)?;
+    let set = d.opt(&mut t, "set", |d, n, p| {
+        let Value::Map(entries) = &n.value else {
+            d.error(
+                n.loc,
+                p,
+                format!(
+                    "expected a table of header = value, found {}",
+                    n.value.type_name()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, kloc, v) in entries {
+            let kp = format!("{p}.{k}");
+            let key_node = Node {
+                value: Value::Str(k.clone()),
+                loc: *kloc,
+            };
+            if let (Some(name), Some(value)) =
+                (header_name(d, &key_node, &kp), header_value(d, v, &kp))
+            {
+                out.push((name, value));
+            }
+        }
+        Some(out)
+    });
+    let remove = d.opt(&mut t, "remove", |d, n, p| d.list(n, p, header_name));
+    d.finish(t);
+    Some(HeaderOps {
+        set: set.unwrap_or_default(),
+        remove: remove.unwrap_or_default(),
+    })
+}
+
+fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluster> {
+    let mut t = d.table(node, path)?;
+    let name = d.req(&mut t, "name", name_field);
+    let endpoints = d.req(&mut t, "endpoints", |d, n, p| d.list(n, p, decode_endpoint));
+    let dns_refresh = d.opt(&mut t, "dns_refresh", Decoder::duration);
+    let balancer = d.opt(&mut t, "balancer", decode_balancer);
+    let protocol = d.opt(&mut t, "protocol", |d, n, p| {
+        d.choice(n, p, &["http1", "http2"])
+    });
+    let connect_timeout = d.opt(&mut t, "connect_timeout", Decoder::duration);
+    let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    let pool = d.opt(&mut t, "pool", decode_pool);
+    let health_check = d.opt(&mut t, "health_check", decode_health_check);
+    let host_header = d.opt(&mut t, "host_header", |d, n, p| {
+        d.choice(n, p, &["preserve", "endpoint"])
+    });
+    let host_rewrite = d.opt(&mut t, "host_rewrite", Decoder::string);
+    let loc = t.loc;
+    d.finish(t);
+    let endpoints = endpoints?;
+    if endpoints.is_empty() {
+        d.error(
+            loc,
+            &format!("{path}.endpoints"),
+            "at least one endpoint is required",
+        );
+    }
+    let host_header = match (host_header, host_rewrite) {
+        (Some(_), Some(_)) => {
+            d.error(
+                loc,
+                &format!("{path}.host_rewrite"),
+                "set either host_header or host_rewrite, not both",
+            );
+            HostHeader::Preserve
+        }
+        (_, Some(v)) => HostHeader::Value(v),
+        (Some("endpoint"), None) => HostHeader::Endpoint,
+        _ => HostHeader::Preserve,
+    };
+    Some(Cluster {
+        name: name?,
+        endpoints,
+        dns_refresh: dns_refresh.unwrap_or(Duration::from_secs(30)),
+        balancer: balancer.unwrap_or(BalancerConfig {
+            kind: BalancerKind::RoundRobin,
+            hash_on: None,
+        }),
+        protocol: match protocol {
+            Some("http2") => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::Http1,
+        },
+        connect_timeout: connect_timeout.unwrap_or(Duration::from_secs(2)),
+        timeout: timeout.unwrap_or(Duration::from_secs(30)),
+        pool: pool.unwrap_or(Pool {
+            max_idle_per_endpoint: 64,
+            idle_timeout: Duration::from_secs(90),
+        }),
+        health_check,
+        host_header,
+    })
+}
+
+fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
+    let (address, weight, zone, region) = if let Value::Str(_) = node.value {
+        (d.string(node, path), Some(1), None, None)
+    } else {
+        let mut t = d.table(node, path)?;
+        let address = d.req(&mut t, "address", Decoder::string);
+        let weight = d
+            .opt(&mut t, "weight", |d, n, p| d.int_in(n, p, 1, 1000))
+            .map_or(Some(1), |w| Some(w as u32));
+        let zone = d.opt(&mut t, "zone", Decoder::string);
+        let region = d.opt(&mut t, "region", Decoder::string);
+        d.finish(t);
+        (address, weight, zone, region)
+    };
+    let address = address?;
+    let Some((host, port)) = split_host_port(&address) else {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{address}` is not host:port"),
+            "for example `10.0.0.7:8080` or `catalog.internal:8080`",
+        );
+        return None;
+    };
+    Some(Endpoint {
+        host,
+        port,
+        address,
+        weight: weight?,
+        zone,
+        region,
+    })
+}
+
+/// Splits `host:port` or `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some((addr.ip().to_string(), addr.port()));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    valid.then(|| (host.to_string(), port))
+}
+
+fn decode_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<BalancerConfig> {
+    let mut t = d.table(node, path)?;
+    let kind = d.opt(&mut t, "kind", |d, n, p| {
+        d.choice(
+            n,
+            p,
+            &[
+                "round_robin",
+                "least_request",
+                "peak_ewma",
+                "ring_hash",
+                "maglev",
+            ],
+        )
+    });
+    let hash_on = d.opt(&mut t, "hash_on", decode_hash_on);
+    let loc = t.loc;
+    d.finish(t);
+    let kind = match kind.unwrap_or("round_robin") {
+        "least_request" => BalancerKind::LeastRequest,
+        "peak_ewma" => BalancerKind::PeakEwma,
+        "ring_hash" => BalancerKind::RingHash,
+        "maglev" => BalancerKind::Maglev,
+        _ => BalancerKind::RoundRobin,
+    };
+    let hashing = matches!(kind, BalancerKind::RingHash | BalancerKind::Maglev);
+    if hashing && hash_on.is_none() {
+        d.error_help(
+            loc,
+            &format!("{path}.hash_on"),
+            "ring_hash and maglev need a hash key",
+            "add `hash_on = \"client_ip\"`, `\"path\"`, `{ header = \"x-user\" }` or `{ cookie = \"session\" }`",
+        );
+    }
+    if !hashing && hash_on.is_some() {
+        d.error(
+            loc,
+            &format!("{path}.hash_on"),
+            "hash_on is only used by the ring_hash and maglev balancers",
+        );
+    }
+    Some(BalancerConfig { kind, hash_on })
+}
+
+fn decode_hash_on(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HashOn> {
+    if let Value::Str(_) = node.value {
+        return match d.choice(node, path, &["path", "client_ip"])? {
+            "path" => Some(HashOn::Path),
+            _ => Some(HashOn::ClientIp),
+        };
+    }
+    let mut t = d.table(node, path)?;
+    let which = one_of(d, &t, node, &["header", "cookie"]);
+    let header = d.opt(&mut t, "header", header_name);
+    let cookie = d.opt(&mut t, "cookie", Decoder::string);
+    d.finish(t);
+    match which?.0 {
+        "header" => header.map(HashOn::Header),
+        _ => cookie.map(HashOn::Cookie),
+    }
+}
+
+fn decode_pool(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Pool> {
+    let mut t = d.table(node, path)?;
+    let pool = Pool {
+        max_idle_per_endpoint: d
+            .opt(&mut t, "max_idle_per_endpoint", |d, n, p| {
+                d.int_in(n, p, 0, 100_000)
+            })
+            .map_or(64, |v| v as usize),
+        idle_timeout: d
+            .opt(&mut t, "idle_timeout", Decoder::duration)
+            .unwrap_or(Duration::from_secs(90)),
+    };
+    d.finish(t);
+    Some(pool)
+}
+
+fn decode_health_check(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HealthCheck> {
+    let mut t = d.table(node, path)?;
+    let hc_path = d.req(&mut t, "path", abs_path);
+    let interval = d.opt(&mut t, "interval", Decoder::duration);
+    let jitter = d.opt(&mut t, "jitter", Decoder::duration);
+    let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    let healthy = d.opt(&mut t, "healthy_threshold", |d, n, p| {
+        d.int_in(n, p, 1, 100)
+    });
+    let unhealthy = d.opt(&mut t, "unhealthy_threshold", |d, n, p| {
+        d.int_in(n, p, 1, 100)
+    });
+    let loc = t.loc;
+    d.finish(t);
+    let hc = HealthCheck {
+        path: hc_path?,
+        interval: interval.unwrap_or(Duration::from_secs(5)),
+        jitter: jitter.unwrap_or(Duration::from_millis(500)),
+        timeout: timeout.unwrap_or(Duration::from_secs(1)),
+        healthy_threshold: healthy.map_or(2, |v| v as u32),
+        unhealthy_threshold: unhealthy.map_or(3, |v| v as u32),
+    };
+    if hc.timeout > hc.interval {
+        d.error(
+            loc,
+            &format!("{path}.timeout"),
+            format!(
+                "the probe timeout ({}) must not exceed the interval ({})",
+                format_duration(hc.timeout),
+                format_duration(hc.interval)
+            ),
+        );
+    }
+    Some(hc)
+}
+
+/// Checks that span sections: unique names and addresses, references.
+pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
+    // Locations for cross-section errors come from the tree, by path.
+    let loc_of = |section: &str, index: usize, key: &str| {
+        let Value::Map(entries) = &root.value else {
+            return root.loc;
+        };
+        let Some((_, sloc, snode)) = entries.iter().find(|(k, _, _)| k == section) else {
+            return root.loc;
+        };
+        let Value::Seq(items) = &snode.value else {
+            return *sloc;
+        };
+        let Some(item) = items.get(index) else {
+            return *sloc;
+        };
+        match &item.value {
+            Value::Map(fields) => fields
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .map_or(item.loc, |(_, _, n)| n.loc),
+            _ => item.loc,
+        }
+    };
+
+    let mut seen = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        if !seen.insert(l.name.as_str()) {
+            d.error(
+                loc_of("listeners", i, "name"),
+                &format!("listeners[{i}].name"),
+                format!("duplicate listener name `{}`", l.name),
+            );
+        }
+        if !addrs.insert(l.listen) || l.listen == config.admin.listen {
+            d.error(
+                loc_of("listeners", i, "listen"),
+                &format!("listeners[{i}].listen"),
+                format!("address {} is used twice", l.listen),
+            );
+        }
+    }
+    let listener_names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    let cluster_names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+
+    let mut seen = HashSet::new();
+    for (i, c) in config.clusters.iter().enumerate() {
+        if !seen.insert(c.name.as_str()) {
+            d.error(
+                loc_of("clusters", i, "name"),
+                &format!("clusters[{i}].name"),
+                format!("duplicate cluster name `{}`", c.name),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        if !seen.insert(r.name.as_str()) {
+            d.error(
+                loc_of("routes", i, "name"),
+                &format!("routes[{i}].name"),
+                format!("duplicate route name `{}`", r.name),
+            );
+        }
+        if !cluster_names.contains(&r.cluster.as_str()) {
+            let loc = loc_of("routes", i, "cluster");
+            let path = format!("routes[{i}].cluster");
+            let msg = format!("unknown cluster `{}`", r.cluster);
+            match closest(&r.cluster, &cluster_names) {
+                Some(s) => d.error_help(loc, &path, msg, format!("did you mean `{s}`?")),
+                None if cluster_names.is_empty() => {
+                    d.error_help(loc, &path, msg, "define it under [[clusters]]")
+                }
+                None => d.error_help(
+                    loc,
+                    &path,
+                    msg,
+                    format!("defined clusters: {}", cluster_names.join(", ")),
+                ),
+            }
+        }
+        for (j, l) in r.listeners.iter().enumerate() {
+            if !listener_names.contains(&l.as_str()) {
+                let loc = loc_of("routes", i, "listeners");
+                let path = format!("routes[{i}].listeners[{j}]");
+                let msg = format!("unknown listener `{l}`");
+                match closest(l, &listener_names) {
+                    Some(s) => d.error_help(loc, &path, msg, format!("did you mean `{s}`?")),
+                    None => d.error(loc, &path, msg),
+                }
+            }
+        }
+    }
+}

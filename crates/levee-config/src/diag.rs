@@ -1,0 +1,559 @@
+//! Diagnostics and the decoding toolkit: a `Decoder` walks the located tree,
+//! converts leaves (strings with `${ENV}`, durations, sizes, addresses) and
+//! collects every problem as a `Diagnostic` naming file, line, column and
+//! field path, with a "did you mean" for misspelt keys.
+
+use crate::node::{Loc, Node, Value};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// The file's name as given.
+    pub file: String,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column, from 1.
+    pub col: usize,
+    /// Field path such as `routes[2].match.path`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// A likely fix.
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.col)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every diagnostic of a config that failed to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.0 {
+            writeln!(f, "{d}")?;
+        }
+        write!(
+            f,
+            "{} error{} found",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// A mapping being decoded; remembers which keys were asked for, so that
+/// unknown keys can be reported with the closest known one.
+pub(crate) struct Table<'n> {
+    entries: &'n [(String, Loc, Node)],
+    asked: Vec<&'static str>,
+    path: String,
+    pub(crate) loc: Loc,
+}
+
+impl<'n> Table<'n> {
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn child_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+/// Walks a located tree, converting values and collecting diagnostics.
+pub(crate) struct Decoder<'f> {
+    file: &'f str,
+    pub(crate) diags: Vec<Diagnostic>,
+    env: &'f dyn Fn(&str) -> Option<String>,
+}
+
+impl<'f> Decoder<'f> {
+    pub(crate) fn new(file: &'f str, env: &'f dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            file,
+            diags: Vec::new(),
+            env,
+        }
+    }
+
+    pub(crate) fn error(&mut self, loc: Loc, path: &str, message: impl Into<String>) {
+        self.push(loc, path, message.into(), None);
+    }
+
+    pub(crate) fn error_help(
+        &mut self,
+        loc: Loc,
+        path: &str,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.push(loc, path, message.into(), Some(help.into()));
+    }
+
+    fn push(&mut self, loc: Loc, path: &str, message: String, help: Option<String>) {
+        self.diags.push(Diagnostic {
+            file: self.file.to_string(),
+            line: loc.line,
+            col: loc.col,
+            path: path.to_string(),
+            message,
+            help,
+        });
+    }
+
+    fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
+        self.error(
+            node.loc,
+            path,
+            format!("expected {expected}, found {}", node.value.type_name()),
+        );
+    }
+
+    /// Opens a mapping for decoding.
+    pub(crate) fn table<'n>(&mut self, node: &'n Node, path: &str) -> Option<Table<'n>> {
+        match &node.value {
+            Value::Map(entries) => Some(Table {
+                entries,
+                asked: Vec::new(),
+                path: path.to_string(),
+                loc: node.loc,
+            }),
+            _ => {
+                self.type_error(node, path, "a table");
+                None
+            }
+        }
+    }
+
+    /// Decodes an optional field; a present but invalid value is reported and yields `None`.
+    pub(crate) fn opt<'n, T>(
+        &mut self,
+        t: &mut Table<'n>,
+        key: &'static str,
+        f: impl FnOnce(&mut Self, &'n Node, &str) -> Option<T>,
+    ) -> Option<T> {
+        t.asked.push(key);
+        let (_, _, node) = t.entries.iter().find(|(k, _, _)| k == key)?;
+        if node.value == Value::Null {
+            return None;
+        }
+        let path = t.child_path(key);
+        f(self, node, &path)
+    }
+
+    /// Decodes a required field; a missing one is reported at the table.
+    pub(crate) fn req<'n, T>(
+        &mut self,
+        t: &mut Table<'n>,
+        key: &'static str,
+        f: impl FnOnce(&mut Self, &'n Node, &str) -> Option<T>,
+    ) -> Option<T> {
+        let present = t
+            .entries
+            .iter()
+            .any(|(k, _, n)| k == key && n.value != Value::Null);
+        if !present {
+            t.asked.push(key);
+            let path = t.child_path(key);
+            self.error(t.loc, &path, "missing required field");
+            return None;
+        }
+        self.opt(t, key, f)
+    }
+
+    /// Reports keys nobody asked for, suggesting the closest known key.
+    pub(crate) fn finish(&mut self, t: Table<'_>) {
+        for (key, loc, _) in t.entries {
+            if t.asked.iter().any(|k| k == key) {
+                continue;
+            }
+            let path = t.child_path(key);
+            match closest(key, &t.asked) {
+                Some(s) => self.error_help(
+                    *loc,
+                    &path,
+                    format!("unknown field `{key}`"),
+                    format!("did you mean `{s}`?"),
+                ),
+                None => self.error_help(
+                    *loc,
+                    &path,
+                    format!("unknown field `{key}`"),
+                    format!("expected one of: {}", t.asked.join(", ")),
+                ),
+            }
+        }
+    }
+
+    /// Decodes a list, each item with `f` at path `path[i]`.
+    pub(crate) fn list<'n, T>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        mut f: impl FnMut(&mut Self, &'n Node, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        match &node.value {
+            Value::Seq(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (i, item) in items.iter().enumerate() {
+                    match f(self, item, &format!("{path}[{i}]")) {
+                        Some(v) => out.push(v),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(out)
+            }
+            _ => {
+                self.type_error(node, path, "a list");
+                None
+            }
+        }
+    }
+
+    /// A string, with `${VAR}` and `${VAR:-default}` taken from the environment.
+    pub(crate) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        let raw = match &node.value {
+            Value::Str(s) => s,
+            _ => {
+                self.type_error(node, path, "a string");
+                return None;
+            }
+        };
+        if !raw.contains('$') {
+            return Some(raw.clone());
+        }
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw.as_str();
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            rest = &rest[i..];
+            if let Some(after) = rest.strip_prefix("$$") {
+                out.push('$');
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("${") {
+                let Some(end) = after.find('}') else {
+                    self.error_help(
+                        node.loc,
+                        path,
+                        "unterminated `${` in string",
+                        "write `$$` for a literal dollar sign",
+                    );
+                    return None;
+                };
+                let expr = &after[..end];
+                let (name, default) = match expr.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (expr, None),
+                };
+                match ((self.env)(name), default) {
+                    (Some(v), _) => out.push_str(&v),
+                    (None, Some(d)) => out.push_str(d),
+                    (None, None) => {
+                        self.error_help(
+                            node.loc,
+                            path,
+                            format!("environment variable `{name}` is not set"),
+                            format!("set it, or give a default: `${{{name}:-value}}`"),
+                        );
+                        return None;
+                    }
+                }
+                rest = &after[end + 1..];
+            } else {
+                out.push('$');
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    pub(crate) fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.type_error(node, path, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    /// An integer within `min..=max`.
+    pub(crate) fn int_in(&mut self, node: &Node, path: &str, min: i64, max: i64) -> Option<i64> {
+        match node.value {
+            Value::Int(i) if (min..=max).contains(&i) => Some(i),
+            Value::Int(i) => {
+                self.error(
+                    node.loc,
+                    path,
+                    format!("must be between {min} and {max}, got {i}"),
+                );
+                None
+            }
+            _ => {
+                self.type_error(node, path, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A positive duration such as `250ms`, `2s`, `1m30s`.
+    pub(crate) fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+        match &node.value {
+            Value::Str(s) => match parse_duration(s) {
+                Ok(d) if d.is_zero() => {
+                    self.error(node.loc, path, "must be greater than zero");
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(msg) => {
+                    self.error_help(
+                        node.loc,
+                        path,
+                        msg,
+                        "write a number with a unit: `250ms`, `2s`, `5m`, `1h`",
+                    );
+                    None
+                }
+            },
+            Value::Int(i) => {
+                self.error_help(
+                    node.loc,
+                    path,
+                    format!("a duration needs a unit, got the bare number {i}"),
+                    format!("write `\"{i}s\"` or `\"{i}ms\"`"),
+                );
+                None
+            }
+            _ => {
+                self.type_error(node, path, "a duration string like \"2s\"");
+                None
+            }
+        }
+    }
+
+    /// A size in bytes: a plain integer or `64KiB`, `1MiB`, `10MB`.
+    pub(crate) fn size(&mut self, node: &Node, path: &str) -> Option<u64> {
+        match &node.value {
+            Value::Int(i) if *i > 0 => Some(*i as u64),
+            Value::Int(_) => {
+                self.error(node.loc, path, "must be greater than zero");
+                None
+            }
+            Value::Str(s) => match parse_size(s) {
+                Ok(0) => {
+                    self.error(node.loc, path, "must be greater than zero");
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(msg) => {
+                    self.error_help(
+                        node.loc,
+                        path,
+                        msg,
+                        "write bytes or a unit: `512`, `64KiB`, `1MiB`, `10MB`",
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.type_error(node, path, "a size like \"64KiB\"");
+                None
+            }
+        }
+    }
+
+    /// A socket address `ip:port`.
+    pub(crate) fn socket_addr(&mut self, node: &Node, path: &str) -> Option<SocketAddr> {
+        let s = self.string(node, path)?;
+        match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error_help(
+                    node.loc,
+                    path,
+                    format!("`{s}` is not an address of the form ip:port"),
+                    "for example `127.0.0.1:8080` or `[::1]:8080`",
+                );
+                None
+            }
+        }
+    }
+
+    /// One of `choices`.
+    pub(crate) fn choice(
+        &mut self,
+        node: &Node,
+        path: &str,
+        choices: &[&'static str],
+    ) -> Option<&'static str> {
+        let s = self.string(node, path)?;
+        if let Some(c) = choices.iter().find(|c| **c == s) {
+            return Some(c);
+        }
+        let help = match closest(&s, choices) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => format!("expected one of: {}", choices.join(", ")),
+        };
+        self.error_help(node.loc, path, format!("unknown value `{s}`"), help);
+        None
+    }
+
+    /// A regular expression, compiled to check it.
+    pub(crate) fn regex(&mut self, node: &Node, path: &str) -> Option<crate::Pattern> {
+        let s = self.string(node, path)?;
+        match crate::Pattern::new(&s) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let first = e.to_string();
+                let line = first.lines().last().unwrap_or("invalid").trim().to_string();
+                self.error(
+                    node.loc,
+                    path,
+                    format!("invalid regular expression: {line}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Parses `250ms`, `2s`, `1m30s`, `1.5s`, `100us`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{s}` has a number without a unit"))?;
+        if num_end == 0 {
+            return Err(format!("`{s}` is not a duration"));
+        }
+        let value: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "d" => 86400e9,
+            u => return Err(format!("`{s}` has an unknown unit `{u}`")),
+        };
+        rest = &rest[unit_end..];
+        total += Duration::from_nanos((value * nanos_per) as u64);
+    }
+    Ok(total)
+}
+
+/// Parses `512`, `64KiB`, `1MiB`, `1GiB`, `10KB`, `10MB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let num_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if num_end == 0 {
+        return Err(format!("`{s}` is not a size"));
+    }
+    let n: u64 = s[..num_end]
+        .parse()
+        .map_err(|_| format!("`{s}` is too large"))?;
+    let mult: u64 = match s[num_end..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("`{s}` has an unknown unit `{u}`")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// The candidate within edit distance 2 (or a third of the word) of `word`.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.len() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("12 potatoes").is_err());
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(closest("clustr", &["cluster", "routes"]), Some("cluster"));
+        assert_eq!(closest("zzzzzz", &["cluster", "routes"]), None);
+    }
+}

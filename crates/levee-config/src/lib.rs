@@ -1,0 +1,102 @@
+//! Levee's configuration: one model read from TOML or YAML (by file
+//! extension), `${ENV}` interpolation, and validation that collects every
+//! problem as `file:line:col: field.path: message` with a `help:` line where
+//! a fix is likely.
+//!
+//! Loading is two steps, in the manner of raw then validated flags: parse the
+//! text into a located tree ([`node`]), then decode and check it into the
+//! typed [`Config`] ([`model`]), which cannot hold invalid states.
+
+mod decode;
+mod diag;
+pub mod model;
+pub mod node;
+
+pub use diag::{parse_duration, parse_size, Diagnostic, Diagnostics};
+pub use model::*;
+
+use std::path::Path;
+
+/// The file formats Levee reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.toml`
+    Toml,
+    /// `.yaml` or `.yml`
+    Yaml,
+}
+
+impl Format {
+    /// The format for a file name, by extension.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "toml" => Some(Format::Toml),
+            "yaml" | "yml" => Some(Format::Yaml),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
+    let name = path.display().to_string();
+    let one = |message: String, help: Option<String>| {
+        Diagnostics(vec![Diagnostic {
+            file: name.clone(),
+            line: 1,
+            col: 1,
+            path: String::new(),
+            message,
+            help,
+        }])
+    };
+    let Some(format) = Format::from_path(path) else {
+        return Err(one(
+            "unknown config format".into(),
+            Some("name the file *.toml, *.yaml or *.yml".into()),
+        ));
+    };
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| one(format!("cannot read config file: {e}"), None))?;
+    load_str(&src, format, &name)
+}
+
+/// Validates config text; `name` is used in diagnostics. Reads `${VAR}` from
+/// the process environment.
+pub fn load_str(src: &str, format: Format, name: &str) -> Result<Config, Diagnostics> {
+    load_str_with_env(src, format, name, &|k| std::env::var(k).ok())
+}
+
+/// Like [`load_str`] with an explicit environment, for tests.
+pub fn load_str_with_env(
+    src: &str,
+    format: Format,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Diagnostics> {
+    let parsed = match format {
+        Format::Toml => node::parse_toml(src),
+        Format::Yaml => node::parse_yaml(src),
+    };
+    let root = parsed.map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: name.to_string(),
+            line: e.loc.line,
+            col: e.loc.col,
+            path: String::new(),
+            message: format!("syntax error: {}", e.message),
+            help: None,
+        }])
+    })?;
+    let mut decoder = diag::Decoder::new(name, env);
+    let config = decode::decode_config(&mut decoder, &root);
+    if let Some(config) = &config {
+        decode::cross_check(&mut decoder, &root, config);
+    }
+    let mut diags = decoder.diags;
+    diags.sort_by_key(|d| (d.line, d.col));
+    match config {
+        Some(config) if diags.is_empty() => Ok(config),
+        _ => Err(Diagnostics(diags)),
+    }
+}

@@ -1,0 +1,419 @@
+//! The validated, typed configuration. Values here cannot hold invalid
+//! states: durations are positive, regexes compile, names are unique and
+//! every route points at a cluster that exists. Serializes (with secrets
+//! redacted) for `GET /api/v1/config`.
+
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole Levee configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// The admin API.
+    pub admin: Admin,
+    /// Process-wide settings.
+    pub runtime: Runtime,
+    /// Where clients connect.
+    pub listeners: Vec<Listener>,
+    /// Matched in declared order; the first match wins.
+    pub routes: Vec<Route>,
+    /// Upstream services.
+    pub clusters: Vec<Cluster>,
+}
+
+impl Config {
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+}
+
+/// A value that never appears in logs or the admin API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A compiled regular expression that compares and prints as its source.
+#[derive(Debug, Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// Compiles `src`.
+    pub fn new(src: &str) -> Result<Self, regex::Error> {
+        regex::Regex::new(src).map(Self)
+    }
+    /// The compiled expression.
+    pub fn regex(&self) -> &regex::Regex {
+        &self.0
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Formats a duration the way the config accepts it (`250ms`, `2s`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_nanos() % 1_000_000 == 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}us", d.as_micros())
+    }
+}
+
+/// The admin API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Admin {
+    /// Where it listens; loopback by default.
+    pub listen: SocketAddr,
+    /// Bearer token; required when `listen` is not loopback.
+    pub token: Option<Secret>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Runtime {
+    /// How long shutdown waits for in-flight requests.
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
+    /// One log line per request.
+    pub access_log: bool,
+    /// Runtime worker threads (default: one per core).
+    pub worker_threads: Option<usize>,
+}
+
+/// A listening socket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listener {
+    /// Unique name.
+    pub name: String,
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// TLS with ALPN (h2, http/1.1) when set.
+    pub tls: Option<Tls>,
+    /// Protection limits.
+    pub limits: Limits,
+}
+
+/// PEM files for a TLS listener.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tls {
+    /// Certificate chain (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: String,
+}
+
+/// Per-listener limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    /// Open connections at once; more are closed at accept.
+    pub max_connections: u32,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_request_header_bytes: u64,
+    /// Largest request body; larger gets 413.
+    pub max_request_body_bytes: u64,
+    /// Time to receive a complete request head (slowloris protection).
+    #[serde(serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+    /// HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_request_header_bytes: 64 * 1024,
+            max_request_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 128,
+        }
+    }
+}
+
+/// A route: a match and where matching requests go.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// Unique name (metric label).
+    pub name: String,
+    /// Listeners this route applies to; empty means all.
+    pub listeners: Vec<String>,
+    /// What requests it takes.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// The cluster that serves it.
+    pub cluster: String,
+    /// Path rewriting.
+    pub rewrite: Rewrite,
+    /// Headers added to or removed from the request.
+    pub request_headers: HeaderOps,
+    /// Headers added to or removed from the response.
+    pub response_headers: HeaderOps,
+    /// Whole-request timeout, overriding the cluster's.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// Conditions that must all hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RouteMatch {
+    /// Any of these hosts (empty: any host).
+    pub hosts: Vec<HostPattern>,
+    /// The path condition (none: any path).
+    pub path: Option<PathMatch>,
+    /// Any of these methods (empty: any method).
+    pub methods: Vec<String>,
+    /// All of these header conditions.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A host condition, compared case-insensitively without the port.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostPattern {
+    /// `api.example.com`
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`; matches any subdomain.
+    Suffix(String),
+}
+
+/// A path condition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// The whole path equals this.
+    Exact(String),
+    /// The path starts with this.
+    Prefix(String),
+    /// The whole path matches this expression.
+    Regex(Pattern),
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeaderMatch {
+    /// Lowercase header name.
+    pub name: String,
+    /// The condition on its value.
+    pub rule: HeaderRule,
+}
+
+/// A condition on a header value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeaderRule {
+    /// Equal to this.
+    Exact(String),
+    /// Present with any value.
+    Present,
+    /// Matches this expression.
+    Regex(Pattern),
+}
+
+/// Path rewriting.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Rewrite {
+    /// Removed from the start of the path when present.
+    pub strip_prefix: Option<String>,
+    /// Put in front of the path (after stripping).
+    pub add_prefix: Option<String>,
+}
+
+/// Header changes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct HeaderOps {
+    /// Set (replacing any existing value).
+    pub set: Vec<(String, String)>,
+    /// Removed.
+    pub remove: Vec<String>,
+}
+
+/// An upstream service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    /// Unique name.
+    pub name: String,
+    /// Where it runs.
+    pub endpoints: Vec<Endpoint>,
+    /// How often DNS names in `endpoints` are resolved again.
+    #[serde(serialize_with = "ser_duration")]
+    pub dns_refresh: Duration,
+    /// How to choose an endpoint.
+    pub balancer: BalancerConfig,
+    /// HTTP version towards the upstream.
+    pub protocol: UpstreamProtocol,
+    /// Time to establish a connection.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Time for the whole response head to arrive.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Connection pooling.
+    pub pool: Pool,
+    /// Active health checking.
+    pub health_check: Option<HealthCheck>,
+    /// What the upstream sees as `Host`.
+    pub host_header: HostHeader,
+}
+
+/// An endpoint as configured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    /// `host:port`, where host is an IP or a DNS name.
+    pub address: String,
+    /// The host part.
+    #[serde(skip)]
+    pub host: String,
+    /// The port.
+    #[serde(skip)]
+    pub port: u16,
+    /// Relative share of traffic (1..=1000).
+    pub weight: u32,
+    /// Locality labels.
+    pub zone: Option<String>,
+    /// Locality labels.
+    pub region: Option<String>,
+}
+
+/// Balancer algorithm and its key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BalancerConfig {
+    /// The algorithm.
+    pub kind: BalancerKind,
+    /// The hash key for `ring_hash` and `maglev`.
+    pub hash_on: Option<HashOn>,
+}
+
+/// Balancer algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Power of two choices by in-flight requests.
+    LeastRequest,
+    /// Power of two choices by peak-EWMA latency times load.
+    PeakEwma,
+    /// Consistent hashing on a ring.
+    RingHash,
+    /// Consistent hashing with a Maglev table.
+    Maglev,
+}
+
+/// What a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// A request header's value.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The request path.
+    Path,
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// HTTP version towards the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), needed for gRPC.
+    Http2,
+}
+
+/// Connection pool settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pool {
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+    /// How long an idle connection is kept.
+    #[serde(serialize_with = "ser_duration")]
+    pub idle_timeout: Duration,
+}
+
+/// Active HTTP health checking.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheck {
+    /// Path probed with GET.
+    pub path: String,
+    /// Time between probes.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Up to this much is added at random to each interval.
+    #[serde(serialize_with = "ser_duration")]
+    pub jitter: Duration,
+    /// Time a probe may take.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Successes in a row to become healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row to become unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// What the upstream sees as `Host`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// The client's Host, unchanged.
+    Preserve,
+    /// The endpoint's `host:port`.
+    Endpoint,
+    /// A fixed value.
+    Value(String),
+}

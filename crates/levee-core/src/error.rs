@@ -1,0 +1,207 @@
+//! The error taxonomy: every failure the gateway can answer for itself, which
+//! side caused it, whether a retry is safe, and how it is answered (status,
+//! `levee-error` reason, JSON body). One table, so metrics, logs and responses
+//! never disagree about a failure.
+
+use http::StatusCode;
+
+/// Which side of the gateway a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The client sent something the gateway refuses.
+    Downstream,
+    /// The upstream (or reaching it) failed.
+    Upstream,
+    /// The gateway itself (configuration, shutdown, a bug).
+    Internal,
+}
+
+/// Every reason the gateway answers a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No route matched the request.
+    NoRoute,
+    /// The request was malformed.
+    BadRequest,
+    /// The request body exceeded the listener's limit.
+    PayloadTooLarge,
+    /// The request headers exceeded the listener's limit.
+    HeadersTooLarge,
+    /// The cluster has no endpoints at all.
+    NoEndpoints,
+    /// The upstream refused the connection.
+    ConnectRefused,
+    /// Connecting to the upstream did not finish in time.
+    ConnectTimeout,
+    /// The upstream could not be reached (unroutable, DNS, other connect errors).
+    ConnectFailed,
+    /// The upstream did not answer within the request timeout.
+    UpstreamTimeout,
+    /// The upstream reset or closed the connection before a full response head.
+    UpstreamReset,
+    /// The upstream sent something that is not valid HTTP.
+    UpstreamProtocol,
+    /// The client went away before the response was complete.
+    ClientClosed,
+    /// The gateway is shutting down.
+    Draining,
+    /// A bug or an unexpected internal failure.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for metric pre-registration and exhaustive tests.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::NoRoute,
+        ErrorKind::BadRequest,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::HeadersTooLarge,
+        ErrorKind::NoEndpoints,
+        ErrorKind::ConnectRefused,
+        ErrorKind::ConnectTimeout,
+        ErrorKind::ConnectFailed,
+        ErrorKind::UpstreamTimeout,
+        ErrorKind::UpstreamReset,
+        ErrorKind::UpstreamProtocol,
+        ErrorKind::ClientClosed,
+        ErrorKind::Draining,
+        ErrorKind::Internal,
+    ];
+
+    /// The stable, machine-readable reason sent in `levee-error` and used as a metric label.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::NoEndpoints => "no_endpoints",
+            ErrorKind::ConnectRefused => "connect_refused",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::UpstreamProtocol => "upstream_protocol_error",
+            ErrorKind::ClientClosed => "client_closed",
+            ErrorKind::Draining => "draining",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The status the gateway answers with.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::NoEndpoints | ErrorKind::ConnectRefused | ErrorKind::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
+                StatusCode::BAD_GATEWAY
+            }
+            ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            // 499 is NGINX's convention for "client closed request"; it is only logged.
+            ErrorKind::ClientClosed => match StatusCode::from_u16(499) {
+                Ok(s) => s,
+                Err(_) => StatusCode::BAD_REQUEST,
+            },
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Which side failed.
+    pub const fn side(self) -> Side {
+        match self {
+            ErrorKind::NoRoute
+            | ErrorKind::BadRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::ClientClosed => Side::Downstream,
+            ErrorKind::NoEndpoints
+            | ErrorKind::ConnectRefused
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ConnectFailed
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamReset
+            | ErrorKind::UpstreamProtocol => Side::Upstream,
+            ErrorKind::Draining | ErrorKind::Internal => Side::Internal,
+        }
+    }
+
+    /// Whether nothing of the request reached the upstream application, so any
+    /// request (idempotent or not) may be retried elsewhere. The rule, stated
+    /// once: a retry is safe when no byte was sent upstream, or when the request
+    /// is idempotent and the failure was on the upstream side.
+    pub const fn nothing_sent(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::NoEndpoints
+                | ErrorKind::ConnectRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::ConnectFailed
+        )
+    }
+
+    /// The small JSON body the gateway answers with.
+    pub fn json_body(self, detail: &str) -> String {
+        let mut out = String::with_capacity(64 + detail.len());
+        out.push_str("{\"error\":\"");
+        out.push_str(self.reason());
+        out.push_str("\",\"status\":");
+        out.push_str(&self.status().as_u16().to_string());
+        out.push_str(",\"message\":\"");
+        for c in detail.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push(' '),
+                c => out.push(c),
+            }
+        }
+        out.push_str("\"}\n");
+        out
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.reason()), "duplicate reason {kind}");
+            assert!(kind
+                .reason()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+
+    #[test]
+    fn upstream_failures_map_to_gateway_statuses() {
+        assert_eq!(ErrorKind::ConnectRefused.status(), 503);
+        assert_eq!(ErrorKind::ConnectFailed.status(), 502);
+        assert_eq!(ErrorKind::UpstreamTimeout.status(), 504);
+        assert_eq!(ErrorKind::ConnectTimeout.status(), 504);
+        assert_eq!(ErrorKind::UpstreamReset.status(), 502);
+        assert_eq!(ErrorKind::NoRoute.status(), 404);
+    }
+
+    #[test]
+    fn json_body_escapes_detail() {
+        let body = ErrorKind::NoRoute.json_body("no route for \"/x\"");
+        let v: &str = &body;
+        assert!(v.starts_with("{\"error\":\"no_route\",\"status\":404,"));
+        assert!(v.contains("\\\"/x\\\""));
+    }
+}

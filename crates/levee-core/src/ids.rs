@@ -1,0 +1,33 @@
+//! Request ids: 128 random bits as 32 lowercase hex characters, generated
+//! without a lock from a per-thread generator.
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+
+thread_local! {
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
+/// A fresh random request id.
+pub fn request_id() -> String {
+    let v: u128 = RNG.with(|r| r.borrow_mut().random());
+    format!("{v:032x}")
+}
+
+/// A fast per-thread random u64 for balancer choices and jitter.
+pub fn random_u64() -> u64 {
+    RNG.with(|r| r.borrow_mut().random())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_hex_and_distinct() {
+        let a = super::request_id();
+        let b = super::request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,15 @@
+//! Levee's shared vocabulary: the error taxonomy every layer speaks, the one
+//! classification of a finished attempt, the clock abstraction, request ids,
+//! lock-free metric primitives and the metric names.
+//!
+//! Nothing here does I/O, so every crate above can depend on it.
+
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod outcome;
+
+pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
+pub use error::{ErrorKind, Side};
+pub use outcome::Outcome;

@@ -1,0 +1,362 @@
+//! Lock-free metric primitives and their Prometheus text exposition.
+//!
+//! The request path holds `Arc` handles resolved when a config snapshot is
+//! built, so recording is a few relaxed atomic adds. The registry's mutex is
+//! taken only when a handle is created and when `/metrics` is scraped.
+//! (prometheus-client was not used because its histogram takes a write lock
+//! on every observation.)
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Metric names, in one place.
+pub mod names {
+    /// Requests answered, by route, cluster and status class.
+    pub const REQUESTS: &str = "levee_requests_total";
+    /// End-to-end request latency by route.
+    pub const ROUTE_LATENCY: &str = "levee_request_duration_seconds";
+    /// Upstream attempt latency by cluster.
+    pub const CLUSTER_LATENCY: &str = "levee_upstream_request_duration_seconds";
+    /// Requests the cluster answered, by status class.
+    pub const UPSTREAM_REQUESTS: &str = "levee_upstream_requests_total";
+    /// Gateway-generated errors, by reason (and cluster where known).
+    pub const ERRORS: &str = "levee_errors_total";
+    /// Currently open downstream connections, by listener.
+    pub const ACTIVE_CONNECTIONS: &str = "levee_downstream_connections_active";
+    /// Downstream connections accepted, by listener.
+    pub const CONNECTIONS: &str = "levee_downstream_connections_total";
+    /// Connections closed at once because the listener was at its limit.
+    pub const CONNECTIONS_REJECTED: &str = "levee_downstream_connections_rejected_total";
+    /// 1 when an endpoint is healthy, by cluster and endpoint.
+    pub const ENDPOINT_HEALTHY: &str = "levee_endpoint_healthy";
+    /// In-flight requests per endpoint.
+    pub const ENDPOINT_IN_FLIGHT: &str = "levee_endpoint_requests_in_flight";
+    /// 1 when every endpoint of a cluster is unhealthy and all take traffic.
+    pub const CLUSTER_PANIC: &str = "levee_cluster_panic_mode";
+    /// Health check probes, by cluster and result.
+    pub const HEALTH_CHECKS: &str = "levee_health_checks_total";
+    /// Config reloads, by result.
+    pub const RELOADS: &str = "levee_config_reloads_total";
+    /// Unix time of the last successful reload.
+    pub const LAST_RELOAD: &str = "levee_config_last_reload_success_timestamp_seconds";
+    /// Diagnostics of the last failed reload.
+    pub const LAST_RELOAD_ERRORS: &str = "levee_config_last_reload_error_count";
+    /// Build information, value 1.
+    pub const BUILD_INFO: &str = "levee_build_info";
+    /// Requests in flight in the gateway.
+    pub const IN_FLIGHT: &str = "levee_requests_in_flight";
+}
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subtracts one.
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds (Prometheus conventions).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with fixed buckets; observations are atomic adds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds_ns: [u64; LATENCY_BUCKETS.len()],
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            bounds_ns: LATENCY_BUCKETS.map(|s| (s * 1e9) as u64),
+            buckets: Default::default(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation of `nanos` nanoseconds.
+    #[inline]
+    pub fn observe_nanos(&self, nanos: u64) {
+        let idx = self
+            .bounds_ns
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(self.bounds_ns.len());
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Metric {
+    Counter(Arc<Counter>),
+    Gauge(Arc<Gauge>),
+    Histogram(Arc<Histogram>),
+}
+
+#[derive(Debug)]
+struct Family {
+    help: &'static str,
+    kind: &'static str,
+    series: BTreeMap<String, Metric>,
+}
+
+/// Owns every metric series and renders them in Prometheus text format.
+#[derive(Debug, Default)]
+pub struct Registry {
+    families: Mutex<BTreeMap<&'static str, Family>>,
+}
+
+/// Renders a label set as `a="x",b="y"` with Prometheus escaping.
+fn render_labels(labels: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get_or_create(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        make: impl FnOnce() -> Metric,
+    ) -> Metric {
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let family = families.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+        });
+        family
+            .series
+            .entry(render_labels(labels))
+            .or_insert_with(make)
+            .clone()
+    }
+
+    /// The counter `name{labels}`, created on first use.
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Arc<Counter> {
+        match self.get_or_create(name, help, "counter", labels, || {
+            Metric::Counter(Arc::default())
+        }) {
+            Metric::Counter(c) => c,
+            other => panic!("metric {name} registered with another type: {other:?}"),
+        }
+    }
+
+    /// The gauge `name{labels}`, created on first use.
+    pub fn gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Arc<Gauge> {
+        match self.get_or_create(
+            name,
+            help,
+            "gauge",
+            labels,
+            || Metric::Gauge(Arc::default()),
+        ) {
+            Metric::Gauge(g) => g,
+            other => panic!("metric {name} registered with another type: {other:?}"),
+        }
+    }
+
+    /// The histogram `name{labels}`, created on first use.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Arc<Histogram> {
+        match self.get_or_create(name, help, "histogram", labels, || {
+            Metric::Histogram(Arc::default())
+        }) {
+            Metric::Histogram(h) => h,
+            other => panic!("metric {name} registered with another type: {other:?}"),
+        }
+    }
+
+    /// Drops series of `name` whose labels contain `label="value"` (for
+    /// endpoints and clusters that left the config).
+    pub fn remove_series(&self, name: &'static str, label: &str, value: &str) {
+        let needle = render_labels(&[(label, value)]);
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = families.get_mut(name) {
+            f.series
+                .retain(|k, _| !k.split(',').any(|part| part == needle));
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every series.
+    pub fn encode(&self) -> String {
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::with_capacity(16 * 1024);
+        for (name, family) in families.iter() {
+            let _ = writeln!(out, "# HELP {name} {}", family.help);
+            let _ = writeln!(out, "# TYPE {name} {}", family.kind);
+            for (labels, metric) in &family.series {
+                let braces = |extra: &str| -> String {
+                    match (labels.is_empty(), extra.is_empty()) {
+                        (true, true) => String::new(),
+                        (true, false) => format!("{{{extra}}}"),
+                        (false, true) => format!("{{{labels}}}"),
+                        (false, false) => format!("{{{labels},{extra}}}"),
+                    }
+                };
+                match metric {
+                    Metric::Counter(c) => {
+                        let _ = writeln!(out, "{name}{} {}", braces(""), c.get());
+                    }
+                    Metric::Gauge(g) => {
+                        let _ = writeln!(out, "{name}{} {}", braces(""), g.get());
+                    }
+                    Metric::Histogram(h) => {
+                        let mut cumulative = 0u64;
+                        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                            cumulative += h.buckets[i].load(Ordering::Relaxed);
+                            let le = format!("le=\"{bound}\"");
+                            let _ = writeln!(out, "{name}_bucket{} {cumulative}", braces(&le));
+                        }
+                        cumulative += h.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+                        let _ =
+                            writeln!(out, "{name}_bucket{} {cumulative}", braces("le=\"+Inf\""));
+                        let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+                        let _ = writeln!(out, "{name}_sum{} {sum}", braces(""));
+                        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(""));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_labels_share_one_series() {
+        let r = Registry::new();
+        let a = r.counter("x_total", "help", &[("route", "a")]);
+        let b = r.counter("x_total", "help", &[("route", "a")]);
+        a.inc();
+        b.add(2);
+        assert_eq!(a.get(), 3);
+        let text = r.encode();
+        assert!(text.contains("# TYPE x_total counter"));
+        assert!(text.contains("x_total{route=\"a\"} 3"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let r = Registry::new();
+        let h = r.histogram("lat_seconds", "help", &[]);
+        h.observe_nanos(200_000); // 0.2 ms
+        h.observe_nanos(3_000_000); // 3 ms
+        h.observe_nanos(20_000_000_000); // 20 s, above every bound
+        let text = r.encode();
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"0.0005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("lat_seconds_bucket{le=\"10\"} 2"), "{text}");
+        assert!(text.contains("lat_seconds_bucket{le=\"+Inf\"} 3"), "{text}");
+        assert!(text.contains("lat_seconds_count 3"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_removable() {
+        let r = Registry::new();
+        r.gauge("g", "help", &[("endpoint", "a\"b"), ("cluster", "c")])
+            .set(1);
+        assert!(r
+            .encode()
+            .contains("g{endpoint=\"a\\\"b\",cluster=\"c\"} 1"));
+        r.remove_series("g", "cluster", "c");
+        assert!(!r.encode().contains("g{"));
+    }
+}
