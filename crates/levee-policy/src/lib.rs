@@ -1,14 +1,12 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Levee's control algorithms as plain structs: no I/O, no tasks, time passed
+//! in as [`levee_core::Nanos`] from an injected clock. The proxy only wires
+//! them. So far: load-balancer choice ([`balancer`]), the peak-EWMA latency
+//! estimate ([`ewma`]) and the stable hash that consistent hashing relies on
+//! ([`hash`]).
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod balancer;
+pub mod ewma;
+pub mod hash;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use balancer::{Algorithm, Balancer, EndpointLoad};
+pub use ewma::PeakEwma;
