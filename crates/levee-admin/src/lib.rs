@@ -1,14 +1,177 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Levee's admin API: Prometheus metrics, liveness and readiness, the
+//! effective config (secrets redacted), cluster and listener state, and
+//! reload. It reads the proxy only through [`levee_proxy::Gateway`]'s
+//! published state.
+//!
+//! Security: loopback by default; when a token is configured every endpoint
+//! but `/healthz` and `/readyz` (probes) needs `Authorization: Bearer TOKEN`.
+//! The config layer refuses a non-loopback address without a token.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use levee_config::Secret;
+use levee_proxy::{ApplyError, Gateway};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct AdminState {
+    gateway: Gateway,
+    token: Option<Arc<Secret>>,
+}
+
+/// The admin router for `gateway`, requiring `token` when given.
+pub fn router(gateway: Gateway, token: Option<Secret>) -> Router {
+    let state = AdminState {
+        gateway,
+        token: token.map(Arc::new),
+    };
+    let protected = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/listeners", get(listeners))
+        .route("/api/v1/reload", post(reload).get(reload_status))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "message": "no such admin endpoint"})),
+            )
+        })
+        .with_state(state)
+}
+
+/// Binds `addr` and serves the admin API until `shutdown` resolves.
+/// Returns the bound address (the real port when 0 was asked for).
+pub async fn serve(
+    gateway: Gateway,
+    addr: SocketAddr,
+    token: Option<Secret>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = router(gateway, token);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
+        _ => {
+            let mut resp = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"})),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let body = state.gateway.registry().encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AdminState>) -> Response {
+    if state.gateway.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+async fn config(State(state): State<AdminState>) -> Response {
+    Json(state.gateway.config().as_ref().clone()).into_response()
+}
+
+async fn clusters(State(state): State<AdminState>) -> Response {
+    Json(json!({ "clusters": state.gateway.clusters() })).into_response()
+}
+
+async fn listeners(State(state): State<AdminState>) -> Response {
+    Json(json!({ "listeners": state.gateway.listeners() })).into_response()
+}
+
+async fn reload_status(State(state): State<AdminState>) -> Response {
+    Json(state.gateway.reload_status()).into_response()
+}
+
+async fn reload(State(state): State<AdminState>) -> Response {
+    match state.gateway.reload_from_file().await {
+        Ok(()) => Json(json!({"status": "reloaded"})).into_response(),
+        Err(ApplyError::Invalid(diags)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "status": "rejected",
+                "message": "the new configuration is invalid; the running one is kept",
+                "diagnostics": diags.0,
+                "rendered": diags.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        Err(other) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({
+                "status": "rejected",
+                "message": other.to_string(),
+                "diagnostics": [],
+            })),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn constant_time_eq_compares_whole_values() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"ab"));
     }
 }

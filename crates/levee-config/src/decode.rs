@@ -697,7 +697,8 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
                 format!("duplicate listener name `{}`", l.name),
             );
         }
-        if !addrs.insert(l.listen) || l.listen == config.admin.listen {
+        // Port 0 asks the OS for a free port, so it never collides.
+        if l.listen.port() != 0 && (!addrs.insert(l.listen) || l.listen == config.admin.listen) {
             d.error(
                 loc_of("listeners", i, "listen"),
                 &format!("listeners[{i}].listen"),

@@ -24,6 +24,18 @@ pub trait EndpointLoad {
     fn latency_cost(&self, now: Nanos) -> f64;
 }
 
+impl<T: EndpointLoad + ?Sized> EndpointLoad for std::sync::Arc<T> {
+    fn in_flight(&self) -> u64 {
+        (**self).in_flight()
+    }
+    fn weight(&self) -> u32 {
+        (**self).weight()
+    }
+    fn latency_cost(&self, now: Nanos) -> f64 {
+        (**self).latency_cost(now)
+    }
+}
+
 /// The algorithms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {

@@ -1,14 +1,79 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Levee's data plane: listeners (HTTP/1.1, HTTP/2, TLS with ALPN), routing,
+//! clusters with balancers, pools, DNS and health checks, the request
+//! pipeline, hot reload and graceful drain.
+//!
+//! Start with [`pipeline`]: its `handle` function is the life of a request.
+//! [`Gateway`] is the handle the binary, the admin API and tests hold.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod body;
+mod cluster;
+mod gateway;
+mod headers;
+mod listener;
+mod metrics;
+pub mod pipeline;
+mod record;
+mod router;
+mod tls;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+pub use body::{BodyError, ProxyBody, UpstreamBody};
+pub use gateway::{
+    ApplyError, ClusterStatus, EndpointStatus, Gateway, ListenerStatus, ReloadStatus,
+};
+pub use headers::LEVEE_ERROR;
+
+/// Route matching exposed for benchmarks only; not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    use crate::cluster::ClusterRuntime;
+    use crate::router::{CompiledRoute, Router};
+    use levee_core::metrics::Registry;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    /// The router of the first listener of `config`.
+    pub struct BenchRouter(Router);
+
+    impl BenchRouter {
+        /// Builds clusters (no I/O for IP endpoints without health checks) and routes.
+        pub async fn new(config: &levee_config::Config) -> Self {
+            let registry = Arc::new(Registry::new());
+            let mut clusters = HashMap::new();
+            for c in &config.clusters {
+                let rt = ClusterRuntime::start(
+                    c.clone(),
+                    registry.clone(),
+                    levee_core::MonotonicClock::new(),
+                )
+                .await;
+                clusters.insert(c.name.clone(), rt);
+            }
+            let routes = config
+                .routes
+                .iter()
+                .map(|r| {
+                    Arc::new(CompiledRoute::new(
+                        r.clone(),
+                        clusters[&r.cluster].clone(),
+                        &registry,
+                    ))
+                })
+                .collect();
+            Self(Router::new(routes))
+        }
+
+        /// The name of the route `req` matches.
+        pub fn find<B>(&self, req: &http::Request<B>) -> Option<&str> {
+            self.0.find(req).map(|r| r.config.name.as_str())
+        }
+
+        /// Chooses an endpoint of the matched route's cluster.
+        pub fn pick<B>(&self, req: &http::Request<B>) -> Option<std::net::SocketAddr> {
+            self.0
+                .find(req)?
+                .cluster
+                .pick(Some(0x9e37_79b9))
+                .map(|e| e.addr)
+        }
     }
 }

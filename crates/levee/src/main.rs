@@ -1,3 +1,216 @@
-fn main() {
-    println!("Hello, world!");
+//! The `levee` binary: the command line (`run`, `check`, `demo`), logging
+//! set-up and the wiring of gateway, admin API, signals and file watching.
+//! Logic worth testing lives in the library crates.
+
+mod demo;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use levee_proxy::Gateway;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Levee: a single-binary resilience gateway.
+#[derive(Parser, Debug)]
+#[command(name = "levee", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway from a config file (TOML or YAML).
+    Run {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every diagnostic; exit 1 on any error.
+    Check {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the whole product on embedded defaults with demo upstreams in process.
+    Demo {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_listen: std::net::SocketAddr,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => {
+            init_logging(cli.log_format, &cli.log_level);
+            let loaded = match levee_config::load_file(&config) {
+                Ok(c) => c,
+                Err(diags) => {
+                    eprintln!("{diags}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            report(
+                runtime(loaded.runtime.worker_threads)
+                    .and_then(|rt| rt.block_on(run(loaded, Some(config), None))),
+            )
+        }
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => {
+            init_logging(cli.log_format, &cli.log_level);
+            report(runtime(None).and_then(|rt| rt.block_on(demo::run(listen, admin_listen))))
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().thread_name("levee-worker");
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.build().context("starting the async runtime")
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match levee_config::load_file(path) {
+        Ok(c) => {
+            println!(
+                "{}: OK ({} listener{}, {} route{}, {} cluster{})",
+                path.display(),
+                c.listeners.len(),
+                plural(c.listeners.len()),
+                c.routes.len(),
+                plural(c.routes.len()),
+                c.clusters.len(),
+                plural(c.clusters.len()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            eprintln!("{diags}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Runs a gateway and its admin API until SIGTERM or SIGINT, reloading on
+/// SIGHUP. `ready` is told the bound addresses once serving.
+pub(crate) async fn run(
+    config: levee_config::Config,
+    path: Option<PathBuf>,
+    ready: Option<tokio::sync::oneshot::Sender<(Gateway, std::net::SocketAddr)>>,
+) -> anyhow::Result<()> {
+    let admin_addr = config.admin.listen;
+    let token = config.admin.token.clone();
+    let drain_timeout = config.runtime.drain_timeout;
+    let watch = config.runtime.watch_config && path.is_some();
+    let gateway = Gateway::start(config, path)
+        .await
+        .context("starting the gateway")?;
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (admin_bound, admin_task) =
+        levee_admin::serve(gateway.clone(), admin_addr, token, async move {
+            let _ = admin_stop_rx.await;
+        })
+        .await
+        .with_context(|| format!("binding the admin API on {admin_addr}"))?;
+    for l in gateway.listeners() {
+        tracing::info!(listener = %l.name, address = %l.address, tls = l.tls, "listening");
+    }
+    tracing::info!(address = %admin_bound, "admin API listening");
+    if watch {
+        if let Err(e) = gateway.watch_config_file() {
+            tracing::warn!(error = %e, "not watching the config file");
+        }
+    }
+    if let Some(ready) = ready {
+        let _ = ready.send((gateway.clone(), admin_bound));
+    }
+
+    wait_for_shutdown(&gateway).await?;
+    tracing::info!(timeout = ?drain_timeout, "draining");
+    let left = gateway.shutdown(drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(connections = left, "drain timeout passed; closing the rest");
+    } else {
+        tracing::info!("drained");
+    }
+    let _ = admin_stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_shutdown(gateway: &Gateway) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received; reloading");
+                let _ = gateway.reload_from_file().await;
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown(_gateway: &Gateway) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("Ctrl-C handler")
 }

@@ -1,0 +1,187 @@
+//! Bodies on both sides, streamed frame by frame (never buffered whole), so
+//! backpressure flows end to end and trailers pass through.
+//!
+//! - [`UpstreamBody`]: the client's request body on its way upstream, counted
+//!   against the listener's body limit.
+//! - [`ProxyBody`]: the response on its way to the client, which carries the
+//!   request's [`Completion`] and records it when the last frame is sent or
+//!   the client goes away.
+
+use crate::record::Completion;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Why a request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body passed the listener's `max_request_body_bytes`.
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// Reading from the client failed.
+    #[error("reading the request body failed: {0}")]
+    Downstream(#[from] hyper::Error),
+}
+
+/// A request body sent upstream.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    seen: u64,
+}
+
+impl UpstreamBody {
+    /// No body (health checks, bodiless requests).
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: 0,
+            seen: 0,
+        }
+    }
+
+    /// The client's body, failing once more than `limit` bytes arrive.
+    pub(crate) fn limited(inner: Incoming, limit: u64) -> Self {
+        Self {
+            inner: Some(inner),
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// A response body sent to the client.
+#[derive(Debug)]
+pub struct ProxyBody {
+    inner: Inner,
+    completion: Option<Completion>,
+}
+
+impl ProxyBody {
+    /// A body streamed from the upstream.
+    pub(crate) fn upstream(inner: Incoming) -> Self {
+        Self {
+            inner: Inner::Upstream(inner),
+            completion: None,
+        }
+    }
+
+    /// A body the gateway wrote itself.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            inner: Inner::Full(Some(bytes.into())),
+            completion: None,
+        }
+    }
+
+    /// Attaches the request's record, written when the body ends.
+    pub(crate) fn attach(&mut self, completion: Completion) {
+        self.completion = Some(completion);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(mut c) = self.completion.take() {
+            c.body_complete = complete;
+            drop(c);
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(c)) = (frame.data_ref(), this.completion.as_mut()) {
+                    c.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Ready(None) => this.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body dropped at its end (HEAD, 204, or fully sent) is complete;
+        // one dropped earlier means the client went away.
+        let end = self.is_end_stream();
+        self.finish(end);
+    }
+}

@@ -1,0 +1,460 @@
+//! Clusters at run time: endpoints with their live state (health, in-flight,
+//! latency estimate), the balancer over the current candidates, the upstream
+//! connection pool, DNS re-resolution and active health checks.
+//!
+//! The candidate set and its balancer form one immutable [`ClusterView`]
+//! behind an atomic pointer, rebuilt when health or DNS changes it, so a pick
+//! takes no lock.
+
+use crate::body::UpstreamBody;
+use crate::metrics::ClusterMetrics;
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use levee_config::{BalancerKind, Cluster, HashOn, UpstreamProtocol};
+use levee_core::metrics::{names, Gauge, Registry};
+use levee_core::{Clock, MonotonicClock, Nanos};
+use levee_policy::{Algorithm, Balancer, EndpointLoad, PeakEwma};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Time constant of the peak-EWMA estimate.
+const EWMA_DECAY_NS: f64 = 10e9;
+/// Estimate for an endpoint that has not answered yet.
+const EWMA_INITIAL_NS: f64 = 1e6;
+
+/// The HTTP client towards one cluster, pooling connections per endpoint.
+pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+
+/// One resolved endpoint and its live state.
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) addr: SocketAddr,
+    pub(crate) label: String,
+    pub(crate) authority: http::uri::Authority,
+    pub(crate) configured: String,
+    pub(crate) weight: u32,
+    pub(crate) zone: Option<String>,
+    pub(crate) region: Option<String>,
+    healthy: AtomicBool,
+    successes: AtomicU32,
+    failures: AtomicU32,
+    pub(crate) in_flight: Arc<Gauge>,
+    healthy_gauge: Arc<Gauge>,
+    pub(crate) ewma: PeakEwma,
+}
+
+impl EndpointState {
+    fn new(
+        registry: &Registry,
+        cluster: &str,
+        addr: SocketAddr,
+        ep: &levee_config::Endpoint,
+        now: Nanos,
+    ) -> Self {
+        let label = addr.to_string();
+        let labels = [("cluster", cluster), ("endpoint", label.as_str())];
+        let healthy_gauge = registry.gauge(
+            names::ENDPOINT_HEALTHY,
+            "1 when the endpoint passes health checks (or has none).",
+            &labels,
+        );
+        healthy_gauge.set(1);
+        Self {
+            addr,
+            authority: label
+                .parse()
+                .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
+            label: label.clone(),
+            configured: ep.address.clone(),
+            weight: ep.weight.max(1),
+            zone: ep.zone.clone(),
+            region: ep.region.clone(),
+            healthy: AtomicBool::new(true),
+            successes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            in_flight: registry.gauge(
+                names::ENDPOINT_IN_FLIGHT,
+                "Requests in flight to the endpoint.",
+                &labels,
+            ),
+            healthy_gauge,
+            ewma: PeakEwma::new(EWMA_INITIAL_NS, now),
+        }
+    }
+
+    /// Whether health checks currently pass.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records a probe result; returns true when the health state flipped.
+    fn record_probe(&self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> bool {
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            let n = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
+            if !self.is_healthy() && n >= healthy_threshold {
+                self.healthy.store(true, Ordering::Relaxed);
+                self.healthy_gauge.set(1);
+                return true;
+            }
+        } else {
+            self.successes.store(0, Ordering::Relaxed);
+            let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.is_healthy() && n >= unhealthy_threshold {
+                self.healthy.store(false, Ordering::Relaxed);
+                self.healthy_gauge.set(0);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl EndpointLoad for EndpointState {
+    fn in_flight(&self) -> u64 {
+        self.in_flight.get().max(0) as u64
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn latency_cost(&self, now: Nanos) -> f64 {
+        self.ewma.cost(now, EWMA_DECAY_NS)
+    }
+}
+
+/// The endpoints that take traffic now, and the balancer built for them.
+#[derive(Debug)]
+pub(crate) struct ClusterView {
+    pub(crate) all: Vec<Arc<EndpointState>>,
+    candidates: Vec<Arc<EndpointState>>,
+    balancer: Balancer,
+    pub(crate) panic: bool,
+}
+
+impl ClusterView {
+    fn build(algorithm: Algorithm, all: Vec<Arc<EndpointState>>) -> Self {
+        let healthy: Vec<_> = all.iter().filter(|e| e.is_healthy()).cloned().collect();
+        // With nothing healthy, sending to all beats sending to none: health
+        // checks can be wrong, the upstream may still answer ("panic mode").
+        let panic = healthy.is_empty() && !all.is_empty();
+        let candidates = if panic { all.clone() } else { healthy };
+        let keys: Vec<&str> = candidates.iter().map(|e| e.label.as_str()).collect();
+        let weights: Vec<u32> = candidates.iter().map(|e| e.weight).collect();
+        Self {
+            balancer: Balancer::new(algorithm, &keys, &weights),
+            all,
+            candidates,
+            panic,
+        }
+    }
+}
+
+/// A cluster's runtime: kept across reloads while its config is unchanged.
+#[derive(Debug)]
+pub(crate) struct ClusterRuntime {
+    pub(crate) config: Cluster,
+    pub(crate) client: UpstreamClient,
+    view: ArcSwap<ClusterView>,
+    pub(crate) metrics: ClusterMetrics,
+    algorithm: Algorithm,
+    registry: Arc<Registry>,
+    clock: MonotonicClock,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for ClusterRuntime {
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().map(std::mem::take).unwrap_or_default() {
+            task.abort();
+        }
+    }
+}
+
+fn algorithm(kind: BalancerKind) -> Algorithm {
+    match kind {
+        BalancerKind::RoundRobin => Algorithm::RoundRobin,
+        BalancerKind::LeastRequest => Algorithm::LeastRequest,
+        BalancerKind::PeakEwma => Algorithm::PeakEwma,
+        BalancerKind::RingHash => Algorithm::RingHash,
+        BalancerKind::Maglev => Algorithm::Maglev,
+    }
+}
+
+fn build_client(config: &Cluster) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool.idle_timeout)
+        .pool_max_idle_per_host(config.pool.max_idle_per_endpoint)
+        .retry_canceled_requests(true)
+        .set_host(false);
+    if config.protocol == UpstreamProtocol::Http2 {
+        builder
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10));
+    }
+    builder.build(connector)
+}
+
+/// Resolves every configured endpoint; DNS names may yield several addresses.
+async fn resolve(config: &Cluster) -> Vec<(SocketAddr, &levee_config::Endpoint)> {
+    let mut out = Vec::new();
+    for ep in &config.endpoints {
+        if let Ok(ip) = ep.host.parse::<std::net::IpAddr>() {
+            out.push((SocketAddr::new(ip, ep.port), ep));
+            continue;
+        }
+        match tokio::net::lookup_host((ep.host.as_str(), ep.port)).await {
+            Ok(addrs) => {
+                let mut addrs: Vec<SocketAddr> = addrs.collect();
+                addrs.sort();
+                addrs.dedup();
+                out.extend(addrs.into_iter().map(|a| (a, ep)));
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %config.name, endpoint = %ep.address, error = %e, "DNS resolution failed")
+            }
+        }
+    }
+    out
+}
+
+impl ClusterRuntime {
+    /// Builds the cluster (resolving DNS names) and starts its background tasks.
+    pub(crate) async fn start(
+        config: Cluster,
+        registry: Arc<Registry>,
+        clock: MonotonicClock,
+    ) -> Arc<Self> {
+        let resolved = resolve(&config).await;
+        let now = clock.now();
+        let endpoints: Vec<Arc<EndpointState>> = resolved
+            .iter()
+            .map(|(addr, ep)| Arc::new(EndpointState::new(&registry, &config.name, *addr, ep, now)))
+            .collect();
+        let algorithm = algorithm(config.balancer.kind);
+        let view = ClusterView::build(algorithm, endpoints);
+        let metrics = ClusterMetrics::new(&registry, &config.name);
+        metrics.panic_mode.set(i64::from(view.panic));
+        let runtime = Arc::new(Self {
+            client: build_client(&config),
+            view: ArcSwap::from_pointee(view),
+            metrics,
+            algorithm,
+            registry,
+            clock,
+            tasks: Mutex::new(Vec::new()),
+            config,
+        });
+        let mut tasks = Vec::new();
+        if runtime.config.health_check.is_some() {
+            tasks.push(tokio::spawn(health_loop(Arc::downgrade(&runtime))));
+        }
+        if runtime
+            .config
+            .endpoints
+            .iter()
+            .any(|e| e.host.parse::<std::net::IpAddr>().is_err())
+        {
+            tasks.push(tokio::spawn(dns_loop(Arc::downgrade(&runtime))));
+        }
+        if let Ok(mut t) = runtime.tasks.lock() {
+            *t = tasks;
+        }
+        runtime
+    }
+
+    /// The cluster's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Chooses an endpoint for a request with hash key `hash`.
+    pub(crate) fn pick(&self, hash: Option<u64>) -> Option<Arc<EndpointState>> {
+        let view = self.view.load();
+        let now = self.clock.now();
+        let i = view
+            .balancer
+            .pick(&view.candidates, hash, levee_core::ids::random_u64(), now)?;
+        Some(view.candidates[i].clone())
+    }
+
+    /// Records a response head that took `rtt_ns` from `endpoint`.
+    pub(crate) fn observe_latency(&self, endpoint: &EndpointState, rtt_ns: u64) {
+        endpoint
+            .ewma
+            .observe(rtt_ns, self.clock.now(), EWMA_DECAY_NS);
+    }
+
+    /// Current view, for the admin API.
+    pub(crate) fn view(&self) -> arc_swap::Guard<Arc<ClusterView>> {
+        self.view.load()
+    }
+
+    /// The EWMA estimate of `endpoint` now, in seconds.
+    pub(crate) fn ewma_seconds(&self, endpoint: &EndpointState) -> f64 {
+        endpoint.ewma.cost(self.clock.now(), EWMA_DECAY_NS) / 1e9
+    }
+
+    fn rebuild_view(&self, all: Vec<Arc<EndpointState>>) {
+        let view = ClusterView::build(self.algorithm, all);
+        if view.panic {
+            tracing::warn!(cluster = %self.config.name, "every endpoint is unhealthy: panic mode, routing to all");
+        }
+        self.metrics.panic_mode.set(i64::from(view.panic));
+        self.view.store(Arc::new(view));
+    }
+
+    /// Whether the cluster's hash key is needed for balancing.
+    pub(crate) fn hash_on(&self) -> Option<&HashOn> {
+        self.config.balancer.hash_on.as_ref()
+    }
+}
+
+impl ClusterRuntime {
+    /// Probes every endpoint once, concurrently, and rebuilds the view if any
+    /// endpoint's health flipped.
+    pub(crate) async fn run_health_checks(&self) {
+        let Some(hc) = &self.config.health_check else {
+            return;
+        };
+        let all = self.view.load().all.clone();
+        let probes = all.iter().map(|ep| async move {
+            let ok = self.probe(ep, &hc.path, hc.timeout).await;
+            if ok {
+                self.metrics.health_ok.inc();
+            } else {
+                self.metrics.health_failed.inc();
+            }
+            let flipped = ep.record_probe(ok, hc.healthy_threshold, hc.unhealthy_threshold);
+            if flipped {
+                tracing::info!(
+                    cluster = %self.config.name,
+                    endpoint = %ep.label,
+                    healthy = ep.is_healthy(),
+                    "endpoint health changed"
+                );
+            }
+            flipped
+        });
+        let flipped = futures_util::future::join_all(probes).await;
+        if flipped.into_iter().any(|f| f) {
+            self.rebuild_view(all);
+        }
+    }
+
+    async fn probe(&self, ep: &EndpointState, path: &str, timeout: Duration) -> bool {
+        let uri = format!("http://{}{}", ep.label, path);
+        let host = match &self.config.host_header {
+            levee_config::HostHeader::Value(v) => v.as_str(),
+            _ => ep.label.as_str(),
+        };
+        let Ok(req) = http::Request::get(uri)
+            .header(http::header::HOST, host)
+            .header(http::header::USER_AGENT, "levee-health-check")
+            .body(UpstreamBody::empty())
+        else {
+            return false;
+        };
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => {
+                let ok = resp.status().is_success() || resp.status().is_redirection();
+                // Drain the small body so the connection returns to the pool.
+                let _ = tokio::time::timeout(
+                    timeout,
+                    http_body_util::BodyExt::collect(resp.into_body()),
+                )
+                .await;
+                ok
+            }
+            _ => false,
+        }
+    }
+
+    /// Resolves DNS names again; on a change, keeps the state of addresses
+    /// that stayed and rebuilds the view.
+    async fn refresh_dns(&self) {
+        let resolved = resolve(&self.config).await;
+        if resolved.is_empty() {
+            // Keep the last good answer rather than emptying the cluster.
+            return;
+        }
+        let current = self.view.load().all.clone();
+        let mut next_addrs: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
+        next_addrs.sort();
+        let mut current_addrs: Vec<SocketAddr> = current.iter().map(|e| e.addr).collect();
+        current_addrs.sort();
+        if next_addrs == current_addrs {
+            return;
+        }
+        let now = self.clock.now();
+        let next: Vec<Arc<EndpointState>> = resolved
+            .iter()
+            .map(|(addr, ep)| {
+                current
+                    .iter()
+                    .find(|e| e.addr == *addr)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(EndpointState::new(
+                            &self.registry,
+                            &self.config.name,
+                            *addr,
+                            ep,
+                            now,
+                        ))
+                    })
+            })
+            .collect();
+        for gone in current.iter().filter(|e| !next_addrs.contains(&e.addr)) {
+            for name in [names::ENDPOINT_HEALTHY, names::ENDPOINT_IN_FLIGHT] {
+                self.registry.remove_series(name, "endpoint", &gone.label);
+            }
+        }
+        tracing::info!(cluster = %self.config.name, endpoints = ?next_addrs, "DNS answer changed");
+        self.rebuild_view(next);
+    }
+}
+
+async fn health_loop(cluster: Weak<ClusterRuntime>) {
+    loop {
+        let pause = {
+            let Some(c) = cluster.upgrade() else { return };
+            c.run_health_checks().await;
+            let Some(hc) = &c.config.health_check else {
+                return;
+            };
+            let jitter_ns = hc.jitter.as_nanos() as u64;
+            let extra = if jitter_ns == 0 {
+                0
+            } else {
+                levee_core::ids::random_u64() % jitter_ns
+            };
+            hc.interval + Duration::from_nanos(extra)
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+async fn dns_loop(cluster: Weak<ClusterRuntime>) {
+    loop {
+        let pause = match cluster.upgrade() {
+            Some(c) => c.config.dns_refresh,
+            None => return,
+        };
+        tokio::time::sleep(pause).await;
+        let Some(c) = cluster.upgrade() else { return };
+        c.refresh_dns().await;
+    }
+}

@@ -1,0 +1,497 @@
+//! The gateway as a whole: building a runtime snapshot from a validated
+//! config, reloading it (hot, atomic, keeping unchanged clusters and their
+//! pools), the state the admin API publishes, and graceful drain.
+
+use crate::cluster::ClusterRuntime;
+use crate::listener::{ListenerConfig, ListenerState};
+use crate::metrics::GatewayMetrics;
+use crate::router::{CompiledRoute, Router};
+use arc_swap::ArcSwap;
+use levee_config::{Config, Diagnostic, Diagnostics};
+use levee_core::metrics::Registry;
+use levee_core::MonotonicClock;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Why the gateway could not start or apply a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The config is invalid.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    /// A listener could not be bound.
+    #[error("listener {name}: cannot bind {addr}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A TLS certificate or key is unusable.
+    #[error("listener {name}: {message}")]
+    Tls {
+        /// Listener name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The outcome of the most recent reload, for the admin API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Unix time of the last successful load.
+    pub last_success_unix: Option<u64>,
+    /// Unix time of the last attempt.
+    pub last_attempt_unix: Option<u64>,
+    /// Every diagnostic of the last attempt if it failed.
+    pub last_errors: Vec<Diagnostic>,
+    /// A non-config failure of the last attempt (bind, TLS).
+    pub last_failure: Option<String>,
+}
+
+/// State shared by listeners, connections and requests.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: ArcSwap<Config>,
+    clusters: Mutex<HashMap<String, Arc<ClusterRuntime>>>,
+    listeners: Mutex<Vec<Arc<ListenerState>>>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) metrics: GatewayMetrics,
+    pub(crate) clock: MonotonicClock,
+    access_log: AtomicBool,
+    draining: AtomicBool,
+    drain: watch::Sender<bool>,
+    reload_lock: tokio::sync::Mutex<()>,
+    reload_status: Mutex<ReloadStatus>,
+    config_path: Option<PathBuf>,
+}
+
+impl Shared {
+    pub(crate) fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.drain.subscribe()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A running gateway. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+/// One endpoint as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    /// Resolved `ip:port`.
+    pub address: String,
+    /// As configured (may be a DNS name).
+    pub configured: String,
+    /// Passing health checks.
+    pub healthy: bool,
+    /// Requests in flight.
+    pub in_flight: i64,
+    /// Peak-EWMA latency estimate, seconds.
+    pub ewma_latency_seconds: f64,
+    /// Weight.
+    pub weight: u32,
+    /// Zone label.
+    pub zone: Option<String>,
+    /// Region label.
+    pub region: Option<String>,
+}
+
+/// One cluster as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// Name.
+    pub name: String,
+    /// Balancer algorithm.
+    pub balancer: levee_config::BalancerKind,
+    /// Every endpoint unhealthy, all take traffic.
+    pub panic_mode: bool,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// A bound listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStatus {
+    /// Name.
+    pub name: String,
+    /// The bound address (the real port when 0 was configured).
+    pub address: SocketAddr,
+    /// TLS enabled.
+    pub tls: bool,
+    /// Open connections.
+    pub active_connections: usize,
+}
+
+impl Gateway {
+    /// Starts a gateway: resolves clusters, binds every listener, starts
+    /// health checks. `config_path` is where reloads read from.
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Gateway, ApplyError> {
+        Self::start_with_registry(config, config_path, Arc::new(Registry::new())).await
+    }
+
+    /// Like [`Gateway::start`], recording metrics into `registry`.
+    pub async fn start_with_registry(
+        config: Config,
+        config_path: Option<PathBuf>,
+        registry: Arc<Registry>,
+    ) -> Result<Gateway, ApplyError> {
+        let (drain, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            metrics: GatewayMetrics::new(&registry),
+            access_log: AtomicBool::new(config.runtime.access_log),
+            config: ArcSwap::from_pointee(config.clone()),
+            clusters: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(Vec::new()),
+            registry,
+            clock: MonotonicClock::new(),
+            draining: AtomicBool::new(false),
+            drain,
+            reload_lock: tokio::sync::Mutex::new(()),
+            reload_status: Mutex::new(ReloadStatus::default()),
+            config_path,
+        });
+        let gateway = Gateway { shared };
+        gateway.apply(config).await?;
+        Ok(gateway)
+    }
+
+    /// Builds everything `config` needs beside the running state, then swaps
+    /// it in. Unchanged clusters (same config) keep their runtime and pools;
+    /// unchanged listeners keep their sockets and connections.
+    async fn apply(&self, config: Config) -> Result<(), ApplyError> {
+        let shared = &self.shared;
+        let _serial = shared.reload_lock.lock().await;
+
+        // Clusters: reuse what did not change.
+        let previous: HashMap<String, Arc<ClusterRuntime>> = lock(&shared.clusters).clone();
+        let mut clusters = HashMap::new();
+        for c in &config.clusters {
+            let runtime = match previous.get(&c.name) {
+                Some(old) if old.config == *c => old.clone(),
+                _ => ClusterRuntime::start(c.clone(), shared.registry.clone(), shared.clock).await,
+            };
+            clusters.insert(c.name.clone(), runtime);
+        }
+
+        // Listener configs (TLS acceptors and routers), built before any swap.
+        let mut listener_configs = Vec::new();
+        for l in &config.listeners {
+            let tls = match &l.tls {
+                Some(t) => Some(crate::tls::acceptor(t).map_err(|message| ApplyError::Tls {
+                    name: l.name.clone(),
+                    message,
+                })?),
+                None => None,
+            };
+            let routes = config
+                .routes
+                .iter()
+                .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
+                .filter_map(|r| {
+                    let cluster = clusters.get(&r.cluster)?.clone();
+                    Some(Arc::new(CompiledRoute::new(
+                        r.clone(),
+                        cluster,
+                        &shared.registry,
+                    )))
+                })
+                .collect();
+            listener_configs.push(ListenerConfig {
+                limits: l.limits.clone(),
+                tls,
+                router: Router::new(routes),
+            });
+        }
+
+        // Listeners: bind new ones first, so a bind failure changes nothing.
+        let existing: Vec<Arc<ListenerState>> = lock(&shared.listeners).clone();
+        let mut next_listeners = Vec::new();
+        let mut to_update = Vec::new();
+        for (l, lc) in config.listeners.iter().zip(listener_configs) {
+            match existing
+                .iter()
+                .find(|e| e.name == l.name && e.configured == l.listen)
+            {
+                Some(e) => {
+                    to_update.push((e.clone(), lc));
+                    next_listeners.push(e.clone());
+                }
+                None => {
+                    let started = ListenerState::start(shared, l.name.clone(), l.listen, lc)
+                        .await
+                        .map_err(|source| ApplyError::Bind {
+                            name: l.name.clone(),
+                            addr: l.listen,
+                            source,
+                        });
+                    match started {
+                        Ok(s) => next_listeners.push(s),
+                        Err(e) => {
+                            // Undo listeners bound in this attempt.
+                            for s in &next_listeners {
+                                if !existing.iter().any(|x| Arc::ptr_eq(x, s)) {
+                                    s.stop_accepting();
+                                }
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+
+        // Swap: from here on nothing fails.
+        for (listener, lc) in to_update {
+            listener.current.store(Arc::new(lc));
+        }
+        for old in &existing {
+            if !next_listeners.iter().any(|n| Arc::ptr_eq(n, old)) {
+                old.stop_accepting();
+            }
+        }
+        *lock(&shared.listeners) = next_listeners;
+        *lock(&shared.clusters) = clusters;
+        shared
+            .access_log
+            .store(config.runtime.access_log, Ordering::Relaxed);
+        shared.config.store(Arc::new(config));
+        let now = unix_now();
+        shared.metrics.last_reload.set(now as i64);
+        shared.metrics.last_reload_errors.set(0);
+        Ok(())
+    }
+
+    /// Validates and applies `config`; on any error the running config stays.
+    pub async fn reload(&self, config: Config) -> Result<(), ApplyError> {
+        let result = self.apply(config).await;
+        self.record_reload(&result);
+        result
+    }
+
+    /// Reads the config file again and applies it. Every diagnostic of an
+    /// invalid file is logged, counted and kept for the admin API.
+    pub async fn reload_from_file(&self) -> Result<(), ApplyError> {
+        let Some(path) = self.shared.config_path.clone() else {
+            let e = ApplyError::Invalid(Diagnostics(vec![Diagnostic {
+                file: "<memory>".into(),
+                line: 1,
+                col: 1,
+                path: String::new(),
+                message: "this gateway was not started from a file".into(),
+                help: None,
+            }]));
+            self.record_reload(&Err(ApplyError::Invalid(Diagnostics(vec![]))));
+            return Err(e);
+        };
+        let result = match levee_config::load_file(&path) {
+            Ok(config) => self.apply(config).await,
+            Err(diags) => Err(ApplyError::Invalid(diags)),
+        };
+        self.record_reload(&result);
+        result
+    }
+
+    fn record_reload(&self, result: &Result<(), ApplyError>) {
+        let m = &self.shared.metrics;
+        let mut status = lock(&self.shared.reload_status);
+        let now = unix_now();
+        status.last_attempt_unix = Some(now);
+        match result {
+            Ok(()) => {
+                m.reload_ok.inc();
+                status.last_success_unix = Some(now);
+                status.last_errors.clear();
+                status.last_failure = None;
+                tracing::info!("configuration reloaded");
+            }
+            Err(ApplyError::Invalid(diags)) => {
+                m.reload_failed.inc();
+                m.last_reload_errors.set(diags.0.len() as i64);
+                for d in &diags.0 {
+                    tracing::error!(diagnostic = %d, "reload rejected; keeping the running configuration");
+                }
+                status.last_errors = diags.0.clone();
+                status.last_failure = None;
+            }
+            Err(other) => {
+                m.reload_failed.inc();
+                m.last_reload_errors.set(1);
+                tracing::error!(error = %other, "reload failed; keeping the running configuration");
+                status.last_errors.clear();
+                status.last_failure = Some(other.to_string());
+            }
+        }
+    }
+
+    /// Reloads whenever the config file changes (debounced), until the gateway drains.
+    pub fn watch_config_file(&self) -> Result<(), String> {
+        use notify::Watcher;
+        let Some(path) = self.shared.config_path.clone() else {
+            return Err("no config file to watch".into());
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let file_name = path.file_name().map(|f| f.to_os_string());
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    let ours = event
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name().map(|f| f.to_os_string()) == file_name);
+                    if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        // Watch the directory: editors replace files by renaming.
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        watcher
+            .watch(dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        let gateway = self.clone();
+        let mut drain = self.shared.drain_signal();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    _ = drain.changed() => return,
+                    got = rx.recv() => {
+                        if got.is_none() { return; }
+                        // Debounce bursts of events from one save.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        while rx.try_recv().is_ok() {}
+                        tracing::info!(path = %path.display(), "config file changed; reloading");
+                        let _ = gateway.reload_from_file().await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Graceful shutdown: readiness turns false, listeners stop accepting,
+    /// connections finish their in-flight requests (HTTP/2 gets GOAWAY),
+    /// waiting at most `timeout`. Returns the connections still open then.
+    pub async fn shutdown(&self, timeout: Duration) -> usize {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let listeners = lock(&self.shared.listeners).clone();
+        for l in &listeners {
+            l.stop_accepting();
+        }
+        self.shared.drain.send_replace(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let open: usize = listeners.iter().map(|l| l.active_connections()).sum();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// False once draining has begun.
+    pub fn is_ready(&self) -> bool {
+        !self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.config.load_full()
+    }
+
+    /// The metric registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.shared.registry
+    }
+
+    /// The last reload's outcome.
+    pub fn reload_status(&self) -> ReloadStatus {
+        lock(&self.shared.reload_status).clone()
+    }
+
+    /// Bound listeners.
+    pub fn listeners(&self) -> Vec<ListenerStatus> {
+        lock(&self.shared.listeners)
+            .iter()
+            .map(|l| ListenerStatus {
+                name: l.name.clone(),
+                address: l.addr,
+                tls: l.current.load().tls.is_some(),
+                active_connections: l.active_connections(),
+            })
+            .collect()
+    }
+
+    /// The bound address of listener `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        lock(&self.shared.listeners)
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.addr)
+    }
+
+    /// Clusters with their endpoints' live state.
+    pub fn clusters(&self) -> Vec<ClusterStatus> {
+        let clusters = lock(&self.shared.clusters).clone();
+        let mut out: Vec<ClusterStatus> = clusters
+            .values()
+            .map(|c| {
+                let view = c.view();
+                ClusterStatus {
+                    name: c.name().to_string(),
+                    balancer: c.config.balancer.kind,
+                    panic_mode: view.panic,
+                    endpoints: view
+                        .all
+                        .iter()
+                        .map(|e| EndpointStatus {
+                            address: e.label.clone(),
+                            configured: e.configured.clone(),
+                            healthy: e.is_healthy(),
+                            in_flight: e.in_flight.get(),
+                            ewma_latency_seconds: c.ewma_seconds(e),
+                            weight: e.weight,
+                            zone: e.zone.clone(),
+                            region: e.region.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

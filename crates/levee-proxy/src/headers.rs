@@ -1,0 +1,207 @@
+//! Header rules at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1),
+//! `X-Forwarded-*`, request ids, the Host the upstream sees, and the route's
+//! own header edits.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use levee_config::HostHeader;
+
+/// Header names that describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The request id header.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The header naming why the gateway answered itself.
+pub const LEVEE_ERROR: HeaderName = HeaderName::from_static("levee-error");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether the request asks for a protocol upgrade (WebSocket).
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "upgrade"))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Removes hop-by-hop headers, including any the Connection header names.
+/// `te: trailers` survives (gRPC needs it); with `keep_upgrade` the Upgrade
+/// header and `connection: upgrade` survive for a WebSocket handshake.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if name != header::TE && !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+    }
+    let upgrade = keep_upgrade
+        .then(|| headers.remove(header::UPGRADE))
+        .flatten();
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let trailers_only = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| has_token(v, "trailers"));
+    if !trailers_only {
+        headers.remove(header::TE);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// What the pipeline knows about where a request came from.
+pub(crate) struct ForwardContext<'a> {
+    pub(crate) client_ip: std::net::IpAddr,
+    pub(crate) tls: bool,
+    pub(crate) original_host: Option<HeaderValue>,
+    pub(crate) host_header: &'a HostHeader,
+    pub(crate) endpoint_authority: &'a str,
+}
+
+/// Sets `X-Forwarded-*` and the Host the upstream sees.
+pub(crate) fn set_forwarding(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
+    let ip = ctx.client_ip.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")),
+        None => HeaderValue::from_str(&ip),
+    };
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
+    );
+    if let Some(host) = &ctx.original_host {
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+    }
+    let host = match ctx.host_header {
+        HostHeader::Preserve => ctx.original_host.clone(),
+        HostHeader::Endpoint => HeaderValue::from_str(ctx.endpoint_authority).ok(),
+        HostHeader::Value(v) => HeaderValue::from_str(v).ok(),
+    };
+    match host {
+        Some(h) => {
+            headers.insert(header::HOST, h);
+        }
+        None => {
+            if let Ok(h) = HeaderValue::from_str(ctx.endpoint_authority) {
+                headers.insert(header::HOST, h);
+            }
+        }
+    }
+}
+
+/// Ensures the request has an id, generating one when absent; returns it.
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&REQUEST_ID) {
+        if !v.is_empty() && v.len() <= 200 {
+            return v.clone();
+        }
+    }
+    let id = HeaderValue::from_str(&levee_core::ids::request_id())
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    headers.insert(REQUEST_ID, id.clone());
+    id
+}
+
+/// Applies a route's removals, then its sets.
+pub(crate) fn apply_ops(
+    headers: &mut HeaderMap,
+    remove: &[HeaderName],
+    set: &[(HeaderName, HeaderValue)],
+) {
+    for name in remove {
+        headers.remove(name);
+    }
+    for (name, value) in set {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_but_te_trailers_survives() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret-hop").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_websocket() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade_request(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarding_appends_client_and_sets_host() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        let ctx = ForwardContext {
+            client_ip: "192.0.2.7".parse().unwrap(),
+            tls: true,
+            original_host: Some(HeaderValue::from_static("api.example.com")),
+            host_header: &HostHeader::Endpoint,
+            endpoint_authority: "127.0.0.1:9000",
+        };
+        set_forwarding(&mut h, &ctx);
+        assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 192.0.2.7");
+        assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
+        assert_eq!(h.get(header::HOST).unwrap(), "127.0.0.1:9000");
+    }
+}

@@ -1,0 +1,259 @@
+//! Listeners and connections: accepting under `max_connections`, the TLS
+//! handshake, serving HTTP/1.1 and HTTP/2 (h2c prior knowledge or ALPN) with
+//! the listener's limits, closing idle connections, and graceful drain.
+
+use crate::gateway::Shared;
+use crate::metrics::ListenerMetrics;
+use crate::pipeline;
+use crate::router::Router;
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use levee_config::Limits;
+use levee_core::Clock;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What a listener applies to each new connection and request; replaced on reload.
+pub(crate) struct ListenerConfig {
+    pub(crate) limits: Limits,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) router: Router,
+}
+
+/// A bound listener.
+pub(crate) struct ListenerState {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) configured: SocketAddr,
+    pub(crate) current: ArcSwap<ListenerConfig>,
+    active: AtomicUsize,
+    metrics: ListenerMetrics,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for ListenerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerState")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ListenerState {
+    /// Binds `configured` and starts accepting.
+    pub(crate) async fn start(
+        shared: &Arc<Shared>,
+        name: String,
+        configured: SocketAddr,
+        config: ListenerConfig,
+    ) -> std::io::Result<Arc<Self>> {
+        let tcp = bind(configured)?;
+        let addr = tcp.local_addr()?;
+        let (stop, _) = watch::channel(false);
+        let state = Arc::new(Self {
+            metrics: ListenerMetrics::new(&shared.registry, &name),
+            name,
+            addr,
+            configured,
+            current: ArcSwap::from_pointee(config),
+            active: AtomicUsize::new(0),
+            stop,
+        });
+        tokio::spawn(accept_loop(shared.clone(), state.clone(), tcp));
+        Ok(state)
+    }
+
+    /// Stops accepting; open connections carry on until drained.
+    pub(crate) fn stop_accepting(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Open connections.
+    pub(crate) fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, tcp: TcpListener) {
+    let mut stop = listener.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let config = listener.current.load_full();
+                    let active = listener.active.load(Ordering::Relaxed);
+                    if active >= config.limits.max_connections as usize {
+                        listener.metrics.rejected.inc();
+                        drop(stream);
+                        continue;
+                    }
+                    listener.active.fetch_add(1, Ordering::Relaxed);
+                    listener.metrics.active.inc();
+                    listener.metrics.accepted.inc();
+                    tokio::spawn(serve(shared.clone(), listener.clone(), config, stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off, don't spin.
+                    tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    tracing::info!(listener = %listener.name, "stopped accepting");
+}
+
+/// One connection's facts and live counters, shared by its requests.
+#[derive(Debug)]
+pub(crate) struct ConnInfo {
+    pub(crate) listener: Arc<ListenerState>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) tls: bool,
+    in_flight: AtomicU32,
+    last_active: AtomicU64,
+    shared: Arc<Shared>,
+}
+
+impl ConnInfo {
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.last_active
+            .store(self.shared.clock.now(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = self.last_active.load(Ordering::Relaxed);
+        Some(Duration::from_nanos(
+            self.shared.clock.now().saturating_sub(last),
+        ))
+    }
+}
+
+struct ActiveGuard(Arc<ListenerState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.active.dec();
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerState>,
+    config: Arc<ListenerConfig>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _guard = ActiveGuard(listener.clone());
+    let _ = stream.set_nodelay(true);
+    let limits = config.limits.clone();
+    match &config.tls {
+        None => serve_http(shared, listener, limits, TokioIo::new(stream), peer, false).await,
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls)) => {
+                    serve_http(shared, listener, limits, TokioIo::new(tls), peer, true).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(
+    shared: Arc<Shared>,
+    listener: Arc<ListenerState>,
+    limits: Limits,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let conn_info = Arc::new(ConnInfo {
+        listener,
+        peer,
+        tls,
+        in_flight: AtomicU32::new(0),
+        last_active: AtomicU64::new(shared.clock.now()),
+        shared: shared.clone(),
+    });
+    let service_shared = shared.clone();
+    let service_conn = conn_info.clone();
+    let service = hyper::service::service_fn(move |req| {
+        pipeline::handle(service_shared.clone(), service_conn.clone(), req)
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_request_header_bytes as usize).max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_request_header_bytes.min(u64::from(u32::MAX)) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+
+    let mut drain = shared.drain_signal();
+    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let mut idle_check = tokio::time::interval(tick);
+    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = *drain.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = drain.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !closing => {
+                if conn_info.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The life of a request, top to bottom: [`handle`] is the one function to
+//! read. Each step is a call into a module with a small API; steps that later
+//! issues add (faults, admission, retries, degradation) slot in where marked.
+
+use crate::body::{BodyError, ProxyBody, UpstreamBody};
+use crate::cluster::{ClusterRuntime, EndpointState};
+use crate::gateway::Shared;
+use crate::headers::{self, ForwardContext, LEVEE_ERROR, REQUEST_ID};
+use crate::listener::ConnInfo;
+use crate::record::Completion;
+use crate::router::CompiledRoute;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use levee_config::{HashOn, UpstreamProtocol};
+use levee_core::{ErrorKind, Outcome};
+use levee_policy::hash::hash64;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Serves one request.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let listener = conn.listener.current.load_full();
+    let mut done = Completion::new(
+        shared,
+        conn.clone(),
+        start,
+        req.method().clone(),
+        req.uri().clone(),
+    );
+    done.request_id = Some(headers::ensure_request_id(req.headers_mut()));
+
+    // 1. Accept: protocol limits. (Oversized heads were answered 431 by the
+    //    HTTP codec before reaching here.)
+    if let Err(kind) = check_declared_body_size(&req, listener.limits.max_request_body_bytes) {
+        return Ok(reply_error(
+            done,
+            kind,
+            "request body exceeds the listener's max_request_body_bytes",
+        ));
+    }
+
+    // 2. Route.
+    let Some(route) = listener.router.find(&req).cloned() else {
+        let detail = format!("no route for {} {}", req.method(), req.uri().path());
+        return Ok(reply_error(done, ErrorKind::NoRoute, &detail));
+    };
+    let cluster = route.cluster.clone();
+    done.route = Some(route.clone());
+    done.cluster = Some(cluster.clone());
+
+    // 3. Inject faults and 4. admit: not yet configured (issues 3 and 4).
+
+    // 5. Dispatch: one attempt for now; retries and hedging arrive with issue 3.
+    let result = dispatch(
+        &cluster,
+        &route,
+        &conn,
+        req,
+        listener.limits.max_request_body_bytes,
+        &mut done,
+    )
+    .await;
+
+    // 6. Degrade: no fallbacks yet.
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err((kind, detail)) => return Ok(reply_error(done, kind, &detail)),
+    };
+    headers::apply_ops(
+        resp.headers_mut(),
+        &route.response_remove,
+        &route.response_set,
+    );
+
+    // 7. Record: when the response body ends.
+    done.outcome = Outcome::Response(resp.status().as_u16());
+    resp.body_mut().attach(done);
+    Ok(resp)
+}
+
+/// A declared Content-Length over the limit is refused before any routing.
+fn check_declared_body_size<B>(req: &Request<B>, limit: u64) -> Result<(), ErrorKind> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit => Err(ErrorKind::PayloadTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// The gateway's own answer: status, `levee-error` reason and a JSON body.
+pub(crate) fn error_response(
+    kind: ErrorKind,
+    detail: &str,
+    request_id: Option<&HeaderValue>,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(kind.json_body(detail)));
+    *resp.status_mut() = kind.status();
+    let h = resp.headers_mut();
+    h.insert(LEVEE_ERROR, HeaderValue::from_static(kind.reason()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(id) = request_id {
+        h.insert(REQUEST_ID, id.clone());
+    }
+    if kind == ErrorKind::PayloadTooLarge {
+        // The unread body makes the connection unusable for another request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn reply_error(mut done: Completion, kind: ErrorKind, detail: &str) -> Response<ProxyBody> {
+    let mut resp = error_response(kind, detail, done.request_id.as_ref());
+    done.outcome = Outcome::Failed(kind);
+    resp.body_mut().attach(done);
+    resp
+}
+
+/// Sends the request to one endpoint of `cluster` and returns its response
+/// head, or the classified failure.
+async fn dispatch(
+    cluster: &Arc<ClusterRuntime>,
+    route: &CompiledRoute,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    body_limit: u64,
+    done: &mut Completion,
+) -> Result<Response<ProxyBody>, (ErrorKind, String)> {
+    let hash = cluster
+        .hash_on()
+        .and_then(|key| request_hash(key, &req, conn.peer.ip()));
+    let Some(endpoint) = cluster.pick(hash) else {
+        return Err((
+            ErrorKind::NoEndpoints,
+            format!("cluster {} has no endpoints", cluster.name()),
+        ));
+    };
+    done.set_endpoint(endpoint.clone());
+
+    let upgrade = headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    parts.uri = upstream_uri(&parts.uri, route, &endpoint)?;
+    parts.version = match cluster.config.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+    };
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarding(
+        &mut parts.headers,
+        &ForwardContext {
+            client_ip: conn.peer.ip(),
+            tls: conn.tls,
+            original_host,
+            host_header: &cluster.config.host_header,
+            endpoint_authority: &endpoint.label,
+        },
+    );
+    headers::apply_ops(
+        &mut parts.headers,
+        &route.request_remove,
+        &route.request_set,
+    );
+    let upstream_req = Request::from_parts(parts, UpstreamBody::limited(body, body_limit));
+
+    let timeout = route.config.timeout.unwrap_or(cluster.config.timeout);
+    let sent = Instant::now();
+    let result = tokio::time::timeout(timeout, cluster.client.request(upstream_req)).await;
+    let mut resp = match result {
+        Err(_) => {
+            return Err((
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "{} did not answer within {}",
+                    endpoint.label,
+                    levee_config::format_duration(timeout)
+                ),
+            ))
+        }
+        Ok(Err(e)) => {
+            let kind = classify(&e);
+            return Err((kind, format!("{}: {}", endpoint.label, error_chain(&e))));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let rtt = sent.elapsed().as_nanos() as u64;
+    cluster.observe_latency(&endpoint, rtt);
+    cluster.metrics.latency.observe_nanos(rtt);
+    cluster.metrics.upstream_requests
+        [levee_core::outcome::status_class_index(resp.status().as_u16())]
+    .inc();
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream) = downstream_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(downstream, upstream, endpoint.clone()));
+        }
+        headers::remove_hop_by_hop(resp.headers_mut(), true);
+    } else {
+        headers::remove_hop_by_hop(resp.headers_mut(), false);
+    }
+    Ok(resp.map(ProxyBody::upstream))
+}
+
+fn upstream_uri(
+    uri: &Uri,
+    route: &CompiledRoute,
+    endpoint: &EndpointState,
+) -> Result<Uri, (ErrorKind, String)> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = match route.rewrite_path_and_query(uri) {
+        Some(pq) => Some(pq.parse().map_err(|_| {
+            (
+                ErrorKind::BadRequest,
+                "rewritten path is invalid".to_string(),
+            )
+        })?),
+        None => Some(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        ),
+    };
+    Uri::from_parts(parts).map_err(|e| {
+        (
+            ErrorKind::BadRequest,
+            format!("invalid request target: {e}"),
+        )
+    })
+}
+
+/// The consistent-hash key of a request, if it has one.
+fn request_hash<B>(key: &HashOn, req: &Request<B>, client_ip: std::net::IpAddr) -> Option<u64> {
+    match key {
+        HashOn::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| hash64(v.as_bytes())),
+        HashOn::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| hash64(v.as_bytes()))
+            }),
+        HashOn::Path => Some(hash64(req.uri().path().as_bytes())),
+        HashOn::ClientIp => Some(match client_ip {
+            std::net::IpAddr::V4(ip) => hash64(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash64(&ip.octets()),
+        }),
+    }
+}
+
+/// Maps a client error to the taxonomy by walking its cause chain.
+fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(body) = c.downcast_ref::<BodyError>() {
+            return match body {
+                BodyError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+                BodyError::Downstream(_) => ErrorKind::ClientClosed,
+            };
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as Io;
+            if e.is_connect() {
+                return match io.kind() {
+                    Io::ConnectionRefused => ErrorKind::ConnectRefused,
+                    Io::TimedOut => ErrorKind::ConnectTimeout,
+                    _ => ErrorKind::ConnectFailed,
+                };
+            }
+            if matches!(
+                io.kind(),
+                Io::ConnectionReset | Io::BrokenPipe | Io::UnexpectedEof | Io::ConnectionAborted
+            ) {
+                return ErrorKind::UpstreamReset;
+            }
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                return ErrorKind::UpstreamProtocol;
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return ErrorKind::UpstreamReset;
+            }
+        }
+        cause = c.source();
+    }
+    if e.is_connect() {
+        ErrorKind::ConnectFailed
+    } else {
+        ErrorKind::UpstreamReset
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    endpoint: Arc<EndpointState>,
+) {
+    let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
+        tracing::debug!(endpoint = %endpoint.label, "upgrade did not complete");
+        return;
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    endpoint.in_flight.inc();
+    let result = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+    endpoint.in_flight.dec();
+    if let Err(e) = result {
+        tracing::debug!(endpoint = %endpoint.label, error = %e, "upgraded connection ended with an error");
+    }
+}

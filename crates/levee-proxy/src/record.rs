@@ -1,0 +1,103 @@
+//! Step 7 of the life of a request: one record per request, written once when
+//! the response body ends (or the client leaves), feeding route and cluster
+//! metrics, endpoint load, the in-flight gauge and the access log from the
+//! same outcome, so they never disagree.
+
+use crate::cluster::{ClusterRuntime, EndpointState};
+use crate::gateway::Shared;
+use crate::listener::ConnInfo;
+use crate::router::CompiledRoute;
+use levee_core::{ErrorKind, Outcome};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything known about a request by the time its response is sent.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    pub(crate) start: Instant,
+    pub(crate) method: http::Method,
+    pub(crate) uri: http::Uri,
+    pub(crate) request_id: Option<http::HeaderValue>,
+    pub(crate) route: Option<Arc<CompiledRoute>>,
+    pub(crate) cluster: Option<Arc<ClusterRuntime>>,
+    pub(crate) endpoint: Option<Arc<EndpointState>>,
+    pub(crate) outcome: Outcome,
+    pub(crate) bytes: u64,
+    pub(crate) body_complete: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        conn: Arc<ConnInfo>,
+        start: Instant,
+        method: http::Method,
+        uri: http::Uri,
+    ) -> Self {
+        shared.metrics.in_flight.inc();
+        conn.request_started();
+        Self {
+            shared,
+            conn,
+            start,
+            method,
+            uri,
+            request_id: None,
+            route: None,
+            cluster: None,
+            endpoint: None,
+            outcome: Outcome::Failed(ErrorKind::Internal),
+            bytes: 0,
+            body_complete: false,
+        }
+    }
+
+    /// Claims an in-flight slot on `endpoint`, released when this record is written.
+    pub(crate) fn set_endpoint(&mut self, endpoint: Arc<EndpointState>) {
+        endpoint.in_flight.inc();
+        self.endpoint = Some(endpoint);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let nanos = elapsed.as_nanos() as u64;
+        let class = self.outcome.status_class_index();
+        self.shared.metrics.in_flight.dec();
+        self.conn.request_finished();
+        if let Some(ep) = &self.endpoint {
+            ep.in_flight.dec();
+        }
+        if let Some(route) = &self.route {
+            route.metrics.requests[class].inc();
+            route.metrics.latency.observe_nanos(nanos);
+        }
+        if let Some(kind) = self.outcome.error() {
+            match &self.cluster {
+                Some(c) => c.metrics.error(kind).inc(),
+                None => self.shared.metrics.error(kind).inc(),
+            }
+        }
+        if !self.shared.access_log() {
+            return;
+        }
+        let none = "-";
+        tracing::info!(
+            target: "levee::access",
+            method = %self.method,
+            path = %self.uri.path(),
+            route = self.route.as_ref().map_or(none, |r| r.config.name.as_str()),
+            cluster = self.cluster.as_ref().map_or(none, |c| c.name()),
+            endpoint = self.endpoint.as_ref().map_or(none, |e| e.label.as_str()),
+            status = self.outcome.status(),
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            bytes = self.bytes,
+            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(none),
+            error = self.outcome.error().map_or(none, |k| k.reason()),
+            complete = self.body_complete,
+        );
+    }
+}
