@@ -229,11 +229,7 @@ pub fn parse_yaml(src: &str) -> Result<Node, SyntaxError> {
                 })?;
                 push(&mut stack, &mut root, node)?;
             }
-            Event::DocumentEnd => {
-                if root.is_some() {
-                    break;
-                }
-            }
+            Event::DocumentEnd if root.is_some() => break,
             _ => {}
         }
     }

@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// One demo replica's character.
@@ -42,7 +41,7 @@ const REPLICAS: [Replica; 3] = [
 const PRODUCTS: &str = r#"[{"id":1,"name":"sandbag","price":12.5},{"id":2,"name":"pump","price":340.0},{"id":3,"name":"floodgate","price":9800.0}]"#;
 
 async fn replica_handler(
-    replica: Arc<&'static Replica>,
+    replica: &'static Replica,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
@@ -86,16 +85,13 @@ async fn replica_handler(
 async fn start_replica(replica: &'static Replica) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let replica = Arc::new(replica);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let replica = replica.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req| replica_handler(replica.clone(), req));
+                let service = hyper::service::service_fn(move |req| replica_handler(replica, req));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
