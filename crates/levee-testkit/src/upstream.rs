@@ -396,10 +396,17 @@ async fn respond(
         }
         Action::CloseAfterHeaders => {
             builder = builder.header("content-length", "1000000");
-            let stream = futures_util::stream::iter(vec![
-                Ok(Frame::data(Bytes::from_static(b"partial"))),
-                Err(std::io::Error::other("closing after headers")),
-            ]);
+            // The pause lets the head and first bytes leave before the close.
+            let stream = futures_util::stream::unfold(0u8, |step| async move {
+                match step {
+                    0 => Some((Ok(Frame::data(Bytes::from_static(b"partial"))), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Some((Err(std::io::Error::other("closing after headers")), 2))
+                    }
+                    _ => None,
+                }
+            });
             StreamBody::new(stream).boxed()
         }
         Action::Echo => {

@@ -1,0 +1,204 @@
+//! Each balancer's distribution over real upstreams.
+
+use crate::{LISTENER, PREAMBLE};
+use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use std::collections::HashMap;
+use std::time::Duration;
+
+async fn upstreams(n: usize) -> Vec<FakeUpstream> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(FakeUpstream::start(&format!("u{i}")).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn weighted_round_robin_gives_exact_shares() {
+    let ups = upstreams(3).await;
+    let eps: Vec<String> = ups
+        .iter()
+        .zip([1, 2, 3])
+        .map(|(u, w)| format!("{{ address = \"{}\", weight = {w} }}", u.addr()))
+        .collect();
+    let config = format!(
+        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\nbalancer = {{ kind = \"round_robin\" }}\n",
+        eps.join(", ")
+    );
+    let gw = TestGateway::start(&config).await;
+    let c = Client::http1();
+    let url = format!("{}/", gw.url("public"));
+    for _ in 0..600 {
+        assert_eq!(c.get(&url).await.status, 200);
+    }
+    let counts: Vec<u64> = ups.iter().map(FakeUpstream::requests).collect();
+    assert_eq!(counts, vec![100, 200, 300]);
+}
+
+#[tokio::test]
+async fn least_request_avoids_the_busy_endpoint() {
+    let slow = FakeUpstream::builder("slow")
+        .otherwise(Reply::ok().latency(Duration::from_millis(300)))
+        .start()
+        .await;
+    let fast = FakeUpstream::start("fast").await;
+    let gw = TestGateway::start(&crate::single_cluster(
+        &[slow.addr(), fast.addr()],
+        "balancer = { kind = \"least_request\" }",
+    ))
+    .await;
+    let url = format!("{}/", gw.url("public"));
+    // 8 clients in parallel, 10 requests each: the slow endpoint holds its
+    // requests longer, so P2C sees it busier and sends it less.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::http1();
+            for _ in 0..10 {
+                assert_eq!(c.get(&url).await.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(slow.requests() + fast.requests(), 80);
+    assert!(
+        slow.requests() * 3 < fast.requests(),
+        "slow {} fast {}",
+        slow.requests(),
+        fast.requests()
+    );
+}
+
+#[tokio::test]
+async fn peak_ewma_prefers_the_faster_endpoint() {
+    let slow = FakeUpstream::builder("slow")
+        .otherwise(Reply::ok().latency(Duration::from_millis(40)))
+        .start()
+        .await;
+    let fast = FakeUpstream::start("fast").await;
+    let gw = TestGateway::start(&crate::single_cluster(
+        &[slow.addr(), fast.addr()],
+        "balancer = { kind = \"peak_ewma\" }",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/", gw.url("public"));
+    for _ in 0..100 {
+        assert_eq!(c.get(&url).await.status, 200);
+    }
+    // With two endpoints P2C compares both each time: once the slow one has
+    // answered once, its cost stays far above the fast one's.
+    assert!(
+        slow.requests() <= 5,
+        "slow endpoint got {} of 100",
+        slow.requests()
+    );
+    let clusters = Client::http1()
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    let eps = clusters["clusters"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ewma = |addr: String| {
+        eps.iter()
+            .find(|e| e["address"] == addr)
+            .and_then(|e| e["ewma_latency_seconds"].as_f64())
+            .unwrap()
+    };
+    assert!(ewma(slow.addr().to_string()) > ewma(fast.addr().to_string()));
+}
+
+async fn hashing_case(
+    kind: &str,
+    hash_on: &str,
+    request_for_key: impl Fn(&str) -> Vec<(String, String)>,
+    path_for_key: impl Fn(&str) -> String,
+) {
+    let ups = upstreams(4).await;
+    let addrs: Vec<_> = ups.iter().map(FakeUpstream::addr).collect();
+    let gw = TestGateway::start(&crate::single_cluster(
+        &addrs,
+        &format!("balancer = {{ kind = \"{kind}\", hash_on = {hash_on} }}"),
+    ))
+    .await;
+    let c = Client::http1();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for round in 0..3 {
+        for k in 0..40 {
+            let key = format!("key-{k}");
+            let headers = request_for_key(&key);
+            let refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            let r = c
+                .get_with(
+                    &format!("{}{}", gw.url("public"), path_for_key(&key)),
+                    &refs,
+                )
+                .await;
+            assert_eq!(r.status, 200);
+            let served = r.body.clone();
+            if round == 0 {
+                owner.insert(key, served);
+            } else {
+                assert_eq!(owner[&key], served, "{kind} {hash_on}: key {key} moved");
+            }
+        }
+    }
+    let distinct: std::collections::HashSet<&String> = owner.values().collect();
+    assert!(
+        distinct.len() >= 3,
+        "{kind}: 40 keys landed on only {distinct:?}"
+    );
+}
+
+#[tokio::test]
+async fn ring_hash_on_header_is_sticky_and_spread() {
+    hashing_case(
+        "ring_hash",
+        "{ header = \"x-user\" }",
+        |k| vec![("x-user".into(), k.into())],
+        |_| "/".into(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn maglev_on_cookie_is_sticky_and_spread() {
+    hashing_case(
+        "maglev",
+        "{ cookie = \"session\" }",
+        |k| vec![("cookie".into(), format!("theme=dark; session={k}"))],
+        |_| "/".into(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn maglev_on_path_is_sticky_and_spread() {
+    hashing_case("maglev", "\"path\"", |_| vec![], |k| format!("/shard/{k}")).await;
+}
+
+#[tokio::test]
+async fn hashing_on_client_ip_sends_one_client_to_one_endpoint() {
+    let ups = upstreams(3).await;
+    let addrs: Vec<_> = ups.iter().map(FakeUpstream::addr).collect();
+    let gw = TestGateway::start(&crate::single_cluster(
+        &addrs,
+        "balancer = { kind = \"ring_hash\", hash_on = \"client_ip\" }",
+    ))
+    .await;
+    let c = Client::http1();
+    for _ in 0..30 {
+        c.get(&format!("{}/", gw.url("public"))).await;
+    }
+    let mut counts: Vec<u64> = ups.iter().map(FakeUpstream::requests).collect();
+    counts.sort();
+    assert_eq!(counts, vec![0, 0, 30]);
+}

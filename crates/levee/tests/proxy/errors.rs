@@ -1,0 +1,180 @@
+//! Upstream failures become well-formed gateway answers with a reason header,
+//! a JSON body and a metric, and nothing hangs.
+
+use crate::single_cluster;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+fn assert_gateway_error(r: &levee_testkit::ClientReply, status: u16, reason: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.header("levee-error"), Some(reason), "{r:?}");
+    let json = r.json();
+    assert_eq!(json["error"], reason);
+    assert_eq!(json["status"], status);
+    assert!(r.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn refused_connection_is_503_connect_refused() {
+    let gw = TestGateway::start(&single_cluster(&[closed_port().await], "")).await;
+    let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
+    assert_gateway_error(&r, 503, "connect_refused");
+    assert_eq!(
+        gw.metric("levee_errors_total{cluster=\"c\",reason=\"connect_refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("levee_requests_total{route=\"all\",cluster=\"c\",code=\"5xx\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn silent_upstream_is_504_upstream_timeout() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::hang())
+        .start()
+        .await;
+    let gw = TestGateway::start(&single_cluster(&[up.addr()], "timeout = \"200ms\"")).await;
+    let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
+    assert_gateway_error(&r, 504, "upstream_timeout");
+    assert_eq!(
+        gw.metric("levee_errors_total{cluster=\"c\",reason=\"upstream_timeout\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn route_timeout_overrides_cluster_timeout() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::ok().latency(Duration::from_millis(400)))
+        .start()
+        .await;
+    let config = format!(
+        r#"{}{}
+[[routes]]
+name = "strict"
+cluster = "c"
+timeout = "100ms"
+match = {{ path = {{ prefix = "/strict" }} }}
+[[routes]]
+name = "lenient"
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = ["{}"]
+timeout = "5s"
+"#,
+        crate::PREAMBLE,
+        crate::LISTENER,
+        up.addr()
+    );
+    let gw = TestGateway::start(&config).await;
+    let c = Client::http1();
+    assert_gateway_error(
+        &c.get(&format!("{}/strict", gw.url("public"))).await,
+        504,
+        "upstream_timeout",
+    );
+    assert_eq!(
+        c.get(&format!("{}/other", gw.url("public"))).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn unanswered_connect_is_504_connect_timeout() {
+    // A listener whose accept queue is full: further SYNs go unanswered.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            _ => break,
+        }
+    }
+    let gw = TestGateway::start(&single_cluster(&[addr], "connect_timeout = \"200ms\"")).await;
+    let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
+    assert_gateway_error(&r, 504, "connect_timeout");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn reset_connection_is_502_upstream_reset() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::reset())
+        .start()
+        .await;
+    let gw = TestGateway::start(&single_cluster(&[up.addr()], "")).await;
+    let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
+    assert_gateway_error(&r, 502, "upstream_reset");
+}
+
+#[tokio::test]
+async fn upstream_closing_mid_body_ends_the_client_response_without_a_hang() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::close_after_headers())
+        .start()
+        .await;
+    let gw = TestGateway::start(&single_cluster(&[up.addr()], "")).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr("public"))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "x")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the head was already on its way");
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the truncated body surfaces as an error, not a hang"
+    );
+}
+
+#[tokio::test]
+async fn upstream_5xx_passes_through_and_is_counted() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let gw = TestGateway::start(&single_cluster(&[up.addr()], "")).await;
+    let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.header("levee-error"),
+        None,
+        "the upstream's own answer is not the gateway's error"
+    );
+    assert_eq!(
+        gw.metric("levee_upstream_requests_total{cluster=\"c\",code=\"5xx\"}"),
+        1.0
+    );
+}

@@ -1,0 +1,234 @@
+//! Hot reload: through the admin API, on file change, under load with zero
+//! failed requests, keeping pools of unchanged clusters; invalid reloads keep
+//! the running config and report every diagnostic.
+
+use crate::{LISTENER, PREAMBLE};
+use levee_testkit::{eventually, Client, FakeUpstream, TestGateway};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn config(a: std::net::SocketAddr, b: std::net::SocketAddr, marker: &str) -> String {
+    format!(
+        r#"{PREAMBLE}{LISTENER}
+[[routes]]
+name = "b"
+cluster = "b"
+match = {{ path = {{ prefix = "/b" }} }}
+response_headers = {{ set = {{ "x-marker" = "{marker}" }} }}
+[[routes]]
+name = "a"
+cluster = "a"
+response_headers = {{ set = {{ "x-marker" = "{marker}" }} }}
+[[clusters]]
+name = "a"
+endpoints = ["{a}"]
+[[clusters]]
+name = "b"
+endpoints = ["{b}"]
+"#
+    )
+}
+
+async fn post_reload(gw: &TestGateway) -> levee_testkit::ClientReply {
+    Client::http1()
+        .send(
+            http::Request::post(format!("{}/api/v1/reload", gw.admin_url()))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admin_reload_applies_a_new_config_and_keeps_unchanged_pools() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one")).await;
+    let path = gw.config_path.clone().unwrap();
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    assert_eq!(c.get(&url).await.header("x-marker"), Some("one"));
+    let conns_before = a.connections();
+
+    std::fs::write(&path, config(a.addr(), b.addr(), "two")).unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let after = c.get(&url).await;
+    assert_eq!(after.header("x-marker"), Some("two"));
+    assert_eq!(after.body, "a");
+    assert_eq!(
+        a.connections(),
+        conns_before,
+        "the unchanged cluster kept its pooled connection"
+    );
+    assert_eq!(
+        gw.metric("levee_config_reloads_total{result=\"success\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn invalid_reload_keeps_the_running_config_and_reports_every_error() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one")).await;
+    let path = gw.config_path.clone().unwrap();
+    let broken = config(a.addr(), b.addr(), "two")
+        .replace("cluster = \"b\"\nmatch", "cluster = \"bb\"\nmatch")
+        .replace(
+            "name = \"a\"\nendpoints",
+            "name = \"a\"\ntimeout = \"soon\"\nendpoints",
+        );
+    std::fs::write(&path, broken).unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, 422);
+    let json = r.json();
+    let rendered: Vec<String> = json["rendered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(rendered.len(), 2, "{rendered:?}");
+    assert!(rendered
+        .iter()
+        .any(|d| d.contains("routes[0].cluster: unknown cluster `bb`")
+            && d.contains("did you mean `b`?")));
+    assert!(rendered.iter().any(|d| d.contains("clusters[0].timeout")));
+    // Still serving the old config.
+    let still = Client::http1()
+        .get(&format!("{}/b", gw.url("public")))
+        .await;
+    assert_eq!(still.header("x-marker"), Some("one"));
+    assert_eq!(still.body, "b");
+    assert_eq!(
+        gw.metric("levee_config_reloads_total{result=\"failure\"}"),
+        1.0
+    );
+    assert_eq!(gw.metric("levee_config_last_reload_error_count"), 2.0);
+    let status = Client::http1()
+        .get(&format!("{}/api/v1/reload", gw.admin_url()))
+        .await
+        .json();
+    assert_eq!(status["last_errors"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn reload_under_load_fails_no_request() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "m0")).await;
+    let path = gw.config_path.clone().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let url = format!(
+            "{}/{}",
+            gw.url("public"),
+            if i % 2 == 0 { "a" } else { "b" }
+        );
+        clients.push(tokio::spawn(async move {
+            let c = Client::http1();
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get(&url).body(Default::default()).unwrap();
+                match c.send(req).await {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for round in 1..=6 {
+        // Let some requests through between reloads.
+        let target = ok.load(Ordering::Relaxed) + 10;
+        eventually(Duration::from_secs(5), "traffic flowing", || {
+            let ok = ok.clone();
+            async move { ok.load(Ordering::Relaxed) >= target }
+        })
+        .await;
+        // Alternate between changing only headers and changing cluster b.
+        let mut text = config(a.addr(), b.addr(), &format!("m{round}"));
+        if round % 2 == 0 {
+            text = text.replace(
+                "name = \"b\"\nendpoints",
+                "name = \"b\"\nconnect_timeout = \"1s\"\nendpoints",
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(post_reload(&gw).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "load ran: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed across 6 reloads"
+    );
+    assert_eq!(
+        gw.metric("levee_config_reloads_total{result=\"success\"}"),
+        6.0
+    );
+}
+
+#[tokio::test]
+async fn file_change_triggers_a_reload() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "before")).await;
+    gw.gateway.watch_config_file().unwrap();
+    let path = gw.config_path.clone().unwrap();
+    std::fs::write(&path, config(a.addr(), b.addr(), "after")).unwrap();
+    let url = format!("{}/x", gw.url("public"));
+    eventually(
+        Duration::from_secs(10),
+        "the watched file was reloaded",
+        || {
+            let url = url.clone();
+            async move { Client::http1().get(&url).await.header("x-marker") == Some("after") }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reload_adds_and_removes_listeners() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let base = config(a.addr(), b.addr(), "x");
+    let gw = TestGateway::start_from_file(&base).await;
+    let path = gw.config_path.clone().unwrap();
+    let with_second =
+        format!("{base}\n[[listeners]]\nname = \"second\"\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, &with_second).unwrap();
+    assert_eq!(post_reload(&gw).await.status, 200);
+    let second = gw.addr("second");
+    assert_eq!(
+        Client::http1()
+            .get(&format!("http://{second}/x"))
+            .await
+            .body,
+        "a"
+    );
+    std::fs::write(&path, &base).unwrap();
+    assert_eq!(post_reload(&gw).await.status, 200);
+    assert!(gw.gateway.listener_addr("second").is_none());
+    eventually(
+        Duration::from_secs(5),
+        "second listener closed",
+        || async move { tokio::net::TcpStream::connect(second).await.is_err() },
+    )
+    .await;
+}
