@@ -3,6 +3,7 @@
 
 mod admin;
 mod balancing;
+mod binary;
 mod drain;
 mod errors;
 mod health;

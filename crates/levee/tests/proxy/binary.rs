@@ -1,0 +1,164 @@
+//! The real binary: `levee demo` serves and stops on Ctrl-C; `levee run`
+//! reloads on SIGHUP and drains on SIGTERM.
+
+use levee_testkit::{eventually, Client, FakeUpstream, TempDir};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `args`, forwarding stdout and stderr lines.
+fn start(args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_levee"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn levee");
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    Running { child, lines }
+}
+
+impl Running {
+    /// The first line containing `needle`, within 20 s; panics with what was seen.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+                seen.push(line);
+            }
+        }
+        panic!(
+            "levee never printed {needle:?}; output was:\n{}",
+            seen.join("\n")
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "levee did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `http://ADDR` from a log line with `address=ADDR` (text log format).
+fn address_in(line: &str) -> String {
+    let clean: String = strip_ansi(line);
+    let at = clean.find("address=").expect("address field") + "address=".len();
+    clean[at..].split_whitespace().next().unwrap().to_string()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn demo_serves_the_catalog_and_stops_on_ctrl_c() {
+    let mut demo = start(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let line = demo.wait_for("gateway    http://");
+    let url = line.split_whitespace().nth(1).unwrap().to_string();
+    let c = Client::http1();
+    let mut ok = 0;
+    for _ in 0..20 {
+        let r = c.get(&url).await;
+        if r.status == 200 {
+            ok += 1;
+            assert!(r.body.contains("sandbag"));
+        }
+    }
+    assert!(ok >= 15, "the demo mostly succeeds ({ok}/20)");
+    demo.signal("INT");
+    assert!(demo.wait_exit().success());
+}
+
+#[tokio::test]
+async fn run_reloads_on_sighup_and_drains_on_sigterm() {
+    let up = FakeUpstream::start("u").await;
+    let dir = TempDir::new();
+    let path = dir.path.join("levee.toml");
+    let config = |marker: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nwatch_config = false\n[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\ncluster = \"c\"\nresponse_headers = {{ set = {{ \"x-marker\" = \"{marker}\" }} }}\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
+            up.addr()
+        )
+    };
+    std::fs::write(&path, config("before")).unwrap();
+    let mut levee = start(&["run", "-c", path.to_str().unwrap()]);
+    let listening = levee.wait_for("listener=public");
+    let url = format!("http://{}/", address_in(&listening));
+    levee.wait_for("admin API listening");
+    let c = Client::http1();
+    assert_eq!(c.get(&url).await.header("x-marker"), Some("before"));
+
+    std::fs::write(&path, config("after")).unwrap();
+    levee.signal("HUP");
+    eventually(Duration::from_secs(10), "SIGHUP reloaded the file", || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { c.get(&url).await.header("x-marker") == Some("after") }
+    })
+    .await;
+    levee.wait_for("access");
+
+    levee.signal("TERM");
+    levee.wait_for("drained");
+    assert!(levee.wait_exit().success(), "exit 0 after draining");
+}
