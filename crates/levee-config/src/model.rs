@@ -99,7 +99,7 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if d.subsec_millis() == 0 && d.as_secs() > 0 {
         format!("{}s", d.as_secs())
-    } else if d.as_nanos() % 1_000_000 == 0 {
+    } else if d.as_nanos().is_multiple_of(1_000_000) {
         format!("{ms}ms")
     } else {
         format!("{}us", d.as_micros())
