@@ -268,3 +268,46 @@ protocol = "http2"
     assert_eq!(r.json()["version"], "HTTP/2.0");
     assert_eq!(up.h2_requests(), 1);
 }
+
+#[tokio::test]
+async fn dns_named_endpoints_are_resolved() {
+    let up = FakeUpstream::start("named").await;
+    let named = format!("localhost:{}", up.addr().port());
+    let config = format!(
+        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{named}\"]\ndns_refresh = \"100ms\"\n"
+    );
+    let gw = TestGateway::start(&config).await;
+    let c = Client::http1();
+    // localhost may resolve to ::1 as well, where nothing listens; the
+    // IPv4 endpoint must be among those resolved and serve.
+    let clusters = c
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    let eps = clusters["clusters"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(eps.iter().all(|e| e["configured"] == named.as_str()));
+    assert!(
+        eps.iter().any(|e| e["address"] == up.addr().to_string()),
+        "{eps:?}"
+    );
+    let mut served = 0;
+    for _ in 0..6 {
+        if c.get(&format!("{}/", gw.url("public"))).await.body == "named" {
+            served += 1;
+        }
+    }
+    assert!(served >= 3, "the resolved endpoint serves ({served}/6)");
+    // Re-resolution keeps the endpoints (same answer, same state).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = c
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    assert_eq!(
+        again["clusters"][0]["endpoints"].as_array().unwrap().len(),
+        eps.len()
+    );
+}
