@@ -1,0 +1,407 @@
+//! The `levee` binary as users run it: `check` on the shipped examples and on
+//! broken files, `--version`, `--help`, and `run` until SIGTERM. Every test
+//! runs the real executable; a failure prints the command, its working
+//! directory, exit status, stdout and stderr.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LEVEE: &str = env!("CARGO_BIN_EXE_levee");
+
+/// Variables the examples interpolate; removed so results do not depend on
+/// the environment of whoever runs the tests.
+const SCRUBBED_ENV: [&str; 4] = [
+    "LEVEE_ADMIN_TOKEN",
+    "LEVEE_ADMIN_LISTEN",
+    "DEPLOY_ENV",
+    "RUST_LOG",
+];
+
+/// The workspace root, where `examples/` lives.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// A fresh, empty directory for one test's files.
+fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("levee-cli-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn levee_command(args: &[&str], cwd: &Path) -> Command {
+    let mut cmd = Command::new(LEVEE);
+    cmd.args(args).current_dir(cwd);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A finished run of the binary, with what is needed to explain a failure.
+struct Run {
+    command: String,
+    cwd: PathBuf,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn context(&self) -> String {
+        format!(
+            "command: {}\ncwd: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+            self.command,
+            self.cwd.display(),
+            self.status,
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    #[track_caller]
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "expected exit code {code}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    fn expect(&self, ok: bool, what: &str) -> &Self {
+        assert!(ok, "{what}\n{}", self.context());
+        self
+    }
+}
+
+fn levee(args: &[&str], cwd: &Path) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = levee_command(args, cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {LEVEE}: {e}"));
+    Run {
+        command: format!("{LEVEE} {}", args.join(" ")),
+        cwd: cwd.to_path_buf(),
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_examples() {
+    let root = repo_root();
+    let ok_line =
+        regex::Regex::new(r"^(\S+): OK \(\d+ listeners?, \d+ routes?, \d+ clusters?\)\n$")
+            .expect("valid regex");
+    for example in ["examples/levee.toml", "examples/levee.yaml"] {
+        let run = levee(&["check", "-c", example], &root);
+        run.expect_code(0)
+            .expect(run.stderr.is_empty(), "check printed to stderr")
+            .expect(
+                ok_line
+                    .captures(&run.stdout)
+                    .is_some_and(|c| &c[1] == example),
+                "stdout is not the `FILE: OK (...)` line",
+            );
+    }
+}
+
+#[test]
+fn check_reports_every_diagnostic_and_exits_1() {
+    let dir = scratch_dir("check-invalid");
+    std::fs::write(
+        dir.join("broken.toml"),
+        r#"[admin]
+listen = "0.0.0.0:9901"
+
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:8080"
+limits = { idle_timeout = "10" }
+
+[[clusters]]
+name = "catalog"
+endpoints = ["127.0.0.1:9000"]
+conect_timeout = "1s"
+
+[[routes]]
+name = "all"
+cluster = "catalogue"
+"#,
+    )
+    .expect("write config");
+    let run = levee(&["check", "-c", "broken.toml"], &dir);
+    run.expect_code(1)
+        .expect(run.stdout.is_empty(), "a failed check printed to stdout");
+    let expected = "\
+broken.toml:1:1: admin.token: the admin API listens on 0.0.0.0:9901, which is not loopback, so a token is required
+  help: set `token = \"${LEVEE_ADMIN_TOKEN}\"`, or listen on 127.0.0.1
+broken.toml:7:27: listeners[0].limits.idle_timeout: `10` has a number without a unit
+  help: write a number with a unit: `250ms`, `2s`, `5m`, `1h`
+broken.toml:12:1: clusters[0].conect_timeout: unknown field `conect_timeout`
+  help: did you mean `connect_timeout`?
+broken.toml:16:11: routes[0].cluster: unknown cluster `catalogue`
+  help: did you mean `catalog`?
+4 errors found
+";
+    run.expect(
+        run.stderr == expected,
+        &format!("stderr differs; expected:\n{expected}"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let run = levee(&["--version"], &repo_root());
+    let expected = format!("levee {}\n", env!("CARGO_PKG_VERSION"));
+    run.expect_code(0)
+        .expect(run.stdout == expected, &format!("expected `{expected}`"));
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let run = levee(&["--help"], &repo_root());
+    run.expect_code(0);
+    for sub in ["run", "check", "demo"] {
+        let listed = run
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with(&format!("{sub} ")));
+        run.expect(listed, &format!("`{sub}` is not listed in --help"));
+    }
+}
+
+#[test]
+fn check_refuses_an_unknown_extension() {
+    let dir = scratch_dir("unknown-ext");
+    std::fs::write(dir.join("levee.json"), "{}").expect("write file");
+    let run = levee(&["check", "-c", "levee.json"], &dir);
+    run.expect_code(1).expect(
+        run.stderr
+            == "levee.json:1:1: unknown config format\n  help: name the file *.toml, *.yaml or *.yml\n1 error found\n",
+        "unexpected message for an unknown extension",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let dir = scratch_dir("missing-file");
+    let run = levee(&["check", "-c", "nowhere.yaml"], &dir);
+    run.expect_code(1)
+        .expect(
+            run.stderr
+                .starts_with("nowhere.yaml:1:1: cannot read config file: "),
+            "the message does not name the file and the problem",
+        )
+        .expect(
+            run.stderr.ends_with("\n1 error found\n"),
+            "no error count at the end",
+        );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_refuses_an_invalid_config() {
+    let dir = scratch_dir("run-invalid");
+    std::fs::write(dir.join("levee.yaml"), "listeners: []\n").expect("write config");
+    let run = levee(&["run", "-c", "levee.yaml"], &dir);
+    run.expect_code(1).expect(
+        run.stderr
+            == "levee.yaml:1:1: listeners: at least one listener is required\n1 error found\n",
+        "unexpected diagnostics",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends one HTTP/1.1 request and returns the whole response as text.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: cli.test\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+#[cfg(unix)]
+#[test]
+fn run_serves_and_exits_0_on_sigterm() {
+    let root = repo_root();
+    let dir = scratch_dir("run-sigterm");
+    let config = dir.join("levee.toml");
+    // The TLS listener loads the example key pair relative to the working
+    // directory (the repository root), proving the committed pair works.
+    std::fs::write(
+        &config,
+        r#"[admin]
+listen = "127.0.0.1:0"
+
+[runtime]
+drain_timeout = "2s"
+watch_config = false
+
+[[listeners]]
+name = "plain"
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "tls"
+listen = "127.0.0.1:0"
+tls = { cert = "examples/tls/example-cert.pem", key = "examples/tls/example-key.pem" }
+
+[[clusters]]
+name = "nothing"
+endpoints = ["127.0.0.1:9"]
+
+[[routes]]
+name = "api"
+cluster = "nothing"
+match = { path = { prefix = "/api/" } }
+"#,
+    )
+    .expect("write config");
+    let config_arg = config.to_str().expect("UTF-8 temp path");
+    let args = ["--log-format", "json", "run", "-c", config_arg];
+    let command = format!("{LEVEE} {}", args.join(" "));
+    let mut child = levee_command(&args, &root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command}: {e}"));
+
+    // Collect stderr lines on a thread, so reading never blocks the test.
+    let (tx, rx) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log: Vec<String> = Vec::new();
+    let explain = |log: &[String], what: &str| {
+        format!(
+            "{what}\ncommand: {command}\ncwd: {}\n--- stderr so far ---\n{}\n---------------------",
+            root.display(),
+            log.join("\n")
+        )
+    };
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+
+    // Wait for startup.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.iter().any(|l| l.contains("admin API listening")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => {
+                kill(&mut child);
+                panic!(
+                    "{}",
+                    explain(&log, "no `admin API listening` line within 30s")
+                );
+            }
+        }
+    }
+
+    // The plain listener answers; a request matching no route gets Levee's
+    // own error response.
+    let plain: Option<SocketAddr> = log.iter().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["message"] == "listening" && v["listener"] == "plain")
+            .then(|| v["address"].as_str()?.parse().ok())
+            .flatten()
+    });
+    let Some(plain) = plain else {
+        kill(&mut child);
+        panic!(
+            "{}",
+            explain(&log, "no `listening` line for listener plain")
+        );
+    };
+    let response = match http_get(plain, "/elsewhere") {
+        Ok(r) => r,
+        Err(e) => {
+            kill(&mut child);
+            panic!(
+                "{}",
+                explain(&log, &format!("request to {plain} failed: {e}"))
+            );
+        }
+    };
+    let lower = response.to_ascii_lowercase();
+    if !(response.starts_with("HTTP/1.1 404")
+        && lower.contains("\r\nlevee-error: no_route\r\n")
+        && response.contains(r#"{"error":"no_route","status":404,"#))
+    {
+        kill(&mut child);
+        panic!(
+            "{}",
+            explain(&log, &format!("unexpected no-route response:\n{response}"))
+        );
+    }
+
+    // SIGTERM: drain and exit 0.
+    let pid = child.id().to_string();
+    let kill_status = Command::new("kill").args(["-TERM", &pid]).status();
+    if !kill_status.as_ref().is_ok_and(ExitStatus::success) {
+        kill(&mut child);
+        panic!("`kill -TERM {pid}` failed: {kill_status:?}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                kill(&mut child);
+                log.extend(rx.try_iter());
+                panic!("{}", explain(&log, "still running 20s after SIGTERM"));
+            }
+            Err(e) => panic!("waiting for levee: {e}"),
+        }
+    };
+    let _ = reader.join();
+    log.extend(rx.try_iter());
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut stdout);
+    }
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}\n--- stdout ---\n{stdout}",
+        explain(&log, &format!("exit status {status} after SIGTERM"))
+    );
+    assert!(
+        log.iter().any(|l| l.contains("SIGTERM received")),
+        "{}",
+        explain(&log, "SIGTERM was not logged")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
