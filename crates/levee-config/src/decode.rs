@@ -24,11 +24,14 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
             token: None,
         }),
         runtime: runtime.unwrap_or_else(default_runtime),
-        listeners: listeners?,
+        listeners: listeners.unwrap_or_default(),
         routes: routes.unwrap_or_default(),
         clusters: clusters.unwrap_or_default(),
     };
-    if config.listeners.is_empty() {
+    if config.listeners.is_empty()
+        && raw_names(root, "listeners").is_empty()
+        && listeners_present(root)
+    {
         d.error(root_loc, "listeners", "at least one listener is required");
     }
     Some(config)
@@ -64,7 +67,11 @@ fn decode_admin(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Admin> {
             "set `token = \"${LEVEE_ADMIN_TOKEN}\"`, or listen on 127.0.0.1",
         );
     }
-    if admin.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+    if admin
+        .token
+        .as_ref()
+        .is_some_and(|t| t.expose().chars().count() < 16)
+    {
         d.error(
             loc,
             &format!("{path}.token"),
@@ -237,6 +244,16 @@ fn decode_host(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HostPatte
         }
         return Some(HostPattern::Suffix(format!(".{rest}")));
     }
+    if s.contains(':') {
+        let bare = s.rsplit_once(':').map_or(s.as_str(), |(h, _)| h);
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` has a port, but hosts are matched without one"),
+            format!("write `{bare}`"),
+        );
+        return None;
+    }
     if s.is_empty() || s.contains('*') || s.contains('/') {
         d.error_help(
             node.loc,
@@ -318,7 +335,7 @@ fn decode_path_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Pat
     let which = one_of(d, &t, node, &["prefix", "exact", "regex"]);
     let exact = d.opt(&mut t, "exact", abs_path);
     let prefix = d.opt(&mut t, "prefix", abs_path);
-    let regex = d.opt(&mut t, "regex", Decoder::regex);
+    let regex = d.opt(&mut t, "regex", Decoder::whole_regex);
     d.finish(t);
     match which?.0 {
         "exact" => exact.map(PathMatch::Exact),
@@ -440,7 +457,13 @@ fn decode_header_ops(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Hea
 fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluster> {
     let mut t = d.table(node, path)?;
     let name = d.req(&mut t, "name", name_field);
-    let endpoints = d.req(&mut t, "endpoints", |d, n, p| d.list(n, p, decode_endpoint));
+    let endpoints = d.req(&mut t, "endpoints", |d, n, p| {
+        let list = d.list(n, p, decode_endpoint)?;
+        if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
+            d.error(n.loc, p, "at least one endpoint is required");
+        }
+        Some(list)
+    });
     let dns_refresh = d.opt(&mut t, "dns_refresh", Decoder::duration);
     let balancer = d.opt(&mut t, "balancer", decode_balancer);
     let protocol = d.opt(&mut t, "protocol", |d, n, p| {
@@ -457,13 +480,6 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     let loc = t.loc;
     d.finish(t);
     let endpoints = endpoints?;
-    if endpoints.is_empty() {
-        d.error(
-            loc,
-            &format!("{path}.endpoints"),
-            "at least one endpoint is required",
-        );
-    }
     let host_header = match (host_header, host_rewrite) {
         (Some(_), Some(_)) => {
             d.error(
@@ -537,7 +553,7 @@ fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpo
 /// Splits `host:port` or `[v6]:port`.
 fn split_host_port(s: &str) -> Option<(String, u16)> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Some((addr.ip().to_string(), addr.port()));
+        return (addr.port() != 0).then(|| (addr.ip().to_string(), addr.port()));
     }
     let (host, port) = s.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
@@ -563,6 +579,8 @@ fn decode_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Balan
             ],
         )
     });
+    let hash_on_written =
+        matches!(&node.value, Value::Map(m) if m.iter().any(|(k, _, _)| k == "hash_on"));
     let hash_on = d.opt(&mut t, "hash_on", decode_hash_on);
     let loc = t.loc;
     d.finish(t);
@@ -574,7 +592,7 @@ fn decode_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Balan
         _ => BalancerKind::RoundRobin,
     };
     let hashing = matches!(kind, BalancerKind::RingHash | BalancerKind::Maglev);
-    if hashing && hash_on.is_none() {
+    if hashing && hash_on.is_none() && !hash_on_written {
         d.error_help(
             loc,
             &format!("{path}.hash_on"),
@@ -706,8 +724,12 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
             );
         }
     }
-    let listener_names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-    let cluster_names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+    // References are checked against every name written in the file, so an
+    // item that failed to decode does not also make its references "unknown".
+    let raw_listeners = raw_names(root, "listeners");
+    let raw_clusters = raw_names(root, "clusters");
+    let listener_names: Vec<&str> = raw_listeners.iter().map(String::as_str).collect();
+    let cluster_names: Vec<&str> = raw_clusters.iter().map(String::as_str).collect();
 
     let mut seen = HashSet::new();
     for (i, c) in config.clusters.iter().enumerate() {
@@ -757,4 +779,37 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
             }
         }
     }
+}
+
+/// The `name` strings of the items of list `section`, as written.
+fn raw_names(root: &Node, section: &str) -> Vec<String> {
+    let Value::Map(entries) = &root.value else {
+        return Vec::new();
+    };
+    let Some((
+        _,
+        _,
+        Node {
+            value: Value::Seq(items),
+            ..
+        },
+    )) = entries.iter().find(|(k, _, _)| k == section)
+    else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| match &item.value {
+            Value::Map(fields) => fields.iter().find_map(|(k, _, v)| match (&**k, &v.value) {
+                ("name", Value::Str(s)) => Some(s.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the file has a `listeners` key (a missing one is reported by `req`).
+fn listeners_present(root: &Node) -> bool {
+    matches!(&root.value, Value::Map(entries) if entries.iter().any(|(k, _, _)| k == "listeners"))
 }

@@ -216,15 +216,15 @@ impl<'f> Decoder<'f> {
     ) -> Option<Vec<T>> {
         match &node.value {
             Value::Seq(items) => {
+                // Items that fail are reported and left out, so checks across
+                // sections still run on the rest (one pass finds everything).
                 let mut out = Vec::with_capacity(items.len());
-                let mut ok = true;
                 for (i, item) in items.iter().enumerate() {
-                    match f(self, item, &format!("{path}[{i}]")) {
-                        Some(v) => out.push(v),
-                        None => ok = false,
+                    if let Some(v) = f(self, item, &format!("{path}[{i}]")) {
+                        out.push(v);
                     }
                 }
-                ok.then_some(out)
+                Some(out)
             }
             _ => {
                 self.type_error(node, path, "a list");
@@ -268,7 +268,9 @@ impl<'f> Decoder<'f> {
                     Some((n, d)) => (n, Some(d)),
                     None => (expr, None),
                 };
-                match ((self.env)(name), default) {
+                // As in the shell, `:-` also replaces a set but empty variable.
+                let value = (self.env)(name).filter(|v| !v.is_empty() || default.is_none());
+                match (value, default) {
                     (Some(v), _) => out.push_str(&v),
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => {
@@ -323,7 +325,7 @@ impl<'f> Decoder<'f> {
     /// A positive duration such as `250ms`, `2s`, `1m30s`.
     pub(crate) fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
         match &node.value {
-            Value::Str(s) => match parse_duration(s) {
+            Value::Str(_) => match parse_duration(&self.string(node, path)?) {
                 Ok(d) if d.is_zero() => {
                     self.error(node.loc, path, "must be greater than zero");
                     None
@@ -363,7 +365,7 @@ impl<'f> Decoder<'f> {
                 self.error(node.loc, path, "must be greater than zero");
                 None
             }
-            Value::Str(s) => match parse_size(s) {
+            Value::Str(_) => match parse_size(&self.string(node, path)?) {
                 Ok(0) => {
                     self.error(node.loc, path, "must be greater than zero");
                     None
@@ -422,14 +424,29 @@ impl<'f> Decoder<'f> {
         None
     }
 
-    /// A regular expression, compiled to check it.
+    /// A regular expression that may match anywhere in a value.
     pub(crate) fn regex(&mut self, node: &Node, path: &str) -> Option<crate::Pattern> {
+        self.compile_regex(node, path, false)
+    }
+
+    /// A regular expression that must match a whole value.
+    pub(crate) fn whole_regex(&mut self, node: &Node, path: &str) -> Option<crate::Pattern> {
+        self.compile_regex(node, path, true)
+    }
+
+    fn compile_regex(&mut self, node: &Node, path: &str, whole: bool) -> Option<crate::Pattern> {
         let s = self.string(node, path)?;
-        match crate::Pattern::new(&s) {
+        let compiled = if whole {
+            crate::Pattern::whole(&s)
+        } else {
+            crate::Pattern::new(&s)
+        };
+        match compiled {
             Ok(p) => Some(p),
             Err(e) => {
-                let first = e.to_string();
-                let line = first.lines().last().unwrap_or("invalid").trim().to_string();
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or("invalid").trim();
+                let line = last.strip_prefix("error: ").unwrap_or(last);
                 self.error(
                     node.loc,
                     path,

@@ -58,28 +58,45 @@ impl Serialize for Secret {
 
 /// A compiled regular expression that compares and prints as its source.
 #[derive(Debug, Clone)]
-pub struct Pattern(regex::Regex);
+pub struct Pattern {
+    source: String,
+    regex: regex::Regex,
+}
 
 impl Pattern {
-    /// Compiles `src`.
+    /// Compiles `src`, matching anywhere in a value.
     pub fn new(src: &str) -> Result<Self, regex::Error> {
-        regex::Regex::new(src).map(Self)
+        Ok(Self {
+            source: src.to_string(),
+            regex: regex::Regex::new(src)?,
+        })
     }
+
+    /// Compiles `src` so that it must match the whole value (`^(?:src)$`),
+    /// so alternatives like `/a|/a/b` behave as written.
+    pub fn whole(src: &str) -> Result<Self, regex::Error> {
+        regex::Regex::new(src)?;
+        Ok(Self {
+            source: src.to_string(),
+            regex: regex::Regex::new(&format!("^(?:{src})$"))?,
+        })
+    }
+
     /// The compiled expression.
     pub fn regex(&self) -> &regex::Regex {
-        &self.0
+        &self.regex
     }
 }
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
-        self.0.as_str() == other.0.as_str()
+        self.regex.as_str() == other.regex.as_str()
     }
 }
 
 impl Serialize for Pattern {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
+        s.serialize_str(&self.source)
     }
 }
 
@@ -201,7 +218,7 @@ pub struct Route {
     pub request_headers: HeaderOps,
     /// Headers added to or removed from the response.
     pub response_headers: HeaderOps,
-    /// Whole-request timeout, overriding the cluster's.
+    /// Time until the upstream's response head arrives, overriding the cluster's.
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
 }
@@ -237,7 +254,7 @@ pub enum PathMatch {
     Exact(String),
     /// The path starts with this.
     Prefix(String),
-    /// The whole path matches this expression.
+    /// The whole path matches this expression (it is anchored at both ends).
     Regex(Pattern),
 }
 
@@ -258,7 +275,7 @@ pub enum HeaderRule {
     Exact(String),
     /// Present with any value.
     Present,
-    /// Matches this expression.
+    /// Matches this expression anywhere in the value (anchor with `^...$`).
     Regex(Pattern),
 }
 

@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use levee_config::Limits;
 use levee_core::Clock;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -128,12 +128,42 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
     in_flight: AtomicU32,
     last_active: AtomicU64,
+    /// When bytes of a new request head began to arrive (0: none pending).
+    head_started: AtomicU64,
+    http2: AtomicBool,
     shared: Arc<Shared>,
 }
 
 impl ConnInfo {
-    pub(crate) fn request_started(&self) {
+    pub(crate) fn request_started(&self, version: http::Version) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        if version == http::Version::HTTP_2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes arrived: with no request in flight they start a new head.
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started
+                .store(self.shared.clock.now().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// How long an HTTP/1 request head has been arriving, if one is.
+    fn head_pending_for(&self) -> Option<Duration> {
+        if self.http2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        match self.head_started.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(Duration::from_nanos(
+                self.shared.clock.now().saturating_sub(at),
+            )),
+        }
     }
 
     pub(crate) fn request_finished(&self) {
@@ -172,15 +202,27 @@ async fn serve(
     let _guard = ActiveGuard(listener.clone());
     let _ = stream.set_nodelay(true);
     let limits = config.limits.clone();
+    let conn = Arc::new(ConnInfo {
+        listener,
+        peer,
+        tls: config.tls.is_some(),
+        in_flight: AtomicU32::new(0),
+        last_active: AtomicU64::new(shared.clock.now()),
+        head_started: AtomicU64::new(0),
+        http2: AtomicBool::new(false),
+        shared: shared.clone(),
+    });
+    let tracked = TrackedIo {
+        inner: stream,
+        conn: conn.clone(),
+    };
     match &config.tls {
-        None => serve_http(shared, listener, limits, TokioIo::new(stream), peer, false).await,
+        None => serve_http(shared, conn, limits, TokioIo::new(tracked)).await,
         Some(acceptor) => {
             let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tracked)).await;
             match handshake {
-                Ok(Ok(tls)) => {
-                    serve_http(shared, listener, limits, TokioIo::new(tls), peer, true).await
-                }
+                Ok(Ok(tls)) => serve_http(shared, conn, limits, TokioIo::new(tls)).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -188,50 +230,110 @@ async fn serve(
     }
 }
 
-async fn serve_http<I>(
-    shared: Arc<Shared>,
-    listener: Arc<ListenerState>,
-    limits: Limits,
-    io: I,
-    peer: SocketAddr,
-    tls: bool,
-) where
+/// The TCP stream, noting when request bytes arrive so the watchdog can tell
+/// a slow request head (cut at `header_read_timeout`) from an idle
+/// keep-alive connection (cut at `idle_timeout`).
+struct TrackedIo {
+    inner: TcpStream,
+    conn: Arc<ConnInfo>,
+}
+
+impl tokio::io::AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.bytes_read();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The codec's own limits sit at twice the configured ones: the pipeline
+/// answers heads between the two itself (431 with `levee-error`, counted),
+/// and the codec still bounds memory for anything larger.
+fn codec_head_limit(limits: &Limits) -> u64 {
+    limits
+        .max_request_header_bytes
+        .saturating_mul(2)
+        .max(16 * 1024)
+}
+
+async fn serve_http<I>(shared: Arc<Shared>, conn_info: Arc<ConnInfo>, limits: Limits, io: I)
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let conn_info = Arc::new(ConnInfo {
-        listener,
-        peer,
-        tls,
-        in_flight: AtomicU32::new(0),
-        last_active: AtomicU64::new(shared.clock.now()),
-        shared: shared.clone(),
-    });
+    let peer = conn_info.peer;
     let service_shared = shared.clone();
     let service_conn = conn_info.clone();
     let service = hyper::service::service_fn(move |req| {
         pipeline::handle(service_shared.clone(), service_conn.clone(), req)
     });
 
+    let codec_limit = codec_head_limit(&limits);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size((limits.max_request_header_bytes as usize).max(8192))
+        // Slow heads are cut by the watchdog below, which (unlike the codec's
+        // timer) does not also count the idle time between requests.
+        .header_read_timeout(None)
+        .max_buf_size(codec_limit.min(usize::MAX as u64) as usize)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(limits.max_request_header_bytes.min(u64::from(u32::MAX)) as u32)
+        .max_header_list_size(codec_limit.min(u64::from(u32::MAX)) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
 
     let mut drain = shared.drain_signal();
-    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-    let mut idle_check = tokio::time::interval(tick);
-    idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shortest = limits.idle_timeout.min(limits.header_read_timeout);
+    let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut watchdog = tokio::time::interval(tick);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = *drain.borrow();
     if closing {
         conn.as_mut().graceful_shutdown();
@@ -248,8 +350,13 @@ async fn serve_http<I>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = idle_check.tick(), if !closing => {
-                if conn_info.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+            _ = watchdog.tick() => {
+                if conn_info.head_pending_for().is_some_and(|t| t >= limits.header_read_timeout) {
+                    // A head that never completes (slowloris): drop the connection.
+                    tracing::debug!(%peer, "request head not received in time; closing");
+                    break;
+                }
+                if !closing && conn_info.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }

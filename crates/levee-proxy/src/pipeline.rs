@@ -32,11 +32,16 @@ pub(crate) async fn handle(
         start,
         req.method().clone(),
         req.uri().clone(),
+        req.version(),
     );
     done.request_id = Some(headers::ensure_request_id(req.headers_mut()));
 
-    // 1. Accept: protocol limits. (Oversized heads were answered 431 by the
-    //    HTTP codec before reaching here.)
+    // 1. Accept: protocol limits. (The codec refuses heads over twice the
+    //    limit on its own; between the two, the answer is made here.)
+    if head_size(&req) > listener.limits.max_request_header_bytes {
+        let detail = "request head exceeds the listener's max_request_header_bytes";
+        return Ok(reply_error(done, ErrorKind::HeadersTooLarge, detail));
+    }
     if let Err(kind) = check_declared_body_size(&req, listener.limits.max_request_body_bytes) {
         return Ok(reply_error(
             done,
@@ -84,6 +89,18 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
+/// The size of the request head as sent: request line and header lines.
+fn head_size<B>(req: &Request<B>) -> u64 {
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers) as u64
+}
+
 /// A declared Content-Length over the limit is refused before any routing.
 fn check_declared_body_size<B>(req: &Request<B>, limit: u64) -> Result<(), ErrorKind> {
     let declared = req
@@ -115,7 +132,10 @@ pub(crate) fn error_response(
     if let Some(id) = request_id {
         h.insert(REQUEST_ID, id.clone());
     }
-    if kind == ErrorKind::PayloadTooLarge {
+    if matches!(
+        kind,
+        ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge
+    ) {
         // The unread body makes the connection unusable for another request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -35,9 +35,10 @@ impl Completion {
         start: Instant,
         method: http::Method,
         uri: http::Uri,
+        version: http::Version,
     ) -> Self {
         shared.metrics.in_flight.inc();
-        conn.request_started();
+        conn.request_started(version);
         Self {
             shared,
             conn,

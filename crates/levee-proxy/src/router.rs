@@ -81,10 +81,7 @@ impl CompiledRoute {
             let ok = match p {
                 PathMatch::Exact(e) => path == e,
                 PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
-                PathMatch::Regex(r) => r
-                    .regex()
-                    .find(path)
-                    .is_some_and(|found| found.start() == 0 && found.end() == path.len()),
+                PathMatch::Regex(r) => r.regex().is_match(path),
             };
             if !ok {
                 return false;
@@ -241,7 +238,7 @@ match = { hosts = ["*.example.com"], path = { prefix = "/v1" }, methods = ["GET"
 [[routes]]
 name = "regex"
 cluster = "c"
-match = { path = { regex = "/users/[0-9]+" }, headers = [{ name = "x-canary", exact = "1" }] }
+match = { path = { regex = "/users/[0-9]+|/people/[0-9]+" }, headers = [{ name = "x-canary", exact = "1" }] }
 [[routes]]
 name = "present"
 cluster = "c"

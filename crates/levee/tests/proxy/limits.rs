@@ -37,7 +37,22 @@ async fn oversized_request_head_gets_431() {
     )
     .await;
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(text.contains("levee-error: headers_too_large"), "{text}");
     assert_eq!(up.requests(), 0);
+    assert_eq!(
+        gw.metric("levee_errors_total{reason=\"headers_too_large\"}"),
+        1.0
+    );
+    // Far beyond the limit, the codec refuses the head before parsing it all.
+    let huge = "a".repeat(64 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {huge}\r\n\r\n");
+    let text = raw_exchange(
+        gw.addr("public"),
+        request.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     // Within the limit is fine.
     let ok = Client::http1()
         .get_with(
@@ -187,4 +202,32 @@ async fn http2_concurrent_streams_are_limited() {
     let (resp, _) = client.send_request(req, true).unwrap();
     assert_eq!(resp.await.unwrap().status(), 200);
     assert_eq!(client.current_max_send_streams(), 3);
+}
+
+#[tokio::test]
+async fn header_read_timeout_does_not_cut_idle_keep_alive() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&limited(
+        up.addr(),
+        "header_read_timeout = \"150ms\", idle_timeout = \"30s\"",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Idle between requests for several header timeouts: still open.
+    assert!(
+        !closed_by_server(&mut s, Duration::from_millis(600)).await,
+        "an idle keep-alive connection is governed by idle_timeout"
+    );
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_server(&mut s, Duration::from_secs(5)).await);
+    assert_eq!(
+        up.requests(),
+        2,
+        "the second request on the idle connection was served"
+    );
 }
