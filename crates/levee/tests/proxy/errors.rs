@@ -4,7 +4,6 @@
 use crate::single_cluster;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -136,13 +135,7 @@ async fn upstream_closing_mid_body_ends_the_client_response_without_a_hang() {
         .start()
         .await;
     let gw = TestGateway::start(&single_cluster(&[up.addr()], "")).await;
-    let stream = tokio::net::TcpStream::connect(gw.addr("public"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = crate::http1_connection(gw.addr("public")).await;
     let req = http::Request::get("/")
         .header("host", "x")
         .body(http_body_util::Empty::<Bytes>::new())

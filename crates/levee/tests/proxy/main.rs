@@ -67,3 +67,20 @@ pub async fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
         }
     }
 }
+
+/// One HTTP/1.1 client connection to `addr`, driven in the background.
+pub async fn http1_connection<B>(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}

@@ -4,7 +4,6 @@ use crate::single_cluster;
 use bytes::Bytes;
 use http_body_util::channel::Channel;
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
 use std::time::Duration;
 
@@ -19,13 +18,7 @@ async fn response_chunks_arrive_while_the_upstream_is_still_sending() {
         .start()
         .await;
     let gw = TestGateway::start(&single_cluster(&[up.addr()], "")).await;
-    let stream = tokio::net::TcpStream::connect(gw.addr("public"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = crate::http1_connection(gw.addr("public")).await;
     let req = http::Request::get("/stream")
         .header("host", "x")
         .body(http_body_util::Empty::<Bytes>::new())
@@ -55,13 +48,7 @@ async fn request_body_streams_upstream_and_echo_streams_back() {
         .start()
         .await;
     let gw = TestGateway::start(&single_cluster(&[up.addr()], "")).await;
-    let stream = tokio::net::TcpStream::connect(gw.addr("public"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = crate::http1_connection(gw.addr("public")).await;
     let (mut tx, body) = Channel::<Bytes, std::convert::Infallible>::new(1);
     let req = http::Request::post("/echo")
         .header("host", "x")
