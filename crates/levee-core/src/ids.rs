@@ -11,8 +11,18 @@ thread_local! {
 
 /// A fresh random request id.
 pub fn request_id() -> String {
+    String::from_utf8_lossy(&request_id_bytes()).into_owned()
+}
+
+/// A fresh random request id as ASCII hex, without allocating.
+pub fn request_id_bytes() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let v: u128 = RNG.with(|r| r.borrow_mut().random());
-    format!("{v:032x}")
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// A fast per-thread random u64 for balancer choices and jitter.

@@ -4,6 +4,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use levee_config::HostHeader;
+use std::fmt::Write as _;
 
 /// Header names that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -88,12 +89,15 @@ pub(crate) struct ForwardContext<'a> {
 
 /// Sets `X-Forwarded-*` and the Host the upstream sees.
 pub(crate) fn set_forwarding(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
-    let ip = ctx.client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")),
-        None => HeaderValue::from_str(&ip),
-    };
-    if let Ok(v) = xff {
+    // One buffer, handed to the header value without another copy.
+    let prev = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    let mut xff = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(prev) = prev {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{}", ctx.client_ip);
+    if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(
@@ -129,7 +133,7 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = HeaderValue::from_str(&levee_core::ids::request_id())
+    let id = HeaderValue::from_bytes(&levee_core::ids::request_id_bytes())
         .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     headers.insert(REQUEST_ID, id.clone());
     id
