@@ -8,6 +8,7 @@
 //!   the client goes away.
 
 use crate::record::Completion;
+use crate::upstream::Http1Conn;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -94,7 +95,9 @@ impl Body for UpstreamBody {
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    /// The upstream's body, and the HTTP/1.1 connection it arrives on (driven
+    /// here, returned to its endpoint when the body ends cleanly).
+    Upstream(Incoming, Option<Http1Conn>),
     Full(Option<Bytes>),
 }
 
@@ -106,10 +109,11 @@ pub struct ProxyBody {
 }
 
 impl ProxyBody {
-    /// A body streamed from the upstream.
-    pub(crate) fn upstream(inner: Incoming) -> Self {
+    /// A body streamed from the upstream over `conn` (HTTP/1.1) or a
+    /// connection running in its own task (`None`).
+    pub(crate) fn upstream(inner: Incoming, conn: Option<Http1Conn>) -> Self {
         Self {
-            inner: Inner::Upstream(inner),
+            inner: Inner::Upstream(inner, conn),
             completion: None,
         }
     }
@@ -128,8 +132,17 @@ impl ProxyBody {
     }
 
     fn finish(&mut self, complete: bool) {
+        let conn = match &mut self.inner {
+            Inner::Upstream(_, conn) => conn.take(),
+            Inner::Full(_) => None,
+        };
         if let Some(mut c) = self.completion.take() {
             c.body_complete = complete;
+            if let (true, Some(conn), Some(cluster), Some(endpoint)) =
+                (complete, conn, &c.cluster, &c.endpoint)
+            {
+                cluster.release(endpoint, conn);
+            }
             drop(c);
         }
     }
@@ -146,7 +159,18 @@ impl Body for ProxyBody {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(body, conn) => match conn {
+                None => Pin::new(body).poll_frame(cx),
+                Some(conn) => {
+                    // Drive the connection's reads, then take what arrived;
+                    // once more if the first poll only signalled demand.
+                    conn.drive(cx);
+                    match Pin::new(&mut *body).poll_frame(cx) {
+                        Poll::Pending if !conn.drive(cx) => Pin::new(body).poll_frame(cx),
+                        polled => polled,
+                    }
+                }
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -164,7 +188,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Upstream(body, _) => body.is_end_stream(),
         }
     }
 
@@ -172,7 +196,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Upstream(body) => body.size_hint(),
+            Inner::Upstream(body, _) => body.size_hint(),
         }
     }
 }

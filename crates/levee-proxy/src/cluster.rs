@@ -8,11 +8,9 @@
 
 use crate::body::UpstreamBody;
 use crate::metrics::ClusterMetrics;
+use crate::upstream::{Http1Conn, IdleConnections, Transport};
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use levee_config::{BalancerKind, Cluster, HashOn, UpstreamProtocol};
+use levee_config::{BalancerKind, Cluster, HashOn};
 use levee_core::metrics::{names, Gauge, Registry};
 use levee_core::{Clock, MonotonicClock, Nanos};
 use levee_policy::{Algorithm, Balancer, EndpointLoad, PeakEwma};
@@ -26,9 +24,6 @@ use tokio::task::JoinHandle;
 const EWMA_DECAY_NS: f64 = 10e9;
 /// Estimate for an endpoint that has not answered yet.
 const EWMA_INITIAL_NS: f64 = 1e6;
-
-/// The HTTP client towards one cluster, pooling connections per endpoint.
-pub(crate) type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 /// One resolved endpoint and its live state.
 #[derive(Debug)]
@@ -46,6 +41,8 @@ pub(crate) struct EndpointState {
     pub(crate) in_flight: Arc<Gauge>,
     healthy_gauge: Arc<Gauge>,
     pub(crate) ewma: PeakEwma,
+    /// Idle HTTP/1.1 connections to this endpoint.
+    pub(crate) idle: IdleConnections,
 }
 
 impl EndpointState {
@@ -84,6 +81,7 @@ impl EndpointState {
             ),
             healthy_gauge,
             ewma: PeakEwma::new(EWMA_INITIAL_NS, now),
+            idle: IdleConnections::default(),
         }
     }
 
@@ -158,7 +156,7 @@ impl ClusterView {
 #[derive(Debug)]
 pub(crate) struct ClusterRuntime {
     pub(crate) config: Cluster,
-    pub(crate) client: UpstreamClient,
+    pub(crate) transport: Transport,
     view: ArcSwap<ClusterView>,
     pub(crate) metrics: ClusterMetrics,
     algorithm: Algorithm,
@@ -183,28 +181,6 @@ fn algorithm(kind: BalancerKind) -> Algorithm {
         BalancerKind::RingHash => Algorithm::RingHash,
         BalancerKind::Maglev => Algorithm::Maglev,
     }
-}
-
-fn build_client(config: &Cluster) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool.idle_timeout)
-        .pool_max_idle_per_host(config.pool.max_idle_per_endpoint)
-        .retry_canceled_requests(true)
-        .set_host(false);
-    if config.protocol == UpstreamProtocol::Http2 {
-        builder
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(10));
-    }
-    builder.build(connector)
 }
 
 /// Resolves every configured endpoint; DNS names may yield several addresses.
@@ -248,7 +224,7 @@ impl ClusterRuntime {
         let metrics = ClusterMetrics::new(&registry, &config.name);
         metrics.panic_mode.set(i64::from(view.panic));
         let runtime = Arc::new(Self {
-            client: build_client(&config),
+            transport: Transport::new(&config),
             view: ArcSwap::from_pointee(view),
             metrics,
             algorithm,
@@ -355,31 +331,41 @@ impl ClusterRuntime {
     }
 
     async fn probe(&self, ep: &EndpointState, path: &str, timeout: Duration) -> bool {
-        let uri = format!("http://{}{}", ep.label, path);
         let host = match &self.config.host_header {
             levee_config::HostHeader::Value(v) => v.as_str(),
             _ => ep.label.as_str(),
         };
-        let Ok(req) = http::Request::get(uri)
+        let Ok(req) = http::Request::get(format!("http://{}{}", ep.label, path))
             .header(http::header::HOST, host)
             .header(http::header::USER_AGENT, "levee-health-check")
             .body(UpstreamBody::empty())
         else {
             return false;
         };
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => {
-                let ok = resp.status().is_success() || resp.status().is_redirection();
-                // Drain the small body so the connection returns to the pool.
-                let _ = tokio::time::timeout(
-                    timeout,
-                    http_body_util::BodyExt::collect(resp.into_body()),
-                )
-                .await;
-                ok
+        let probe = async {
+            let (resp, mut conn) = self
+                .transport
+                .send(ep.addr, &ep.idle, req, false)
+                .await
+                .ok()?;
+            let ok = resp.status().is_success() || resp.status().is_redirection();
+            // Read the (small) body so the connection can be reused.
+            crate::upstream::drain(resp.into_body(), &mut conn).await;
+            if let Some(conn) = conn {
+                self.release(ep, conn);
             }
-            _ => false,
-        }
+            Some(ok)
+        };
+        matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
+    }
+
+    /// Puts an HTTP/1.1 connection back in `endpoint`'s idle stack.
+    pub(crate) fn release(&self, endpoint: &EndpointState, conn: Http1Conn) {
+        endpoint.idle.put(
+            conn,
+            self.config.pool.max_idle_per_endpoint,
+            self.config.pool.idle_timeout,
+        );
     }
 
     /// Resolves DNS names again; on a change, keeps the state of addresses

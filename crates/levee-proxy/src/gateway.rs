@@ -108,6 +108,8 @@ pub struct EndpointStatus {
     pub healthy: bool,
     /// Requests in flight.
     pub in_flight: i64,
+    /// Idle pooled HTTP/1.1 connections.
+    pub idle_connections: usize,
     /// Peak-EWMA latency estimate, seconds.
     pub ewma_latency_seconds: f64,
     /// Weight.
@@ -478,6 +480,7 @@ impl Gateway {
                             configured: e.configured.clone(),
                             healthy: e.is_healthy(),
                             in_flight: e.in_flight.get(),
+                            idle_connections: e.idle.len(),
                             ewma_latency_seconds: c.ewma_seconds(e),
                             weight: e.weight,
                             zone: e.zone.clone(),

@@ -15,6 +15,7 @@ pub mod pipeline;
 mod record;
 mod router;
 mod tls;
+mod upstream;
 
 pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use gateway::{

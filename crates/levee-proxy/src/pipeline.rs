@@ -2,7 +2,7 @@
 //! read. Each step is a call into a module with a small API; steps that later
 //! issues add (faults, admission, retries, degradation) slot in where marked.
 
-use crate::body::{BodyError, ProxyBody, UpstreamBody};
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::cluster::{ClusterRuntime, EndpointState};
 use crate::gateway::Shared;
 use crate::headers::{self, ForwardContext, LEVEE_ERROR, REQUEST_ID};
@@ -204,8 +204,11 @@ async fn dispatch(
 
     let timeout = route.config.timeout.unwrap_or(cluster.config.timeout);
     let sent = Instant::now();
-    let result = tokio::time::timeout(timeout, cluster.client.request(upstream_req)).await;
-    let mut resp = match result {
+    let send = cluster
+        .transport
+        .send(endpoint.addr, &endpoint.idle, upstream_req, upgrade);
+    let result = tokio::time::timeout(timeout, send).await;
+    let (mut resp, conn) = match result {
         Err(_) => {
             return Err((
                 ErrorKind::UpstreamTimeout,
@@ -216,10 +219,7 @@ async fn dispatch(
                 ),
             ))
         }
-        Ok(Err(e)) => {
-            let kind = classify(&e);
-            return Err((kind, format!("{}: {}", endpoint.label, error_chain(&e))));
-        }
+        Ok(Err((kind, detail))) => return Err((kind, format!("{}: {detail}", endpoint.label))),
         Ok(Ok(resp)) => resp,
     };
     let rtt = sent.elapsed().as_nanos() as u64;
@@ -238,7 +238,7 @@ async fn dispatch(
     } else {
         headers::remove_hop_by_hop(resp.headers_mut(), false);
     }
-    Ok(resp.map(ProxyBody::upstream))
+    Ok(resp.map(|body| ProxyBody::upstream(body, conn)))
 }
 
 fn upstream_uri(
@@ -293,60 +293,6 @@ fn request_hash<B>(key: &HashOn, req: &Request<B>, client_ip: std::net::IpAddr) 
             std::net::IpAddr::V6(ip) => hash64(&ip.octets()),
         }),
     }
-}
-
-/// Maps a client error to the taxonomy by walking its cause chain.
-fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cause {
-        if let Some(body) = c.downcast_ref::<BodyError>() {
-            return match body {
-                BodyError::TooLarge(_) => ErrorKind::PayloadTooLarge,
-                BodyError::Downstream(_) => ErrorKind::ClientClosed,
-            };
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as Io;
-            if e.is_connect() {
-                return match io.kind() {
-                    Io::ConnectionRefused => ErrorKind::ConnectRefused,
-                    Io::TimedOut => ErrorKind::ConnectTimeout,
-                    _ => ErrorKind::ConnectFailed,
-                };
-            }
-            if matches!(
-                io.kind(),
-                Io::ConnectionReset | Io::BrokenPipe | Io::UnexpectedEof | Io::ConnectionAborted
-            ) {
-                return ErrorKind::UpstreamReset;
-            }
-        }
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-                return ErrorKind::UpstreamProtocol;
-            }
-            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return ErrorKind::UpstreamReset;
-            }
-        }
-        cause = c.source();
-    }
-    if e.is_connect() {
-        ErrorKind::ConnectFailed
-    } else {
-        ErrorKind::UpstreamReset
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.

@@ -175,10 +175,21 @@ impl FakeUpstreamBuilder {
     }
     /// Starts serving HTTP/1.1 and h2c (prior knowledge) on one port.
     pub async fn start(self) -> FakeUpstream {
-        let listener =
-            TcpListener::bind(self.addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))))
-                .await
-                .expect("bind fake upstream");
+        let want = self.addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+        // A restart on the same port may race the old instance's listener,
+        // which closes asynchronously: retry for a while.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(want).await {
+                Ok(l) => break l,
+                Err(e) if tries < 250 && self.addr.is_some() => {
+                    let _ = e;
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind fake upstream on {want}: {e}"),
+            }
+        };
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
             name: self.name,

@@ -171,3 +171,31 @@ async fn upstream_5xx_passes_through_and_is_counted() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn pooled_connections_closed_by_the_upstream_are_not_used() {
+    let up = FakeUpstream::start("first").await;
+    let addr = up.addr();
+    let gw = TestGateway::start(&single_cluster(&[addr], "")).await;
+    let c = Client::http1();
+    let url = format!("{}/", gw.url("public"));
+    assert_eq!(c.get(&url).await.body, "first");
+    let clusters = c
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    assert_eq!(
+        clusters["clusters"][0]["endpoints"][0]["idle_connections"], 1,
+        "the connection was pooled"
+    );
+
+    // The upstream restarts: the pooled connection is now closed.
+    drop(up);
+    let up = FakeUpstream::builder("second").bind(addr).start().await;
+    for _ in 0..3 {
+        let r = c.get(&url).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, "second");
+    }
+    assert_eq!(up.connections(), 1, "one fresh connection, then reused");
+}

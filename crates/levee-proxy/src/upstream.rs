@@ -1,0 +1,367 @@
+//! Connections to upstream endpoints.
+//!
+//! HTTP/1.1: each endpoint keeps a stack of idle connections
+//! ([`IdleConnections`]). A request checks one out and drives it itself (the
+//! connection's I/O is polled by the request future, then by the response
+//! body), so proxying a request needs no second task and no hand-off between
+//! tasks. When the response body ends cleanly the connection goes back on the
+//! stack. A pooled connection the upstream has meanwhile closed is noticed at
+//! checkout, and a request it could not carry is retried once on a fresh one
+//! (nothing was sent, so this is always safe).
+//!
+//! HTTP/2 (and gRPC): hyper-util's client multiplexes streams over pooled
+//! connections in their own tasks. WebSocket upgrades use a fresh HTTP/1.1
+//! connection in its own task, which hands the socket over after the 101.
+
+use crate::body::{BodyError, UpstreamBody};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use levee_core::ErrorKind;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+type Http1Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+
+/// A failure to get a response head, already classified.
+pub(crate) type SendError = (ErrorKind, String);
+
+/// One HTTP/1.1 connection to an endpoint, with the future that runs it.
+pub(crate) struct Http1Conn {
+    send: http1::SendRequest<UpstreamBody>,
+    /// Boxed so moving the connection between pool, request and body is cheap.
+    conn: Box<Http1Connection>,
+    /// Set once the connection future has finished (closed or failed).
+    finished: bool,
+    idle_since: Instant,
+}
+
+impl std::fmt::Debug for Http1Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Conn")
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl Http1Conn {
+    /// Drives the connection's I/O; true once it has finished.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.finished {
+            if let Poll::Ready(result) = Pin::new(&mut *self.conn).poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                self.finished = true;
+            }
+        }
+        self.finished
+    }
+
+    /// Whether the connection can carry another request now.
+    pub(crate) fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        !self.drive(&mut cx) && self.send.is_ready()
+    }
+}
+
+/// Idle HTTP/1.1 connections of one endpoint, most recently used on top.
+#[derive(Debug, Default)]
+pub(crate) struct IdleConnections {
+    conns: Mutex<Vec<Http1Conn>>,
+}
+
+impl IdleConnections {
+    fn checkout(&self, idle_timeout: Duration) -> Option<Http1Conn> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut c) = conns.pop() {
+            // An expired or upstream-closed connection is dropped (closing it).
+            if c.idle_since.elapsed() < idle_timeout && c.reusable() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange.
+    pub(crate) fn put(&self, mut conn: Http1Conn, max_idle: usize, idle_timeout: Duration) {
+        if max_idle == 0 || !conn.reusable() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() >= max_idle {
+            // The oldest is at the bottom: it goes first.
+            conns.remove(0);
+        }
+        conns.retain(|c| c.idle_since.elapsed() < idle_timeout);
+        conns.push(conn);
+    }
+
+    /// Number of idle connections, for the admin API.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.lock().map_or(0, |c| c.len())
+    }
+}
+
+/// How a cluster reaches its endpoints.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// HTTP/1.1 with per-endpoint idle stacks.
+    Http1 {
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    },
+    /// HTTP/2 through hyper-util's pooled client.
+    Http2(Box<hyper_util::client::legacy::Client<HttpConnector, UpstreamBody>>),
+}
+
+impl Transport {
+    pub(crate) fn new(config: &levee_config::Cluster) -> Self {
+        match config.protocol {
+            levee_config::UpstreamProtocol::Http1 => Transport::Http1 {
+                connect_timeout: config.connect_timeout,
+                idle_timeout: config.pool.idle_timeout,
+            },
+            levee_config::UpstreamProtocol::Http2 => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(config.connect_timeout));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(config.pool.idle_timeout)
+                    .pool_max_idle_per_host(config.pool.max_idle_per_endpoint)
+                    .retry_canceled_requests(true)
+                    .set_host(false)
+                    .http2_only(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_keep_alive_timeout(Duration::from_secs(10))
+                    .build(connector);
+                Transport::Http2(Box::new(client))
+            }
+        }
+    }
+
+    /// Sends `req` to the endpoint at `addr` and waits for the response head.
+    /// For HTTP/1.1 the connection comes back with the response, to be driven
+    /// by the response body and returned to `idle` when it ends.
+    pub(crate) async fn send(
+        &self,
+        addr: SocketAddr,
+        idle: &IdleConnections,
+        req: http::Request<UpstreamBody>,
+        upgrade: bool,
+    ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
+        match self {
+            Transport::Http2(client) => match client.request(req).await {
+                Ok(resp) => Ok((resp, None)),
+                Err(e) => Err((classify_legacy(&e), error_chain(&e))),
+            },
+            Transport::Http1 {
+                connect_timeout, ..
+            } if upgrade => {
+                let mut req = req;
+                origin_form(&mut req);
+                let mut conn = connect(addr, *connect_timeout).await?;
+                let send = conn.send.send_request(req);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.conn.with_upgrades().await {
+                        tracing::debug!(error = %e, "upgraded upstream connection ended");
+                    }
+                });
+                let resp = send
+                    .await
+                    .map_err(|e| (classify_hyper(&e), error_chain(&e)))?;
+                Ok((resp, None))
+            }
+            Transport::Http1 {
+                connect_timeout,
+                idle_timeout,
+            } => {
+                let mut req = req;
+                origin_form(&mut req);
+                // A pooled connection first; a fresh one if it was stale.
+                for attempt in 0..2 {
+                    let mut conn = match idle.checkout(*idle_timeout) {
+                        Some(c) if attempt == 0 => c,
+                        _ => connect(addr, *connect_timeout).await?,
+                    };
+                    match exchange(&mut conn, req).await {
+                        Ok(resp) => return Ok((resp, Some(conn))),
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if attempt == 0 => req = unsent,
+                            _ => {
+                                let err = e.into_error();
+                                return Err((classify_hyper(&err), error_chain(&err)));
+                            }
+                        },
+                    }
+                }
+                unreachable!("the second attempt always returns")
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 requests to an origin carry only the path and query
+/// (RFC 9112 §3.2.1); HTTP/2 keeps the scheme and authority as pseudo-headers.
+fn origin_form<B>(req: &mut http::Request<B>) {
+    if req.uri().authority().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        *req.uri_mut() = http::Uri::from(pq);
+    }
+}
+
+/// Opens a connection within `timeout`.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Http1Conn, SendError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => {
+            return Err((
+                ErrorKind::ConnectTimeout,
+                format!(
+                    "{addr}: connect timed out after {}",
+                    levee_config::format_duration(timeout)
+                ),
+            ))
+        }
+        Ok(Err(e)) => {
+            let kind = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ErrorKind::ConnectRefused,
+                std::io::ErrorKind::TimedOut => ErrorKind::ConnectTimeout,
+                _ => ErrorKind::ConnectFailed,
+            };
+            return Err((kind, format!("{addr}: connect: {e}")));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| (ErrorKind::ConnectFailed, format!("{addr}: handshake: {e}")))?;
+    Ok(Http1Conn {
+        send,
+        conn: Box::new(conn),
+        finished: false,
+        idle_since: Instant::now(),
+    })
+}
+
+/// Sends one request on `conn`, driving the connection until the head arrives.
+async fn exchange(
+    conn: &mut Http1Conn,
+    req: http::Request<UpstreamBody>,
+) -> Result<http::Response<Incoming>, hyper::client::conn::TrySendError<http::Request<UpstreamBody>>>
+{
+    // The dispatcher says it is ready only once the connection is polled. If
+    // it is closed instead, sending hands the request back untouched.
+    let _ = std::future::poll_fn(|cx| {
+        conn.drive(cx);
+        conn.send.poll_ready(cx)
+    })
+    .await;
+    let mut response = std::pin::pin!(conn.send.try_send_request(req));
+    std::future::poll_fn(|cx| {
+        conn.drive(cx);
+        response.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Reads `body` to its end, driving `conn` (if any) meanwhile; on a read
+/// error the connection is dropped.
+pub(crate) async fn drain(mut body: Incoming, conn: &mut Option<Http1Conn>) {
+    use http_body::Body;
+    loop {
+        let frame = std::future::poll_fn(|cx| {
+            if let Some(c) = conn.as_mut() {
+                c.drive(cx);
+            }
+            Pin::new(&mut body).poll_frame(cx)
+        })
+        .await;
+        match frame {
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => {
+                *conn = None;
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Maps a connection-level error to the taxonomy by walking its causes.
+pub(crate) fn classify_hyper(e: &hyper::Error) -> ErrorKind {
+    classify_chain(e, false)
+}
+
+fn classify_legacy(e: &hyper_util::client::legacy::Error) -> ErrorKind {
+    classify_chain(e, e.is_connect())
+}
+
+fn classify_chain(e: &(dyn std::error::Error + 'static), connecting: bool) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(body) = c.downcast_ref::<BodyError>() {
+            return match body {
+                BodyError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+                BodyError::Downstream(_) => ErrorKind::ClientClosed,
+            };
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as Io;
+            if connecting {
+                return match io.kind() {
+                    Io::ConnectionRefused => ErrorKind::ConnectRefused,
+                    Io::TimedOut => ErrorKind::ConnectTimeout,
+                    _ => ErrorKind::ConnectFailed,
+                };
+            }
+            if matches!(
+                io.kind(),
+                Io::ConnectionReset | Io::BrokenPipe | Io::UnexpectedEof | Io::ConnectionAborted
+            ) {
+                return ErrorKind::UpstreamReset;
+            }
+        }
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                return ErrorKind::UpstreamProtocol;
+            }
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return ErrorKind::UpstreamReset;
+            }
+        }
+        cause = c.source();
+    }
+    if connecting {
+        ErrorKind::ConnectFailed
+    } else {
+        ErrorKind::UpstreamReset
+    }
+}
+
+/// An error and its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
