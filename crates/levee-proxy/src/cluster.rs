@@ -257,9 +257,8 @@ impl ClusterRuntime {
     }
 
     /// Chooses an endpoint for a request with hash key `hash`.
-    pub(crate) fn pick(&self, hash: Option<u64>) -> Option<Arc<EndpointState>> {
+    pub(crate) fn pick(&self, hash: Option<u64>, now: Nanos) -> Option<Arc<EndpointState>> {
         let view = self.view.load();
-        let now = self.clock.now();
         let i = view
             .balancer
             .pick(&view.candidates, hash, levee_core::ids::random_u64(), now)?;
@@ -267,10 +266,13 @@ impl ClusterRuntime {
     }
 
     /// Records a response head that took `rtt_ns` from `endpoint`.
-    pub(crate) fn observe_latency(&self, endpoint: &EndpointState, rtt_ns: u64) {
-        endpoint
-            .ewma
-            .observe(rtt_ns, self.clock.now(), EWMA_DECAY_NS);
+    pub(crate) fn observe_latency(&self, endpoint: &EndpointState, rtt_ns: u64, now: Nanos) {
+        endpoint.ewma.observe(rtt_ns, now, EWMA_DECAY_NS);
+    }
+
+    /// `instant` on this cluster's clock (one clock read serves several uses).
+    pub(crate) fn nanos_at(&self, instant: std::time::Instant) -> Nanos {
+        self.clock.nanos_at(instant)
     }
 
     /// Current view, for the admin API.

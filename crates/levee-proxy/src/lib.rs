@@ -73,7 +73,7 @@ pub mod bench_support {
             self.0
                 .find(req)?
                 .cluster
-                .pick(Some(0x9e37_79b9))
+                .pick(Some(0x9e37_79b9), 0)
                 .map(|e| e.addr)
         }
     }

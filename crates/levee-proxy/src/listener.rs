@@ -166,10 +166,9 @@ impl ConnInfo {
         }
     }
 
-    pub(crate) fn request_finished(&self) {
+    pub(crate) fn request_finished(&self, now: levee_core::Nanos) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.last_active
-            .store(self.shared.clock.now(), Ordering::Relaxed);
+        self.last_active.store(now, Ordering::Relaxed);
     }
 
     fn idle_for(&self) -> Option<Duration> {

@@ -162,7 +162,8 @@ async fn dispatch(
     let hash = cluster
         .hash_on()
         .and_then(|key| request_hash(key, &req, conn.peer.ip()));
-    let Some(endpoint) = cluster.pick(hash) else {
+    let sent = Instant::now();
+    let Some(endpoint) = cluster.pick(hash, cluster.nanos_at(sent)) else {
         return Err((
             ErrorKind::NoEndpoints,
             format!("cluster {} has no endpoints", cluster.name()),
@@ -203,7 +204,6 @@ async fn dispatch(
     let upstream_req = Request::from_parts(parts, UpstreamBody::limited(body, body_limit));
 
     let timeout = route.config.timeout.unwrap_or(cluster.config.timeout);
-    let sent = Instant::now();
     let send = cluster
         .transport
         .send(endpoint.addr, &endpoint.idle, upstream_req, upgrade);
@@ -222,8 +222,9 @@ async fn dispatch(
         Ok(Err((kind, detail))) => return Err((kind, format!("{}: {detail}", endpoint.label))),
         Ok(Ok(resp)) => resp,
     };
-    let rtt = sent.elapsed().as_nanos() as u64;
-    cluster.observe_latency(&endpoint, rtt);
+    let answered = Instant::now();
+    let rtt = answered.duration_since(sent).as_nanos() as u64;
+    cluster.observe_latency(&endpoint, rtt, cluster.nanos_at(answered));
     cluster.metrics.latency.observe_nanos(rtt);
     cluster.metrics.upstream_requests
         [levee_core::outcome::status_class_index(resp.status().as_u16())]

@@ -49,7 +49,9 @@ impl Completion {
             route: None,
             cluster: None,
             endpoint: None,
-            outcome: Outcome::Failed(ErrorKind::Internal),
+            // Until an answer is chosen, a dropped request means the client
+            // went away (its connection closed mid-request).
+            outcome: Outcome::Failed(ErrorKind::ClientClosed),
             bytes: 0,
             body_complete: false,
         }
@@ -64,11 +66,12 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let elapsed = self.start.elapsed();
+        let end = Instant::now();
+        let elapsed = end.duration_since(self.start);
         let nanos = elapsed.as_nanos() as u64;
         let class = self.outcome.status_class_index();
         self.shared.metrics.in_flight.dec();
-        self.conn.request_finished();
+        self.conn.request_finished(self.shared.clock.nanos_at(end));
         if let Some(ep) = &self.endpoint {
             ep.in_flight.dec();
         }

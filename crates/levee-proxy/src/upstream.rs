@@ -94,13 +94,19 @@ impl IdleConnections {
         if max_idle == 0 || !conn.reusable() {
             return;
         }
-        conn.idle_since = Instant::now();
+        let now = Instant::now();
+        conn.idle_since = now;
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        // The stack is ordered by age, oldest at the bottom: expired ones,
+        // and the oldest when full, leave from there.
+        let expired = conns
+            .iter()
+            .take_while(|c| now.duration_since(c.idle_since) >= idle_timeout)
+            .count();
+        conns.drain(..expired);
         if conns.len() >= max_idle {
-            // The oldest is at the bottom: it goes first.
             conns.remove(0);
         }
-        conns.retain(|c| c.idle_since.elapsed() < idle_timeout);
         conns.push(conn);
     }
 
