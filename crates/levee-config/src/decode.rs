@@ -205,6 +205,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let request_headers = d.opt(&mut t, "request_headers", decode_header_ops);
     let response_headers = d.opt(&mut t, "response_headers", decode_header_ops);
     let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    let connect_timeout = d.opt(&mut t, "connect_timeout", Decoder::duration);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -215,6 +216,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         request_headers: request_headers.unwrap_or_default(),
         response_headers: response_headers.unwrap_or_default(),
         timeout,
+        connect_timeout,
     })
 }
 

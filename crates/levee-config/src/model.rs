@@ -221,6 +221,9 @@ pub struct Route {
     /// Time until the upstream's response head arrives, overriding the cluster's.
     #[serde(serialize_with = "ser_opt_duration")]
     pub timeout: Option<Duration>,
+    /// Time to establish an upstream HTTP/1.1 connection, overriding the cluster's.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub connect_timeout: Option<Duration>,
 }
 
 /// Conditions that must all hold.

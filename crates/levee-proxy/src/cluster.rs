@@ -347,7 +347,7 @@ impl ClusterRuntime {
         let probe = async {
             let (resp, mut conn) = self
                 .transport
-                .send(ep.addr, &ep.idle, req, false)
+                .send(ep.addr, &ep.idle, req, false, self.config.connect_timeout)
                 .await
                 .ok()?;
             let ok = resp.status().is_success() || resp.status().is_redirection();

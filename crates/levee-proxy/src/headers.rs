@@ -45,6 +45,14 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 /// `te: trailers` survives (gRPC needs it); with `keep_upgrade` the Upgrade
 /// header and `connection: upgrade` survive for a WebSocket handshake.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the (few) headers is cheaper
+    // than a hashed removal per hop-by-hop name.
+    let any = headers
+        .keys()
+        .any(|k| *k == header::TE || HOP_BY_HOP.contains(k));
+    if !any {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -204,9 +204,17 @@ async fn dispatch(
     let upstream_req = Request::from_parts(parts, UpstreamBody::limited(body, body_limit));
 
     let timeout = route.config.timeout.unwrap_or(cluster.config.timeout);
-    let send = cluster
-        .transport
-        .send(endpoint.addr, &endpoint.idle, upstream_req, upgrade);
+    let connect_timeout = route
+        .config
+        .connect_timeout
+        .unwrap_or(cluster.config.connect_timeout);
+    let send = cluster.transport.send(
+        endpoint.addr,
+        &endpoint.idle,
+        upstream_req,
+        upgrade,
+        connect_timeout,
+    );
     let result = tokio::time::timeout(timeout, send).await;
     let (mut resp, conn) = match result {
         Err(_) => {

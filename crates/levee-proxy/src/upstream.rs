@@ -120,10 +120,7 @@ impl IdleConnections {
 #[derive(Debug)]
 pub(crate) enum Transport {
     /// HTTP/1.1 with per-endpoint idle stacks.
-    Http1 {
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-    },
+    Http1 { idle_timeout: Duration },
     /// HTTP/2 through hyper-util's pooled client.
     Http2(Box<hyper_util::client::legacy::Client<HttpConnector, UpstreamBody>>),
 }
@@ -132,7 +129,6 @@ impl Transport {
     pub(crate) fn new(config: &levee_config::Cluster) -> Self {
         match config.protocol {
             levee_config::UpstreamProtocol::Http1 => Transport::Http1 {
-                connect_timeout: config.connect_timeout,
                 idle_timeout: config.pool.idle_timeout,
             },
             levee_config::UpstreamProtocol::Http2 => {
@@ -158,25 +154,25 @@ impl Transport {
 
     /// Sends `req` to the endpoint at `addr` and waits for the response head.
     /// For HTTP/1.1 the connection comes back with the response, to be driven
-    /// by the response body and returned to `idle` when it ends.
+    /// by the response body and returned to `idle` when it ends; a new one is
+    /// opened within `connect_timeout` (HTTP/2 uses the cluster's).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
         idle: &IdleConnections,
         req: http::Request<UpstreamBody>,
         upgrade: bool,
+        connect_timeout: Duration,
     ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
         match self {
             Transport::Http2(client) => match client.request(req).await {
                 Ok(resp) => Ok((resp, None)),
                 Err(e) => Err((classify_legacy(&e), error_chain(&e))),
             },
-            Transport::Http1 {
-                connect_timeout, ..
-            } if upgrade => {
+            Transport::Http1 { .. } if upgrade => {
                 let mut req = req;
                 origin_form(&mut req);
-                let mut conn = connect(addr, *connect_timeout).await?;
+                let mut conn = connect(addr, connect_timeout).await?;
                 let send = conn.send.send_request(req);
                 tokio::spawn(async move {
                     if let Err(e) = conn.conn.with_upgrades().await {
@@ -188,17 +184,14 @@ impl Transport {
                     .map_err(|e| (classify_hyper(&e), error_chain(&e)))?;
                 Ok((resp, None))
             }
-            Transport::Http1 {
-                connect_timeout,
-                idle_timeout,
-            } => {
+            Transport::Http1 { idle_timeout } => {
                 let mut req = req;
                 origin_form(&mut req);
                 // A pooled connection first; a fresh one if it was stale.
                 for attempt in 0..2 {
                     let mut conn = match idle.checkout(*idle_timeout) {
                         Some(c) if attempt == 0 => c,
-                        _ => connect(addr, *connect_timeout).await?,
+                        _ => connect(addr, connect_timeout).await?,
                     };
                     match exchange(&mut conn, req).await {
                         Ok(resp) => return Ok((resp, Some(conn))),

@@ -110,9 +110,14 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
+    // One worker means one thread: the single-threaded scheduler does the
+    // same work without cross-thread synchronisation (like one NGINX worker).
+    let mut b = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().thread_name("levee-worker");
-    if let Some(n) = workers {
+    if let Some(n) = workers.filter(|n| *n > 1) {
         b.worker_threads(n);
     }
     b.build().context("starting the async runtime")

@@ -111,9 +111,39 @@ async fn unanswered_connect_is_504_connect_timeout() {
             _ => break,
         }
     }
-    let gw = TestGateway::start(&single_cluster(&[addr], "connect_timeout = \"200ms\"")).await;
-    let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
-    assert_gateway_error(&r, 504, "connect_timeout");
+    let config = format!(
+        r#"{}{}
+[[routes]]
+name = "strict"
+cluster = "c"
+connect_timeout = "200ms"
+match = {{ path = {{ prefix = "/strict" }} }}
+[[routes]]
+name = "default"
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = ["{addr}"]
+connect_timeout = "300ms"
+timeout = "1h"
+"#,
+        crate::PREAMBLE,
+        crate::LISTENER,
+    );
+    let gw = TestGateway::start(&config).await;
+    let c = Client::http1();
+    assert_gateway_error(
+        &c.get(&format!("{}/", gw.url("public"))).await,
+        504,
+        "connect_timeout",
+    );
+    // The route's own connect timeout applies to its requests.
+    let strict = c.get(&format!("{}/strict", gw.url("public"))).await;
+    assert_gateway_error(&strict, 504, "connect_timeout");
+    assert!(
+        strict.json()["message"].as_str().unwrap().contains("200ms"),
+        "{strict:?}"
+    );
     drop(listener);
 }
 
