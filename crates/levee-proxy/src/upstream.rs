@@ -165,24 +165,14 @@ impl Transport {
         connect_timeout: Duration,
     ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
         match self {
-            Transport::Http2(client) => match client.request(req).await {
+            // Rare or heavyweight paths are boxed, so the common HTTP/1.1
+            // path's future stays small (it is moved on every request).
+            Transport::Http2(client) => match Box::pin(client.request(req)).await {
                 Ok(resp) => Ok((resp, None)),
                 Err(e) => Err((classify_legacy(&e), error_chain(&e))),
             },
             Transport::Http1 { .. } if upgrade => {
-                let mut req = req;
-                origin_form(&mut req);
-                let mut conn = connect(addr, connect_timeout).await?;
-                let send = conn.send.send_request(req);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.conn.with_upgrades().await {
-                        tracing::debug!(error = %e, "upgraded upstream connection ended");
-                    }
-                });
-                let resp = send
-                    .await
-                    .map_err(|e| (classify_hyper(&e), error_chain(&e)))?;
-                Ok((resp, None))
+                Box::pin(send_upgrade(addr, req, connect_timeout)).await
             }
             Transport::Http1 { idle_timeout } => {
                 let mut req = req;
@@ -191,7 +181,7 @@ impl Transport {
                 for attempt in 0..2 {
                     let mut conn = match idle.checkout(*idle_timeout) {
                         Some(c) if attempt == 0 => c,
-                        _ => connect(addr, connect_timeout).await?,
+                        _ => Box::pin(connect(addr, connect_timeout)).await?,
                     };
                     match exchange(&mut conn, req).await {
                         Ok(resp) => return Ok((resp, Some(conn))),
@@ -208,6 +198,27 @@ impl Transport {
             }
         }
     }
+}
+
+/// An upgrade (WebSocket) request on a fresh connection in its own task,
+/// which hands the socket over after a 101.
+async fn send_upgrade(
+    addr: SocketAddr,
+    mut req: http::Request<UpstreamBody>,
+    connect_timeout: Duration,
+) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
+    origin_form(&mut req);
+    let mut conn = connect(addr, connect_timeout).await?;
+    let send = conn.send.send_request(req);
+    tokio::spawn(async move {
+        if let Err(e) = conn.conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upgraded upstream connection ended");
+        }
+    });
+    let resp = send
+        .await
+        .map_err(|e| (classify_hyper(&e), error_chain(&e)))?;
+    Ok((resp, None))
 }
 
 /// HTTP/1.1 requests to an origin carry only the path and query
