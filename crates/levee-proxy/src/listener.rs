@@ -131,10 +131,43 @@ pub(crate) struct ConnInfo {
     /// When bytes of a new request head began to arrive (0: none pending).
     head_started: AtomicU64,
     http2: AtomicBool,
+    /// Plain HTTP/1.1 connections take over upgraded sockets themselves
+    /// (see `serve_http1_parking`); others leave upgrades to hyper.
+    manual_upgrades: AtomicBool,
+    pending_upgrade: std::sync::Mutex<Option<PendingUpgrade>>,
     shared: Arc<Shared>,
 }
 
+/// A 101 answered by the upstream, waiting for the connection task to join
+/// the client's socket to it.
+pub(crate) struct PendingUpgrade {
+    pub(crate) upstream: hyper::upgrade::OnUpgrade,
+    pub(crate) endpoint: Arc<crate::cluster::EndpointState>,
+}
+
+impl std::fmt::Debug for PendingUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingUpgrade").finish_non_exhaustive()
+    }
+}
+
 impl ConnInfo {
+    /// Whether the connection task (not hyper) completes upgrades.
+    pub(crate) fn manual_upgrades(&self) -> bool {
+        self.manual_upgrades.load(Ordering::Relaxed)
+    }
+
+    /// Hands an upstream 101 to the connection task.
+    pub(crate) fn set_pending_upgrade(&self, upgrade: PendingUpgrade) {
+        if let Ok(mut slot) = self.pending_upgrade.lock() {
+            *slot = Some(upgrade);
+        }
+    }
+
+    fn take_pending_upgrade(&self) -> Option<PendingUpgrade> {
+        self.pending_upgrade.lock().ok()?.take()
+    }
+
     pub(crate) fn request_started(&self, version: http::Version) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
@@ -209,6 +242,8 @@ async fn serve(
         last_active: AtomicU64::new(shared.clock.now()),
         head_started: AtomicU64::new(0),
         http2: AtomicBool::new(false),
+        manual_upgrades: AtomicBool::new(false),
+        pending_upgrade: std::sync::Mutex::new(None),
         shared: shared.clone(),
     });
     let tracked = TrackedIo {
@@ -216,7 +251,7 @@ async fn serve(
         conn: conn.clone(),
     };
     match &config.tls {
-        None => serve_http(shared, conn, limits, TokioIo::new(tracked)).await,
+        None => serve_plain(shared, conn, limits, tracked).await,
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tracked)).await;
@@ -226,6 +261,209 @@ async fn serve(
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a keep-alive HTTP/1.1 connection stays idle before its codec
+/// state is released (see `serve_http1_parking`).
+const PARK_AFTER: Duration = Duration::from_millis(100);
+
+/// A cleartext connection: HTTP/2 with prior knowledge if it starts with the
+/// preface, HTTP/1.1 otherwise.
+async fn serve_plain(shared: Arc<Shared>, conn_info: Arc<ConnInfo>, limits: Limits, mut io: TrackedIo) {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 24];
+    let mut len = 0;
+    let decided = tokio::time::timeout(limits.header_read_timeout, async {
+        while len < first.len() {
+            match io.read(&mut first[len..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => len += n,
+            }
+            if first[..len] != H2_PREFACE[..len] {
+                break;
+            }
+        }
+        true
+    })
+    .await;
+    if decided != Ok(true) {
+        return;
+    }
+    let first = bytes::Bytes::copy_from_slice(&first[..len]);
+    if first.as_ref() == H2_PREFACE {
+        let io = Prefixed::new(first, io);
+        serve_http(shared, conn_info, limits, TokioIo::new(io)).await;
+    } else {
+        serve_http1_parking(shared, conn_info, limits, io, first).await;
+    }
+}
+
+/// Serves cleartext HTTP/1.1, releasing the codec's state (its buffers are
+/// about 24 KiB) whenever the connection has been idle for `PARK_AFTER`: the
+/// hyper connection is wound down without closing the socket, and a new one
+/// is made when the client sends again. Idle keep-alive connections then
+/// cost little more than their socket, as in NGINX.
+async fn serve_http1_parking(
+    shared: Arc<Shared>,
+    conn_info: Arc<ConnInfo>,
+    limits: Limits,
+    mut io: TrackedIo,
+    mut carry: bytes::Bytes,
+) {
+    conn_info.manual_upgrades.store(true, Ordering::Relaxed);
+    let peer = conn_info.peer;
+    let codec_limit = codec_head_limit(&limits);
+    let park_after = PARK_AFTER.min(limits.idle_timeout / 2);
+    let shortest = park_after.min(limits.header_read_timeout);
+    let tick = (shortest / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    let mut drain = shared.drain_signal();
+    loop {
+        // Parked: nothing but the socket. Wait for the client, idleness or drain.
+        if carry.is_empty() {
+            if *drain.borrow() {
+                return;
+            }
+            let idle = conn_info.idle_for().unwrap_or_default();
+            let idle_left = limits.idle_timeout.saturating_sub(idle);
+            tokio::select! {
+                ready = io.inner.readable() => if ready.is_err() { return },
+                _ = tokio::time::sleep(idle_left) => return,
+                _ = drain.changed() => return,
+            }
+        }
+
+        let service_shared = shared.clone();
+        let service_conn = conn_info.clone();
+        let service = hyper::service::service_fn(move |req| {
+            Box::pin(pipeline::handle(service_shared.clone(), service_conn.clone(), req))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(codec_limit.min(usize::MAX as u64) as usize)
+            .keep_alive(true);
+        // Boxed: the codec's state lives on the heap only while active.
+        let mut conn = Box::new(builder.serve_connection(TokioIo::new(Prefixed::new(carry, io)), service));
+        let mut closing = *drain.borrow();
+        let mut parking = false;
+        if closing {
+            std::pin::Pin::new(&mut *conn).graceful_shutdown();
+        }
+        let mut watchdog = tokio::time::interval(tick);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        return;
+                    }
+                    break;
+                }
+                _ = drain.changed(), if !closing => {
+                    closing = true;
+                    std::pin::Pin::new(&mut *conn).graceful_shutdown();
+                }
+                _ = watchdog.tick() => {
+                    if conn_info.head_pending_for().is_some_and(|t| t >= limits.header_read_timeout) {
+                        tracing::debug!(%peer, "request head not received in time; closing");
+                        return;
+                    }
+                    if !closing && !parking && conn_info.idle_for().is_some_and(|idle| idle >= park_after) {
+                        parking = true;
+                        std::pin::Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                }
+            }
+        }
+        let parts = conn.into_parts();
+        let (rest, inner) = parts.io.into_inner().into_parts();
+        io = inner;
+        carry = if rest.is_empty() {
+            parts.read_buf
+        } else {
+            [rest, parts.read_buf].concat().into()
+        };
+        if let Some(upgrade) = conn_info.take_pending_upgrade() {
+            pipeline::tunnel(Prefixed::new(carry, io), upgrade.upstream, upgrade.endpoint).await;
+            return;
+        }
+        if closing || !parking {
+            // Drained, `Connection: close`, or the client went away.
+            return;
+        }
+    }
+}
+
+/// An I/O object that first yields bytes already read from it.
+struct Prefixed<I> {
+    prefix: bytes::Bytes,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(prefix: bytes::Bytes, inner: I) -> Self {
+        Self { prefix, inner }
+    }
+
+    fn into_parts(self) -> (bytes::Bytes, I) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::record::Completion;
 use crate::router::CompiledRoute;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use levee_config::{HashOn, UpstreamProtocol};
 use levee_core::{ErrorKind, Outcome};
 use levee_policy::hash::hash64;
@@ -172,7 +173,9 @@ async fn dispatch(
     done.set_endpoint(endpoint.clone());
 
     let upgrade = headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // Plain HTTP/1.1 connections join upgraded sockets in their own task.
+    let downstream_upgrade =
+        (upgrade && !conn.manual_upgrades()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -216,7 +219,7 @@ async fn dispatch(
         connect_timeout,
     );
     let result = tokio::time::timeout(timeout, send).await;
-    let (mut resp, conn) = match result {
+    let (mut resp, upstream_conn) = match result {
         Err(_) => {
             return Err((
                 ErrorKind::UpstreamTimeout,
@@ -239,15 +242,24 @@ async fn dispatch(
     .inc();
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(downstream) = downstream_upgrade {
+        if upgrade && conn.manual_upgrades() {
+            conn.set_pending_upgrade(crate::listener::PendingUpgrade {
+                upstream: hyper::upgrade::on(&mut resp),
+                endpoint: endpoint.clone(),
+            });
+        } else if let Some(downstream) = downstream_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(downstream, upstream, endpoint.clone()));
+            tokio::spawn(async move {
+                if let Ok(down) = downstream.await {
+                    tunnel(TokioIo::new(down), upstream, endpoint).await;
+                }
+            });
         }
         headers::remove_hop_by_hop(resp.headers_mut(), true);
     } else {
         headers::remove_hop_by_hop(resp.headers_mut(), false);
     }
-    Ok(resp.map(|body| ProxyBody::upstream(body, conn)))
+    Ok(resp.map(|body| ProxyBody::upstream(body, upstream_conn)))
 }
 
 fn upstream_uri(
@@ -304,18 +316,17 @@ fn request_hash<B>(key: &HashOn, req: &Request<B>, client_ip: std::net::IpAddr) 
     }
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(
-    downstream: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    endpoint: Arc<EndpointState>,
-) {
-    let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
-        tracing::debug!(endpoint = %endpoint.label, "upgrade did not complete");
+/// Copies bytes both ways between an upgraded client connection and the
+/// upstream's, once the upstream's upgrade completes.
+pub(crate) async fn tunnel<D>(mut down: D, upstream: hyper::upgrade::OnUpgrade, endpoint: Arc<EndpointState>)
+where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(up) = upstream.await else {
+        tracing::debug!(endpoint = %endpoint.label, "upstream upgrade did not complete");
         return;
     };
-    let mut down = hyper_util::rt::TokioIo::new(down);
-    let mut up = hyper_util::rt::TokioIo::new(up);
+    let mut up = TokioIo::new(up);
     endpoint.in_flight.inc();
     let result = tokio::io::copy_bidirectional(&mut down, &mut up).await;
     endpoint.in_flight.dec();

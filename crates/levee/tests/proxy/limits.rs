@@ -231,3 +231,35 @@ async fn header_read_timeout_does_not_cut_idle_keep_alive() {
         "the second request on the idle connection was served"
     );
 }
+
+#[tokio::test]
+async fn parked_keep_alive_connections_resume_with_pipelined_requests() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&limited(up.addr(), "idle_timeout = \"30s\"")).await;
+    let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Long enough idle for the connection's codec state to be released...
+    assert!(!closed_by_server(&mut s, Duration::from_millis(400)).await);
+    // ...then two pipelined requests in one write, the last closing.
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&rest);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert_eq!(
+        (
+            up.requests_to("/1"),
+            up.requests_to("/2"),
+            up.requests_to("/3")
+        ),
+        (1, 1, 1)
+    );
+}
