@@ -252,15 +252,28 @@ async fn serve(
     };
     match &config.tls {
         None => serve_plain(shared, conn, limits, tracked).await,
+        // Boxed: the TLS state machine is large, and a task is as large as
+        // its largest path; cleartext connections should not pay for it.
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tracked)).await;
-            match handshake {
-                Ok(Ok(tls)) => serve_http(shared, conn, limits, TokioIo::new(tls)).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
+            Box::pin(serve_tls(shared, conn, limits, tracked, acceptor.clone())).await
         }
+    }
+}
+
+async fn serve_tls(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    limits: Limits,
+    tracked: TrackedIo,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let peer = conn.peer;
+    let handshake =
+        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tracked)).await;
+    match handshake {
+        Ok(Ok(tls)) => serve_http(shared, conn, limits, TokioIo::new(tls)).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -273,7 +286,12 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// A cleartext connection: HTTP/2 with prior knowledge if it starts with the
 /// preface, HTTP/1.1 otherwise.
-async fn serve_plain(shared: Arc<Shared>, conn_info: Arc<ConnInfo>, limits: Limits, mut io: TrackedIo) {
+async fn serve_plain(
+    shared: Arc<Shared>,
+    conn_info: Arc<ConnInfo>,
+    limits: Limits,
+    mut io: TrackedIo,
+) {
     use tokio::io::AsyncReadExt;
     let mut first = [0u8; 24];
     let mut len = 0;
@@ -296,7 +314,7 @@ async fn serve_plain(shared: Arc<Shared>, conn_info: Arc<ConnInfo>, limits: Limi
     let first = bytes::Bytes::copy_from_slice(&first[..len]);
     if first.as_ref() == H2_PREFACE {
         let io = Prefixed::new(first, io);
-        serve_http(shared, conn_info, limits, TokioIo::new(io)).await;
+        Box::pin(serve_http(shared, conn_info, limits, TokioIo::new(io))).await;
     } else {
         serve_http1_parking(shared, conn_info, limits, io, first).await;
     }
@@ -339,7 +357,11 @@ async fn serve_http1_parking(
         let service_shared = shared.clone();
         let service_conn = conn_info.clone();
         let service = hyper::service::service_fn(move |req| {
-            Box::pin(pipeline::handle(service_shared.clone(), service_conn.clone(), req))
+            Box::pin(pipeline::handle(
+                service_shared.clone(),
+                service_conn.clone(),
+                req,
+            ))
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -348,7 +370,8 @@ async fn serve_http1_parking(
             .max_buf_size(codec_limit.min(usize::MAX as u64) as usize)
             .keep_alive(true);
         // Boxed: the codec's state lives on the heap only while active.
-        let mut conn = Box::new(builder.serve_connection(TokioIo::new(Prefixed::new(carry, io)), service));
+        let mut conn =
+            Box::new(builder.serve_connection(TokioIo::new(Prefixed::new(carry, io)), service));
         let mut closing = *drain.borrow();
         let mut parking = false;
         if closing {
@@ -384,8 +407,10 @@ async fn serve_http1_parking(
         let parts = conn.into_parts();
         let (rest, inner) = parts.io.into_inner().into_parts();
         io = inner;
-        carry = if rest.is_empty() {
-            parts.read_buf
+        // Copied out: the codec's read buffer shares its (large) allocation
+        // with these bytes, even when there are none.
+        carry = if rest.is_empty() && parts.read_buf.is_empty() {
+            bytes::Bytes::new()
         } else {
             [rest, parts.read_buf].concat().into()
         };

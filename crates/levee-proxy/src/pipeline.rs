@@ -318,8 +318,11 @@ fn request_hash<B>(key: &HashOn, req: &Request<B>, client_ip: std::net::IpAddr) 
 
 /// Copies bytes both ways between an upgraded client connection and the
 /// upstream's, once the upstream's upgrade completes.
-pub(crate) async fn tunnel<D>(mut down: D, upstream: hyper::upgrade::OnUpgrade, endpoint: Arc<EndpointState>)
-where
+pub(crate) async fn tunnel<D>(
+    mut down: D,
+    upstream: hyper::upgrade::OnUpgrade,
+    endpoint: Arc<EndpointState>,
+) where
     D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let Ok(up) = upstream.await else {
