@@ -162,3 +162,36 @@ async fn run_reloads_on_sighup_and_drains_on_sigterm() {
     levee.wait_for("drained");
     assert!(levee.wait_exit().success(), "exit 0 after draining");
 }
+
+#[tokio::test]
+async fn json_logs_carry_one_access_line_per_request() {
+    let up = FakeUpstream::start("u").await;
+    let dir = TempDir::new();
+    let path = dir.path.join("levee.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\nwatch_config = false\n[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
+            up.addr()
+        ),
+    )
+    .unwrap();
+    let levee = start(&["--log-format", "json", "run", "-c", path.to_str().unwrap()]);
+    let listening = levee.wait_for("\"listener\":\"public\"");
+    let line: serde_json::Value = serde_json::from_str(&listening).expect("a JSON log line");
+    let url = format!("http://{}/hello", line["address"].as_str().unwrap());
+    let reply = Client::http1()
+        .get_with(&url, &[("x-request-id", "req-42")])
+        .await;
+    assert_eq!(reply.status, 200);
+    let access = levee.wait_for("levee::access");
+    let access: serde_json::Value = serde_json::from_str(&access).expect("a JSON access line");
+    assert_eq!(access["route"], "r");
+    assert_eq!(access["cluster"], "c");
+    assert_eq!(access["endpoint"], up.addr().to_string());
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["request_id"], "req-42");
+    assert_eq!(access["bytes"], 1);
+    assert_eq!(access["error"], "-");
+    assert!(access["duration_ms"].as_f64().unwrap() >= 0.0);
+}
