@@ -1,12 +1,15 @@
 //! Levee's control algorithms as plain structs: no I/O, no tasks, time passed
 //! in as [`levee_core::Nanos`] from an injected clock. The proxy only wires
 //! them. So far: load-balancer choice ([`balancer`]), the peak-EWMA latency
-//! estimate ([`ewma`]) and the stable hash that consistent hashing relies on
-//! ([`hash`]).
+//! estimate ([`ewma`]), the stable hash that consistent hashing relies on
+//! ([`hash`]), and the first resilience pieces of issue 3, not yet wired:
+//! backoff and retry budgets ([`retry`]) over a sliding window ([`window`]).
 
 pub mod balancer;
 pub mod ewma;
 pub mod hash;
+pub mod retry;
+pub mod window;
 
 pub use balancer::{Algorithm, Balancer, EndpointLoad};
 pub use ewma::PeakEwma;
