@@ -3,9 +3,11 @@
 //! them. So far: load-balancer choice ([`balancer`]), the peak-EWMA latency
 //! estimate ([`ewma`]), the stable hash that consistent hashing relies on
 //! ([`hash`]), and the first resilience pieces of issue 3, not yet wired:
-//! backoff and retry budgets ([`retry`]) over a sliding window ([`window`]).
+//! backoff and retry budgets ([`retry`]) over a sliding window ([`window`]),
+//! and circuit breakers ([`breaker`]).
 
 pub mod balancer;
+pub mod breaker;
 pub mod ewma;
 pub mod hash;
 pub mod retry;

@@ -1,0 +1,299 @@
+//! A circuit breaker: closed, open, half-open. It trips on consecutive
+//! failures, on a failure ratio over a sliding window (with a minimum volume),
+//! or on a slow-call ratio. Open time backs off exponentially with jitter
+//! across repeated trips; half-open admits a few probes and closes after they
+//! all succeed. Plain struct: time and randomness passed in (issue 3, not yet
+//! wired into the proxy).
+
+use crate::window::{Counts, SlidingWindow};
+use levee_core::Nanos;
+use std::time::Duration;
+
+/// When a breaker trips and how it recovers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Failures in a row that trip it (0: off).
+    pub consecutive_failures: u32,
+    /// Failure share over the window that trips it (0.0: off).
+    pub failure_ratio: f64,
+    /// Share of calls slower than `slow_threshold` that trips it (0.0: off).
+    pub slow_ratio: f64,
+    /// What counts as slow.
+    pub slow_threshold: Duration,
+    /// Calls the window must hold before ratios apply.
+    pub min_requests: u64,
+    /// The sliding window for ratios.
+    pub window: Duration,
+    /// Open time after the first trip.
+    pub base_open: Duration,
+    /// Longest open time.
+    pub max_open: Duration,
+    /// Probes admitted while half-open; all must succeed to close.
+    pub half_open_probes: u32,
+}
+
+/// Where the breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls flow.
+    Closed,
+    /// Calls are refused until `until`.
+    Open {
+        /// When probing may start.
+        until: Nanos,
+    },
+    /// A few probes are admitted.
+    HalfOpen {
+        /// Probes admitted so far.
+        admitted: u32,
+        /// Probes that succeeded.
+        succeeded: u32,
+    },
+}
+
+/// One breaker (per endpoint or per cluster).
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: BreakerState,
+    window: SlidingWindow,
+    consecutive: u32,
+    trips: u32,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker.
+    pub fn new(config: BreakerConfig) -> Self {
+        Self {
+            window: SlidingWindow::new(config.window, 10),
+            config,
+            state: BreakerState::Closed,
+            consecutive: 0,
+            trips: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Whether a call may go ahead at `now`; a half-open breaker counts it
+    /// as a probe.
+    pub fn allow(&mut self, now: Nanos) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open { until } if now < until => false,
+            BreakerState::Open { .. } => {
+                self.state = BreakerState::HalfOpen {
+                    admitted: 1,
+                    succeeded: 0,
+                };
+                true
+            }
+            BreakerState::HalfOpen {
+                admitted,
+                succeeded,
+            } if admitted < self.config.half_open_probes.max(1) => {
+                self.state = BreakerState::HalfOpen {
+                    admitted: admitted + 1,
+                    succeeded,
+                };
+                true
+            }
+            BreakerState::HalfOpen { .. } => false,
+        }
+    }
+
+    /// Records a finished call.
+    pub fn record(&mut self, now: Nanos, success: bool, latency: Duration, random: u64) {
+        match self.state {
+            BreakerState::Open { .. } => {}
+            BreakerState::HalfOpen {
+                admitted,
+                succeeded,
+            } => {
+                if !success {
+                    self.trip(now, random);
+                } else if succeeded + 1 >= self.config.half_open_probes.max(1) {
+                    self.state = BreakerState::Closed;
+                    self.trips = 0;
+                    self.consecutive = 0;
+                    self.window.clear();
+                } else {
+                    self.state = BreakerState::HalfOpen {
+                        admitted,
+                        succeeded: succeeded + 1,
+                    };
+                }
+            }
+            BreakerState::Closed => {
+                self.consecutive = if success { 0 } else { self.consecutive + 1 };
+                let slow = latency >= self.config.slow_threshold && self.config.slow_ratio > 0.0;
+                self.window.record(
+                    now,
+                    Counts {
+                        total: 1,
+                        failures: u64::from(!success),
+                        slow: u64::from(slow),
+                        retries: 0,
+                    },
+                );
+                if self.should_trip(now) {
+                    self.trip(now, random);
+                }
+            }
+        }
+    }
+
+    fn should_trip(&self, now: Nanos) -> bool {
+        let c = &self.config;
+        if c.consecutive_failures > 0 && self.consecutive >= c.consecutive_failures {
+            return true;
+        }
+        let sum = self.window.sum(now);
+        if sum.total < c.min_requests.max(1) {
+            return false;
+        }
+        let total = sum.total as f64;
+        (c.failure_ratio > 0.0 && sum.failures as f64 / total >= c.failure_ratio)
+            || (c.slow_ratio > 0.0 && sum.slow as f64 / total >= c.slow_ratio)
+    }
+
+    fn trip(&mut self, now: Nanos, random: u64) {
+        self.trips = self.trips.saturating_add(1);
+        self.state = BreakerState::Open {
+            until: now + self.open_time(random).as_nanos() as u64,
+        };
+        self.consecutive = 0;
+        self.window.clear();
+    }
+
+    /// Open time for the current trip: base doubled per repeated trip, plus
+    /// up to 25% jitter, never above `max_open`.
+    fn open_time(&self, random: u64) -> Duration {
+        let doublings = self.trips.saturating_sub(1).min(32);
+        let nominal = self
+            .config
+            .base_open
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(self.config.max_open);
+        let jitter = nominal.mul_f64((random % 1000) as f64 / 4000.0);
+        (nominal + jitter).min(self.config.max_open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            slow_ratio: 0.0,
+            slow_threshold: Duration::from_secs(1),
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            base_open: Duration::from_secs(1),
+            max_open: Duration::from_secs(30),
+            half_open_probes: 2,
+        }
+    }
+
+    const FAST: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn consecutive_failures_trip_then_probes_close() {
+        let mut b = CircuitBreaker::new(config());
+        for _ in 0..4 {
+            assert!(b.allow(0));
+            b.record(0, false, FAST, 0);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.record(0, false, FAST, 0);
+        assert_eq!(b.state(), BreakerState::Open { until: 1_000 * MS });
+        assert!(!b.allow(999 * MS));
+        // Half-open: two probes, a third waits.
+        assert!(b.allow(1_000 * MS));
+        assert!(b.allow(1_000 * MS));
+        assert!(!b.allow(1_000 * MS));
+        b.record(1_001 * MS, true, FAST, 0);
+        b.record(1_001 * MS, true, FAST, 0);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn failed_probe_reopens_for_twice_as_long() {
+        let mut b = CircuitBreaker::new(config());
+        for _ in 0..5 {
+            b.record(0, false, FAST, 0);
+        }
+        assert!(b.allow(1_000 * MS));
+        b.record(1_000 * MS, false, FAST, 0);
+        assert_eq!(b.state(), BreakerState::Open { until: 3_000 * MS });
+    }
+
+    #[test]
+    fn ratio_needs_volume() {
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            consecutive_failures: 0,
+            ..config()
+        });
+        // Alternating: 50% failures, but only trips once 20 calls are in.
+        for i in 0..19 {
+            b.record(i * MS, i % 2 == 0, FAST, 0);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        b.record(19 * MS, false, FAST, 0);
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+    }
+
+    #[test]
+    fn slow_calls_trip() {
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            consecutive_failures: 0,
+            failure_ratio: 0.0,
+            slow_ratio: 0.8,
+            ..config()
+        });
+        for i in 0..20 {
+            b.record(i * MS, true, Duration::from_secs(2), 0);
+        }
+        assert!(matches!(b.state(), BreakerState::Open { .. }));
+    }
+
+    proptest! {
+        /// Whatever happens, an open breaker admits nothing before its time,
+        /// a half-open one admits at most its probes, and open time stays
+        /// within max_open.
+        #[test]
+        fn invariants_hold(ops in prop::collection::vec((0u64..5_000, 0u8..3, any::<u64>()), 1..400)) {
+            let c = config();
+            let mut b = CircuitBreaker::new(c);
+            let mut ops = ops;
+            ops.sort_by_key(|(t, _, _)| *t);
+            for (t, op, random) in ops {
+                let now = t * MS;
+                let before = b.state();
+                let allowed = b.allow(now);
+                if let BreakerState::Open { until } = before {
+                    prop_assert_eq!(allowed, now >= until);
+                    prop_assert!(until <= now + c.max_open.as_nanos() as u64 + 5_000 * MS);
+                }
+                if let BreakerState::HalfOpen { admitted, .. } = b.state() {
+                    prop_assert!(admitted <= c.half_open_probes);
+                }
+                if allowed && op > 0 {
+                    b.record(now, op == 1, FAST, random);
+                }
+                if let BreakerState::Open { until } = b.state() {
+                    prop_assert!(until <= now + c.max_open.as_nanos() as u64);
+                }
+            }
+        }
+    }
+}
