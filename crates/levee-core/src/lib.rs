@@ -5,6 +5,7 @@
 //! Nothing here does I/O, so every crate above can depend on it.
 
 pub mod clock;
+pub mod deadline;
 pub mod error;
 pub mod ids;
 pub mod metrics;
