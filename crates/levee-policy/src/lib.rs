@@ -4,12 +4,13 @@
 //! estimate ([`ewma`]), the stable hash that consistent hashing relies on
 //! ([`hash`]), and the first resilience pieces of issue 3, not yet wired:
 //! backoff and retry budgets ([`retry`]) over a sliding window ([`window`]),
-//! and circuit breakers ([`breaker`]).
+//! circuit breakers ([`breaker`]) and outlier ejection ([`outlier`]).
 
 pub mod balancer;
 pub mod breaker;
 pub mod ewma;
 pub mod hash;
+pub mod outlier;
 pub mod retry;
 pub mod window;
 
