@@ -206,6 +206,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let response_headers = d.opt(&mut t, "response_headers", decode_header_ops);
     let timeout = d.opt(&mut t, "timeout", Decoder::duration);
     let connect_timeout = d.opt(&mut t, "connect_timeout", Decoder::duration);
+    let retry = d.opt(&mut t, "retry", decode_retry);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -217,7 +218,97 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         response_headers: response_headers.unwrap_or_default(),
         timeout,
         connect_timeout,
+        retry,
     })
+}
+
+fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPolicy> {
+    let mut t = d.table(node, path)?;
+    let attempts = d.opt(&mut t, "attempts", |d, n, p| d.int_in(n, p, 1, 10));
+    let retry_on = d.opt(&mut t, "retry_on", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            let choice = d.choice(
+                n,
+                p,
+                &[
+                    "connect-failure",
+                    "reset",
+                    "timeout",
+                    "5xx",
+                    "gateway-error",
+                    "status",
+                ],
+            )?;
+            Some(match choice {
+                "connect-failure" => RetryOn::ConnectFailure,
+                "reset" => RetryOn::Reset,
+                "timeout" => RetryOn::Timeout,
+                "5xx" => RetryOn::ServerError,
+                "gateway-error" => RetryOn::GatewayError,
+                _ => RetryOn::Status,
+            })
+        })
+    });
+    let statuses = d.opt(&mut t, "statuses", |d, n, p| {
+        d.list(n, p, |d, n, p| d.int_in(n, p, 100, 599).map(|s| s as u16))
+    });
+    let per_try_timeout = d.opt(&mut t, "per_try_timeout", Decoder::duration);
+    let backoff = d.opt(&mut t, "backoff", |d, n, p| {
+        let mut b = d.table(n, p)?;
+        let base = d.opt(&mut b, "base", Decoder::duration);
+        let max = d.opt(&mut b, "max", Decoder::duration);
+        d.finish(b);
+        Some((base, max))
+    });
+    let budget = d.opt(&mut t, "budget", |d, n, p| {
+        let mut b = d.table(n, p)?;
+        let ratio = d.opt(&mut b, "ratio", Decoder::percent);
+        let min = d.opt(&mut b, "min_per_second", |d, n, p| {
+            d.int_in(n, p, 0, 100_000)
+        });
+        let window = d.opt(&mut b, "window", Decoder::duration);
+        d.finish(b);
+        Some((ratio, min, window))
+    });
+    let idempotent = d.opt(&mut t, "idempotent", Decoder::bool);
+    let buffer_bytes = d.opt(&mut t, "buffer_bytes", Decoder::size);
+    let loc = t.loc;
+    d.finish(t);
+    let (base, max) = backoff.unwrap_or((None, None));
+    let (ratio, min, window) = budget.unwrap_or((None, None, None));
+    let policy = RetryPolicy {
+        attempts: attempts.map_or(2, |a| a as u32),
+        retry_on: retry_on.unwrap_or_else(|| vec![RetryOn::ConnectFailure, RetryOn::GatewayError]),
+        statuses: statuses.unwrap_or_default(),
+        per_try_timeout,
+        backoff_base: base.unwrap_or(Duration::from_millis(25)),
+        backoff_max: max.unwrap_or(Duration::from_millis(250)),
+        budget_ratio: ratio.unwrap_or(0.2),
+        budget_min_per_second: min.map_or(10, |m| m as u32),
+        budget_window: window.unwrap_or(Duration::from_secs(10)),
+        idempotent: idempotent.unwrap_or(false),
+        buffer_bytes: buffer_bytes.unwrap_or(64 * 1024),
+    };
+    if policy.retry_on.contains(&RetryOn::Status) && policy.statuses.is_empty() {
+        d.error_help(
+            loc,
+            &format!("{path}.statuses"),
+            "retry_on has `status` but no statuses are listed",
+            "add `statuses = [409, 429]`, or drop `status` from retry_on",
+        );
+    }
+    if policy.backoff_base > policy.backoff_max {
+        d.error(
+            loc,
+            &format!("{path}.backoff"),
+            format!(
+                "base ({}) must not exceed max ({})",
+                format_duration(policy.backoff_base),
+                format_duration(policy.backoff_max)
+            ),
+        );
+    }
+    Some(policy)
 }
 
 fn decode_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteMatch> {

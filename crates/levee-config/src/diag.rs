@@ -322,6 +322,41 @@ impl<'f> Decoder<'f> {
         }
     }
 
+    /// A share written `20%` (or as a fraction such as `0.2`), 0% to 100%.
+    pub(crate) fn percent(&mut self, node: &Node, path: &str) -> Option<f64> {
+        let value = match &node.value {
+            Value::Float(f) => Some(*f * 100.0),
+            Value::Int(i) => Some(*i as f64 * 100.0),
+            Value::Str(_) => {
+                let s = self.string(node, path)?;
+                s.trim()
+                    .strip_suffix('%')
+                    .and_then(|n| n.trim().parse::<f64>().ok())
+            }
+            _ => None,
+        };
+        match value {
+            Some(p) if (0.0..=100.0).contains(&p) => Some(p / 100.0),
+            Some(p) => {
+                self.error(
+                    node.loc,
+                    path,
+                    format!("must be between 0% and 100%, got {p}%"),
+                );
+                None
+            }
+            None => {
+                self.error_help(
+                    node.loc,
+                    path,
+                    format!("expected a percentage, found {}", node.value.type_name()),
+                    "write it like `\"20%\"`",
+                );
+                None
+            }
+        }
+    }
+
     /// A positive duration such as `250ms`, `2s`, `1m30s`.
     pub(crate) fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
         match &node.value {

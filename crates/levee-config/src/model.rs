@@ -224,6 +224,59 @@ pub struct Route {
     /// Time to establish an upstream HTTP/1.1 connection, overriding the cluster's.
     #[serde(serialize_with = "ser_opt_duration")]
     pub connect_timeout: Option<Duration>,
+    /// Retries, when configured.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// When and how a route retries a failed attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (2 = one retry).
+    pub attempts: u32,
+    /// Which failures are retried.
+    pub retry_on: Vec<RetryOn>,
+    /// Response statuses retried when `retry_on` has `status`.
+    pub statuses: Vec<u16>,
+    /// Time one attempt may take to its response head.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub per_try_timeout: Option<Duration>,
+    /// Ceiling of the first retry's random wait (full jitter).
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_base: Duration,
+    /// Ceiling of any retry's wait.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+    /// Retries may be this share of the route's recent requests...
+    pub budget_ratio: f64,
+    /// ...plus this many per second.
+    pub budget_min_per_second: u32,
+    /// The window the budget looks back over.
+    #[serde(serialize_with = "ser_duration")]
+    pub budget_window: Duration,
+    /// Treat every request on this route as idempotent.
+    pub idempotent: bool,
+    /// Request bodies up to this size are kept for replay; larger ones are
+    /// streamed and not retried once sent.
+    pub buffer_bytes: u64,
+}
+
+/// Failure classes a route may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// Connecting failed, was refused or timed out (nothing was sent).
+    ConnectFailure,
+    /// The upstream reset or closed the connection, or sent invalid HTTP.
+    Reset,
+    /// The attempt passed its timeout.
+    Timeout,
+    /// Any 5xx response.
+    #[serde(rename = "5xx")]
+    ServerError,
+    /// 502, 503 or 504 responses, and the failures above.
+    GatewayError,
+    /// The statuses listed in `statuses`.
+    Status,
 }
 
 /// Conditions that must all hold.

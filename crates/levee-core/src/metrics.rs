@@ -47,6 +47,10 @@ pub mod names {
     pub const BUILD_INFO: &str = "levee_build_info";
     /// Requests in flight in the gateway.
     pub const IN_FLIGHT: &str = "levee_requests_in_flight";
+    /// Retries sent, by route.
+    pub const RETRIES: &str = "levee_retries_total";
+    /// Retries refused by the route's retry budget.
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "levee_retry_budget_exhausted_total";
 }
 
 /// A monotonically increasing count.

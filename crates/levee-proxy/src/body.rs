@@ -32,6 +32,8 @@ pub struct UpstreamBody {
     inner: Option<Incoming>,
     limit: u64,
     seen: u64,
+    /// A body read in advance, so that it can be sent again on a retry.
+    replay: Option<Bytes>,
 }
 
 impl UpstreamBody {
@@ -41,6 +43,7 @@ impl UpstreamBody {
             inner: None,
             limit: 0,
             seen: 0,
+            replay: None,
         }
     }
 
@@ -50,6 +53,15 @@ impl UpstreamBody {
             inner: Some(inner),
             limit,
             seen: 0,
+            replay: None,
+        }
+    }
+
+    /// A body already read (for retries).
+    pub(crate) fn replay(bytes: Bytes) -> Self {
+        Self {
+            replay: (!bytes.is_empty()).then_some(bytes),
+            ..Self::empty()
         }
     }
 }
@@ -63,6 +75,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if let Some(bytes) = this.replay.take() {
+            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -83,10 +98,13 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.replay.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(bytes) = &self.replay {
+            return SizeHint::with_exact(bytes.len() as u64);
+        }
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)

@@ -265,6 +265,25 @@ impl ClusterRuntime {
         Some(view.candidates[i].clone())
     }
 
+    /// Chooses an endpoint for a retry: another one than those `tried` where
+    /// the balancer offers one within a few draws (hash keys are not used:
+    /// the hashed endpoint is the one that failed).
+    pub(crate) fn pick_other(
+        &self,
+        now: Nanos,
+        tried: &[Arc<EndpointState>],
+    ) -> Option<Arc<EndpointState>> {
+        let mut choice = None;
+        for _ in 0..4 {
+            let candidate = self.pick(None, now)?;
+            if !tried.iter().any(|t| Arc::ptr_eq(t, &candidate)) {
+                return Some(candidate);
+            }
+            choice = Some(candidate);
+        }
+        choice
+    }
+
     /// Records a response head that took `rtt_ns` from `endpoint`.
     pub(crate) fn observe_latency(&self, endpoint: &EndpointState, rtt_ns: u64, now: Nanos) {
         endpoint.ewma.observe(rtt_ns, now, EWMA_DECAY_NS);

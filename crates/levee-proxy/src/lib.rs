@@ -13,6 +13,7 @@ mod listener;
 mod metrics;
 pub mod pipeline;
 mod record;
+mod retry;
 mod router;
 mod tls;
 mod upstream;

@@ -150,8 +150,55 @@ fn reply_error(mut done: Completion, kind: ErrorKind, detail: &str) -> Response<
     resp
 }
 
-/// Sends the request to one endpoint of `cluster` and returns its response
-/// head, or the classified failure.
+/// The request body as attempts see it: bytes that can be sent again, or a
+/// stream that can be sent once.
+enum AttemptBody {
+    Replay(bytes::Bytes),
+    Stream(Option<Incoming>),
+}
+
+impl AttemptBody {
+    /// The body for the next attempt, if there is one to send.
+    fn next(&mut self, limit: u64) -> Option<UpstreamBody> {
+        match self {
+            AttemptBody::Replay(bytes) => Some(UpstreamBody::replay(bytes.clone())),
+            AttemptBody::Stream(body) => body.take().map(|b| UpstreamBody::limited(b, limit)),
+        }
+    }
+}
+
+/// Prepares the body for a route that retries: empty bodies and bodies
+/// declared no larger than the route's buffer are read now and can be
+/// replayed; others stream once.
+async fn attempt_body(
+    body: Incoming,
+    declared: Option<u64>,
+    retry: Option<&crate::retry::RouteRetry>,
+    limit: u64,
+) -> Result<AttemptBody, (ErrorKind, String)> {
+    use http_body::Body as _;
+    let Some(retry) = retry else {
+        return Ok(AttemptBody::Stream(Some(body)));
+    };
+    if body.is_end_stream() {
+        return Ok(AttemptBody::Replay(bytes::Bytes::new()));
+    }
+    match declared {
+        Some(n) if n <= retry.policy.buffer_bytes.min(limit) => {
+            let collected = http_body_util::BodyExt::collect(body).await.map_err(|e| {
+                (
+                    ErrorKind::ClientClosed,
+                    format!("reading the request body: {e}"),
+                )
+            })?;
+            Ok(AttemptBody::Replay(collected.to_bytes()))
+        }
+        _ => Ok(AttemptBody::Stream(Some(body))),
+    }
+}
+
+/// Sends the request to endpoints of `cluster` (several when the route
+/// retries) and returns the response head, or the last classified failure.
 async fn dispatch(
     cluster: &Arc<ClusterRuntime>,
     route: &CompiledRoute,
@@ -160,22 +207,23 @@ async fn dispatch(
     body_limit: u64,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, (ErrorKind, String)> {
+    let start = Instant::now();
     let hash = cluster
         .hash_on()
         .and_then(|key| request_hash(key, &req, conn.peer.ip()));
-    let sent = Instant::now();
-    let Some(endpoint) = cluster.pick(hash, cluster.nanos_at(sent)) else {
-        return Err((
-            ErrorKind::NoEndpoints,
-            format!("cluster {} has no endpoints", cluster.name()),
-        ));
-    };
-    done.set_endpoint(endpoint.clone());
-
     let upgrade = headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
     // Plain HTTP/1.1 connections join upgraded sockets in their own task.
     let downstream_upgrade =
         (upgrade && !conn.manual_upgrades()).then(|| hyper::upgrade::on(&mut req));
+    let retry = route.retry.as_ref().filter(|_| !upgrade);
+    let idempotent = retry.is_some_and(|r| r.policy.idempotent)
+        || crate::retry::idempotent_method(req.method())
+        || req.headers().contains_key("idempotency-key");
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -183,8 +231,7 @@ async fn dispatch(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    parts.uri = upstream_uri(&parts.uri, route, &endpoint)?;
-    parts.version = match cluster.config.protocol {
+    let version = match cluster.config.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
@@ -196,7 +243,7 @@ async fn dispatch(
             tls: conn.tls,
             original_host,
             host_header: &cluster.config.host_header,
-            endpoint_authority: &endpoint.label,
+            endpoint_authority: "",
         },
     );
     headers::apply_ops(
@@ -204,42 +251,115 @@ async fn dispatch(
         &route.request_remove,
         &route.request_set,
     );
-    let upstream_req = Request::from_parts(parts, UpstreamBody::limited(body, body_limit));
+    let mut body = attempt_body(body, declared, retry, body_limit).await?;
 
-    let timeout = route.config.timeout.unwrap_or(cluster.config.timeout);
+    let total = route.config.timeout.unwrap_or(cluster.config.timeout);
+    let per_try = retry
+        .and_then(|r| r.policy.per_try_timeout)
+        .unwrap_or(total);
+    let deadline = start + total;
     let connect_timeout = route
         .config
         .connect_timeout
         .unwrap_or(cluster.config.connect_timeout);
-    let send = cluster.transport.send(
-        endpoint.addr,
-        &endpoint.idle,
-        upstream_req,
-        upgrade,
-        connect_timeout,
-    );
-    let result = tokio::time::timeout(timeout, send).await;
-    let (mut resp, upstream_conn) = match result {
-        Err(_) => {
+    let attempts = retry.map_or(1, |r| r.policy.attempts);
+    if let Some(r) = retry {
+        r.record_request(cluster.nanos_at(start));
+    }
+    let mut tried: Vec<Arc<EndpointState>> = Vec::new();
+    let mut attempt = 0;
+    let (mut resp, upstream_conn, endpoint) = loop {
+        attempt += 1;
+        let sent = Instant::now();
+        let picked = if tried.is_empty() {
+            cluster.pick(hash, cluster.nanos_at(sent))
+        } else {
+            cluster.pick_other(cluster.nanos_at(sent), &tried)
+        };
+        let Some(endpoint) = picked else {
             return Err((
+                ErrorKind::NoEndpoints,
+                format!("cluster {} has no endpoints", cluster.name()),
+            ));
+        };
+        done.set_endpoint(endpoint.clone());
+        tried.push(endpoint.clone());
+        let last = attempt >= attempts;
+        let Some(attempt_body) = body.next(body_limit) else {
+            // A streamed body was spent by the previous attempt.
+            break Err((
+                ErrorKind::UpstreamReset,
+                "the request body cannot be sent again".to_string(),
+            ));
+        };
+        let mut upstream_req = Request::new(attempt_body);
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = upstream_uri(&parts.uri, route, &endpoint)?;
+        *upstream_req.version_mut() = version;
+        *upstream_req.headers_mut() = if last {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        let host_missing = upstream_req
+            .headers()
+            .get(header::HOST)
+            .is_none_or(|h| h.is_empty());
+        if host_missing || cluster.config.host_header == levee_config::HostHeader::Endpoint {
+            if let Ok(host) = HeaderValue::from_str(&endpoint.label) {
+                upstream_req.headers_mut().insert(header::HOST, host);
+            }
+        }
+
+        let timeout = per_try.min(deadline.saturating_duration_since(sent));
+        let send = cluster.transport.send(
+            endpoint.addr,
+            &endpoint.idle,
+            upstream_req,
+            upgrade,
+            connect_timeout,
+        );
+        let result = match tokio::time::timeout(timeout, send).await {
+            Err(_) => Err((
                 ErrorKind::UpstreamTimeout,
                 format!(
                     "{} did not answer within {}",
                     endpoint.label,
                     levee_config::format_duration(timeout)
                 ),
-            ))
+            )),
+            Ok(Err((kind, detail))) => Err((kind, format!("{}: {detail}", endpoint.label))),
+            Ok(Ok((resp, upstream_conn))) => Ok((resp, upstream_conn)),
+        };
+        if let Ok((resp, _)) = &result {
+            let answered = Instant::now();
+            let rtt = answered.duration_since(sent).as_nanos() as u64;
+            cluster.observe_latency(&endpoint, rtt, cluster.nanos_at(answered));
+            cluster.metrics.latency.observe_nanos(rtt);
+            cluster.metrics.upstream_requests
+                [levee_core::outcome::status_class_index(resp.status().as_u16())]
+            .inc();
         }
-        Ok(Err((kind, detail))) => return Err((kind, format!("{}: {detail}", endpoint.label))),
-        Ok(Ok(resp)) => resp,
-    };
-    let answered = Instant::now();
-    let rtt = answered.duration_since(sent).as_nanos() as u64;
-    cluster.observe_latency(&endpoint, rtt, cluster.nanos_at(answered));
-    cluster.metrics.latency.observe_nanos(rtt);
-    cluster.metrics.upstream_requests
-        [levee_core::outcome::status_class_index(resp.status().as_u16())]
-    .inc();
+
+        // Retry? Only what the route lists, only when safe, within budget
+        // and deadline.
+        let Some(r) = retry.filter(|_| !last) else {
+            break result.map(|(resp, c)| (resp, c, endpoint));
+        };
+        let (wanted, nothing_sent) = match &result {
+            Ok((resp, _)) => (r.retries_status(resp.status().as_u16()), false),
+            Err((kind, _)) => (r.retries_error(*kind), kind.nothing_sent()),
+        };
+        let safe = nothing_sent || (idempotent && matches!(body, AttemptBody::Replay(_)));
+        let now = Instant::now();
+        let wait = r.backoff(attempt - 1);
+        if !wanted || !safe || now + wait >= deadline || !r.withdraw(cluster.nanos_at(now)) {
+            break result.map(|(resp, c)| (resp, c, endpoint));
+        }
+        // The failed response (and its connection) is dropped here.
+        drop(result);
+        tokio::time::sleep(wait).await;
+    }?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if upgrade && conn.manual_upgrades() {

@@ -57,10 +57,14 @@ impl Completion {
         }
     }
 
-    /// Claims an in-flight slot on `endpoint`, released when this record is written.
+    /// Claims an in-flight slot on `endpoint`, released when this record is
+    /// written.
+    /// A retry moves the slot to the new attempt's endpoint.
     pub(crate) fn set_endpoint(&mut self, endpoint: Arc<EndpointState>) {
         endpoint.in_flight.inc();
-        self.endpoint = Some(endpoint);
+        if let Some(previous) = self.endpoint.replace(endpoint) {
+            previous.in_flight.dec();
+        }
     }
 }
 

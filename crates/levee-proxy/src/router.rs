@@ -15,6 +15,7 @@ pub(crate) struct CompiledRoute {
     pub(crate) config: Route,
     pub(crate) cluster: Arc<ClusterRuntime>,
     pub(crate) metrics: RouteMetrics,
+    pub(crate) retry: Option<crate::retry::RouteRetry>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -59,6 +60,10 @@ impl CompiledRoute {
         let (response_set, response_remove) = header_ops(&config.response_headers);
         Self {
             metrics: RouteMetrics::new(registry, &config.name, &config.cluster),
+            retry: config
+                .retry
+                .clone()
+                .map(|p| crate::retry::RouteRetry::new(p, &config.name, registry)),
             config,
             cluster,
             methods,

@@ -9,6 +9,7 @@ mod errors;
 mod health;
 mod limits;
 mod reload;
+mod retries;
 mod routing;
 mod streaming;
 mod tls;

@@ -1,0 +1,163 @@
+//! Retries: only listed failures, only when safe, to another endpoint,
+//! within the per-try timeout, the deadline and the retry budget.
+
+use crate::{LISTENER, PREAMBLE};
+use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use std::net::SocketAddr;
+
+async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+fn config(endpoints: &[SocketAddr], retry: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\nretry = {{ {retry} }}\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\n",
+        eps.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_costs_no_failed_request() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let dead = closed_port().await;
+    let gw = TestGateway::start(&config(
+        &[a.addr(), dead, b.addr()],
+        "attempts = 3, retry_on = [\"connect-failure\"]",
+    ))
+    .await;
+    let c = Client::http1();
+    for _ in 0..60 {
+        let r = c.get(&format!("{}/x", gw.url("public"))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(a.requests() + b.requests(), 60);
+    assert!(
+        gw.metric("levee_retries_total{route=\"r\"}") >= 15.0,
+        "a third of first picks hit the dead endpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_is_cut_by_the_per_try_timeout() {
+    let hang = FakeUpstream::builder("hang")
+        .otherwise(Reply::hang())
+        .start()
+        .await;
+    let ok = FakeUpstream::start("ok").await;
+    let gw = TestGateway::start(&config(
+        &[hang.addr(), ok.addr()],
+        "attempts = 2, retry_on = [\"timeout\"], per_try_timeout = \"150ms\"",
+    ))
+    .await;
+    let c = Client::http1();
+    for _ in 0..6 {
+        let r = c.get(&format!("{}/x", gw.url("public"))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, "ok");
+    }
+    assert!(hang.requests() >= 1);
+}
+
+#[tokio::test]
+async fn retries_stay_within_the_budget() {
+    let a = FakeUpstream::builder("a")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let b = FakeUpstream::builder("b")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[a.addr(), b.addr()],
+        "attempts = 3, retry_on = [\"gateway-error\"], backoff = { base = \"1ms\", max = \"2ms\" }, budget = { ratio = \"10%\", min_per_second = 1, window = \"10s\" }",
+    ))
+    .await;
+    let c = Client::http1();
+    for _ in 0..50 {
+        assert_eq!(c.get(&format!("{}/x", gw.url("public"))).await.status, 503);
+    }
+    let retries = gw.metric("levee_retries_total{route=\"r\"}");
+    let upstream = (a.requests() + b.requests()) as f64;
+    assert_eq!(upstream, 50.0 + retries, "every retry reached an upstream");
+    // The floor (1/s over 10 s) plus 10% of 50 requests.
+    assert!(retries <= 15.0, "retries {retries}");
+    assert!(retries >= 10.0, "the budget was used: {retries}");
+    assert!(gw.metric("levee_retry_budget_exhausted_total{route=\"r\"}") > 0.0);
+}
+
+#[tokio::test]
+async fn non_idempotent_requests_are_retried_only_when_nothing_was_sent() {
+    let failing = FakeUpstream::builder("failing")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[failing.addr()],
+        "attempts = 3, retry_on = [\"gateway-error\"]",
+    ))
+    .await;
+    let post = http::Request::post(format!("{}/orders", gw.url("public")))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let r = Client::http1().send(post).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        failing.requests(),
+        1,
+        "a POST that reached the upstream is not repeated"
+    );
+
+    // Nothing sent: the POST goes to the next endpoint, body intact.
+    let echo = FakeUpstream::builder("echo")
+        .otherwise(Reply::echo())
+        .start()
+        .await;
+    let dead = closed_port().await;
+    let gw = TestGateway::start(&config(
+        &[dead, echo.addr()],
+        "attempts = 2, retry_on = [\"connect-failure\"]",
+    ))
+    .await;
+    for _ in 0..4 {
+        let post = http::Request::post(format!("{}/orders", gw.url("public")))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"{\"qty\":3}",
+            )))
+            .unwrap();
+        let r = Client::http1().send(post).await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.json()["body_len"], 9);
+    }
+}
+
+#[tokio::test]
+async fn listed_statuses_are_retried_for_idempotent_requests() {
+    let conflict = FakeUpstream::builder("busy")
+        .otherwise(Reply::status(409))
+        .start()
+        .await;
+    let ok = FakeUpstream::start("ok").await;
+    let gw = TestGateway::start(&config(
+        &[conflict.addr(), ok.addr()],
+        "attempts = 2, retry_on = [\"status\"], statuses = [409]",
+    ))
+    .await;
+    let c = Client::http1();
+    for _ in 0..6 {
+        let r = c
+            .send(
+                http::Request::put(format!("{}/doc", gw.url("public")))
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"v2")))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "PUT is idempotent: {r:?}");
+    }
+}
