@@ -62,7 +62,7 @@ pub(crate) async fn handle(
 
     // 3. Inject faults and 4. admit: not yet configured (issues 3 and 4).
 
-    // 5. Dispatch: one attempt for now; retries and hedging arrive with issue 3.
+    // 5. Dispatch, retrying as the route allows (hedging arrives with issue 3).
     let result = dispatch(
         &cluster,
         &route,
