@@ -271,7 +271,7 @@ async fn dispatch(
     let (mut resp, upstream_conn, endpoint) = loop {
         attempt += 1;
         let sent = Instant::now();
-        let picked = if tried.is_empty() {
+        let picked = if attempt == 1 {
             cluster.pick(hash, cluster.nanos_at(sent))
         } else {
             cluster.pick_other(cluster.nanos_at(sent), &tried)
@@ -283,7 +283,10 @@ async fn dispatch(
             ));
         };
         done.set_endpoint(endpoint.clone());
-        tried.push(endpoint.clone());
+        if retry.is_some() {
+            // Only routes that retry need to remember (and allocate).
+            tried.push(endpoint.clone());
+        }
         let last = attempt >= attempts;
         let Some(attempt_body) = body.next(body_limit) else {
             // A streamed body was spent by the previous attempt.
