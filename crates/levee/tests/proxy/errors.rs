@@ -5,15 +5,7 @@ use crate::single_cluster;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
-use std::net::SocketAddr;
 use std::time::Duration;
-
-async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
-}
 
 fn assert_gateway_error(r: &levee_testkit::ClientReply, status: u16, reason: &str) {
     assert_eq!(r.status, status, "{r:?}");
@@ -26,7 +18,7 @@ fn assert_gateway_error(r: &levee_testkit::ClientReply, status: u16, reason: &st
 
 #[tokio::test]
 async fn refused_connection_is_503_connect_refused() {
-    let gw = TestGateway::start(&single_cluster(&[closed_port().await], "")).await;
+    let gw = TestGateway::start(&single_cluster(&[crate::closed_port().await], "")).await;
     let r = Client::http1().get(&format!("{}/", gw.url("public"))).await;
     assert_gateway_error(&r, 503, "connect_refused");
     assert_eq!(

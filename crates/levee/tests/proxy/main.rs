@@ -85,3 +85,13 @@ where
     tokio::spawn(conn);
     send
 }
+
+/// An address where nothing listens (a port just released).
+pub async fn closed_port() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("local addr");
+    drop(l);
+    addr
+}

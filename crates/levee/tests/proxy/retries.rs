@@ -5,13 +5,6 @@ use crate::{LISTENER, PREAMBLE};
 use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
 use std::net::SocketAddr;
 
-async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
-}
-
 fn config(endpoints: &[SocketAddr], retry: &str) -> String {
     let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
@@ -24,7 +17,7 @@ fn config(endpoints: &[SocketAddr], retry: &str) -> String {
 async fn a_dead_endpoint_costs_no_failed_request() {
     let a = FakeUpstream::start("a").await;
     let b = FakeUpstream::start("b").await;
-    let dead = closed_port().await;
+    let dead = crate::closed_port().await;
     let gw = TestGateway::start(&config(
         &[a.addr(), dead, b.addr()],
         "attempts = 3, retry_on = [\"connect-failure\"]",
@@ -118,7 +111,7 @@ async fn non_idempotent_requests_are_retried_only_when_nothing_was_sent() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let dead = closed_port().await;
+    let dead = crate::closed_port().await;
     let gw = TestGateway::start(&config(
         &[dead, echo.addr()],
         "attempts = 2, retry_on = [\"connect-failure\"]",
