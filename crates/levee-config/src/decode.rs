@@ -207,6 +207,8 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let timeout = d.opt(&mut t, "timeout", Decoder::duration);
     let connect_timeout = d.opt(&mut t, "connect_timeout", Decoder::duration);
     let retry = d.opt(&mut t, "retry", decode_retry);
+    let honor_deadlines = d.opt(&mut t, "honor_deadlines", Decoder::bool);
+    let min_attempt_time = d.opt(&mut t, "min_attempt_time", Decoder::duration);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -219,6 +221,8 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         timeout,
         connect_timeout,
         retry,
+        honor_deadlines: honor_deadlines.unwrap_or(true),
+        min_attempt_time: min_attempt_time.unwrap_or(Duration::from_millis(5)),
     })
 }
 

@@ -226,6 +226,11 @@ pub struct Route {
     pub connect_timeout: Option<Duration>,
     /// Retries, when configured.
     pub retry: Option<RetryPolicy>,
+    /// Honour an incoming `grpc-timeout` or `levee-deadline-ms`.
+    pub honor_deadlines: bool,
+    /// No attempt starts with less time than this left before the deadline.
+    #[serde(serialize_with = "ser_duration")]
+    pub min_attempt_time: Duration,
 }
 
 /// When and how a route retries a failed attempt.

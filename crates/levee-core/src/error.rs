@@ -43,6 +43,8 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// The client went away before the response was complete.
     ClientClosed,
+    /// The caller's deadline left no time for an attempt.
+    DeadlineExceeded,
     /// The gateway is shutting down.
     Draining,
     /// A bug or an unexpected internal failure.
@@ -51,7 +53,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::PayloadTooLarge,
@@ -64,6 +66,7 @@ impl ErrorKind {
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamProtocol,
         ErrorKind::ClientClosed,
+        ErrorKind::DeadlineExceeded,
         ErrorKind::Draining,
         ErrorKind::Internal,
     ];
@@ -83,6 +86,7 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::UpstreamProtocol => "upstream_protocol_error",
             ErrorKind::ClientClosed => "client_closed",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::Draining => "draining",
             ErrorKind::Internal => "internal",
         }
@@ -101,7 +105,9 @@ impl ErrorKind {
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
-            ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::ConnectTimeout
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             // 499 is NGINX's convention for "client closed request"; it is only logged.
             ErrorKind::ClientClosed => match StatusCode::from_u16(499) {
                 Ok(s) => s,
@@ -118,7 +124,8 @@ impl ErrorKind {
             | ErrorKind::BadRequest
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
-            | ErrorKind::ClientClosed => Side::Downstream,
+            | ErrorKind::ClientClosed
+            | ErrorKind::DeadlineExceeded => Side::Downstream,
             ErrorKind::NoEndpoints
             | ErrorKind::ConnectRefused
             | ErrorKind::ConnectTimeout

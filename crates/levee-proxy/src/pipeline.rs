@@ -13,7 +13,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use levee_config::{HashOn, UpstreamProtocol};
-use levee_core::{ErrorKind, Outcome};
+use levee_core::{deadline, ErrorKind, Outcome};
 use levee_policy::hash::hash64;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -251,9 +251,26 @@ async fn dispatch(
         &route.request_remove,
         &route.request_set,
     );
+    // The deadline: the route's total timeout, shortened by the caller's.
+    let caller = route
+        .config
+        .honor_deadlines
+        .then(|| caller_deadline(&parts.headers))
+        .flatten();
+    let relay_grpc_timeout = parts.headers.contains_key(GRPC_TIMEOUT);
+    let route_total = route.config.timeout.unwrap_or(cluster.config.timeout);
+    let total = caller.map_or(route_total, |c| c.min(route_total));
+    if caller.is_some_and(|c| c < route.config.min_attempt_time) {
+        return Err((
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "the caller's deadline leaves less than the route's min_attempt_time ({})",
+                levee_config::format_duration(route.config.min_attempt_time)
+            ),
+        ));
+    }
     let mut body = attempt_body(body, declared, retry, body_limit).await?;
 
-    let total = route.config.timeout.unwrap_or(cluster.config.timeout);
     let per_try = retry
         .and_then(|r| r.policy.per_try_timeout)
         .unwrap_or(total);
@@ -314,7 +331,20 @@ async fn dispatch(
             }
         }
 
-        let timeout = per_try.min(deadline.saturating_duration_since(sent));
+        let left = deadline.saturating_duration_since(sent);
+        if route.config.honor_deadlines {
+            // Tell the upstream how long the answer is still wanted.
+            let headers = upstream_req.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&left.as_millis().to_string()) {
+                headers.insert(LEVEE_DEADLINE, v);
+            }
+            if relay_grpc_timeout {
+                if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
+                    headers.insert(GRPC_TIMEOUT, v);
+                }
+            }
+        }
+        let timeout = per_try.min(left);
         let send = cluster.transport.send(
             endpoint.addr,
             &endpoint.idle,
@@ -356,7 +386,8 @@ async fn dispatch(
         let safe = nothing_sent || (idempotent && matches!(body, AttemptBody::Replay(_)));
         let now = Instant::now();
         let wait = r.backoff(attempt - 1);
-        if !wanted || !safe || now + wait >= deadline || !r.withdraw(cluster.nanos_at(now)) {
+        let too_late = now + wait + route.config.min_attempt_time >= deadline;
+        if !wanted || !safe || too_late || !r.withdraw(cluster.nanos_at(now)) {
             break result.map(|(resp, c)| (resp, c, endpoint));
         }
         // The failed response (and its connection) is dropped here.
@@ -412,6 +443,27 @@ fn upstream_uri(
             format!("invalid request target: {e}"),
         )
     })
+}
+
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+const LEVEE_DEADLINE: http::HeaderName =
+    http::HeaderName::from_static(deadline::LEVEE_DEADLINE_HEADER);
+
+/// The caller's deadline: the shorter of `grpc-timeout` and
+/// `levee-deadline-ms`, when either is present and valid.
+fn caller_deadline(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    let grpc = headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse_grpc_timeout);
+    let levee = headers
+        .get(LEVEE_DEADLINE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse_levee_deadline);
+    match (grpc, levee) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The consistent-hash key of a request, if it has one.

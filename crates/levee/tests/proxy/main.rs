@@ -4,6 +4,7 @@
 mod admin;
 mod balancing;
 mod binary;
+mod deadlines;
 mod drain;
 mod errors;
 mod health;
