@@ -570,6 +570,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     let timeout = d.opt(&mut t, "timeout", Decoder::duration);
     let pool = d.opt(&mut t, "pool", decode_pool);
     let health_check = d.opt(&mut t, "health_check", decode_health_check);
+    let outlier_detection = d.opt(&mut t, "outlier_detection", decode_outlier);
     let host_header = d.opt(&mut t, "host_header", |d, n, p| {
         d.choice(n, p, &["preserve", "endpoint"])
     });
@@ -609,6 +610,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
             idle_timeout: Duration::from_secs(90),
         }),
         health_check,
+        outlier_detection,
         host_header,
     })
 }
@@ -909,4 +911,61 @@ fn raw_names(root: &Node, section: &str) -> Vec<String> {
 /// Whether the file has a `listeners` key (a missing one is reported by `req`).
 fn listeners_present(root: &Node) -> bool {
     matches!(&root.value, Value::Map(entries) if entries.iter().any(|(k, _, _)| k == "listeners"))
+}
+
+fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<OutlierDetection> {
+    let mut t = d.table(node, path)?;
+    let count = |d: &mut Decoder<'_>, n: &Node, p: &str| d.int_in(n, p, 0, 1000).map(|v| v as u32);
+    let o = OutlierDetection {
+        consecutive_5xx: d.opt(&mut t, "consecutive_5xx", count).unwrap_or(5),
+        consecutive_gateway_errors: d
+            .opt(&mut t, "consecutive_gateway_errors", count)
+            .unwrap_or(5),
+        interval: d
+            .opt(&mut t, "interval", Decoder::duration)
+            .unwrap_or(Duration::from_secs(10)),
+        base_ejection_time: d
+            .opt(&mut t, "base_ejection_time", Decoder::duration)
+            .unwrap_or(Duration::from_secs(30)),
+        max_ejection_time: d
+            .opt(&mut t, "max_ejection_time", Decoder::duration)
+            .unwrap_or(Duration::from_secs(300)),
+        max_ejection_percent: d
+            .opt(&mut t, "max_ejection_percent", |d, n, p| {
+                d.int_in(n, p, 0, 100)
+            })
+            .map_or(50, |v| v as u32),
+        success_rate_stdev_factor: d
+            .opt(&mut t, "success_rate_stdev_factor", |d, n, p| {
+                match n.value {
+                    Value::Float(f) if (0.0..=10.0).contains(&f) => Some(f),
+                    Value::Int(i) if (0..=10).contains(&i) => Some(i as f64),
+                    _ => {
+                        d.error(n.loc, p, "expected a number from 0 to 10");
+                        None
+                    }
+                }
+            })
+            .unwrap_or(1.9),
+        success_rate_min_hosts: d
+            .opt(&mut t, "success_rate_min_hosts", |d, n, p| {
+                d.int_in(n, p, 2, 10_000)
+            })
+            .map_or(5, |v| v as u32),
+        success_rate_min_requests: d
+            .opt(&mut t, "success_rate_min_requests", |d, n, p| {
+                d.int_in(n, p, 1, 1_000_000)
+            })
+            .map_or(100, |v| v as u64),
+    };
+    let loc = t.loc;
+    d.finish(t);
+    if o.base_ejection_time > o.max_ejection_time {
+        d.error(
+            loc,
+            &format!("{path}.base_ejection_time"),
+            "must not exceed max_ejection_time",
+        );
+    }
+    Some(o)
 }

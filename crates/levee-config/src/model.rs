@@ -382,8 +382,36 @@ pub struct Cluster {
     pub pool: Pool,
     /// Active health checking.
     pub health_check: Option<HealthCheck>,
+    /// Passive health: ejecting endpoints that fail live traffic.
+    pub outlier_detection: Option<OutlierDetection>,
     /// What the upstream sees as `Host`.
     pub host_header: HostHeader,
+}
+
+/// Outlier ejection settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutlierDetection {
+    /// 5xx answers or gateway errors in a row that eject (0: off).
+    pub consecutive_5xx: u32,
+    /// Gateway errors (502, 503, 504, failed connects) in a row that eject (0: off).
+    pub consecutive_gateway_errors: u32,
+    /// How often success rates are compared and ejections expire.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Ejection time of a first ejection; repeats multiply it.
+    #[serde(serialize_with = "ser_duration")]
+    pub base_ejection_time: Duration,
+    /// Longest ejection.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_ejection_time: Duration,
+    /// Most endpoints ejected at once, in percent (below 100, one always stays).
+    pub max_ejection_percent: u32,
+    /// k in mean − k·σ for success-rate ejection (0: off).
+    pub success_rate_stdev_factor: f64,
+    /// Endpoints with enough requests before success rates compare.
+    pub success_rate_min_hosts: u32,
+    /// Requests in an interval for an endpoint to be compared.
+    pub success_rate_min_requests: u64,
 }
 
 /// An endpoint as configured.

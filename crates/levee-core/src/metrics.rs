@@ -31,6 +31,8 @@ pub mod names {
     pub const CONNECTIONS_REJECTED: &str = "levee_downstream_connections_rejected_total";
     /// 1 when an endpoint is healthy, by cluster and endpoint.
     pub const ENDPOINT_HEALTHY: &str = "levee_endpoint_healthy";
+    /// 1 while outlier detection keeps an endpoint out of rotation.
+    pub const ENDPOINT_EJECTED: &str = "levee_endpoint_outlier_ejected";
     /// In-flight requests per endpoint.
     pub const ENDPOINT_IN_FLIGHT: &str = "levee_endpoint_requests_in_flight";
     /// 1 when every endpoint of a cluster is unhealthy and all take traffic.

@@ -12,7 +12,9 @@ use crate::upstream::{Http1Conn, IdleConnections, Transport};
 use arc_swap::ArcSwap;
 use levee_config::{BalancerKind, Cluster, HashOn};
 use levee_core::metrics::{names, Gauge, Registry};
+use levee_core::Outcome;
 use levee_core::{Clock, MonotonicClock, Nanos};
+use levee_policy::outlier::{OutlierConfig, OutlierDetector};
 use levee_policy::{Algorithm, Balancer, EndpointLoad, PeakEwma};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -36,6 +38,9 @@ pub(crate) struct EndpointState {
     pub(crate) zone: Option<String>,
     pub(crate) region: Option<String>,
     healthy: AtomicBool,
+    /// Taken out of rotation by outlier detection.
+    ejected: AtomicBool,
+    ejected_gauge: Arc<Gauge>,
     successes: AtomicU32,
     failures: AtomicU32,
     pub(crate) in_flight: Arc<Gauge>,
@@ -72,6 +77,12 @@ impl EndpointState {
             zone: ep.zone.clone(),
             region: ep.region.clone(),
             healthy: AtomicBool::new(true),
+            ejected: AtomicBool::new(false),
+            ejected_gauge: registry.gauge(
+                names::ENDPOINT_EJECTED,
+                "1 while outlier detection keeps the endpoint out of rotation.",
+                &labels,
+            ),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             in_flight: registry.gauge(
@@ -88,6 +99,16 @@ impl EndpointState {
     /// Whether health checks currently pass.
     pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether outlier detection keeps the endpoint out of rotation.
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
+        self.ejected_gauge.set(i64::from(ejected));
     }
 
     /// Records a probe result; returns true when the health state flipped.
@@ -136,7 +157,11 @@ pub(crate) struct ClusterView {
 
 impl ClusterView {
     fn build(algorithm: Algorithm, all: Vec<Arc<EndpointState>>) -> Self {
-        let healthy: Vec<_> = all.iter().filter(|e| e.is_healthy()).cloned().collect();
+        let healthy: Vec<_> = all
+            .iter()
+            .filter(|e| e.is_healthy() && !e.is_ejected())
+            .cloned()
+            .collect();
         // With nothing healthy, sending to all beats sending to none: health
         // checks can be wrong, the upstream may still answer ("panic mode").
         let panic = healthy.is_empty() && !all.is_empty();
@@ -163,6 +188,29 @@ pub(crate) struct ClusterRuntime {
     registry: Arc<Registry>,
     clock: MonotonicClock,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Passive health, when configured: per cluster, held for a few
+    /// arithmetic operations per attempt.
+    outlier: Option<Mutex<OutlierState>>,
+}
+
+/// The outlier detector and the endpoints its indexes refer to.
+#[derive(Debug)]
+struct OutlierState {
+    detector: OutlierDetector,
+    endpoints: Vec<Arc<EndpointState>>,
+}
+
+fn outlier_config(o: &levee_config::OutlierDetection) -> OutlierConfig {
+    OutlierConfig {
+        consecutive_5xx: o.consecutive_5xx,
+        consecutive_gateway: o.consecutive_gateway_errors,
+        success_rate_stdev_factor: o.success_rate_stdev_factor,
+        success_rate_min_hosts: o.success_rate_min_hosts as usize,
+        success_rate_min_requests: o.success_rate_min_requests,
+        base_ejection: o.base_ejection_time,
+        max_ejection: o.max_ejection_time,
+        max_ejection_percent: o.max_ejection_percent,
+    }
 }
 
 impl Drop for ClusterRuntime {
@@ -220,6 +268,7 @@ impl ClusterRuntime {
             .map(|(addr, ep)| Arc::new(EndpointState::new(&registry, &config.name, *addr, ep, now)))
             .collect();
         let algorithm = algorithm(config.balancer.kind);
+        let endpoints_for_outlier = endpoints.clone();
         let view = ClusterView::build(algorithm, endpoints);
         let metrics = ClusterMetrics::new(&registry, &config.name);
         metrics.panic_mode.set(i64::from(view.panic));
@@ -231,6 +280,12 @@ impl ClusterRuntime {
             registry,
             clock,
             tasks: Mutex::new(Vec::new()),
+            outlier: config.outlier_detection.as_ref().map(|o| {
+                Mutex::new(OutlierState {
+                    detector: OutlierDetector::new(outlier_config(o), endpoints_for_outlier.len()),
+                    endpoints: endpoints_for_outlier,
+                })
+            }),
             config,
         });
         let mut tasks = Vec::new();
@@ -244,6 +299,9 @@ impl ClusterRuntime {
             .any(|e| e.host.parse::<std::net::IpAddr>().is_err())
         {
             tasks.push(tokio::spawn(dns_loop(Arc::downgrade(&runtime))));
+        }
+        if runtime.outlier.is_some() {
+            tasks.push(tokio::spawn(outlier_loop(Arc::downgrade(&runtime))));
         }
         if let Ok(mut t) = runtime.tasks.lock() {
             *t = tasks;
@@ -380,6 +438,55 @@ impl ClusterRuntime {
         matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
     }
 
+    /// Feeds an attempt's outcome to outlier detection; an ejection takes
+    /// the endpoint out of rotation at once.
+    pub(crate) fn record_outcome(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        outcome: Outcome,
+        now: Nanos,
+    ) {
+        let Some(outlier) = &self.outlier else {
+            return;
+        };
+        let ejected = outlier.lock().is_ok_and(|mut state| {
+            let index = state
+                .endpoints
+                .iter()
+                .position(|e| Arc::ptr_eq(e, endpoint));
+            index.is_some_and(|i| state.detector.record(i, now, outcome))
+        });
+        if ejected {
+            endpoint.set_ejected(true);
+            tracing::warn!(cluster = %self.config.name, endpoint = %endpoint.label, "outlier ejected");
+            self.rebuild_view(self.view.load().all.clone());
+        }
+    }
+
+    /// The periodic outlier sweep: success-rate ejections and expiries.
+    fn sweep_outliers(&self) {
+        let Some(outlier) = &self.outlier else {
+            return;
+        };
+        let now = self.clock.now();
+        let changed = outlier.lock().is_ok_and(|mut state| {
+            state.detector.sweep(now);
+            let mut changed = false;
+            for (i, e) in state.endpoints.iter().enumerate() {
+                let ejected = state.detector.is_ejected(i, now);
+                if ejected != e.is_ejected() {
+                    e.set_ejected(ejected);
+                    tracing::info!(cluster = %self.config.name, endpoint = %e.label, ejected, "outlier state changed");
+                    changed = true;
+                }
+            }
+            changed
+        });
+        if changed {
+            self.rebuild_view(self.view.load().all.clone());
+        }
+    }
+
     /// Puts an HTTP/1.1 connection back in `endpoint`'s idle stack.
     pub(crate) fn release(&self, endpoint: &EndpointState, conn: Http1Conn) {
         endpoint.idle.put(
@@ -430,6 +537,18 @@ impl ClusterRuntime {
             }
         }
         tracing::info!(cluster = %self.config.name, endpoints = ?next_addrs, "DNS answer changed");
+        if let (Some(o), Some(config)) = (&self.outlier, &self.config.outlier_detection) {
+            // Indexes refer to the old list: start afresh for the new one.
+            for e in &next {
+                e.set_ejected(false);
+            }
+            if let Ok(mut state) = o.lock() {
+                *state = OutlierState {
+                    detector: OutlierDetector::new(outlier_config(config), next.len()),
+                    endpoints: next.clone(),
+                };
+            }
+        }
         self.rebuild_view(next);
     }
 }
@@ -463,5 +582,21 @@ async fn dns_loop(cluster: Weak<ClusterRuntime>) {
         tokio::time::sleep(pause).await;
         let Some(c) = cluster.upgrade() else { return };
         c.refresh_dns().await;
+    }
+}
+
+async fn outlier_loop(cluster: Weak<ClusterRuntime>) {
+    loop {
+        let pause = match cluster.upgrade() {
+            Some(c) => c
+                .config
+                .outlier_detection
+                .as_ref()
+                .map_or(Duration::from_secs(10), |o| o.interval),
+            None => return,
+        };
+        tokio::time::sleep(pause).await;
+        let Some(c) = cluster.upgrade() else { return };
+        c.sweep_outliers();
     }
 }

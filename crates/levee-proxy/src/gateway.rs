@@ -106,6 +106,8 @@ pub struct EndpointStatus {
     pub configured: String,
     /// Passing health checks.
     pub healthy: bool,
+    /// Kept out of rotation by outlier detection.
+    pub ejected: bool,
     /// Requests in flight.
     pub in_flight: i64,
     /// Idle pooled HTTP/1.1 connections.
@@ -479,6 +481,7 @@ impl Gateway {
                             address: e.label.clone(),
                             configured: e.configured.clone(),
                             healthy: e.is_healthy(),
+                            ejected: e.is_ejected(),
                             in_flight: e.in_flight.get(),
                             idle_connections: e.idle.len(),
                             ewma_latency_seconds: c.ewma_seconds(e),

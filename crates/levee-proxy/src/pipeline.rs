@@ -364,10 +364,22 @@ async fn dispatch(
             Ok(Err((kind, detail))) => Err((kind, format!("{}: {detail}", endpoint.label))),
             Ok(Ok((resp, upstream_conn))) => Ok((resp, upstream_conn)),
         };
+        // The attempt's outcome feeds passive health (failures of the
+        // client's own making are not the endpoint's).
+        let outcome = match &result {
+            Ok((resp, _)) => Some(Outcome::Response(resp.status().as_u16())),
+            Err((kind, _)) if kind.side() != levee_core::Side::Downstream => {
+                Some(Outcome::Failed(*kind))
+            }
+            Err(_) => None,
+        };
+        let finished = Instant::now();
+        if let Some(outcome) = outcome {
+            cluster.record_outcome(&endpoint, outcome, cluster.nanos_at(finished));
+        }
         if let Ok((resp, _)) = &result {
-            let answered = Instant::now();
-            let rtt = answered.duration_since(sent).as_nanos() as u64;
-            cluster.observe_latency(&endpoint, rtt, cluster.nanos_at(answered));
+            let rtt = finished.duration_since(sent).as_nanos() as u64;
+            cluster.observe_latency(&endpoint, rtt, cluster.nanos_at(finished));
             cluster.metrics.latency.observe_nanos(rtt);
             cluster.metrics.upstream_requests
                 [levee_core::outcome::status_class_index(resp.status().as_u16())]

@@ -88,3 +88,60 @@ async fn all_unhealthy_means_panic_mode_routing_to_all() {
         .json();
     assert_eq!(v["clusters"][0]["panic_mode"], true);
 }
+
+#[tokio::test]
+async fn failing_endpoints_are_ejected_by_live_traffic_and_return() {
+    let bad = FakeUpstream::builder("bad")
+        .otherwise(levee_testkit::Reply::status(500))
+        .start()
+        .await;
+    let good = FakeUpstream::start("good").await;
+    let gw = TestGateway::start(&crate::single_cluster(
+        &[bad.addr(), good.addr()],
+        "outlier_detection = { consecutive_5xx = 3, interval = \"50ms\", base_ejection_time = \"300ms\", max_ejection_time = \"1s\" }",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/", gw.url("public"));
+    // Round robin: the bad endpoint answers every other request until its
+    // third 500 in a row ejects it.
+    for _ in 0..6 {
+        c.get(&url).await;
+    }
+    assert_eq!(bad.requests(), 3, "ejected after three 5xx in a row");
+    let series = format!(
+        "levee_endpoint_outlier_ejected{{cluster=\"c\",endpoint=\"{}\"}}",
+        bad.addr()
+    );
+    assert_eq!(gw.metric(&series), 1.0);
+    let clusters = c
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    let eps = clusters["clusters"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(eps
+        .iter()
+        .any(|e| e["address"] == bad.addr().to_string() && e["ejected"] == true));
+    for _ in 0..10 {
+        assert_eq!(
+            c.get(&url).await.body,
+            "good",
+            "no traffic to the ejected endpoint"
+        );
+    }
+    // The ejection expires: the endpoint gets traffic again.
+    eventually(Duration::from_secs(5), "ejection expired", || async {
+        gw.metric(&series) == 0.0
+    })
+    .await;
+    for _ in 0..4 {
+        c.get(&url).await;
+    }
+    assert!(
+        bad.requests() > 3,
+        "back in rotation after its ejection time"
+    );
+}
