@@ -33,6 +33,8 @@ pub(crate) struct EndpointState {
     pub(crate) addr: SocketAddr,
     pub(crate) label: String,
     pub(crate) authority: http::uri::Authority,
+    /// `ip:port` as a Host value, built once.
+    pub(crate) host_value: http::HeaderValue,
     pub(crate) configured: String,
     pub(crate) weight: u32,
     pub(crate) zone: Option<String>,
@@ -71,6 +73,8 @@ impl EndpointState {
             authority: label
                 .parse()
                 .unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
+            host_value: http::HeaderValue::from_str(&label)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("invalid")),
             label: label.clone(),
             configured: ep.address.clone(),
             weight: ep.weight.max(1),

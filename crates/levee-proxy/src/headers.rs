@@ -90,12 +90,10 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 pub(crate) struct ForwardContext<'a> {
     pub(crate) client_ip: std::net::IpAddr,
     pub(crate) tls: bool,
-    pub(crate) original_host: Option<HeaderValue>,
-    pub(crate) host_header: &'a HostHeader,
-    pub(crate) endpoint_authority: &'a str,
+    pub(crate) original_host: Option<&'a HeaderValue>,
 }
 
-/// Sets `X-Forwarded-*` and the Host the upstream sees.
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`.
 pub(crate) fn set_forwarding(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) {
     // One buffer, handed to the header value without another copy.
     let prev = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
@@ -112,26 +110,27 @@ pub(crate) fn set_forwarding(headers: &mut HeaderMap, ctx: &ForwardContext<'_>) 
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
     );
-    if let Some(host) = &ctx.original_host {
+    if let Some(host) = ctx.original_host {
         if !headers.contains_key(&X_FORWARDED_HOST) {
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
     }
-    let host = match ctx.host_header {
-        HostHeader::Preserve => ctx.original_host.clone(),
-        HostHeader::Endpoint => HeaderValue::from_str(ctx.endpoint_authority).ok(),
-        HostHeader::Value(v) => HeaderValue::from_str(v).ok(),
+}
+
+/// Sets the Host one attempt's upstream sees: the client's (falling back to
+/// the endpoint's when the client sent none), the endpoint's, or a fixed one.
+pub(crate) fn set_host(
+    headers: &mut HeaderMap,
+    policy: &HostHeader,
+    original_host: Option<&HeaderValue>,
+    endpoint_host: &HeaderValue,
+) {
+    let host = match policy {
+        HostHeader::Preserve => original_host.unwrap_or(endpoint_host).clone(),
+        HostHeader::Endpoint => endpoint_host.clone(),
+        HostHeader::Value(v) => HeaderValue::from_str(v).unwrap_or_else(|_| endpoint_host.clone()),
     };
-    match host {
-        Some(h) => {
-            headers.insert(header::HOST, h);
-        }
-        None => {
-            if let Ok(h) = HeaderValue::from_str(ctx.endpoint_authority) {
-                headers.insert(header::HOST, h);
-            }
-        }
-    }
+    headers.insert(header::HOST, host);
 }
 
 /// Ensures the request has an id, generating one when absent; returns it.
@@ -203,14 +202,15 @@ mod tests {
     fn forwarding_appends_client_and_sets_host() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        let original = HeaderValue::from_static("api.example.com");
         let ctx = ForwardContext {
             client_ip: "192.0.2.7".parse().unwrap(),
             tls: true,
-            original_host: Some(HeaderValue::from_static("api.example.com")),
-            host_header: &HostHeader::Endpoint,
-            endpoint_authority: "127.0.0.1:9000",
+            original_host: Some(&original),
         };
         set_forwarding(&mut h, &ctx);
+        let endpoint = HeaderValue::from_static("127.0.0.1:9000");
+        set_host(&mut h, &HostHeader::Endpoint, Some(&original), &endpoint);
         assert_eq!(h.get(X_FORWARDED_FOR).unwrap(), "10.0.0.1, 192.0.2.7");
         assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");

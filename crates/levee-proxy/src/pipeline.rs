@@ -241,9 +241,7 @@ async fn dispatch(
         &ForwardContext {
             client_ip: conn.peer.ip(),
             tls: conn.tls,
-            original_host,
-            host_header: &cluster.config.host_header,
-            endpoint_authority: "",
+            original_host: original_host.as_ref(),
         },
     );
     headers::apply_ops(
@@ -321,23 +319,19 @@ async fn dispatch(
         } else {
             parts.headers.clone()
         };
-        let host_missing = upstream_req
-            .headers()
-            .get(header::HOST)
-            .is_none_or(|h| h.is_empty());
-        if host_missing || cluster.config.host_header == levee_config::HostHeader::Endpoint {
-            if let Ok(host) = HeaderValue::from_str(&endpoint.label) {
-                upstream_req.headers_mut().insert(header::HOST, host);
-            }
-        }
+        headers::set_host(
+            upstream_req.headers_mut(),
+            &cluster.config.host_header,
+            original_host.as_ref(),
+            &endpoint.host_value,
+        );
 
         let left = deadline.saturating_duration_since(sent);
         if route.config.honor_deadlines {
             // Tell the upstream how long the answer is still wanted.
             let headers = upstream_req.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&left.as_millis().to_string()) {
-                headers.insert(LEVEE_DEADLINE, v);
-            }
+            let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            headers.insert(LEVEE_DEADLINE, HeaderValue::from(millis));
             if relay_grpc_timeout {
                 if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
                     headers.insert(GRPC_TIMEOUT, v);

@@ -110,6 +110,27 @@ impl TestGateway {
         format!("http://{}", self.admin)
     }
 
+    /// The first cluster's endpoints as `GET /api/v1/clusters` shows them.
+    pub async fn endpoints(&self) -> Vec<serde_json::Value> {
+        let v = Client::http1()
+            .get(&format!("{}/api/v1/clusters", self.admin_url()))
+            .await
+            .json();
+        v["clusters"][0]["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The admin API's entry for the endpoint at `addr`, if listed.
+    pub async fn endpoint(&self, addr: SocketAddr) -> Option<serde_json::Value> {
+        let addr = addr.to_string();
+        self.endpoints()
+            .await
+            .into_iter()
+            .find(|e| e["address"] == addr.as_str())
+    }
+
     /// The value of the metric series whose line starts with `prefix`
     /// (name and labels as rendered), or 0.
     pub fn metric(&self, prefix: &str) -> f64 {
