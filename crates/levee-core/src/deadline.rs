@@ -1,7 +1,7 @@
 //! Deadlines carried by requests: gRPC's `grpc-timeout` header (an integer
 //! of at most 8 digits and a unit: H, M, S, m, u, n) and Levee's own
 //! `levee-deadline-ms` (milliseconds left). Parsing and formatting only; the
-//! proxy decides what to do with them (issue 3, not yet wired).
+//! proxy decides what to do with them (`pipeline::dispatch`).
 
 use std::time::Duration;
 

@@ -1,10 +1,10 @@
 //! Levee's control algorithms as plain structs: no I/O, no tasks, time passed
 //! in as [`levee_core::Nanos`] from an injected clock. The proxy only wires
-//! them. So far: load-balancer choice ([`balancer`]), the peak-EWMA latency
-//! estimate ([`ewma`]), the stable hash that consistent hashing relies on
-//! ([`hash`]), and the first resilience pieces of issue 3, not yet wired:
-//! backoff and retry budgets ([`retry`]) over a sliding window ([`window`]),
-//! circuit breakers ([`breaker`]) and outlier ejection ([`outlier`]).
+//! them: load-balancer choice ([`balancer`]), the peak-EWMA latency estimate
+//! ([`ewma`]), the stable hash that consistent hashing relies on ([`hash`]),
+//! backoff and retry budgets ([`retry`]) over sliding windows ([`window`]),
+//! and outlier ejection ([`outlier`]). The circuit breaker ([`breaker`]) is
+//! not wired yet.
 
 pub mod balancer;
 pub mod breaker;

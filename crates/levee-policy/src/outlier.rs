@@ -3,7 +3,7 @@
 //! falls far below its peers' (mean − k·σ). Ejection time grows with each
 //! repeat ejection up to a maximum, and the share of endpoints ejected at once
 //! is capped so that, unless configured otherwise, at least one always stays.
-//! Plain struct: time passed in (issue 3, not yet wired into the proxy).
+//! Plain struct: time passed in; `levee-proxy` feeds it per cluster.
 
 use levee_core::{Nanos, Outcome};
 use std::time::Duration;
