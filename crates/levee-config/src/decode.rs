@@ -43,6 +43,8 @@ fn default_runtime() -> Runtime {
         watch_config: true,
         access_log: true,
         worker_threads: None,
+        zone: None,
+        region: None,
     }
 }
 
@@ -97,6 +99,8 @@ fn decode_runtime(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Runtim
         worker_threads: d
             .opt(&mut t, "worker_threads", |d, n, p| d.int_in(n, p, 1, 1024))
             .map(|n| n as usize),
+        zone: d.opt(&mut t, "zone", Decoder::string),
+        region: d.opt(&mut t, "region", Decoder::string),
     };
     d.finish(t);
     Some(runtime)
@@ -209,6 +213,9 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let retry = d.opt(&mut t, "retry", decode_retry);
     let honor_deadlines = d.opt(&mut t, "honor_deadlines", Decoder::bool);
     let min_attempt_time = d.opt(&mut t, "min_attempt_time", Decoder::duration);
+    let stream_idle_timeout = d.opt(&mut t, "stream_idle_timeout", Decoder::duration);
+    let hedge = d.opt(&mut t, "hedge", decode_hedge);
+    let fallback = d.opt(&mut t, "fallback", decode_fallback);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -223,6 +230,9 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         retry,
         honor_deadlines: honor_deadlines.unwrap_or(true),
         min_attempt_time: min_attempt_time.unwrap_or(Duration::from_millis(5)),
+        stream_idle_timeout: stream_idle_timeout.unwrap_or(Duration::from_secs(300)),
+        hedge,
+        fallback,
     })
 }
 
@@ -241,6 +251,8 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
                     "5xx",
                     "gateway-error",
                     "status",
+                    "refused-stream",
+                    "grpc",
                 ],
             )?;
             Some(match choice {
@@ -249,6 +261,8 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
                 "timeout" => RetryOn::Timeout,
                 "5xx" => RetryOn::ServerError,
                 "gateway-error" => RetryOn::GatewayError,
+                "refused-stream" => RetryOn::RefusedStream,
+                "grpc" => RetryOn::Grpc,
                 _ => RetryOn::Status,
             })
         })
@@ -256,6 +270,8 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
     let statuses = d.opt(&mut t, "statuses", |d, n, p| {
         d.list(n, p, |d, n, p| d.int_in(n, p, 100, 599).map(|s| s as u16))
     });
+    let grpc_statuses = d.opt(&mut t, "grpc_statuses", |d, n, p| d.list(n, p, grpc_code));
+    let retry_after_max = d.opt(&mut t, "retry_after_max", duration_or_zero);
     let per_try_timeout = d.opt(&mut t, "per_try_timeout", Decoder::duration);
     let backoff = d.opt(&mut t, "backoff", |d, n, p| {
         let mut b = d.table(n, p)?;
@@ -271,27 +287,37 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
             d.int_in(n, p, 0, 100_000)
         });
         let window = d.opt(&mut b, "window", Decoder::duration);
+        let concurrent = d.opt(&mut b, "max_concurrent_ratio", Decoder::percent);
+        let min_concurrent = d.opt(&mut b, "min_concurrent", |d, n, p| {
+            d.int_in(n, p, 0, 100_000)
+        });
         d.finish(b);
-        Some((ratio, min, window))
+        Some((ratio, min, window, concurrent, min_concurrent))
     });
     let idempotent = d.opt(&mut t, "idempotent", Decoder::bool);
     let buffer_bytes = d.opt(&mut t, "buffer_bytes", Decoder::size);
     let loc = t.loc;
     d.finish(t);
     let (base, max) = backoff.unwrap_or((None, None));
-    let (ratio, min, window) = budget.unwrap_or((None, None, None));
+    let (ratio, min, window, concurrent, min_concurrent) =
+        budget.unwrap_or((None, None, None, None, None));
+    let def = RetryPolicy::default();
     let policy = RetryPolicy {
-        attempts: attempts.map_or(2, |a| a as u32),
-        retry_on: retry_on.unwrap_or_else(|| vec![RetryOn::ConnectFailure, RetryOn::GatewayError]),
-        statuses: statuses.unwrap_or_default(),
+        attempts: attempts.map_or(def.attempts, |a| a as u32),
+        retry_on: retry_on.unwrap_or(def.retry_on),
+        statuses: statuses.unwrap_or(def.statuses),
+        grpc_statuses: grpc_statuses.unwrap_or(def.grpc_statuses),
+        retry_after_max: retry_after_max.unwrap_or(def.retry_after_max),
         per_try_timeout,
-        backoff_base: base.unwrap_or(Duration::from_millis(25)),
-        backoff_max: max.unwrap_or(Duration::from_millis(250)),
-        budget_ratio: ratio.unwrap_or(0.2),
-        budget_min_per_second: min.map_or(10, |m| m as u32),
-        budget_window: window.unwrap_or(Duration::from_secs(10)),
-        idempotent: idempotent.unwrap_or(false),
-        buffer_bytes: buffer_bytes.unwrap_or(64 * 1024),
+        backoff_base: base.unwrap_or(def.backoff_base),
+        backoff_max: max.unwrap_or(def.backoff_max),
+        budget_ratio: ratio.unwrap_or(def.budget_ratio),
+        budget_min_per_second: min.map_or(def.budget_min_per_second, |m| m as u32),
+        budget_window: window.unwrap_or(def.budget_window),
+        budget_max_concurrent_ratio: concurrent.unwrap_or(def.budget_max_concurrent_ratio),
+        budget_min_concurrent: min_concurrent.map_or(def.budget_min_concurrent, |m| m as u32),
+        idempotent: idempotent.unwrap_or(def.idempotent),
+        buffer_bytes: buffer_bytes.unwrap_or(def.buffer_bytes),
     };
     if policy.retry_on.contains(&RetryOn::Status) && policy.statuses.is_empty() {
         d.error_help(
@@ -571,6 +597,16 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     let pool = d.opt(&mut t, "pool", decode_pool);
     let health_check = d.opt(&mut t, "health_check", decode_health_check);
     let outlier_detection = d.opt(&mut t, "outlier_detection", decode_outlier);
+    let circuit_breaker = d.opt(&mut t, "circuit_breaker", |d, n, p| {
+        let mut b = d.table(n, p)?;
+        let endpoint = d.opt(&mut b, "endpoint", decode_breaker);
+        let cluster = d.opt(&mut b, "cluster", decode_breaker);
+        d.finish(b);
+        Some(CircuitBreakers { endpoint, cluster })
+    });
+    let limits = d.opt(&mut t, "limits", decode_cluster_limits);
+    let slow_start = d.opt(&mut t, "slow_start", decode_slow_start);
+    let locality = d.opt(&mut t, "locality", decode_locality);
     let host_header = d.opt(&mut t, "host_header", |d, n, p| {
         d.choice(n, p, &["preserve", "endpoint"])
     });
@@ -611,13 +647,17 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         }),
         health_check,
         outlier_detection,
+        circuit_breaker: circuit_breaker.unwrap_or_default(),
+        limits: limits.unwrap_or_default(),
+        slow_start,
+        locality: locality.unwrap_or_default(),
         host_header,
     })
 }
 
 fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
-    let (address, weight, zone, region) = if let Value::Str(_) = node.value {
-        (d.string(node, path), Some(1), None, None)
+    let (address, weight, zone, region, priority) = if let Value::Str(_) = node.value {
+        (d.string(node, path), Some(1), None, None, 0)
     } else {
         let mut t = d.table(node, path)?;
         let address = d.req(&mut t, "address", Decoder::string);
@@ -626,8 +666,11 @@ fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpo
             .map_or(Some(1), |w| Some(w as u32));
         let zone = d.opt(&mut t, "zone", Decoder::string);
         let region = d.opt(&mut t, "region", Decoder::string);
+        let priority = d
+            .opt(&mut t, "priority", |d, n, p| d.int_in(n, p, 0, 9))
+            .map_or(0, |v| v as u32);
         d.finish(t);
-        (address, weight, zone, region)
+        (address, weight, zone, region, priority)
     };
     let address = address?;
     let Some((host, port)) = split_host_port(&address) else {
@@ -646,6 +689,7 @@ fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpo
         weight: weight?,
         zone,
         region,
+        priority,
     })
 }
 
@@ -877,6 +921,24 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
                 }
             }
         }
+        let fallback_cluster = r.fallback.as_ref().and_then(|f| f.cluster.as_deref());
+        if let Some(fc) = fallback_cluster {
+            let loc = loc_of("routes", i, "fallback");
+            let path = format!("routes[{i}].fallback.cluster");
+            if !cluster_names.contains(&fc) {
+                let msg = format!("unknown cluster `{fc}`");
+                match closest(fc, &cluster_names) {
+                    Some(s) => d.error_help(loc, &path, msg, format!("did you mean `{s}`?")),
+                    None => d.error(loc, &path, msg),
+                }
+            } else if fc == r.cluster {
+                d.error(
+                    loc,
+                    &path,
+                    "the fallback cluster is the route's own cluster",
+                );
+            }
+        }
     }
 }
 
@@ -957,6 +1019,21 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
                 d.int_in(n, p, 1, 1_000_000)
             })
             .map_or(100, |v| v as u64),
+        latency_factor: d
+            .opt(&mut t, "latency_factor", |d, n, p| {
+                number_in(d, n, p, 0.0, 1000.0)
+            })
+            .unwrap_or(0.0),
+        latency_min_hosts: d
+            .opt(&mut t, "latency_min_hosts", |d, n, p| {
+                d.int_in(n, p, 2, 10_000)
+            })
+            .map_or(3, |v| v as u32),
+        latency_min_requests: d
+            .opt(&mut t, "latency_min_requests", |d, n, p| {
+                d.int_in(n, p, 1, 1_000_000)
+            })
+            .map_or(20, |v| v as u64),
     };
     let loc = t.loc;
     d.finish(t);
@@ -968,4 +1045,306 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
         );
     }
     Some(o)
+}
+
+/// A number (integer or float) within `min..=max`.
+fn number_in(d: &mut Decoder<'_>, n: &Node, p: &str, min: f64, max: f64) -> Option<f64> {
+    let v = match n.value {
+        Value::Float(f) => f,
+        Value::Int(i) => i as f64,
+        _ => {
+            d.error(n.loc, p, format!("expected a number from {min} to {max}"));
+            return None;
+        }
+    };
+    if (min..=max).contains(&v) {
+        Some(v)
+    } else {
+        d.error(
+            n.loc,
+            p,
+            format!("must be between {min} and {max}, got {v}"),
+        );
+        None
+    }
+}
+
+/// A duration where `0s` (or `0`) is allowed and means "off".
+fn duration_or_zero(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Duration> {
+    match &n.value {
+        Value::Int(0) => Some(Duration::ZERO),
+        Value::Str(s) if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" => {
+            Some(Duration::ZERO)
+        }
+        _ => d.duration(n, p),
+    }
+}
+
+/// gRPC status names (RFC-style, as in grpc/status.h) and their codes.
+const GRPC_CODES: [&str; 17] = [
+    "ok",
+    "cancelled",
+    "unknown",
+    "invalid_argument",
+    "deadline_exceeded",
+    "not_found",
+    "already_exists",
+    "permission_denied",
+    "resource_exhausted",
+    "failed_precondition",
+    "aborted",
+    "out_of_range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data_loss",
+    "unauthenticated",
+];
+
+/// A gRPC status: a code from 0 to 16 or its name (`unavailable`).
+fn grpc_code(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<u32> {
+    if let Value::Int(_) = n.value {
+        return d.int_in(n, p, 0, 16).map(|v| v as u32);
+    }
+    let name = d.choice(n, p, &GRPC_CODES)?;
+    GRPC_CODES.iter().position(|c| *c == name).map(|i| i as u32)
+}
+
+fn decode_breaker(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<BreakerSettings> {
+    let mut t = d.table(node, path)?;
+    let b = BreakerSettings {
+        consecutive_failures: d
+            .opt(&mut t, "consecutive_failures", |d, n, p| {
+                d.int_in(n, p, 0, 10_000)
+            })
+            .map_or(5, |v| v as u32),
+        failure_ratio: d
+            .opt(&mut t, "failure_ratio", Decoder::percent)
+            .unwrap_or(0.5),
+        slow_call_ratio: d
+            .opt(&mut t, "slow_call_ratio", Decoder::percent)
+            .unwrap_or(0.0),
+        slow_call_threshold: d
+            .opt(&mut t, "slow_call_threshold", Decoder::duration)
+            .unwrap_or(Duration::from_secs(1)),
+        min_requests: d
+            .opt(&mut t, "min_requests", |d, n, p| {
+                d.int_in(n, p, 1, 1_000_000)
+            })
+            .map_or(20, |v| v as u64),
+        window: d
+            .opt(&mut t, "window", Decoder::duration)
+            .unwrap_or(Duration::from_secs(10)),
+        base_open_time: d
+            .opt(&mut t, "base_open_time", Decoder::duration)
+            .unwrap_or(Duration::from_secs(5)),
+        max_open_time: d
+            .opt(&mut t, "max_open_time", Decoder::duration)
+            .unwrap_or(Duration::from_secs(60)),
+        half_open_probes: d
+            .opt(&mut t, "half_open_probes", |d, n, p| {
+                d.int_in(n, p, 1, 1000)
+            })
+            .map_or(3, |v| v as u32),
+        ramp_time: d
+            .opt(&mut t, "ramp_time", duration_or_zero)
+            .unwrap_or(Duration::from_secs(10)),
+    };
+    let loc = t.loc;
+    d.finish(t);
+    if b.base_open_time > b.max_open_time {
+        d.error(
+            loc,
+            &format!("{path}.base_open_time"),
+            "must not exceed max_open_time",
+        );
+    }
+    if b.consecutive_failures == 0 && b.failure_ratio == 0.0 && b.slow_call_ratio == 0.0 {
+        d.error_help(
+            loc,
+            path,
+            "this breaker can never open",
+            "set consecutive_failures, failure_ratio or slow_call_ratio, or remove the breaker",
+        );
+    }
+    Some(b)
+}
+
+fn decode_cluster_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<ClusterLimits> {
+    let mut t = d.table(node, path)?;
+    let cap =
+        |d: &mut Decoder<'_>, n: &Node, p: &str| d.int_in(n, p, 0, 1_000_000).map(|v| v as u32);
+    let limits = ClusterLimits {
+        max_connections: d.opt(&mut t, "max_connections", cap),
+        max_pending: d.opt(&mut t, "max_pending", cap),
+        max_requests: d.opt(&mut t, "max_requests", cap),
+        max_retries: d.opt(&mut t, "max_retries", cap),
+    };
+    d.finish(t);
+    Some(limits)
+}
+
+fn decode_slow_start(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<SlowStart> {
+    let mut t = d.table(node, path)?;
+    let window = d.req(&mut t, "window", Decoder::duration);
+    let aggression = d.opt(&mut t, "aggression", |d, n, p| {
+        number_in(d, n, p, 0.1, 10.0)
+    });
+    let min_weight_percent = d.opt(&mut t, "min_weight_percent", |d, n, p| {
+        d.int_in(n, p, 1, 100)
+    });
+    d.finish(t);
+    Some(SlowStart {
+        window: window?,
+        aggression: aggression.unwrap_or(1.0),
+        min_weight_percent: min_weight_percent.map_or(10, |v| v as u32),
+    })
+}
+
+fn decode_locality(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Locality> {
+    let mut t = d.table(node, path)?;
+    let def = Locality::default();
+    let zone_aware = d.opt(&mut t, "zone_aware", Decoder::bool);
+    let min_cluster_size = d.opt(&mut t, "min_cluster_size", |d, n, p| {
+        d.int_in(n, p, 1, 100_000)
+    });
+    let fleet_zones = d.opt(&mut t, "fleet_zones", |d, n, p| {
+        let Value::Map(entries) = &n.value else {
+            d.error(n.loc, p, "expected a table of zone = share");
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, _, v) in entries {
+            let share = number_in(d, v, &format!("{p}.{k}"), 0.0, 1e9)?;
+            out.push((k.clone(), share));
+        }
+        Some(out)
+    });
+    let overprovisioning = d.opt(&mut t, "overprovisioning", |d, n, p| {
+        number_in(d, n, p, 1.0, 10.0)
+    });
+    let failback_delay = d.opt(&mut t, "failback_delay", duration_or_zero);
+    d.finish(t);
+    Some(Locality {
+        zone_aware: zone_aware.unwrap_or(def.zone_aware),
+        min_cluster_size: min_cluster_size.map_or(def.min_cluster_size, |v| v as usize),
+        fleet_zones: fleet_zones.unwrap_or_default(),
+        overprovisioning: overprovisioning.unwrap_or(def.overprovisioning),
+        failback_delay: failback_delay.unwrap_or(def.failback_delay),
+    })
+}
+
+fn decode_hedge(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Hedge> {
+    let mut t = d.table(node, path)?;
+    let delay = d.opt(&mut t, "delay", Decoder::duration);
+    let percentile = d.opt(&mut t, "percentile", |d, n, p| {
+        let v = d.percent(n, p)?;
+        if v <= 0.0 || v >= 1.0 {
+            d.error(n.loc, p, "must be above 0% and below 100%");
+            return None;
+        }
+        Some(v)
+    });
+    let min_delay = d.opt(&mut t, "min_delay", Decoder::duration);
+    let max_hedges = d.opt(&mut t, "max_hedges", |d, n, p| d.int_in(n, p, 1, 3));
+    let loc = t.loc;
+    d.finish(t);
+    if delay.is_some() == percentile.is_some() {
+        d.error_help(
+            loc,
+            path,
+            "set exactly one of `delay` and `percentile`",
+            "`delay = \"50ms\"` hedges after a fixed time; `percentile = \"95%\"` after the route's observed p95",
+        );
+    }
+    Some(Hedge {
+        delay,
+        percentile,
+        min_delay: min_delay.unwrap_or(Duration::from_millis(5)),
+        max_hedges: max_hedges.map_or(1, |v| v as u32),
+    })
+}
+
+fn decode_fallback(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Fallback> {
+    let mut t = d.table(node, path)?;
+    let serve_stale = d.opt(&mut t, "serve_stale", |d, n, p| {
+        let mut s = d.table(n, p)?;
+        let max_entries = d.opt(&mut s, "max_entries", |d, n, p| {
+            d.int_in(n, p, 1, 10_000_000)
+        });
+        let max_bytes = d.opt(&mut s, "max_bytes", Decoder::size);
+        let max_entry_bytes = d.opt(&mut s, "max_entry_bytes", Decoder::size);
+        let max_stale = d.opt(&mut s, "max_stale", Decoder::duration);
+        d.finish(s);
+        Some(ServeStale {
+            max_entries: max_entries.map_or(1000, |v| v as usize),
+            max_bytes: max_bytes.unwrap_or(16 * 1024 * 1024),
+            max_entry_bytes: max_entry_bytes.unwrap_or(256 * 1024),
+            max_stale: max_stale.unwrap_or(Duration::from_secs(3600)),
+        })
+    });
+    let cluster = d.opt(&mut t, "cluster", Decoder::string);
+    let response = d.opt(&mut t, "response", decode_static_response);
+    let on_statuses = d.opt(&mut t, "on_statuses", |d, n, p| {
+        d.list(n, p, |d, n, p| d.int_in(n, p, 100, 599).map(|s| s as u16))
+    });
+    let loc = t.loc;
+    d.finish(t);
+    if serve_stale.is_none() && cluster.is_none() && response.is_none() {
+        d.error_help(
+            loc,
+            path,
+            "a fallback needs serve_stale, cluster or response",
+            "for example `response = { status = 503, body = \"try again later\" }`",
+        );
+    }
+    Some(Fallback {
+        serve_stale,
+        cluster,
+        response,
+        on_statuses: on_statuses.unwrap_or_else(|| vec![500, 502, 503, 504]),
+    })
+}
+
+fn decode_static_response(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<StaticResponse> {
+    let mut t = d.table(node, path)?;
+    let status = d.req(&mut t, "status", |d, n, p| d.int_in(n, p, 200, 599));
+    let headers = d.opt(&mut t, "headers", |d, n, p| {
+        let Value::Map(entries) = &n.value else {
+            d.error(n.loc, p, "expected a table of header = value");
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, kloc, v) in entries {
+            let kp = format!("{p}.{k}");
+            let key_node = Node {
+                value: Value::Str(k.clone()),
+                loc: *kloc,
+            };
+            if let (Some(name), Some(value)) =
+                (header_name(d, &key_node, &kp), header_value(d, v, &kp))
+            {
+                out.push((name, value));
+            }
+        }
+        Some(out)
+    });
+    let body = d.opt(&mut t, "body", Decoder::string);
+    let body_file = d.opt(&mut t, "body_file", Decoder::string);
+    let loc = t.loc;
+    d.finish(t);
+    let body = match (body, body_file) {
+        (Some(_), Some(_)) => {
+            d.error(loc, path, "set either body or body_file, not both");
+            StaticBody::Empty
+        }
+        (Some(b), None) => StaticBody::Inline(b),
+        (None, Some(f)) => StaticBody::File(f.into()),
+        (None, None) => StaticBody::Empty,
+    };
+    Some(StaticResponse {
+        status: status? as u16,
+        headers: headers.unwrap_or_default(),
+        body,
+    })
 }

@@ -144,6 +144,10 @@ pub struct Runtime {
     pub access_log: bool,
     /// Runtime worker threads (default: one per core).
     pub worker_threads: Option<usize>,
+    /// The zone this gateway runs in, for zone-aware routing.
+    pub zone: Option<String>,
+    /// The region this gateway runs in.
+    pub region: Option<String>,
 }
 
 /// A listening socket.
@@ -231,6 +235,80 @@ pub struct Route {
     /// No attempt starts with less time than this left before the deadline.
     #[serde(serialize_with = "ser_duration")]
     pub min_attempt_time: Duration,
+    /// Longest pause between two chunks of a streamed body, either way.
+    #[serde(serialize_with = "ser_duration")]
+    pub stream_idle_timeout: Duration,
+    /// A second attempt sent while the first is still out.
+    pub hedge: Option<Hedge>,
+    /// What answers when the cluster cannot.
+    pub fallback: Option<Fallback>,
+}
+
+/// Hedging: for idempotent requests, a second attempt to another endpoint
+/// when the first is slow; the first good answer wins.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hedge {
+    /// Send the hedge after this long...
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub delay: Option<Duration>,
+    /// ...or after the route's observed latency at this percentile (0..1).
+    pub percentile: Option<f64>,
+    /// Never hedge sooner than this (percentile mode).
+    #[serde(serialize_with = "ser_duration")]
+    pub min_delay: Duration,
+    /// Hedges per request beyond the first attempt.
+    pub max_hedges: u32,
+}
+
+/// A route's fallbacks, tried in this order: a stale cached copy, another
+/// cluster, a fixed response.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fallback {
+    /// Serve a stale copy of a successful GET (RFC 5861 stale-if-error).
+    pub serve_stale: Option<ServeStale>,
+    /// Send the request to this cluster instead.
+    pub cluster: Option<String>,
+    /// Answer with this.
+    pub response: Option<StaticResponse>,
+    /// Upstream statuses that count as failures (default 500, 502, 503, 504).
+    pub on_statuses: Vec<u16>,
+}
+
+/// The bounded cache behind serve-stale.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServeStale {
+    /// Most responses kept.
+    pub max_entries: usize,
+    /// Most body bytes kept in all.
+    pub max_bytes: u64,
+    /// Responses with larger bodies are not kept.
+    pub max_entry_bytes: u64,
+    /// Oldest copy that may be served.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_stale: Duration,
+}
+
+/// A fixed fallback response.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaticResponse {
+    /// Its status.
+    pub status: u16,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+    /// Its body: inline text or a file read when the config is applied.
+    pub body: StaticBody,
+}
+
+/// Where a static response's body comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaticBody {
+    /// No body.
+    Empty,
+    /// This text.
+    Inline(String),
+    /// This file's content (resolved against the config file's directory).
+    File(std::path::PathBuf),
 }
 
 /// When and how a route retries a failed attempt.
@@ -251,6 +329,12 @@ pub struct RetryPolicy {
     /// Ceiling of any retry's wait.
     #[serde(serialize_with = "ser_duration")]
     pub backoff_max: Duration,
+    /// Upstream statuses retried when `retry_on` has `grpc` (gRPC codes).
+    pub grpc_statuses: Vec<u32>,
+    /// A `Retry-After` up to this long is waited for; longer ones stop
+    /// retrying (zero: ignored).
+    #[serde(serialize_with = "ser_duration")]
+    pub retry_after_max: Duration,
     /// Retries may be this share of the route's recent requests...
     pub budget_ratio: f64,
     /// ...plus this many per second.
@@ -258,11 +342,38 @@ pub struct RetryPolicy {
     /// The window the budget looks back over.
     #[serde(serialize_with = "ser_duration")]
     pub budget_window: Duration,
+    /// Retries in flight may be at most this share of requests in flight...
+    pub budget_max_concurrent_ratio: f64,
+    /// ...but at least this many.
+    pub budget_min_concurrent: u32,
     /// Treat every request on this route as idempotent.
     pub idempotent: bool,
     /// Request bodies up to this size are kept for replay; larger ones are
     /// streamed and not retried once sent.
     pub buffer_bytes: u64,
+}
+
+impl Default for RetryPolicy {
+    /// The documented defaults (docs/config.md, `[routes.retry]`).
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            retry_on: vec![RetryOn::ConnectFailure, RetryOn::GatewayError],
+            statuses: Vec::new(),
+            grpc_statuses: vec![14],
+            retry_after_max: Duration::from_secs(1),
+            per_try_timeout: None,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+            budget_window: Duration::from_secs(10),
+            budget_max_concurrent_ratio: 0.2,
+            budget_min_concurrent: 3,
+            idempotent: false,
+            buffer_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// Failure classes a route may retry.
@@ -275,6 +386,8 @@ pub enum RetryOn {
     Reset,
     /// The attempt passed its timeout.
     Timeout,
+    /// An HTTP/2 stream refused by the upstream (REFUSED_STREAM: not processed).
+    RefusedStream,
     /// Any 5xx response.
     #[serde(rename = "5xx")]
     ServerError,
@@ -282,6 +395,8 @@ pub enum RetryOn {
     GatewayError,
     /// The statuses listed in `statuses`.
     Status,
+    /// gRPC responses whose `grpc-status` is listed in `grpc_statuses`.
+    Grpc,
 }
 
 /// Conditions that must all hold.
@@ -384,6 +499,14 @@ pub struct Cluster {
     pub health_check: Option<HealthCheck>,
     /// Passive health: ejecting endpoints that fail live traffic.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Circuit breakers per endpoint and for the whole cluster.
+    pub circuit_breaker: CircuitBreakers,
+    /// Bulkheads: caps on what the cluster may hold at once.
+    pub limits: ClusterLimits,
+    /// Weight ramp for endpoints returning to rotation.
+    pub slow_start: Option<SlowStart>,
+    /// Zone-aware routing and priority failover.
+    pub locality: Locality,
     /// What the upstream sees as `Host`.
     pub host_header: HostHeader,
 }
@@ -412,6 +535,105 @@ pub struct OutlierDetection {
     pub success_rate_min_hosts: u32,
     /// Requests in an interval for an endpoint to be compared.
     pub success_rate_min_requests: u64,
+    /// Eject an endpoint whose mean latency exceeds this many times its
+    /// peers' median (0: off).
+    pub latency_factor: f64,
+    /// Endpoints with enough samples before latencies compare.
+    pub latency_min_hosts: u32,
+    /// Samples an endpoint needs in the interval to be compared.
+    pub latency_min_requests: u64,
+}
+
+/// The breakers of a cluster: one per endpoint, one for the cluster.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct CircuitBreakers {
+    /// Each endpoint's breaker.
+    pub endpoint: Option<BreakerSettings>,
+    /// The cluster's breaker.
+    pub cluster: Option<BreakerSettings>,
+}
+
+/// When a breaker opens and how it closes again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerSettings {
+    /// Failures in a row that open it (0: off).
+    pub consecutive_failures: u32,
+    /// Failure share over `window` that opens it (0: off).
+    pub failure_ratio: f64,
+    /// Share of calls slower than `slow_call_threshold` that opens it (0: off).
+    pub slow_call_ratio: f64,
+    /// What counts as slow.
+    #[serde(serialize_with = "ser_duration")]
+    pub slow_call_threshold: Duration,
+    /// Calls in the window before ratios apply.
+    pub min_requests: u64,
+    /// The sliding window for ratios.
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
+    /// Open time after a first trip; repeats double it, with jitter.
+    #[serde(serialize_with = "ser_duration")]
+    pub base_open_time: Duration,
+    /// Longest open time.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_open_time: Duration,
+    /// Probes admitted while half-open; all must succeed to close.
+    pub half_open_probes: u32,
+    /// After closing, admitted traffic ramps from nothing to all over this.
+    #[serde(serialize_with = "ser_duration")]
+    pub ramp_time: Duration,
+}
+
+/// Per-cluster bulkheads (none: unlimited).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ClusterLimits {
+    /// Open upstream connections, idle included.
+    pub max_connections: Option<u32>,
+    /// Requests waiting for an in-flight slot.
+    pub max_pending: Option<u32>,
+    /// Requests in flight to the cluster.
+    pub max_requests: Option<u32>,
+    /// Retries (and hedges) in flight to the cluster.
+    pub max_retries: Option<u32>,
+}
+
+/// Slow start: an endpoint's weight ramps up when it returns to rotation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowStart {
+    /// Time to full weight.
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
+    /// 1.0 ramps linearly; higher ramps faster at first.
+    pub aggression: f64,
+    /// Weight at the start, in percent of the full weight.
+    pub min_weight_percent: u32,
+}
+
+/// Zone-aware routing and priority failover.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Locality {
+    /// Prefer endpoints in the gateway's zone while they have capacity.
+    pub zone_aware: bool,
+    /// Fewer endpoints than this: spread by weight, ignoring zones.
+    pub min_cluster_size: usize,
+    /// Share of the gateway fleet per zone (default: as the endpoints are spread).
+    pub fleet_zones: Vec<(String, f64)>,
+    /// A priority level counts as fully available at 1/this healthy share.
+    pub overprovisioning: f64,
+    /// Traffic returns to a recovered priority level after it stayed healthy this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub failback_delay: Duration,
+}
+
+impl Default for Locality {
+    fn default() -> Self {
+        Self {
+            zone_aware: true,
+            min_cluster_size: 6,
+            fleet_zones: Vec::new(),
+            overprovisioning: 1.4,
+            failback_delay: Duration::from_secs(30),
+        }
+    }
 }
 
 /// An endpoint as configured.
@@ -431,6 +653,9 @@ pub struct Endpoint {
     pub zone: Option<String>,
     /// Locality labels.
     pub region: Option<String>,
+    /// Priority level: 0 takes traffic first; higher levels take what lower
+    /// ones cannot (failover).
+    pub priority: u32,
 }
 
 /// Balancer algorithm and its key.

@@ -41,6 +41,15 @@ pub enum ErrorKind {
     UpstreamReset,
     /// The upstream sent something that is not valid HTTP.
     UpstreamProtocol,
+    /// The upstream refused an HTTP/2 stream (REFUSED_STREAM): it did not
+    /// process the request.
+    RefusedStream,
+    /// A circuit breaker is open for the cluster or every endpoint.
+    CircuitOpen,
+    /// The cluster's in-flight and pending request caps are full.
+    OverflowRequests,
+    /// The cluster's connection cap is reached and no idle connection is free.
+    OverflowConnections,
     /// The client went away before the response was complete.
     ClientClosed,
     /// The caller's deadline left no time for an attempt.
@@ -53,7 +62,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::PayloadTooLarge,
@@ -65,6 +74,10 @@ impl ErrorKind {
         ErrorKind::UpstreamTimeout,
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamProtocol,
+        ErrorKind::RefusedStream,
+        ErrorKind::CircuitOpen,
+        ErrorKind::OverflowRequests,
+        ErrorKind::OverflowConnections,
         ErrorKind::ClientClosed,
         ErrorKind::DeadlineExceeded,
         ErrorKind::Draining,
@@ -85,6 +98,10 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::UpstreamProtocol => "upstream_protocol_error",
+            ErrorKind::RefusedStream => "upstream_refused_stream",
+            ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::OverflowRequests => "overflow_requests",
+            ErrorKind::OverflowConnections => "overflow_connections",
             ErrorKind::ClientClosed => "client_closed",
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::Draining => "draining",
@@ -99,9 +116,13 @@ impl ErrorKind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorKind::NoEndpoints | ErrorKind::ConnectRefused | ErrorKind::Draining => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::NoEndpoints
+            | ErrorKind::ConnectRefused
+            | ErrorKind::Draining
+            | ErrorKind::RefusedStream
+            | ErrorKind::CircuitOpen
+            | ErrorKind::OverflowRequests
+            | ErrorKind::OverflowConnections => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -132,7 +153,11 @@ impl ErrorKind {
             | ErrorKind::ConnectFailed
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamReset
-            | ErrorKind::UpstreamProtocol => Side::Upstream,
+            | ErrorKind::UpstreamProtocol
+            | ErrorKind::RefusedStream
+            | ErrorKind::CircuitOpen
+            | ErrorKind::OverflowRequests
+            | ErrorKind::OverflowConnections => Side::Upstream,
             ErrorKind::Draining | ErrorKind::Internal => Side::Internal,
         }
     }
@@ -148,6 +173,36 @@ impl ErrorKind {
                 | ErrorKind::ConnectRefused
                 | ErrorKind::ConnectTimeout
                 | ErrorKind::ConnectFailed
+                | ErrorKind::RefusedStream
+                | ErrorKind::CircuitOpen
+                | ErrorKind::OverflowRequests
+                | ErrorKind::OverflowConnections
+        )
+    }
+
+    /// Whether the gateway refused the request to protect the upstream (or
+    /// itself) rather than because something failed. Such answers carry
+    /// `levee-overloaded: true`, and a Levee in front never retries them:
+    /// retrying shed load only adds to the overload.
+    pub const fn is_shedding(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::CircuitOpen
+                | ErrorKind::OverflowRequests
+                | ErrorKind::OverflowConnections
+                | ErrorKind::Draining
+        )
+    }
+
+    /// Whether the failure happened at the cluster level, before any
+    /// endpoint was involved (it says nothing about an endpoint's health).
+    pub const fn before_endpoint(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::NoEndpoints
+                | ErrorKind::CircuitOpen
+                | ErrorKind::OverflowRequests
+                | ErrorKind::OverflowConnections
         )
     }
 

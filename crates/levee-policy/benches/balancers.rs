@@ -1,9 +1,11 @@
-//! Cost of one balancer choice, and of building the consistent-hash tables.
+//! Cost of one balancer choice, of building the consistent-hash tables, and
+//! of the per-request locality choices (priority level, then zone).
 //!
 //! `cargo bench -p levee-policy --bench balancers -- --warm-up-time 1 --measurement-time 2`
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use levee_policy::hash::{hash64, mix64};
+use levee_policy::locality::{pick_level, priority_load, ZoneInput, ZoneRouting};
 use levee_policy::{Algorithm, Balancer, EndpointLoad};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,5 +103,33 @@ fn build(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pick, hash_key, build);
+fn locality(c: &mut Criterion) {
+    let mut group = c.benchmark_group("locality");
+    group.throughput(Throughput::Elements(1));
+    // A short local zone, so the pick walks the spill probabilities.
+    let zones = ZoneRouting::new(&ZoneInput {
+        local_zone: 0,
+        healthy_weight: &[4, 3, 3],
+        healthy_hosts: 10,
+        fleet_share: &[0.5, 0.25, 0.25],
+        min_cluster_size: 6,
+    });
+    let loads = priority_load(&[0.5, 1.0, 1.0], 1.4);
+    let mut state = 0x0fed_cba9_8765_4321_u64;
+    group.bench_function("pick_zone/3_spill", |b| {
+        b.iter(|| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            black_box(zones.pick_zone(state))
+        })
+    });
+    group.bench_function("pick_level/3", |b| {
+        b.iter(|| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            black_box(pick_level(black_box(&loads), state))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pick, hash_key, build, locality);
 criterion_main!(benches);

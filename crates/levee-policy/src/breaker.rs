@@ -2,8 +2,10 @@
 //! failures, on a failure ratio over a sliding window (with a minimum volume),
 //! or on a slow-call ratio. Open time backs off exponentially with jitter
 //! across repeated trips; half-open admits a few probes and closes after they
-//! all succeed. Plain struct: time and randomness passed in (issue 3, not yet
-//! wired into the proxy).
+//! all succeed, then traffic ramps back over `ramp`. Probes that never report
+//! (a cancelled request) cannot wedge it: after another `base_open` without
+//! an answer, half-open admits fresh probes. Plain struct: time and
+//! randomness passed in.
 
 use crate::window::{Counts, SlidingWindow};
 use levee_core::Nanos;
@@ -30,6 +32,9 @@ pub struct BreakerConfig {
     pub max_open: Duration,
     /// Probes admitted while half-open; all must succeed to close.
     pub half_open_probes: u32,
+    /// After closing, the admitted share rises linearly from 10% to all
+    /// over this long (zero: at once).
+    pub ramp: Duration,
 }
 
 /// Where the breaker is.
@@ -48,6 +53,8 @@ pub enum BreakerState {
         admitted: u32,
         /// Probes that succeeded.
         succeeded: u32,
+        /// When the current round of probes started.
+        since: Nanos,
     },
 }
 
@@ -59,6 +66,8 @@ pub struct CircuitBreaker {
     window: SlidingWindow,
     consecutive: u32,
     trips: u32,
+    /// When it last closed after being open (the ramp starts there).
+    closed_at: Option<Nanos>,
 }
 
 impl CircuitBreaker {
@@ -70,6 +79,7 @@ impl CircuitBreaker {
             state: BreakerState::Closed,
             consecutive: 0,
             trips: 0,
+            closed_at: None,
         }
     }
 
@@ -78,31 +88,77 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// Whether the breaker refuses everything at `now` (open, before its
+    /// time): the cheap check for callers that route around it.
+    pub fn is_open(&self, now: Nanos) -> bool {
+        matches!(self.state, BreakerState::Open { until } if now < until)
+    }
+
     /// Whether a call may go ahead at `now`; a half-open breaker counts it
-    /// as a probe.
-    pub fn allow(&mut self, now: Nanos) -> bool {
+    /// as a probe, and a breaker that closed recently admits a share rising
+    /// over the ramp (`random` decides).
+    pub fn allow(&mut self, now: Nanos, random: u64) -> bool {
+        let probes = self.config.half_open_probes.max(1);
         match self.state {
-            BreakerState::Closed => true,
+            BreakerState::Closed => self.ramp_admits(now, random),
             BreakerState::Open { until } if now < until => false,
             BreakerState::Open { .. } => {
                 self.state = BreakerState::HalfOpen {
                     admitted: 1,
                     succeeded: 0,
+                    since: now,
                 };
                 true
             }
             BreakerState::HalfOpen {
                 admitted,
                 succeeded,
-            } if admitted < self.config.half_open_probes.max(1) => {
+                since,
+            } if admitted < probes => {
                 self.state = BreakerState::HalfOpen {
                     admitted: admitted + 1,
                     succeeded,
+                    since,
                 };
                 true
             }
-            BreakerState::HalfOpen { .. } => false,
+            BreakerState::HalfOpen { since, .. } => {
+                // Probes out for a whole open period have been lost.
+                if now.saturating_sub(since) >= self.config.base_open.as_nanos() as u64 {
+                    self.state = BreakerState::HalfOpen {
+                        admitted: 1,
+                        succeeded: 0,
+                        since: now,
+                    };
+                    return true;
+                }
+                false
+            }
         }
+    }
+
+    /// The share of calls admitted at `now` (1.0 once any ramp is over).
+    pub fn admitted_share(&self, now: Nanos) -> f64 {
+        match (self.state, self.closed_at) {
+            (BreakerState::Closed, Some(at)) if !self.config.ramp.is_zero() => {
+                let elapsed = now.saturating_sub(at) as f64;
+                let ramp = self.config.ramp.as_nanos() as f64;
+                (0.1 + 0.9 * elapsed / ramp).min(1.0)
+            }
+            (BreakerState::Closed, _) => 1.0,
+            (BreakerState::HalfOpen { .. }, _) => 0.0,
+            (BreakerState::Open { until }, _) if now >= until => 0.0,
+            (BreakerState::Open { .. }, _) => 0.0,
+        }
+    }
+
+    fn ramp_admits(&mut self, now: Nanos, random: u64) -> bool {
+        let share = self.admitted_share(now);
+        if share >= 1.0 {
+            self.closed_at = None;
+            return true;
+        }
+        ((random % 10_000) as f64) < share * 10_000.0
     }
 
     /// Records a finished call.
@@ -112,6 +168,7 @@ impl CircuitBreaker {
             BreakerState::HalfOpen {
                 admitted,
                 succeeded,
+                since,
             } => {
                 if !success {
                     self.trip(now, random);
@@ -120,10 +177,12 @@ impl CircuitBreaker {
                     self.trips = 0;
                     self.consecutive = 0;
                     self.window.clear();
+                    self.closed_at = Some(now);
                 } else {
                     self.state = BreakerState::HalfOpen {
                         admitted,
                         succeeded: succeeded + 1,
+                        since,
                     };
                 }
             }
@@ -167,6 +226,7 @@ impl CircuitBreaker {
         };
         self.consecutive = 0;
         self.window.clear();
+        self.closed_at = None;
     }
 
     /// Open time for the current trip: base doubled per repeated trip, plus
@@ -201,6 +261,7 @@ mod tests {
             base_open: Duration::from_secs(1),
             max_open: Duration::from_secs(30),
             half_open_probes: 2,
+            ramp: Duration::ZERO,
         }
     }
 
@@ -210,17 +271,17 @@ mod tests {
     fn consecutive_failures_trip_then_probes_close() {
         let mut b = CircuitBreaker::new(config());
         for _ in 0..4 {
-            assert!(b.allow(0));
+            assert!(b.allow(0, 0));
             b.record(0, false, FAST, 0);
         }
         assert_eq!(b.state(), BreakerState::Closed);
         b.record(0, false, FAST, 0);
         assert_eq!(b.state(), BreakerState::Open { until: 1_000 * MS });
-        assert!(!b.allow(999 * MS));
+        assert!(!b.allow(999 * MS, 0));
         // Half-open: two probes, a third waits.
-        assert!(b.allow(1_000 * MS));
-        assert!(b.allow(1_000 * MS));
-        assert!(!b.allow(1_000 * MS));
+        assert!(b.allow(1_000 * MS, 0));
+        assert!(b.allow(1_000 * MS, 0));
+        assert!(!b.allow(1_000 * MS, 0));
         b.record(1_001 * MS, true, FAST, 0);
         b.record(1_001 * MS, true, FAST, 0);
         assert_eq!(b.state(), BreakerState::Closed);
@@ -232,7 +293,7 @@ mod tests {
         for _ in 0..5 {
             b.record(0, false, FAST, 0);
         }
-        assert!(b.allow(1_000 * MS));
+        assert!(b.allow(1_000 * MS, 0));
         b.record(1_000 * MS, false, FAST, 0);
         assert_eq!(b.state(), BreakerState::Open { until: 3_000 * MS });
     }
@@ -266,6 +327,45 @@ mod tests {
         assert!(matches!(b.state(), BreakerState::Open { .. }));
     }
 
+    #[test]
+    fn lost_probes_do_not_wedge_half_open() {
+        let mut b = CircuitBreaker::new(config());
+        for _ in 0..5 {
+            b.record(0, false, FAST, 0);
+        }
+        assert!(b.allow(1_000 * MS, 0));
+        assert!(b.allow(1_000 * MS, 0));
+        // Neither probe reports (their requests were cancelled).
+        assert!(!b.allow(1_500 * MS, 0));
+        assert!(b.allow(2_000 * MS, 0), "a fresh round of probes starts");
+        b.record(2_001 * MS, true, FAST, 0);
+        assert!(b.allow(2_001 * MS, 0));
+        b.record(2_002 * MS, true, FAST, 0);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn traffic_ramps_back_after_closing() {
+        let mut b = CircuitBreaker::new(BreakerConfig {
+            ramp: Duration::from_secs(10),
+            ..config()
+        });
+        for _ in 0..5 {
+            b.record(0, false, FAST, 0);
+        }
+        assert!(b.allow(1_000 * MS, 0));
+        assert!(b.allow(1_000 * MS, 0));
+        b.record(1_000 * MS, true, FAST, 0);
+        b.record(1_000 * MS, true, FAST, 0);
+        assert_eq!(b.state(), BreakerState::Closed);
+        let admitted_at =
+            |b: &mut CircuitBreaker, t: u64| (0..10_000u64).filter(|r| b.allow(t, *r)).count();
+        assert_eq!(admitted_at(&mut b, 1_000 * MS), 1_000);
+        assert_eq!(admitted_at(&mut b, 6_000 * MS), 5_500);
+        assert_eq!(admitted_at(&mut b, 11_000 * MS), 10_000);
+        assert!((b.admitted_share(20_000 * MS) - 1.0).abs() < 1e-9);
+    }
+
     proptest! {
         /// Whatever happens, an open breaker admits nothing before its time,
         /// a half-open one admits at most its probes, and open time stays
@@ -279,7 +379,7 @@ mod tests {
             for (t, op, random) in ops {
                 let now = t * MS;
                 let before = b.state();
-                let allowed = b.allow(now);
+                let allowed = b.allow(now, random);
                 if let BreakerState::Open { until } = before {
                     prop_assert_eq!(allowed, now >= until);
                     prop_assert!(until <= now + c.max_open.as_nanos() as u64 + 5_000 * MS);

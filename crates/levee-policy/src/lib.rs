@@ -3,15 +3,18 @@
 //! them: load-balancer choice ([`balancer`]), the peak-EWMA latency estimate
 //! ([`ewma`]), the stable hash that consistent hashing relies on ([`hash`]),
 //! backoff and retry budgets ([`retry`]) over sliding windows ([`window`]),
-//! and outlier ejection ([`outlier`]). The circuit breaker ([`breaker`]) is
-//! not wired yet.
+//! and outlier ejection ([`outlier`]). The circuit breaker ([`breaker`]),
+//! priority failover and zone-aware routing ([`locality`]), and the weight
+//! ramp for returning endpoints ([`slow_start`]) are not wired yet.
 
 pub mod balancer;
 pub mod breaker;
 pub mod ewma;
 pub mod hash;
+pub mod locality;
 pub mod outlier;
 pub mod retry;
+pub mod slow_start;
 pub mod window;
 
 pub use balancer::{Algorithm, Balancer, EndpointLoad};

@@ -1,19 +1,22 @@
 //! Clusters at run time: endpoints with their live state (health, in-flight,
 //! latency estimate), the balancer over the current candidates, the upstream
-//! connection pool, DNS re-resolution and active health checks.
+//! connection pool, DNS re-resolution, active health checks, and passive
+//! health fed by every attempt: outlier ejection and circuit breakers (per
+//! endpoint and for the cluster) with the cluster's bulkheads.
 //!
 //! The candidate set and its balancer form one immutable [`ClusterView`]
 //! behind an atomic pointer, rebuilt when health or DNS changes it, so a pick
 //! takes no lock.
 
 use crate::body::UpstreamBody;
+use crate::guard::{breaker_verdict, Bulkheads, GuardedBreaker};
 use crate::metrics::ClusterMetrics;
 use crate::upstream::{Http1Conn, IdleConnections, Transport};
 use arc_swap::ArcSwap;
 use levee_config::{BalancerKind, Cluster, HashOn};
 use levee_core::metrics::{names, Gauge, Registry};
-use levee_core::Outcome;
 use levee_core::{Clock, MonotonicClock, Nanos};
+use levee_core::{ErrorKind, Outcome};
 use levee_policy::outlier::{OutlierConfig, OutlierDetector};
 use levee_policy::{Algorithm, Balancer, EndpointLoad, PeakEwma};
 use std::net::SocketAddr;
@@ -50,6 +53,11 @@ pub(crate) struct EndpointState {
     pub(crate) ewma: PeakEwma,
     /// Idle HTTP/1.1 connections to this endpoint.
     pub(crate) idle: IdleConnections,
+    /// The endpoint's circuit breaker, when configured.
+    pub(crate) breaker: Option<GuardedBreaker>,
+    /// Kept out of the view while its breaker refuses everything.
+    breaker_open: AtomicBool,
+    pub(crate) priority: u32,
 }
 
 impl EndpointState {
@@ -58,6 +66,7 @@ impl EndpointState {
         cluster: &str,
         addr: SocketAddr,
         ep: &levee_config::Endpoint,
+        breaker: Option<&levee_config::BreakerSettings>,
         now: Nanos,
     ) -> Self {
         let label = addr.to_string();
@@ -97,6 +106,19 @@ impl EndpointState {
             healthy_gauge,
             ewma: PeakEwma::new(EWMA_INITIAL_NS, now),
             idle: IdleConnections::default(),
+            breaker: breaker.map(|b| {
+                GuardedBreaker::new(
+                    b,
+                    registry,
+                    &[
+                        ("cluster", cluster),
+                        ("endpoint", label.as_str()),
+                        ("scope", "endpoint"),
+                    ],
+                )
+            }),
+            breaker_open: AtomicBool::new(false),
+            priority: ep.priority,
         }
     }
 
@@ -108,6 +130,11 @@ impl EndpointState {
     /// Whether outlier detection keeps the endpoint out of rotation.
     pub(crate) fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Whether its breaker keeps the endpoint out of rotation.
+    pub(crate) fn is_breaker_open(&self) -> bool {
+        self.breaker_open.load(Ordering::Relaxed)
     }
 
     fn set_ejected(&self, ejected: bool) {
@@ -157,19 +184,29 @@ pub(crate) struct ClusterView {
     candidates: Vec<Arc<EndpointState>>,
     balancer: Balancer,
     pub(crate) panic: bool,
+    /// Every endpoint's breaker is open: nothing may be sent.
+    pub(crate) all_breakers_open: bool,
 }
 
 impl ClusterView {
     fn build(algorithm: Algorithm, all: Vec<Arc<EndpointState>>) -> Self {
-        let healthy: Vec<_> = all
+        // Open breakers are obeyed even in panic mode: they saw the
+        // endpoint fail live traffic just now.
+        let available: Vec<_> = all.iter().filter(|e| !e.is_breaker_open()).collect();
+        let healthy: Vec<_> = available
             .iter()
             .filter(|e| e.is_healthy() && !e.is_ejected())
-            .cloned()
+            .map(|e| (*e).clone())
             .collect();
         // With nothing healthy, sending to all beats sending to none: health
         // checks can be wrong, the upstream may still answer ("panic mode").
-        let panic = healthy.is_empty() && !all.is_empty();
-        let candidates = if panic { all.clone() } else { healthy };
+        let panic = healthy.is_empty() && !available.is_empty();
+        let all_breakers_open = available.is_empty() && !all.is_empty();
+        let candidates = if panic {
+            available.into_iter().cloned().collect()
+        } else {
+            healthy
+        };
         let keys: Vec<&str> = candidates.iter().map(|e| e.label.as_str()).collect();
         let weights: Vec<u32> = candidates.iter().map(|e| e.weight).collect();
         Self {
@@ -177,6 +214,7 @@ impl ClusterView {
             all,
             candidates,
             panic,
+            all_breakers_open,
         }
     }
 }
@@ -195,6 +233,10 @@ pub(crate) struct ClusterRuntime {
     /// Passive health, when configured: per cluster, held for a few
     /// arithmetic operations per attempt.
     outlier: Option<Mutex<OutlierState>>,
+    /// The cluster-wide breaker, when configured.
+    pub(crate) breaker: Option<GuardedBreaker>,
+    /// Caps on requests, pending requests, retries and connections.
+    pub(crate) bulkheads: Bulkheads,
 }
 
 /// The outlier detector and the endpoints its indexes refer to.
@@ -214,6 +256,9 @@ fn outlier_config(o: &levee_config::OutlierDetection) -> OutlierConfig {
         base_ejection: o.base_ejection_time,
         max_ejection: o.max_ejection_time,
         max_ejection_percent: o.max_ejection_percent,
+        latency_factor: o.latency_factor,
+        latency_min_hosts: o.latency_min_hosts as usize,
+        latency_min_requests: o.latency_min_requests,
     }
 }
 
@@ -267,17 +312,36 @@ impl ClusterRuntime {
     ) -> Arc<Self> {
         let resolved = resolve(&config).await;
         let now = clock.now();
+        let endpoint_breaker = config.circuit_breaker.endpoint.as_ref();
         let endpoints: Vec<Arc<EndpointState>> = resolved
             .iter()
-            .map(|(addr, ep)| Arc::new(EndpointState::new(&registry, &config.name, *addr, ep, now)))
+            .map(|(addr, ep)| {
+                Arc::new(EndpointState::new(
+                    &registry,
+                    &config.name,
+                    *addr,
+                    ep,
+                    endpoint_breaker,
+                    now,
+                ))
+            })
             .collect();
         let algorithm = algorithm(config.balancer.kind);
         let endpoints_for_outlier = endpoints.clone();
         let view = ClusterView::build(algorithm, endpoints);
         let metrics = ClusterMetrics::new(&registry, &config.name);
         metrics.panic_mode.set(i64::from(view.panic));
+        let bulkheads = Bulkheads::new(&config.limits, &registry, &config.name);
         let runtime = Arc::new(Self {
-            transport: Transport::new(&config),
+            transport: Transport::new(&config, bulkheads.connections.clone()),
+            breaker: config.circuit_breaker.cluster.as_ref().map(|b| {
+                GuardedBreaker::new(
+                    b,
+                    &registry,
+                    &[("cluster", config.name.as_str()), ("scope", "cluster")],
+                )
+            }),
+            bulkheads,
             view: ArcSwap::from_pointee(view),
             metrics,
             algorithm,
@@ -307,6 +371,11 @@ impl ClusterRuntime {
         if runtime.outlier.is_some() {
             tasks.push(tokio::spawn(outlier_loop(Arc::downgrade(&runtime))));
         }
+        if let Some(b) = &runtime.config.circuit_breaker.endpoint {
+            let tick =
+                (b.base_open_time / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            tasks.push(tokio::spawn(breaker_loop(Arc::downgrade(&runtime), tick)));
+        }
         if let Ok(mut t) = runtime.tasks.lock() {
             *t = tasks;
         }
@@ -318,37 +387,84 @@ impl ClusterRuntime {
         &self.config.name
     }
 
-    /// Chooses an endpoint for a request with hash key `hash`.
-    pub(crate) fn pick(&self, hash: Option<u64>, now: Nanos) -> Option<Arc<EndpointState>> {
-        let view = self.view.load();
-        let i = view
-            .balancer
-            .pick(&view.candidates, hash, levee_core::ids::random_u64(), now)?;
-        Some(view.candidates[i].clone())
+    /// Chooses an endpoint for a request with hash key `hash`, skipping
+    /// endpoints whose (half-open or ramping) breaker refuses the call.
+    pub(crate) fn pick(
+        &self,
+        hash: Option<u64>,
+        now: Nanos,
+    ) -> Result<Arc<EndpointState>, (ErrorKind, String)> {
+        self.pick_avoiding(hash, now, &[])
     }
 
-    /// Chooses an endpoint for a retry: another one than those `tried` where
-    /// the balancer offers one within a few draws (hash keys are not used:
-    /// the hashed endpoint is the one that failed).
+    /// Chooses an endpoint for a retry or hedge: another one than those
+    /// `tried` where the balancer offers one within a few draws (hash keys
+    /// are not used: the hashed endpoint is the one that failed).
     pub(crate) fn pick_other(
         &self,
         now: Nanos,
         tried: &[Arc<EndpointState>],
-    ) -> Option<Arc<EndpointState>> {
-        let mut choice = None;
-        for _ in 0..4 {
-            let candidate = self.pick(None, now)?;
-            if !tried.iter().any(|t| Arc::ptr_eq(t, &candidate)) {
-                return Some(candidate);
+    ) -> Result<Arc<EndpointState>, (ErrorKind, String)> {
+        self.pick_avoiding(None, now, tried)
+    }
+
+    fn pick_avoiding(
+        &self,
+        hash: Option<u64>,
+        now: Nanos,
+        tried: &[Arc<EndpointState>],
+    ) -> Result<Arc<EndpointState>, (ErrorKind, String)> {
+        let view = self.view.load();
+        let mut fallback = None;
+        let mut refused = 0;
+        for draw in 0..6 {
+            // The hash decides the first draw only: on a refusal the next
+            // endpoints are drawn as the balancer likes.
+            let key = if draw == 0 { hash } else { None };
+            let Some(i) =
+                view.balancer
+                    .pick(&view.candidates, key, levee_core::ids::random_u64(), now)
+            else {
+                break;
+            };
+            let candidate = &view.candidates[i];
+            if tried.iter().any(|t| Arc::ptr_eq(t, candidate)) {
+                fallback.get_or_insert_with(|| candidate.clone());
+                continue;
             }
-            choice = Some(candidate);
+            if candidate.breaker.as_ref().is_some_and(|b| !b.allow(now)) {
+                refused += 1;
+                continue;
+            }
+            return Ok(candidate.clone());
         }
-        choice
+        if let Some(f) = fallback.filter(|f| f.breaker.as_ref().is_none_or(|b| b.allow(now))) {
+            return Ok(f);
+        }
+        Err(if view.all_breakers_open || refused > 0 {
+            (
+                ErrorKind::CircuitOpen,
+                format!(
+                    "the circuit breakers of cluster {}'s endpoints refuse traffic",
+                    self.config.name
+                ),
+            )
+        } else {
+            (
+                ErrorKind::NoEndpoints,
+                format!("cluster {} has no endpoints", self.config.name),
+            )
+        })
     }
 
     /// Records a response head that took `rtt_ns` from `endpoint`.
     pub(crate) fn observe_latency(&self, endpoint: &EndpointState, rtt_ns: u64, now: Nanos) {
         endpoint.ewma.observe(rtt_ns, now, EWMA_DECAY_NS);
+    }
+
+    /// Now on this cluster's clock.
+    pub(crate) fn now(&self) -> Nanos {
+        self.clock.now()
     }
 
     /// `instant` on this cluster's clock (one clock read serves several uses).
@@ -442,14 +558,30 @@ impl ClusterRuntime {
         matches!(tokio::time::timeout(timeout, probe).await, Ok(Some(true)))
     }
 
-    /// Feeds an attempt's outcome to outlier detection; an ejection takes
-    /// the endpoint out of rotation at once.
+    /// Feeds an attempt's outcome to passive health: the endpoint's and the
+    /// cluster's breakers and outlier detection. An opened endpoint breaker
+    /// or an ejection takes the endpoint out of rotation at once.
     pub(crate) fn record_outcome(
         &self,
         endpoint: &Arc<EndpointState>,
         outcome: Outcome,
+        latency: Duration,
         now: Nanos,
     ) {
+        if let Some(success) = breaker_verdict(outcome) {
+            if let Some(b) = &self.breaker {
+                if b.record(now, success, latency) {
+                    tracing::warn!(cluster = %self.config.name, "cluster circuit breaker opened");
+                }
+            }
+            if let Some(b) = &endpoint.breaker {
+                if b.record(now, success, latency) {
+                    endpoint.breaker_open.store(true, Ordering::Relaxed);
+                    tracing::warn!(cluster = %self.config.name, endpoint = %endpoint.label, "endpoint circuit breaker opened");
+                    self.rebuild_view(self.view.load().all.clone());
+                }
+            }
+        }
         let Some(outlier) = &self.outlier else {
             return;
         };
@@ -488,6 +620,42 @@ impl ClusterRuntime {
         });
         if changed {
             self.rebuild_view(self.view.load().all.clone());
+        }
+    }
+
+    /// Lets endpoints whose breaker's open time ended back into the view,
+    /// where half-open probes reach them.
+    fn sweep_breakers(&self) {
+        let now = self.clock.now();
+        let view = self.view.load();
+        let mut changed = false;
+        for e in &view.all {
+            if let Some(b) = &e.breaker {
+                let open = b.is_open(now);
+                b.state_value(now);
+                if e.is_breaker_open() && !open {
+                    e.breaker_open.store(false, Ordering::Relaxed);
+                    tracing::info!(cluster = %self.config.name, endpoint = %e.label, "endpoint circuit breaker half-open");
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.rebuild_view(view.all.clone());
+        }
+    }
+
+    /// The cluster breaker's verdict on a new request.
+    pub(crate) fn admit_breaker(&self, now: Nanos) -> Result<(), (ErrorKind, String)> {
+        match &self.breaker {
+            Some(b) if !b.allow(now) => Err((
+                ErrorKind::CircuitOpen,
+                format!(
+                    "the circuit breaker of cluster {} is open",
+                    self.config.name
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -530,13 +698,20 @@ impl ClusterRuntime {
                             &self.config.name,
                             *addr,
                             ep,
+                            self.config.circuit_breaker.endpoint.as_ref(),
                             now,
                         ))
                     })
             })
             .collect();
         for gone in current.iter().filter(|e| !next_addrs.contains(&e.addr)) {
-            for name in [names::ENDPOINT_HEALTHY, names::ENDPOINT_IN_FLIGHT] {
+            for name in [
+                names::ENDPOINT_HEALTHY,
+                names::ENDPOINT_IN_FLIGHT,
+                names::ENDPOINT_EJECTED,
+                crate::guard::names::BREAKER_STATE,
+                crate::guard::names::BREAKER_OPENED,
+            ] {
                 self.registry.remove_series(name, "endpoint", &gone.label);
             }
         }
@@ -602,5 +777,13 @@ async fn outlier_loop(cluster: Weak<ClusterRuntime>) {
         tokio::time::sleep(pause).await;
         let Some(c) = cluster.upgrade() else { return };
         c.sweep_outliers();
+    }
+}
+
+async fn breaker_loop(cluster: Weak<ClusterRuntime>, tick: Duration) {
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(c) = cluster.upgrade() else { return };
+        c.sweep_breakers();
     }
 }

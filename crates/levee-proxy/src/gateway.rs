@@ -120,6 +120,23 @@ pub struct EndpointStatus {
     pub zone: Option<String>,
     /// Region label.
     pub region: Option<String>,
+    /// Priority level (0 first).
+    pub priority: u32,
+    /// The endpoint breaker's state (`closed`, `open`, `half_open`), if configured.
+    pub circuit_breaker: Option<&'static str>,
+}
+
+/// A cluster's bulkhead usage now.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkheadStatus {
+    /// Requests holding an in-flight slot (with `max_requests` set).
+    pub requests_in_flight: Option<u32>,
+    /// Requests waiting for a slot.
+    pub pending: u32,
+    /// Retries and hedges in flight.
+    pub retries_in_flight: u32,
+    /// Open HTTP/1.1 connections, idle included.
+    pub connections: u32,
 }
 
 /// One cluster as the admin API shows it.
@@ -131,6 +148,10 @@ pub struct ClusterStatus {
     pub balancer: levee_config::BalancerKind,
     /// Every endpoint unhealthy, all take traffic.
     pub panic_mode: bool,
+    /// The cluster breaker's state, if configured.
+    pub circuit_breaker: Option<&'static str>,
+    /// Bulkhead usage.
+    pub bulkheads: BulkheadStatus,
     /// Endpoints.
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -470,10 +491,15 @@ impl Gateway {
             .values()
             .map(|c| {
                 let view = c.view();
+                let now = c.now();
+                let breaker_state =
+                    |b: &crate::guard::GuardedBreaker| crate::guard::state_name(b.state_value(now));
                 ClusterStatus {
                     name: c.name().to_string(),
                     balancer: c.config.balancer.kind,
                     panic_mode: view.panic,
+                    circuit_breaker: c.breaker.as_ref().map(breaker_state),
+                    bulkheads: c.bulkheads.status(),
                     endpoints: view
                         .all
                         .iter()
@@ -488,6 +514,8 @@ impl Gateway {
                             weight: e.weight,
                             zone: e.zone.clone(),
                             region: e.region.clone(),
+                            priority: e.priority,
+                            circuit_breaker: e.breaker.as_ref().map(breaker_state),
                         })
                         .collect(),
                 }

@@ -8,7 +8,9 @@
 mod body;
 mod cluster;
 mod gateway;
+mod guard;
 mod headers;
+mod hedge;
 mod listener;
 mod metrics;
 pub mod pipeline;
@@ -20,7 +22,8 @@ mod upstream;
 
 pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use gateway::{
-    ApplyError, ClusterStatus, EndpointStatus, Gateway, ListenerStatus, ReloadStatus,
+    ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
+    ReloadStatus,
 };
 pub use headers::LEVEE_ERROR;
 
@@ -75,6 +78,7 @@ pub mod bench_support {
                 .find(req)?
                 .cluster
                 .pick(Some(0x9e37_79b9), 0)
+                .ok()
                 .map(|e| e.addr)
         }
     }

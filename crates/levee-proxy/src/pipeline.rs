@@ -8,7 +8,9 @@ use crate::gateway::Shared;
 use crate::headers::{self, ForwardContext, LEVEE_ERROR, REQUEST_ID};
 use crate::listener::ConnInfo;
 use crate::record::Completion;
+use crate::retry::RouteRetry;
 use crate::router::CompiledRoute;
+use crate::upstream::Http1Conn;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -133,6 +135,10 @@ pub(crate) fn error_response(
     if let Some(id) = request_id {
         h.insert(REQUEST_ID, id.clone());
     }
+    if kind.is_shedding() {
+        // Callers (another Levee among them) must not retry shed load.
+        h.insert(crate::retry::OVERLOADED, HeaderValue::from_static("true"));
+    }
     if matches!(
         kind,
         ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge
@@ -197,8 +203,206 @@ async fn attempt_body(
     }
 }
 
+/// A response head with the HTTP/1.1 connection its body still needs.
+type Sent = (Response<Incoming>, Option<Http1Conn>);
+
+/// One attempt's result and the endpoint it went to.
+struct Attempt {
+    endpoint: Arc<EndpointState>,
+    result: Result<Sent, (ErrorKind, String)>,
+}
+
+impl Attempt {
+    /// Whether the answer can go to the client as it is (not one the
+    /// route would retry).
+    fn is_good(&self, retry: Option<&RouteRetry>) -> bool {
+        match &self.result {
+            Ok((resp, _)) => {
+                retry.is_none_or(|r| !r.retries_response(resp.status().as_u16(), resp.headers()))
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// What every attempt of one request shares.
+struct AttemptPlan<'a> {
+    cluster: &'a Arc<ClusterRuntime>,
+    route: &'a CompiledRoute,
+    method: &'a http::Method,
+    uri: &'a Uri,
+    version: Version,
+    original_host: Option<&'a HeaderValue>,
+    relay_grpc_timeout: bool,
+    upgrade: bool,
+    connect_timeout: std::time::Duration,
+    per_try: std::time::Duration,
+    deadline: Instant,
+}
+
+impl AttemptPlan<'_> {
+    /// Sends one attempt to `endpoint` and feeds its outcome to passive
+    /// health, latency estimates and metrics.
+    async fn run(
+        &self,
+        endpoint: Arc<EndpointState>,
+        body: UpstreamBody,
+        headers: http::HeaderMap,
+    ) -> Attempt {
+        let cluster = self.cluster;
+        let sent = Instant::now();
+        let mut upstream_req = Request::new(body);
+        *upstream_req.method_mut() = self.method.clone();
+        *upstream_req.uri_mut() = match upstream_uri(self.uri, self.route, &endpoint) {
+            Ok(uri) => uri,
+            Err(e) => {
+                return Attempt {
+                    endpoint,
+                    result: Err(e),
+                }
+            }
+        };
+        *upstream_req.version_mut() = self.version;
+        *upstream_req.headers_mut() = headers;
+        headers::set_host(
+            upstream_req.headers_mut(),
+            &cluster.config.host_header,
+            self.original_host,
+            &endpoint.host_value,
+        );
+        let left = self.deadline.saturating_duration_since(sent);
+        if self.route.config.honor_deadlines {
+            // Tell the upstream how long the answer is still wanted.
+            let headers = upstream_req.headers_mut();
+            let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            headers.insert(LEVEE_DEADLINE, HeaderValue::from(millis));
+            if self.relay_grpc_timeout {
+                if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
+                    headers.insert(GRPC_TIMEOUT, v);
+                }
+            }
+        }
+        let timeout = self.per_try.min(left);
+        // Counted while the head is awaited; the response body's time is
+        // counted by the request's record.
+        endpoint.in_flight.inc();
+        let send = cluster.transport.send(
+            endpoint.addr,
+            &endpoint.idle,
+            upstream_req,
+            self.upgrade,
+            self.connect_timeout,
+        );
+        let result = match tokio::time::timeout(timeout, send).await {
+            Err(_) => Err((
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "{} did not answer within {}",
+                    endpoint.label,
+                    levee_config::format_duration(timeout)
+                ),
+            )),
+            Ok(Err((kind, detail))) => Err((kind, format!("{}: {detail}", endpoint.label))),
+            Ok(Ok(sent)) => Ok(sent),
+        };
+        // The attempt's outcome feeds passive health (failures of the
+        // client's own making are not the endpoint's).
+        let outcome = match &result {
+            Ok((resp, _)) => Some(Outcome::Response(resp.status().as_u16())),
+            Err((kind, _)) if kind.side() != levee_core::Side::Downstream => {
+                Some(Outcome::Failed(*kind))
+            }
+            Err(_) => None,
+        };
+        endpoint.in_flight.dec();
+        let finished = Instant::now();
+        let rtt = finished.duration_since(sent);
+        let now = cluster.nanos_at(finished);
+        if let Some(outcome) = outcome {
+            cluster.record_outcome(&endpoint, outcome, rtt, now);
+        }
+        if let Ok((resp, _)) = &result {
+            let rtt_ns = rtt.as_nanos() as u64;
+            cluster.observe_latency(&endpoint, rtt_ns, now);
+            cluster.metrics.latency.observe_nanos(rtt_ns);
+            cluster.metrics.upstream_requests
+                [levee_core::outcome::status_class_index(resp.status().as_u16())]
+            .inc();
+            if let Some(h) = &self.route.hedge {
+                h.latency.observe(rtt_ns, now);
+            }
+        }
+        Attempt { endpoint, result }
+    }
+
+    /// Sends the first attempt and, each time `delay` passes without a good
+    /// answer, a hedge to another endpoint (within the retry budgets); the
+    /// first good answer wins and the others are cancelled by dropping them.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        first: Arc<EndpointState>,
+        first_body: UpstreamBody,
+        replay: &bytes::Bytes,
+        headers: &http::HeaderMap,
+        delay: std::time::Duration,
+        hedge: &crate::hedge::HedgePolicy,
+        retry: &RouteRetry,
+        tried: &mut Vec<Arc<EndpointState>>,
+    ) -> Attempt {
+        use futures_util::StreamExt as _;
+        let cluster = self.cluster;
+        let mut racing = futures_util::stream::FuturesUnordered::new();
+        racing.push(self.run(first, first_body, headers.clone()));
+        let mut hedges_left = hedge.config.max_hedges;
+        let mut guards = Vec::new();
+        let mut last = None;
+        let timer = tokio::time::sleep(delay);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                finished = racing.next() => match finished {
+                    Some(a) if a.is_good(Some(retry)) => {
+                        if !Arc::ptr_eq(&a.endpoint, &tried[0]) {
+                            hedge.won.inc();
+                        }
+                        return a;
+                    }
+                    Some(a) => {
+                        last = Some(a);
+                        if racing.is_empty() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                () = &mut timer, if hedges_left > 0 => {
+                    hedges_left -= 1;
+                    let now = Instant::now();
+                    timer.as_mut().reset((now + delay).into());
+                    let Some(slot) = cluster.bulkheads.try_retry() else { continue };
+                    let Some(budget) = retry.withdraw(cluster.nanos_at(now)) else { continue };
+                    let Ok(endpoint) = cluster.pick_other(cluster.nanos_at(now), tried) else { continue };
+                    if tried.iter().any(|t| Arc::ptr_eq(t, &endpoint)) {
+                        continue;
+                    }
+                    hedge.sent.inc();
+                    tried.push(endpoint.clone());
+                    guards.push((slot, budget));
+                    racing.push(self.run(endpoint, UpstreamBody::replay(replay.clone()), headers.clone()));
+                }
+            }
+        }
+        last.unwrap_or_else(|| Attempt {
+            endpoint: tried[0].clone(),
+            result: Err((ErrorKind::Internal, "no attempt finished".to_string())),
+        })
+    }
+}
+
 /// Sends the request to endpoints of `cluster` (several when the route
-/// retries) and returns the response head, or the last classified failure.
+/// retries or hedges) and returns the response head, or the last classified
+/// failure.
 async fn dispatch(
     cluster: &Arc<ClusterRuntime>,
     route: &CompiledRoute,
@@ -216,6 +420,7 @@ async fn dispatch(
     let downstream_upgrade =
         (upgrade && !conn.manual_upgrades()).then(|| hyper::upgrade::on(&mut req));
     let retry = route.retry.as_ref().filter(|_| !upgrade);
+    let _active = retry.map(RouteRetry::enter);
     let idempotent = retry.is_some_and(|r| r.policy.idempotent)
         || crate::retry::idempotent_method(req.method())
         || req.headers().contains_key("idempotency-key");
@@ -267,37 +472,48 @@ async fn dispatch(
             ),
         ));
     }
+    let deadline = start + total;
+
+    // The cluster's breaker and bulkheads, before anything is read or sent.
+    cluster.admit_breaker(cluster.nanos_at(start))?;
+    done.request_slot = cluster.bulkheads.admit(deadline).await?;
     let mut body = attempt_body(body, declared, retry, body_limit).await?;
 
-    let per_try = retry
-        .and_then(|r| r.policy.per_try_timeout)
-        .unwrap_or(total);
-    let deadline = start + total;
-    let connect_timeout = route
-        .config
-        .connect_timeout
-        .unwrap_or(cluster.config.connect_timeout);
+    let plan = AttemptPlan {
+        cluster,
+        route,
+        method: &parts.method,
+        uri: &parts.uri,
+        version,
+        original_host: original_host.as_ref(),
+        relay_grpc_timeout,
+        upgrade,
+        connect_timeout: route
+            .config
+            .connect_timeout
+            .unwrap_or(cluster.config.connect_timeout),
+        per_try: retry
+            .and_then(|r| r.policy.per_try_timeout)
+            .unwrap_or(total),
+        deadline,
+    };
+    let hedge = route
+        .hedge
+        .as_ref()
+        .zip(retry)
+        .filter(|_| idempotent && matches!(body, AttemptBody::Replay(_)));
     let attempts = retry.map_or(1, |r| r.policy.attempts);
     if let Some(r) = retry {
         r.record_request(cluster.nanos_at(start));
     }
+    let mut headers = parts.headers;
     let mut tried: Vec<Arc<EndpointState>> = Vec::new();
     let mut attempt = 0;
-    let (mut resp, upstream_conn, endpoint) = loop {
+    // The place of the retry in flight, held through its attempt.
+    let mut _retry_guards = None;
+    let mut endpoint = cluster.pick(hash, cluster.nanos_at(start))?;
+    let Attempt { endpoint, result } = loop {
         attempt += 1;
-        let sent = Instant::now();
-        let picked = if attempt == 1 {
-            cluster.pick(hash, cluster.nanos_at(sent))
-        } else {
-            cluster.pick_other(cluster.nanos_at(sent), &tried)
-        };
-        let Some(endpoint) = picked else {
-            return Err((
-                ErrorKind::NoEndpoints,
-                format!("cluster {} has no endpoints", cluster.name()),
-            ));
-        };
-        done.set_endpoint(endpoint.clone());
         if retry.is_some() {
             // Only routes that retry need to remember (and allocate).
             tried.push(endpoint.clone());
@@ -305,101 +521,80 @@ async fn dispatch(
         let last = attempt >= attempts;
         let Some(attempt_body) = body.next(body_limit) else {
             // A streamed body was spent by the previous attempt.
-            break Err((
-                ErrorKind::UpstreamReset,
-                "the request body cannot be sent again".to_string(),
-            ));
+            break Attempt {
+                endpoint,
+                result: Err((
+                    ErrorKind::UpstreamReset,
+                    "the request body cannot be sent again".to_string(),
+                )),
+            };
         };
-        let mut upstream_req = Request::new(attempt_body);
-        *upstream_req.method_mut() = parts.method.clone();
-        *upstream_req.uri_mut() = upstream_uri(&parts.uri, route, &endpoint)?;
-        *upstream_req.version_mut() = version;
-        *upstream_req.headers_mut() = if last {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
-        };
-        headers::set_host(
-            upstream_req.headers_mut(),
-            &cluster.config.host_header,
-            original_host.as_ref(),
-            &endpoint.host_value,
-        );
-
-        let left = deadline.saturating_duration_since(sent);
-        if route.config.honor_deadlines {
-            // Tell the upstream how long the answer is still wanted.
-            let headers = upstream_req.headers_mut();
-            let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-            headers.insert(LEVEE_DEADLINE, HeaderValue::from(millis));
-            if relay_grpc_timeout {
-                if let Ok(v) = HeaderValue::from_str(&deadline::format_grpc_timeout(left)) {
-                    headers.insert(GRPC_TIMEOUT, v);
-                }
+        let delay = hedge.and_then(|(h, _)| h.delay());
+        let outcome = match (hedge, delay, &body) {
+            (Some((h, r)), Some(delay), AttemptBody::Replay(bytes)) => {
+                plan.hedged(
+                    endpoint,
+                    attempt_body,
+                    bytes,
+                    &headers,
+                    delay,
+                    h,
+                    r,
+                    &mut tried,
+                )
+                .await
             }
-        }
-        let timeout = per_try.min(left);
-        let send = cluster.transport.send(
-            endpoint.addr,
-            &endpoint.idle,
-            upstream_req,
-            upgrade,
-            connect_timeout,
-        );
-        let result = match tokio::time::timeout(timeout, send).await {
-            Err(_) => Err((
-                ErrorKind::UpstreamTimeout,
-                format!(
-                    "{} did not answer within {}",
-                    endpoint.label,
-                    levee_config::format_duration(timeout)
-                ),
-            )),
-            Ok(Err((kind, detail))) => Err((kind, format!("{}: {detail}", endpoint.label))),
-            Ok(Ok((resp, upstream_conn))) => Ok((resp, upstream_conn)),
-        };
-        // The attempt's outcome feeds passive health (failures of the
-        // client's own making are not the endpoint's).
-        let outcome = match &result {
-            Ok((resp, _)) => Some(Outcome::Response(resp.status().as_u16())),
-            Err((kind, _)) if kind.side() != levee_core::Side::Downstream => {
-                Some(Outcome::Failed(*kind))
+            _ => {
+                let headers = if last {
+                    std::mem::take(&mut headers)
+                } else {
+                    headers.clone()
+                };
+                plan.run(endpoint, attempt_body, headers).await
             }
-            Err(_) => None,
         };
-        let finished = Instant::now();
-        if let Some(outcome) = outcome {
-            cluster.record_outcome(&endpoint, outcome, cluster.nanos_at(finished));
-        }
-        if let Ok((resp, _)) = &result {
-            let rtt = finished.duration_since(sent).as_nanos() as u64;
-            cluster.observe_latency(&endpoint, rtt, cluster.nanos_at(finished));
-            cluster.metrics.latency.observe_nanos(rtt);
-            cluster.metrics.upstream_requests
-                [levee_core::outcome::status_class_index(resp.status().as_u16())]
-            .inc();
-        }
 
-        // Retry? Only what the route lists, only when safe, within budget
+        // Retry? Only what the route lists, only when safe, within budgets
         // and deadline.
         let Some(r) = retry.filter(|_| !last) else {
-            break result.map(|(resp, c)| (resp, c, endpoint));
+            break outcome;
         };
-        let (wanted, nothing_sent) = match &result {
-            Ok((resp, _)) => (r.retries_status(resp.status().as_u16()), false),
-            Err((kind, _)) => (r.retries_error(*kind), kind.nothing_sent()),
+        let (wanted, nothing_sent, asked_wait) = match &outcome.result {
+            Ok((resp, _)) => (
+                r.retries_response(resp.status().as_u16(), resp.headers()),
+                false,
+                r.retry_after(resp.headers()),
+            ),
+            Err((kind, _)) => (r.retries_error(*kind), kind.nothing_sent(), Ok(None)),
         };
         let safe = nothing_sent || (idempotent && matches!(body, AttemptBody::Replay(_)));
         let now = Instant::now();
-        let wait = r.backoff(attempt - 1);
+        let wait = match asked_wait {
+            Ok(asked) => asked.map_or(r.backoff(attempt - 1), |a| a.max(r.backoff(attempt - 1))),
+            // The upstream asked for longer than the route will wait.
+            Err(_) => break outcome,
+        };
         let too_late = now + wait + route.config.min_attempt_time >= deadline;
-        if !wanted || !safe || too_late || !r.withdraw(cluster.nanos_at(now)) {
-            break result.map(|(resp, c)| (resp, c, endpoint));
+        if !wanted || !safe || too_late {
+            break outcome;
         }
+        let Some(slot) = cluster.bulkheads.try_retry() else {
+            break outcome;
+        };
+        let Some(budget) = r.withdraw(cluster.nanos_at(now)) else {
+            break outcome;
+        };
+        let Ok(next) = cluster.pick_other(cluster.nanos_at(now), &tried) else {
+            break outcome;
+        };
+        _retry_guards = Some((slot, budget));
         // The failed response (and its connection) is dropped here.
-        drop(result);
+        drop(outcome);
         tokio::time::sleep(wait).await;
-    }?;
+        endpoint = next;
+    };
+    done.set_endpoint(endpoint.clone());
+    let (mut resp, upstream_conn) = result?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if upgrade && conn.manual_upgrades() {

@@ -26,6 +26,8 @@ pub(crate) struct Completion {
     pub(crate) outcome: Outcome,
     pub(crate) bytes: u64,
     pub(crate) body_complete: bool,
+    /// The cluster's in-flight slot (bulkhead), freed with this record.
+    pub(crate) request_slot: Option<crate::guard::RequestSlot>,
 }
 
 impl Completion {
@@ -54,6 +56,7 @@ impl Completion {
             outcome: Outcome::Failed(ErrorKind::ClientClosed),
             bytes: 0,
             body_complete: false,
+            request_slot: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub(crate) struct CompiledRoute {
     pub(crate) cluster: Arc<ClusterRuntime>,
     pub(crate) metrics: RouteMetrics,
     pub(crate) retry: Option<crate::retry::RouteRetry>,
+    pub(crate) hedge: Option<crate::hedge::HedgePolicy>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -60,10 +61,22 @@ impl CompiledRoute {
         let (response_set, response_remove) = header_ops(&config.response_headers);
         Self {
             metrics: RouteMetrics::new(registry, &config.name, &config.cluster),
+            // Hedges draw on the retry budget: a hedging route without
+            // retries still gets one (with a single attempt).
             retry: config
                 .retry
                 .clone()
+                .or_else(|| {
+                    config.hedge.as_ref().map(|_| levee_config::RetryPolicy {
+                        attempts: 1,
+                        ..Default::default()
+                    })
+                })
                 .map(|p| crate::retry::RouteRetry::new(p, &config.name, registry)),
+            hedge: config
+                .hedge
+                .clone()
+                .map(|h| crate::hedge::HedgePolicy::new(h, &config.name, registry)),
             config,
             cluster,
             methods,

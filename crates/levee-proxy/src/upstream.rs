@@ -14,6 +14,7 @@
 //! connection in its own task, which hands the socket over after the 101.
 
 use crate::body::{BodyError, UpstreamBody};
+use crate::guard::{ConnectionCap, ConnectionSlot};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -22,7 +23,7 @@ use levee_core::ErrorKind;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -40,6 +41,8 @@ pub(crate) struct Http1Conn {
     /// Set once the connection future has finished (closed or failed).
     finished: bool,
     idle_since: Instant,
+    /// Its place under the cluster's connection cap, freed when it closes.
+    _slot: ConnectionSlot,
 }
 
 impl std::fmt::Debug for Http1Conn {
@@ -120,16 +123,20 @@ impl IdleConnections {
 #[derive(Debug)]
 pub(crate) enum Transport {
     /// HTTP/1.1 with per-endpoint idle stacks.
-    Http1 { idle_timeout: Duration },
+    Http1 {
+        idle_timeout: Duration,
+        connections: Arc<ConnectionCap>,
+    },
     /// HTTP/2 through hyper-util's pooled client.
     Http2(Box<hyper_util::client::legacy::Client<HttpConnector, UpstreamBody>>),
 }
 
 impl Transport {
-    pub(crate) fn new(config: &levee_config::Cluster) -> Self {
+    pub(crate) fn new(config: &levee_config::Cluster, connections: Arc<ConnectionCap>) -> Self {
         match config.protocol {
             levee_config::UpstreamProtocol::Http1 => Transport::Http1 {
                 idle_timeout: config.pool.idle_timeout,
+                connections,
             },
             levee_config::UpstreamProtocol::Http2 => {
                 let mut connector = HttpConnector::new();
@@ -171,17 +178,20 @@ impl Transport {
                 Ok(resp) => Ok((resp, None)),
                 Err(e) => Err((classify_legacy(&e), error_chain(&e))),
             },
-            Transport::Http1 { .. } if upgrade => {
-                Box::pin(send_upgrade(addr, req, connect_timeout)).await
+            Transport::Http1 { connections, .. } if upgrade => {
+                Box::pin(send_upgrade(addr, req, connect_timeout, connections)).await
             }
-            Transport::Http1 { idle_timeout } => {
+            Transport::Http1 {
+                idle_timeout,
+                connections,
+            } => {
                 let mut req = req;
                 origin_form(&mut req);
                 // A pooled connection first; a fresh one if it was stale.
                 for attempt in 0..2 {
                     let mut conn = match idle.checkout(*idle_timeout) {
                         Some(c) if attempt == 0 => c,
-                        _ => Box::pin(connect(addr, connect_timeout)).await?,
+                        _ => Box::pin(connect(addr, connect_timeout, connections)).await?,
                     };
                     match exchange(&mut conn, req).await {
                         Ok(resp) => return Ok((resp, Some(conn))),
@@ -206,9 +216,10 @@ async fn send_upgrade(
     addr: SocketAddr,
     mut req: http::Request<UpstreamBody>,
     connect_timeout: Duration,
+    connections: &Arc<ConnectionCap>,
 ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
     origin_form(&mut req);
-    let mut conn = connect(addr, connect_timeout).await?;
+    let mut conn = connect(addr, connect_timeout, connections).await?;
     let send = conn.send.send_request(req);
     tokio::spawn(async move {
         if let Err(e) = conn.conn.with_upgrades().await {
@@ -234,8 +245,21 @@ fn origin_form<B>(req: &mut http::Request<B>) {
     }
 }
 
-/// Opens a connection within `timeout`.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Http1Conn, SendError> {
+/// Opens a connection within `timeout`, if the cluster's cap allows one more.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    connections: &Arc<ConnectionCap>,
+) -> Result<Http1Conn, SendError> {
+    let Some(slot) = connections.open() else {
+        return Err((
+            ErrorKind::OverflowConnections,
+            format!(
+                "the cluster has {} connections open (max_connections) and none idle to {addr}",
+                connections.max()
+            ),
+        ));
+    };
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => {
             return Err((
@@ -266,6 +290,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Http1Conn, SendE
         conn: Box::new(conn),
         finished: false,
         idle_since: Instant::now(),
+        _slot: slot,
     })
 }
 
@@ -325,6 +350,11 @@ fn classify_legacy(e: &hyper_util::client::legacy::Error) -> ErrorKind {
 fn classify_chain(e: &(dyn std::error::Error + 'static), connecting: bool) -> ErrorKind {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return ErrorKind::RefusedStream;
+            }
+        }
         if let Some(body) = c.downcast_ref::<BodyError>() {
             return match body {
                 BodyError::TooLarge(_) => ErrorKind::PayloadTooLarge,
