@@ -12,8 +12,11 @@ use crate::upstream::Http1Conn;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Sleep;
 
 /// Why a request body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +27,12 @@ pub enum BodyError {
     /// Reading from the client failed.
     #[error("reading the request body failed: {0}")]
     Downstream(#[from] hyper::Error),
+    /// Reading the upstream's response body failed.
+    #[error("reading the response body failed: {0}")]
+    Upstream(hyper::Error),
+    /// No data moved for the route's `stream_idle_timeout`.
+    #[error("no data for {} (stream_idle_timeout)", levee_config::format_duration(*.0))]
+    StreamIdle(Duration),
 }
 
 /// A request body sent upstream.
@@ -124,15 +133,29 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     completion: Option<Completion>,
+    /// Longest wait for the next chunk from the upstream.
+    idle_timeout: Duration,
+    /// Armed the first time the upstream makes us wait (most small bodies
+    /// never do, and never allocate it).
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// A copy being made for the stale cache.
+    tee: Option<Box<crate::degrade::Tee>>,
 }
 
 impl ProxyBody {
     /// A body streamed from the upstream over `conn` (HTTP/1.1) or a
     /// connection running in its own task (`None`).
-    pub(crate) fn upstream(inner: Incoming, conn: Option<Http1Conn>) -> Self {
+    pub(crate) fn upstream(
+        inner: Incoming,
+        conn: Option<Http1Conn>,
+        idle_timeout: Duration,
+    ) -> Self {
         Self {
             inner: Inner::Upstream(inner, conn),
             completion: None,
+            idle_timeout,
+            idle_timer: None,
+            tee: None,
         }
     }
 
@@ -141,6 +164,34 @@ impl ProxyBody {
         Self {
             inner: Inner::Full(Some(bytes.into())),
             completion: None,
+            idle_timeout: Duration::MAX,
+            idle_timer: None,
+            tee: None,
+        }
+    }
+
+    /// Copies the body into the stale cache as it passes.
+    pub(crate) fn tee(&mut self, tee: crate::degrade::Tee) {
+        self.tee = Some(Box::new(tee));
+    }
+
+    /// Whether the upstream has been silent for the idle timeout.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.idle_timeout == Duration::MAX {
+            return false;
+        }
+        let timeout = self.idle_timeout;
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn idle_progress(&mut self) {
+        if let Some(timer) = self.idle_timer.as_mut() {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.idle_timeout);
         }
     }
 
@@ -154,6 +205,11 @@ impl ProxyBody {
             Inner::Upstream(_, conn) => conn.take(),
             Inner::Full(_) => None,
         };
+        if let Some(tee) = self.tee.take() {
+            if complete {
+                tee.finish();
+            }
+        }
         if let Some(mut c) = self.completion.take() {
             c.body_complete = complete;
             if let (true, Some(conn), Some(cluster), Some(endpoint)) =
@@ -168,12 +224,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -192,15 +248,28 @@ impl Body for ProxyBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(c)) = (frame.data_ref(), this.completion.as_mut()) {
-                    c.bytes += data.len() as u64;
+                if let Some(data) = frame.data_ref() {
+                    if let Some(c) = this.completion.as_mut() {
+                        c.bytes += data.len() as u64;
+                    }
+                    if this.tee.as_mut().is_some_and(|t| !t.push(data)) {
+                        this.tee = None;
+                    }
                 }
+                this.idle_progress();
             }
             Poll::Ready(Some(Err(_))) => this.finish(false),
             Poll::Ready(None) => this.finish(true),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if this.idle_expired(cx) {
+                    let timeout = this.idle_timeout;
+                    tracing::debug!(?timeout, "upstream response body idle: aborting");
+                    this.finish(false);
+                    return Poll::Ready(Some(Err(BodyError::StreamIdle(timeout))));
+                }
+            }
         }
-        polled
+        polled.map(|frame| frame.map(|r| r.map_err(BodyError::Upstream)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -4,23 +4,25 @@
 //! health fed by every attempt: outlier ejection and circuit breakers (per
 //! endpoint and for the cluster) with the cluster's bulkheads.
 //!
-//! The candidate set and its balancer form one immutable [`ClusterView`]
-//! behind an atomic pointer, rebuilt when health or DNS changes it, so a pick
-//! takes no lock.
+//! The candidate set, grouped by priority and zone with its balancers, is
+//! one immutable [`ClusterView`] (module `view`) behind an atomic pointer,
+//! rebuilt when anything changes it, so a pick takes no lock.
 
 use crate::body::UpstreamBody;
 use crate::guard::{breaker_verdict, Bulkheads, GuardedBreaker};
 use crate::metrics::ClusterMetrics;
 use crate::upstream::{Http1Conn, IdleConnections, Transport};
+use crate::view::{level_health, ClusterView, ViewContext};
 use arc_swap::ArcSwap;
 use levee_config::{BalancerKind, Cluster, HashOn};
 use levee_core::metrics::{names, Gauge, Registry};
 use levee_core::{Clock, MonotonicClock, Nanos};
 use levee_core::{ErrorKind, Outcome};
+use levee_policy::locality::PriorityFailover;
 use levee_policy::outlier::{OutlierConfig, OutlierDetector};
-use levee_policy::{Algorithm, Balancer, EndpointLoad, PeakEwma};
+use levee_policy::{Algorithm, EndpointLoad, PeakEwma};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -58,6 +60,9 @@ pub(crate) struct EndpointState {
     /// Kept out of the view while its breaker refuses everything.
     breaker_open: AtomicBool,
     pub(crate) priority: u32,
+    /// When it last came back into rotation (0: in it from the start);
+    /// slow start ramps its weight from there.
+    returned_at: AtomicU64,
 }
 
 impl EndpointState {
@@ -119,6 +124,7 @@ impl EndpointState {
             }),
             breaker_open: AtomicBool::new(false),
             priority: ep.priority,
+            returned_at: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +136,16 @@ impl EndpointState {
     /// Whether outlier detection keeps the endpoint out of rotation.
     pub(crate) fn is_ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Whether health checks and outlier detection let it take traffic.
+    pub(crate) fn takes_traffic(&self) -> bool {
+        self.is_healthy() && !self.is_ejected()
+    }
+
+    /// When it last came back into rotation (0: never left).
+    pub(crate) fn returned_at(&self) -> Nanos {
+        self.returned_at.load(Ordering::Relaxed)
     }
 
     /// Whether its breaker keeps the endpoint out of rotation.
@@ -177,48 +193,6 @@ impl EndpointLoad for EndpointState {
     }
 }
 
-/// The endpoints that take traffic now, and the balancer built for them.
-#[derive(Debug)]
-pub(crate) struct ClusterView {
-    pub(crate) all: Vec<Arc<EndpointState>>,
-    candidates: Vec<Arc<EndpointState>>,
-    balancer: Balancer,
-    pub(crate) panic: bool,
-    /// Every endpoint's breaker is open: nothing may be sent.
-    pub(crate) all_breakers_open: bool,
-}
-
-impl ClusterView {
-    fn build(algorithm: Algorithm, all: Vec<Arc<EndpointState>>) -> Self {
-        // Open breakers are obeyed even in panic mode: they saw the
-        // endpoint fail live traffic just now.
-        let available: Vec<_> = all.iter().filter(|e| !e.is_breaker_open()).collect();
-        let healthy: Vec<_> = available
-            .iter()
-            .filter(|e| e.is_healthy() && !e.is_ejected())
-            .map(|e| (*e).clone())
-            .collect();
-        // With nothing healthy, sending to all beats sending to none: health
-        // checks can be wrong, the upstream may still answer ("panic mode").
-        let panic = healthy.is_empty() && !available.is_empty();
-        let all_breakers_open = available.is_empty() && !all.is_empty();
-        let candidates = if panic {
-            available.into_iter().cloned().collect()
-        } else {
-            healthy
-        };
-        let keys: Vec<&str> = candidates.iter().map(|e| e.label.as_str()).collect();
-        let weights: Vec<u32> = candidates.iter().map(|e| e.weight).collect();
-        Self {
-            balancer: Balancer::new(algorithm, &keys, &weights),
-            all,
-            candidates,
-            panic,
-            all_breakers_open,
-        }
-    }
-}
-
 /// A cluster's runtime: kept across reloads while its config is unchanged.
 #[derive(Debug)]
 pub(crate) struct ClusterRuntime {
@@ -227,6 +201,11 @@ pub(crate) struct ClusterRuntime {
     view: ArcSwap<ClusterView>,
     pub(crate) metrics: ClusterMetrics,
     algorithm: Algorithm,
+    /// The gateway's own zone (from `runtime.zone`).
+    pub(crate) local_zone: Option<String>,
+    /// Which priority levels take traffic, with the failback hold; touched
+    /// only when the view is rebuilt.
+    failover: Mutex<PriorityFailover>,
     registry: Arc<Registry>,
     clock: MonotonicClock,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -307,6 +286,7 @@ impl ClusterRuntime {
     /// Builds the cluster (resolving DNS names) and starts its background tasks.
     pub(crate) async fn start(
         config: Cluster,
+        local_zone: Option<String>,
         registry: Arc<Registry>,
         clock: MonotonicClock,
     ) -> Arc<Self> {
@@ -328,7 +308,22 @@ impl ClusterRuntime {
             .collect();
         let algorithm = algorithm(config.balancer.kind);
         let endpoints_for_outlier = endpoints.clone();
-        let view = ClusterView::build(algorithm, endpoints);
+        let (levels, shares) = level_health(&endpoints);
+        let mut failover = PriorityFailover::new(levels.len(), config.locality.failback_delay);
+        let loads = failover
+            .update(now, &shares, config.locality.overprovisioning)
+            .to_vec();
+        let view = ClusterView::build(
+            ViewContext {
+                algorithm,
+                locality: &config.locality,
+                local_zone: local_zone.as_deref(),
+                slow_start: config.slow_start.as_ref(),
+                now,
+            },
+            endpoints,
+            loads,
+        );
         let metrics = ClusterMetrics::new(&registry, &config.name);
         metrics.panic_mode.set(i64::from(view.panic));
         let bulkheads = Bulkheads::new(&config.limits, &registry, &config.name);
@@ -345,6 +340,8 @@ impl ClusterRuntime {
             view: ArcSwap::from_pointee(view),
             metrics,
             algorithm,
+            local_zone,
+            failover: Mutex::new(failover),
             registry,
             clock,
             tasks: Mutex::new(Vec::new()),
@@ -371,10 +368,11 @@ impl ClusterRuntime {
         if runtime.outlier.is_some() {
             tasks.push(tokio::spawn(outlier_loop(Arc::downgrade(&runtime))));
         }
-        if let Some(b) = &runtime.config.circuit_breaker.endpoint {
-            let tick =
-                (b.base_open_time / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
-            tasks.push(tokio::spawn(breaker_loop(Arc::downgrade(&runtime), tick)));
+        if let Some(tick) = runtime.maintenance_tick() {
+            tasks.push(tokio::spawn(maintenance_loop(
+                Arc::downgrade(&runtime),
+                tick,
+            )));
         }
         if let Ok(mut t) = runtime.tasks.lock() {
             *t = tasks;
@@ -419,15 +417,22 @@ impl ClusterRuntime {
         let mut refused = 0;
         for draw in 0..6 {
             // The hash decides the first draw only: on a refusal the next
-            // endpoints are drawn as the balancer likes.
+            // endpoints are drawn as the balancer likes. The first draws
+            // respect priority and zone; the last ones take any candidate.
             let key = if draw == 0 { hash } else { None };
-            let Some(i) =
-                view.balancer
-                    .pick(&view.candidates, key, levee_core::ids::random_u64(), now)
-            else {
-                break;
+            let random = levee_core::ids::random_u64();
+            let group = if draw < 3 {
+                view.choose(random)
+            } else {
+                &view.flat
             };
-            let candidate = &view.candidates[i];
+            let Some(i) = group
+                .balancer
+                .pick(&group.candidates, key, random.rotate_left(13), now)
+            else {
+                continue;
+            };
+            let candidate = &group.candidates[i];
             if tried.iter().any(|t| Arc::ptr_eq(t, candidate)) {
                 fallback.get_or_insert_with(|| candidate.clone());
                 continue;
@@ -483,7 +488,38 @@ impl ClusterRuntime {
     }
 
     fn rebuild_view(&self, all: Vec<Arc<EndpointState>>) {
-        let view = ClusterView::build(self.algorithm, all);
+        let now = self.clock.now();
+        let previous = self.view.load();
+        // Endpoints coming back into rotation start their slow-start ramp.
+        if self.config.slow_start.is_some() {
+            for e in &all {
+                let was_in = previous.flat.candidates.iter().any(|c| Arc::ptr_eq(c, e));
+                let back = e.takes_traffic() && !e.is_breaker_open();
+                if back && !was_in && !previous.all.is_empty() {
+                    e.returned_at.store(now.max(1), Ordering::Relaxed);
+                }
+            }
+        }
+        let (_, shares) = level_health(&all);
+        let loads = {
+            let mut f = self.failover.lock().unwrap_or_else(|e| e.into_inner());
+            if f.loads().len() != shares.len() {
+                *f = PriorityFailover::new(shares.len(), self.config.locality.failback_delay);
+            }
+            f.update(now, &shares, self.config.locality.overprovisioning)
+                .to_vec()
+        };
+        let view = ClusterView::build(
+            ViewContext {
+                algorithm: self.algorithm,
+                locality: &self.config.locality,
+                local_zone: self.local_zone.as_deref(),
+                slow_start: self.config.slow_start.as_ref(),
+                now,
+            },
+            all,
+            loads,
+        );
         if view.panic {
             tracing::warn!(cluster = %self.config.name, "every endpoint is unhealthy: panic mode, routing to all");
         }
@@ -590,7 +626,12 @@ impl ClusterRuntime {
                 .endpoints
                 .iter()
                 .position(|e| Arc::ptr_eq(e, endpoint));
-            index.is_some_and(|i| state.detector.record(i, now, outcome))
+            index.is_some_and(|i| {
+                if let Outcome::Response(_) = outcome {
+                    state.detector.record_latency(i, latency.as_nanos() as u64);
+                }
+                state.detector.record(i, now, outcome)
+            })
         });
         if ejected {
             endpoint.set_ejected(true);
@@ -643,6 +684,65 @@ impl ClusterRuntime {
         if changed {
             self.rebuild_view(view.all.clone());
         }
+    }
+
+    /// How often time-driven state is looked at (breakers' open time, slow
+    /// start ramps, failback holds), if anything here is time-driven.
+    fn maintenance_tick(&self) -> Option<Duration> {
+        let mut tick: Option<Duration> = None;
+        let mut want = |d: Duration| {
+            let d = d.clamp(Duration::from_millis(10), Duration::from_secs(1));
+            tick = Some(tick.map_or(d, |t| t.min(d)));
+        };
+        if let Some(b) = &self.config.circuit_breaker.endpoint {
+            want(b.base_open_time / 10);
+        }
+        if let Some(s) = &self.config.slow_start {
+            want(s.window / 20);
+        }
+        if self.config.endpoints.iter().any(|e| e.priority > 0) {
+            want(self.config.locality.failback_delay / 10);
+        }
+        tick
+    }
+
+    /// One maintenance tick: breakers whose open time ended let their
+    /// endpoint back in; ramps and failback holds move the view on.
+    fn maintain(&self) {
+        self.sweep_breakers();
+        let view = self.view.load();
+        let failback_due = {
+            let f = self.failover.lock().unwrap_or_else(|e| e.into_inner());
+            f.failback_pending() && f.next_change().is_some_and(|t| t <= self.clock.now())
+        };
+        if view.ramping || failback_due {
+            self.rebuild_view(view.all.clone());
+        }
+    }
+
+    /// Per level: priority, load, and per zone the routing probability.
+    pub(crate) fn locality_status(&self) -> Vec<crate::gateway::LevelStatus> {
+        let view = self.view.load();
+        view.levels
+            .iter()
+            .zip(&view.loads)
+            .map(|(level, load)| {
+                let zones = match &level.routing {
+                    Some(r) => level
+                        .zone_names
+                        .iter()
+                        .cloned()
+                        .zip(r.probabilities().iter().copied())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                crate::gateway::LevelStatus {
+                    priority: level.priority,
+                    load: *load,
+                    zones,
+                }
+            })
+            .collect()
     }
 
     /// The cluster breaker's verdict on a new request.
@@ -780,10 +880,10 @@ async fn outlier_loop(cluster: Weak<ClusterRuntime>) {
     }
 }
 
-async fn breaker_loop(cluster: Weak<ClusterRuntime>, tick: Duration) {
+async fn maintenance_loop(cluster: Weak<ClusterRuntime>, tick: Duration) {
     loop {
         tokio::time::sleep(tick).await;
         let Some(c) = cluster.upgrade() else { return };
-        c.sweep_breakers();
+        c.maintain();
     }
 }

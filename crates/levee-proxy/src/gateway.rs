@@ -35,6 +35,14 @@ pub enum ApplyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A route's fallback cannot be prepared (its body file is unreadable).
+    #[error("route {route}: {message}")]
+    Fallback {
+        /// Route name.
+        route: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A TLS certificate or key is unusable.
     #[error("listener {name}: {message}")]
     Tls {
@@ -73,6 +81,8 @@ pub(crate) struct Shared {
     reload_lock: tokio::sync::Mutex<()>,
     reload_status: Mutex<ReloadStatus>,
     config_path: Option<PathBuf>,
+    /// Routes' stale caches, kept across reloads.
+    stale_caches: Mutex<HashMap<String, Arc<crate::degrade::StaleCache>>>,
 }
 
 impl Shared {
@@ -126,6 +136,17 @@ pub struct EndpointStatus {
     pub circuit_breaker: Option<&'static str>,
 }
 
+/// A priority level's share of traffic and its zones' probabilities.
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelStatus {
+    /// Priority (0 first).
+    pub priority: u32,
+    /// Share of requests sent to this level now.
+    pub load: f64,
+    /// Zone-aware routing: each zone's share of this level's requests.
+    pub zones: Vec<(String, f64)>,
+}
+
 /// A cluster's bulkhead usage now.
 #[derive(Debug, Clone, Serialize)]
 pub struct BulkheadStatus {
@@ -152,6 +173,8 @@ pub struct ClusterStatus {
     pub circuit_breaker: Option<&'static str>,
     /// Bulkhead usage.
     pub bulkheads: BulkheadStatus,
+    /// Priority levels and zones, when the cluster has several of either.
+    pub locality: Vec<LevelStatus>,
     /// Endpoints.
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -199,6 +222,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             reload_status: Mutex::new(ReloadStatus::default()),
             config_path,
+            stale_caches: Mutex::new(HashMap::new()),
         });
         let gateway = Gateway { shared };
         gateway.apply(config).await?;
@@ -217,11 +241,42 @@ impl Gateway {
         let mut clusters = HashMap::new();
         for c in &config.clusters {
             let runtime = match previous.get(&c.name) {
-                Some(old) if old.config == *c => old.clone(),
-                _ => ClusterRuntime::start(c.clone(), shared.registry.clone(), shared.clock).await,
+                Some(old) if old.config == *c && old.local_zone == config.runtime.zone => {
+                    old.clone()
+                }
+                _ => {
+                    ClusterRuntime::start(
+                        c.clone(),
+                        config.runtime.zone.clone(),
+                        shared.registry.clone(),
+                        shared.clock,
+                    )
+                    .await
+                }
             };
             clusters.insert(c.name.clone(), runtime);
         }
+
+        // Fallbacks, once per route (shared by its listeners): body files
+        // loaded, stale caches kept while their settings are unchanged.
+        let previous_caches = lock(&shared.stale_caches).clone();
+        let base = shared.config_path.as_deref().and_then(Path::parent);
+        let mut fallbacks = HashMap::new();
+        for r in &config.routes {
+            let Some(f) = &r.fallback else { continue };
+            let previous = previous_caches.get(&r.name).cloned();
+            let resolved =
+                crate::degrade::RouteFallback::new(&r.name, f, base, previous, &shared.registry)
+                    .map_err(|message| ApplyError::Fallback {
+                        route: r.name.clone(),
+                        message,
+                    })?;
+            fallbacks.insert(r.name.clone(), Arc::new(resolved));
+        }
+        *lock(&shared.stale_caches) = fallbacks
+            .iter()
+            .filter_map(|(name, f)| Some((name.clone(), f.stale.clone()?)))
+            .collect();
 
         // Listener configs (TLS acceptors and routers), built before any swap.
         let mut listener_configs = Vec::new();
@@ -239,11 +294,19 @@ impl Gateway {
                 .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .filter_map(|r| {
                     let cluster = clusters.get(&r.cluster)?.clone();
-                    Some(Arc::new(CompiledRoute::new(
-                        r.clone(),
-                        cluster,
-                        &shared.registry,
-                    )))
+                    let route = CompiledRoute::new(r.clone(), cluster, &shared.registry);
+                    let route = match fallbacks.get(&r.name) {
+                        Some(f) => {
+                            let other = r
+                                .fallback
+                                .as_ref()
+                                .and_then(|f| f.cluster.as_ref())
+                                .and_then(|c| clusters.get(c).cloned());
+                            route.with_fallback(f.clone(), other, &shared.registry)
+                        }
+                        None => route,
+                    };
+                    Some(Arc::new(route))
                 })
                 .collect();
             listener_configs.push(ListenerConfig {
@@ -500,6 +563,7 @@ impl Gateway {
                     panic_mode: view.panic,
                     circuit_breaker: c.breaker.as_ref().map(breaker_state),
                     bulkheads: c.bulkheads.status(),
+                    locality: c.locality_status(),
                     endpoints: view
                         .all
                         .iter()

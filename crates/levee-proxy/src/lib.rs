@@ -7,6 +7,7 @@
 
 mod body;
 mod cluster;
+mod degrade;
 mod gateway;
 mod guard;
 mod headers;
@@ -19,6 +20,7 @@ mod retry;
 mod router;
 mod tls;
 mod upstream;
+mod view;
 
 pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use gateway::{
@@ -47,6 +49,7 @@ pub mod bench_support {
             for c in &config.clusters {
                 let rt = ClusterRuntime::start(
                     c.clone(),
+                    None,
                     registry.clone(),
                     levee_core::MonotonicClock::new(),
                 )

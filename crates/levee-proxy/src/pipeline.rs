@@ -62,20 +62,96 @@ pub(crate) async fn handle(
     done.route = Some(route.clone());
     done.cluster = Some(cluster.clone());
 
-    // 3. Inject faults and 4. admit: not yet configured (issues 3 and 4).
+    // 3. Inject faults and 4. admit: not yet configured (issue 4).
 
-    // 5. Dispatch, retrying as the route allows (hedging arrives with issue 3).
-    let result = dispatch(
-        &cluster,
-        &route,
-        &conn,
-        req,
-        listener.limits.max_request_body_bytes,
-        &mut done,
-    )
-    .await;
+    // 5. Dispatch, retrying and hedging as the route allows.
+    let body_limit = listener.limits.max_request_body_bytes;
+    let upgrade = headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
+    // Plain HTTP/1.1 connections join upgraded sockets in their own task.
+    let downstream_upgrade =
+        (upgrade && !conn.manual_upgrades()).then(|| hyper::upgrade::on(&mut req));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let (parts, body) = req.into_parts();
+    let body = match attempt_body(body, declared, replay_limit(&route, upgrade), body_limit).await {
+        Ok(body) => body,
+        Err((kind, detail)) => return Ok(reply_error(done, kind, &detail)),
+    };
+    let fallback = route.fallback.as_deref();
+    // What a fallback cluster would need: the request again.
+    let second_chance = match (&route.fallback_route, &body) {
+        (Some(_), AttemptBody::Replay(bytes)) => Some((parts.clone(), bytes.clone())),
+        _ => None,
+    };
+    let stale_key = fallback
+        .and_then(|f| f.stale.as_ref())
+        .filter(|_| parts.method == http::Method::GET)
+        .map(|_| crate::degrade::cache_key(parts.headers.get(header::HOST), &parts.uri));
+    let request = Outbound {
+        parts,
+        body,
+        upgrade,
+        downstream_upgrade,
+    };
+    let result = dispatch(&cluster, &route, &conn, request, body_limit, &mut done).await;
 
-    // 6. Degrade: no fallbacks yet.
+    // 6. Degrade: a route's fallbacks answer what the cluster could not.
+    let result = match (result, fallback) {
+        (result, None) => result,
+        (Ok(mut resp), Some(f)) if !f.fails(resp.status().as_u16()) => {
+            if let (Some(key), Some(cache)) = (stale_key, &f.stale) {
+                if crate::degrade::storable(resp.status(), resp.headers()) {
+                    let tee = crate::degrade::Tee::new(
+                        cache.clone(),
+                        key,
+                        resp.status(),
+                        resp.headers().clone(),
+                        cluster.now(),
+                    );
+                    resp.body_mut().tee(tee);
+                }
+            }
+            Ok(resp)
+        }
+        (Ok(resp), Some(f)) => {
+            let stale = stale_key.as_deref();
+            match degrade(
+                f,
+                &route,
+                &conn,
+                stale,
+                second_chance,
+                body_limit,
+                &mut done,
+            )
+            .await
+            {
+                Some(fallback) => Ok(fallback),
+                None => Ok(resp),
+            }
+        }
+        (Err((kind, detail)), Some(f)) if kind.side() != levee_core::Side::Downstream => {
+            let stale = stale_key.as_deref();
+            match degrade(
+                f,
+                &route,
+                &conn,
+                stale,
+                second_chance,
+                body_limit,
+                &mut done,
+            )
+            .await
+            {
+                Some(fallback) => Ok(fallback),
+                None => Err((kind, detail)),
+            }
+        }
+        (Err(e), Some(_)) => Err(e),
+    };
     let mut resp = match result {
         Ok(resp) => resp,
         Err((kind, detail)) => return Ok(reply_error(done, kind, &detail)),
@@ -173,24 +249,37 @@ impl AttemptBody {
     }
 }
 
-/// Prepares the body for a route that retries: empty bodies and bodies
-/// declared no larger than the route's buffer are read now and can be
+/// The largest request body a route keeps for sending again (to a retry,
+/// a hedge or a fallback cluster); `None` when it never sends twice.
+fn replay_limit(route: &CompiledRoute, upgrade: bool) -> Option<u64> {
+    if upgrade {
+        return None;
+    }
+    match (&route.retry, &route.fallback_route) {
+        (Some(r), _) => Some(r.policy.buffer_bytes),
+        (None, Some(_)) => Some(levee_config::RetryPolicy::default().buffer_bytes),
+        (None, None) => None,
+    }
+}
+
+/// Prepares the body for a route that may send it twice: empty bodies and
+/// bodies declared no larger than `replay_limit` are read now and can be
 /// replayed; others stream once.
 async fn attempt_body(
     body: Incoming,
     declared: Option<u64>,
-    retry: Option<&crate::retry::RouteRetry>,
+    replay_limit: Option<u64>,
     limit: u64,
 ) -> Result<AttemptBody, (ErrorKind, String)> {
     use http_body::Body as _;
-    let Some(retry) = retry else {
+    let Some(replay_limit) = replay_limit else {
         return Ok(AttemptBody::Stream(Some(body)));
     };
     if body.is_end_stream() {
         return Ok(AttemptBody::Replay(bytes::Bytes::new()));
     }
     match declared {
-        Some(n) if n <= retry.policy.buffer_bytes.min(limit) => {
+        Some(n) if n <= replay_limit.min(limit) => {
             let collected = http_body_util::BodyExt::collect(body).await.map_err(|e| {
                 (
                     ErrorKind::ClientClosed,
@@ -400,6 +489,72 @@ impl AttemptPlan<'_> {
     }
 }
 
+/// A request on its way to a cluster.
+struct Outbound {
+    parts: http::request::Parts,
+    body: AttemptBody,
+    upgrade: bool,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+/// Tries the route's fallbacks in order (stale copy, fallback cluster,
+/// static response) after `route`'s cluster failed; `None` when none can
+/// answer.
+async fn degrade(
+    fallback: &crate::degrade::RouteFallback,
+    route: &CompiledRoute,
+    conn: &ConnInfo,
+    stale_key: Option<&str>,
+    second_chance: Option<(http::request::Parts, bytes::Bytes)>,
+    body_limit: u64,
+    done: &mut Completion,
+) -> Option<Response<ProxyBody>> {
+    use crate::degrade::LEVEE_DEGRADED;
+    if let (Some(key), Some(cache)) = (stale_key, &fallback.stale) {
+        let now = route.cluster.now();
+        if let Some(entry) = cache.get(key, now) {
+            fallback.served[0].inc();
+            let mut resp = Response::new(ProxyBody::full(entry.body));
+            *resp.status_mut() = entry.status;
+            *resp.headers_mut() = entry.headers;
+            let age = now.saturating_sub(entry.stored_at) / 1_000_000_000;
+            resp.headers_mut()
+                .insert(header::AGE, HeaderValue::from(age));
+            resp.headers_mut()
+                .insert(LEVEE_DEGRADED, HeaderValue::from_static("stale"));
+            return Some(resp);
+        }
+    }
+    if let (Some(other), Some((parts, bytes))) = (&route.fallback_route, second_chance) {
+        let request = Outbound {
+            parts,
+            body: AttemptBody::Replay(bytes),
+            upgrade: false,
+            downstream_upgrade: None,
+        };
+        done.cluster = Some(other.cluster.clone());
+        if let Ok(mut resp) = dispatch(&other.cluster, other, conn, request, body_limit, done).await
+        {
+            if !fallback.fails(resp.status().as_u16()) {
+                fallback.served[1].inc();
+                resp.headers_mut()
+                    .insert(LEVEE_DEGRADED, HeaderValue::from_static("cluster"));
+                return Some(resp);
+            }
+        }
+    }
+    let fixed = fallback.response.as_ref()?;
+    fallback.served[2].inc();
+    let mut resp = Response::new(ProxyBody::full(fixed.body.clone()));
+    *resp.status_mut() = fixed.status;
+    for (k, v) in &fixed.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp.headers_mut()
+        .insert(LEVEE_DEGRADED, HeaderValue::from_static("static"));
+    Some(resp)
+}
+
 /// Sends the request to endpoints of `cluster` (several when the route
 /// retries or hedges) and returns the response head, or the last classified
 /// failure.
@@ -407,29 +562,25 @@ async fn dispatch(
     cluster: &Arc<ClusterRuntime>,
     route: &CompiledRoute,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    request: Outbound,
     body_limit: u64,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, (ErrorKind, String)> {
     let start = Instant::now();
+    let Outbound {
+        mut parts,
+        mut body,
+        upgrade,
+        downstream_upgrade,
+    } = request;
     let hash = cluster
         .hash_on()
-        .and_then(|key| request_hash(key, &req, conn.peer.ip()));
-    let upgrade = headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
-    // Plain HTTP/1.1 connections join upgraded sockets in their own task.
-    let downstream_upgrade =
-        (upgrade && !conn.manual_upgrades()).then(|| hyper::upgrade::on(&mut req));
+        .and_then(|key| request_hash(key, &parts, conn.peer.ip()));
     let retry = route.retry.as_ref().filter(|_| !upgrade);
     let _active = retry.map(RouteRetry::enter);
     let idempotent = retry.is_some_and(|r| r.policy.idempotent)
-        || crate::retry::idempotent_method(req.method())
-        || req.headers().contains_key("idempotency-key");
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    let (mut parts, body) = req.into_parts();
+        || crate::retry::idempotent_method(&parts.method)
+        || parts.headers.contains_key("idempotency-key");
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -477,7 +628,6 @@ async fn dispatch(
     // The cluster's breaker and bulkheads, before anything is read or sent.
     cluster.admit_breaker(cluster.nanos_at(start))?;
     done.request_slot = cluster.bulkheads.admit(deadline).await?;
-    let mut body = attempt_body(body, declared, retry, body_limit).await?;
 
     let plan = AttemptPlan {
         cluster,
@@ -614,7 +764,8 @@ async fn dispatch(
     } else {
         headers::remove_hop_by_hop(resp.headers_mut(), false);
     }
-    Ok(resp.map(|body| ProxyBody::upstream(body, upstream_conn)))
+    let idle = route.config.stream_idle_timeout;
+    Ok(resp.map(|body| ProxyBody::upstream(body, upstream_conn, idle)))
 }
 
 fn upstream_uri(
@@ -668,14 +819,15 @@ fn caller_deadline(headers: &http::HeaderMap) -> Option<std::time::Duration> {
 }
 
 /// The consistent-hash key of a request, if it has one.
-fn request_hash<B>(key: &HashOn, req: &Request<B>, client_ip: std::net::IpAddr) -> Option<u64> {
+fn request_hash(
+    key: &HashOn,
+    req: &http::request::Parts,
+    client_ip: std::net::IpAddr,
+) -> Option<u64> {
     match key {
-        HashOn::Header(name) => req
-            .headers()
-            .get(name.as_str())
-            .map(|v| hash64(v.as_bytes())),
+        HashOn::Header(name) => req.headers.get(name.as_str()).map(|v| hash64(v.as_bytes())),
         HashOn::Cookie(name) => req
-            .headers()
+            .headers
             .get_all(header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -684,7 +836,7 @@ fn request_hash<B>(key: &HashOn, req: &Request<B>, client_ip: std::net::IpAddr) 
                 let (k, v) = pair.trim().split_once('=')?;
                 (k == name).then(|| hash64(v.as_bytes()))
             }),
-        HashOn::Path => Some(hash64(req.uri().path().as_bytes())),
+        HashOn::Path => Some(hash64(req.uri.path().as_bytes())),
         HashOn::ClientIp => Some(match client_ip {
             std::net::IpAddr::V4(ip) => hash64(&ip.octets()),
             std::net::IpAddr::V6(ip) => hash64(&ip.octets()),

@@ -17,6 +17,9 @@ pub(crate) struct CompiledRoute {
     pub(crate) metrics: RouteMetrics,
     pub(crate) retry: Option<crate::retry::RouteRetry>,
     pub(crate) hedge: Option<crate::hedge::HedgePolicy>,
+    pub(crate) fallback: Option<Arc<crate::degrade::RouteFallback>>,
+    /// The route as sent to its fallback cluster (no retries of its own).
+    pub(crate) fallback_route: Option<Arc<CompiledRoute>>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -77,6 +80,8 @@ impl CompiledRoute {
                 .hedge
                 .clone()
                 .map(|h| crate::hedge::HedgePolicy::new(h, &config.name, registry)),
+            fallback: None,
+            fallback_route: None,
             config,
             cluster,
             methods,
@@ -86,6 +91,30 @@ impl CompiledRoute {
             response_set,
             response_remove,
         }
+    }
+
+    /// Adds the route's fallbacks; a fallback cluster gets a route of its
+    /// own: the same request handling, without retries, hedges or
+    /// fallbacks of its own.
+    pub(crate) fn with_fallback(
+        mut self,
+        fallback: Arc<crate::degrade::RouteFallback>,
+        fallback_cluster: Option<Arc<ClusterRuntime>>,
+        registry: &Registry,
+    ) -> Self {
+        self.fallback_route = fallback_cluster.map(|cluster| {
+            let config = Route {
+                name: format!("{}.fallback", self.config.name),
+                cluster: cluster.name().to_string(),
+                retry: None,
+                hedge: None,
+                fallback: None,
+                ..self.config.clone()
+            };
+            Arc::new(CompiledRoute::new(config, cluster, registry))
+        });
+        self.fallback = Some(fallback);
+        self
     }
 
     /// Whether this route takes a request for `host` (lowercase, no port).
@@ -213,6 +242,7 @@ mod tests {
         let registry = Arc::new(Registry::new());
         let cluster = ClusterRuntime::start(
             config.clusters[0].clone(),
+            None,
             registry.clone(),
             levee_core::MonotonicClock::new(),
         )

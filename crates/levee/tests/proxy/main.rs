@@ -10,6 +10,7 @@ mod errors;
 mod health;
 mod limits;
 mod reload;
+mod resilience;
 mod retries;
 mod routing;
 mod streaming;

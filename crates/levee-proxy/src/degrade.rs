@@ -1,0 +1,369 @@
+//! Step 6 of the life of a request: graceful degradation. When every attempt
+//! failed, a breaker is open or the cluster shed the request, a route's
+//! fallbacks answer instead, in order: a stale copy of an earlier successful
+//! GET (RFC 5861 stale-if-error, marked `levee-degraded: stale`), another
+//! cluster, or a fixed response.
+//!
+//! The stale cache is bounded by entries and bytes, keyed by host and target,
+//! and kept across reloads while the route's cache settings stay the same.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use levee_config::{Fallback, ServeStale, StaticBody, StaticResponse};
+use levee_core::metrics::{Counter, Registry};
+use levee_core::Nanos;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The header that tells the client it got a degraded answer, and which.
+pub(crate) const LEVEE_DEGRADED: HeaderName = HeaderName::from_static("levee-degraded");
+
+/// One cached response.
+#[derive(Debug, Clone)]
+pub(crate) struct StaleEntry {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) stored_at: Nanos,
+}
+
+/// A bounded cache of successful responses, oldest evicted first.
+#[derive(Debug)]
+pub(crate) struct StaleCache {
+    config: ServeStale,
+    // Held for a map operation on GETs of routes with serve_stale only.
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    entries: HashMap<String, StaleEntry>,
+    /// Insertion order, for eviction (a key may appear more than once;
+    /// stale positions are skipped).
+    order: VecDeque<(String, Nanos)>,
+    bytes: u64,
+}
+
+impl StaleCache {
+    pub(crate) fn new(config: ServeStale) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
+
+    /// The largest body kept.
+    pub(crate) fn max_entry_bytes(&self) -> u64 {
+        self.config.max_entry_bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a complete response, evicting the oldest entries to stay
+    /// within the bounds.
+    pub(crate) fn insert(&self, key: String, entry: StaleEntry) {
+        let size = entry.body.len() as u64;
+        if size > self.config.max_entry_bytes || size > self.config.max_bytes {
+            return;
+        }
+        let mut inner = self.lock();
+        let stamp = entry.stored_at;
+        if let Some(old) = inner.entries.insert(key.clone(), entry) {
+            inner.bytes -= old.body.len() as u64;
+        }
+        inner.bytes += size;
+        inner.order.push_back((key, stamp));
+        while inner.entries.len() > self.config.max_entries || inner.bytes > self.config.max_bytes {
+            let Some((oldest, at)) = inner.order.pop_front() else {
+                break;
+            };
+            // Only the newest position of a key evicts it.
+            if inner
+                .entries
+                .get(&oldest)
+                .is_some_and(|e| e.stored_at == at)
+            {
+                if let Some(e) = inner.entries.remove(&oldest) {
+                    inner.bytes -= e.body.len() as u64;
+                }
+            }
+        }
+        // Positions of overwritten entries are dropped once they dominate.
+        if inner.order.len() > 2 * inner.entries.len() + 16 {
+            let CacheInner { entries, order, .. } = &mut *inner;
+            order.retain(|(k, at)| entries.get(k).is_some_and(|e| e.stored_at == *at));
+        }
+    }
+
+    /// A copy no older than `max_stale` at `now`.
+    pub(crate) fn get(&self, key: &str, now: Nanos) -> Option<StaleEntry> {
+        let inner = self.lock();
+        let e = inner.entries.get(key)?;
+        let age = now.saturating_sub(e.stored_at);
+        (age <= self.config.max_stale.as_nanos() as u64).then(|| e.clone())
+    }
+
+    /// Entries and bytes held, for tests and the admin API.
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> (usize, u64) {
+        let inner = self.lock();
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+/// The cache key of a request: host and target.
+pub(crate) fn cache_key(host: Option<&HeaderValue>, uri: &http::Uri) -> String {
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.host())
+        .unwrap_or("");
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut key = String::with_capacity(host.len() + target.len() + 1);
+    key.push_str(host);
+    key.push(' ');
+    key.push_str(target);
+    key
+}
+
+/// Whether a response may be stored: a 200 the origin did not forbid
+/// storing or sharing.
+pub(crate) fn storable(status: StatusCode, headers: &HeaderMap) -> bool {
+    if status != StatusCode::OK {
+        return false;
+    }
+    !headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let d = d.trim();
+            d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
+        })
+}
+
+/// Copies a response body into the cache as it streams to the client; the
+/// copy is stored only if the body ends cleanly within the size bound.
+#[derive(Debug)]
+pub(crate) struct Tee {
+    cache: Arc<StaleCache>,
+    key: String,
+    status: StatusCode,
+    headers: HeaderMap,
+    buf: BytesMut,
+    started: Nanos,
+}
+
+impl Tee {
+    pub(crate) fn new(
+        cache: Arc<StaleCache>,
+        key: String,
+        status: StatusCode,
+        headers: HeaderMap,
+        now: Nanos,
+    ) -> Self {
+        Self {
+            cache,
+            key,
+            status,
+            headers,
+            buf: BytesMut::new(),
+            started: now,
+        }
+    }
+
+    /// Adds a chunk; false once the body is too large to keep.
+    pub(crate) fn push(&mut self, data: &[u8]) -> bool {
+        if (self.buf.len() + data.len()) as u64 > self.cache.max_entry_bytes() {
+            return false;
+        }
+        self.buf.extend_from_slice(data);
+        true
+    }
+
+    /// Stores the complete body.
+    pub(crate) fn finish(self) {
+        let Tee {
+            cache,
+            key,
+            status,
+            headers,
+            buf,
+            started,
+        } = self;
+        cache.insert(
+            key,
+            StaleEntry {
+                status,
+                headers,
+                body: buf.freeze(),
+                stored_at: started,
+            },
+        );
+    }
+}
+
+/// A route's fallbacks, resolved when the config is applied.
+#[derive(Debug)]
+pub(crate) struct RouteFallback {
+    pub(crate) config: Fallback,
+    pub(crate) stale: Option<Arc<StaleCache>>,
+    pub(crate) response: Option<PreparedResponse>,
+    pub(crate) served: [Arc<Counter>; 3],
+}
+
+/// The kinds of fallback, as metric labels and `levee-degraded` values.
+pub(crate) const KINDS: [&str; 3] = ["stale", "cluster", "static"];
+
+/// A fixed response with its body loaded.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
+}
+
+impl RouteFallback {
+    /// Resolves a route's fallbacks: loads a body file (relative paths
+    /// against `base`) and reuses `previous_cache` when the cache settings
+    /// did not change.
+    pub(crate) fn new(
+        route: &str,
+        config: &Fallback,
+        base: Option<&Path>,
+        previous_cache: Option<Arc<StaleCache>>,
+        registry: &Registry,
+    ) -> Result<Self, String> {
+        let response = config
+            .response
+            .as_ref()
+            .map(|r| prepare(r, base))
+            .transpose()?;
+        let stale = config.serve_stale.as_ref().map(|s| {
+            previous_cache
+                .filter(|c| c.config == *s)
+                .unwrap_or_else(|| Arc::new(StaleCache::new(s.clone())))
+        });
+        Ok(Self {
+            config: config.clone(),
+            stale,
+            response,
+            served: KINDS.map(|kind| {
+                registry.counter(
+                    "levee_fallbacks_total",
+                    "Requests answered by a fallback, by route and kind.",
+                    &[("route", route), ("kind", kind)],
+                )
+            }),
+        })
+    }
+
+    /// Whether an upstream answer with `status` calls for the fallback.
+    pub(crate) fn fails(&self, status: u16) -> bool {
+        self.config.on_statuses.contains(&status)
+    }
+}
+
+fn prepare(r: &StaticResponse, base: Option<&Path>) -> Result<PreparedResponse, String> {
+    let body = match &r.body {
+        StaticBody::Empty => Bytes::new(),
+        StaticBody::Inline(s) => Bytes::from(s.clone()),
+        StaticBody::File(path) => {
+            let full = match base {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.clone(),
+            };
+            std::fs::read(&full)
+                .map(Bytes::from)
+                .map_err(|e| format!("fallback body_file {}: {e}", full.display()))?
+        }
+    };
+    Ok(PreparedResponse {
+        status: StatusCode::from_u16(r.status).map_err(|e| e.to_string())?,
+        headers: r
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+            .collect(),
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const S: u64 = 1_000_000_000;
+
+    fn cache(max_entries: usize, max_bytes: u64) -> StaleCache {
+        StaleCache::new(ServeStale {
+            max_entries,
+            max_bytes,
+            max_entry_bytes: 100,
+            max_stale: Duration::from_secs(60),
+        })
+    }
+
+    fn entry(body: &'static str, at: Nanos) -> StaleEntry {
+        StaleEntry {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            stored_at: at,
+        }
+    }
+
+    #[test]
+    fn bounded_by_entries_and_bytes_oldest_first() {
+        let c = cache(2, 1000);
+        c.insert("a".into(), entry("1", 0));
+        c.insert("b".into(), entry("2", 1));
+        c.insert("c".into(), entry("3", 2));
+        assert!(c.get("a", 2).is_none());
+        assert_eq!(c.usage(), (2, 2));
+        let c = cache(10, 5);
+        c.insert("a".into(), entry("123", 0));
+        c.insert("b".into(), entry("456", 1));
+        assert!(c.get("a", 1).is_none());
+        assert_eq!(c.get("b", 1).unwrap().body, "456");
+        assert_eq!(c.usage(), (1, 3));
+    }
+
+    #[test]
+    fn overwriting_keeps_the_newest_and_counts_bytes_once() {
+        let c = cache(2, 1000);
+        for i in 0..50 {
+            c.insert("a".into(), entry("xx", i));
+        }
+        c.insert("b".into(), entry("y", 51));
+        assert_eq!(c.usage(), (2, 3));
+        assert_eq!(c.get("a", 60).unwrap().stored_at, 49);
+    }
+
+    #[test]
+    fn too_old_is_not_served_and_too_large_not_kept() {
+        let c = cache(10, 1000);
+        c.insert("a".into(), entry("1", 0));
+        assert!(c.get("a", 60 * S).is_some());
+        assert!(c.get("a", 61 * S).is_none());
+        let big: &'static str = Box::leak("x".repeat(101).into_boxed_str());
+        c.insert("big".into(), entry(big, 0));
+        assert!(c.get("big", 0).is_none());
+    }
+
+    #[test]
+    fn no_store_and_errors_are_not_storable() {
+        let mut h = HeaderMap::new();
+        assert!(storable(StatusCode::OK, &h));
+        assert!(!storable(StatusCode::INTERNAL_SERVER_ERROR, &h));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, No-Store"),
+        );
+        assert!(!storable(StatusCode::OK, &h));
+    }
+}
