@@ -614,6 +614,18 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     let loc = t.loc;
     d.finish(t);
     let endpoints = endpoints?;
+    let hashing = matches!(
+        balancer.as_ref().map(|b| b.kind),
+        Some(BalancerKind::RingHash | BalancerKind::Maglev)
+    );
+    if hashing && slow_start.is_some() {
+        d.error_help(
+            loc,
+            &format!("{path}.slow_start"),
+            "slow start changes weights, which moves keys between endpoints with ring_hash or maglev",
+            "use slow_start with round_robin, least_request or peak_ewma",
+        );
+    }
     let host_header = match (host_header, host_rewrite) {
         (Some(_), Some(_)) => {
             d.error(
@@ -1037,6 +1049,17 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
     };
     let loc = t.loc;
     d.finish(t);
+    if o.latency_factor > 0.0 && o.latency_factor < 1.5 {
+        d.error_help(
+            loc,
+            &format!("{path}.latency_factor"),
+            format!(
+                "{} would eject endpoints of ordinary speed",
+                o.latency_factor
+            ),
+            "use 0 (off) or 1.5 and above; 2 to 5 is usual",
+        );
+    }
     if o.base_ejection_time > o.max_ejection_time {
         d.error(
             loc,
