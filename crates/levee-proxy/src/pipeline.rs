@@ -292,6 +292,22 @@ async fn attempt_body(
     }
 }
 
+/// One request counted in flight on an endpoint until dropped.
+struct InFlight<'a>(&'a levee_core::metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a levee_core::metrics::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A response head with the HTTP/1.1 connection its body still needs.
 type Sent = (Response<Incoming>, Option<Http1Conn>);
 
@@ -372,9 +388,10 @@ impl AttemptPlan<'_> {
             }
         }
         let timeout = self.per_try.min(left);
-        // Counted while the head is awaited; the response body's time is
-        // counted by the request's record.
-        endpoint.in_flight.inc();
+        // Counted while the head is awaited (also when the attempt is
+        // cancelled: a lost hedge, a client that left); the response body's
+        // time is counted by the request's record.
+        let counted = InFlight::new(&endpoint.in_flight);
         let send = cluster.transport.send(
             endpoint.addr,
             &endpoint.idle,
@@ -403,7 +420,7 @@ impl AttemptPlan<'_> {
             }
             Err(_) => None,
         };
-        endpoint.in_flight.dec();
+        drop(counted);
         let finished = Instant::now();
         let rtt = finished.duration_since(sent);
         let now = cluster.nanos_at(finished);
