@@ -3,9 +3,9 @@
 //! them: load-balancer choice ([`balancer`]), the peak-EWMA latency estimate
 //! ([`ewma`]), the stable hash that consistent hashing relies on ([`hash`]),
 //! backoff and retry budgets ([`retry`]) over sliding windows ([`window`]),
-//! and outlier ejection ([`outlier`]). The circuit breaker ([`breaker`]),
+//! outlier ejection ([`outlier`]), the circuit breaker ([`breaker`]),
 //! priority failover and zone-aware routing ([`locality`]), and the weight
-//! ramp for returning endpoints ([`slow_start`]) are not wired yet.
+//! ramp for returning endpoints ([`slow_start`]).
 
 pub mod balancer;
 pub mod breaker;
