@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
@@ -43,6 +44,52 @@ pub struct UpstreamBody {
     seen: u64,
     /// A body read in advance, so that it can be sent again on a retry.
     replay: Option<Bytes>,
+    /// A copy kept while streaming, up to its limit, for a later replay.
+    capture: Option<(Arc<Capture>, u64)>,
+}
+
+/// A copy of a streamed request body (one of unknown length) taken while it
+/// is sent, so that a retry can send it again if it ended within the
+/// route's buffer. Nothing waits for it: the body streams as it arrives.
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    // Per request, uncontended: only the attempt streaming the body uses it.
+    state: std::sync::Mutex<CaptureState>,
+}
+
+#[derive(Debug, Default)]
+struct CaptureState {
+    bytes: bytes::BytesMut,
+    complete: bool,
+    overflow: bool,
+}
+
+impl Capture {
+    fn push(&self, data: &[u8], limit: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.overflow {
+            return;
+        }
+        if (s.bytes.len() + data.len()) as u64 > limit {
+            s.overflow = true;
+            s.bytes = bytes::BytesMut::new();
+        } else {
+            s.bytes.extend_from_slice(data);
+        }
+    }
+
+    fn finish(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .complete = true;
+    }
+
+    /// The whole body, if it was sent to its end within the limit.
+    pub(crate) fn replayable(&self) -> Option<Bytes> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (s.complete && !s.overflow).then(|| Bytes::copy_from_slice(&s.bytes))
+    }
 }
 
 impl UpstreamBody {
@@ -53,6 +100,7 @@ impl UpstreamBody {
             limit: 0,
             seen: 0,
             replay: None,
+            capture: None,
         }
     }
 
@@ -63,7 +111,14 @@ impl UpstreamBody {
             limit,
             seen: 0,
             replay: None,
+            capture: None,
         }
+    }
+
+    /// Keeps a copy of what streams through, up to `limit` bytes.
+    pub(crate) fn capturing(mut self, capture: Arc<Capture>, limit: u64) -> Self {
+        self.capture = Some((capture, limit));
+        self
     }
 
     /// A body already read (for retries).
@@ -97,11 +152,19 @@ impl Body for UpstreamBody {
                     if this.seen > this.limit {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
                     }
+                    if let Some((capture, limit)) = &this.capture {
+                        capture.push(data, *limit);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some((capture, _)) = &this.capture {
+                    capture.finish();
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

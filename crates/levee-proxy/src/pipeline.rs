@@ -233,18 +233,54 @@ fn reply_error(mut done: Completion, kind: ErrorKind, detail: &str) -> Response<
 }
 
 /// The request body as attempts see it: bytes that can be sent again, or a
-/// stream that can be sent once.
+/// stream that can be sent once (unless its copy turns out complete).
 enum AttemptBody {
     Replay(bytes::Bytes),
-    Stream(Option<Incoming>),
+    /// Streamed once; with a capture, a body that ended within the route's
+    /// buffer can be sent again.
+    Stream {
+        body: Option<Incoming>,
+        capture: Option<(Arc<crate::body::Capture>, u64)>,
+    },
 }
 
 impl AttemptBody {
+    fn stream(body: Incoming) -> Self {
+        AttemptBody::Stream {
+            body: Some(body),
+            capture: None,
+        }
+    }
+
     /// The body for the next attempt, if there is one to send.
     fn next(&mut self, limit: u64) -> Option<UpstreamBody> {
         match self {
             AttemptBody::Replay(bytes) => Some(UpstreamBody::replay(bytes.clone())),
-            AttemptBody::Stream(body) => body.take().map(|b| UpstreamBody::limited(b, limit)),
+            AttemptBody::Stream { body, capture } => match body.take() {
+                Some(b) => {
+                    let upstream = UpstreamBody::limited(b, limit);
+                    Some(match capture {
+                        Some((c, max)) => upstream.capturing(c.clone(), *max),
+                        None => upstream,
+                    })
+                }
+                None => capture
+                    .as_ref()
+                    .and_then(|(c, _)| c.replayable())
+                    .map(UpstreamBody::replay),
+            },
+        }
+    }
+
+    /// Whether the next attempt can send the whole body again.
+    fn replayable(&self) -> bool {
+        match self {
+            AttemptBody::Replay(_) => true,
+            AttemptBody::Stream {
+                body: None,
+                capture: Some((c, _)),
+            } => c.replayable().is_some(),
+            AttemptBody::Stream { .. } => false,
         }
     }
 }
@@ -273,7 +309,7 @@ async fn attempt_body(
 ) -> Result<AttemptBody, (ErrorKind, String)> {
     use http_body::Body as _;
     let Some(replay_limit) = replay_limit else {
-        return Ok(AttemptBody::Stream(Some(body)));
+        return Ok(AttemptBody::stream(body));
     };
     if body.is_end_stream() {
         return Ok(AttemptBody::Replay(bytes::Bytes::new()));
@@ -288,7 +324,14 @@ async fn attempt_body(
             })?;
             Ok(AttemptBody::Replay(collected.to_bytes()))
         }
-        _ => Ok(AttemptBody::Stream(Some(body))),
+        // Declared too large: never sent twice.
+        Some(_) => Ok(AttemptBody::stream(body)),
+        // Unknown length (chunked, HTTP/2 without content-length): streamed
+        // at once, with a copy that makes it replayable if it ends in time.
+        None => Ok(AttemptBody::Stream {
+            body: Some(body),
+            capture: Some((Arc::default(), replay_limit.min(limit))),
+        }),
     }
 }
 
@@ -734,7 +777,7 @@ async fn dispatch(
             ),
             Err((kind, _)) => (r.retries_error(*kind), kind.nothing_sent(), Ok(None)),
         };
-        let safe = nothing_sent || (idempotent && matches!(body, AttemptBody::Replay(_)));
+        let safe = nothing_sent || (idempotent && body.replayable());
         let now = Instant::now();
         let wait = match asked_wait {
             Ok(asked) => asked.map_or(r.backoff(attempt - 1), |a| a.max(r.backoff(attempt - 1))),

@@ -83,6 +83,12 @@ impl Reply {
             ..Self::default()
         }
     }
+    /// Answer with `status`, keeping the action (e.g. `echo().answering(503)`
+    /// reads the whole request body, then answers 503).
+    pub fn answering(mut self, status: u16) -> Self {
+        self.statuses = vec![status];
+        self
+    }
     /// Stream the request body back as the response body, frame by frame.
     pub fn echo_body() -> Self {
         Self {

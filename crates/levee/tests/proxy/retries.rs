@@ -154,3 +154,63 @@ async fn listed_statuses_are_retried_for_idempotent_requests() {
         assert_eq!(r.status, 200, "PUT is idempotent: {r:?}");
     }
 }
+
+/// A chunked body (no declared length) streams to the first attempt at
+/// once; because it ended within `buffer_bytes`, the retry sends it again.
+/// One over the buffer is not retried.
+#[tokio::test]
+async fn chunked_bodies_within_the_buffer_are_replayed() {
+    // Reads the whole body before answering 503, as a real service would.
+    let busy = FakeUpstream::builder("busy")
+        .otherwise(Reply::echo().answering(503))
+        .start()
+        .await;
+    let echo = FakeUpstream::builder("echo")
+        .otherwise(Reply::echo_body())
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[busy.addr(), echo.addr()],
+        "attempts = 2, retry_on = [\"5xx\"], buffer_bytes = \"16B\"",
+    ))
+    .await;
+    let addr = gw.addr("public");
+    for _ in 0..6 {
+        let small = raw_put(addr, &["hello ", "world"]).await;
+        assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+        assert!(
+            small.contains("hello ") && small.contains("world"),
+            "{small}"
+        );
+    }
+    assert!(
+        busy.requests() >= 1,
+        "some first attempts went to the 503 endpoint"
+    );
+    let before = echo.requests();
+    let mut refused = 0;
+    for _ in 0..6 {
+        let big = raw_put(addr, &["0123456789", "0123456789"]).await;
+        if big.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            assert_eq!(big.matches("0123456789").count(), 2, "{big}");
+        }
+    }
+    assert!(
+        refused >= 1,
+        "a 20-byte body over a 16-byte buffer is not replayed"
+    );
+    assert_eq!(echo.requests() - before, 6 - refused);
+}
+
+async fn raw_put(addr: SocketAddr, chunks: &[&str]) -> String {
+    let mut req = String::from(
+        "PUT /doc HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+    );
+    for c in chunks {
+        req.push_str(&format!("{:x}\r\n{c}\r\n", c.len()));
+    }
+    req.push_str("0\r\n\r\n");
+    crate::raw_exchange(addr, req.as_bytes(), std::time::Duration::from_secs(5)).await
+}

@@ -1,0 +1,598 @@
+//! Graceful degradation end to end: a route's fallbacks (a stale copy of an
+//! earlier GET, another cluster, a fixed response) answer what its cluster
+//! cannot, marked `levee-degraded`; bad fallback configs are refused; and a
+//! stalled response body is cut by the route's `stream_idle_timeout`.
+//! Every check is on what a client sees over real sockets; durations appear
+//! only as generous upper bounds or as the slowness of a scripted upstream.
+
+use crate::{LISTENER, PREAMBLE};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use levee_testkit::{eventually, Client, ClientReply, FakeUpstream, Reply, TempDir, TestGateway};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long `eventually` waits for state that should follow within
+/// milliseconds.
+const SOON: Duration = Duration::from_secs(10);
+
+/// How long the scripted slow upstreams take: long enough that a loaded
+/// two-core machine finishes the rest of a test step well within it.
+const SLOW: Duration = Duration::from_secs(2);
+
+fn quoted(endpoints: &[SocketAddr]) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    eps.join(", ")
+}
+
+/// One route `r` to cluster `c` over `endpoints`, with `route_extra` TOML
+/// after the route's keys (sub-tables such as `[routes.fallback]` welcome)
+/// and `rest` TOML at the end (more clusters, cluster settings).
+fn config(endpoints: &[SocketAddr], route_extra: &str, rest: &str) -> String {
+    format!(
+        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n{route_extra}\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\n{rest}\n",
+        quoted(endpoints)
+    )
+}
+
+fn fallbacks_series(kind: &str) -> String {
+    format!("levee_fallbacks_total{{route=\"r\",kind=\"{kind}\"}}")
+}
+
+/// Asserts that `r` is an answer from the route's cluster, not a fallback.
+fn assert_not_degraded(r: &ClientReply) {
+    assert_eq!(r.header("levee-degraded"), None, "{r:?}");
+}
+
+/// Asserts that `r` is a stale copy with `body`, and returns its age.
+fn assert_stale(r: &ClientReply, body: &str) -> u64 {
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, body, "{r:?}");
+    assert_eq!(r.header("levee-degraded"), Some("stale"), "{r:?}");
+    let age = r
+        .header("age")
+        .unwrap_or_else(|| panic!("a stale copy carries its age: {r:?}"));
+    age.parse()
+        .unwrap_or_else(|_| panic!("age is whole seconds: {r:?}"))
+}
+
+fn post(url: &str, body: &'static [u8]) -> http::Request<Full<Bytes>> {
+    http::Request::post(url)
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Serve stale
+
+#[tokio::test]
+async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
+    let up = FakeUpstream::builder("v1")
+        .route("/item", Reply::statuses(&[200, 503]))
+        .route(
+            "/private",
+            Reply::statuses(&[200, 503]).header("cache-control", "no-store"),
+        )
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let addr = up.addr();
+    let gw = TestGateway::start(&config(
+        &[addr],
+        "[routes.fallback]\nserve_stale = { max_entries = 100 }",
+        "",
+    ))
+    .await;
+    let c = Client::http1();
+    let base = gw.url("public");
+
+    let fresh = c.get(&format!("{base}/item")).await;
+    assert_eq!(fresh.status, 200, "{fresh:?}");
+    assert_eq!(fresh.body, "v1");
+    assert_not_degraded(&fresh);
+    assert_eq!(fresh.header("age"), None);
+
+    // The upstream now answers 503: the copy answers instead.
+    let stale = c.get(&format!("{base}/item")).await;
+    let age = assert_stale(&stale, "v1");
+    assert!(age < 60, "{stale:?}");
+    assert_eq!(
+        stale.header("x-upstream"),
+        Some("v1"),
+        "the copy keeps the upstream's headers"
+    );
+    assert_eq!(up.requests_to("/item"), 2, "the upstream was asked first");
+
+    // Nothing was ever fetched here: the upstream's own 503 comes through.
+    let never = c.get(&format!("{base}/never")).await;
+    assert_eq!(never.status, 503, "{never:?}");
+    assert_not_degraded(&never);
+
+    // A response that says `no-store` is not kept.
+    let private = c.get(&format!("{base}/private")).await;
+    assert_eq!(private.status, 200, "{private:?}");
+    let private = c.get(&format!("{base}/private")).await;
+    assert_eq!(private.status, 503, "no-store is never served stale");
+    assert_not_degraded(&private);
+    assert_eq!(gw.metric(&fallbacks_series("stale")), 1.0);
+
+    // The age grows with the copy (whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let older = c.get(&format!("{base}/item")).await;
+    assert!(assert_stale(&older, "v1") >= 1, "{older:?}");
+
+    // The upstream goes away (connection refused): still the copy...
+    drop(up);
+    let r = c.get(&format!("{base}/item")).await;
+    assert_stale(&r, "v1");
+    // ...but nothing for a target never fetched: the gateway's own error.
+    let r = c.get(&format!("{base}/unknown")).await;
+    assert!(r.status.is_server_error(), "{r:?}");
+    assert!(r.header("levee-error").is_some(), "{r:?}");
+    assert_not_degraded(&r);
+
+    // Back (same port, new content): fresh answers again.
+    let up = FakeUpstream::builder("v2").bind(addr).start().await;
+    eventually(
+        SOON,
+        "fresh answers from the restarted upstream",
+        || async {
+            let r = c.get(&format!("{base}/item")).await;
+            r.status == 200 && r.body == "v2" && r.header("levee-degraded").is_none()
+        },
+    )
+    .await;
+    let r = c.get(&format!("{base}/item")).await;
+    assert_eq!(r.body, "v2");
+    assert_not_degraded(&r);
+    // The copy was refreshed along the way.
+    drop(up);
+    let r = c.get(&format!("{base}/item")).await;
+    assert_stale(&r, "v2");
+    assert!(gw.metric(&fallbacks_series("stale")) >= 4.0);
+}
+
+#[tokio::test]
+async fn a_copy_older_than_max_stale_is_not_served() {
+    let up = FakeUpstream::builder("v1")
+        .route("/item", Reply::statuses(&[200, 503]))
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[up.addr()],
+        "[routes.fallback]\nserve_stale = { max_stale = \"1s\" }",
+        "",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/item", gw.url("public"));
+    assert_eq!(c.get(&url).await.body, "v1");
+    assert_stale(&c.get(&url).await, "v1");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = c.get(&url).await;
+    assert_eq!(r.status, 503, "the copy is too old: {r:?}");
+    assert_not_degraded(&r);
+    assert_eq!(up.requests_to("/item"), 3);
+    assert_eq!(gw.metric(&fallbacks_series("stale")), 1.0);
+}
+
+// ---------------------------------------------------------------------------
+// Static response
+
+const STATIC: &str = "[routes.fallback]\nresponse = { status = 503, headers = { \"retry-after\" = \"5\", \"content-type\" = \"application/json\" }, body = \"{\\\"degraded\\\":true}\" }";
+
+fn assert_static(r: &ClientReply) {
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body, "{\"degraded\":true}", "{r:?}");
+    assert_eq!(r.header("levee-degraded"), Some("static"), "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("5"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    assert_eq!(r.header("levee-error"), None, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_dead_cluster_is_answered_with_the_static_response() {
+    let dead = crate::closed_port().await;
+    let gw = TestGateway::start(&config(&[dead], STATIC, "")).await;
+    let c = Client::http1();
+    for _ in 0..3 {
+        assert_static(&c.get(&format!("{}/x", gw.url("public"))).await);
+    }
+    let r = c
+        .send(post(&format!("{}/orders", gw.url("public")), b"{}"))
+        .await
+        .unwrap();
+    assert_static(&r);
+    assert_eq!(gw.metric(&fallbacks_series("static")), 4.0);
+}
+
+#[tokio::test]
+async fn only_statuses_in_on_statuses_fall_back() {
+    let up = FakeUpstream::builder("u")
+        .route("/boom", Reply::status(500))
+        .route("/missing", Reply::status(404))
+        .route("/teapot", Reply::status(418))
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(&[up.addr()], STATIC, "")).await;
+    let c = Client::http1();
+    let base = gw.url("public");
+    assert_static(&c.get(&format!("{base}/boom")).await);
+    let r = c.get(&format!("{base}/missing")).await;
+    assert_eq!(r.status, 404, "a 404 is an answer, not a failure: {r:?}");
+    assert_not_degraded(&r);
+    assert_eq!(c.get(&format!("{base}/ok")).await.body, "u");
+
+    // A route listing its own failure statuses.
+    let gw = TestGateway::start(&config(
+        &[up.addr()],
+        &format!("{STATIC}\non_statuses = [418]"),
+        "",
+    ))
+    .await;
+    let base = gw.url("public");
+    assert_static(&c.get(&format!("{base}/teapot")).await);
+    let r = c.get(&format!("{base}/boom")).await;
+    assert_eq!(r.status, 500, "500 is not listed: {r:?}");
+    assert_not_degraded(&r);
+}
+
+#[tokio::test]
+async fn a_body_file_is_read_relative_to_the_config_file() {
+    let dead = crate::closed_port().await;
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path.join("pages")).unwrap();
+    std::fs::write(
+        dir.path.join("pages/maintenance.html"),
+        "<h1>Back soon</h1>\n",
+    )
+    .unwrap();
+    let path = dir.path.join("levee.toml");
+    std::fs::write(
+        &path,
+        config(
+            &[dead],
+            "[routes.fallback]\nresponse = { status = 200, headers = { \"content-type\" = \"text/html\" }, body_file = \"pages/maintenance.html\" }",
+            "",
+        ),
+    )
+    .unwrap();
+    let loaded = levee_config::load_file(&path).unwrap_or_else(|d| panic!("{d}"));
+    let gw = levee_proxy::Gateway::start(loaded, Some(path))
+        .await
+        .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
+    let url = format!("http://{}/", gw.listener_addr("public").unwrap());
+    let r = Client::http1().get(&url).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "<h1>Back soon</h1>\n");
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("levee-degraded"), Some("static"));
+}
+
+// ---------------------------------------------------------------------------
+// Fallback cluster
+
+#[tokio::test]
+async fn a_failing_cluster_hands_the_request_to_the_fallback_cluster() {
+    let primary = FakeUpstream::builder("primary")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let dr = FakeUpstream::builder("dr")
+        .otherwise(Reply::echo())
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[primary.addr()],
+        "[routes.fallback]\ncluster = \"dr\"",
+        &format!(
+            "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
+            dr.addr()
+        ),
+    ))
+    .await;
+    let c = Client::http1();
+    let base = gw.url("public");
+
+    let r = c.get(&format!("{base}/orders?page=2")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("levee-degraded"), Some("cluster"), "{r:?}");
+    assert_eq!(r.header("x-upstream"), Some("dr"));
+    let seen = r.json();
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["uri"], "/orders?page=2");
+    assert_eq!(seen["body_len"], 0);
+
+    let r = c
+        .send(post(&format!("{base}/orders"), b"{\"qty\":3}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("levee-degraded"), Some("cluster"), "{r:?}");
+    let seen = r.json();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["uri"], "/orders");
+    assert_eq!(seen["body_len"], 9, "the body went along: {seen}");
+    assert!(
+        seen["headers"]["x-forwarded-for"].is_string(),
+        "forwarded as usual: {seen}"
+    );
+
+    assert_eq!(
+        primary.requests_to("/orders"),
+        2,
+        "the primary was asked first"
+    );
+    assert_eq!(dr.requests_to("/orders"), 2);
+    assert_eq!(gw.metric(&fallbacks_series("cluster")), 2.0);
+}
+
+#[tokio::test]
+async fn fallbacks_are_tried_in_order_stale_cluster_static() {
+    let primary = FakeUpstream::builder("primary")
+        .route("/cached", Reply::statuses(&[200, 503]))
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let dr = FakeUpstream::start("dr").await;
+    let gw = TestGateway::start(&config(
+        &[primary.addr()],
+        &format!("{STATIC}\nserve_stale = {{ max_entries = 10 }}\ncluster = \"dr\""),
+        &format!(
+            "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
+            dr.addr()
+        ),
+    ))
+    .await;
+    let c = Client::http1();
+    let base = gw.url("public");
+    assert_eq!(c.get(&format!("{base}/cached")).await.body, "primary");
+
+    // A copy exists: it comes before the fallback cluster.
+    assert_stale(&c.get(&format!("{base}/cached")).await, "primary");
+    assert_eq!(dr.requests(), 0);
+    // No copy: the fallback cluster.
+    let r = c.get(&format!("{base}/fresh")).await;
+    assert_eq!(r.header("levee-degraded"), Some("cluster"), "{r:?}");
+    assert_eq!(r.body, "dr");
+    // The fallback cluster fails too: the static response.
+    drop(dr);
+    assert_static(&c.get(&format!("{base}/fresh")).await);
+    assert_eq!(gw.metric(&fallbacks_series("stale")), 1.0);
+    assert_eq!(gw.metric(&fallbacks_series("cluster")), 1.0);
+    assert_eq!(gw.metric(&fallbacks_series("static")), 1.0);
+}
+
+// ---------------------------------------------------------------------------
+// Shed requests
+
+#[tokio::test]
+async fn a_request_shed_by_a_bulkhead_gets_the_static_response() {
+    let up = FakeUpstream::builder("u")
+        .route("/slow", Reply::ok().latency(SLOW))
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[up.addr()],
+        STATIC,
+        "limits = { max_requests = 1, max_pending = 0 }",
+    ))
+    .await;
+    let base = gw.url("public");
+    let slow = tokio::spawn({
+        let url = format!("{base}/slow");
+        async move { Client::http1().get(&url).await }
+    });
+    eventually(SOON, "the only slot is taken", || async {
+        up.requests_to("/slow") == 1
+    })
+    .await;
+    let r = Client::http1().get(&format!("{base}/fast")).await;
+    assert_static(&r);
+    assert_eq!(r.header("levee-overloaded"), None, "{r:?}");
+    assert_eq!(up.requests_to("/fast"), 0, "the shed request went nowhere");
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_not_degraded(&r);
+    assert_eq!(gw.metric(&fallbacks_series("static")), 1.0);
+}
+
+#[tokio::test]
+async fn an_open_cluster_breaker_is_answered_with_the_static_response() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(
+        &[up.addr()],
+        STATIC,
+        "circuit_breaker = { cluster = { consecutive_failures = 3, base_open_time = \"30s\", max_open_time = \"60s\" } }",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    // The upstream's 503s are failures the fallback answers...
+    for _ in 0..3 {
+        assert_static(&c.get(&url).await);
+    }
+    assert_eq!(up.requests(), 3);
+    // ...and once they open the breaker, so are the requests it refuses.
+    for _ in 0..5 {
+        assert_static(&c.get(&url).await);
+    }
+    assert_eq!(up.requests(), 3, "the open breaker sent nothing");
+    assert_eq!(gw.metric(&fallbacks_series("static")), 8.0);
+}
+
+// ---------------------------------------------------------------------------
+// Bad configs
+
+#[tokio::test]
+async fn bad_fallback_configs_are_refused_with_a_diagnostic() {
+    let up = FakeUpstream::start("u").await;
+    let rest = format!(
+        "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
+        up.addr()
+    );
+    let load = |route_extra: &str| {
+        levee_config::load_str(
+            &config(&[up.addr()], route_extra, &rest),
+            levee_config::Format::Toml,
+            "levee.toml",
+        )
+    };
+    let err = load("[routes.fallback]\ncluster = \"dr-east\"")
+        .expect_err("unknown fallback cluster")
+        .to_string();
+    assert!(err.contains("routes[0].fallback.cluster"), "{err}");
+    assert!(err.contains("unknown cluster `dr-east`"), "{err}");
+    let err = load("[routes.fallback]\ncluster = \"drr\"")
+        .expect_err("misspelt fallback cluster")
+        .to_string();
+    assert!(err.contains("unknown cluster `drr`"), "{err}");
+    assert!(err.contains("did you mean `dr`?"), "{err}");
+
+    let err = load("[routes.fallback]\ncluster = \"c\"")
+        .expect_err("fallback to the route's own cluster")
+        .to_string();
+    assert!(err.contains("routes[0].fallback.cluster"), "{err}");
+    assert!(err.contains("own cluster"), "{err}");
+
+    let err = load("[routes.fallback]\non_statuses = [503]")
+        .expect_err("a fallback with nothing to answer")
+        .to_string();
+    assert!(
+        err.contains("a fallback needs serve_stale, cluster or response"),
+        "{err}"
+    );
+
+    let err = load(
+        "[routes.fallback]\nresponse = { status = 503, body = \"x\", body_file = \"x.html\" }",
+    )
+    .expect_err("both body and body_file")
+    .to_string();
+    assert!(err.contains("either body or body_file"), "{err}");
+
+    assert!(load("[routes.fallback]\ncluster = \"dr\"").is_ok());
+}
+
+#[tokio::test]
+async fn a_missing_body_file_stops_the_gateway_from_starting() {
+    let up = FakeUpstream::start("u").await;
+    let dir = TempDir::new();
+    let path = dir.path.join("levee.toml");
+    std::fs::write(
+        &path,
+        config(
+            &[up.addr()],
+            "[routes.fallback]\nresponse = { status = 503, body_file = \"missing-page.html\" }",
+            "",
+        ),
+    )
+    .unwrap();
+    let loaded = levee_config::load_file(&path).expect("the file itself is valid");
+    let err = match levee_proxy::Gateway::start(loaded, Some(path)).await {
+        Ok(_) => panic!("started with a missing body file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("route r"), "names the route: {err}");
+    assert!(err.contains("missing-page.html"), "names the file: {err}");
+}
+
+// ---------------------------------------------------------------------------
+// Stream idle timeout
+
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_by_the_stream_idle_timeout() {
+    let up = FakeUpstream::builder("u")
+        // The first chunk, then nothing for a minute.
+        .route(
+            "/short/stall",
+            Reply::ok().chunks(2, 16, Duration::from_secs(60)),
+        )
+        // Pauses well within the short route's timeout: the timer restarts
+        // with every chunk, so the whole body may take longer than it.
+        .route(
+            "/short/trickle",
+            Reply::ok().chunks(8, 16, Duration::from_millis(40)),
+        )
+        // Pauses beyond the short route's timeout, within the default.
+        .route(
+            "/long/trickle",
+            Reply::ok().chunks(3, 16, Duration::from_millis(400)),
+        )
+        .start()
+        .await;
+    let toml = format!(
+        "{PREAMBLE}{LISTENER}
+[[routes]]
+name = \"short\"
+cluster = \"c\"
+match = {{ path = {{ prefix = \"/short/\" }} }}
+stream_idle_timeout = \"200ms\"
+
+[[routes]]
+name = \"long\"
+cluster = \"c\"
+
+[[clusters]]
+name = \"c\"
+endpoints = [\"{}\"]
+",
+        up.addr()
+    );
+    let gw = TestGateway::start(&toml).await;
+
+    // Head and first chunk arrive; then the body ends in an error, long
+    // before the upstream would have sent the rest.
+    let started = Instant::now();
+    let mut send = crate::http1_connection(gw.addr("public")).await;
+    let req = http::Request::get("/short/stall")
+        .header("host", "x")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(SOON, send.send_request(req))
+        .await
+        .expect("the head arrives")
+        .expect("a response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(SOON, body.frame())
+        .await
+        .expect("the first chunk arrives")
+        .expect("a frame")
+        .expect("the first chunk is intact");
+    assert_eq!(first.into_data().unwrap().len(), 16);
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) if f.is_data() => {
+                    panic!("no more data was sent, got {:?}", f.into_data())
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the body ends instead of hanging");
+    assert!(
+        end.is_err(),
+        "a cut body ends in an error, not a clean end (it is incomplete)"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut well before the upstream's minute: {:?}",
+        started.elapsed()
+    );
+
+    let c = Client::http1();
+    let r = c.get(&format!("{}/short/trickle", gw.url("public"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body.len(), 8 * 16, "every chunk arrived");
+    let r = c.get(&format!("{}/long/trickle", gw.url("public"))).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body.len(), 3 * 16, "the default timeout waits longer");
+}
