@@ -745,6 +745,20 @@ impl ClusterRuntime {
             .collect()
     }
 
+    /// Why outlier detection ejected `endpoint`, while it is ejected.
+    pub(crate) fn ejection_cause(&self, endpoint: &Arc<EndpointState>) -> Option<&'static str> {
+        let outlier = self.outlier.as_ref()?;
+        let state = outlier.lock().unwrap_or_else(|e| e.into_inner());
+        let i = state
+            .endpoints
+            .iter()
+            .position(|e| Arc::ptr_eq(e, endpoint))?;
+        state
+            .detector
+            .ejection_cause(i, self.clock.now())
+            .map(|c| c.as_str())
+    }
+
     /// The cluster breaker's verdict on a new request.
     pub(crate) fn admit_breaker(&self, now: Nanos) -> Result<(), (ErrorKind, String)> {
         match &self.breaker {

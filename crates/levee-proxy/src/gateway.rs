@@ -118,6 +118,8 @@ pub struct EndpointStatus {
     pub healthy: bool,
     /// Kept out of rotation by outlier detection.
     pub ejected: bool,
+    /// Why (`consecutive_5xx`, `consecutive_gateway`, `success_rate`, `latency`).
+    pub ejection_cause: Option<&'static str>,
     /// Requests in flight.
     pub in_flight: i64,
     /// Idle pooled HTTP/1.1 connections.
@@ -572,6 +574,7 @@ impl Gateway {
                             configured: e.configured.clone(),
                             healthy: e.is_healthy(),
                             ejected: e.is_ejected(),
+                            ejection_cause: c.ejection_cause(e),
                             in_flight: e.in_flight.get(),
                             idle_connections: e.idle.len(),
                             ewma_latency_seconds: c.ewma_seconds(e),

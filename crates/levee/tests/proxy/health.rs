@@ -106,7 +106,9 @@ async fn failing_endpoints_are_ejected_by_live_traffic_and_return() {
         bad.addr()
     );
     assert_eq!(gw.metric(&series), 1.0);
-    assert_eq!(gw.endpoint(bad.addr()).await.unwrap()["ejected"], true);
+    let status = gw.endpoint(bad.addr()).await.unwrap();
+    assert_eq!(status["ejected"], true);
+    assert_eq!(status["ejection_cause"], "consecutive_5xx");
     for _ in 0..10 {
         assert_eq!(
             c.get(&url).await.body,

@@ -283,6 +283,18 @@ async fn zoned(per_zone: usize) -> (Vec<FakeUpstream>, Vec<FakeUpstream>, Vec<St
     (zones.0, zones.1, endpoints)
 }
 
+/// Restarts the upstreams of `zone` from index `from` on, failing their
+/// health checks.
+async fn fail_checks(zone: &mut Vec<FakeUpstream>, from: usize) {
+    let gone: Vec<FakeUpstream> = zone.drain(from..).collect();
+    let addrs: Vec<SocketAddr> = gone.iter().map(FakeUpstream::addr).collect();
+    drop(gone);
+    for (i, addr) in addrs.into_iter().enumerate() {
+        let name = format!("a{}", from + i + 1);
+        zone.push(failing_checks(&name, addr).await);
+    }
+}
+
 #[tokio::test]
 async fn zone_aware_routing_stays_local_and_spills_by_spare_capacity() {
     // Four endpoints per zone: after two of zone a fail, six stay healthy,
@@ -301,11 +313,7 @@ async fn zone_aware_routing_stays_local_and_spills_by_spare_capacity() {
     // Zone a loses half its endpoints: it has 2/6 of the healthy capacity
     // and the fleet (as the endpoints are configured) 1/2 of its traffic, so
     // (1/3) / (1/2) = 2/3 stays local and 1/3 spills to zone b.
-    for i in [2, 3] {
-        let addr = a[i].addr();
-        let name = format!("a{}", i + 1);
-        a[i] = failing_checks(&name, addr).await;
-    }
+    fail_checks(&mut a, 2).await;
     eventually(SOON, "zone a spills a third to zone b", || async {
         let z = zones(&cluster(&gw).await);
         z.len() == 2 && close_to(&[z[0].1, z[1].1], &[2.0 / 3.0, 1.0 / 3.0])
@@ -334,11 +342,7 @@ async fn zone_awareness_is_off_below_min_cluster_size() {
     // Two of zone a fail: four healthy endpoints are below min_cluster_size
     // (healthy endpoints count, as in Envoy), so zones are ignored and
     // traffic spreads by weight: 1/4 to zone a, 3/4 to zone b.
-    for i in [1, 2] {
-        let addr = a[i].addr();
-        let name = format!("a{}", i + 1);
-        a[i] = failing_checks(&name, addr).await;
-    }
+    fail_checks(&mut a, 1).await;
     eventually(SOON, "traffic spread by weight", || async {
         let z = zones(&cluster(&gw).await);
         z.len() == 2 && close_to(&[z[0].1, z[1].1], &[0.25, 0.75])
