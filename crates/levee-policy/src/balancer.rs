@@ -57,9 +57,9 @@ pub enum Balancer {
     /// See [`WeightedRoundRobin`].
     RoundRobin(WeightedRoundRobin),
     /// P2C least request.
-    LeastRequest,
+    LeastRequest(Weights),
     /// P2C peak EWMA.
-    PeakEwma,
+    PeakEwma(Weights),
     /// See [`HashRing`].
     RingHash(HashRing),
     /// See [`Maglev`].
@@ -72,8 +72,8 @@ impl Balancer {
         debug_assert_eq!(keys.len(), weights.len());
         match algorithm {
             Algorithm::RoundRobin => Balancer::RoundRobin(WeightedRoundRobin::new(weights)),
-            Algorithm::LeastRequest => Balancer::LeastRequest,
-            Algorithm::PeakEwma => Balancer::PeakEwma,
+            Algorithm::LeastRequest => Balancer::LeastRequest(Weights::new(weights)),
+            Algorithm::PeakEwma => Balancer::PeakEwma(Weights::new(weights)),
             Algorithm::RingHash => Balancer::RingHash(HashRing::new(keys, weights)),
             Algorithm::Maglev => Balancer::Maglev(Maglev::new(keys, weights, MAGLEV_TABLE_SIZE)),
         }
@@ -98,20 +98,20 @@ impl Balancer {
         }
         match self {
             Balancer::RoundRobin(rr) => rr.next(),
-            Balancer::LeastRequest => {
-                let (a, b) = two_choices(n, random);
+            Balancer::LeastRequest(w) => {
+                let (a, b) = w.two_choices(n, random);
                 let (ea, eb) = (&endpoints[a], &endpoints[b]);
                 // in_flight / weight compared without division.
-                let la = ea.in_flight() * u64::from(eb.weight());
-                let lb = eb.in_flight() * u64::from(ea.weight());
+                let la = ea.in_flight() * u64::from(w.of(b, eb));
+                let lb = eb.in_flight() * u64::from(w.of(a, ea));
                 Some(if lb < la { b } else { a })
             }
-            Balancer::PeakEwma => {
-                let (a, b) = two_choices(n, random);
-                let score = |e: &E| {
-                    (e.latency_cost(now) + 1.0) * (e.in_flight() + 1) as f64 / f64::from(e.weight())
+            Balancer::PeakEwma(w) => {
+                let (a, b) = w.two_choices(n, random);
+                let score = |i: usize, e: &E| {
+                    (e.latency_cost(now) + 1.0) * (e.in_flight() + 1) as f64 / f64::from(w.of(i, e))
                 };
-                Some(if score(&endpoints[b]) < score(&endpoints[a]) {
+                Some(if score(b, &endpoints[b]) < score(a, &endpoints[a]) {
                     b
                 } else {
                     a
@@ -120,6 +120,61 @@ impl Balancer {
             Balancer::RingHash(ring) => Some(ring.lookup(hash.unwrap_or(random))),
             Balancer::Maglev(m) => Some(m.lookup(hash.unwrap_or(random))),
         }
+    }
+}
+
+/// The weights a P2C balancer was built with. They can differ from the
+/// endpoints' configured weights (slow start ramps them), so picks use these.
+/// With unequal weights the two choices are drawn in proportion to weight,
+/// so that idle endpoints still share traffic by weight.
+#[derive(Debug)]
+pub struct Weights {
+    weights: Vec<u32>,
+    /// Running sums, only when the weights differ (uniform draws otherwise).
+    cumulative: Option<Vec<u64>>,
+}
+
+impl Weights {
+    fn new(weights: &[u32]) -> Self {
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
+        let cumulative = (!uniform).then(|| {
+            weights
+                .iter()
+                .scan(0u64, |sum, w| {
+                    *sum += u64::from((*w).max(1));
+                    Some(*sum)
+                })
+                .collect()
+        });
+        Self {
+            weights: weights.to_vec(),
+            cumulative,
+        }
+    }
+
+    /// The weight of candidate `i` (the endpoint's own if not built with one).
+    fn of<E: EndpointLoad>(&self, i: usize, e: &E) -> u32 {
+        self.weights
+            .get(i)
+            .copied()
+            .unwrap_or_else(|| e.weight())
+            .max(1)
+    }
+
+    /// Two distinct indices in `0..n` (n ≥ 2), by weight when weights differ.
+    fn two_choices(&self, n: usize, random: u64) -> (usize, usize) {
+        let Some(cumulative) = self.cumulative.as_ref().filter(|c| c.len() == n) else {
+            return two_choices(n, random);
+        };
+        let total = cumulative[n - 1];
+        let draw = |r: u64| cumulative.partition_point(|&c| c <= r % total).min(n - 1);
+        let a = draw(random & 0xffff_ffff);
+        let mut b = draw(random >> 32);
+        if b == a {
+            // Redraw the second uniformly among the others.
+            b = (a + 1 + ((random >> 16) as usize) % (n - 1)) % n;
+        }
+        (a, b)
     }
 }
 
@@ -354,6 +409,18 @@ mod tests {
         for r in 0..100u64 {
             assert_eq!(b.pick(&e, None, mix64(r), 0), Some(1));
         }
+    }
+
+    #[test]
+    fn least_request_shares_idle_traffic_by_the_weights_it_was_built_with() {
+        // Configured weights are equal; the balancer's (ramped) ones are not.
+        let e = eps(&[(0, 1, 0.0), (0, 1, 0.0)]);
+        let b = Balancer::new(Algorithm::LeastRequest, &["a", "b"], &[1, 9]);
+        let mut counts = [0usize; 2];
+        for r in 0..10_000u64 {
+            counts[b.pick(&e, None, mix64(r), 0).unwrap()] += 1;
+        }
+        assert!(share_within(&counts, &[0.1, 0.9], 0.03), "{counts:?}");
     }
 
     #[test]

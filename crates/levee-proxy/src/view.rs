@@ -124,14 +124,17 @@ impl ClusterView {
             healthy
         };
         let mut ramping = false;
+        // With slow start, weights are scaled so that a ramp has steps to
+        // take even for weight 1 (the default).
         let weight = |e: &Arc<EndpointState>, ramping: &mut bool| match ctx.slow_start {
             Some(s) => {
+                let full = e.weight.saturating_mul(SLOW_START_SCALE);
                 let since = e.returned_at();
                 if since > 0 && ctx.now < ramp_end(s, since) {
                     *ramping = true;
-                    slow_start(s).ramped_weight(e.weight, since, ctx.now)
+                    slow_start(s).ramped_weight(full, since, ctx.now)
                 } else {
-                    e.weight
+                    full
                 }
             }
             None => e.weight,
@@ -187,6 +190,9 @@ impl ClusterView {
         }
     }
 }
+
+/// Weight resolution of slow-start ramps (5% steps).
+const SLOW_START_SCALE: u32 = 20;
 
 fn slow_start(s: &SlowStart) -> levee_policy::slow_start::SlowStart {
     levee_policy::slow_start::SlowStart {
