@@ -235,7 +235,7 @@ pub struct Route {
     /// No attempt starts with less time than this left before the deadline.
     #[serde(serialize_with = "ser_duration")]
     pub min_attempt_time: Duration,
-    /// Longest pause between two chunks of a streamed body, either way.
+    /// Longest pause between two chunks of the upstream's response body.
     #[serde(serialize_with = "ser_duration")]
     pub stream_idle_timeout: Duration,
     /// A second attempt sent while the first is still out.

@@ -128,21 +128,38 @@ pub(crate) fn cache_key(host: Option<&HeaderValue>, uri: &http::Uri) -> String {
     key
 }
 
-/// Whether a response may be stored: a 200 the origin did not forbid
-/// storing or sharing.
-pub(crate) fn storable(status: StatusCode, headers: &HeaderMap) -> bool {
-    if status != StatusCode::OK {
+/// Whether a response may be kept in this shared cache (RFC 9111 §3): a
+/// 200 the origin did not forbid storing or sharing, without `Vary: *` or
+/// a `Set-Cookie` (one user's session must never reach another), and, for a
+/// request with `Authorization`, only when the origin marked it shareable
+/// (`public`, `s-maxage` or `must-revalidate`, §3.5).
+pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, authorized: bool) -> bool {
+    if status != StatusCode::OK || headers.contains_key(http::header::SET_COOKIE) {
         return false;
     }
-    !headers
+    if headers.get_all(http::header::VARY).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|f| f.trim() == "*"))
+    }) {
+        return false;
+    }
+    let mut shareable = false;
+    for d in headers
         .get_all(http::header::CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|d| {
-            let d = d.trim();
-            d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private")
-        })
+    {
+        let d = d.trim();
+        let name = d.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("private") {
+            return false;
+        }
+        shareable |= ["public", "s-maxage", "must-revalidate"]
+            .iter()
+            .any(|s| name.eq_ignore_ascii_case(s));
+    }
+    !authorized || shareable
 }
 
 /// Copies a response body into the cache as it streams to the client; the
@@ -358,12 +375,27 @@ mod tests {
     #[test]
     fn no_store_and_errors_are_not_storable() {
         let mut h = HeaderMap::new();
-        assert!(storable(StatusCode::OK, &h));
-        assert!(!storable(StatusCode::INTERNAL_SERVER_ERROR, &h));
+        assert!(storable(StatusCode::OK, &h, false));
+        assert!(!storable(StatusCode::INTERNAL_SERVER_ERROR, &h, false));
+        assert!(
+            !storable(StatusCode::OK, &h, true),
+            "authorized, not public"
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        assert!(storable(StatusCode::OK, &h, true));
         h.insert(
             http::header::CACHE_CONTROL,
             HeaderValue::from_static("max-age=0, No-Store"),
         );
-        assert!(!storable(StatusCode::OK, &h));
+        assert!(!storable(StatusCode::OK, &h, false));
+        let mut h = HeaderMap::new();
+        h.insert(http::header::SET_COOKIE, HeaderValue::from_static("s=1"));
+        assert!(!storable(StatusCode::OK, &h, false));
+        let mut h = HeaderMap::new();
+        h.insert(http::header::VARY, HeaderValue::from_static("accept, *"));
+        assert!(!storable(StatusCode::OK, &h, false));
     }
 }

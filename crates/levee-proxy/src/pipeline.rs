@@ -81,15 +81,26 @@ pub(crate) async fn handle(
         Err((kind, detail)) => return Ok(reply_error(done, kind, &detail)),
     };
     let fallback = route.fallback.as_deref();
-    // What a fallback cluster would need: the request again.
+    // What a fallback cluster would need: the request again (a streamed
+    // body counts once its copy is complete, after dispatch).
     let second_chance = match (&route.fallback_route, &body) {
-        (Some(_), AttemptBody::Replay(bytes)) => Some((parts.clone(), bytes.clone())),
+        (Some(_), AttemptBody::Replay(bytes)) => {
+            Some((parts.clone(), SecondBody::Read(bytes.clone())))
+        }
+        (
+            Some(_),
+            AttemptBody::Stream {
+                capture: Some((c, _)),
+                ..
+            },
+        ) => Some((parts.clone(), SecondBody::Captured(c.clone()))),
         _ => None,
     };
     let stale_key = fallback
         .and_then(|f| f.stale.as_ref())
         .filter(|_| parts.method == http::Method::GET)
         .map(|_| crate::degrade::cache_key(parts.headers.get(header::HOST), &parts.uri));
+    let authorized = parts.headers.contains_key(header::AUTHORIZATION);
     let request = Outbound {
         parts,
         body,
@@ -103,7 +114,7 @@ pub(crate) async fn handle(
         (result, None) => result,
         (Ok(mut resp), Some(f)) if !f.fails(resp.status().as_u16()) => {
             if let (Some(key), Some(cache)) = (stale_key, &f.stale) {
-                if crate::degrade::storable(resp.status(), resp.headers()) {
+                if crate::degrade::storable(resp.status(), resp.headers(), authorized) {
                     let tee = crate::degrade::Tee::new(
                         cache.clone(),
                         key,
@@ -549,6 +560,14 @@ impl AttemptPlan<'_> {
     }
 }
 
+/// The request body kept for a fallback cluster.
+enum SecondBody {
+    /// Read before the first attempt.
+    Read(bytes::Bytes),
+    /// Copied while streaming; usable if it ended within the buffer.
+    Captured(Arc<crate::body::Capture>),
+}
+
 /// A request on its way to a cluster.
 struct Outbound {
     parts: http::request::Parts,
@@ -565,7 +584,7 @@ async fn degrade(
     route: &CompiledRoute,
     conn: &ConnInfo,
     stale_key: Option<&str>,
-    second_chance: Option<(http::request::Parts, bytes::Bytes)>,
+    second_chance: Option<(http::request::Parts, SecondBody)>,
     body_limit: u64,
     done: &mut Completion,
 ) -> Option<Response<ProxyBody>> {
@@ -577,7 +596,14 @@ async fn degrade(
             let mut resp = Response::new(ProxyBody::full(entry.body));
             *resp.status_mut() = entry.status;
             *resp.headers_mut() = entry.headers;
-            let age = now.saturating_sub(entry.stored_at) / 1_000_000_000;
+            // Age adds the copy's time here to any age it arrived with.
+            let upstream_age = resp
+                .headers()
+                .get(header::AGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let age = upstream_age + now.saturating_sub(entry.stored_at) / 1_000_000_000;
             resp.headers_mut()
                 .insert(header::AGE, HeaderValue::from(age));
             resp.headers_mut()
@@ -585,6 +611,10 @@ async fn degrade(
             return Some(resp);
         }
     }
+    let second_chance = second_chance.and_then(|(parts, body)| match body {
+        SecondBody::Read(bytes) => Some((parts, bytes)),
+        SecondBody::Captured(c) => c.replayable().map(|bytes| (parts, bytes)),
+    });
     if let (Some(other), Some((parts, bytes))) = (&route.fallback_route, second_chance) {
         let request = Outbound {
             parts,
