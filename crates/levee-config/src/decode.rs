@@ -542,33 +542,7 @@ fn decode_rewrite(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rewrit
 
 fn decode_header_ops(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HeaderOps> {
     let mut t = d.table(node, path)?;
-    let set = d.opt(&mut t, "set", |d, n, p| {
-        let Value::Map(entries) = &n.value else {
-            d.error(
-                n.loc,
-                p,
-                format!(
-                    "expected a table of header = value, found {}",
-                    n.value.type_name()
-                ),
-            );
-            return None;
-        };
-        let mut out = Vec::new();
-        for (k, kloc, v) in entries {
-            let kp = format!("{p}.{k}");
-            let key_node = Node {
-                value: Value::Str(k.clone()),
-                loc: *kloc,
-            };
-            if let (Some(name), Some(value)) =
-                (header_name(d, &key_node, &kp), header_value(d, v, &kp))
-            {
-                out.push((name, value));
-            }
-        }
-        Some(out)
-    });
+    let set = d.opt(&mut t, "set", header_table);
     let remove = d.opt(&mut t, "remove", |d, n, p| d.list(n, p, header_name));
     d.finish(t);
     Some(HeaderOps {
@@ -1332,26 +1306,7 @@ fn decode_fallback(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Fallb
 fn decode_static_response(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<StaticResponse> {
     let mut t = d.table(node, path)?;
     let status = d.req(&mut t, "status", |d, n, p| d.int_in(n, p, 200, 599));
-    let headers = d.opt(&mut t, "headers", |d, n, p| {
-        let Value::Map(entries) = &n.value else {
-            d.error(n.loc, p, "expected a table of header = value");
-            return None;
-        };
-        let mut out = Vec::new();
-        for (k, kloc, v) in entries {
-            let kp = format!("{p}.{k}");
-            let key_node = Node {
-                value: Value::Str(k.clone()),
-                loc: *kloc,
-            };
-            if let (Some(name), Some(value)) =
-                (header_name(d, &key_node, &kp), header_value(d, v, &kp))
-            {
-                out.push((name, value));
-            }
-        }
-        Some(out)
-    });
+    let headers = d.opt(&mut t, "headers", header_table);
     let body = d.opt(&mut t, "body", Decoder::string);
     let body_file = d.opt(&mut t, "body_file", Decoder::string);
     let loc = t.loc;
@@ -1370,4 +1325,32 @@ fn decode_static_response(d: &mut Decoder<'_>, node: &Node, path: &str) -> Optio
         headers: headers.unwrap_or_default(),
         body,
     })
+}
+
+/// A table of header name = value (names and values validated).
+fn header_table(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+    let Value::Map(entries) = &n.value else {
+        d.error(
+            n.loc,
+            p,
+            format!(
+                "expected a table of header = value, found {}",
+                n.value.type_name()
+            ),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, kloc, v) in entries {
+        let kp = format!("{p}.{k}");
+        let key_node = Node {
+            value: Value::Str(k.clone()),
+            loc: *kloc,
+        };
+        if let (Some(name), Some(value)) = (header_name(d, &key_node, &kp), header_value(d, v, &kp))
+        {
+            out.push((name, value));
+        }
+    }
+    Some(out)
 }

@@ -127,9 +127,15 @@ pub(crate) async fn handle(
             }
             Ok(resp)
         }
-        (Ok(resp), Some(f)) => {
+        // A failing answer, or a failure that is not the client's own.
+        (result, Some(f))
+            if result.as_ref().map_or_else(
+                |(kind, _)| kind.side() != levee_core::Side::Downstream,
+                |_| true,
+            ) =>
+        {
             let stale = stale_key.as_deref();
-            match degrade(
+            let degraded = degrade(
                 f,
                 &route,
                 &conn,
@@ -138,30 +144,10 @@ pub(crate) async fn handle(
                 body_limit,
                 &mut done,
             )
-            .await
-            {
-                Some(fallback) => Ok(fallback),
-                None => Ok(resp),
-            }
+            .await;
+            degraded.map_or(result, Ok)
         }
-        (Err((kind, detail)), Some(f)) if kind.side() != levee_core::Side::Downstream => {
-            let stale = stale_key.as_deref();
-            match degrade(
-                f,
-                &route,
-                &conn,
-                stale,
-                second_chance,
-                body_limit,
-                &mut done,
-            )
-            .await
-            {
-                Some(fallback) => Ok(fallback),
-                None => Err((kind, detail)),
-            }
-        }
-        (Err(e), Some(_)) => Err(e),
+        (result, Some(_)) => result,
     };
     let mut resp = match result {
         Ok(resp) => resp,
