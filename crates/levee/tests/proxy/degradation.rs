@@ -374,10 +374,11 @@ async fn a_body_file_is_read_relative_to_the_config_file() {
 // ---------------------------------------------------------------------------
 // Fallback cluster
 
-#[tokio::test]
-async fn a_failing_cluster_hands_the_request_to_the_fallback_cluster() {
+/// A route whose cluster answers `primary_reply`, with a fallback cluster
+/// ("dr") that echoes what it receives.
+async fn with_fallback_cluster(primary_reply: Reply) -> (FakeUpstream, FakeUpstream, TestGateway) {
     let primary = FakeUpstream::builder("primary")
-        .otherwise(Reply::status(503))
+        .otherwise(primary_reply)
         .start()
         .await;
     let dr = FakeUpstream::builder("dr")
@@ -393,6 +394,12 @@ async fn a_failing_cluster_hands_the_request_to_the_fallback_cluster() {
         ),
     ))
     .await;
+    (primary, dr, gw)
+}
+
+#[tokio::test]
+async fn a_failing_cluster_hands_the_request_to_the_fallback_cluster() {
+    let (primary, dr, gw) = with_fallback_cluster(Reply::status(503)).await;
     let c = Client::http1();
     let base = gw.url("public");
 
@@ -433,23 +440,7 @@ async fn a_failing_cluster_hands_the_request_to_the_fallback_cluster() {
 async fn a_small_chunked_body_goes_to_the_fallback_cluster_too() {
     // No content-length: the body streams, and ends well within the 64 KiB
     // the route keeps to send again. The primary reads it all, then fails.
-    let primary = FakeUpstream::builder("primary")
-        .otherwise(Reply::echo().answering(503))
-        .start()
-        .await;
-    let dr = FakeUpstream::builder("dr")
-        .otherwise(Reply::echo())
-        .start()
-        .await;
-    let gw = TestGateway::start(&config(
-        &[primary.addr()],
-        "[routes.fallback]\ncluster = \"dr\"",
-        &format!(
-            "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
-            dr.addr()
-        ),
-    ))
-    .await;
+    let (primary, dr, gw) = with_fallback_cluster(Reply::echo().answering(503)).await;
     let mut send = crate::http1_connection(gw.addr("public")).await;
     let chunks = futures_util::stream::iter([
         Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(
