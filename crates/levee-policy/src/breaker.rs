@@ -366,7 +366,128 @@ mod tests {
         assert!((b.admitted_share(20_000 * MS) - 1.0).abs() < 1e-9);
     }
 
+    /// A naive restatement of the consecutive-failure breaker, kept as a
+    /// history of events rather than counters: it opens when the failures
+    /// recorded since it last closed (or opened) end in `n` failures in a
+    /// row; open time doubles per trip since the last close, without jitter.
+    struct Model {
+        n: u32,
+        probes: u32,
+        base_ms: u64,
+        max_ms: u64,
+        /// Outcomes recorded while closed, since the last transition.
+        closed_history: Vec<bool>,
+        trips: u32,
+        open_until: Option<u64>,
+        /// (admitted, succeeded, started) while half-open.
+        half_open: Option<(u32, u32, u64)>,
+    }
+
+    impl Model {
+        fn allow(&mut self, now: u64) -> bool {
+            if let Some(until) = self.open_until {
+                if now < until {
+                    return false;
+                }
+                self.open_until = None;
+                self.half_open = Some((1, 0, now));
+                return true;
+            }
+            match self.half_open {
+                None => true,
+                Some((a, s, since)) if a < self.probes => {
+                    self.half_open = Some((a + 1, s, since));
+                    true
+                }
+                Some((_, _, since)) if now - since >= self.base_ms => {
+                    self.half_open = Some((1, 0, now));
+                    true
+                }
+                Some(_) => false,
+            }
+        }
+
+        fn record(&mut self, now: u64, ok: bool) {
+            if self.open_until.is_some() {
+                return;
+            }
+            if let Some((a, s, since)) = self.half_open {
+                if !ok {
+                    self.trip(now);
+                } else if s + 1 >= self.probes {
+                    self.half_open = None;
+                    self.trips = 0;
+                    self.closed_history.clear();
+                } else {
+                    self.half_open = Some((a, s + 1, since));
+                }
+                return;
+            }
+            self.closed_history.push(ok);
+            let tail = self
+                .closed_history
+                .iter()
+                .rev()
+                .take_while(|ok| !**ok)
+                .count();
+            if tail >= self.n as usize {
+                self.trip(now);
+            }
+        }
+
+        fn trip(&mut self, now: u64) {
+            self.trips += 1;
+            let open = (self.base_ms << (self.trips - 1).min(20)).min(self.max_ms);
+            self.open_until = Some(now + open);
+            self.half_open = None;
+            self.closed_history.clear();
+        }
+    }
+
     proptest! {
+        /// With only consecutive failures configured (and no jitter), the
+        /// breaker agrees with the naive model on every admission and state.
+        #[test]
+        fn consecutive_failures_match_a_naive_model(
+            ops in prop::collection::vec((0u64..200, any::<bool>(), any::<bool>()), 1..300),
+            n in 1u32..6,
+            probes in 1u32..4,
+        ) {
+            let c = BreakerConfig {
+                consecutive_failures: n,
+                failure_ratio: 0.0,
+                half_open_probes: probes,
+                ..config()
+            };
+            let mut b = CircuitBreaker::new(c);
+            let mut m = Model {
+                n,
+                probes,
+                base_ms: 1_000,
+                max_ms: 30_000,
+                closed_history: Vec::new(),
+                trips: 0,
+                open_until: None,
+                half_open: None,
+            };
+            let mut now_ms = 0;
+            for (dt, call, ok) in ops {
+                now_ms += dt;
+                let now = now_ms * MS;
+                if call {
+                    let allowed = b.allow(now, 0);
+                    prop_assert_eq!(allowed, m.allow(now_ms), "allow at {} ms", now_ms);
+                    if allowed {
+                        // random 0: no jitter, as in the model.
+                        b.record(now, ok, FAST, 0);
+                        m.record(now_ms, ok);
+                    }
+                }
+                let open = matches!(b.state(), BreakerState::Open { until } if now < until);
+                prop_assert_eq!(open, m.open_until.is_some_and(|u| now_ms < u));
+            }
+        }
+
         /// Whatever happens, an open breaker admits nothing before its time,
         /// a half-open one admits at most its probes, and open time stays
         /// within max_open.
