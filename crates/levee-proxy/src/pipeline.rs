@@ -804,19 +804,25 @@ async fn dispatch(
         if !wanted || !safe || too_late {
             break outcome;
         }
+        // A previous retry is over: its places go back before the wait, and
+        // the next one takes places only when it is sent, so that backoff
+        // does not count as a retry in flight. The failed answer is kept
+        // meanwhile: it is the reply if no retry can be sent after all.
+        _retry_guards = None;
+        tokio::time::sleep(wait).await;
+        let now = cluster.nanos_at(Instant::now());
         let Some(slot) = cluster.bulkheads.try_retry() else {
             break outcome;
         };
-        let Some(budget) = r.withdraw(cluster.nanos_at(now)) else {
+        let Some(budget) = r.withdraw(now) else {
             break outcome;
         };
-        let Ok(next) = cluster.pick_other(cluster.nanos_at(now), &tried) else {
+        let Ok(next) = cluster.pick_other(now, &tried) else {
             break outcome;
         };
         _retry_guards = Some((slot, budget));
         // The failed response (and its connection) is dropped here.
         drop(outcome);
-        tokio::time::sleep(wait).await;
         endpoint = next;
     };
     done.set_endpoint(endpoint.clone());

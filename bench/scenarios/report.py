@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""Reliability metrics of the fault scenarios (stdlib only).
+
+  report.py OUT_DIR          Markdown tables for every run under OUT_DIR/raw
+  report.py --one RUN_DIR    one line for one run (run.sh prints it)
+  report.py --json OUT_DIR   the metrics as JSON
+
+Each run directory holds meta.json (run.sh), load.json (load.py) and
+upstream.json (upstream.py /dump). Times are seconds from the start of the
+client's schedule (t0); the fault and heal times are the moments the load
+generator actually sent the control requests.
+
+Definitions (also in RELIABILITY.md):
+
+- A client request *fails* when it gets no 2xx response: any other status,
+  a transport error, or no complete response within the client timeout.
+- Phases, by scheduled send time: steady [0, fault), fault [fault, heal),
+  healed [heal, end).
+- Error rate: failed / sent, per phase and for the whole run.
+- p99: the 99th percentile of the latency of every request sent in the
+  window, failures included (a failure counts its time to failure, a
+  timeout counts the client timeout), measured from the scheduled send time.
+  "p99 ok" counts successful requests only.
+- Retry amplification: requests received by the three upstreams (health
+  checks excluded) / client requests sent; per phase, upstream requests are
+  attributed by arrival time and client requests by scheduled time.
+- Time to zero errors (from fault): the scheduled send time of the last
+  failed request of the fault phase minus the fault time; 0 when no request
+  failed; "never" when a request sent in the last second of the fault phase
+  failed (errors had not stopped). The same from the heal time, over the
+  healed phase.
+"""
+
+import json
+import math
+import os
+import sys
+from collections import Counter
+
+SCENARIO_ORDER = ["dead", "hang", "503", "all503"]
+PROXY_ORDER = ["levee", "levee-cb", "nginx", "haproxy"]
+SCENARIO_TITLE = {
+    "dead": "(1) one of 3 endpoints dies (connection refused)",
+    "hang": "(2) one of 3 endpoints hangs (accepts, never answers)",
+    "503": "(3) one of 3 endpoints answers 503 to everything",
+    "all503": "(4) all 3 endpoints answer 503 for a while",
+}
+PROXY_TITLE = {"levee": "Levee", "levee-cb": "Levee + breakers", "nginx": "NGINX", "haproxy": "HAProxy"}
+
+
+def pctl(values, p):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, math.ceil(p / 100.0 * len(v)) - 1))
+    return v[k]
+
+
+def load_run(d):
+    with open(os.path.join(d, "meta.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(d, "load.json")) as f:
+        load = json.load(f)
+    with open(os.path.join(d, "upstream.json")) as f:
+        up = json.load(f)
+    return meta, load, up
+
+
+def levee_metrics(d):
+    path = os.path.join(d, "levee.metrics")
+    if not os.path.exists(path):
+        return None
+    out = {"retries": 0.0, "budget_exhausted": 0.0, "breaker_opened": 0.0}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("levee_retries_total"):
+                out["retries"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("levee_retry_budget_exhausted_total"):
+                out["budget_exhausted"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("levee_circuit_breaker_opened_total"):
+                out["breaker_opened"] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def haproxy_stats(d):
+    path = os.path.join(d, "haproxy.stat.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [l for l in f.read().splitlines() if l]
+    if not lines or not lines[0].startswith("# "):
+        return None
+    cols = lines[0][2:].split(",")
+    out = {}
+    for l in lines[1:]:
+        row = dict(zip(cols, l.split(",")))
+        if row.get("pxname") == "app":
+            out[row["svname"]] = {
+                k: row.get(k) for k in ("status", "wretr", "wredis", "chkdown", "downtime", "hrsp_5xx", "eresp", "econ")
+            }
+    return out
+
+
+def levee_log_events(d):
+    """Outlier and health transitions Levee logged (counts)."""
+    path = os.path.join(d, "levee.log")
+    c = Counter()
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            for line in f:
+                if "outlier ejected" in line:
+                    c["ejections"] += 1
+                elif "panic mode" in line:
+                    c["panic-mode entries"] += 1
+                elif "ERROR" in line or "panicked" in line:
+                    c["errors_logged"] += 1
+    return dict(c)
+
+
+def nginx_log_events(d):
+    path = os.path.join(d, "nginx.error.log")
+    c = Counter()
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            for line in f:
+                if "no live upstreams" in line:
+                    c['"no live upstreams" log lines'] += 1
+                if "temporarily disabled" in line:
+                    c['"temporarily disabled" log lines'] += 1
+    return dict(c)
+
+
+def compute(d):
+    meta, load, up = load_run(d)
+    t0 = load["t0"]
+    t = load["t"]
+    lat = load["latency"]
+    status = load["status"]
+    err = load["error"]
+    n = len(t)
+    end = float(load["duration"])
+    ev = {e["label"]: e for e in load["events"]}
+    t_fault = ev["fault"]["t_sent"]
+    t_heal = ev["heal"]["t_sent"]
+    failed = [not (err[i] is None and 200 <= status[i] < 300) for i in range(n)]
+
+    def window(a, b):
+        return [i for i in range(n) if a <= t[i] < b]
+
+    arrivals = []
+    health = 0
+    per_ep = []
+    faulty = []
+    for k, ep in enumerate(up["endpoints"]):
+        rel = [x - t0 for x in ep["arrivals"]]
+        arrivals.extend(rel)
+        health += len(ep["health_arrivals"])
+        per_ep.append(len(rel))
+        if k == 0:
+            faulty = sorted(rel)
+    arrivals.sort()
+
+    def upstream_in(a, b):
+        return sum(1 for x in arrivals if a <= x < b)
+
+    phases = {
+        "all": (float("-inf"), float("inf")),
+        "steady": (0.0, t_fault),
+        "fault": (t_fault, t_heal),
+        "healed": (t_heal, end),
+    }
+    res = {
+        "proxy": meta["proxy"],
+        "scenario": meta["scenario"],
+        "round": meta["round"],
+        "rate": meta["rate"],
+        "sent": n,
+        "t_fault": t_fault,
+        "t_heal": t_heal,
+        "end": end,
+        "upstream_requests": len(arrivals),
+        "upstream_per_endpoint": per_ep,
+        "health_checks": health,
+        "send_lag_max_ms": max(load["lag"]) * 1000 if n else 0.0,
+        "send_lag_p99_ms": pctl(load["lag"], 99) * 1000 if n else 0.0,
+        "connections_peak": load["summary"].get("connections_peak"),
+    }
+    if meta["scenario"] != "all503":
+        # The faulty endpoint (the first): requests it received while faulty,
+        # and how long after healing it received proxied traffic again.
+        res["faulty_in_fault"] = sum(1 for x in faulty if t_fault <= x < t_heal)
+        back = [x for x in faulty if x >= t_heal]
+        res["faulty_back_after"] = (back[0] - t_heal) if back else None
+    for name, (a, b) in phases.items():
+        idx = window(a, b)
+        k = len(idx)
+        f = sum(1 for i in idx if failed[i])
+        ok_lat = [lat[i] for i in idx if not failed[i]]
+        all_lat = [lat[i] for i in idx if lat[i] is not None]
+        if name == "all":
+            ups = len(arrivals)
+        else:
+            ups = upstream_in(a, b)
+        res[name] = {
+            "sent": k,
+            "failed": f,
+            "error_rate": f / k if k else float("nan"),
+            "p50_ms": pctl(all_lat, 50) * 1000,
+            "p99_ms": pctl(all_lat, 99) * 1000,
+            "p99_ok_ms": pctl(ok_lat, 99) * 1000,
+            "max_ms": max(all_lat) * 1000 if all_lat else float("nan"),
+            "upstream": ups,
+            "amplification": ups / k if k else float("nan"),
+            "outcomes": dict(
+                Counter((err[i] or str(status[i])) for i in idx if failed[i]).most_common()
+            ),
+        }
+
+    def time_to_zero(a, b):
+        last = None
+        for i in range(n):
+            if a <= t[i] < b and failed[i]:
+                last = t[i]
+        if last is None:
+            return 0.0
+        if last >= b - 1.0:
+            return None
+        return last - a
+
+    res["ttz_fault"] = time_to_zero(t_fault, t_heal)
+    res["ttz_heal"] = time_to_zero(t_heal, end)
+    res["levee"] = levee_metrics(d)
+    res["haproxy"] = haproxy_stats(d)
+    if meta["proxy"].startswith("levee"):
+        res["log"] = levee_log_events(d)
+    elif meta["proxy"] == "nginx":
+        res["log"] = nginx_log_events(d)
+    return res
+
+
+def fmt_pct(x):
+    if x != x:
+        return "–"
+    if x == 0:
+        return "0"
+    if x < 0.001:
+        return "<0.1%"
+    return f"{x * 100:.1f}%"
+
+
+def fmt_ms(x):
+    if x != x:
+        return "–"
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}"
+
+
+def fmt_ttz(x):
+    return "never" if x is None else f"{x:.2f} s"
+
+
+def fmt_count(x):
+    return "–" if x is None else str(x)
+
+
+def fmt_back(r):
+    if "faulty_back_after" not in r:
+        return "–"
+    x = r["faulty_back_after"]
+    return "not within the run" if x is None else f"{x:.1f} s"
+
+
+def fmt_outcomes(o):
+    if not o:
+        return "–"
+    return ", ".join(f"{k} ×{v}" for k, v in o.items())
+
+
+def runs(out):
+    raw = os.path.join(out, "raw")
+    res = []
+    for name in sorted(os.listdir(raw)) if os.path.isdir(raw) else []:
+        d = os.path.join(raw, name)
+        if os.path.exists(os.path.join(d, "load.json")) and os.path.exists(os.path.join(d, "upstream.json")):
+            try:
+                res.append(compute(d))
+            except (KeyError, ValueError, OSError) as e:
+                print(f"report: skipping {d}: {e}", file=sys.stderr)
+    order = lambda r: (  # noqa: E731
+        SCENARIO_ORDER.index(r["scenario"]) if r["scenario"] in SCENARIO_ORDER else 99,
+        PROXY_ORDER.index(r["proxy"]) if r["proxy"] in PROXY_ORDER else 99,
+        r["round"],
+    )
+    return sorted(res, key=order)
+
+
+def markdown(out):
+    rs = runs(out)
+    lines = []
+    meta = os.path.join(out, "meta.md")
+    if os.path.exists(meta):
+        with open(meta) as f:
+            lines += [l.rstrip() for l in f if l.strip()]
+        lines.append("")
+    multi = len({r["round"] for r in rs}) > 1
+    rnd = lambda r: f" (round {r['round']})" if multi else ""  # noqa: E731
+    lines += [
+        "| scenario | proxy | errors, fault phase | errors, whole run | p99 ms, fault phase | p99 ms, whole run | amplification, fault phase | amplification, whole run | time to zero errors (from fault) | time to zero errors (from heal) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    last = None
+    for r in rs:
+        scen = SCENARIO_TITLE.get(r["scenario"], r["scenario"]) if r["scenario"] != last else ""
+        last = r["scenario"]
+        f, a = r["fault"], r["all"]
+        lines.append(
+            f"| {scen} | {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}) "
+            f"| {fmt_pct(a['error_rate'])} | {fmt_ms(f['p99_ms'])} | {fmt_ms(a['p99_ms'])} "
+            f"| {f['amplification']:.2f} | {a['amplification']:.2f} | {fmt_ttz(r['ttz_fault'])} | {fmt_ttz(r['ttz_heal'])} |"
+        )
+    lines += [
+        "",
+        "Details: failures by outcome (status code or client error) in the fault and healed phases; latency of successful requests; upstream requests per endpoint over the whole run (the first endpoint is the faulty one in scenarios 1-3; a refused connection is not a request); health-check requests; the proxy's own counters and log lines; the load generator's worst send lag (scheduled to actual send).",
+        "",
+        "| scenario | proxy | fault phase: failures | healed phase: failures | p50 / p99 ok ms, fault phase | p99 ms, steady phase | upstream requests per endpoint | faulty endpoint: requests while faulty | faulty endpoint: traffic again after heal | health-check requests | proxy's own counters | max send lag ms |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rs:
+        f, h, s = r["fault"], r["healed"], r["steady"]
+        own = []
+        if r.get("levee"):
+            own.append(f"retries {r['levee']['retries']:.0f}, budget refusals {r['levee']['budget_exhausted']:.0f}")
+            if r["levee"]["breaker_opened"]:
+                own.append(f"breakers opened {r['levee']['breaker_opened']:.0f}")
+        if r.get("haproxy"):
+            wretr = sum(int(v.get("wretr") or 0) for v in r["haproxy"].values())
+            wredis = sum(int(v.get("wredis") or 0) for v in r["haproxy"].values())
+            downs = sum(int(v.get("chkdown") or 0) for v in r["haproxy"].values())
+            own.append(f"retries {wretr}, redispatches {wredis}, UP→DOWN transitions {downs}")
+        if r.get("log"):
+            own.append(", ".join(f"{k} {v}" for k, v in r["log"].items()))
+        lines.append(
+            f"| {r['scenario']} | {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {fmt_outcomes(f['outcomes'])} | {fmt_outcomes(h['outcomes'])} "
+            f"| {fmt_ms(f['p50_ms'])} / {fmt_ms(f['p99_ok_ms'])} | {fmt_ms(s['p99_ms'])} "
+            f"| {' / '.join(str(x) for x in r['upstream_per_endpoint'])} | {fmt_count(r.get('faulty_in_fault'))} | {fmt_back(r)} "
+            f"| {r['health_checks']} | {'; '.join(own) or '–'} "
+            f"| {r['send_lag_max_ms']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def one_line(d):
+    r = compute(d)
+    f, a = r["fault"], r["all"]
+    return (
+        f"errors fault {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}), whole {fmt_pct(a['error_rate'])}; "
+        f"p99 fault {fmt_ms(f['p99_ms'])} ms, whole {fmt_ms(a['p99_ms'])} ms; "
+        f"amplification fault {f['amplification']:.2f}, whole {a['amplification']:.2f}; "
+        f"zero errors {fmt_ttz(r['ttz_fault'])} after fault, {fmt_ttz(r['ttz_heal'])} after heal; "
+        f"failures {fmt_outcomes(f['outcomes'])}"
+    )
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] == "--one":
+        print(one_line(args[1]))
+    elif len(args) == 2 and args[0] == "--json":
+        json.dump(runs(args[1]), sys.stdout, indent=1)
+        print()
+    elif len(args) == 1:
+        sys.stdout.write(markdown(args[0]))
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Fault-injection reliability benchmark: the same faults, under the same
+# open-model load, against Levee, NGINX and HAProxy, each in front of three
+# fault-injectable upstreams. Everything on 127.0.0.1. See RELIABILITY.md.
+#
+#   bash bench/scenarios/run.sh            # full run: 4 scenarios x 3 proxies x 30 s (~6.5 min + build)
+#   QUICK=1 bash bench/scenarios/run.sh    # smoke run: 10 s per run (~2.5 min + build)
+#
+# Knobs (environment):
+#   RATE=400             client requests per second (Poisson arrivals)
+#   STEADY=5 FAULT=15 HEAL=10
+#                        seconds before the fault, with the fault, after healing
+#   ALL503=5             seconds the "all503" fault lasts (the run keeps the
+#                        same total length; the rest is recovery)
+#   CLIENT_TIMEOUT=2     per-request client timeout (s), counted as an error
+#   LATENCY_MS=0         fixed latency of the upstreams' normal answers
+#   SCENARIOS="dead hang 503 all503"   PROXIES="levee levee-cb nginx haproxy"
+#   ROUNDS=1             repeat every (scenario, proxy) run
+#   PIN=1                proxy on CPU 0, upstreams and load generator on CPU 1
+#   PORT_BASE=29000      ports PORT_BASE+0..+999 (bench/run.sh uses 28000)
+#   LEVEE_BIN=path       skip the build (LEVEE_REV=text describes it in the
+#                        report);  SKIP_INSTALL=1  skip apt-get
+#   SCEN_OUT=dir         output directory (default bench/scenarios/out)
+# Raw outputs go to bench/scenarios/out/ (gitignored); the Markdown table is
+# printed at the end and written to bench/scenarios/out/summary.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+SC="$ROOT/bench/scenarios"
+OUT="${SCEN_OUT:-$SC/out}"
+QUICK="${QUICK:-0}"
+if [[ "$QUICK" == 1 ]]; then
+  STEADY="${STEADY:-2}"; FAULT="${FAULT:-5}"; HEAL="${HEAL:-3}"; ALL503="${ALL503:-2}"
+else
+  STEADY="${STEADY:-5}"; FAULT="${FAULT:-15}"; HEAL="${HEAL:-10}"; ALL503="${ALL503:-5}"
+fi
+RATE="${RATE:-400}"
+CLIENT_TIMEOUT="${CLIENT_TIMEOUT:-2}"
+LATENCY_MS="${LATENCY_MS:-0}"
+SCENARIOS="${SCENARIOS:-dead hang 503 all503}"
+PROXIES="${PROXIES:-levee levee-cb nginx haproxy}"
+ROUNDS="${ROUNDS:-1}"
+PIN="${PIN:-1}"
+PORT_BASE="${PORT_BASE:-29000}"
+TOTAL=$((STEADY + FAULT + HEAL))
+
+PROXY_PORT=$((PORT_BASE + 0))
+LEVEE_ADMIN_PORT=$((PORT_BASE + 901))
+CTL_PORT=$((PORT_BASE + 100))
+UP1=$((PORT_BASE + 101)); UP2=$((PORT_BASE + 102)); UP3=$((PORT_BASE + 103))
+
+log() { printf '[scenarios %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+for s in $SCENARIOS; do
+  case "$s" in dead|hang|503|all503) ;; *) die "unknown scenario $s (dead hang 503 all503)";; esac
+done
+for p in $PROXIES; do
+  case "$p" in levee|levee-cb|nginx|haproxy) ;; *) die "unknown proxy $p (levee levee-cb nginx haproxy)";; esac
+done
+((ALL503 <= FAULT)) || die "ALL503 ($ALL503) must not exceed FAULT ($FAULT)"
+
+# ---------------------------------------------------------------- tools
+SUDO=""
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+export PATH="$PATH:/usr/sbin:/sbin"
+need=()
+NGINX_PKG=nginx-light
+apt-cache show nginx-light >/dev/null 2>&1 || NGINX_PKG=nginx
+[[ " $PROXIES " == *" nginx "* ]] && ! command -v nginx >/dev/null && need+=("$NGINX_PKG")
+[[ " $PROXIES " == *" haproxy "* ]] && ! command -v haproxy >/dev/null && need+=(haproxy)
+command -v python3 >/dev/null || need+=(python3)
+[[ "$PIN" == 1 ]] && ! command -v taskset >/dev/null && need+=(util-linux)
+if ((${#need[@]})); then
+  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing ${need[*]} (and SKIP_INSTALL=1)"
+  log "installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+PY=python3
+
+# ---------------------------------------------------------------- build
+# levee-cb: Levee with circuit breakers as well (conf/levee-cb.toml.in).
+has_levee() { [[ " $PROXIES " == *" levee "* || " $PROXIES " == *" levee-cb "* ]]; }
+if has_levee; then
+  if [[ -z "${LEVEE_BIN:-}" ]]; then
+    log "building levee (release, target/bench)"
+    (cd "$ROOT" && CARGO_TARGET_DIR=target/bench cargo build --release -p levee --locked >&2)
+    LEVEE_BIN="$ROOT/target/bench/release/levee"
+  fi
+  [[ -x "$LEVEE_BIN" ]] || die "no levee binary at $LEVEE_BIN"
+fi
+
+# ---------------------------------------------------------------- layout
+RAW="$OUT/raw"
+rm -rf "$RAW"
+mkdir -p "$RAW"
+
+for p in $PROXY_PORT $LEVEE_ADMIN_PORT $CTL_PORT $UP1 $UP2 $UP3; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set PORT_BASE)"; fi
+done
+
+NGINX_USER=""
+[[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
+
+render() { # template run-dir
+  sed -e "s|@RUN@|$2|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" -e "s|@LEVEE_ADMIN_PORT@|$LEVEE_ADMIN_PORT|g" \
+    -e "s|@UP1@|$UP1|g" -e "s|@UP2@|$UP2|g" -e "s|@UP3@|$UP3|g" -e "s|@NGINX_USER@|$NGINX_USER|g" "$1"
+}
+
+# Check every config once before spending time on runs.
+CHK="$OUT/check"
+rm -rf "$CHK"; mkdir -p "$CHK/tmp"
+for p in $PROXIES; do
+  case "$p" in
+    levee|levee-cb)
+      render "$SC/conf/$p.toml.in" "$CHK" >"$CHK/$p.toml"
+      "$LEVEE_BIN" check -c "$CHK/$p.toml" >"$CHK/$p.check.log" 2>&1 || { cat "$CHK/$p.check.log" >&2; die "$p config"; } ;;
+    nginx)
+      render "$SC/conf/nginx.conf.in" "$CHK" >"$CHK/nginx.conf"
+      nginx -t -q -c "$CHK/nginx.conf" -e "$CHK/nginx.error.log" >"$CHK/nginx.check.log" 2>&1 || { cat "$CHK/nginx.check.log" >&2; die "nginx config"; } ;;
+    haproxy)
+      render "$SC/conf/haproxy.cfg.in" "$CHK" >"$CHK/haproxy.cfg"
+      haproxy -c -q -f "$CHK/haproxy.cfg" >"$CHK/haproxy.check.log" 2>&1 || { cat "$CHK/haproxy.check.log" >&2; die "haproxy config"; } ;;
+  esac
+done
+
+# ---------------------------------------------------------------- processes
+UP_PID=""; PROXY_PID=""
+
+pin() { # cpu, then the command. exec: started with `&`, $! is the command's
+  # own pid (not a subshell's), so that stop_pid reaches it.
+  local cpu="$1"; shift
+  if [[ "$PIN" == 1 ]]; then exec taskset -c "$cpu" "$@"; else exec "$@"; fi
+}
+
+port_free() { # port
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+stop_pid() { # pid
+  local pid="$1"
+  [[ -n "$pid" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  stop_pid "$PROXY_PID"; PROXY_PID=""
+  stop_pid "$UP_PID"; UP_PID=""
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() { # port
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+http_get() { # url [timeout]: prints the body, fails on non-2xx
+  "$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())' "$1" "${2:-5}"
+}
+
+start_upstreams() { # run-dir
+  local p
+  for p in $CTL_PORT $UP1 $UP2 $UP3; do port_free "$p" || die "port $p is still in use"; done
+  pin 1 "$PY" "$SC/upstream.py" --ports "$UP1,$UP2,$UP3" --control-port "$CTL_PORT" \
+    --latency-ms "$LATENCY_MS" >"$1/upstream.log" 2>&1 &
+  UP_PID=$!
+  wait_port "$CTL_PORT" && wait_port "$UP1" && wait_port "$UP2" && wait_port "$UP3" || die "upstreams did not start"
+}
+
+start_proxy() { # proxy run-dir
+  local p="$1" d="$2"
+  mkdir -p "$d/tmp"
+  port_free "$PROXY_PORT" && port_free "$LEVEE_ADMIN_PORT" || die "proxy port $PROXY_PORT or $LEVEE_ADMIN_PORT is still in use"
+  case "$p" in
+    levee|levee-cb)
+      render "$SC/conf/$p.toml.in" "$d" >"$d/levee.toml"
+      RUST_LOG="${RUST_LOG:-info}" pin 0 "$LEVEE_BIN" run -c "$d/levee.toml" >"$d/levee.log" 2>&1 & ;;
+    nginx)
+      render "$SC/conf/nginx.conf.in" "$d" >"$d/nginx.conf"
+      pin 0 nginx -c "$d/nginx.conf" -e "$d/nginx.error.log" >"$d/nginx.out" 2>&1 & ;;
+    haproxy)
+      render "$SC/conf/haproxy.cfg.in" "$d" >"$d/haproxy.cfg"
+      # A stats socket, to save the servers' state at the end of the run.
+      printf '  stats socket %s/haproxy.sock mode 600 level user\n' "$d" >"$d/haproxy.global"
+      sed -i "/^  pidfile /r $d/haproxy.global" "$d/haproxy.cfg"
+      pin 0 haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 & ;;
+  esac
+  PROXY_PID=$!
+  wait_port "$PROXY_PORT" || die "$p did not start (see $d)"
+  # Up and routing: a few requests must succeed.
+  local ok=0
+  for _ in $(seq 50); do
+    if http_get "http://127.0.0.1:$PROXY_PORT/warmup" 2 >/dev/null 2>&1; then ok=$((ok + 1)); ((ok >= 6)) && break; fi
+    sleep 0.1
+  done
+  ((ok >= 6)) || die "$p does not answer (see $d)"
+}
+
+proxy_state() { # proxy run-dir: the proxy's own view at the end of the run
+  case "$1" in
+    levee|levee-cb)
+      http_get "http://127.0.0.1:$LEVEE_ADMIN_PORT/metrics" >"$2/levee.metrics" 2>/dev/null || true
+      http_get "http://127.0.0.1:$LEVEE_ADMIN_PORT/api/v1/clusters" >"$2/levee.clusters.json" 2>/dev/null || true ;;
+    haproxy)
+      "$PY" - "$2/haproxy.sock" >"$2/haproxy.stat.csv" 2>/dev/null <<'EOF' || true
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+sys.stdout.write(data.decode())
+EOF
+      ;;
+  esac
+}
+
+set_events() { # scenario: sets EV, the --at arguments of load.py
+  local ctl="http://127.0.0.1:$CTL_PORT" heal=$((STEADY + FAULT))
+  case "$1" in
+    dead|hang|503)
+      EV=(--at "$STEADY:fault:$ctl/mode?ep=0&mode=$1" --at "$heal:heal:$ctl/mode?ep=0&mode=normal") ;;
+    all503)
+      EV=(--at "$STEADY:fault:$ctl/mode?ep=all&mode=503" --at "$((STEADY + ALL503)):heal:$ctl/mode?ep=all&mode=normal") ;;
+  esac
+}
+
+run_one() { # proxy scenario round
+  local p="$1" s="$2" r="$3" d="$RAW/$2.$1.r$3"
+  mkdir -p "$d"
+  start_upstreams "$d"
+  start_proxy "$p" "$d"
+  http_get "http://127.0.0.1:$CTL_PORT/reset" >/dev/null
+  local EV=()
+  set_events "$s"
+  (pin 1 "$PY" "$SC/load.py" --url "http://127.0.0.1:$PROXY_PORT/" --rate "$RATE" --duration "$TOTAL" \
+    --timeout "$CLIENT_TIMEOUT" --seed "$r" "${EV[@]}" --out "$d/load.json" 2>"$d/load.log") ||
+    { cat "$d/load.log" >&2; die "load generator failed ($d)"; }
+  http_get "http://127.0.0.1:$CTL_PORT/dump" >"$d/upstream.json"
+  proxy_state "$p" "$d"
+  cat >"$d/meta.json" <<EOF
+{"proxy": "$p", "scenario": "$s", "round": $r, "rate": $RATE, "steady": $STEADY, "fault": $FAULT,
+ "heal": $HEAL, "all503": $ALL503, "total": $TOTAL, "client_timeout": $CLIENT_TIMEOUT}
+EOF
+  cleanup
+  log "  $s $p round $r: $("$PY" "$SC/report.py" --one "$d")"
+}
+
+# ---------------------------------------------------------------- meta
+{
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)."
+  v=""
+  if has_levee; then
+    # LEVEE_REV describes a binary built elsewhere (LEVEE_BIN); by default the
+    # tree's commit, and whether the crates differ from it.
+    rev="${LEVEE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')}"
+    v+="$("$LEVEE_BIN" --version) ($rev), "
+  fi
+  [[ " $PROXIES " == *" nginx "* ]] && v+="$(nginx -v 2>&1 | sed 's/.*: //'), "
+  [[ " $PROXIES " == *" haproxy "* ]] && v+="HAProxy $(haproxy -v | head -1 | awk '{print $3}'), "
+  v+="$($PY --version)"
+  echo "Versions: $v."
+  echo "Settings: RATE=$RATE req/s (Poisson), STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+} >"$OUT/meta.md"
+cat "$OUT/meta.md" >&2
+
+START=$(date +%s)
+read -r -a PLIST <<<"$PROXIES"
+np=${#PLIST[@]}
+k=0
+for ((r = 1; r <= ROUNDS; r++)); do
+  for s in $SCENARIOS; do
+    log "scenario $s, round $r"
+    # Rotate the proxies' order, so that none always goes first.
+    for ((i = 0; i < np; i++)); do
+      run_one "${PLIST[$(((i + k) % np))]}" "$s" "$r"
+    done
+    k=$((k + 1))
+  done
+done
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); wall time $(($(date +%s) - START)) s." >>"$OUT/meta.md"
+
+"$PY" "$SC/report.py" "$OUT" | tee "$OUT/summary.md"

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Fault-injectable HTTP/1.1 upstreams for the reliability scenarios.
+
+One process serves N endpoints (one listening port each) on one asyncio loop,
+plus a control port. Each endpoint counts the requests it receives, keeping
+the arrival time (time.monotonic(), the system-wide CLOCK_MONOTONIC that the
+load generator also uses) of every one, so that upstream requests can be
+related to client requests per phase.
+
+Stdlib only. Endpoint behaviour ("mode"), switchable at run time:
+
+  normal  200 with a small body, after an optional fixed latency (--latency-ms)
+  503     503 to every request (health checks included)
+  hang    accept connections and read requests, never answer
+  dead    close the listening socket (connects are refused) and abort every
+          open connection
+  Going back to normal from dead listens again on the same port.
+
+Requests for paths starting with /healthz count separately as health checks;
+they follow the mode like every other request.
+
+Control interface (HTTP/1.1 on --control-port, one request per connection):
+
+  GET /mode?ep=0&mode=dead     ep: an endpoint index, a comma list, or "all"
+  GET /stats                   counts per endpoint (JSON)
+  GET /dump                    counts and arrival times per endpoint (JSON)
+  GET /reset                   forget counts and arrival times
+  GET /quit                    exit
+
+Usage: upstream.py --ports 29101,29102,29103 --control-port 29100
+"""
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from array import array
+from urllib.parse import parse_qs, urlsplit
+
+MODES = ("normal", "503", "hang", "dead")
+MAX_HEAD = 64 * 1024
+
+
+def parse_head(head):
+    """(method, path, headers dict lower-case) from a request head."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    method = parts[0] if parts else b""
+    path = parts[1] if len(parts) > 1 else b"/"
+    version = parts[2] if len(parts) > 2 else b"HTTP/1.1"
+    headers = {}
+    for line in lines[1:]:
+        k, sep, v = line.partition(b":")
+        if sep:
+            headers[k.strip().lower()] = v.strip()
+    return method, path, version, headers
+
+
+class Endpoint:
+    def __init__(self, index, host, port, body, latency):
+        self.index = index
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self.mode = "normal"
+        self.server = None
+        self.conns = set()
+        self.arrivals = array("d")  # proxied requests
+        self.health = array("d")  # health checks
+        self.answered = {200: 0, 503: 0}
+        ok = body
+        self.resp_ok = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
+            + str(len(ok)).encode()
+            + b"\r\n\r\n"
+            + ok
+        )
+        bad = b"unavailable\n"
+        self.resp_503 = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: "
+            + str(len(bad)).encode()
+            + b"\r\n\r\n"
+            + bad
+        )
+
+    async def listen(self):
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: UpstreamConn(self), self.host, self.port, reuse_address=True, backlog=4096
+        )
+
+    def close_all(self):
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for c in list(self.conns):
+            c.transport.abort()
+        self.conns.clear()
+
+    async def set_mode(self, mode):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        old = self.mode
+        self.mode = mode
+        if mode == "dead":
+            self.close_all()
+        elif old == "dead":
+            await self.listen()
+
+    def stats(self):
+        return {
+            "index": self.index,
+            "port": self.port,
+            "mode": self.mode,
+            "requests": len(self.arrivals),
+            "health_checks": len(self.health),
+            "answered_200": self.answered[200],
+            "answered_503": self.answered[503],
+            "open_connections": len(self.conns),
+        }
+
+
+class UpstreamConn(asyncio.Protocol):
+    def __init__(self, ep):
+        self.ep = ep
+        self.buf = bytearray()
+        self.hung = False
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.ep.conns.add(self)
+
+    def connection_lost(self, exc):
+        self.ep.conns.discard(self)
+
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i < 0:
+                if len(self.buf) > MAX_HEAD:
+                    self.transport.abort()
+                return
+            method, path, version, headers = parse_head(bytes(self.buf[:i]))
+            try:
+                clen = int(headers.get(b"content-length", b"0"))
+            except ValueError:
+                clen = 0
+            total = i + 4 + clen
+            if len(self.buf) < total:
+                return
+            del self.buf[:total]
+            close = headers.get(b"connection", b"").lower() == b"close" or version == b"HTTP/1.0"
+            self.handle(path, close)
+
+    def handle(self, path, close):
+        ep = self.ep
+        now = time.monotonic()
+        if path.startswith(b"/healthz"):
+            ep.health.append(now)
+        else:
+            ep.arrivals.append(now)
+        if ep.mode == "hang":
+            # Responses go out in order, so nothing after this one is answered
+            # either, even once the endpoint is back to normal.
+            self.hung = True
+        if self.hung:
+            return
+        if ep.mode == "503":
+            status, resp = 503, ep.resp_503
+        else:
+            status, resp = 200, ep.resp_ok
+        if ep.latency > 0:
+            asyncio.get_running_loop().call_later(ep.latency, self.respond, status, resp, close)
+        else:
+            self.respond(status, resp, close)
+
+    def respond(self, status, resp, close):
+        if self.transport.is_closing():
+            return
+        self.ep.answered[status] += 1
+        self.transport.write(resp)
+        if close:
+            self.transport.close()
+
+
+class Control(asyncio.Protocol):
+    def __init__(self, app):
+        self.app = app
+        self.buf = bytearray()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buf += data
+        i = self.buf.find(b"\r\n\r\n")
+        if i < 0:
+            return
+        _, path, _, _ = parse_head(bytes(self.buf[:i]))
+        asyncio.get_running_loop().create_task(self.answer(path.decode("latin-1")))
+
+    async def answer(self, target):
+        try:
+            status, body = 200, await self.app.control(target)
+        except Exception as e:  # noqa: BLE001 - reported to the caller
+            status, body = 400, {"error": str(e)}
+        data = json.dumps(body).encode()
+        reason = b"OK" if status == 200 else b"Bad Request"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, reason, len(data))
+            + data
+        )
+        self.transport.close()
+        if target.startswith("/quit"):
+            asyncio.get_running_loop().call_later(0.05, self.app.stop.set)
+
+
+class App:
+    def __init__(self, endpoints):
+        self.endpoints = endpoints
+        self.stop = asyncio.Event()
+
+    def select(self, spec):
+        if spec in ("all", "*"):
+            return self.endpoints
+        return [self.endpoints[int(x)] for x in spec.split(",")]
+
+    async def control(self, target):
+        url = urlsplit(target)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        now = time.monotonic()
+        if url.path == "/mode":
+            eps = self.select(q.get("ep", "all"))
+            for ep in eps:
+                await ep.set_mode(q["mode"])
+            return {"t": now, "endpoints": [ep.stats() for ep in self.endpoints]}
+        if url.path == "/stats":
+            return {"t": now, "endpoints": [ep.stats() for ep in self.endpoints]}
+        if url.path == "/dump":
+            out = []
+            for ep in self.endpoints:
+                s = ep.stats()
+                s["arrivals"] = [round(x, 4) for x in ep.arrivals]
+                s["health_arrivals"] = [round(x, 4) for x in ep.health]
+                out.append(s)
+            return {"t": now, "endpoints": out}
+        if url.path == "/reset":
+            for ep in self.endpoints:
+                ep.arrivals = array("d")
+                ep.health = array("d")
+                ep.answered = {200: 0, 503: 0}
+            return {"t": now, "endpoints": [ep.stats() for ep in self.endpoints]}
+        if url.path == "/quit":
+            return {"t": now, "bye": True}
+        raise ValueError(f"unknown control path {url.path}")
+
+
+async def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--ports", required=True, help="comma-separated endpoint ports")
+    ap.add_argument("--control-port", type=int, required=True)
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="fixed latency of normal answers")
+    ap.add_argument("--body-bytes", type=int, default=64, help="size of the 200 body")
+    args = ap.parse_args()
+
+    body = (b"x" * max(0, args.body_bytes - 1)) + b"\n"
+    endpoints = [
+        Endpoint(i, args.host, int(p), body, args.latency_ms / 1000.0)
+        for i, p in enumerate(args.ports.split(","))
+    ]
+    for ep in endpoints:
+        await ep.listen()
+    app = App(endpoints)
+    loop = asyncio.get_running_loop()
+    ctl = await loop.create_server(lambda: Control(app), args.host, args.control_port, reuse_address=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop.set)
+    print(
+        f"upstream: endpoints {args.ports} control {args.control_port} latency {args.latency_ms} ms",
+        file=sys.stderr,
+        flush=True,
+    )
+    await app.stop.wait()
+    ctl.close()
+    for ep in endpoints:
+        ep.close_all()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
