@@ -131,5 +131,39 @@ fn locality(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pick, hash_key, build, locality);
+/// Per-decision cost of the local rate limiter (issue 4 targets <= 100 ns):
+/// the bare GCRA step, and a keyed decision in a table of 10,000 live keys.
+fn ratelimit(c: &mut Criterion) {
+    use levee_policy::ratelimit::{Gcra, KeyedLimiter};
+    use std::time::Duration;
+    let mut group = c.benchmark_group("ratelimit");
+    group.throughput(Throughput::Elements(1));
+    let gcra = Gcra::new(1_000, Duration::from_secs(1), 100);
+    group.bench_function("gcra_decide", |b| {
+        let mut tat = 0;
+        let mut now = 0u64;
+        b.iter(|| {
+            now += 1_000_000;
+            let (d, t) = gcra.decide(std::hint::black_box(tat), now, 1);
+            tat = t;
+            d.allowed
+        })
+    });
+    let table = KeyedLimiter::new(gcra, 100_000);
+    for k in 0..10_000u64 {
+        table.decide(levee_policy::hash::mix64(k), 1, 1);
+    }
+    group.bench_function("keyed_decide_10k_keys", |b| {
+        let mut i = 0u64;
+        let mut now = 1u64;
+        b.iter(|| {
+            i = (i + 1) % 10_000;
+            now += 100;
+            table.decide(levee_policy::hash::mix64(i), now, 1).allowed
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pick, hash_key, build, locality, ratelimit);
 criterion_main!(benches);

@@ -4,8 +4,9 @@
 //! ([`ewma`]), the stable hash that consistent hashing relies on ([`hash`]),
 //! backoff and retry budgets ([`retry`]) over sliding windows ([`window`]),
 //! outlier ejection ([`outlier`]), the circuit breaker ([`breaker`]),
-//! priority failover and zone-aware routing ([`locality`]), and the weight
-//! ramp for returning endpoints ([`slow_start`]).
+//! priority failover and zone-aware routing ([`locality`]), the weight ramp
+//! for returning endpoints ([`slow_start`]), and GCRA rate limiting with a
+//! bounded keyed table ([`ratelimit`]).
 
 pub mod balancer;
 pub mod breaker;
@@ -13,6 +14,7 @@ pub mod ewma;
 pub mod hash;
 pub mod locality;
 pub mod outlier;
+pub mod ratelimit;
 pub mod retry;
 pub mod slow_start;
 pub mod window;
