@@ -216,6 +216,9 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let stream_idle_timeout = d.opt(&mut t, "stream_idle_timeout", Decoder::duration);
     let hedge = d.opt(&mut t, "hedge", decode_hedge);
     let fallback = d.opt(&mut t, "fallback", decode_fallback);
+    let rate_limits = d.opt(&mut t, "rate_limits", |d, n, p| {
+        d.list(n, p, decode_rate_limit)
+    });
     d.finish(t);
     Some(Route {
         name: name?,
@@ -233,6 +236,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         stream_idle_timeout: stream_idle_timeout.unwrap_or(Duration::from_secs(300)),
         hedge,
         fallback,
+        rate_limits: rate_limits.unwrap_or_default(),
     })
 }
 
@@ -1353,4 +1357,47 @@ fn header_table(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, S
         }
     }
     Some(out)
+}
+
+fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RateLimit> {
+    let mut t = d.table(node, path)?;
+    let name = d.req(&mut t, "name", name_field);
+    let rate = d.req(&mut t, "rate", |d, n, p| d.int_in(n, p, 1, 1_000_000_000));
+    let per = d.opt(&mut t, "per", Decoder::duration);
+    let burst = d.opt(&mut t, "burst", |d, n, p| d.int_in(n, p, 1, 1_000_000_000));
+    let key = d.opt(&mut t, "key", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            let s = d.string(n, p)?;
+            match s.as_str() {
+                "client_ip" => Some(RateKey::ClientIp),
+                other => match other.strip_prefix("header:") {
+                    Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                        Some(RateKey::Header(h.to_ascii_lowercase()))
+                    }
+                    _ => {
+                        d.error_help(
+                            n.loc,
+                            p,
+                            format!("unknown rate-limit key `{other}`"),
+                            "use `client_ip` or `header:NAME` (no key: one bucket for the route)",
+                        );
+                        None
+                    }
+                },
+            }
+        })
+    });
+    let dry_run = d.opt(&mut t, "dry_run", Decoder::bool);
+    let max_keys = d.opt(&mut t, "max_keys", |d, n, p| d.int_in(n, p, 1, 100_000_000));
+    d.finish(t);
+    let rate = rate? as u64;
+    Some(RateLimit {
+        name: name?,
+        rate,
+        per: per.unwrap_or(Duration::from_secs(1)),
+        burst: burst.map_or(rate, |b| b as u64),
+        key: key.unwrap_or_default(),
+        dry_run: dry_run.unwrap_or(false),
+        max_keys: max_keys.map_or(100_000, |m| m as usize),
+    })
 }

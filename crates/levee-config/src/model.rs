@@ -242,6 +242,39 @@ pub struct Route {
     pub hedge: Option<Hedge>,
     /// What answers when the cluster cannot.
     pub fallback: Option<Fallback>,
+    /// Request rate limits; all must pass.
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// A rate limit: `rate` requests per `per`, bursts of `burst`, counted per
+/// key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimit {
+    /// Name, for headers and metrics.
+    pub name: String,
+    /// Requests per period.
+    pub rate: u64,
+    /// The period.
+    #[serde(serialize_with = "ser_duration")]
+    pub per: Duration,
+    /// Requests allowed at once.
+    pub burst: u64,
+    /// What the limit is counted per (all parts together); empty: the route.
+    pub key: Vec<RateKey>,
+    /// Count what would be refused, refuse nothing.
+    pub dry_run: bool,
+    /// Most keys tracked at once (memory bound).
+    pub max_keys: usize,
+}
+
+/// A part of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    /// The client's IP address.
+    ClientIp,
+    /// A request header's value (absent counts as one shared value).
+    Header(String),
 }
 
 /// Hedging: for idempotent requests, a second attempt to another endpoint

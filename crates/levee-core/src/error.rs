@@ -44,6 +44,8 @@ pub enum ErrorKind {
     /// The upstream refused an HTTP/2 stream (REFUSED_STREAM): it did not
     /// process the request.
     RefusedStream,
+    /// A rate limit refused the request.
+    RateLimited,
     /// A circuit breaker is open for the cluster or every endpoint.
     CircuitOpen,
     /// The cluster's in-flight and pending request caps are full.
@@ -62,7 +64,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::PayloadTooLarge,
@@ -75,6 +77,7 @@ impl ErrorKind {
         ErrorKind::UpstreamReset,
         ErrorKind::UpstreamProtocol,
         ErrorKind::RefusedStream,
+        ErrorKind::RateLimited,
         ErrorKind::CircuitOpen,
         ErrorKind::OverflowRequests,
         ErrorKind::OverflowConnections,
@@ -99,6 +102,7 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::UpstreamProtocol => "upstream_protocol_error",
             ErrorKind::RefusedStream => "upstream_refused_stream",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::OverflowRequests => "overflow_requests",
             ErrorKind::OverflowConnections => "overflow_connections",
@@ -134,6 +138,7 @@ impl ErrorKind {
                 Ok(s) => s,
                 Err(_) => StatusCode::BAD_REQUEST,
             },
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -146,7 +151,8 @@ impl ErrorKind {
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
             | ErrorKind::ClientClosed
-            | ErrorKind::DeadlineExceeded => Side::Downstream,
+            | ErrorKind::DeadlineExceeded
+            | ErrorKind::RateLimited => Side::Downstream,
             ErrorKind::NoEndpoints
             | ErrorKind::ConnectRefused
             | ErrorKind::ConnectTimeout

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     config_path: Option<PathBuf>,
     /// Routes' stale caches, kept across reloads.
     stale_caches: Mutex<HashMap<String, Arc<crate::degrade::StaleCache>>>,
+    /// Routes' rate limits, kept across reloads while unchanged.
+    rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
 }
 
 impl Shared {
@@ -225,6 +227,7 @@ impl Gateway {
             reload_status: Mutex::new(ReloadStatus::default()),
             config_path,
             stale_caches: Mutex::new(HashMap::new()),
+            rate_limits: Mutex::new(HashMap::new()),
         });
         let gateway = Gateway { shared };
         gateway.apply(config).await?;
@@ -280,6 +283,34 @@ impl Gateway {
             .filter_map(|(name, f)| Some((name.clone(), f.stale.clone()?)))
             .collect();
 
+        // Rate limits, once per route, keeping the tables of unchanged ones.
+        let previous_limits = lock(&shared.rate_limits).clone();
+        let limits: HashMap<String, Vec<Arc<crate::admit::RouteLimit>>> = config
+            .routes
+            .iter()
+            .filter(|r| !r.rate_limits.is_empty())
+            .map(|r| {
+                let before = previous_limits.get(&r.name);
+                let built = r
+                    .rate_limits
+                    .iter()
+                    .map(|l| {
+                        let prev = before
+                            .and_then(|b| b.iter().find(|p| p.config.name == l.name))
+                            .map(|p| p.as_ref());
+                        Arc::new(crate::admit::RouteLimit::new(
+                            &r.name,
+                            l,
+                            prev,
+                            &shared.registry,
+                        ))
+                    })
+                    .collect();
+                (r.name.clone(), built)
+            })
+            .collect();
+        *lock(&shared.rate_limits) = limits.clone();
+
         // Listener configs (TLS acceptors and routers), built before any swap.
         let mut listener_configs = Vec::new();
         for l in &config.listeners {
@@ -306,6 +337,10 @@ impl Gateway {
                                 .and_then(|c| clusters.get(c).cloned());
                             route.with_fallback(f.clone(), other, &shared.registry)
                         }
+                        None => route,
+                    };
+                    let route = match limits.get(&r.name) {
+                        Some(l) => route.with_rate_limits(l.clone()),
                         None => route,
                     };
                     Some(Arc::new(route))

@@ -5,6 +5,7 @@
 //! Start with [`pipeline`]: its `handle` function is the life of a request.
 //! [`Gateway`] is the handle the binary, the admin API and tests hold.
 
+mod admit;
 mod body;
 mod cluster;
 mod degrade;

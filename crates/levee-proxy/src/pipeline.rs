@@ -62,7 +62,22 @@ pub(crate) async fn handle(
     done.route = Some(route.clone());
     done.cluster = Some(cluster.clone());
 
-    // 3. Inject faults and 4. admit: not yet configured (issue 4).
+    // 3. Inject faults: not yet configured.
+
+    // 4. Admit: the route's rate limits.
+    let mut limit_report = None;
+    if !route.rate_limits.is_empty() {
+        let now = done.shared.clock.nanos_at(start);
+        match crate::admit::check(&route.rate_limits, req.headers(), conn.peer.ip(), now) {
+            crate::admit::Admission::Limited(limit, decision) => {
+                let detail = format!("rate limit `{}` exceeded", limit.config.name);
+                let mut resp = reply_error(done, ErrorKind::RateLimited, &detail);
+                limit.write_headers(resp.headers_mut(), &decision);
+                return Ok(resp);
+            }
+            crate::admit::Admission::Admitted(report) => limit_report = report,
+        }
+    }
 
     // 5. Dispatch, retrying and hedging as the route allows.
     let body_limit = listener.limits.max_request_body_bytes;
@@ -151,8 +166,17 @@ pub(crate) async fn handle(
     };
     let mut resp = match result {
         Ok(resp) => resp,
-        Err((kind, detail)) => return Ok(reply_error(done, kind, &detail)),
+        Err((kind, detail)) => {
+            let mut resp = reply_error(done, kind, &detail);
+            if let Some((limit, decision)) = &limit_report {
+                limit.write_headers(resp.headers_mut(), decision);
+            }
+            return Ok(resp);
+        }
     };
+    if let Some((limit, decision)) = &limit_report {
+        limit.write_headers(resp.headers_mut(), decision);
+    }
     headers::apply_ops(
         resp.headers_mut(),
         &route.response_remove,

@@ -20,6 +20,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) fallback: Option<Arc<crate::degrade::RouteFallback>>,
     /// The route as sent to its fallback cluster (no retries of its own).
     pub(crate) fallback_route: Option<Arc<CompiledRoute>>,
+    /// Step 4's rate limits, shared by the route's listeners.
+    pub(crate) rate_limits: Vec<Arc<crate::admit::RouteLimit>>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -82,6 +84,7 @@ impl CompiledRoute {
                 .map(|h| crate::hedge::HedgePolicy::new(h, &config.name, registry)),
             fallback: None,
             fallback_route: None,
+            rate_limits: Vec::new(),
             config,
             cluster,
             methods,
@@ -114,6 +117,12 @@ impl CompiledRoute {
             Arc::new(CompiledRoute::new(config, cluster, registry))
         });
         self.fallback = Some(fallback);
+        self
+    }
+
+    /// Adds the route's rate limits.
+    pub(crate) fn with_rate_limits(mut self, limits: Vec<Arc<crate::admit::RouteLimit>>) -> Self {
+        self.rate_limits = limits;
         self
     }
 

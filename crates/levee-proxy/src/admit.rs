@@ -1,0 +1,147 @@
+//! Step 4 of the life of a request: admission. For now, a route's rate
+//! limits (GCRA per key, `levee_policy::ratelimit`): every limit must pass;
+//! a refusal is answered 429 with `Retry-After` and the IETF `RateLimit` /
+//! `RateLimit-Policy` headers, and every answer on a limited route reports
+//! the most constrained limit. A dry-run limit only counts what it would
+//! refuse. Limiters are built once per route and kept across reloads while
+//! their settings are unchanged.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use levee_config::{RateKey, RateLimit};
+use levee_core::metrics::{Counter, Registry};
+use levee_core::Nanos;
+use levee_policy::hash::{hash64, mix64};
+use levee_policy::ratelimit::{Decision, Gcra, KeyedLimiter};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// One configured limit of a route, with its table and counters.
+#[derive(Debug)]
+pub(crate) struct RouteLimit {
+    pub(crate) config: RateLimit,
+    pub(crate) limiter: Arc<KeyedLimiter>,
+    /// `"name";q=burst;w=seconds`, built once.
+    policy: HeaderValue,
+    allowed: Arc<Counter>,
+    limited: Arc<Counter>,
+    dry_run_limited: Arc<Counter>,
+}
+
+impl RouteLimit {
+    /// Builds the limit, reusing `previous`'s table when its settings match.
+    pub(crate) fn new(
+        route: &str,
+        config: &RateLimit,
+        previous: Option<&RouteLimit>,
+        registry: &Registry,
+    ) -> Self {
+        let limiter = previous
+            .filter(|p| p.config == *config)
+            .map(|p| p.limiter.clone())
+            .unwrap_or_else(|| {
+                Arc::new(KeyedLimiter::new(
+                    Gcra::new(config.rate, config.per, config.burst),
+                    config.max_keys,
+                ))
+            });
+        let window = config.per.as_secs().max(1);
+        let policy = HeaderValue::from_str(&format!(
+            "\"{}\";q={};w={window}",
+            config.name, config.burst
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"limit\""));
+        let counter = |result: &str| {
+            registry.counter(
+                "levee_ratelimit_decisions_total",
+                "Rate-limit decisions, by route, limit and result.",
+                &[
+                    ("route", route),
+                    ("limit", &config.name),
+                    ("result", result),
+                ],
+            )
+        };
+        Self {
+            config: config.clone(),
+            limiter,
+            policy,
+            allowed: counter("allowed"),
+            limited: counter("limited"),
+            dry_run_limited: counter("dry_run_limited"),
+        }
+    }
+
+    /// The key of a request under this limit.
+    fn key(&self, headers: &HeaderMap, client: IpAddr) -> u64 {
+        self.config.key.iter().fold(0x5eed, |acc, part| {
+            let h = match part {
+                RateKey::ClientIp => match client {
+                    IpAddr::V4(ip) => hash64(&ip.octets()),
+                    IpAddr::V6(ip) => hash64(&ip.octets()),
+                },
+                RateKey::Header(name) => headers
+                    .get(name.as_str())
+                    .map_or(0xab5e_17, |v| hash64(v.as_bytes())),
+            };
+            mix64(acc ^ h)
+        })
+    }
+
+    /// Writes `RateLimit-Policy` and `RateLimit` for `decision` (and
+    /// `Retry-After` when it refused).
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
+        let secs = |ns: u64| ns.div_ceil(1_000_000_000);
+        headers.insert(RATELIMIT_POLICY, self.policy.clone());
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "\"{}\";r={};t={}",
+            self.config.name,
+            decision.remaining,
+            secs(decision.reset_ns)
+        )) {
+            headers.insert(RATELIMIT, v);
+        }
+        if !decision.allowed {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(secs(decision.retry_after_ns).max(1)),
+            );
+        }
+    }
+}
+
+/// The outcome of a route's limits for one request.
+pub(crate) enum Admission<'a> {
+    /// Go ahead; report this limit's state on the response (if any limit).
+    Admitted(Option<(&'a RouteLimit, Decision)>),
+    /// Refused by this limit.
+    Limited(&'a RouteLimit, Decision),
+}
+
+/// Applies every limit of a route to a request at `now`.
+pub(crate) fn check<'a>(
+    limits: &'a [Arc<RouteLimit>],
+    headers: &HeaderMap,
+    client: IpAddr,
+    now: Nanos,
+) -> Admission<'a> {
+    let mut tightest: Option<(&RouteLimit, Decision)> = None;
+    for limit in limits {
+        let decision = limit.limiter.decide(limit.key(headers, client), now, 1);
+        if !decision.allowed {
+            if limit.config.dry_run {
+                limit.dry_run_limited.inc();
+                continue;
+            }
+            limit.limited.inc();
+            return Admission::Limited(limit, decision);
+        }
+        limit.allowed.inc();
+        if tightest.is_none_or(|(_, d)| decision.remaining < d.remaining) {
+            tightest = Some((limit, decision));
+        }
+    }
+    Admission::Admitted(tightest)
+}

@@ -1,0 +1,141 @@
+//! Rate limits (step 4): GCRA per key, every limit must pass, 429 with
+//! Retry-After and the IETF RateLimit headers, dry run, and accuracy over
+//! time.
+
+use crate::{LISTENER, PREAMBLE};
+use levee_testkit::{Client, FakeUpstream, TestGateway};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+fn config(upstream: SocketAddr, limits: &str) -> String {
+    format!(
+        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n{limits}\n[[clusters]]\nname = \"c\"\nendpoints = [\"{upstream}\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_burst_over_the_limit_gets_429_with_rate_limit_headers() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(
+        up.addr(),
+        "[[routes.rate_limits]]\nname = \"per-route\"\nrate = 5\nper = \"10s\"\nburst = 5",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    let mut ok = 0;
+    let mut limited = Vec::new();
+    for _ in 0..10 {
+        let r = c.get(&url).await;
+        match r.status.as_u16() {
+            200 => {
+                ok += 1;
+                assert_eq!(r.header("ratelimit-policy"), Some("\"per-route\";q=5;w=10"));
+                assert!(r
+                    .header("ratelimit")
+                    .is_some_and(|v| v.starts_with("\"per-route\";r=")));
+            }
+            429 => limited.push(r),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(ok, 5, "the burst");
+    assert_eq!(limited.len(), 5);
+    assert_eq!(
+        up.requests(),
+        5,
+        "refused requests never reach the upstream"
+    );
+    let r = &limited[0];
+    assert_eq!(r.header("levee-error"), Some("rate_limited"));
+    assert_eq!(r.header("ratelimit"), Some("\"per-route\";r=0;t=10"));
+    // One request every 2 s: the next fits in 2 s.
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert_eq!(
+        gw.metric(
+            "levee_ratelimit_decisions_total{route=\"r\",limit=\"per-route\",result=\"limited\"}"
+        ),
+        5.0
+    );
+}
+
+#[tokio::test]
+async fn keys_are_counted_apart_and_every_limit_must_pass() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(
+        up.addr(),
+        "[[routes.rate_limits]]\nname = \"per-key\"\nrate = 2\nper = \"1m\"\nkey = [\"header:x-api-key\"]\n\
+         [[routes.rate_limits]]\nname = \"total\"\nrate = 5\nper = \"1m\"",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    let status = |key: &'static str| {
+        let c = c.clone();
+        let url = url.clone();
+        async move { c.get_with(&url, &[("x-api-key", key)]).await.status }
+    };
+    assert_eq!(status("a").await, 200);
+    assert_eq!(status("a").await, 200);
+    assert_eq!(status("a").await, 429, "key a has used its 2");
+    assert_eq!(status("b").await, 200, "key b has its own bucket");
+    assert_eq!(status("b").await, 200);
+    assert_eq!(
+        status("c").await,
+        200,
+        "fifth admitted request of the route"
+    );
+    let r = c.get_with(&url, &[("x-api-key", "d")]).await;
+    assert_eq!(r.status, 429, "the route's total is spent");
+    assert!(r.body.contains("total"), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_dry_run_limit_counts_but_refuses_nothing() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(
+        up.addr(),
+        "[[routes.rate_limits]]\nname = \"trial\"\nrate = 3\nper = \"1m\"\ndry_run = true",
+    ))
+    .await;
+    let c = Client::http1();
+    for _ in 0..8 {
+        assert_eq!(c.get(&format!("{}/x", gw.url("public"))).await.status, 200);
+    }
+    assert_eq!(
+        gw.metric("levee_ratelimit_decisions_total{route=\"r\",limit=\"trial\",result=\"dry_run_limited\"}"),
+        5.0
+    );
+}
+
+#[tokio::test]
+async fn admitted_requests_follow_the_configured_rate() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(
+        up.addr(),
+        "[[routes.rate_limits]]\nname = \"r20\"\nrate = 20\nburst = 1",
+    ))
+    .await;
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    let start = Instant::now();
+    let mut admitted = 0u64;
+    while start.elapsed().as_millis() < 1_500 {
+        if c.get(&url).await.status == 200 {
+            admitted += 1;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Never more than the burst plus the rate over the time taken.
+    assert!(
+        admitted as f64 <= 1.0 + 20.0 * elapsed + 1.0,
+        "{admitted} in {elapsed:.2}s"
+    );
+    // Sending every ~5 ms, nearly every slot is used.
+    assert!(
+        admitted as f64 >= 20.0 * 1.5 * 0.6,
+        "{admitted} in {elapsed:.2}s"
+    );
+    assert_eq!(up.requests(), admitted);
+}
