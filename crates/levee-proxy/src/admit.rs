@@ -84,7 +84,7 @@ impl RouteLimit {
                 },
                 RateKey::Header(name) => headers
                     .get(name.as_str())
-                    .map_or(0xab5e_17, |v| hash64(v.as_bytes())),
+                    .map_or(0x00ab_5e17, |v| hash64(v.as_bytes())),
             };
             mix64(acc ^ h)
         })
