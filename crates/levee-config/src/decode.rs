@@ -16,6 +16,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let listeners = d.req(&mut t, "listeners", |d, n, p| d.list(n, p, decode_listener));
     let routes = d.opt(&mut t, "routes", |d, n, p| d.list(n, p, decode_route));
     let clusters = d.opt(&mut t, "clusters", |d, n, p| d.list(n, p, decode_cluster));
+    let tenants = d.opt(&mut t, "tenants", decode_tenants);
     let root_loc = t.loc;
     d.finish(t);
     let config = Config {
@@ -27,6 +28,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         listeners: listeners.unwrap_or_default(),
         routes: routes.unwrap_or_default(),
         clusters: clusters.unwrap_or_default(),
+        tenants: tenants.unwrap_or_default(),
     };
     if config.listeners.is_empty()
         && raw_names(root, "listeners").is_empty()
@@ -1370,6 +1372,7 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
             let s = d.string(n, p)?;
             match s.as_str() {
                 "client_ip" => Some(RateKey::ClientIp),
+                "tenant" => Some(RateKey::Tenant),
                 other => match other.strip_prefix("header:") {
                     Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
                         Some(RateKey::Header(h.to_ascii_lowercase()))
@@ -1379,7 +1382,7 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
                             n.loc,
                             p,
                             format!("unknown rate-limit key `{other}`"),
-                            "use `client_ip` or `header:NAME` (no key: one bucket for the route)",
+                            "use `client_ip`, `tenant` or `header:NAME` (no key: one bucket for the route)",
                         );
                         None
                     }
@@ -1399,5 +1402,114 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
         key: key.unwrap_or_default(),
         dry_run: dry_run.unwrap_or(false),
         max_keys: max_keys.map_or(100_000, |m| m as usize),
+    })
+}
+
+fn decode_tenants(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Tenants> {
+    let mut t = d.table(node, path)?;
+    let def = Tenants::default();
+    let default = d.opt(&mut t, "default", name_field);
+    let header = d.opt(&mut t, "header", header_name);
+    let api_keys = d.opt(&mut t, "api_keys", |d, n, p| {
+        let mut a = d.table(n, p)?;
+        let header = d.opt(&mut a, "header", header_name);
+        let keys = d.opt(&mut a, "keys", |d, n, p| d.list(n, p, decode_api_key));
+        let file = d.opt(&mut a, "file", Decoder::string);
+        d.finish(a);
+        Some(ApiKeys {
+            header: header.unwrap_or_else(|| "x-api-key".to_string()),
+            keys: keys.unwrap_or_default(),
+            file: file.map(Into::into),
+        })
+    });
+    let jwt = d.opt(&mut t, "jwt", decode_jwt);
+    let list = d.opt(&mut t, "list", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            let mut e = d.table(n, p)?;
+            let name = d.req(&mut e, "name", name_field);
+            let weight = d.opt(&mut e, "weight", |d, n, p| d.int_in(n, p, 1, 1000));
+            d.finish(e);
+            Some(TenantConfig {
+                name: name?,
+                weight: weight.map_or(1, |w| w as u32),
+            })
+        })
+    });
+    d.finish(t);
+    Some(Tenants {
+        default: default.unwrap_or(def.default),
+        header,
+        api_keys,
+        jwt,
+        list: list.unwrap_or_default(),
+    })
+}
+
+/// One `{ tenant, sha256 }` API key entry.
+pub(crate) fn decode_api_key(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<ApiKey> {
+    let mut k = d.table(n, p)?;
+    let tenant = d.req(&mut k, "tenant", name_field);
+    let sha256 = d.req(&mut k, "sha256", |d, n, p| {
+        let s = d.string(n, p)?.to_ascii_lowercase();
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Some(s)
+        } else {
+            d.error_help(
+                n.loc,
+                p,
+                "expected the key's SHA-256 as 64 hex digits",
+                "keys are stored hashed: `printf %s \"$KEY\" | sha256sum`",
+            );
+            None
+        }
+    });
+    d.finish(k);
+    Some(ApiKey {
+        tenant: tenant?,
+        sha256: sha256?,
+    })
+}
+
+fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
+    let mut t = d.table(node, path)?;
+    let header = d.opt(&mut t, "header", header_name);
+    let claim = d.opt(&mut t, "claim", Decoder::string);
+    let secrets = d.opt(&mut t, "hs256_secrets", |d, n, p| {
+        d.list(n, p, Decoder::string)
+    });
+    let jwks_file = d.opt(&mut t, "jwks_file", Decoder::string);
+    let issuer = d.opt(&mut t, "issuer", Decoder::string);
+    let audience = d.opt(&mut t, "audience", Decoder::string);
+    let leeway = d.opt(&mut t, "leeway", duration_or_zero);
+    let loc = t.loc;
+    d.finish(t);
+    let secrets: Vec<Secret> = secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(Secret::new)
+        .collect();
+    if secrets.is_empty() && jwks_file.is_none() {
+        d.error_help(
+            loc,
+            path,
+            "no key to verify tokens with",
+            "set `hs256_secrets = [\"${JWT_SECRET}\"]` or `jwks_file = \"jwks.json\"`",
+        );
+    }
+    if secrets.iter().any(|s| s.expose().len() < 32) {
+        d.error(
+            loc,
+            &format!("{path}.hs256_secrets"),
+            "an HS256 secret must be at least 32 bytes",
+        );
+    }
+    Some(Jwt {
+        header: header.unwrap_or_else(|| "authorization".to_string()),
+        claim: claim.unwrap_or_else(|| "tenant".to_string()),
+        hs256_secrets: secrets,
+        jwks_file: jwks_file.map(Into::into),
+        issuer,
+        audience,
+        leeway: leeway.unwrap_or(Duration::from_secs(30)),
     })
 }

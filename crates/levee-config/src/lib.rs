@@ -78,16 +78,7 @@ pub fn load_str_with_env(
         Format::Toml => node::parse_toml(src),
         Format::Yaml => node::parse_yaml(src),
     };
-    let root = parsed.map_err(|e| {
-        Diagnostics(vec![Diagnostic {
-            file: name.to_string(),
-            line: e.loc.line,
-            col: e.loc.col,
-            path: String::new(),
-            message: format!("syntax error: {}", e.message),
-            help: None,
-        }])
-    })?;
+    let root = parsed.map_err(|e| syntax_error(name, &e))?;
     let mut decoder = diag::Decoder::new(name, env);
     let config = decode::decode_config(&mut decoder, &root);
     if let Some(config) = &config {
@@ -99,4 +90,34 @@ pub fn load_str_with_env(
         Some(config) if diags.is_empty() => Ok(config),
         _ => Err(Diagnostics(diags)),
     }
+}
+
+/// Reads an API key file: TOML with `[[keys]]` entries of `tenant` and
+/// `sha256` (the key's digest, never the key itself). `name` labels the
+/// diagnostics.
+pub fn load_api_keys(src: &str, name: &str) -> Result<Vec<ApiKey>, Diagnostics> {
+    let root = node::parse_toml(src).map_err(|e| syntax_error(name, &e))?;
+    let mut decoder = diag::Decoder::new(name, &|_| None);
+    let keys = decoder.table(&root, "").and_then(|mut t| {
+        let keys = decoder.req(&mut t, "keys", |d, n, p| {
+            d.list(n, p, decode::decode_api_key)
+        });
+        decoder.finish(t);
+        keys
+    });
+    match keys {
+        Some(keys) if decoder.diags.is_empty() => Ok(keys),
+        _ => Err(Diagnostics(decoder.diags)),
+    }
+}
+
+fn syntax_error(name: &str, e: &node::SyntaxError) -> Diagnostics {
+    Diagnostics(vec![Diagnostic {
+        file: name.to_string(),
+        line: e.loc.line,
+        col: e.loc.col,
+        path: String::new(),
+        message: format!("syntax error: {}", e.message),
+        help: None,
+    }])
 }

@@ -20,6 +20,85 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Upstream services.
     pub clusters: Vec<Cluster>,
+    /// How a request's tenant is identified.
+    pub tenants: Tenants,
+}
+
+/// Tenant identification: a verified JWT claim, else an API key, else a
+/// trusted header, else the default tenant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tenants {
+    /// The tenant of requests that identify none.
+    pub default: String,
+    /// A header naming the tenant, trusted as sent (put it behind auth).
+    pub header: Option<String>,
+    /// API keys mapped to tenants.
+    pub api_keys: Option<ApiKeys>,
+    /// JWTs whose claim names the tenant.
+    pub jwt: Option<Jwt>,
+    /// Known tenants and their weights (fair share).
+    pub list: Vec<TenantConfig>,
+}
+
+impl Default for Tenants {
+    fn default() -> Self {
+        Self {
+            default: "default".to_string(),
+            header: None,
+            api_keys: None,
+            jwt: None,
+            list: Vec::new(),
+        }
+    }
+}
+
+/// API keys, stored as SHA-256 digests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeys {
+    /// The header carrying the key.
+    pub header: String,
+    /// Keys written in the config.
+    pub keys: Vec<ApiKey>,
+    /// A TOML file with more `[[keys]]` (read when the config is applied).
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// One API key: the tenant it names and the key's SHA-256 (hex).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKey {
+    /// The tenant.
+    pub tenant: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+/// JWT verification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Jwt {
+    /// The header carrying `Bearer <token>`.
+    pub header: String,
+    /// The claim naming the tenant.
+    pub claim: String,
+    /// Secrets for HS256.
+    pub hs256_secrets: Vec<Secret>,
+    /// A JWKS file with RS256 and ES256 public keys.
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(serialize_with = "ser_duration")]
+    pub leeway: Duration,
+}
+
+/// A known tenant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantConfig {
+    /// Its name.
+    pub name: String,
+    /// Its weight in fair sharing.
+    pub weight: u32,
 }
 
 impl Config {
@@ -275,6 +354,8 @@ pub enum RateKey {
     ClientIp,
     /// A request header's value (absent counts as one shared value).
     Header(String),
+    /// The request's tenant.
+    Tenant,
 }
 
 /// Hedging: for idempotent requests, a second attempt to another endpoint

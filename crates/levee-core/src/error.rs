@@ -46,6 +46,8 @@ pub enum ErrorKind {
     RefusedStream,
     /// A rate limit refused the request.
     RateLimited,
+    /// The request's credentials (JWT, API key) were refused.
+    Unauthorized,
     /// A circuit breaker is open for the cluster or every endpoint.
     CircuitOpen,
     /// The cluster's in-flight and pending request caps are full.
@@ -64,7 +66,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::PayloadTooLarge,
@@ -78,6 +80,7 @@ impl ErrorKind {
         ErrorKind::UpstreamProtocol,
         ErrorKind::RefusedStream,
         ErrorKind::RateLimited,
+        ErrorKind::Unauthorized,
         ErrorKind::CircuitOpen,
         ErrorKind::OverflowRequests,
         ErrorKind::OverflowConnections,
@@ -103,6 +106,7 @@ impl ErrorKind {
             ErrorKind::UpstreamProtocol => "upstream_protocol_error",
             ErrorKind::RefusedStream => "upstream_refused_stream",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::OverflowRequests => "overflow_requests",
             ErrorKind::OverflowConnections => "overflow_connections",
@@ -139,6 +143,7 @@ impl ErrorKind {
                 Err(_) => StatusCode::BAD_REQUEST,
             },
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -152,7 +157,8 @@ impl ErrorKind {
             | ErrorKind::HeadersTooLarge
             | ErrorKind::ClientClosed
             | ErrorKind::DeadlineExceeded
-            | ErrorKind::RateLimited => Side::Downstream,
+            | ErrorKind::RateLimited
+            | ErrorKind::Unauthorized => Side::Downstream,
             ErrorKind::NoEndpoints
             | ErrorKind::ConnectRefused
             | ErrorKind::ConnectTimeout

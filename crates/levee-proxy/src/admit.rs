@@ -75,7 +75,7 @@ impl RouteLimit {
     }
 
     /// The key of a request under this limit.
-    fn key(&self, headers: &HeaderMap, client: IpAddr) -> u64 {
+    fn key(&self, headers: &HeaderMap, client: IpAddr, tenant: &str) -> u64 {
         self.config.key.iter().fold(0x5eed, |acc, part| {
             let h = match part {
                 RateKey::ClientIp => match client {
@@ -85,6 +85,7 @@ impl RouteLimit {
                 RateKey::Header(name) => headers
                     .get(name.as_str())
                     .map_or(0x00ab_5e17, |v| hash64(v.as_bytes())),
+                RateKey::Tenant => hash64(tenant.as_bytes()),
             };
             mix64(acc ^ h)
         })
@@ -125,11 +126,14 @@ pub(crate) fn check<'a>(
     limits: &'a [Arc<RouteLimit>],
     headers: &HeaderMap,
     client: IpAddr,
+    tenant: &str,
     now: Nanos,
 ) -> Admission<'a> {
     let mut tightest: Option<(&RouteLimit, Decision)> = None;
     for limit in limits {
-        let decision = limit.limiter.decide(limit.key(headers, client), now, 1);
+        let decision = limit
+            .limiter
+            .decide(limit.key(headers, client, tenant), now, 1);
         if !decision.allowed {
             if limit.config.dry_run {
                 limit.dry_run_limited.inc();

@@ -43,6 +43,12 @@ pub enum ApplyError {
         /// What is wrong.
         message: String,
     },
+    /// Tenant key files (API keys, JWKS) cannot be read.
+    #[error("tenants: {message}")]
+    Tenants {
+        /// What is wrong.
+        message: String,
+    },
     /// A TLS certificate or key is unusable.
     #[error("listener {name}: {message}")]
     Tls {
@@ -283,6 +289,12 @@ impl Gateway {
             .filter_map(|(name, f)| Some((name.clone(), f.stale.clone()?)))
             .collect();
 
+        // Tenant identification: key files and JWKS read now.
+        let tenants = Arc::new(
+            crate::tenant::TenantResolver::new(&config.tenants, base)
+                .map_err(|message| ApplyError::Tenants { message })?,
+        );
+
         // Rate limits, once per route, keeping the tables of unchanged ones.
         let previous_limits = lock(&shared.rate_limits).clone();
         let limits: HashMap<String, Vec<Arc<crate::admit::RouteLimit>>> = config
@@ -350,6 +362,7 @@ impl Gateway {
                 limits: l.limits.clone(),
                 tls,
                 router: Router::new(routes),
+                tenants: tenants.clone(),
             });
         }
 

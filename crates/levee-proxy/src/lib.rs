@@ -19,6 +19,7 @@ pub mod pipeline;
 mod record;
 mod retry;
 mod router;
+mod tenant;
 mod tls;
 mod upstream;
 mod view;

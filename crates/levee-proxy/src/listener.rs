@@ -23,6 +23,8 @@ pub(crate) struct ListenerConfig {
     pub(crate) limits: Limits,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) router: Router,
+    /// How requests' tenants are identified (the same for every listener).
+    pub(crate) tenants: Arc<crate::tenant::TenantResolver>,
 }
 
 /// A bound listener.

@@ -62,13 +62,27 @@ pub(crate) async fn handle(
     done.route = Some(route.clone());
     done.cluster = Some(cluster.clone());
 
+    // Who it is for: a verified JWT, an API key, a trusted header, or the
+    // default tenant.
+    let tenant = match listener.tenants.resolve(req.headers(), unix_now) {
+        Ok(tenant) => tenant,
+        Err(why) => return Ok(reply_error(done, ErrorKind::Unauthorized, &why)),
+    };
+    done.tenant = Some(tenant.clone());
+
     // 3. Inject faults: not yet configured.
 
     // 4. Admit: the route's rate limits.
     let mut limit_report = None;
     if !route.rate_limits.is_empty() {
         let now = done.shared.clock.nanos_at(start);
-        match crate::admit::check(&route.rate_limits, req.headers(), conn.peer.ip(), now) {
+        match crate::admit::check(
+            &route.rate_limits,
+            req.headers(),
+            conn.peer.ip(),
+            &tenant,
+            now,
+        ) {
             crate::admit::Admission::Limited(limit, decision) => {
                 let detail = format!("rate limit `{}` exceeded", limit.config.name);
                 let mut resp = reply_error(done, ErrorKind::RateLimited, &detail);
@@ -187,6 +201,14 @@ pub(crate) async fn handle(
     done.outcome = Outcome::Response(resp.status().as_u16());
     resp.body_mut().attach(done);
     Ok(resp)
+}
+
+/// Seconds since the Unix epoch, for token expiry (read only when a JWT is
+/// checked).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The size of the request head as sent: request line and header lines.

@@ -28,6 +28,8 @@ pub(crate) struct Completion {
     pub(crate) body_complete: bool,
     /// The cluster's in-flight slot (bulkhead), freed with this record.
     pub(crate) request_slot: Option<crate::guard::RequestSlot>,
+    /// The request's tenant, once identified.
+    pub(crate) tenant: Option<std::sync::Arc<str>>,
 }
 
 impl Completion {
@@ -57,6 +59,7 @@ impl Completion {
             bytes: 0,
             body_complete: false,
             request_slot: None,
+            tenant: None,
         }
     }
 
@@ -102,6 +105,7 @@ impl Drop for Completion {
             path = %self.uri.path(),
             route = self.route.as_ref().map_or(none, |r| r.config.name.as_str()),
             cluster = self.cluster.as_ref().map_or(none, |c| c.name()),
+            tenant = self.tenant.as_deref().unwrap_or(none),
             endpoint = self.endpoint.as_ref().map_or(none, |e| e.label.as_str()),
             status = self.outcome.status(),
             duration_ms = elapsed.as_secs_f64() * 1e3,

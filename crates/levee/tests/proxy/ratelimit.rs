@@ -139,3 +139,57 @@ async fn admitted_requests_follow_the_configured_rate() {
     );
     assert_eq!(up.requests(), admitted);
 }
+
+/// Tenants from API keys (stored hashed) and a trusted header; limits per
+/// tenant; bad credentials are refused with 401.
+#[tokio::test]
+async fn limits_per_tenant_and_bad_credentials_get_401() {
+    let up = FakeUpstream::start("u").await;
+    let src = format!(
+        "{}[tenants]\ndefault = \"anonymous\"\nheader = \"x-tenant\"\n\
+         api_keys = {{ header = \"x-api-key\", keys = [{{ tenant = \"acme\", sha256 = \"{ACME_KEY_SHA256}\" }}] }}\n\
+         jwt = {{ hs256_secrets = [\"0123456789abcdef0123456789abcdef\"] }}\n",
+        config(
+            up.addr(),
+            "[[routes.rate_limits]]\nname = \"per-tenant\"\nrate = 2\nper = \"1m\"\nkey = [\"tenant\"]",
+        )
+    );
+    let gw = TestGateway::start(&src).await;
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    let get = |h: &'static [(&'static str, &'static str)]| {
+        let c = c.clone();
+        let url = url.clone();
+        async move { c.get_with(&url, h).await }
+    };
+    assert_eq!(get(&[("x-api-key", "k-acme")]).await.status, 200);
+    assert_eq!(get(&[("x-api-key", "k-acme")]).await.status, 200);
+    assert_eq!(
+        get(&[("x-api-key", "k-acme")]).await.status,
+        429,
+        "acme used its 2"
+    );
+    // The trusted header names the same tenant: the same bucket.
+    assert_eq!(get(&[("x-tenant", "acme")]).await.status, 429);
+    assert_eq!(
+        get(&[("x-tenant", "globex")]).await.status,
+        200,
+        "another tenant"
+    );
+    assert_eq!(get(&[]).await.status, 200, "the default tenant");
+    let bad_key = get(&[("x-api-key", "k-stolen")]).await;
+    assert_eq!(bad_key.status, 401);
+    assert_eq!(bad_key.header("levee-error"), Some("unauthorized"));
+    assert!(bad_key.body.contains("unknown API key"), "{bad_key:?}");
+    let bad_jwt = get(&[("authorization", "Bearer e30.e30.c2ln")]).await;
+    assert_eq!(bad_jwt.status, 401);
+    assert!(bad_jwt.body.contains("signature"), "{bad_jwt:?}");
+    assert_eq!(
+        up.requests(),
+        4,
+        "refused requests never reach the upstream"
+    );
+}
+
+/// sha256("k-acme").
+const ACME_KEY_SHA256: &str = "0b131655124822cb1cf254042086d2bf26a4f1c6cd82727aab583e915346aca3";
