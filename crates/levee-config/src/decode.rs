@@ -221,6 +221,14 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let rate_limits = d.opt(&mut t, "rate_limits", |d, n, p| {
         d.list(n, p, decode_rate_limit)
     });
+    let tier = d.opt(&mut t, "tier", |d, n, p| {
+        d.choice(n, p, &["core", "optional"])
+    });
+    let priority = d.opt(&mut t, "priority", |d, n, p| {
+        d.choice(n, p, &["critical", "default", "sheddable"])
+            .and_then(Priority::from_name)
+    });
+    let priority_header = d.opt(&mut t, "priority_header", header_name);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -239,6 +247,12 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         hedge,
         fallback,
         rate_limits: rate_limits.unwrap_or_default(),
+        tier: match tier {
+            Some("optional") => Tier::Optional,
+            _ => Tier::Core,
+        },
+        priority: priority.unwrap_or(Priority::Default),
+        priority_header,
     })
 }
 

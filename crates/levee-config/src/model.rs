@@ -323,6 +323,55 @@ pub struct Route {
     pub fallback: Option<Fallback>,
     /// Request rate limits; all must pass.
     pub rate_limits: Vec<RateLimit>,
+    /// Whether the route is core to the product or optional.
+    pub tier: Tier,
+    /// The priority class of its requests.
+    pub priority: Priority,
+    /// A header through which a caller may lower (never raise) a request's
+    /// priority.
+    pub priority_header: Option<String>,
+}
+
+/// How much a route matters to the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Must keep working.
+    Core,
+    /// May degrade first.
+    Optional,
+}
+
+/// Priority classes, most important first: under overload, the least
+/// important work is shed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Shed last.
+    Critical,
+    /// The default.
+    Default,
+    /// Shed first.
+    Sheddable,
+}
+
+impl Priority {
+    /// Every class, most important first.
+    pub const ALL: [Priority; 3] = [Priority::Critical, Priority::Default, Priority::Sheddable];
+
+    /// Its name in config, headers and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::Default => "default",
+            Priority::Sheddable => "sheddable",
+        }
+    }
+
+    /// The class named `name`.
+    pub fn from_name(name: &str) -> Option<Priority> {
+        Priority::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 /// A rate limit: `rate` requests per `per`, bursts of `burst`, counted per

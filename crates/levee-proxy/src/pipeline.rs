@@ -69,6 +69,7 @@ pub(crate) async fn handle(
         Err(why) => return Ok(reply_error(done, ErrorKind::Unauthorized, &why)),
     };
     done.tenant = Some(tenant.clone());
+    done.priority = Some(request_priority(&route, req.headers()));
 
     // 3. Inject faults: not yet configured.
 
@@ -201,6 +202,22 @@ pub(crate) async fn handle(
     done.outcome = Outcome::Response(resp.status().as_u16());
     resp.body_mut().attach(done);
     Ok(resp)
+}
+
+/// The request's priority class: the route's, lowered (never raised) by the
+/// route's priority header when the caller sent one.
+fn request_priority(route: &CompiledRoute, headers: &http::HeaderMap) -> levee_config::Priority {
+    let asked = route
+        .config
+        .priority_header
+        .as_deref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| levee_config::Priority::from_name(v.trim()));
+    match asked {
+        Some(p) if p > route.config.priority => p,
+        _ => route.config.priority,
+    }
 }
 
 /// Seconds since the Unix epoch, for token expiry (read only when a JWT is

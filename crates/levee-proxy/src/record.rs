@@ -30,6 +30,8 @@ pub(crate) struct Completion {
     pub(crate) request_slot: Option<crate::guard::RequestSlot>,
     /// The request's tenant, once identified.
     pub(crate) tenant: Option<std::sync::Arc<str>>,
+    /// Its priority class, once known.
+    pub(crate) priority: Option<levee_config::Priority>,
 }
 
 impl Completion {
@@ -60,6 +62,7 @@ impl Completion {
             body_complete: false,
             request_slot: None,
             tenant: None,
+            priority: None,
         }
     }
 
@@ -106,6 +109,7 @@ impl Drop for Completion {
             route = self.route.as_ref().map_or(none, |r| r.config.name.as_str()),
             cluster = self.cluster.as_ref().map_or(none, |c| c.name()),
             tenant = self.tenant.as_deref().unwrap_or(none),
+            priority = self.priority.map_or(none, |p| p.name()),
             endpoint = self.endpoint.as_ref().map_or(none, |e| e.label.as_str()),
             status = self.outcome.status(),
             duration_ms = elapsed.as_secs_f64() * 1e3,
