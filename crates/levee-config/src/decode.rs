@@ -17,6 +17,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let routes = d.opt(&mut t, "routes", |d, n, p| d.list(n, p, decode_route));
     let clusters = d.opt(&mut t, "clusters", |d, n, p| d.list(n, p, decode_cluster));
     let tenants = d.opt(&mut t, "tenants", decode_tenants);
+    let redis = d.opt(&mut t, "redis", decode_redis);
     let root_loc = t.loc;
     d.finish(t);
     let config = Config {
@@ -29,6 +30,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         routes: routes.unwrap_or_default(),
         clusters: clusters.unwrap_or_default(),
         tenants: tenants.unwrap_or_default(),
+        redis,
     };
     if config.listeners.is_empty()
         && raw_names(root, "listeners").is_empty()
@@ -927,6 +929,16 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
                 }
             }
         }
+        if config.redis.is_none() {
+            if let Some(j) = r.rate_limits.iter().position(|l| l.global) {
+                d.error_help(
+                    loc_of("routes", i, "rate_limits"),
+                    &format!("routes[{i}].rate_limits[{j}].global"),
+                    "a global limit needs a Redis server",
+                    "add `[redis] url = \"redis://127.0.0.1:6379\"`",
+                );
+            }
+        }
         let fallback_cluster = r.fallback.as_ref().and_then(|f| f.cluster.as_deref());
         if let Some(fc) = fallback_cluster {
             let loc = loc_of("routes", i, "fallback");
@@ -1406,6 +1418,7 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
     });
     let dry_run = d.opt(&mut t, "dry_run", Decoder::bool);
     let max_keys = d.opt(&mut t, "max_keys", |d, n, p| d.int_in(n, p, 1, 100_000_000));
+    let global = d.opt(&mut t, "global", Decoder::bool);
     d.finish(t);
     let rate = rate? as u64;
     Some(RateLimit {
@@ -1416,6 +1429,7 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
         key: key.unwrap_or_default(),
         dry_run: dry_run.unwrap_or(false),
         max_keys: max_keys.map_or(100_000, |m| m as usize),
+        global: global.unwrap_or(false),
     })
 }
 
@@ -1525,5 +1539,41 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
         issuer,
         audience,
         leeway: leeway.unwrap_or(Duration::from_secs(30)),
+    })
+}
+
+fn decode_redis(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Redis> {
+    let mut t = d.table(node, path)?;
+    let url = d.req(&mut t, "url", |d, n, p| {
+        let s = d.string(n, p)?;
+        if s.starts_with("redis://") || s.starts_with("rediss://") {
+            Some(s)
+        } else {
+            d.error_help(
+                n.loc,
+                p,
+                "not a Redis URL",
+                "for example `redis://127.0.0.1:6379`",
+            );
+            None
+        }
+    });
+    let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    let replicas = d.opt(&mut t, "replicas", |d, n, p| d.int_in(n, p, 1, 10_000));
+    let on_failure = d.opt(&mut t, "on_failure", |d, n, p| {
+        d.choice(n, p, &["local", "open", "closed"])
+    });
+    let retry_after = d.opt(&mut t, "retry_after", Decoder::duration);
+    d.finish(t);
+    Some(Redis {
+        url: Secret::new(url?),
+        timeout: timeout.unwrap_or(Duration::from_millis(25)),
+        replicas: replicas.map_or(1, |r| r as u32),
+        on_failure: match on_failure {
+            Some("open") => OnRedisFailure::Open,
+            Some("closed") => OnRedisFailure::Closed,
+            _ => OnRedisFailure::Local,
+        },
+        retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
     })
 }

@@ -22,6 +22,37 @@ pub struct Config {
     pub clusters: Vec<Cluster>,
     /// How a request's tenant is identified.
     pub tenants: Tenants,
+    /// Shared state for several gateways (global rate limits).
+    pub redis: Option<Redis>,
+}
+
+/// The Redis server shared by the gateway replicas.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Redis {
+    /// `redis://[user:password@]host:port[/db]` (a secret: it may hold a password).
+    pub url: Secret,
+    /// Longest wait for one decision; slower answers count as failures.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// How many gateways share the limits (local fallback divides by it).
+    pub replicas: u32,
+    /// What a global limit does while Redis fails.
+    pub on_failure: OnRedisFailure,
+    /// After a failure, how long decisions stay local before Redis is tried again.
+    #[serde(serialize_with = "ser_duration")]
+    pub retry_after: Duration,
+}
+
+/// A global limit's behaviour while Redis is slow or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisFailure {
+    /// Limit locally at rate / replicas.
+    Local,
+    /// Admit everything.
+    Open,
+    /// Refuse everything (429).
+    Closed,
 }
 
 /// Tenant identification: a verified JWT claim, else an API key, else a
@@ -393,6 +424,8 @@ pub struct RateLimit {
     pub dry_run: bool,
     /// Most keys tracked at once (memory bound).
     pub max_keys: usize,
+    /// Counted across every gateway through Redis (`[redis]`).
+    pub global: bool,
 }
 
 /// A part of a rate-limit key.

@@ -8,6 +8,7 @@
 //! for returning endpoints ([`slow_start`]), and GCRA rate limiting with a
 //! bounded keyed table ([`ratelimit`]).
 
+pub mod admission;
 pub mod balancer;
 pub mod breaker;
 pub mod ewma;

@@ -52,6 +52,29 @@ impl Gcra {
         self.burst
     }
 
+    /// Time one request costs (period / rate), in nanoseconds.
+    pub fn emission_ns(&self) -> u64 {
+        self.emission_ns
+    }
+
+    /// How far ahead of now a key's TAT may run, in nanoseconds.
+    pub fn tolerance_ns(&self) -> u64 {
+        self.tolerance_ns
+    }
+
+    /// The same limit divided among `replicas` gateways (each allows its
+    /// share of the rate and of the burst, at least one).
+    pub fn scaled_down(&self, replicas: u32) -> Self {
+        let n = u64::from(replicas.max(1));
+        let burst = (self.burst / n).max(1);
+        let emission_ns = self.emission_ns.saturating_mul(n);
+        Self {
+            emission_ns,
+            tolerance_ns: emission_ns.saturating_mul(burst),
+            burst,
+        }
+    }
+
     /// Decides a request of `cost` (usually 1) at `now` for a key whose TAT
     /// is `tat` (0 for a new key); returns the decision and the key's new
     /// TAT (unchanged when refused).

@@ -3,10 +3,13 @@
 //! a refusal is answered 429 with `Retry-After` and the IETF `RateLimit` /
 //! `RateLimit-Policy` headers, and every answer on a limited route reports
 //! the most constrained limit. A dry-run limit only counts what it would
-//! refuse. Limiters are built once per route and kept across reloads while
-//! their settings are unchanged.
+//! refuse. Global limits decide in Redis (`global.rs`) and fall back as
+//! configured when it cannot answer. Limiters are built once per route and
+//! kept across reloads while their settings are unchanged.
 
+use crate::global::GlobalLimits;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use levee_config::OnRedisFailure;
 use levee_config::{RateKey, RateLimit};
 use levee_core::metrics::{Counter, Registry};
 use levee_core::Nanos;
@@ -23,6 +26,12 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 pub(crate) struct RouteLimit {
     pub(crate) config: RateLimit,
     pub(crate) limiter: Arc<KeyedLimiter>,
+    /// Redis, for a global limit.
+    global: Option<Arc<GlobalLimits>>,
+    /// A global limit's local stand-in (rate / replicas) while Redis fails.
+    fallback: Option<KeyedLimiter>,
+    /// `levee:rl:<route>:<limit>:`, the Redis key prefix.
+    redis_prefix: String,
     /// `"name";q=burst;w=seconds`, built once.
     policy: HeaderValue,
     allowed: Arc<Counter>,
@@ -36,6 +45,7 @@ impl RouteLimit {
         route: &str,
         config: &RateLimit,
         previous: Option<&RouteLimit>,
+        global: Option<&Arc<GlobalLimits>>,
         registry: &Registry,
     ) -> Self {
         let limiter = previous
@@ -64,9 +74,19 @@ impl RouteLimit {
                 ],
             )
         };
+        let global = global.filter(|_| config.global).cloned();
+        let fallback = global.as_ref().map(|g| {
+            KeyedLimiter::new(
+                limiter.gcra().scaled_down(g.config.replicas),
+                config.max_keys,
+            )
+        });
         Self {
             config: config.clone(),
             limiter,
+            global,
+            fallback,
+            redis_prefix: format!("levee:rl:{route}:{}:", config.name),
             policy,
             allowed: counter("allowed"),
             limited: counter("limited"),
@@ -121,8 +141,40 @@ pub(crate) enum Admission<'a> {
     Limited(&'a RouteLimit, Decision),
 }
 
+impl RouteLimit {
+    /// Decides for `key`: in Redis for a global limit (with its fallback),
+    /// else in the local table.
+    async fn decide(&self, key: u64, now: Nanos) -> Decision {
+        let Some(global) = &self.global else {
+            return self.limiter.decide(key, now, 1);
+        };
+        let redis_key = format!("{}{key:016x}", self.redis_prefix);
+        if let Some(d) = global.decide(&redis_key, self.limiter.gcra(), 1).await {
+            return d;
+        }
+        match global.on_failure() {
+            OnRedisFailure::Local => match &self.fallback {
+                Some(local) => local.decide(key, now, 1),
+                None => self.limiter.decide(key, now, 1),
+            },
+            OnRedisFailure::Open => Decision {
+                allowed: true,
+                remaining: self.limiter.gcra().burst(),
+                retry_after_ns: 0,
+                reset_ns: 0,
+            },
+            OnRedisFailure::Closed => Decision {
+                allowed: false,
+                remaining: 0,
+                retry_after_ns: global.config.retry_after.as_nanos() as u64,
+                reset_ns: 0,
+            },
+        }
+    }
+}
+
 /// Applies every limit of a route to a request at `now`.
-pub(crate) fn check<'a>(
+pub(crate) async fn check<'a>(
     limits: &'a [Arc<RouteLimit>],
     headers: &HeaderMap,
     client: IpAddr,
@@ -131,9 +183,7 @@ pub(crate) fn check<'a>(
 ) -> Admission<'a> {
     let mut tightest: Option<(&RouteLimit, Decision)> = None;
     for limit in limits {
-        let decision = limit
-            .limiter
-            .decide(limit.key(headers, client, tenant), now, 1);
+        let decision = limit.decide(limit.key(headers, client, tenant), now).await;
         if !decision.allowed {
             if limit.config.dry_run {
                 limit.dry_run_limited.inc();

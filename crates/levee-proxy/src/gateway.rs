@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     stale_caches: Mutex<HashMap<String, Arc<crate::degrade::StaleCache>>>,
     /// Routes' rate limits, kept across reloads while unchanged.
     rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
+    /// The Redis client for global limits, kept while its settings are.
+    global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
 }
 
 impl Shared {
@@ -234,6 +236,7 @@ impl Gateway {
             config_path,
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
+            global: Mutex::new(None),
         });
         let gateway = Gateway { shared };
         gateway.apply(config).await?;
@@ -295,6 +298,23 @@ impl Gateway {
                 .map_err(|message| ApplyError::Tenants { message })?,
         );
 
+        // Redis for global limits: the running client while unchanged.
+        let global = config.redis.as_ref().map(|r| {
+            let mut current = lock(&shared.global);
+            match current.as_ref().filter(|g| g.config == *r) {
+                Some(g) => g.clone(),
+                None => {
+                    let g = crate::global::GlobalLimits::start(
+                        r.clone(),
+                        &shared.registry,
+                        shared.clock,
+                    );
+                    *current = Some(g.clone());
+                    g
+                }
+            }
+        });
+
         // Rate limits, once per route, keeping the tables of unchanged ones.
         let previous_limits = lock(&shared.rate_limits).clone();
         let limits: HashMap<String, Vec<Arc<crate::admit::RouteLimit>>> = config
@@ -314,6 +334,7 @@ impl Gateway {
                             &r.name,
                             l,
                             prev,
+                            global.as_ref(),
                             &shared.registry,
                         ))
                     })

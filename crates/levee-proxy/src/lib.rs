@@ -10,6 +10,7 @@ mod body;
 mod cluster;
 mod degrade;
 mod gateway;
+mod global;
 mod guard;
 mod headers;
 mod hedge;

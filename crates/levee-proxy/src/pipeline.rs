@@ -83,7 +83,9 @@ pub(crate) async fn handle(
             conn.peer.ip(),
             &tenant,
             now,
-        ) {
+        )
+        .await
+        {
             crate::admit::Admission::Limited(limit, decision) => {
                 let detail = format!("rate limit `{}` exceeded", limit.config.name);
                 let mut resp = reply_error(done, ErrorKind::RateLimited, &detail);

@@ -10,9 +10,11 @@
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
 mod client;
+mod redis;
 mod upstream;
 
 pub use client::{Client, Reply as ClientReply};
+pub use redis::RedisServer;
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Reply};
 
 use levee_proxy::Gateway;

@@ -193,3 +193,88 @@ async fn limits_per_tenant_and_bad_credentials_get_401() {
 
 /// sha256("k-acme").
 const ACME_KEY_SHA256: &str = "0b131655124822cb1cf254042086d2bf26a4f1c6cd82727aab583e915346aca3";
+
+fn global_config(upstream: SocketAddr, redis: &str, rate: &str) -> String {
+    format!(
+        "{}[redis]\nurl = \"{redis}\"\ntimeout = \"200ms\"\nreplicas = 3\nretry_after = \"200ms\"\n",
+        config(
+            upstream,
+            &format!("[[routes.rate_limits]]\nname = \"shared\"\n{rate}\nglobal = true"),
+        )
+    )
+}
+
+async fn connected(gw: &TestGateway) {
+    levee_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "connected to Redis",
+        || async { gw.metric("levee_redis_connected") == 1.0 },
+    )
+    .await;
+}
+
+/// Three gateways share one limit through one Redis: together they admit
+/// exactly its burst.
+#[tokio::test]
+async fn three_gateways_share_a_global_limit_through_redis() {
+    let redis = levee_testkit::RedisServer::start().await;
+    let up = FakeUpstream::start("u").await;
+    let src = global_config(up.addr(), &redis.url(), "rate = 12\nper = \"1h\"");
+    let gateways = [
+        TestGateway::start(&src).await,
+        TestGateway::start(&src).await,
+        TestGateway::start(&src).await,
+    ];
+    for gw in &gateways {
+        connected(gw).await;
+    }
+    let c = Client::http1();
+    let mut admitted = 0;
+    for i in 0..36 {
+        let gw = &gateways[i % 3];
+        if c.get(&format!("{}/x", gw.url("public"))).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 12, "12 per hour across all three, not 12 each");
+    assert_eq!(up.requests(), 12);
+    for gw in &gateways {
+        assert_eq!(gw.metric("levee_redis_fallback_decisions_total"), 0.0);
+    }
+}
+
+/// Redis dies mid-run: no request fails for it (decisions go local at
+/// rate / replicas), and once Redis is back the gateway uses it again by
+/// itself.
+#[tokio::test]
+async fn requests_keep_flowing_when_redis_dies_and_return_to_it() {
+    let mut redis = levee_testkit::RedisServer::start().await;
+    let port = redis.port();
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&global_config(up.addr(), &redis.url(), "rate = 100000")).await;
+    connected(&gw).await;
+    let c = Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    for _ in 0..20 {
+        assert_eq!(c.get(&url).await.status, 200);
+    }
+    let in_redis = gw.metric("levee_redis_decisions_total");
+    assert_eq!(in_redis, 20.0);
+    redis.kill();
+    for _ in 0..50 {
+        let r = c.get(&url).await;
+        assert_eq!(r.status, 200, "Redis being down costs no request: {r:?}");
+    }
+    assert!(gw.metric("levee_redis_fallback_decisions_total") >= 1.0);
+    assert!(gw.metric("levee_redis_failures_total") >= 1.0);
+    let _redis = levee_testkit::RedisServer::start_on(port).await;
+    levee_testkit::eventually(
+        std::time::Duration::from_secs(15),
+        "decisions back in Redis",
+        || async {
+            assert_eq!(c.get(&url).await.status, 200);
+            gw.metric("levee_redis_decisions_total") > in_redis
+        },
+    )
+    .await;
+}
