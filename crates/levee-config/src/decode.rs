@@ -49,6 +49,7 @@ fn default_runtime() -> Runtime {
         worker_threads: None,
         zone: None,
         region: None,
+        overload: None,
     }
 }
 
@@ -105,6 +106,7 @@ fn decode_runtime(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Runtim
             .map(|n| n as usize),
         zone: d.opt(&mut t, "zone", Decoder::string),
         region: d.opt(&mut t, "region", Decoder::string),
+        overload: d.opt(&mut t, "overload", decode_overload_guard),
     };
     d.finish(t);
     Some(runtime)
@@ -1576,4 +1578,40 @@ fn decode_redis(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Redis> {
         },
         retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
     })
+}
+
+fn decode_overload_guard(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<OverloadGuard> {
+    let mut t = d.table(node, path)?;
+    let max_memory = d.opt(&mut t, "max_memory", Decoder::size);
+    let max_connections = d.opt(&mut t, "max_connections", |d, n, p| {
+        d.int_in(n, p, 1, 100_000_000).map(|v| v as u64)
+    });
+    let shed_at = d.opt(&mut t, "shed_at", Decoder::percent);
+    let close_at = d.opt(&mut t, "close_at", Decoder::percent);
+    let refuse_at = d.opt(&mut t, "refuse_at", Decoder::percent);
+    let loc = t.loc;
+    d.finish(t);
+    let g = OverloadGuard {
+        max_memory,
+        max_connections,
+        shed_at: shed_at.unwrap_or(0.8),
+        close_at: close_at.unwrap_or(0.9),
+        refuse_at: refuse_at.unwrap_or(0.95),
+    };
+    if g.max_memory.is_none() && g.max_connections.is_none() {
+        d.error_help(
+            loc,
+            path,
+            "the overload guard watches nothing",
+            "set `max_memory = \"2GiB\"` and/or `max_connections = 20000`",
+        );
+    }
+    if !(g.shed_at <= g.close_at && g.close_at <= g.refuse_at) {
+        d.error(
+            loc,
+            path,
+            "watermarks must rise: shed_at <= close_at <= refuse_at",
+        );
+    }
+    Some(g)
 }

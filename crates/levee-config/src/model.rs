@@ -258,6 +258,25 @@ pub struct Runtime {
     pub zone: Option<String>,
     /// The region this gateway runs in.
     pub region: Option<String>,
+    /// The process overload guard.
+    pub overload: Option<OverloadGuard>,
+}
+
+/// Watermarks on the whole process: as memory or open connections near
+/// their limit, first shed `sheddable` requests, then stop keep-alive,
+/// then stop accepting connections.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverloadGuard {
+    /// Resident memory the process may use.
+    pub max_memory: Option<u64>,
+    /// Open downstream connections across all listeners.
+    pub max_connections: Option<u64>,
+    /// Share of a limit at which sheddable requests are refused.
+    pub shed_at: f64,
+    /// Share at which connections are closed after their response.
+    pub close_at: f64,
+    /// Share at which new connections are refused.
+    pub refuse_at: f64,
 }
 
 /// A listening socket.

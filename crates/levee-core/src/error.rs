@@ -48,6 +48,8 @@ pub enum ErrorKind {
     RateLimited,
     /// The request's credentials (JWT, API key) were refused.
     Unauthorized,
+    /// The gateway shed the request to protect itself or the upstream.
+    Overloaded,
     /// A circuit breaker is open for the cluster or every endpoint.
     CircuitOpen,
     /// The cluster's in-flight and pending request caps are full.
@@ -66,7 +68,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::PayloadTooLarge,
@@ -81,6 +83,7 @@ impl ErrorKind {
         ErrorKind::RefusedStream,
         ErrorKind::RateLimited,
         ErrorKind::Unauthorized,
+        ErrorKind::Overloaded,
         ErrorKind::CircuitOpen,
         ErrorKind::OverflowRequests,
         ErrorKind::OverflowConnections,
@@ -107,6 +110,7 @@ impl ErrorKind {
             ErrorKind::RefusedStream => "upstream_refused_stream",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Overloaded => "overloaded",
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::OverflowRequests => "overflow_requests",
             ErrorKind::OverflowConnections => "overflow_connections",
@@ -128,6 +132,7 @@ impl ErrorKind {
             | ErrorKind::ConnectRefused
             | ErrorKind::Draining
             | ErrorKind::RefusedStream
+            | ErrorKind::Overloaded
             | ErrorKind::CircuitOpen
             | ErrorKind::OverflowRequests
             | ErrorKind::OverflowConnections => StatusCode::SERVICE_UNAVAILABLE,
@@ -170,7 +175,7 @@ impl ErrorKind {
             | ErrorKind::CircuitOpen
             | ErrorKind::OverflowRequests
             | ErrorKind::OverflowConnections => Side::Upstream,
-            ErrorKind::Draining | ErrorKind::Internal => Side::Internal,
+            ErrorKind::Draining | ErrorKind::Internal | ErrorKind::Overloaded => Side::Internal,
         }
     }
 
@@ -186,6 +191,7 @@ impl ErrorKind {
                 | ErrorKind::ConnectTimeout
                 | ErrorKind::ConnectFailed
                 | ErrorKind::RefusedStream
+                | ErrorKind::Overloaded
                 | ErrorKind::CircuitOpen
                 | ErrorKind::OverflowRequests
                 | ErrorKind::OverflowConnections
@@ -199,7 +205,8 @@ impl ErrorKind {
     pub const fn is_shedding(self) -> bool {
         matches!(
             self,
-            ErrorKind::CircuitOpen
+            ErrorKind::Overloaded
+                | ErrorKind::CircuitOpen
                 | ErrorKind::OverflowRequests
                 | ErrorKind::OverflowConnections
                 | ErrorKind::Draining
@@ -212,6 +219,7 @@ impl ErrorKind {
         matches!(
             self,
             ErrorKind::NoEndpoints
+                | ErrorKind::Overloaded
                 | ErrorKind::CircuitOpen
                 | ErrorKind::OverflowRequests
                 | ErrorKind::OverflowConnections

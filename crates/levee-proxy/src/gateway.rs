@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     listeners: Mutex<Vec<Arc<ListenerState>>>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) metrics: GatewayMetrics,
+    /// The process overload guard's level.
+    pub(crate) pressure: crate::pressure::Pressure,
     pub(crate) clock: MonotonicClock,
     access_log: AtomicBool,
     draining: AtomicBool,
@@ -223,6 +225,7 @@ impl Gateway {
         let (drain, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             metrics: GatewayMetrics::new(&registry),
+            pressure: crate::pressure::Pressure::new(&registry),
             access_log: AtomicBool::new(config.runtime.access_log),
             config: ArcSwap::from_pointee(config.clone()),
             clusters: Mutex::new(HashMap::new()),
@@ -240,6 +243,7 @@ impl Gateway {
         });
         let gateway = Gateway { shared };
         gateway.apply(config).await?;
+        tokio::spawn(pressure_loop(Arc::downgrade(&gateway.shared)));
         Ok(gateway)
     }
 
@@ -664,4 +668,26 @@ impl Gateway {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Samples memory and connections for the overload guard until the gateway
+/// is dropped.
+async fn pressure_loop(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(crate::pressure::SAMPLE_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let config = shared.config.load();
+        let guard = config.runtime.overload.as_ref();
+        let connections: usize = lock(&shared.listeners)
+            .iter()
+            .map(|l| l.active_connections())
+            .sum();
+        shared.pressure.update(
+            guard,
+            crate::pressure::resident_memory(),
+            connections as u64,
+        );
+    }
 }

@@ -17,6 +17,7 @@ mod hedge;
 mod listener;
 mod metrics;
 pub mod pipeline;
+mod pressure;
 mod record;
 mod retry;
 mod router;

@@ -101,7 +101,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, tcp: Tcp
                 Ok((stream, peer)) => {
                     let config = listener.current.load_full();
                     let active = listener.active.load(Ordering::Relaxed);
-                    if active >= config.limits.max_connections as usize {
+                    let refusing = shared.pressure.level() >= crate::pressure::REFUSE;
+                    if active >= config.limits.max_connections as usize || refusing {
                         listener.metrics.rejected.inc();
                         drop(stream);
                         continue;

@@ -69,7 +69,22 @@ pub(crate) async fn handle(
         Err(why) => return Ok(reply_error(done, ErrorKind::Unauthorized, &why)),
     };
     done.tenant = Some(tenant.clone());
-    done.priority = Some(request_priority(&route, req.headers()));
+    let priority = request_priority(&route, req.headers());
+    done.priority = Some(priority);
+
+    // The process overload guard sheds the least important work first.
+    let pressure = done.shared.pressure.level();
+    if pressure >= crate::pressure::SHED && priority == levee_config::Priority::Sheddable {
+        let mut resp = reply_error(
+            done,
+            ErrorKind::Overloaded,
+            "the gateway is under memory or connection pressure: sheddable requests are refused",
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(resp);
+    }
+    let close_after = pressure >= crate::pressure::CLOSE && req.version() < Version::HTTP_2;
 
     // 3. Inject faults: not yet configured.
 
@@ -199,6 +214,12 @@ pub(crate) async fn handle(
         &route.response_remove,
         &route.response_set,
     );
+
+    if close_after {
+        // Under pressure: no keep-alive, so connections drain away.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     // 7. Record: when the response body ends.
     done.outcome = Outcome::Response(resp.status().as_u16());

@@ -11,6 +11,7 @@ mod errors;
 mod health;
 mod limits;
 mod locality;
+mod overload;
 mod ratelimit;
 mod reload;
 mod resilience;
