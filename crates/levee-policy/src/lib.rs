@@ -5,12 +5,14 @@
 //! backoff and retry budgets ([`retry`]) over sliding windows ([`window`]),
 //! outlier ejection ([`outlier`]), the circuit breaker ([`breaker`]),
 //! priority failover and zone-aware routing ([`locality`]), the weight ramp
-//! for returning endpoints ([`slow_start`]), and GCRA rate limiting with a
-//! bounded keyed table ([`ratelimit`]).
+//! for returning endpoints ([`slow_start`]), GCRA rate limiting with a
+//! bounded keyed table ([`ratelimit`]), and the adaptive concurrency limit
+//! per cluster, by gradient, AIMD or Vegas ([`concurrency`]).
 
 pub mod admission;
 pub mod balancer;
 pub mod breaker;
+pub mod concurrency;
 pub mod ewma;
 pub mod hash;
 pub mod locality;
