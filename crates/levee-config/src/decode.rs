@@ -605,6 +605,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     let limits = d.opt(&mut t, "limits", decode_cluster_limits);
     let slow_start = d.opt(&mut t, "slow_start", decode_slow_start);
     let locality = d.opt(&mut t, "locality", decode_locality);
+    let concurrency = d.opt(&mut t, "concurrency", decode_concurrency);
     let host_header = d.opt(&mut t, "host_header", |d, n, p| {
         d.choice(n, p, &["preserve", "endpoint"])
     });
@@ -661,6 +662,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         limits: limits.unwrap_or_default(),
         slow_start,
         locality: locality.unwrap_or_default(),
+        concurrency,
         host_header,
     })
 }
@@ -1614,4 +1616,90 @@ fn decode_overload_guard(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         );
     }
     Some(g)
+}
+
+fn decode_concurrency(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Concurrency> {
+    let mut t = d.table(node, path)?;
+    let count =
+        |d: &mut Decoder<'_>, n: &Node, p: &str| d.int_in(n, p, 1, 1_000_000).map(|v| v as u32);
+    let algorithm = d.opt(&mut t, "algorithm", |d, n, p| {
+        d.choice(n, p, &["gradient", "aimd", "vegas", "fixed"])
+    });
+    let limit = d.opt(&mut t, "limit", count);
+    let min_limit = d.opt(&mut t, "min_limit", count);
+    let max_limit = d.opt(&mut t, "max_limit", count);
+    let latency_target = d.opt(&mut t, "latency_target", Decoder::duration);
+    let max_queue_len = d.opt(&mut t, "max_queue_len", |d, n, p| {
+        d.int_in(n, p, 0, 1_000_000)
+    });
+    let tenant_quota = d.opt(&mut t, "tenant_quota", Decoder::percent);
+    let classes = d.opt(&mut t, "classes", |d, n, p| {
+        let mut c = d.table(n, p)?;
+        let mut out = Vec::new();
+        for (name, time, len) in [
+            ("critical", 1_000, 1_000),
+            ("default", 500, 1_000),
+            ("sheddable", 100, 100),
+        ] {
+            let class = d.opt(&mut c, name, |d, n, p| {
+                let mut q = d.table(n, p)?;
+                let time = d.opt(&mut q, "max_queue_time", duration_or_zero);
+                let len = d.opt(&mut q, "max_queue_len", |d, n, p| {
+                    d.int_in(n, p, 0, 1_000_000)
+                });
+                d.finish(q);
+                Some((time, len))
+            });
+            let (t, l) = class.unwrap_or((None, None));
+            out.push(QueueClass {
+                max_queue_time: t.unwrap_or(Duration::from_millis(time)),
+                max_queue_len: l.map_or(len, |v| v as usize),
+            });
+        }
+        d.finish(c);
+        Some(out)
+    });
+    let loc = t.loc;
+    d.finish(t);
+    let c = Concurrency {
+        algorithm: match algorithm {
+            Some("aimd") => ConcurrencyAlgorithm::Aimd,
+            Some("vegas") => ConcurrencyAlgorithm::Vegas,
+            Some("fixed") => ConcurrencyAlgorithm::Fixed,
+            _ => ConcurrencyAlgorithm::Gradient,
+        },
+        limit: limit.unwrap_or(20),
+        min_limit: min_limit.unwrap_or(3),
+        max_limit: max_limit.unwrap_or(1_000),
+        latency_target,
+        max_queue_len: max_queue_len.map_or(1_000, |v| v as usize),
+        classes: classes.unwrap_or_else(|| {
+            vec![
+                QueueClass {
+                    max_queue_time: Duration::from_secs(1),
+                    max_queue_len: 1_000,
+                },
+                QueueClass {
+                    max_queue_time: Duration::from_millis(500),
+                    max_queue_len: 1_000,
+                },
+                QueueClass {
+                    max_queue_time: Duration::from_millis(100),
+                    max_queue_len: 100,
+                },
+            ]
+        }),
+        tenant_quota,
+    };
+    if c.min_limit > c.max_limit || !(c.min_limit..=c.max_limit).contains(&c.limit) {
+        d.error(
+            loc,
+            path,
+            format!(
+                "limits must satisfy min_limit <= limit <= max_limit (got {} <= {} <= {})",
+                c.min_limit, c.limit, c.max_limit
+            ),
+        );
+    }
+    Some(c)
 }

@@ -722,6 +722,9 @@ pub struct Cluster {
     pub slow_start: Option<SlowStart>,
     /// Zone-aware routing and priority failover.
     pub locality: Locality,
+    /// An adaptive (or fixed) limit on requests in flight, with a priority
+    /// admission queue in front of it.
+    pub concurrency: Option<Concurrency>,
     /// What the upstream sees as `Host`.
     pub host_header: HostHeader,
 }
@@ -809,6 +812,53 @@ pub struct ClusterLimits {
     pub max_requests: Option<u32>,
     /// Retries (and hedges) in flight to the cluster.
     pub max_retries: Option<u32>,
+}
+
+/// A cluster's concurrency limit and admission queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Concurrency {
+    /// How the limit moves.
+    pub algorithm: ConcurrencyAlgorithm,
+    /// The starting limit (the limit itself for `fixed`).
+    pub limit: u32,
+    /// Lowest limit.
+    pub min_limit: u32,
+    /// Highest limit.
+    pub max_limit: u32,
+    /// The limit shrinks whenever the observed p99 exceeds this.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub latency_target: Option<Duration>,
+    /// Queued requests in all.
+    pub max_queue_len: usize,
+    /// Per priority class, most important first.
+    pub classes: Vec<QueueClass>,
+    /// A tenant holding more than this share of the limit is served after
+    /// tenants within theirs.
+    pub tenant_quota: Option<f64>,
+}
+
+/// Concurrency limit algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyAlgorithm {
+    /// Envoy's gradient formula, minimum latency learned from live traffic.
+    Gradient,
+    /// Additive increase, multiplicative decrease.
+    Aimd,
+    /// TCP Vegas style queue estimation.
+    Vegas,
+    /// A fixed limit.
+    Fixed,
+}
+
+/// How one priority class waits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueClass {
+    /// Longest wait in the queue.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_queue_time: Duration,
+    /// Most waiting requests of the class.
+    pub max_queue_len: usize,
 }
 
 /// Slow start: an endpoint's weight ramps up when it returns to rotation.

@@ -216,6 +216,8 @@ pub(crate) struct ClusterRuntime {
     pub(crate) breaker: Option<GuardedBreaker>,
     /// Caps on requests, pending requests, retries and connections.
     pub(crate) bulkheads: Bulkheads,
+    /// The concurrency limit and admission queue, when configured.
+    pub(crate) queue: Option<Arc<crate::queue::ClusterQueue>>,
 }
 
 /// The outlier detector and the endpoints its indexes refer to.
@@ -337,6 +339,10 @@ impl ClusterRuntime {
                 )
             }),
             bulkheads,
+            queue: config
+                .concurrency
+                .as_ref()
+                .map(|c| crate::queue::ClusterQueue::new(c, &config.name, &registry, clock)),
             view: ArcSwap::from_pointee(view),
             metrics,
             algorithm,

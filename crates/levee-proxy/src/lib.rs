@@ -18,6 +18,7 @@ mod listener;
 mod metrics;
 pub mod pipeline;
 mod pressure;
+mod queue;
 mod record;
 mod retry;
 mod router;

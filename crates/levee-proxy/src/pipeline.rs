@@ -75,14 +75,11 @@ pub(crate) async fn handle(
     // The process overload guard sheds the least important work first.
     let pressure = done.shared.pressure.level();
     if pressure >= crate::pressure::SHED && priority == levee_config::Priority::Sheddable {
-        let mut resp = reply_error(
+        return Ok(reply_error(
             done,
             ErrorKind::Overloaded,
             "the gateway is under memory or connection pressure: sheddable requests are refused",
-        );
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Ok(resp);
+        ));
     }
     let close_after = pressure >= crate::pressure::CLOSE && req.version() < Version::HTTP_2;
 
@@ -297,6 +294,7 @@ pub(crate) fn error_response(
     if kind.is_shedding() {
         // Callers (another Levee among them) must not retry shed load.
         h.insert(crate::retry::OVERLOADED, HeaderValue::from_static("true"));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if matches!(
         kind,
@@ -518,6 +516,7 @@ impl AttemptPlan<'_> {
         // cancelled: a lost hedge, a client that left); the response body's
         // time is counted by the request's record.
         let counted = InFlight::new(&endpoint.in_flight);
+        let admitted = cluster.queue.as_ref().map_or(0, |q| q.in_flight());
         let send = cluster.transport.send(
             endpoint.addr,
             &endpoint.idle,
@@ -552,6 +551,11 @@ impl AttemptPlan<'_> {
         let now = cluster.nanos_at(finished);
         if let Some(outcome) = outcome {
             cluster.record_outcome(&endpoint, outcome, rtt, now);
+        }
+        if let Some(queue) = &cluster.queue {
+            let shed_mark =
+                matches!(&result, Ok((resp, _)) if crate::retry::is_shed(resp.headers()));
+            queue.on_attempt(outcome, rtt, admitted, shed_mark);
         }
         if let Ok((resp, _)) = &result {
             let rtt_ns = rtt.as_nanos() as u64;
@@ -790,6 +794,11 @@ async fn dispatch(
     // The cluster's breaker and bulkheads, before anything is read or sent.
     cluster.admit_breaker(cluster.nanos_at(start))?;
     done.request_slot = cluster.bulkheads.admit(deadline).await?;
+    if let Some(queue) = &cluster.queue {
+        let priority = done.priority.unwrap_or(levee_config::Priority::Default);
+        let tenant = done.tenant.clone().unwrap_or_else(|| Arc::from("default"));
+        done.admission = Some(queue.admit(priority, &tenant, deadline).await?);
+    }
 
     let plan = AttemptPlan {
         cluster,

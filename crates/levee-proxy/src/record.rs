@@ -32,6 +32,9 @@ pub(crate) struct Completion {
     pub(crate) tenant: Option<std::sync::Arc<str>>,
     /// Its priority class, once known.
     pub(crate) priority: Option<levee_config::Priority>,
+    /// Its place under the cluster's concurrency limit, given back with
+    /// this record.
+    pub(crate) admission: Option<crate::queue::Permit>,
 }
 
 impl Completion {
@@ -63,6 +66,7 @@ impl Completion {
             request_slot: None,
             tenant: None,
             priority: None,
+            admission: None,
         }
     }
 

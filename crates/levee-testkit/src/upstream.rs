@@ -161,9 +161,16 @@ pub struct FakeUpstreamBuilder {
     routes: HashMap<String, Reply>,
     default: Reply,
     addr: Option<SocketAddr>,
+    capacity: Option<usize>,
 }
 
 impl FakeUpstreamBuilder {
+    /// Serve at most `n` requests at once; the others wait their turn (a
+    /// server of fixed capacity: latency grows with load beyond it).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = Some(n);
+        self
+    }
     /// Scripted behaviour for requests to exactly `path`.
     pub fn route(mut self, path: &str, reply: Reply) -> Self {
         self.routes.insert(path.to_string(), reply);
@@ -202,6 +209,9 @@ impl FakeUpstreamBuilder {
             routes: self.routes,
             default: self.default,
             counters: Counters::default(),
+            capacity: self
+                .capacity
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         });
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task_state = state.clone();
@@ -226,6 +236,7 @@ struct State {
     routes: HashMap<String, Reply>,
     default: Reply,
     counters: Counters,
+    capacity: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// A scripted upstream server; stops when dropped.
@@ -392,6 +403,11 @@ async fn respond(
         let s = reply.statuses[(*i).min(reply.statuses.len() - 1)];
         *i += 1;
         s
+    };
+    // A fixed-capacity server holds a slot while it works.
+    let _slot = match &state.capacity {
+        Some(sem) => sem.clone().acquire_owned().await.ok(),
+        None => None,
     };
     if !reply.latency.is_zero() {
         tokio::time::sleep(reply.latency).await;
