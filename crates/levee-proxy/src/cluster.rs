@@ -193,6 +193,16 @@ impl EndpointLoad for EndpointState {
     }
 }
 
+/// Settings from outside the cluster's own section that shape it: the
+/// gateway's zone and the tenants' weights. A change rebuilds the cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ClusterContext {
+    /// The gateway's own zone (`runtime.zone`).
+    pub(crate) zone: Option<String>,
+    /// Known tenants and their weights (`tenants.list`).
+    pub(crate) tenants: Vec<levee_config::TenantConfig>,
+}
+
 /// A cluster's runtime: kept across reloads while its config is unchanged.
 #[derive(Debug)]
 pub(crate) struct ClusterRuntime {
@@ -201,8 +211,8 @@ pub(crate) struct ClusterRuntime {
     view: ArcSwap<ClusterView>,
     pub(crate) metrics: ClusterMetrics,
     algorithm: Algorithm,
-    /// The gateway's own zone (from `runtime.zone`).
-    pub(crate) local_zone: Option<String>,
+    /// What the cluster takes from the rest of the config.
+    pub(crate) context: ClusterContext,
     /// Which priority levels take traffic, with the failback hold; touched
     /// only when the view is rebuilt.
     failover: Mutex<PriorityFailover>,
@@ -288,7 +298,7 @@ impl ClusterRuntime {
     /// Builds the cluster (resolving DNS names) and starts its background tasks.
     pub(crate) async fn start(
         config: Cluster,
-        local_zone: Option<String>,
+        context: ClusterContext,
         registry: Arc<Registry>,
         clock: MonotonicClock,
     ) -> Arc<Self> {
@@ -319,7 +329,7 @@ impl ClusterRuntime {
             ViewContext {
                 algorithm,
                 locality: &config.locality,
-                local_zone: local_zone.as_deref(),
+                local_zone: context.zone.as_deref(),
                 slow_start: config.slow_start.as_ref(),
                 now,
             },
@@ -339,14 +349,13 @@ impl ClusterRuntime {
                 )
             }),
             bulkheads,
-            queue: config
-                .concurrency
-                .as_ref()
-                .map(|c| crate::queue::ClusterQueue::new(c, &config.name, &registry, clock)),
+            queue: config.concurrency.as_ref().map(|c| {
+                crate::queue::ClusterQueue::new(c, &context.tenants, &config.name, &registry, clock)
+            }),
+            context,
             view: ArcSwap::from_pointee(view),
             metrics,
             algorithm,
-            local_zone,
             failover: Mutex::new(failover),
             registry,
             clock,
@@ -519,7 +528,7 @@ impl ClusterRuntime {
             ViewContext {
                 algorithm: self.algorithm,
                 locality: &self.config.locality,
-                local_zone: self.local_zone.as_deref(),
+                local_zone: self.context.zone.as_deref(),
                 slow_start: self.config.slow_start.as_ref(),
                 now,
             },

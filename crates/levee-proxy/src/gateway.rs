@@ -255,17 +255,19 @@ impl Gateway {
         let _serial = shared.reload_lock.lock().await;
 
         // Clusters: reuse what did not change.
+        let context = crate::cluster::ClusterContext {
+            zone: config.runtime.zone.clone(),
+            tenants: config.tenants.list.clone(),
+        };
         let previous: HashMap<String, Arc<ClusterRuntime>> = lock(&shared.clusters).clone();
         let mut clusters = HashMap::new();
         for c in &config.clusters {
             let runtime = match previous.get(&c.name) {
-                Some(old) if old.config == *c && old.local_zone == config.runtime.zone => {
-                    old.clone()
-                }
+                Some(old) if old.config == *c && old.context == context => old.clone(),
                 _ => {
                     ClusterRuntime::start(
                         c.clone(),
-                        config.runtime.zone.clone(),
+                        context.clone(),
                         shared.registry.clone(),
                         shared.clock,
                     )

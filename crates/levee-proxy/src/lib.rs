@@ -54,7 +54,7 @@ pub mod bench_support {
             for c in &config.clusters {
                 let rt = ClusterRuntime::start(
                     c.clone(),
-                    None,
+                    Default::default(),
                     registry.clone(),
                     levee_core::MonotonicClock::new(),
                 )

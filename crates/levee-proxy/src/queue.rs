@@ -95,6 +95,9 @@ impl Drop for Waiting {
     }
 }
 
+/// Distinct tenants a queue tracks by name.
+const MAX_TENANTS: usize = 10_000;
+
 const REASONS: [RejectReason; 4] = [
     RejectReason::QueueFull,
     RejectReason::DeadlineTooShort,
@@ -105,6 +108,7 @@ const REASONS: [RejectReason; 4] = [
 impl ClusterQueue {
     pub(crate) fn new(
         config: &Concurrency,
+        tenants: &[levee_config::TenantConfig],
         cluster: &str,
         registry: &Registry,
         clock: MonotonicClock,
@@ -142,7 +146,12 @@ impl ClusterQueue {
                     max_queue_len: c.max_queue_len,
                 })
                 .collect(),
-            tenant_weights: HashMap::new(),
+            // Known tenants get the first ids, with their weights.
+            tenant_weights: tenants
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (TenantId(i as u32), t.weight))
+                .collect(),
             max_total_len: config.max_queue_len,
             tenant_quota_share: config.tenant_quota,
         });
@@ -151,7 +160,11 @@ impl ClusterQueue {
                 queue,
                 in_flight: 0,
                 waiters: HashMap::new(),
-                tenants: HashMap::new(),
+                tenants: tenants
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (Arc::from(t.name.as_str()), TenantId(i as u32)))
+                    .collect(),
             }),
             limiter,
             limit: AtomicU32::new(initial),
@@ -263,11 +276,17 @@ impl ClusterQueue {
         let deadline_ns = self.clock.nanos_at(deadline);
         let (tenant_id, rx, ticket) = {
             let mut state = self.lock();
-            let next = state.tenants.len() as u32;
-            let tenant_id = *state
-                .tenants
-                .entry(tenant.clone())
-                .or_insert(TenantId(next));
+            let tenant_id = match state.tenants.get(tenant) {
+                Some(id) => *id,
+                // Tenant names can come from a header: past a bound, new
+                // names share one id rather than grow the map without end.
+                None if state.tenants.len() >= MAX_TENANTS => TenantId(u32::MAX),
+                None => {
+                    let id = TenantId(state.tenants.len() as u32);
+                    state.tenants.insert(tenant.clone(), id);
+                    id
+                }
+            };
             let in_flight = state.in_flight;
             let verdict = state.queue.try_admit(
                 now,

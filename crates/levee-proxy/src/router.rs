@@ -251,7 +251,7 @@ mod tests {
         let registry = Arc::new(Registry::new());
         let cluster = ClusterRuntime::start(
             config.clusters[0].clone(),
-            None,
+            Default::default(),
             registry.clone(),
             levee_core::MonotonicClock::new(),
         )
