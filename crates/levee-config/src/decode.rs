@@ -1423,6 +1423,18 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
     let dry_run = d.opt(&mut t, "dry_run", Decoder::bool);
     let max_keys = d.opt(&mut t, "max_keys", |d, n, p| d.int_in(n, p, 1, 100_000_000));
     let global = d.opt(&mut t, "global", Decoder::bool);
+    let warm_up = d.opt(&mut t, "warm_up", |d, n, p| {
+        let mut w = d.table(n, p)?;
+        let factor = d.opt(&mut w, "cold_factor", |d, n, p| {
+            number_in(d, n, p, 1.0, 100.0)
+        });
+        let period = d.req(&mut w, "period", Decoder::duration);
+        d.finish(w);
+        Some(WarmUpConfig {
+            cold_factor: factor.unwrap_or(3.0),
+            period: period?,
+        })
+    });
     d.finish(t);
     let rate = rate? as u64;
     Some(RateLimit {
@@ -1434,6 +1446,7 @@ fn decode_rate_limit(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Rat
         dry_run: dry_run.unwrap_or(false),
         max_keys: max_keys.map_or(100_000, |m| m as usize),
         global: global.unwrap_or(false),
+        warm_up,
     })
 }
 

@@ -445,6 +445,19 @@ pub struct RateLimit {
     pub max_keys: usize,
     /// Counted across every gateway through Redis (`[redis]`).
     pub global: bool,
+    /// Start slow after an idle period (cold start).
+    pub warm_up: Option<WarmUpConfig>,
+}
+
+/// A rate limit's warm-up: after `period` idle it starts at `1 /
+/// cold_factor` of its rate and ramps back over `period`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WarmUpConfig {
+    /// How much slower it starts.
+    pub cold_factor: f64,
+    /// Idle time that makes it cold, and the ramp's length.
+    #[serde(serialize_with = "ser_duration")]
+    pub period: Duration,
 }
 
 /// A part of a rate-limit key.

@@ -79,16 +79,26 @@ impl Gcra {
     /// is `tat` (0 for a new key); returns the decision and the key's new
     /// TAT (unchanged when refused).
     pub fn decide(&self, tat: Nanos, now: Nanos, cost: u64) -> (Decision, Nanos) {
+        self.decide_milli(tat, now, cost.saturating_mul(1_000))
+    }
+
+    /// As [`Gcra::decide`], with the cost in thousandths of a request (a
+    /// warm-up makes requests cost more while the limit is cold).
+    pub fn decide_milli(&self, tat: Nanos, now: Nanos, cost_milli: u64) -> (Decision, Nanos) {
         let base = tat.max(now);
-        let new_tat = base.saturating_add(self.emission_ns.saturating_mul(cost));
+        let increment = (u128::from(self.emission_ns) * u128::from(cost_milli) / 1_000) as u64;
+        let new_tat = base.saturating_add(increment);
         let ahead = new_tat - now;
-        if ahead > self.tolerance_ns {
+        // A request dearer than the whole burst still passes on a full
+        // bucket (then the bucket refills at the dearer rate).
+        let tolerance = self.tolerance_ns.max(increment);
+        if ahead > tolerance {
             let current_ahead = base - now;
             return (
                 Decision {
                     allowed: false,
                     remaining: 0,
-                    retry_after_ns: ahead - self.tolerance_ns,
+                    retry_after_ns: ahead - tolerance,
                     reset_ns: current_ahead,
                 },
                 tat,
@@ -97,7 +107,7 @@ impl Gcra {
         (
             Decision {
                 allowed: true,
-                remaining: (self.tolerance_ns - ahead) / self.emission_ns,
+                remaining: (tolerance - ahead) / self.emission_ns,
                 retry_after_ns: 0,
                 reset_ns: ahead,
             },
@@ -109,6 +119,46 @@ impl Gcra {
     /// (its bucket is full).
     pub fn is_idle(tat: Nanos, now: Nanos) -> bool {
         tat <= now
+    }
+}
+
+/// A warm-up (Sentinel's cold start): after the limit has been idle for a
+/// `period`, it starts at `1 / cold_factor` of its rate and ramps linearly
+/// back to the full rate over `period`, so a cold upstream (empty caches,
+/// cold JIT, few connections) is not hit at full rate at once. Pure: the
+/// caller keeps it per limit and passes time in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmUp {
+    /// How much slower the limit starts (≥ 1).
+    pub cold_factor: f64,
+    /// Idle time that makes it cold, and the length of the ramp.
+    pub period: Duration,
+}
+
+/// The warm-up's state: when traffic last came and when the ramp began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmState {
+    last_seen: Option<Nanos>,
+    ramp_start: Nanos,
+}
+
+impl WarmUp {
+    /// The cost of one request at `now`, in thousandths (1,000 when warm),
+    /// updating `state` for this request.
+    pub fn cost_milli(&self, state: &mut WarmState, now: Nanos) -> u64 {
+        let period = self.period.as_nanos() as u64;
+        let idle = state
+            .last_seen
+            .is_none_or(|t| now.saturating_sub(t) >= period);
+        if idle {
+            state.ramp_start = now;
+        }
+        state.last_seen = Some(now);
+        let progress =
+            (now.saturating_sub(state.ramp_start) as f64 / period.max(1) as f64).min(1.0);
+        let factor = self.cold_factor.max(1.0);
+        let cost = factor - (factor - 1.0) * progress;
+        (cost * 1_000.0).round() as u64
     }
 }
 
@@ -140,10 +190,15 @@ impl KeyedLimiter {
 
     /// Decides a request of `cost` for the key hashed to `key` at `now`.
     pub fn decide(&self, key: u64, now: Nanos, cost: u64) -> Decision {
+        self.decide_milli(key, now, cost.saturating_mul(1_000))
+    }
+
+    /// As [`KeyedLimiter::decide`], with the cost in thousandths.
+    pub fn decide_milli(&self, key: u64, now: Nanos, cost_milli: u64) -> Decision {
         let shard = &self.shards[(key as usize) % SHARDS];
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         let tat = map.get(&key).copied().unwrap_or(0);
-        let (decision, new_tat) = self.gcra.decide(tat, now, cost);
+        let (decision, new_tat) = self.gcra.decide_milli(tat, now, cost_milli);
         if decision.allowed {
             if map.len() >= self.max_keys_per_shard && !map.contains_key(&key) {
                 make_room(&mut map, now);
@@ -256,6 +311,38 @@ mod tests {
         assert!(l.decide(2, 0, 1).allowed, "another key has its own bucket");
         l.purge(2_000 * MS);
         assert!(l.is_empty(), "full buckets are forgotten");
+    }
+
+    #[test]
+    fn warm_up_starts_slow_and_ramps_to_the_full_rate() {
+        let w = WarmUp {
+            cold_factor: 3.0,
+            period: Duration::from_secs(10),
+        };
+        let mut st = WarmState::default();
+        assert_eq!(
+            w.cost_milli(&mut st, 0),
+            3_000,
+            "cold: a request costs three"
+        );
+        assert_eq!(w.cost_milli(&mut st, 5_000 * MS), 2_000, "half way");
+        assert_eq!(w.cost_milli(&mut st, 10_000 * MS), 1_000, "warm");
+        assert_eq!(w.cost_milli(&mut st, 15_000 * MS), 1_000);
+        // Idle for a whole period: cold again.
+        assert_eq!(w.cost_milli(&mut st, 26_000 * MS), 3_000);
+        // A cold limit of 10/s admits a third as many at first.
+        let g = Gcra::new(10, Duration::from_secs(1), 1);
+        let (mut tat, mut admitted) = (0, 0);
+        for i in 0..100u64 {
+            let now = 1_000_000_000_000 + i * 10 * MS;
+            let (d, t) = g.decide_milli(tat, now, 3_000);
+            tat = t;
+            admitted += u64::from(d.allowed);
+        }
+        assert!(
+            (3..=5).contains(&admitted),
+            "{admitted} in 1 s at a third of 10/s"
+        );
     }
 
     proptest! {

@@ -14,7 +14,7 @@ use levee_config::{RateKey, RateLimit};
 use levee_core::metrics::{Counter, Registry};
 use levee_core::Nanos;
 use levee_policy::hash::{hash64, mix64};
-use levee_policy::ratelimit::{Decision, Gcra, KeyedLimiter};
+use levee_policy::ratelimit::{Decision, Gcra, KeyedLimiter, WarmState, WarmUp};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -32,6 +32,8 @@ pub(crate) struct RouteLimit {
     fallback: Option<KeyedLimiter>,
     /// `levee:rl:<route>:<limit>:`, the Redis key prefix.
     redis_prefix: String,
+    /// The warm-up and its state (per limit, not per key).
+    warm: Option<(WarmUp, std::sync::Mutex<WarmState>)>,
     /// `"name";q=burst;w=seconds`, built once.
     policy: HeaderValue,
     allowed: Arc<Counter>,
@@ -87,6 +89,15 @@ impl RouteLimit {
             global,
             fallback,
             redis_prefix: format!("levee:rl:{route}:{}:", config.name),
+            warm: config.warm_up.as_ref().map(|w| {
+                (
+                    WarmUp {
+                        cold_factor: w.cold_factor,
+                        period: w.period,
+                    },
+                    std::sync::Mutex::new(WarmState::default()),
+                )
+            }),
             policy,
             allowed: counter("allowed"),
             limited: counter("limited"),
@@ -145,17 +156,21 @@ impl RouteLimit {
     /// Decides for `key`: in Redis for a global limit (with its fallback),
     /// else in the local table.
     async fn decide(&self, key: u64, now: Nanos) -> Decision {
+        let cost = self.warm.as_ref().map_or(1_000, |(w, state)| {
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            w.cost_milli(&mut state, now)
+        });
         let Some(global) = &self.global else {
-            return self.limiter.decide(key, now, 1);
+            return self.limiter.decide_milli(key, now, cost);
         };
         let redis_key = format!("{}{key:016x}", self.redis_prefix);
-        if let Some(d) = global.decide(&redis_key, self.limiter.gcra(), 1).await {
+        if let Some(d) = global.decide(&redis_key, self.limiter.gcra(), cost).await {
             return d;
         }
         match global.on_failure() {
             OnRedisFailure::Local => match &self.fallback {
-                Some(local) => local.decide(key, now, 1),
-                None => self.limiter.decide(key, now, 1),
+                Some(local) => local.decide_milli(key, now, cost),
+                None => self.limiter.decide_milli(key, now, cost),
             },
             OnRedisFailure::Open => Decision {
                 allowed: true,

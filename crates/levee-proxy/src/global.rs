@@ -17,8 +17,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// GCRA in Redis. KEYS[1]: the key. ARGV: emission interval (µs),
-/// tolerance (µs), cost. Returns {allowed, remaining, retry_after_µs,
-/// reset_µs}. The key expires when its bucket is full again.
+/// tolerance (µs), cost (requests, fractional during a warm-up). Returns
+/// {allowed, remaining, retry_after_µs, reset_µs}. The key expires when its
+/// bucket is full again.
 const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -26,7 +27,9 @@ local emission = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + emission * tonumber(ARGV[3])
+local increment = emission * tonumber(ARGV[3])
+if increment > tolerance then tolerance = increment end
+local new_tat = tat + increment
 local ahead = new_tat - now
 if ahead > tolerance then
   return {0, 0, ahead - tolerance, tat - now}
@@ -92,9 +95,10 @@ impl GlobalLimits {
         me
     }
 
-    /// Decides a request of `cost` for `key` under `gcra` through Redis;
-    /// `None` when Redis cannot answer in time (the caller falls back).
-    pub(crate) async fn decide(&self, key: &str, gcra: &Gcra, cost: u64) -> Option<Decision> {
+    /// Decides a request costing `cost_milli` thousandths for `key` under
+    /// `gcra` through Redis; `None` when Redis cannot answer in time (the
+    /// caller falls back).
+    pub(crate) async fn decide(&self, key: &str, gcra: &Gcra, cost_milli: u64) -> Option<Decision> {
         let now = self.clock.now();
         if now < self.fallback_until.load(Ordering::Relaxed) {
             self.fallbacks.inc();
@@ -109,7 +113,7 @@ impl GlobalLimits {
         invocation
             .arg(gcra.emission_ns().div_ceil(1_000).max(1))
             .arg(gcra.tolerance_ns() / 1_000)
-            .arg(cost);
+            .arg(cost_milli as f64 / 1_000.0);
         let call = invocation.invoke_async::<(u64, u64, u64, u64)>(&mut conn);
         match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok((allowed, remaining, retry_after_us, reset_us))) => {

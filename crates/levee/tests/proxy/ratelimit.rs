@@ -278,3 +278,24 @@ async fn requests_keep_flowing_when_redis_dies_and_return_to_it() {
     )
     .await;
 }
+
+/// A cold limit with a warm-up admits a fraction of its burst at first.
+#[tokio::test]
+async fn a_cold_limit_with_warm_up_starts_slow() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(
+        up.addr(),
+        "[[routes.rate_limits]]\nname = \"warm\"\nrate = 10\nburst = 10\nwarm_up = { cold_factor = 5, period = \"30s\" }",
+    ))
+    .await;
+    let c = Client::http1();
+    let mut admitted = 0;
+    for _ in 0..10 {
+        if c.get(&format!("{}/x", gw.url("public"))).await.status == 200 {
+            admitted += 1;
+        }
+    }
+    // A request costs five while cold: two of the burst of ten fit.
+    assert!(admitted <= 3, "admitted {admitted} of a cold burst");
+    assert!(admitted >= 1);
+}
