@@ -439,7 +439,8 @@ async fn a_slow_endpoint_is_ejected_for_its_latency() {
 
 /// Two endpoints with `weight` and `balancer`; the second fails its health
 /// checks, then passes again. Returns the share of a burst it gets right
-/// after it returned, and of a burst after the 3s window.
+/// after it returned, and of a burst after the 6s window (long enough that
+/// the early burst stays early on a loaded machine).
 async fn slow_start_shares(weight: u32, balancer: &str) -> (f64, f64) {
     let a = FakeUpstream::start("a").await;
     let b = FakeUpstream::start("b").await;
@@ -449,7 +450,7 @@ async fn slow_start_shares(weight: u32, balancer: &str) -> (f64, f64) {
         None,
         &[ep(a.addr(), &w), ep(b_addr, &w)],
         &format!(
-            "{HC}\nbalancer = {{ kind = \"{balancer}\" }}\nslow_start = {{ window = \"3s\", min_weight_percent = 10 }}"
+            "{HC}\nbalancer = {{ kind = \"{balancer}\" }}\nslow_start = {{ window = \"6s\", min_weight_percent = 10 }}"
         ),
     ))
     .await;
@@ -474,9 +475,9 @@ async fn slow_start_shares(weight: u32, balancer: &str) -> (f64, f64) {
     let n = burst(&gw, 20).await;
     let early = n.get("b").copied().unwrap_or(0) as f64 / 20.0;
 
-    // Past the window (3s from the return, which the admin API showed
+    // Past the window (6s from the return, which the admin API showed
     // shortly after it happened).
-    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(returned.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(returned.elapsed())).await;
     let n = burst(&gw, 40).await;
     let late = n.get("b").copied().unwrap_or(0) as f64 / 40.0;
     (early, late)
