@@ -127,9 +127,8 @@ RAW="$OUT/raw"
 rm -rf "$RAW" "$OUT/micro"
 mkdir -p "$RAW"
 
-port_free() { # port
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
+# pin, port_free, stop_pid, wait_port, http_get
+. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 for p in $PROXY_PORT $((PROXY_PORT + 1)) $((PROXY_PORT + 2)) $LEVEE_ADMIN_PORT $((LEVEE_ADMIN_PORT + 1)) \
   $((LEVEE_ADMIN_PORT + 2)) $CTL_PORT $UP $REDIS_PORT; do
   port_free "$p" || die "port $p is in use (set PORT_BASE)"
@@ -198,20 +197,7 @@ if [[ "$RL" == 1 ]]; then for p in $RL_PROXIES; do check_one rl "$p"; done; fi
 # ---------------------------------------------------------------- processes
 UP_PID=""; PROXY_PIDS=(); REDIS_PID=""
 
-pin() { # cpu, then the command. exec: started with `&`, $! is the command's
-  # own pid (not a subshell's), so that stop_pid reaches it.
-  local cpu="$1"; shift
-  if [[ "$PIN" == 1 ]]; then exec taskset -c "$cpu" "$@"; else exec "$@"; fi
-}
 
-stop_pid() { # pid
-  local pid="$1"
-  [[ -n "$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local p
@@ -223,17 +209,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_port() { # port
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
-http_get() { # url [timeout]: prints the body, fails on non-2xx
-  "$PY" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).read().decode())' "$1" "${2:-5}"
-}
 
 start_upstream() { # run-dir concurrency service-ms
   local p
