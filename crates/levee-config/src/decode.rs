@@ -1021,14 +1021,7 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
             .map_or(50, |v| v as u32),
         success_rate_stdev_factor: d
             .opt(&mut t, "success_rate_stdev_factor", |d, n, p| {
-                match n.value {
-                    Value::Float(f) if (0.0..=10.0).contains(&f) => Some(f),
-                    Value::Int(i) if (0..=10).contains(&i) => Some(i as f64),
-                    _ => {
-                        d.error(n.loc, p, "expected a number from 0 to 10");
-                        None
-                    }
-                }
+                number_in(d, n, p, 0.0, 10.0)
             })
             .unwrap_or(1.9),
         success_rate_min_hosts: d
