@@ -2,6 +2,7 @@
 //! sections (unique names, references between routes, listeners and clusters,
 //! the admin token rule). Every problem is collected.
 
+use crate::decode_slo;
 use crate::diag::{closest, Decoder, Table};
 use crate::model::*;
 use crate::node::{Node, Value};
@@ -18,9 +19,16 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let clusters = d.opt(&mut t, "clusters", |d, n, p| d.list(n, p, decode_cluster));
     let tenants = d.opt(&mut t, "tenants", decode_tenants);
     let redis = d.opt(&mut t, "redis", decode_redis);
+    let slos = d.opt(&mut t, "slos", |d, n, p| {
+        d.list(n, p, decode_slo::decode_slo)
+    });
+    let alerting = d.opt(&mut t, "alerting", decode_slo::decode_alerting);
+    let store = d.opt(&mut t, "store", decode_slo::decode_store);
+    let status_page = d.opt(&mut t, "status_page", decode_slo::decode_status_page);
+    let capacity = d.opt(&mut t, "capacity", decode_slo::decode_capacity);
     let root_loc = t.loc;
     d.finish(t);
-    let config = Config {
+    let mut config = Config {
         admin: admin.unwrap_or(Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token: None,
@@ -31,7 +39,13 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         clusters: clusters.unwrap_or_default(),
         tenants: tenants.unwrap_or_default(),
         redis,
+        slos: slos.unwrap_or_default(),
+        alerting: alerting.unwrap_or_default(),
+        store: store.unwrap_or_default(),
+        status_page: status_page.unwrap_or_default(),
+        capacity: capacity.unwrap_or_default(),
     };
+    decode_slo::apply_slo_defaults(&mut config);
     if config.listeners.is_empty()
         && raw_names(root, "listeners").is_empty()
         && listeners_present(root)
@@ -127,7 +141,7 @@ fn decode_listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Liste
     })
 }
 
-fn name_field(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+pub(crate) fn name_field(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
     let s = d.string(node, path)?;
     let ok = !s.is_empty()
         && s.chars()
@@ -505,7 +519,7 @@ fn abs_path(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
     Some(s)
 }
 
-fn header_name(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+pub(crate) fn header_name(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
     let s = d.string(node, path)?.to_ascii_lowercase();
     if http::HeaderName::from_bytes(s.as_bytes()).is_err() {
         d.error(node.loc, path, format!("`{s}` is not a valid header name"));
@@ -514,7 +528,7 @@ fn header_name(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
     Some(s)
 }
 
-fn header_value(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+pub(crate) fn header_value(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
     let s = d.string(node, path)?;
     if http::HeaderValue::from_str(&s).is_err() {
         d.error(
@@ -884,6 +898,8 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
     let raw_listeners = raw_names(root, "listeners");
     let raw_clusters = raw_names(root, "clusters");
     let listener_names: Vec<&str> = raw_listeners.iter().map(String::as_str).collect();
+    let raw_routes = raw_names(root, "routes");
+    let route_names: Vec<&str> = raw_routes.iter().map(String::as_str).collect();
     let cluster_names: Vec<&str> = raw_clusters.iter().map(String::as_str).collect();
 
     let mut seen = HashSet::new();
@@ -962,6 +978,7 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
             }
         }
     }
+    decode_slo::check_slos(d, config, &route_names, &cluster_names, &loc_of);
 }
 
 /// The `name` strings of the items of list `section`, as written.
@@ -1074,7 +1091,7 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
 }
 
 /// A number (integer or float) within `min..=max`.
-fn number_in(d: &mut Decoder<'_>, n: &Node, p: &str, min: f64, max: f64) -> Option<f64> {
+pub(crate) fn number_in(d: &mut Decoder<'_>, n: &Node, p: &str, min: f64, max: f64) -> Option<f64> {
     let v = match n.value {
         Value::Float(f) => f,
         Value::Int(i) => i as f64,
@@ -1096,7 +1113,7 @@ fn number_in(d: &mut Decoder<'_>, n: &Node, p: &str, min: f64, max: f64) -> Opti
 }
 
 /// A duration where `0s` (or `0`) is allowed and means "off".
-fn duration_or_zero(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Duration> {
+pub(crate) fn duration_or_zero(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Duration> {
     match &n.value {
         Value::Int(0) => Some(Duration::ZERO),
         Value::Str(s) if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" => {

@@ -73,6 +73,13 @@ impl<'n> Table<'n> {
         &self.path
     }
 
+    /// Whether `key` is written (and not null).
+    pub(crate) fn has(&self, key: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(k, _, n)| k == key && n.value != Value::Null)
+    }
+
     fn child_path(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_string()

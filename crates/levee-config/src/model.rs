@@ -24,6 +24,16 @@ pub struct Config {
     pub tenants: Tenants,
     /// Shared state for several gateways (global rate limits).
     pub redis: Option<Redis>,
+    /// Service level objectives, measured on what clients see.
+    pub slos: Vec<Slo>,
+    /// How SLOs are evaluated and who hears of their alerts.
+    pub alerting: Alerting,
+    /// Where SLO history, alert states and incidents are kept.
+    pub store: StoreConfig,
+    /// The customer-facing status page (uptime by tier).
+    pub status_page: StatusPage,
+    /// When capacity utilisation warns.
+    pub capacity: Capacity,
 }
 
 /// The Redis server shared by the gateway replicas.
@@ -221,11 +231,20 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
     }
 }
 
-/// Formats a duration the way the config accepts it (`250ms`, `2s`).
+/// Formats a duration the way the config accepts it (`250ms`, `2s`, `5m`,
+/// `6h`, `30d`), in the largest unit that divides it exactly.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs > 0 {
+        match secs {
+            s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+            s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+            s if s % 60 == 0 => format!("{}m", s / 60),
+            s => format!("{s}s"),
+        }
+    } else if d.subsec_millis() == 0 && secs > 0 {
+        format!("{secs}s")
     } else if d.as_nanos().is_multiple_of(1_000_000) {
         format!("{ms}ms")
     } else {
@@ -1025,4 +1044,266 @@ pub enum HostHeader {
     Endpoint,
     /// A fixed value.
     Value(String),
+}
+
+/// One SLO: which requests it covers, what makes one good, the objective
+/// over the period, and how burning its budget alerts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Slo {
+    /// Unique among SLOs; also the metric label `slo`.
+    pub name: String,
+    /// Free text shown in the API, alerts and the status page.
+    pub description: Option<String>,
+    /// Which requests count (all selectors must match; none means every
+    /// routed request).
+    pub scope: SloScope,
+    /// What makes an event good.
+    pub sli: Sli,
+    /// The objectives: one for availability, one per threshold for latency.
+    pub objectives: Vec<SloObjective>,
+    /// The period the objective and the error budget are measured over.
+    pub period: SloPeriod,
+    /// How budget burn becomes alerts.
+    pub alerting: SloAlerting,
+    /// A link passed into every alert of this SLO.
+    pub runbook: Option<String>,
+    /// Labels passed into every alert and metric of this SLO.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Which requests an SLO covers; every selector set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SloScope {
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only routes of this tier.
+    pub tier: Option<Tier>,
+    /// Only this tenant's requests.
+    pub tenant: Option<String>,
+    /// Only routes sending to this cluster.
+    pub cluster: Option<String>,
+}
+
+/// What makes an event good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Sli {
+    /// Good unless the client got a 5xx (Levee's own shedding and
+    /// timeouts included).
+    Availability {
+        /// Whether a tenant's own 429s are bad events.
+        rate_limited_is_bad: bool,
+    },
+    /// Good when answered without a 5xx within the objective's threshold.
+    Latency,
+}
+
+/// One objective of an SLO, tracked and alerted on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SloObjective {
+    /// `name` for a single objective, `name:threshold` for each of several.
+    pub id: String,
+    /// The share of good events aimed for, in parts per million (below
+    /// 1,000,000).
+    pub objective_ppm: u32,
+    /// Latency SLIs: the threshold an answer must be within.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub threshold: Option<Duration>,
+}
+
+/// The period an SLO's budget is measured over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SloPeriod {
+    /// The last `duration`, sliding.
+    Rolling(#[serde(serialize_with = "ser_duration")] Duration),
+    /// The current calendar month (UTC).
+    CalendarMonth,
+}
+
+impl SloPeriod {
+    /// The longest this period can be: what history must cover.
+    pub fn max_len(self) -> Duration {
+        match self {
+            SloPeriod::Rolling(d) => d,
+            SloPeriod::CalendarMonth => Duration::from_secs(31 * 86_400),
+        }
+    }
+}
+
+/// How an SLO's budget burn becomes alerts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SloAlerting {
+    /// The multiwindow burn-rate rules; `None` takes the SRE Workbook's
+    /// defaults scaled to the period.
+    pub rules: Option<Vec<BurnRule>>,
+    /// Events each window needs before its burn rate counts.
+    pub min_events: u64,
+    /// How long a condition holds before its alert fires.
+    #[serde(serialize_with = "ser_duration")]
+    pub pending_for: Duration,
+}
+
+/// One multiwindow burn-rate rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BurnRule {
+    /// `page` or `ticket`.
+    pub severity: AlertSeverity,
+    /// The long window.
+    #[serde(serialize_with = "ser_duration")]
+    pub long: Duration,
+    /// The short window.
+    #[serde(serialize_with = "ser_duration")]
+    pub short: Duration,
+    /// The burn rate both windows must exceed, in thousandths.
+    pub factor_milli: u32,
+}
+
+/// How loudly an alert speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    /// Wake someone now.
+    Page,
+    /// Look at it in working hours.
+    Ticket,
+}
+
+impl AlertSeverity {
+    /// Its name in config, alerts and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertSeverity::Page => "page",
+            AlertSeverity::Ticket => "ticket",
+        }
+    }
+}
+
+/// How SLOs are evaluated and notified.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alerting {
+    /// How often counts are folded into buckets and alerts evaluated.
+    #[serde(serialize_with = "ser_duration")]
+    pub evaluate_every: Duration,
+    /// Width of the fine buckets (the precision of short windows).
+    #[serde(serialize_with = "ser_duration")]
+    pub bucket: Duration,
+    /// Default `min_events` of every SLO.
+    pub min_events: u64,
+    /// Where firing and resolved alerts are sent.
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for Alerting {
+    fn default() -> Self {
+        Self {
+            evaluate_every: Duration::from_secs(10),
+            bucket: Duration::from_secs(10),
+            min_events: 10,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// A webhook receiving alert notifications.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Webhook {
+    /// Unique among webhooks; shown in logs and metrics.
+    pub name: String,
+    /// `http://` URL to POST to.
+    pub url: Secret,
+    /// The payload shape.
+    pub format: WebhookFormat,
+    /// Which severities it receives.
+    pub severities: Vec<AlertSeverity>,
+    /// Extra request headers (values are secrets).
+    pub headers: Vec<(String, Secret)>,
+    /// Time allowed per delivery attempt.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Attempts per notification before it is dropped (and counted).
+    pub max_attempts: u32,
+    /// First retry delay, doubled per attempt with full jitter.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff: Duration,
+    /// Longest retry delay.
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+}
+
+/// A webhook's payload shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// A JSON array of alerts as Alertmanager's `POST /api/v2/alerts`
+    /// takes them.
+    Alertmanager,
+    /// Levee's own JSON object with the SLO's figures.
+    Levee,
+}
+
+/// Where persistent state is kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreConfig {
+    /// The SQLite file, relative to the config file's directory; `None`
+    /// keeps state in memory only (`path = ":memory:"`).
+    pub path: Option<std::path::PathBuf>,
+    /// How long resolved incidents are kept.
+    #[serde(serialize_with = "ser_duration")]
+    pub incident_retention: Duration,
+    /// The most incidents kept.
+    pub max_incidents: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: Some("levee.db".into()),
+            incident_retention: Duration::from_secs(400 * 86_400),
+            max_incidents: 10_000,
+        }
+    }
+}
+
+/// The status page: uptime and budget by tier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusPage {
+    /// Its heading.
+    pub title: String,
+    /// The period uptime is shown over.
+    #[serde(serialize_with = "ser_duration")]
+    pub period: Duration,
+    /// The objective of core routes, in ppm.
+    pub core_objective_ppm: u32,
+    /// The objective of optional routes, in ppm.
+    pub optional_objective_ppm: u32,
+}
+
+impl Default for StatusPage {
+    fn default() -> Self {
+        Self {
+            title: "Service status".to_string(),
+            period: Duration::from_secs(30 * 86_400),
+            core_objective_ppm: 999_000,
+            optional_objective_ppm: 990_000,
+        }
+    }
+}
+
+/// When capacity utilisation warns.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Capacity {
+    /// Utilisation (0 to 1) from which a cluster or endpoint is `warning`.
+    pub warn_at: f64,
+    /// Utilisation from which it is `critical`.
+    pub critical_at: f64,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            warn_at: 0.8,
+            critical_at: 0.95,
+        }
+    }
 }

@@ -53,6 +53,32 @@ pub mod names {
     pub const RETRIES: &str = "levee_retries_total";
     /// Retries refused by the route's retry budget.
     pub const RETRY_BUDGET_EXHAUSTED: &str = "levee_retry_budget_exhausted_total";
+    /// Events counted by an SLO objective (label `slo`: the objective's id).
+    pub const SLO_EVENTS: &str = "levee_slo_events_total";
+    /// Bad events counted by an SLO objective.
+    pub const SLO_BAD_EVENTS: &str = "levee_slo_bad_events_total";
+    /// An SLO objective's target share of good events.
+    pub const SLO_OBJECTIVE: &str = "levee_slo_objective_ratio";
+    /// Share of good events over an alert window (label `window`).
+    pub const SLO_SLI: &str = "levee_slo_sli_ratio";
+    /// Burn rate over an alert window (label `window`); absent without data.
+    pub const SLO_BURN_RATE: &str = "levee_slo_burn_rate";
+    /// Share of the period's error budget left (negative once overspent).
+    pub const SLO_BUDGET_REMAINING: &str = "levee_slo_error_budget_remaining_ratio";
+    /// The error budget left, as seconds of total outage.
+    pub const SLO_BUDGET_REMAINING_SECONDS: &str = "levee_slo_error_budget_remaining_seconds";
+    /// 1 while an SLO's alert fires, by severity.
+    pub const SLO_ALERT_FIRING: &str = "levee_slo_alert_firing";
+    /// Incidents opened, by SLO and severity.
+    pub const SLO_INCIDENTS: &str = "levee_slo_incidents_total";
+    /// Share of good requests over the status page period, by tier.
+    pub const TIER_UPTIME: &str = "levee_tier_uptime_ratio";
+    /// Alert notifications by webhook and result (`sent`, `retried`, `dropped`).
+    pub const NOTIFICATIONS: &str = "levee_alert_notifications_total";
+    /// Utilisation (0 to 1+) of a cluster's or endpoint's limits, by resource.
+    pub const CAPACITY_UTILISATION: &str = "levee_capacity_utilisation_ratio";
+    /// Utilisation of a route's rate limits: the request rate over the limit.
+    pub const RATE_LIMIT_UTILISATION: &str = "levee_rate_limit_utilisation_ratio";
 }
 
 /// A monotonically increasing count.

@@ -1,0 +1,700 @@
+//! Decoding the SLO sections: `[[slos]]`, `[alerting]` (evaluation and
+//! webhooks), `[store]`, `[status_page]` and `[capacity]`, and the checks
+//! between them and the routes and clusters they name.
+
+use crate::decode::{duration_or_zero, header_name, header_value, name_field, number_in};
+use crate::diag::{closest, Decoder};
+use crate::model::*;
+use crate::node::{Loc, Node, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// The longest SLO period: a year (and a day), so history stays bounded.
+const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
+
+/// Label names Levee sets itself on alerts and metrics.
+const RESERVED_LABELS: [&str; 6] = ["slo", "severity", "alertname", "objective", "le", "window"];
+
+pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Slo> {
+    let mut t = d.table(node, path)?;
+    let name = d.req(&mut t, "name", name_field);
+    let description = d.opt(&mut t, "description", Decoder::string);
+    let route = d.opt(&mut t, "route", Decoder::string);
+    let tier = d.opt(&mut t, "tier", |d, n, p| {
+        d.choice(n, p, &["core", "optional"])
+    });
+    let tenant = d.opt(&mut t, "tenant", name_field);
+    let cluster = d.opt(&mut t, "cluster", Decoder::string);
+    let sli = d.req(&mut t, "sli", |d, n, p| {
+        d.choice(n, p, &["availability", "latency"])
+    });
+    let objective = d.opt(&mut t, "objective", objective_ppm);
+    let threshold = d.opt(&mut t, "threshold", Decoder::duration);
+    let objectives = d.opt(&mut t, "objectives", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            let mut o = d.table(n, p)?;
+            let threshold = d.req(&mut o, "threshold", Decoder::duration);
+            let objective = d.req(&mut o, "objective", objective_ppm);
+            d.finish(o);
+            Some((threshold?, objective?))
+        })
+    });
+    let period = d.opt(&mut t, "period", decode_period);
+    let rate_limited_is_bad = d.opt(&mut t, "rate_limited_is_bad", Decoder::bool);
+    let runbook = d.opt(&mut t, "runbook", |d, n, p| {
+        let s = d.string(n, p)?;
+        if s.starts_with("https://") || s.starts_with("http://") {
+            Some(s)
+        } else {
+            d.error_help(
+                n.loc,
+                p,
+                "not an http(s) URL",
+                "for example `https://wiki.example.com/runbooks/checkout`",
+            );
+            None
+        }
+    });
+    let labels = d.opt(&mut t, "labels", decode_labels);
+    let alerting = d.opt(&mut t, "alerting", decode_slo_alerting);
+    let wrote_objective = t.has("objective");
+    let loc = t.loc;
+    d.finish(t);
+    let name = name?;
+    let period = period.unwrap_or(SloPeriod::Rolling(Duration::from_secs(30 * 86_400)));
+    let sli = match sli? {
+        "latency" => {
+            if rate_limited_is_bad.is_some() {
+                d.error(
+                    loc,
+                    &format!("{path}.rate_limited_is_bad"),
+                    "only availability SLOs count 429s; a latency SLO counts every answer",
+                );
+            }
+            Sli::Latency
+        }
+        _ => Sli::Availability {
+            rate_limited_is_bad: rate_limited_is_bad.unwrap_or(false),
+        },
+    };
+    let objectives = match (sli, objective, threshold, objectives) {
+        (Sli::Availability { .. }, Some(ppm), None, None) => vec![SloObjective {
+            id: name.clone(),
+            objective_ppm: ppm,
+            threshold: None,
+        }],
+        (Sli::Availability { .. }, _, threshold, objectives) => {
+            if wrote_objective && objective.is_none() {
+                // Already reported where it was written.
+            } else if threshold.is_some() || objectives.is_some() {
+                d.error_help(
+                    loc,
+                    path,
+                    "an availability SLO has no latency threshold",
+                    "remove `threshold`/`objectives`, or set `sli = \"latency\"`",
+                );
+            } else {
+                d.error_help(
+                    loc,
+                    &format!("{path}.objective"),
+                    "missing required field `objective`",
+                    "for example `objective = \"99.9%\"`",
+                );
+            }
+            return None;
+        }
+        (Sli::Latency, Some(ppm), Some(threshold), None) => vec![SloObjective {
+            id: name.clone(),
+            objective_ppm: ppm,
+            threshold: Some(threshold),
+        }],
+        (Sli::Latency, None, None, Some(list)) if !list.is_empty() => {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for (i, (threshold, ppm)) in list.into_iter().enumerate() {
+                if !seen.insert(threshold) {
+                    d.error(
+                        loc,
+                        &format!("{path}.objectives[{i}].threshold"),
+                        format!("threshold {} is listed twice", format_duration(threshold)),
+                    );
+                }
+                out.push(SloObjective {
+                    id: format!("{name}:{}", format_duration(threshold)),
+                    objective_ppm: ppm,
+                    threshold: Some(threshold),
+                });
+            }
+            out
+        }
+        _ if wrote_objective && objective.is_none() => return None,
+        _ => {
+            d.error_help(
+                loc,
+                path,
+                "a latency SLO needs `threshold` and `objective`, or a non-empty `objectives` list (not both)",
+                "`threshold = \"300ms\"` with `objective = \"99%\"`, or `objectives = [{ threshold = \"100ms\", objective = \"90%\" }, { threshold = \"1s\", objective = \"99%\" }]`",
+            );
+            return None;
+        }
+    };
+    let mut alerting = alerting.unwrap_or(SloAlerting {
+        rules: None,
+        min_events: u64::MAX,
+        pending_for: Duration::ZERO,
+    });
+    if let Some(rules) = &alerting.rules {
+        for (i, rule) in rules.iter().enumerate() {
+            if rule.long > period.max_len() {
+                d.error(
+                    loc,
+                    &format!("{path}.alerting.{}[{i}].long", rule.severity.name()),
+                    format!(
+                        "the window {} is longer than the SLO period",
+                        format_duration(rule.long)
+                    ),
+                );
+            }
+        }
+    }
+    // `u64::MAX` marks "not set": the `[alerting]` default fills it in.
+    if alerting.min_events == u64::MAX {
+        alerting.min_events = MIN_EVENTS_UNSET;
+    }
+    Some(Slo {
+        name,
+        description,
+        scope: SloScope {
+            route,
+            tier: tier.map(|t| {
+                if t == "optional" {
+                    Tier::Optional
+                } else {
+                    Tier::Core
+                }
+            }),
+            tenant,
+            cluster,
+        },
+        sli,
+        objectives,
+        period,
+        alerting,
+        runbook,
+        labels: labels.unwrap_or_default(),
+    })
+}
+
+/// Placeholder for an SLO's `min_events` left unset, replaced by
+/// `[alerting] min_events` once both are decoded.
+pub(crate) const MIN_EVENTS_UNSET: u64 = u64::MAX;
+
+/// An objective such as `"99.9%"`: above 0 % and below 100 %, to a
+/// millionth.
+fn objective_ppm(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<u32> {
+    let share = d.percent(n, p)?;
+    let ppm = (share * 1e6).round() as u32;
+    if ppm == 0 || ppm >= 1_000_000 {
+        d.error_help(
+            n.loc,
+            p,
+            "an objective must be above 0% and below 100%",
+            "100% leaves no error budget; `99.9%` allows 43 min of errors in 30 days",
+        );
+        return None;
+    }
+    Some(ppm)
+}
+
+fn decode_period(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<SloPeriod> {
+    if let Value::Str(s) = &n.value {
+        if s == "calendar_month" || s == "month" {
+            return Some(SloPeriod::CalendarMonth);
+        }
+    }
+    let len = d.duration(n, p)?;
+    if len < Duration::from_secs(3600) || len > MAX_PERIOD {
+        d.error_help(
+            n.loc,
+            p,
+            format!(
+                "a period must be from 1h to 366d, got {}",
+                format_duration(len)
+            ),
+            "`30d` and `28d` are usual; `calendar_month` follows the calendar",
+        );
+        return None;
+    }
+    Some(SloPeriod::Rolling(len))
+}
+
+fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+    let Value::Map(entries) = &n.value else {
+        d.error(
+            n.loc,
+            p,
+            format!(
+                "expected a table of label = value, found {}",
+                n.value.type_name()
+            ),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, kloc, v) in entries {
+        let kp = format!("{p}.{k}");
+        let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !k.starts_with("__");
+        if !valid {
+            d.error_help(
+                *kloc,
+                &kp,
+                format!("`{k}` is not a valid label name"),
+                "use letters, digits and `_`, not starting with a digit or `__`",
+            );
+            continue;
+        }
+        if RESERVED_LABELS.contains(&k.as_str()) {
+            d.error(*kloc, &kp, format!("`{k}` is set by Levee itself"));
+            continue;
+        }
+        if let Some(value) = d.string(v, &kp) {
+            out.push((k.clone(), value));
+        }
+    }
+    Some(out)
+}
+
+fn decode_slo_alerting(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<SloAlerting> {
+    let mut t = d.table(n, p)?;
+    let min_events = d.opt(&mut t, "min_events", |d, n, p| {
+        d.int_in(n, p, 0, 1_000_000_000).map(|v| v as u64)
+    });
+    let pending_for = d.opt(&mut t, "pending_for", duration_or_zero);
+    let page = d.opt(&mut t, "page", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            decode_burn_rule(d, n, p, AlertSeverity::Page)
+        })
+    });
+    let ticket = d.opt(&mut t, "ticket", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            decode_burn_rule(d, n, p, AlertSeverity::Ticket)
+        })
+    });
+    d.finish(t);
+    // Either list may be given alone: the other keeps no rules then, so
+    // `page = []` silences paging and `ticket = [...]` alone only tickets.
+    let rules = match (page, ticket) {
+        (None, None) => None,
+        (page, ticket) => Some(
+            page.unwrap_or_default()
+                .into_iter()
+                .chain(ticket.unwrap_or_default())
+                .collect(),
+        ),
+    };
+    Some(SloAlerting {
+        rules,
+        min_events: min_events.unwrap_or(MIN_EVENTS_UNSET),
+        pending_for: pending_for.unwrap_or(Duration::ZERO),
+    })
+}
+
+fn decode_burn_rule(
+    d: &mut Decoder<'_>,
+    n: &Node,
+    p: &str,
+    severity: AlertSeverity,
+) -> Option<BurnRule> {
+    let mut t = d.table(n, p)?;
+    let long = d.req(&mut t, "long", Decoder::duration);
+    let short = d.req(&mut t, "short", Decoder::duration);
+    let factor = d.req(&mut t, "factor", |d, n, p| {
+        number_in(d, n, p, 0.001, 1_000_000.0)
+    });
+    let loc = t.loc;
+    d.finish(t);
+    let (long, short, factor) = (long?, short?, factor?);
+    if short >= long {
+        d.error_help(
+            loc,
+            &format!("{p}.short"),
+            "the short window must be shorter than the long one",
+            "the workbook uses a twelfth: `long = \"1h\"` with `short = \"5m\"`",
+        );
+        return None;
+    }
+    Some(BurnRule {
+        severity,
+        long,
+        short,
+        factor_milli: (factor * 1000.0).round() as u32,
+    })
+}
+
+pub(crate) fn decode_alerting(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Alerting> {
+    let mut t = d.table(node, path)?;
+    let def = Alerting::default();
+    let evaluate_every = d.opt(&mut t, "evaluate_every", Decoder::duration);
+    let bucket = d.opt(&mut t, "bucket", |d, n, p| {
+        let b = d.duration(n, p)?;
+        let ms = b.as_millis() as u64;
+        let valid = b.subsec_nanos() % 1_000_000 == 0
+            && (1_000..=3_600_000).contains(&ms)
+            && 3_600_000 % ms == 0;
+        if !valid {
+            d.error_help(
+                n.loc,
+                p,
+                format!(
+                    "a bucket must divide an hour evenly, from 1s to 1h, got {}",
+                    format_duration(b)
+                ),
+                "`10s` is the default; `1s`, `5s`, `30s` and `1m` also work",
+            );
+            return None;
+        }
+        Some(b)
+    });
+    let min_events = d.opt(&mut t, "min_events", |d, n, p| {
+        d.int_in(n, p, 0, 1_000_000_000).map(|v| v as u64)
+    });
+    let webhooks = d.opt(&mut t, "webhooks", |d, n, p| d.list(n, p, decode_webhook));
+    d.finish(t);
+    Some(Alerting {
+        evaluate_every: evaluate_every.unwrap_or(def.evaluate_every),
+        bucket: bucket.unwrap_or(def.bucket),
+        min_events: min_events.unwrap_or(def.min_events),
+        webhooks: webhooks.unwrap_or_default(),
+    })
+}
+
+fn decode_webhook(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Webhook> {
+    let mut t = d.table(node, path)?;
+    let name = d.req(&mut t, "name", name_field);
+    let url = d.req(&mut t, "url", |d, n, p| {
+        let s = d.string(n, p)?;
+        match s.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Some(s),
+            Ok(uri) if uri.scheme_str() == Some("https") => {
+                d.error_help(
+                    n.loc,
+                    p,
+                    "https webhooks are not supported yet",
+                    "send to a local relay or Alertmanager over http://",
+                );
+                None
+            }
+            _ => {
+                d.error_help(
+                    n.loc,
+                    p,
+                    "not an http:// URL",
+                    "for example `http://127.0.0.1:9093/api/v2/alerts`",
+                );
+                None
+            }
+        }
+    });
+    let format = d.opt(&mut t, "format", |d, n, p| {
+        d.choice(n, p, &["alertmanager", "levee"])
+    });
+    let severities = d.opt(&mut t, "severities", |d, n, p| {
+        d.list(n, p, |d, n, p| {
+            d.choice(n, p, &["page", "ticket"]).map(|s| match s {
+                "ticket" => AlertSeverity::Ticket,
+                _ => AlertSeverity::Page,
+            })
+        })
+    });
+    let headers = d.opt(&mut t, "headers", |d, n, p| {
+        let Value::Map(entries) = &n.value else {
+            d.error(n.loc, p, "expected a table of header = value");
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, kloc, v) in entries {
+            let kp = format!("{p}.{k}");
+            let key = Node {
+                value: Value::Str(k.clone()),
+                loc: *kloc,
+            };
+            if let (Some(name), Some(value)) = (header_name(d, &key, &kp), header_value(d, v, &kp))
+            {
+                out.push((name, Secret::new(value)));
+            }
+        }
+        Some(out)
+    });
+    let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    let max_attempts = d.opt(&mut t, "max_attempts", |d, n, p| d.int_in(n, p, 1, 100));
+    let backoff = d.opt(&mut t, "backoff", Decoder::duration);
+    let backoff_max = d.opt(&mut t, "backoff_max", Decoder::duration);
+    d.finish(t);
+    Some(Webhook {
+        name: name?,
+        url: Secret::new(url?),
+        format: match format {
+            Some("levee") => WebhookFormat::Levee,
+            _ => WebhookFormat::Alertmanager,
+        },
+        severities: severities.unwrap_or_else(|| vec![AlertSeverity::Page, AlertSeverity::Ticket]),
+        headers: headers.unwrap_or_default(),
+        timeout: timeout.unwrap_or(Duration::from_secs(5)),
+        max_attempts: max_attempts.map_or(6, |v| v as u32),
+        backoff: backoff.unwrap_or(Duration::from_secs(1)),
+        backoff_max: backoff_max.unwrap_or(Duration::from_secs(60)),
+    })
+}
+
+pub(crate) fn decode_store(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<StoreConfig> {
+    let mut t = d.table(node, path)?;
+    let def = StoreConfig::default();
+    let file = d.opt(&mut t, "path", Decoder::string);
+    let incident_retention = d.opt(&mut t, "incident_retention", Decoder::duration);
+    let max_incidents = d.opt(&mut t, "max_incidents", |d, n, p| {
+        d.int_in(n, p, 1, 10_000_000)
+    });
+    d.finish(t);
+    Some(StoreConfig {
+        path: match file {
+            Some(s) if s == ":memory:" => None,
+            Some(s) => Some(s.into()),
+            None => def.path,
+        },
+        incident_retention: incident_retention.unwrap_or(def.incident_retention),
+        max_incidents: max_incidents.map_or(def.max_incidents, |v| v as usize),
+    })
+}
+
+pub(crate) fn decode_status_page(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+) -> Option<StatusPage> {
+    let mut t = d.table(node, path)?;
+    let def = StatusPage::default();
+    let title = d.opt(&mut t, "title", Decoder::string);
+    let period = d.opt(&mut t, "period", |d, n, p| match decode_period(d, n, p)? {
+        SloPeriod::Rolling(len) => Some(len),
+        SloPeriod::CalendarMonth => {
+            d.error(
+                n.loc,
+                p,
+                "the status page shows a rolling period, such as `30d`",
+            );
+            None
+        }
+    });
+    let core = d.opt(&mut t, "core_objective", objective_ppm);
+    let optional = d.opt(&mut t, "optional_objective", objective_ppm);
+    d.finish(t);
+    Some(StatusPage {
+        title: title.unwrap_or(def.title),
+        period: period.unwrap_or(def.period),
+        core_objective_ppm: core.unwrap_or(def.core_objective_ppm),
+        optional_objective_ppm: optional.unwrap_or(def.optional_objective_ppm),
+    })
+}
+
+pub(crate) fn decode_capacity(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Capacity> {
+    let mut t = d.table(node, path)?;
+    let def = Capacity::default();
+    let warn_at = d.opt(&mut t, "warn_at", Decoder::percent);
+    let critical_at = d.opt(&mut t, "critical_at", Decoder::percent);
+    let loc = t.loc;
+    d.finish(t);
+    let c = Capacity {
+        warn_at: warn_at.unwrap_or(def.warn_at),
+        critical_at: critical_at.unwrap_or(def.critical_at),
+    };
+    if c.warn_at > c.critical_at {
+        d.error(loc, path, "warn_at must not be above critical_at");
+    }
+    Some(c)
+}
+
+/// Gives SLOs that left `min_events` unset the `[alerting]` default.
+pub(crate) fn apply_slo_defaults(config: &mut Config) {
+    let default_min = config.alerting.min_events;
+    for slo in &mut config.slos {
+        if slo.alerting.min_events == MIN_EVENTS_UNSET {
+            slo.alerting.min_events = default_min;
+        }
+    }
+}
+
+/// Checks SLO and webhook names, and the routes and clusters SLOs name.
+pub(crate) fn check_slos(
+    d: &mut Decoder<'_>,
+    config: &Config,
+    route_names: &[&str],
+    cluster_names: &[&str],
+    loc_of: &dyn Fn(&str, usize, &str) -> Loc,
+) {
+    let mut seen = HashSet::new();
+    for (i, slo) in config.slos.iter().enumerate() {
+        if !seen.insert(slo.name.as_str()) {
+            d.error(
+                loc_of("slos", i, "name"),
+                &format!("slos[{i}].name"),
+                format!("duplicate SLO name `{}`", slo.name),
+            );
+        }
+        let scope = &slo.scope;
+        for (key, value, known) in [
+            ("route", &scope.route, route_names),
+            ("cluster", &scope.cluster, cluster_names),
+        ] {
+            let Some(v) = value else { continue };
+            if known.contains(&v.as_str()) {
+                continue;
+            }
+            let loc = loc_of("slos", i, key);
+            let path = format!("slos[{i}].{key}");
+            let msg = format!("unknown {key} `{v}`");
+            match closest(v, known) {
+                Some(s) => d.error_help(loc, &path, msg, format!("did you mean `{s}`?")),
+                None => d.error(loc, &path, msg),
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, w) in config.alerting.webhooks.iter().enumerate() {
+        if !seen.insert(w.name.as_str()) {
+            d.error(
+                loc_of("alerting", 0, "webhooks"),
+                &format!("alerting.webhooks[{i}].name"),
+                format!("duplicate webhook name `{}`", w.name),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::*;
+    use crate::{load_str_with_env, Format};
+    use std::time::Duration;
+
+    const BASE: &str = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[routes]]
+name = "checkout"
+cluster = "shop"
+tier = "core"
+
+[[clusters]]
+name = "shop"
+endpoints = ["127.0.0.1:9001"]
+"#;
+
+    fn load(extra: &str) -> Config {
+        let src = format!("{BASE}{extra}");
+        let env = |name: &str| (name == "PD_KEY").then(|| "secret-key".to_string());
+        load_str_with_env(&src, Format::Toml, "t.toml", &env).expect("valid config")
+    }
+
+    #[test]
+    fn defaults_without_slo_sections() {
+        let c = load("");
+        assert!(c.slos.is_empty());
+        assert_eq!(c.alerting, Alerting::default());
+        assert_eq!(
+            c.store.path.as_deref(),
+            Some(std::path::Path::new("levee.db"))
+        );
+        assert_eq!(c.status_page.core_objective_ppm, 999_000);
+    }
+
+    #[test]
+    fn every_slo_knob_decodes() {
+        let c = load(
+            r#"
+[[slos]]
+name = "checkout-availability"
+description = "Checkout answers"
+sli = "availability"
+route = "checkout"
+tenant = "acme"
+objective = "99.95%"
+period = "28d"
+rate_limited_is_bad = true
+runbook = "https://wiki.example.com/runbooks/checkout"
+labels = { team = "payments" }
+alerting = { min_events = 50, pending_for = "1m", page = [{ long = "1h", short = "5m", factor = 13.44 }] }
+
+[[slos]]
+name = "checkout-latency"
+sli = "latency"
+tier = "core"
+cluster = "shop"
+period = "calendar_month"
+objectives = [{ threshold = "100ms", objective = "90%" }, { threshold = "1s", objective = "99%" }]
+
+[alerting]
+evaluate_every = "5s"
+bucket = "5s"
+min_events = 20
+webhooks = [{ name = "am", url = "http://127.0.0.1:9093/api/v2/alerts", headers = { authorization = "Bearer ${PD_KEY}" }, severities = ["page"], max_attempts = 3 }]
+
+[store]
+path = ":memory:"
+
+[status_page]
+title = "Acme"
+optional_objective = "99.5%"
+
+[capacity]
+warn_at = "70%"
+"#,
+        );
+        let a = &c.slos[0];
+        assert_eq!(a.objectives.len(), 1);
+        assert_eq!(a.objectives[0].id, "checkout-availability");
+        assert_eq!(a.objectives[0].objective_ppm, 999_500);
+        assert_eq!(
+            a.period,
+            SloPeriod::Rolling(Duration::from_secs(28 * 86_400))
+        );
+        assert_eq!(
+            a.sli,
+            Sli::Availability {
+                rate_limited_is_bad: true
+            }
+        );
+        assert_eq!(a.scope.tenant.as_deref(), Some("acme"));
+        assert_eq!(a.alerting.min_events, 50);
+        assert_eq!(a.alerting.pending_for, Duration::from_secs(60));
+        let rules = a.alerting.rules.as_ref().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].factor_milli, 13_440);
+        assert_eq!(a.labels, vec![("team".to_string(), "payments".to_string())]);
+
+        let l = &c.slos[1];
+        assert_eq!(l.sli, Sli::Latency);
+        assert_eq!(l.period, SloPeriod::CalendarMonth);
+        assert_eq!(l.scope.tier, Some(Tier::Core));
+        let ids: Vec<_> = l.objectives.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids, ["checkout-latency:100ms", "checkout-latency:1s"]);
+        assert_eq!(l.objectives[1].threshold, Some(Duration::from_secs(1)));
+        assert_eq!(l.alerting.min_events, 20, "the [alerting] default applies");
+        assert!(l.alerting.rules.is_none(), "workbook defaults");
+
+        assert_eq!(c.alerting.bucket, Duration::from_secs(5));
+        let w = &c.alerting.webhooks[0];
+        assert_eq!(w.headers[0].1.expose(), "Bearer secret-key");
+        assert_eq!(w.severities, vec![AlertSeverity::Page]);
+        assert_eq!(w.max_attempts, 3);
+        assert_eq!(c.store.path, None);
+        assert_eq!(c.status_page.optional_objective_ppm, 995_000);
+        assert_eq!(c.capacity.warn_at, 0.7);
+        // Secrets stay out of the serialized config.
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("secret-key"), "{json}");
+    }
+}
