@@ -1,11 +1,16 @@
 //! Levee's admin API: Prometheus metrics, liveness and readiness, the
-//! effective config (secrets redacted), cluster and listener state, and
-//! reload. It reads the proxy only through [`levee_proxy::Gateway`]'s
-//! published state.
+//! effective config (secrets redacted), cluster and listener state, reload,
+//! SLOs, incidents, capacity and the status page. It reads the proxy only
+//! through [`levee_proxy::Gateway`]'s published state.
 //!
 //! Security: loopback by default; when a token is configured every endpoint
-//! but `/healthz` and `/readyz` (probes) needs `Authorization: Bearer TOKEN`.
-//! The config layer refuses a non-loopback address without a token.
+//! but `/healthz`, `/readyz` (probes) and the status page (`/status`,
+//! `/api/v1/status`, made to be shown to customers: tier uptime and
+//! incident times, no labels, runbooks or internals) needs
+//! `Authorization: Bearer TOKEN`. The config layer refuses a non-loopback
+//! address without a token.
+
+mod status;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -37,10 +42,15 @@ pub fn router(gateway: Gateway, token: Option<Secret>) -> Router {
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/listeners", get(listeners))
         .route("/api/v1/reload", post(reload).get(reload_status))
+        .route("/api/v1/slos", get(slos))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/capacity", get(capacity))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status_json))
+        .route("/status", get(status_html))
         .merge(protected)
         .fallback(|| async {
             (
@@ -135,6 +145,49 @@ async fn clusters(State(state): State<AdminState>) -> Response {
 
 async fn listeners(State(state): State<AdminState>) -> Response {
     Json(json!({ "listeners": state.gateway.listeners() })).into_response()
+}
+
+async fn slos(State(state): State<AdminState>) -> Response {
+    let report = state.gateway.slo_report();
+    Json(json!({
+        "evaluated_at": report.evaluated_at,
+        "slos": report.slos,
+    }))
+    .into_response()
+}
+
+async fn incidents(State(state): State<AdminState>) -> Response {
+    let report = state.gateway.slo_report();
+    Json(json!({
+        "incidents": report.incidents,
+        "mttd": report.mttd,
+        "mttr": report.mttr,
+    }))
+    .into_response()
+}
+
+async fn capacity(State(state): State<AdminState>) -> Response {
+    Json(state.gateway.capacity().as_ref().clone()).into_response()
+}
+
+async fn status_json(State(state): State<AdminState>) -> Response {
+    let page = status::StatusPage::of(&state.gateway);
+    Json(page).into_response()
+}
+
+async fn status_html(State(state): State<AdminState>) -> Response {
+    let page = status::StatusPage::of(&state.gateway);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        page.html(),
+    )
+        .into_response()
 }
 
 async fn reload_status(State(state): State<AdminState>) -> Response {

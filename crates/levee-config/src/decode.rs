@@ -978,7 +978,8 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
             }
         }
     }
-    decode_slo::check_slos(d, config, &route_names, &cluster_names, &loc_of);
+    let raw_slos = raw_names(root, "slos");
+    decode_slo::check_slos(d, config, &raw_slos, &route_names, &cluster_names, &loc_of);
 }
 
 /// The `name` strings of the items of list `section`, as written.

@@ -529,12 +529,27 @@ pub(crate) fn apply_slo_defaults(config: &mut Config) {
 pub(crate) fn check_slos(
     d: &mut Decoder<'_>,
     config: &Config,
+    raw_slo_names: &[String],
     route_names: &[&str],
     cluster_names: &[&str],
     loc_of: &dyn Fn(&str, usize, &str) -> Loc,
 ) {
     let mut seen = HashSet::new();
-    for (i, slo) in config.slos.iter().enumerate() {
+    for (n, slo) in config.slos.iter().enumerate() {
+        // The position in the file: SLOs that failed to decode are not in
+        // `config.slos`, so its positions can be earlier.
+        let i = raw_slo_names
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| **name == slo.name)
+            .map(|(i, _)| i)
+            .nth(
+                config.slos[..n]
+                    .iter()
+                    .filter(|s| s.name == slo.name)
+                    .count(),
+            )
+            .unwrap_or(n);
         if !seen.insert(slo.name.as_str()) {
             d.error(
                 loc_of("slos", i, "name"),

@@ -169,10 +169,44 @@ impl Histogram {
     }
 }
 
+/// A gauge holding a real number (a ratio, a burn rate), or nothing: an
+/// empty gauge is left out of the exposition rather than shown as NaN.
+#[derive(Debug)]
+pub struct FloatGauge(AtomicU64);
+
+/// The bit pattern meaning "no value" (a NaN no computation produces).
+const EMPTY: u64 = 0x7ff8_dead_beef_0000;
+
+impl Default for FloatGauge {
+    fn default() -> Self {
+        Self(AtomicU64::new(EMPTY))
+    }
+}
+
+impl FloatGauge {
+    /// Sets the value; a NaN empties the gauge.
+    pub fn set(&self, v: f64) {
+        let bits = if v.is_nan() { EMPTY } else { v.to_bits() };
+        self.0.store(bits, Ordering::Relaxed);
+    }
+
+    /// Empties the gauge (no data).
+    pub fn clear(&self) {
+        self.0.store(EMPTY, Ordering::Relaxed);
+    }
+
+    /// The value, if any.
+    pub fn get(&self) -> Option<f64> {
+        let bits = self.0.load(Ordering::Relaxed);
+        (bits != EMPTY).then(|| f64::from_bits(bits))
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Metric {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
+    FloatGauge(Arc<FloatGauge>),
     Histogram(Arc<Histogram>),
 }
 
@@ -272,6 +306,21 @@ impl Registry {
         }
     }
 
+    /// The real-valued gauge `name{labels}`, created on first use (empty).
+    pub fn float_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Arc<FloatGauge> {
+        match self.get_or_create(name, help, "gauge", labels, || {
+            Metric::FloatGauge(Arc::default())
+        }) {
+            Metric::FloatGauge(g) => g,
+            other => panic!("metric {name} registered with another type: {other:?}"),
+        }
+    }
+
     /// The histogram `name{labels}`, created on first use.
     pub fn histogram(
         &self,
@@ -321,6 +370,11 @@ impl Registry {
                     Metric::Gauge(g) => {
                         let _ = writeln!(out, "{name}{} {}", braces(""), g.get());
                     }
+                    Metric::FloatGauge(g) => {
+                        if let Some(v) = g.get() {
+                            let _ = writeln!(out, "{name}{} {v}", braces(""));
+                        }
+                    }
                     Metric::Histogram(h) => {
                         let mut cumulative = 0u64;
                         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
@@ -345,6 +399,21 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_float_gauge_is_left_out() {
+        let r = Registry::new();
+        let g = r.float_gauge("ratio", "help", &[("slo", "a")]);
+        assert!(!r.encode().contains("ratio{"));
+        g.set(0.25);
+        assert!(r.encode().contains("ratio{slo=\"a\"} 0.25"));
+        g.set(f64::NAN);
+        assert!(!r.encode().contains("ratio{"));
+        g.set(-1.5);
+        assert!(r.encode().contains("ratio{slo=\"a\"} -1.5"));
+        g.clear();
+        assert_eq!(g.get(), None);
+    }
 
     #[test]
     fn same_labels_share_one_series() {

@@ -42,6 +42,11 @@ pub(crate) struct RouteLimit {
 }
 
 impl RouteLimit {
+    /// Decisions so far: `(admitted, refused)`.
+    pub(crate) fn decisions(&self) -> (u64, u64) {
+        (self.allowed.get(), self.limited.get())
+    }
+
     /// Builds the limit, reusing `previous`'s table when its settings match.
     pub(crate) fn new(
         route: &str,

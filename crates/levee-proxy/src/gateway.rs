@@ -57,6 +57,12 @@ pub enum ApplyError {
         /// What is wrong.
         message: String,
     },
+    /// The state store cannot be opened or read.
+    #[error("store: {message}")]
+    Store {
+        /// What is wrong, with the file's path.
+        message: String,
+    },
 }
 
 /// The outcome of the most recent reload, for the admin API.
@@ -95,6 +101,10 @@ pub(crate) struct Shared {
     rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
     /// The Redis client for global limits, kept while its settings are.
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
+    /// SLO counters, evaluation, incidents and their store.
+    pub(crate) slo: Arc<crate::slo_engine::SloEngine>,
+    /// Capacity utilisation as last sampled.
+    capacity: ArcSwap<crate::capacity::CapacityReport>,
 }
 
 impl Shared {
@@ -105,6 +115,31 @@ impl Shared {
     pub(crate) fn drain_signal(&self) -> watch::Receiver<bool> {
         self.drain.subscribe()
     }
+}
+
+/// Opens the configured store: a path relative to the config file's
+/// directory; memory only for `:memory:`, or for a relative path when the
+/// config came from no file (embedded use and tests).
+fn open_store(
+    config: &Config,
+    config_path: Option<&Path>,
+) -> Result<Option<Box<dyn levee_store::Store>>, ApplyError> {
+    let Some(path) = &config.store.path else {
+        return Ok(None);
+    };
+    let path = if path.is_absolute() {
+        path.clone()
+    } else {
+        match config_path.and_then(Path::parent) {
+            Some(dir) => dir.join(path),
+            None => return Ok(None),
+        }
+    };
+    levee_store::SqliteStore::open(&path)
+        .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))
+        .map_err(|e| ApplyError::Store {
+            message: e.to_string(),
+        })
 }
 
 fn unix_now() -> u64 {
@@ -223,7 +258,14 @@ impl Gateway {
         registry: Arc<Registry>,
     ) -> Result<Gateway, ApplyError> {
         let (drain, _) = watch::channel(false);
+        let store = open_store(&config, config_path.as_deref())?;
+        let slo =
+            crate::slo_engine::SloEngine::new(store, Arc::new(config.clone()), registry.clone())
+                .map_err(|message| ApplyError::Store { message })?;
+        tracing::info!(store = slo.store_label(), "SLO state store opened");
+        let slo = Arc::new(slo);
         let shared = Arc::new(Shared {
+            slo: slo.clone(),
             metrics: GatewayMetrics::new(&registry),
             pressure: crate::pressure::Pressure::new(&registry),
             access_log: AtomicBool::new(config.runtime.access_log),
@@ -240,10 +282,22 @@ impl Gateway {
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
+            capacity: ArcSwap::from_pointee(Default::default()),
         });
         let gateway = Gateway { shared };
         gateway.apply(config).await?;
         tokio::spawn(pressure_loop(Arc::downgrade(&gateway.shared)));
+        tokio::spawn(capacity_loop(Arc::downgrade(&gateway.shared)));
+        let weak = Arc::downgrade(&gateway.shared);
+        tokio::spawn(crate::slo_engine::run(
+            Arc::downgrade(&slo),
+            gateway.shared.drain_signal(),
+            move || {
+                weak.upgrade().map_or(Duration::from_secs(10), |s| {
+                    s.config.load().alerting.evaluate_every
+                })
+            },
+        ));
         Ok(gateway)
     }
 
@@ -350,6 +404,10 @@ impl Gateway {
             .collect();
         *lock(&shared.rate_limits) = limits.clone();
 
+        // SLOs: series for the new objectives, bindings for each route.
+        shared.slo.configure(Arc::new(config.clone())).await;
+        let slo_bindings = shared.slo.counters.bind(&config);
+
         // Listener configs (TLS acceptors and routers), built before any swap.
         let mut listener_configs = Vec::new();
         for l in &config.listeners {
@@ -380,6 +438,10 @@ impl Gateway {
                     };
                     let route = match limits.get(&r.name) {
                         Some(l) => route.with_rate_limits(l.clone()),
+                        None => route,
+                    };
+                    let route = match slo_bindings.get(&r.name) {
+                        Some(b) => route.with_slos(b.clone()),
                         None => route,
                     };
                     Some(Arc::new(route))
@@ -577,10 +639,34 @@ impl Gateway {
         loop {
             let open: usize = listeners.iter().map(|l| l.active_connections()).sum();
             if open == 0 || tokio::time::Instant::now() >= deadline {
+                // The last events, alert states and incidents, persisted.
+                self.shared
+                    .slo
+                    .flush_now(crate::slo_engine::unix_nanos())
+                    .await;
                 return open;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Capacity utilisation as of the last sample (every 5 s).
+    pub fn capacity(&self) -> Arc<crate::capacity::CapacityReport> {
+        self.shared.capacity.load_full()
+    }
+
+    /// SLOs, incidents and tier uptime as of the last evaluation.
+    pub fn slo_report(&self) -> Arc<crate::slo_engine::SloReport> {
+        self.shared.slo.report()
+    }
+
+    /// Evaluates SLOs now (folding in every event so far) and persists the
+    /// result; the loop does this on its own every `evaluate_every`.
+    pub async fn evaluate_slos(&self) {
+        self.shared
+            .slo
+            .flush_now(crate::slo_engine::unix_nanos())
+            .await;
     }
 
     /// False once draining has begun.
@@ -670,6 +756,29 @@ impl Gateway {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How often capacity utilisation is sampled.
+const CAPACITY_EVERY: Duration = Duration::from_secs(5);
+
+/// Samples capacity utilisation until the gateway is dropped.
+async fn capacity_loop(shared: std::sync::Weak<Shared>) {
+    let mut sampler = crate::capacity::Sampler::default();
+    loop {
+        let Some(s) = shared.upgrade() else {
+            return;
+        };
+        let clusters: Vec<Arc<ClusterRuntime>> = lock(&s.clusters).values().cloned().collect();
+        let limits: Vec<(String, Arc<crate::admit::RouteLimit>)> = lock(&s.rate_limits)
+            .iter()
+            .flat_map(|(route, ls)| ls.iter().map(move |l| (route.clone(), l.clone())))
+            .collect();
+        let thresholds = s.config.load().capacity;
+        let report = sampler.sample(&clusters, &limits, &thresholds, &s.registry);
+        s.capacity.store(Arc::new(report));
+        drop(s);
+        tokio::time::sleep(CAPACITY_EVERY).await;
+    }
 }
 
 /// Samples memory and connections for the overload guard until the gateway

@@ -7,6 +7,7 @@
 
 mod admit;
 mod body;
+pub mod capacity;
 mod cluster;
 mod degrade;
 mod gateway;
@@ -16,12 +17,15 @@ mod headers;
 mod hedge;
 mod listener;
 mod metrics;
+mod notify;
 pub mod pipeline;
 mod pressure;
 mod queue;
 mod record;
 mod retry;
 mod router;
+mod slo;
+pub mod slo_engine;
 mod tenant;
 mod tls;
 mod upstream;

@@ -1,7 +1,7 @@
 //! Step 7 of the life of a request: one record per request, written once when
 //! the response body ends (or the client leaves), feeding route and cluster
-//! metrics, endpoint load, the in-flight gauge and the access log from the
-//! same outcome, so they never disagree.
+//! metrics, SLO counters, endpoint load, the in-flight gauge and the access
+//! log from the same outcome, so they never disagree.
 
 use crate::cluster::{ClusterRuntime, EndpointState};
 use crate::gateway::Shared;
@@ -95,6 +95,9 @@ impl Drop for Completion {
         if let Some(route) = &self.route {
             route.metrics.requests[class].inc();
             route.metrics.latency.observe_nanos(nanos);
+            for slo in route.slos.iter() {
+                slo.record(self.outcome, nanos, self.tenant.as_deref());
+            }
         }
         if let Some(kind) = self.outcome.error() {
             match &self.cluster {

@@ -22,6 +22,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) fallback_route: Option<Arc<CompiledRoute>>,
     /// Step 4's rate limits, shared by the route's listeners.
     pub(crate) rate_limits: Vec<Arc<crate::admit::RouteLimit>>,
+    /// The SLO objectives (and tier series) this route's requests feed.
+    pub(crate) slos: Arc<[crate::slo::SloBinding]>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -85,6 +87,7 @@ impl CompiledRoute {
             fallback: None,
             fallback_route: None,
             rate_limits: Vec::new(),
+            slos: Arc::from(Vec::new()),
             config,
             cluster,
             methods,
@@ -123,6 +126,11 @@ impl CompiledRoute {
     /// Adds the route's rate limits.
     pub(crate) fn with_rate_limits(mut self, limits: Vec<Arc<crate::admit::RouteLimit>>) -> Self {
         self.rate_limits = limits;
+        self
+    }
+
+    pub(crate) fn with_slos(mut self, slos: Arc<[crate::slo::SloBinding]>) -> Self {
+        self.slos = slos;
         self
     }
 

@@ -220,6 +220,11 @@ impl Alerts {
         self.states[severity.index()]
     }
 
+    /// Puts back a state kept across a restart.
+    pub fn restore(&mut self, severity: Severity, state: AlertState) {
+        self.states[severity.index()] = state;
+    }
+
     /// Moves the `severity` alert on, given whether its condition holds at
     /// `now`; returns the transition if the state changed.
     pub fn update(

@@ -177,6 +177,16 @@ impl Ring {
         true
     }
 
+    fn set(&mut self, index: u64, counts: Counts) -> bool {
+        self.advance(index);
+        if !self.holds(index) {
+            return false;
+        }
+        let len = self.len();
+        self.slots[(index % len) as usize] = counts;
+        true
+    }
+
     fn get(&self, index: u64) -> Counts {
         if self.holds(index) {
             self.slots[(index % self.len()) as usize]
@@ -306,6 +316,54 @@ impl Buckets {
         sum
     }
 
+    /// The start and counts of the fine bucket holding `at` (zero counts
+    /// when it is not kept): what a store persists after an [`add`](Self::add).
+    pub fn fine_bucket(&self, at: Nanos) -> (Nanos, Counts) {
+        let index = at / self.fine_ns;
+        (index * self.fine_ns, self.fine.get(index))
+    }
+
+    /// The start and counts of the coarse bucket holding `at`.
+    pub fn coarse_bucket(&self, at: Nanos) -> (Nanos, Counts) {
+        let index = at / self.coarse_ns;
+        (index * self.coarse_ns, self.coarse.get(index))
+    }
+
+    /// Every non-empty bucket kept, fine ones then coarse ones, as
+    /// `(coarse, start, counts)`: a full snapshot for a store.
+    pub fn non_empty(&self) -> Vec<(bool, Nanos, Counts)> {
+        let mut out = Vec::new();
+        for (coarse, ring, width) in [
+            (false, &self.fine, self.fine_ns),
+            (true, &self.coarse, self.coarse_ns),
+        ] {
+            let from = (ring.head + 1).saturating_sub(ring.len());
+            for index in from..=ring.head {
+                let c = ring.get(index);
+                if c.total > 0 || c.good > 0 {
+                    out.push((coarse, index * width, c));
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts back a persisted bucket: sets (does not add to) the counts of
+    /// the fine or coarse bucket starting at `start`. Restore every bucket
+    /// of a snapshot, in any order, before the next [`add`](Self::add).
+    /// Returns false when the bucket is older than everything kept.
+    pub fn restore(&mut self, coarse: bool, start: Nanos, counts: Counts) -> bool {
+        self.seen = true;
+        if coarse {
+            // Time moves on for both rings together, as in `add`, so fine
+            // buckets never claim to hold times only coarse ones cover.
+            self.fine.advance(start / self.fine_ns);
+            self.coarse.set(start / self.coarse_ns, counts)
+        } else {
+            self.fine.set(start / self.fine_ns, counts)
+        }
+    }
+
     /// The oldest time still counted in fine buckets: windows that start
     /// at or after it are exact to the fine bucket.
     pub fn fine_start(&self) -> Nanos {
@@ -332,6 +390,44 @@ impl Buckets {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// A snapshot of the non-empty buckets, restored into empty
+        /// buckets, answers every window as the original does.
+        #[test]
+        fn a_restored_snapshot_counts_like_the_original(
+            events in proptest::collection::vec((0u64..40 * 3600, 0u64..5, 0u64..5), 1..200),
+            ends in proptest::collection::vec((0u64..40 * 3600, 1u64..30 * 3600), 1..20),
+        ) {
+            let s = 1_000_000_000u64;
+            let layout = Layout {
+                fine: Duration::from_secs(10),
+                fine_span: Duration::from_secs(3600),
+                coarse: Duration::from_secs(600),
+                coarse_span: Duration::from_secs(48 * 3600),
+            };
+            let mut events = events;
+            events.sort();
+            let mut original = Buckets::new(layout).unwrap();
+            for &(t, good, bad) in &events {
+                original.add(t * s, good, good + bad);
+            }
+            let mut restored = Buckets::new(layout).unwrap();
+            for (coarse, start, counts) in original.non_empty() {
+                restored.restore(coarse, start, counts);
+            }
+            let newest = original.newest().unwrap();
+            // Windows ending at or after the newest bucket, as an evaluator
+            // asks them.
+            for &(end, len) in &ends {
+                let end = newest + end * s % (3600 * s);
+                prop_assert_eq!(
+                    restored.counts(end, Duration::from_secs(len)),
+                    original.counts(end, Duration::from_secs(len))
+                );
+            }
+        }
+    }
 
     const S: u64 = 1_000_000_000;
     const MIN: u64 = 60 * S;

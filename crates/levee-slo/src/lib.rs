@@ -9,6 +9,8 @@
 //! - [`alert`]: the multiwindow, multi-burn-rate alert policy of the SRE
 //!   Workbook (as Sloth generates it) and the per-SLO alert state machine
 //!   that reports each transition once.
+//! - [`calendar`]: UTC calendar months and RFC 3339 times, on Unix
+//!   nanoseconds.
 //! - [`incident`]: incidents rebuilt from alert transitions and the bucket
 //!   history (start, detection, recovery, resolution, budget spent), and
 //!   the MTTD and MTTR distributions.
@@ -20,6 +22,7 @@
 pub mod alert;
 pub mod buckets;
 pub mod burn;
+pub mod calendar;
 pub mod incident;
 
 pub use alert::{AlertState, Alerts, Policy, Rule, Severity, Transition};

@@ -95,6 +95,22 @@ impl TestGateway {
         }
     }
 
+    /// Shuts this gateway down gracefully (it persists its state) and
+    /// starts a new one from the same config file, as a restart of the
+    /// process would. Listeners on port 0 get new ports.
+    pub async fn restart(mut self) -> TestGateway {
+        self.gateway.shutdown(Duration::from_secs(5)).await;
+        let path = self
+            .config_path
+            .clone()
+            .expect("restart needs a gateway started from a file");
+        let dir = self._dir.take();
+        drop(self);
+        let config = levee_config::load_file(&path)
+            .unwrap_or_else(|d| panic!("test config is invalid:\n{d}"));
+        Self::from_config(config, Some(path), dir).await
+    }
+
     /// The bound address of listener `name`.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.gateway

@@ -1,8 +1,11 @@
-//! The `levee` binary: the command line (`run`, `check`, `demo`), logging
-//! set-up and the wiring of gateway, admin API, signals and file watching.
-//! Logic worth testing lives in the library crates.
+//! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
+//! `backup`, `restore`), logging set-up and the wiring of gateway, admin
+//! API, signals and file watching. Logic worth testing lives in the library
+//! crates.
 
 mod demo;
+mod openslo;
+mod slo_rules;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -54,6 +57,57 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_listen: std::net::SocketAddr,
     },
+    /// SLO tooling: Prometheus rules, OpenSLO import.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
+    /// Copy the state store (SLO history, alerts, incidents) to FILE while
+    /// Levee runs, with a manifest of row counts and a checksum.
+    Backup {
+        /// The config file naming the store.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Where to write the backup; must not exist.
+        file: PathBuf,
+    },
+    /// Check a backup (`--verify`: restore into a scratch store and compare
+    /// integrity, counts and checksum), or restore it over the store named
+    /// by the config while Levee is stopped.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Only verify: restore into a scratch store, check, exit 1 on any
+        /// mismatch.
+        #[arg(long)]
+        verify: bool,
+        /// The config file naming the store to restore into.
+        #[arg(short, long, required_unless_present = "verify")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SloCommand {
+    /// Print Prometheus recording and alerting rules for the config's SLOs
+    /// (Sloth-compatible names and windows) for fleet-wide evaluation.
+    Rules {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Convert OpenSLO v1 documents (SLO, SLI, AlertPolicy) into Levee's
+    /// `[[slos]]` TOML; exit 1 listing what cannot be mapped.
+    Import {
+        /// The OpenSLO YAML file (several documents allowed).
+        file: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -96,7 +150,60 @@ fn main() -> ExitCode {
             init_logging(cli.log_format, &cli.log_level);
             report(runtime(None).and_then(|rt| rt.block_on(demo::run(listen, admin_listen))))
         }
+        Command::Slo {
+            command: SloCommand::Rules { config, output },
+        } => match levee_config::load_file(&config) {
+            Ok(c) => write_output(output.as_deref(), &slo_rules::render(&c)),
+            Err(diags) => {
+                eprintln!("{diags}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Slo {
+            command: SloCommand::Import { file, output },
+        } => match openslo::import_file(&file) {
+            Ok(toml) => write_output(output.as_deref(), &toml),
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+        Command::Backup { config, file } => backup(&config, &file),
+        Command::Restore {
+            file,
+            verify,
+            config,
+        } => restore(&file, verify, config.as_deref()),
     }
+}
+
+/// Writes `text` to `path`, or to standard output.
+fn write_output(path: Option<&std::path::Path>, text: &str) -> ExitCode {
+    match path {
+        None => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Some(p) => match std::fs::write(p, text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", p.display());
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn backup(_config: &std::path::Path, _file: &std::path::Path) -> ExitCode {
+    eprintln!("error: backup is not wired yet");
+    ExitCode::FAILURE
+}
+
+fn restore(_file: &std::path::Path, _verify: bool, _config: Option<&std::path::Path>) -> ExitCode {
+    eprintln!("error: restore is not wired yet");
+    ExitCode::FAILURE
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

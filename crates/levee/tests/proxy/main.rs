@@ -17,6 +17,7 @@ mod reload;
 mod resilience;
 mod retries;
 mod routing;
+mod slo;
 mod streaming;
 mod tls;
 

@@ -1,0 +1,259 @@
+//! Alert notifications: a bounded queue drained by one task that POSTs each
+//! notification to every webhook taking its severity, retrying failures
+//! with capped, fully jittered exponential backoff. Deliveries to
+//! different webhooks run independently, so a slow receiver delays no
+//! other. Two payloads: Alertmanager's `POST /api/v2/alerts` body (a JSON
+//! array of alerts, re-sent every minute while firing because Alertmanager
+//! forgets alerts past their `endsAt`), and Levee's own object.
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use levee_config::{AlertSeverity, Webhook, WebhookFormat};
+use levee_core::metrics::{names, Counter, Registry};
+use levee_core::Nanos;
+use levee_slo::calendar::rfc3339;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Notifications waiting beyond this are dropped (and counted): a dead
+/// receiver must not grow memory without bound.
+const QUEUE: usize = 1024;
+
+/// How long Alertmanager should keep a firing alert without a refresh:
+/// four resend intervals, as Prometheus does.
+const AM_VALIDITY: Duration = Duration::from_secs(240);
+
+/// One alert to announce.
+#[derive(Debug, Clone)]
+pub(crate) struct Notification {
+    /// Firing (true) or resolved.
+    pub(crate) firing: bool,
+    /// A periodic re-send of a firing alert, for Alertmanager only.
+    pub(crate) refresh: bool,
+    pub(crate) severity: AlertSeverity,
+    /// The objective's id.
+    pub(crate) slo: String,
+    /// The SLO's name.
+    pub(crate) slo_name: String,
+    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) summary: String,
+    pub(crate) description: String,
+    pub(crate) runbook: Option<String>,
+    /// When the alert fired.
+    pub(crate) starts_at: Nanos,
+    /// When it resolved.
+    pub(crate) ends_at: Option<Nanos>,
+    /// The incident a page opened.
+    pub(crate) incident: Option<u64>,
+    /// The SLO's figures (the API's SLO status).
+    pub(crate) status: serde_json::Value,
+}
+
+/// A webhook with its delivery counters.
+#[derive(Debug)]
+struct Hook {
+    config: Webhook,
+    sent: Arc<Counter>,
+    retried: Arc<Counter>,
+    dropped: Arc<Counter>,
+}
+
+/// Sends notifications to the configured webhooks.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    tx: mpsc::Sender<Notification>,
+    hooks: Arc<ArcSwap<Vec<Arc<Hook>>>>,
+    registry: Arc<Registry>,
+    overflow: Arc<Counter>,
+}
+
+impl Notifier {
+    /// Starts the delivery task.
+    pub(crate) fn start(registry: &Arc<Registry>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let hooks: Arc<ArcSwap<Vec<Arc<Hook>>>> = Arc::default();
+        tokio::spawn(deliver_all(rx, hooks.clone()));
+        Self {
+            tx,
+            hooks,
+            registry: registry.clone(),
+            overflow: registry.counter(
+                names::NOTIFICATIONS,
+                "Alert notifications by webhook and result.",
+                &[("webhook", ""), ("result", "queue_full")],
+            ),
+        }
+    }
+
+    /// Takes the webhooks of a new config.
+    pub(crate) fn configure(&self, webhooks: &[Webhook]) {
+        let hooks = webhooks
+            .iter()
+            .map(|w| {
+                let c = |result| {
+                    self.registry.counter(
+                        names::NOTIFICATIONS,
+                        "Alert notifications by webhook and result.",
+                        &[("webhook", w.name.as_str()), ("result", result)],
+                    )
+                };
+                Arc::new(Hook {
+                    config: w.clone(),
+                    sent: c("sent"),
+                    retried: c("retried"),
+                    dropped: c("dropped"),
+                })
+            })
+            .collect();
+        self.hooks.store(Arc::new(hooks));
+    }
+
+    /// Queues `n`; never waits.
+    pub(crate) fn send(&self, n: Notification) {
+        if self.tx.try_send(n).is_err() {
+            self.overflow.inc();
+            tracing::error!("alert notification queue full; notification dropped");
+        }
+    }
+}
+
+async fn deliver_all(mut rx: mpsc::Receiver<Notification>, hooks: Arc<ArcSwap<Vec<Arc<Hook>>>>) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    while let Some(n) = rx.recv().await {
+        let n = Arc::new(n);
+        for hook in hooks.load().iter() {
+            if !hook.config.severities.contains(&n.severity) {
+                continue;
+            }
+            if n.refresh && hook.config.format != WebhookFormat::Alertmanager {
+                continue;
+            }
+            tokio::spawn(deliver(client.clone(), hook.clone(), n.clone()));
+        }
+    }
+}
+
+/// POSTs `n` to `hook` until it is accepted (2xx) or the attempts run out.
+async fn deliver(
+    client: Client<HttpConnector, Full<Bytes>>,
+    hook: Arc<Hook>,
+    n: Arc<Notification>,
+) {
+    let w = &hook.config;
+    let body = Bytes::from(match w.format {
+        WebhookFormat::Alertmanager => alertmanager_payload(&n),
+        WebhookFormat::Levee => levee_payload(&n),
+    });
+    let backoff = levee_policy::retry::Backoff {
+        base: w.backoff,
+        max: w.backoff_max,
+    };
+    for attempt in 1..=w.max_attempts {
+        let mut req = http::Request::post(w.url.expose())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("levee/", env!("CARGO_PKG_VERSION")),
+            );
+        for (name, value) in &w.headers {
+            req = req.header(name.as_str(), value.expose());
+        }
+        let Ok(req) = req.body(Full::new(body.clone())) else {
+            hook.dropped.inc();
+            tracing::error!(webhook = %w.name, "webhook request could not be built");
+            return;
+        };
+        let result = tokio::time::timeout(w.timeout, client.request(req)).await;
+        let failure = match result {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                hook.sent.inc();
+                tracing::debug!(webhook = %w.name, slo = %n.slo, "alert notification sent");
+                return;
+            }
+            // A 4xx other than 408/429 will not succeed on retry.
+            Ok(Ok(resp))
+                if resp.status().is_client_error()
+                    && !matches!(resp.status().as_u16(), 408 | 429) =>
+            {
+                hook.dropped.inc();
+                tracing::error!(webhook = %w.name, status = resp.status().as_u16(), "webhook refused the notification");
+                return;
+            }
+            Ok(Ok(resp)) => format!("status {}", resp.status().as_u16()),
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => format!("no answer within {:?}", w.timeout),
+        };
+        if attempt == w.max_attempts {
+            hook.dropped.inc();
+            tracing::error!(webhook = %w.name, slo = %n.slo, attempts = attempt, error = %failure, "alert notification dropped after retries");
+            return;
+        }
+        hook.retried.inc();
+        tracing::warn!(webhook = %w.name, attempt, error = %failure, "webhook delivery failed; retrying");
+        tokio::time::sleep(backoff.delay(attempt - 1, levee_core::ids::random_u64())).await;
+    }
+}
+
+fn labels(n: &Notification) -> serde_json::Map<String, serde_json::Value> {
+    let mut labels = serde_json::Map::new();
+    labels.insert("alertname".into(), "LeveeSLOBurnRate".into());
+    labels.insert("slo".into(), n.slo.clone().into());
+    labels.insert("slo_name".into(), n.slo_name.clone().into());
+    labels.insert("severity".into(), n.severity.name().into());
+    for (k, v) in &n.labels {
+        labels.insert(k.clone(), v.clone().into());
+    }
+    labels
+}
+
+/// Alertmanager's `POST /api/v2/alerts` body: one postable alert.
+fn alertmanager_payload(n: &Notification) -> Vec<u8> {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("summary".into(), n.summary.clone().into());
+    annotations.insert("description".into(), n.description.clone().into());
+    if let Some(r) = &n.runbook {
+        annotations.insert("runbook_url".into(), r.clone().into());
+    }
+    if let Some(id) = n.incident {
+        annotations.insert("incident".into(), id.to_string().into());
+    }
+    let ends_at = match n.ends_at {
+        Some(at) => at,
+        None => crate::slo_engine::unix_nanos() + AM_VALIDITY.as_nanos() as u64,
+    };
+    let alert = serde_json::json!([{
+        "labels": labels(n),
+        "annotations": annotations,
+        "startsAt": rfc3339(n.starts_at),
+        "endsAt": rfc3339(ends_at),
+        "generatorURL": format!("/api/v1/slos#{}", n.slo),
+    }]);
+    serde_json::to_vec(&alert).unwrap_or_default()
+}
+
+/// Levee's own payload: the transition and the SLO's figures.
+fn levee_payload(n: &Notification) -> Vec<u8> {
+    let v = serde_json::json!({
+        "status": if n.firing { "firing" } else { "resolved" },
+        "severity": n.severity.name(),
+        "slo": n.slo,
+        "slo_name": n.slo_name,
+        "labels": labels(n),
+        "summary": n.summary,
+        "description": n.description,
+        "runbook_url": n.runbook,
+        "starts_at": rfc3339(n.starts_at),
+        "ends_at": n.ends_at.map(rfc3339),
+        "incident": n.incident,
+        "slo_status": n.status,
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}

@@ -1,0 +1,1358 @@
+//! The SLO evaluation loop: every tick it drains the data-plane counters
+//! ([`crate::slo`]) into each objective's buckets, evaluates the burn-rate
+//! alerts, opens and follows incidents, sends notifications, persists what
+//! changed to the store, and publishes a report for the admin API and the
+//! metrics. The math is `levee-slo`'s; this module only wires it, with
+//! time passed in (Unix nanoseconds), so a restart continues where the
+//! stored history ends.
+
+use crate::notify::{Notification, Notifier};
+use crate::slo::{tier_series_id, SloCounter, SloCounters};
+use arc_swap::ArcSwap;
+use levee_config::{AlertSeverity, Config, Sli, Slo, SloObjective, SloPeriod, Tier};
+use levee_core::metrics::{names, Counter, FloatGauge, Registry};
+use levee_core::Nanos;
+use levee_slo::{
+    calendar, incident, AlertState, Alerts, Buckets, Budget, Burn, Counts, Exhaustion, Factor,
+    IncidentOptions, Layout, Objective, Policy, Rule, Severity, Transition,
+};
+use levee_store::{AlertRow, Batch, BucketRow, IncidentRow, Retention, Snapshot, Store};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How often firing alerts are sent again to Alertmanager, which forgets
+/// an alert not refreshed before its `endsAt`.
+const ALERTMANAGER_RESEND: Duration = Duration::from_secs(60);
+
+/// What one objective is judged by: the parts of its config the math needs.
+#[derive(Debug, Clone, PartialEq)]
+struct SeriesDef {
+    id: String,
+    slo: String,
+    description: Option<String>,
+    sli: &'static str,
+    threshold: Option<Duration>,
+    objective: Objective,
+    period: SloPeriod,
+    policy: Policy,
+    labels: Vec<(String, String)>,
+    runbook: Option<String>,
+    scope: levee_config::SloScope,
+    /// The status page's tier series, which never alert.
+    tier: Option<Tier>,
+}
+
+impl SeriesDef {
+    fn of(slo: &Slo, objective: &SloObjective) -> Self {
+        let policy = match &slo.alerting.rules {
+            None => Policy {
+                min_events: slo.alerting.min_events,
+                pending_for: slo.alerting.pending_for,
+                ..Policy::sre_workbook_for(period_len_nominal(slo.period))
+            },
+            Some(rules) => Policy {
+                rules: rules
+                    .iter()
+                    .map(|r| Rule {
+                        severity: severity(r.severity),
+                        long: r.long,
+                        short: r.short,
+                        factor: Factor::from_milli(r.factor_milli),
+                    })
+                    .collect(),
+                min_events: slo.alerting.min_events,
+                pending_for: slo.alerting.pending_for,
+            },
+        };
+        Self {
+            id: objective.id.clone(),
+            slo: slo.name.clone(),
+            description: slo.description.clone(),
+            sli: match slo.sli {
+                Sli::Availability { .. } => "availability",
+                Sli::Latency => "latency",
+            },
+            threshold: objective.threshold,
+            // Decoding keeps objectives strictly between 0 and 100 %.
+            objective: Objective::from_ppm(objective.objective_ppm)
+                .unwrap_or(Objective::from_ppm(999_000).expect("valid")),
+            period: slo.period,
+            policy,
+            labels: slo.labels.clone(),
+            runbook: slo.runbook.clone(),
+            scope: slo.scope.clone(),
+            tier: None,
+        }
+    }
+
+    fn tier(tier: Tier, status: &levee_config::StatusPage) -> Self {
+        let ppm = match tier {
+            Tier::Core => status.core_objective_ppm,
+            Tier::Optional => status.optional_objective_ppm,
+        };
+        Self {
+            id: tier_series_id(tier).to_string(),
+            slo: tier_series_id(tier).to_string(),
+            description: None,
+            sli: "availability",
+            threshold: None,
+            objective: Objective::from_ppm(ppm)
+                .unwrap_or(Objective::from_ppm(999_000).expect("valid")),
+            period: SloPeriod::Rolling(status.period),
+            policy: Policy {
+                rules: Vec::new(),
+                min_events: 0,
+                pending_for: Duration::ZERO,
+            },
+            labels: Vec::new(),
+            runbook: None,
+            scope: levee_config::SloScope {
+                tier: Some(tier),
+                ..Default::default()
+            },
+            tier: Some(tier),
+        }
+    }
+
+    /// The window incidents are traced with: the shortest page window.
+    fn incident_window(&self) -> Duration {
+        self.policy
+            .rules
+            .iter()
+            .filter(|r| r.severity == Severity::Page)
+            .map(|r| r.short)
+            .min()
+            .unwrap_or(Duration::from_secs(300))
+    }
+
+    /// The windows reported: every rule window, shortest first.
+    fn windows(&self) -> Vec<Duration> {
+        let mut w: Vec<Duration> = self
+            .policy
+            .rules
+            .iter()
+            .flat_map(|r| [r.short, r.long])
+            .collect();
+        w.sort();
+        w.dedup();
+        w
+    }
+
+    fn incident_options(&self, now: Nanos) -> IncidentOptions {
+        IncidentOptions {
+            window: self.incident_window(),
+            min_events: 0,
+            period: period_at(self.period, now).1,
+        }
+    }
+}
+
+/// A nominal length for scaling the workbook factors: 30 days for a month.
+fn period_len_nominal(period: SloPeriod) -> Duration {
+    match period {
+        SloPeriod::Rolling(d) => d,
+        SloPeriod::CalendarMonth => 30 * DAY,
+    }
+}
+
+/// The period ending at `now`: how far back it reaches, and its full length
+/// (the budget's denominator in time).
+fn period_at(period: SloPeriod, now: Nanos) -> (Duration, Duration) {
+    match period {
+        SloPeriod::Rolling(d) => (d, d),
+        SloPeriod::CalendarMonth => {
+            let (start, len) = calendar::month_of(now.saturating_sub(1));
+            (Duration::from_nanos(now - start), len)
+        }
+    }
+}
+
+fn severity(s: AlertSeverity) -> Severity {
+    match s {
+        AlertSeverity::Page => Severity::Page,
+        AlertSeverity::Ticket => Severity::Ticket,
+    }
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Page => "page",
+        Severity::Ticket => "ticket",
+    }
+}
+
+fn layout(bucket: Duration, period: SloPeriod) -> Layout {
+    let fine_span = 7 * HOUR;
+    Layout {
+        fine: bucket,
+        fine_span,
+        coarse: HOUR,
+        coarse_span: (31 * DAY).max(period.max_len() + HOUR) + fine_span + HOUR,
+    }
+}
+
+/// Prometheus series of one objective, updated each tick.
+#[derive(Debug)]
+struct SeriesMetrics {
+    events: Arc<Counter>,
+    bad: Arc<Counter>,
+    objective: Arc<FloatGauge>,
+    budget_ratio: Arc<FloatGauge>,
+    budget_seconds: Arc<FloatGauge>,
+    windows: Vec<(Duration, Arc<FloatGauge>, Arc<FloatGauge>)>,
+    firing: Vec<(Severity, Arc<FloatGauge>)>,
+    incidents: Arc<Counter>,
+    uptime: Option<Arc<FloatGauge>>,
+}
+
+impl SeriesMetrics {
+    fn new(def: &SeriesDef, registry: &Registry) -> Self {
+        let id = def.id.as_str();
+        let l = [("slo", id)];
+        let windows = def
+            .windows()
+            .into_iter()
+            .map(|w| {
+                let name = levee_config::format_duration(w);
+                let labels = [("slo", id), ("window", name.as_str())];
+                (
+                    w,
+                    registry.float_gauge(
+                        names::SLO_SLI,
+                        "Share of good events over the window.",
+                        &labels,
+                    ),
+                    registry.float_gauge(
+                        names::SLO_BURN_RATE,
+                        "Error budget burn rate over the window (1 spends the budget exactly over the period).",
+                        &labels,
+                    ),
+                )
+            })
+            .collect();
+        let firing = Severity::ALL
+            .iter()
+            .filter(|s| def.policy.rules.iter().any(|r| r.severity == **s))
+            .map(|&s| {
+                (
+                    s,
+                    registry.float_gauge(
+                        names::SLO_ALERT_FIRING,
+                        "1 while the SLO's alert of this severity fires.",
+                        &[("slo", id), ("severity", severity_name(s))],
+                    ),
+                )
+            })
+            .collect();
+        Self {
+            events: registry.counter(names::SLO_EVENTS, "Events counted by the SLO.", &l),
+            bad: registry.counter(names::SLO_BAD_EVENTS, "Bad events counted by the SLO.", &l),
+            objective: registry.float_gauge(names::SLO_OBJECTIVE, "The SLO's objective.", &l),
+            budget_ratio: registry.float_gauge(
+                names::SLO_BUDGET_REMAINING,
+                "Share of the period's error budget left.",
+                &l,
+            ),
+            budget_seconds: registry.float_gauge(
+                names::SLO_BUDGET_REMAINING_SECONDS,
+                "Error budget left, as seconds of full outage.",
+                &l,
+            ),
+            windows,
+            firing,
+            incidents: registry.counter(
+                names::SLO_INCIDENTS,
+                "Incidents opened by the SLO's page alert.",
+                &l,
+            ),
+            uptime: def.tier.map(|t| {
+                registry.float_gauge(
+                    names::TIER_UPTIME,
+                    "Share of good requests over the status page period.",
+                    &[("tier", tier_name(t))],
+                )
+            }),
+        }
+    }
+}
+
+fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Core => "core",
+        Tier::Optional => "optional",
+    }
+}
+
+/// One objective's history and alerts.
+#[derive(Debug)]
+struct Series {
+    def: SeriesDef,
+    buckets: Buckets,
+    alerts: Alerts,
+    counter: Arc<SloCounter>,
+    metrics: SeriesMetrics,
+    /// Whether the series is in the current config (removed ones keep
+    /// their history in the store but are no longer evaluated).
+    active: bool,
+}
+
+/// An incident and whether it still changes.
+#[derive(Debug, Clone)]
+struct TrackedIncident {
+    row: IncidentRow,
+    /// Recovered and resolved: nothing about it changes any more.
+    settled: bool,
+}
+
+/// The mutable state of the loop.
+struct EngineState {
+    series: BTreeMap<String, Series>,
+    /// Stored buckets and alert states of series not (yet) configured.
+    stored_buckets: HashMap<String, Vec<BucketRow>>,
+    stored_alerts: HashMap<String, Vec<AlertRow>>,
+    incidents: Vec<TrackedIncident>,
+    next_incident_id: u64,
+    store: Option<Box<dyn Store>>,
+    /// Changes not yet written (kept on a failed write, retried next tick).
+    batch: Batch,
+    last_prune_hour: u64,
+    last_resend: Nanos,
+    config: Arc<Config>,
+    last_tick: Nanos,
+}
+
+/// The SLO engine of one gateway.
+pub(crate) struct SloEngine {
+    pub(crate) counters: SloCounters,
+    state: tokio::sync::Mutex<EngineState>,
+    report: ArcSwap<SloReport>,
+    notifier: Notifier,
+    registry: Arc<Registry>,
+    store_label: String,
+}
+
+impl std::fmt::Debug for SloEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SloEngine")
+            .field("store", &self.store_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SloEngine {
+    /// An engine over `store` (or memory only), restoring what it holds.
+    pub(crate) fn new(
+        store: Option<Box<dyn Store>>,
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+    ) -> Result<Self, String> {
+        let mut store = store;
+        let snapshot = match store.as_mut() {
+            Some(s) => s.load().map_err(|e| e.to_string())?,
+            None => Snapshot::default(),
+        };
+        let store_label = store
+            .as_ref()
+            .map_or("memory".to_string(), |s| s.describe());
+        let mut stored_buckets: HashMap<String, Vec<BucketRow>> = HashMap::new();
+        for row in snapshot.buckets {
+            stored_buckets.entry(row.slo.clone()).or_default().push(row);
+        }
+        let mut stored_alerts: HashMap<String, Vec<AlertRow>> = HashMap::new();
+        for row in snapshot.alerts {
+            stored_alerts.entry(row.slo.clone()).or_default().push(row);
+        }
+        let incidents = snapshot
+            .incidents
+            .into_iter()
+            .map(|row| TrackedIncident {
+                settled: row.recover_ns.is_some() && row.resolve_ns.is_some(),
+                row,
+            })
+            .collect();
+        let notifier = Notifier::start(&registry);
+        let engine = Self {
+            counters: SloCounters::default(),
+            state: tokio::sync::Mutex::new(EngineState {
+                series: BTreeMap::new(),
+                stored_buckets,
+                stored_alerts,
+                incidents,
+                next_incident_id: snapshot.max_incident_id.map_or(1, |m| m + 1),
+                store,
+                batch: Batch::default(),
+                last_prune_hour: 0,
+                last_resend: 0,
+                config: config.clone(),
+                last_tick: 0,
+            }),
+            report: ArcSwap::from_pointee(SloReport::default()),
+            notifier,
+            registry,
+            store_label,
+        };
+        Ok(engine)
+    }
+
+    /// Where state is kept, for logs.
+    pub(crate) fn store_label(&self) -> &str {
+        &self.store_label
+    }
+
+    /// The latest report.
+    pub(crate) fn report(&self) -> Arc<SloReport> {
+        self.report.load_full()
+    }
+
+    /// Takes a new config: series for new objectives (with their stored
+    /// history), new definitions for changed ones, removed ones set aside.
+    pub(crate) async fn configure(&self, config: Arc<Config>) {
+        self.notifier.configure(&config.alerting.webhooks);
+        let mut state = self.state.lock().await;
+        let mut defs: Vec<SeriesDef> = vec![
+            SeriesDef::tier(Tier::Core, &config.status_page),
+            SeriesDef::tier(Tier::Optional, &config.status_page),
+        ];
+        for slo in &config.slos {
+            for o in &slo.objectives {
+                defs.push(SeriesDef::of(slo, o));
+            }
+        }
+        for s in state.series.values_mut() {
+            s.active = false;
+        }
+        for def in defs {
+            let layout = layout(config.alerting.bucket, def.period);
+            let state = &mut *state;
+            match state.series.get_mut(&def.id) {
+                Some(s) if s.buckets.layout() == layout => {
+                    if s.def != def {
+                        s.metrics = SeriesMetrics::new(&def, &self.registry);
+                        s.def = def;
+                    }
+                    s.active = true;
+                }
+                existing => {
+                    // New, or reshaped: start from the stored rows (or the
+                    // old buckets' rows) in the new layout.
+                    let rows: Vec<BucketRow> = match existing {
+                        Some(old) => old
+                            .buckets
+                            .non_empty()
+                            .into_iter()
+                            .map(|(coarse, start, c)| BucketRow {
+                                slo: def.id.clone(),
+                                coarse,
+                                start_ns: start,
+                                good: c.good,
+                                total: c.total,
+                            })
+                            .collect(),
+                        None => state.stored_buckets.remove(&def.id).unwrap_or_default(),
+                    };
+                    let Ok(mut buckets) = Buckets::new(layout) else {
+                        tracing::error!(slo = %def.id, "invalid SLO bucket layout");
+                        continue;
+                    };
+                    let (fine_ns, coarse_ns) = (buckets.fine_ns(), buckets.coarse_ns());
+                    let mut dropped = 0;
+                    for row in rows {
+                        let width = if row.coarse { coarse_ns } else { fine_ns };
+                        if row.start_ns % width != 0
+                            || !buckets.restore(
+                                row.coarse,
+                                row.start_ns,
+                                Counts::new(row.good, row.total),
+                            )
+                        {
+                            dropped += 1;
+                        }
+                    }
+                    if dropped > 0 {
+                        tracing::warn!(slo = %def.id, dropped, "stored SLO buckets did not fit the bucket layout");
+                    }
+                    let mut alerts = Alerts::new();
+                    if let Some(rows) = state.stored_alerts.remove(&def.id) {
+                        restore_alerts(&mut alerts, &rows);
+                    }
+                    let previous_alerts = state.series.get(&def.id).map(|s| s.alerts.clone());
+                    let metrics = SeriesMetrics::new(&def, &self.registry);
+                    let counter = self.counters.get(&def.id);
+                    state.series.insert(
+                        def.id.clone(),
+                        Series {
+                            alerts: previous_alerts.unwrap_or(alerts),
+                            def,
+                            buckets,
+                            counter,
+                            metrics,
+                            active: true,
+                        },
+                    );
+                }
+            }
+        }
+        state.config = config;
+    }
+
+    /// One evaluation at `now` (Unix nanoseconds): see the module docs.
+    pub(crate) async fn tick(&self, now: Nanos) {
+        let mut state = self.state.lock().await;
+        let state = &mut *state;
+        let bucket_ns = u64::try_from(state.config.alerting.bucket.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        // Windows end on a bucket boundary; events drained now happened
+        // before it and go into the bucket just ended.
+        let end = now - now % bucket_ns;
+        if end <= state.last_tick {
+            return;
+        }
+        state.last_tick = end;
+        let resend = now.saturating_sub(state.last_resend) >= ALERTMANAGER_RESEND.as_nanos() as u64;
+        if resend {
+            state.last_resend = now;
+        }
+        let mut notifications = Vec::new();
+        for series in state.series.values_mut().filter(|s| s.active) {
+            let (good, total) = series.counter.drain();
+            series.buckets.add(end - 1, good, total);
+            series.metrics.events.add(total);
+            series.metrics.bad.add(total - good);
+            for coarse in [false, true] {
+                let (start, c) = if coarse {
+                    series.buckets.coarse_bucket(end - 1)
+                } else {
+                    series.buckets.fine_bucket(end - 1)
+                };
+                if c.total > 0 {
+                    state.batch.buckets.retain(|r| {
+                        !(r.slo == series.def.id && r.coarse == coarse && r.start_ns == start)
+                    });
+                    state.batch.buckets.push(BucketRow {
+                        slo: series.def.id.clone(),
+                        coarse,
+                        start_ns: start,
+                        good: c.good,
+                        total: c.total,
+                    });
+                }
+            }
+            let transitions = series.alerts.evaluate(
+                &series.def.policy,
+                &series.buckets,
+                series.def.objective,
+                end,
+            );
+            for t in &transitions {
+                state
+                    .batch
+                    .alerts
+                    .push(alert_row(&series.def.id, t.severity, t.to));
+                match t.to {
+                    AlertState::Firing { .. } => {
+                        let incident = (t.severity == Severity::Page).then(|| {
+                            let id = state.next_incident_id;
+                            state.next_incident_id += 1;
+                            series.metrics.incidents.inc();
+                            let row = trace_incident(series, id, t, None, end);
+                            tracing::warn!(slo = %series.def.id, incident = id, "SLO page alert fired; incident opened");
+                            state.incidents.push(TrackedIncident { row, settled: false });
+                            id
+                        });
+                        if t.severity == Severity::Ticket {
+                            tracing::warn!(slo = %series.def.id, "SLO ticket alert fired");
+                        }
+                        notifications.push(notification(
+                            series, t.severity, true, false, t.at, None, incident, end,
+                        ));
+                    }
+                    AlertState::Resolved { at } => {
+                        let mut incident = None;
+                        if t.severity == Severity::Page {
+                            if let Some(open) =
+                                state.incidents.iter_mut().rev().find(|i| {
+                                    i.row.slo == series.def.id && i.row.resolve_ns.is_none()
+                                })
+                            {
+                                open.row.resolve_ns = Some(at);
+                                incident = Some(open.row.id);
+                            }
+                        }
+                        tracing::info!(slo = %series.def.id, severity = severity_name(t.severity), "SLO alert resolved");
+                        let since = match t.from {
+                            AlertState::Firing { since } => since,
+                            _ => at,
+                        };
+                        notifications.push(notification(
+                            series,
+                            t.severity,
+                            false,
+                            false,
+                            since,
+                            Some(at),
+                            incident,
+                            end,
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if resend {
+                for &s in &Severity::ALL {
+                    if let AlertState::Firing { since } = series.alerts.state(s) {
+                        if !transitions.iter().any(|t| t.severity == s) {
+                            let incident = state
+                                .incidents
+                                .iter()
+                                .rev()
+                                .find(|i| i.row.slo == series.def.id && i.row.resolve_ns.is_none())
+                                .map(|i| i.row.id)
+                                .filter(|_| s == Severity::Page);
+                            notifications.push(notification(
+                                series, s, true, true, since, None, incident, end,
+                            ));
+                        }
+                    }
+                }
+            }
+            // Follow the incidents that still change.
+            for tracked in state
+                .incidents
+                .iter_mut()
+                .filter(|i| !i.settled && i.row.slo == series.def.id)
+            {
+                let firing = Transition {
+                    severity: Severity::Page,
+                    from: AlertState::Inactive,
+                    to: AlertState::Firing {
+                        since: tracked.row.detect_ns,
+                    },
+                    at: tracked.row.detect_ns,
+                };
+                let updated =
+                    trace_incident(series, tracked.row.id, &firing, Some(&tracked.row), end);
+                tracked.settled = updated.recover_ns.is_some() && updated.resolve_ns.is_some();
+                if updated != tracked.row {
+                    tracked.row = updated;
+                    state.batch.incidents.retain(|r| r.id != tracked.row.id);
+                    state.batch.incidents.push(tracked.row.clone());
+                }
+            }
+        }
+        for n in notifications {
+            self.notifier.send(n);
+        }
+        let config = state.config.clone();
+        let hour = end / 3_600_000_000_000;
+        if hour != state.last_prune_hour {
+            state.last_prune_hour = hour;
+            let fine_span = 7 * HOUR;
+            let longest = state
+                .series
+                .values()
+                .map(|s| layout(config.alerting.bucket, s.def.period).coarse_span)
+                .max()
+                .unwrap_or(31 * DAY);
+            state.batch.prune = Some(Retention {
+                fine_before_ns: end.saturating_sub(fine_span.as_nanos() as u64),
+                coarse_before_ns: end.saturating_sub(longest.as_nanos() as u64),
+                incidents_before_ns: end
+                    .saturating_sub(config.store.incident_retention.as_nanos() as u64),
+                max_incidents: config.store.max_incidents,
+            });
+            let keep_from = end.saturating_sub(config.store.incident_retention.as_nanos() as u64);
+            state
+                .incidents
+                .retain(|i| i.row.resolve_ns.is_none_or(|r| r >= keep_from));
+            let excess = state
+                .incidents
+                .len()
+                .saturating_sub(config.store.max_incidents);
+            state.incidents.drain(..excess);
+        }
+        self.flush(state).await;
+        let report = build_report(state, end);
+        self.report.store(Arc::new(report));
+    }
+
+    /// Writes the pending batch to the store, off the async threads.
+    async fn flush(&self, state: &mut EngineState) {
+        if state.batch.is_empty() {
+            return;
+        }
+        let Some(mut store) = state.store.take() else {
+            state.batch = Batch::default();
+            return;
+        };
+        let batch = std::mem::take(&mut state.batch);
+        let (store, batch, result) = tokio::task::spawn_blocking(move || {
+            let result = store.write(&batch);
+            (store, batch, result)
+        })
+        .await
+        .expect("store writes do not panic");
+        state.store = Some(store);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "writing SLO state failed; retrying next tick");
+            // Keep the rows for the next attempt (newer rows replace them).
+            let mut kept = batch;
+            kept.buckets.append(&mut state.batch.buckets);
+            kept.alerts.append(&mut state.batch.alerts);
+            kept.incidents.append(&mut state.batch.incidents);
+            kept.prune = state.batch.prune.or(kept.prune);
+            state.batch = kept;
+        }
+    }
+
+    /// Drains and persists everything now: called at shutdown, so a restart
+    /// loses no event.
+    pub(crate) async fn flush_now(&self, now: Nanos) {
+        {
+            let mut state = self.state.lock().await;
+            // Let the final tick land even inside the last bucket.
+            let bucket_ns = u64::try_from(state.config.alerting.bucket.as_nanos())
+                .unwrap_or(1)
+                .max(1);
+            if now - now % bucket_ns <= state.last_tick {
+                let end = state.last_tick;
+                for series in state.series.values_mut().filter(|s| s.active) {
+                    let (good, total) = series.counter.drain();
+                    if total == 0 {
+                        continue;
+                    }
+                    series.buckets.add(end - 1, good, total);
+                    series.metrics.events.add(total);
+                    series.metrics.bad.add(total - good);
+                }
+                let rows: Vec<BucketRow> = state
+                    .series
+                    .values()
+                    .flat_map(|s| {
+                        [false, true].map(|coarse| {
+                            let (start, c) = if coarse {
+                                s.buckets.coarse_bucket(end - 1)
+                            } else {
+                                s.buckets.fine_bucket(end - 1)
+                            };
+                            BucketRow {
+                                slo: s.def.id.clone(),
+                                coarse,
+                                start_ns: start,
+                                good: c.good,
+                                total: c.total,
+                            }
+                        })
+                    })
+                    .filter(|r| r.total > 0)
+                    .collect();
+                state.batch.buckets.extend(rows);
+                let state = &mut *state;
+                self.flush(state).await;
+                return;
+            }
+        }
+        self.tick(now).await;
+    }
+}
+
+fn restore_alerts(alerts: &mut Alerts, rows: &[AlertRow]) {
+    for row in rows {
+        let severity = match row.severity.as_str() {
+            "page" => Severity::Page,
+            "ticket" => Severity::Ticket,
+            _ => continue,
+        };
+        let since = row.since_ns;
+        let state = match row.state.as_str() {
+            "pending" => AlertState::Pending { since },
+            "firing" => AlertState::Firing { since },
+            "resolved" => AlertState::Resolved { at: since },
+            _ => AlertState::Inactive,
+        };
+        alerts.restore(severity, state);
+    }
+}
+
+fn alert_row(slo: &str, severity: Severity, state: AlertState) -> AlertRow {
+    let (name, since) = alert_state_parts(state);
+    AlertRow {
+        slo: slo.to_string(),
+        severity: severity_name(severity).to_string(),
+        state: name.to_string(),
+        since_ns: since,
+    }
+}
+
+fn alert_state_parts(state: AlertState) -> (&'static str, Nanos) {
+    match state {
+        AlertState::Inactive => ("inactive", 0),
+        AlertState::Pending { since } => ("pending", since),
+        AlertState::Firing { since } => ("firing", since),
+        AlertState::Resolved { at } => ("resolved", at),
+    }
+}
+
+/// The incident opened by `firing`, traced in the series' buckets; with
+/// `previous`, its id, start and resolution are kept.
+fn trace_incident(
+    series: &Series,
+    id: u64,
+    firing: &Transition,
+    previous: Option<&IncidentRow>,
+    now: Nanos,
+) -> IncidentRow {
+    let traced = incident::incidents(
+        std::slice::from_ref(firing),
+        Severity::Page,
+        &series.buckets,
+        series.def.objective,
+        &series.def.incident_options(now),
+    );
+    let i = traced.first().copied();
+    let (start, clipped) = match (previous, i) {
+        (Some(p), _) => (p.start_ns, p.start_clipped),
+        (None, Some(i)) => (i.start, i.start_clipped),
+        (None, None) => (firing.at, false),
+    };
+    IncidentRow {
+        id,
+        slo: series.def.id.clone(),
+        severity: "page".to_string(),
+        start_ns: start,
+        start_clipped: clipped,
+        detect_ns: firing.at,
+        // Recovery never comes before the start that was first recorded.
+        recover_ns: i.and_then(|i| i.recover).map(|r| r.max(start)),
+        resolve_ns: previous.and_then(|p| p.resolve_ns),
+        bad_events: i.map_or(0, |i| i.bad_events),
+        budget_spent_ppm: i.map_or(0, |i| i.budget_spent_ppm),
+        runbook: series.def.runbook.clone(),
+        labels: series.def.labels.clone(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn notification(
+    series: &Series,
+    severity: Severity,
+    firing: bool,
+    refresh: bool,
+    starts_at: Nanos,
+    ends_at: Option<Nanos>,
+    incident: Option<u64>,
+    now: Nanos,
+) -> Notification {
+    let status = series_status(series, now);
+    let def = &series.def;
+    let what = match def.threshold {
+        Some(t) => format!(
+            "{} of requests within {}",
+            percent(def.objective.ppm()),
+            levee_config::format_duration(t)
+        ),
+        None => format!("{} availability", percent(def.objective.ppm())),
+    };
+    let summary = if firing {
+        format!(
+            "SLO {} is burning its error budget ({})",
+            def.id,
+            severity_name(severity)
+        )
+    } else {
+        format!("SLO {} is no longer burning its error budget", def.id)
+    };
+    let budget = status
+        .budget
+        .remaining_ratio
+        .map_or("unknown".to_string(), |r| format!("{:.1}%", r * 100.0));
+    let description = format!(
+        "Objective {what} over {}. Error budget left: {budget}.{}",
+        period_name(def.period),
+        def.description
+            .as_ref()
+            .map_or(String::new(), |d| format!(" {d}")),
+    );
+    Notification {
+        firing,
+        refresh,
+        severity: match severity {
+            Severity::Page => AlertSeverity::Page,
+            Severity::Ticket => AlertSeverity::Ticket,
+        },
+        slo: def.id.clone(),
+        slo_name: def.slo.clone(),
+        labels: def.labels.clone(),
+        summary,
+        description,
+        runbook: def.runbook.clone(),
+        starts_at,
+        ends_at,
+        incident,
+        status: serde_json::to_value(&status).unwrap_or_default(),
+    }
+}
+
+fn percent(ppm: u32) -> String {
+    let s = format!("{:.4}", f64::from(ppm) / 10_000.0);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}%")
+}
+
+fn period_name(p: SloPeriod) -> String {
+    match p {
+        SloPeriod::Rolling(d) => levee_config::format_duration(d),
+        SloPeriod::CalendarMonth => "calendar_month".to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------
+// The report: what the admin API and the status page show.
+
+/// Everything the API shows about SLOs, rebuilt each tick.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SloReport {
+    /// When it was computed (RFC 3339).
+    pub evaluated_at: Option<String>,
+    /// One entry per configured objective.
+    pub slos: Vec<SloStatus>,
+    /// Incidents, newest first.
+    pub incidents: Vec<IncidentStatus>,
+    /// Time to detect over the incidents kept.
+    pub mttd: Option<DurationSummary>,
+    /// Time to recover over the recovered incidents kept.
+    pub mttr: Option<DurationSummary>,
+    /// Uptime and budget by tier.
+    pub tiers: Vec<TierStatus>,
+}
+
+/// One SLO objective's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloStatus {
+    /// The objective's id (the SLO name, or `name:threshold`).
+    pub id: String,
+    /// The SLO's name.
+    pub slo: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// `availability` or `latency`.
+    pub sli: &'static str,
+    /// The latency threshold, for latency SLOs.
+    pub threshold: Option<String>,
+    /// The objective, as a ratio (0.999).
+    pub objective: f64,
+    /// The objective as text (`99.9%`).
+    pub objective_text: String,
+    /// The period (`30d`, `calendar_month`).
+    pub period: String,
+    /// Which requests it covers.
+    pub scope: levee_config::SloScope,
+    /// Labels passed into alerts.
+    pub labels: BTreeMap<String, String>,
+    /// The runbook link.
+    pub runbook: Option<String>,
+    /// `ok`, `burning` (an alert fires), `exhausted` (no budget left) or
+    /// `no_data`.
+    pub status: &'static str,
+    /// Events over the period so far.
+    pub events: u64,
+    /// Bad events over the period so far.
+    pub bad_events: u64,
+    /// The SLI over the period (good / events), absent without data.
+    pub sli_value: Option<f64>,
+    /// The error budget.
+    pub budget: BudgetStatus,
+    /// Burn rate and SLI per alert window.
+    pub windows: Vec<WindowStatus>,
+    /// Alert state per severity.
+    pub alerts: Vec<AlertStatus>,
+}
+
+/// The error budget of one objective over its period.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BudgetStatus {
+    /// Share left: 1 untouched, 0 spent, negative overspent.
+    pub remaining_ratio: Option<f64>,
+    /// The whole budget as seconds of full outage over the period.
+    pub total_seconds: Option<f64>,
+    /// What is left, as seconds of full outage ("31 min of downtime left").
+    pub remaining_seconds: Option<f64>,
+    /// The same, readable (`31m 12s`).
+    pub remaining_text: Option<String>,
+    /// At the shortest window's burn rate: `never`, `exhausted`, or the
+    /// time left.
+    pub exhaustion: Option<String>,
+    /// Seconds until exhaustion at that rate, when finite.
+    pub exhaustion_seconds: Option<f64>,
+}
+
+/// One alert window.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowStatus {
+    /// Its length (`5m`).
+    pub window: String,
+    /// Events in it.
+    pub events: u64,
+    /// Bad events in it.
+    pub bad_events: u64,
+    /// Good / events; absent without data.
+    pub sli: Option<f64>,
+    /// The burn rate; absent when the window has fewer than `min_events`.
+    pub burn_rate: Option<f64>,
+}
+
+/// One alert's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertStatus {
+    /// `page` or `ticket`.
+    pub severity: &'static str,
+    /// `inactive`, `pending`, `firing` or `resolved`.
+    pub state: &'static str,
+    /// When it entered that state (RFC 3339).
+    pub since: Option<String>,
+}
+
+/// One incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentStatus {
+    /// Its number.
+    pub id: u64,
+    /// The SLO objective that paged.
+    pub slo: String,
+    /// `page`.
+    pub severity: String,
+    /// `open`; `recovered` (the SLI is back, the alert still fires);
+    /// `alert_resolved` (the alert stopped, the SLI is not back yet: the
+    /// short window's burn is under the alert's factor but above 1); or
+    /// `closed` (both).
+    pub state: &'static str,
+    /// When the bad excursion began.
+    pub start: String,
+    /// Whether the start was cut at the oldest fine bucket kept.
+    pub start_clipped: bool,
+    /// When the page fired.
+    pub detect: String,
+    /// When the short-window burn rate fell below 1.
+    pub recover: Option<String>,
+    /// When the alert resolved.
+    pub resolve: Option<String>,
+    /// Seconds from start to detection.
+    pub time_to_detect_seconds: f64,
+    /// Seconds from start to recovery.
+    pub time_to_recover_seconds: Option<f64>,
+    /// Bad events during the incident.
+    pub bad_events: u64,
+    /// The share of the period's error budget it spent.
+    pub budget_spent_ratio: f64,
+    /// The runbook link.
+    pub runbook: Option<String>,
+    /// The SLO's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A distribution of durations, in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct DurationSummary {
+    /// How many.
+    pub count: usize,
+    /// Median.
+    pub median_seconds: f64,
+    /// 90th percentile.
+    pub p90_seconds: f64,
+    /// Longest.
+    pub max_seconds: f64,
+}
+
+/// Uptime of one tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierStatus {
+    /// `core` or `optional`.
+    pub tier: &'static str,
+    /// The status page period.
+    pub period: String,
+    /// Good / all requests over the period; absent without traffic.
+    pub uptime: Option<f64>,
+    /// The tier's objective.
+    pub objective: f64,
+    /// The tier's error budget.
+    pub budget: BudgetStatus,
+    /// `operational`, `degraded` (budget spent faster than planned over the
+    /// last hour) or `outage` (most requests failing over the last 5 min),
+    /// or `no_data`.
+    pub status: &'static str,
+    /// Requests over the period.
+    pub events: u64,
+}
+
+fn ratio(c: Counts) -> Option<f64> {
+    (c.total > 0).then(|| c.good as f64 / c.total as f64)
+}
+
+fn readable(secs: f64) -> String {
+    let negative = secs < 0.0;
+    let mut s = secs.abs().round() as u64;
+    let days = s / 86_400;
+    s %= 86_400;
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let text = match (days, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m {sec}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{days}d {h}h"),
+    };
+    if negative {
+        format!("-{text}")
+    } else {
+        text
+    }
+}
+
+fn budget_status(series: &Series, now: Nanos) -> BudgetStatus {
+    let def = &series.def;
+    let (reach, full) = period_at(def.period, now);
+    let counts = series.buckets.counts(now, reach);
+    let Budget::Known(b) = Budget::new(counts, def.objective, 0) else {
+        return BudgetStatus::default();
+    };
+    let shortest = def.windows().first().copied().unwrap_or(HOUR);
+    let current = Burn::new(series.buckets.counts(now, shortest), def.objective, 0);
+    let remaining = b.remaining_time_ns(full) as f64 / 1e9;
+    let (exhaustion, exhaustion_seconds) = match current {
+        Burn::Rate(rate) => match b.time_to_exhaustion(full, &rate) {
+            Exhaustion::Never => (Some("never".to_string()), None),
+            Exhaustion::Exhausted => (Some("exhausted".to_string()), Some(0.0)),
+            Exhaustion::After(d) => (Some(readable(d.as_secs_f64())), Some(d.as_secs_f64())),
+        },
+        Burn::NoData if remaining <= 0.0 => (Some("exhausted".to_string()), Some(0.0)),
+        Burn::NoData => (Some("never".to_string()), None),
+    };
+    BudgetStatus {
+        remaining_ratio: Some(b.remaining_ppm() as f64 / 1e6),
+        total_seconds: Some(b.budget_time(full).as_secs_f64()),
+        remaining_seconds: Some(remaining),
+        remaining_text: Some(readable(remaining)),
+        exhaustion,
+        exhaustion_seconds,
+    }
+}
+
+fn series_status(series: &Series, now: Nanos) -> SloStatus {
+    let def = &series.def;
+    let (reach, _) = period_at(def.period, now);
+    let counts = series.buckets.counts(now, reach);
+    let budget = budget_status(series, now);
+    let windows: Vec<WindowStatus> = def
+        .windows()
+        .into_iter()
+        .map(|w| {
+            let c = series.buckets.counts(now, w);
+            let burn = match Burn::new(c, def.objective, def.policy.min_events) {
+                Burn::Rate(r) => Some(r.to_f64()),
+                Burn::NoData => None,
+            };
+            WindowStatus {
+                window: levee_config::format_duration(w),
+                events: c.total,
+                bad_events: c.bad(),
+                sli: ratio(c),
+                burn_rate: burn,
+            }
+        })
+        .collect();
+    let alerts: Vec<AlertStatus> = Severity::ALL
+        .iter()
+        .filter(|s| def.policy.rules.iter().any(|r| r.severity == **s))
+        .map(|&s| {
+            let (state, since) = alert_state_parts(series.alerts.state(s));
+            AlertStatus {
+                severity: severity_name(s),
+                state,
+                since: (since > 0).then(|| calendar::rfc3339(since)),
+            }
+        })
+        .collect();
+    let firing = alerts.iter().any(|a| a.state == "firing");
+    let status = if counts.total == 0 {
+        "no_data"
+    } else if budget.remaining_ratio.is_some_and(|r| r <= 0.0) {
+        "exhausted"
+    } else if firing {
+        "burning"
+    } else {
+        "ok"
+    };
+    SloStatus {
+        id: def.id.clone(),
+        slo: def.slo.clone(),
+        description: def.description.clone(),
+        sli: def.sli,
+        threshold: def.threshold.map(levee_config::format_duration),
+        objective: f64::from(def.objective.ppm()) / 1e6,
+        objective_text: percent(def.objective.ppm()),
+        period: period_name(def.period),
+        scope: def.scope.clone(),
+        labels: def.labels.iter().cloned().collect(),
+        runbook: def.runbook.clone(),
+        status,
+        events: counts.total,
+        bad_events: counts.bad(),
+        sli_value: ratio(counts),
+        budget,
+        windows,
+        alerts,
+    }
+}
+
+fn incident_status(row: &IncidentRow) -> IncidentStatus {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    IncidentStatus {
+        id: row.id,
+        slo: row.slo.clone(),
+        severity: row.severity.clone(),
+        state: match (row.recover_ns, row.resolve_ns) {
+            (Some(_), Some(_)) => "closed",
+            (Some(_), None) => "recovered",
+            (None, Some(_)) => "alert_resolved",
+            (None, None) => "open",
+        },
+        start: calendar::rfc3339(row.start_ns),
+        start_clipped: row.start_clipped,
+        detect: calendar::rfc3339(row.detect_ns),
+        recover: row.recover_ns.map(calendar::rfc3339),
+        resolve: row.resolve_ns.map(calendar::rfc3339),
+        time_to_detect_seconds: secs(row.detect_ns.saturating_sub(row.start_ns)),
+        time_to_recover_seconds: row.recover_ns.map(|r| secs(r.saturating_sub(row.start_ns))),
+        bad_events: row.bad_events,
+        budget_spent_ratio: row.budget_spent_ppm as f64 / 1e6,
+        runbook: row.runbook.clone(),
+        labels: row.labels.iter().cloned().collect(),
+    }
+}
+
+fn summary(s: Option<levee_slo::Summary>) -> Option<DurationSummary> {
+    s.map(|s| DurationSummary {
+        count: s.count,
+        median_seconds: s.median.as_secs_f64(),
+        p90_seconds: s.p90.as_secs_f64(),
+        max_seconds: s.max.as_secs_f64(),
+    })
+}
+
+fn build_report(state: &EngineState, now: Nanos) -> SloReport {
+    let mut slos = Vec::new();
+    let mut tiers = Vec::new();
+    for series in state.series.values().filter(|s| s.active) {
+        let status = series_status(series, now);
+        let m = &series.metrics;
+        m.objective.set(status.objective);
+        m.budget_ratio
+            .set(status.budget.remaining_ratio.unwrap_or(f64::NAN));
+        m.budget_seconds
+            .set(status.budget.remaining_seconds.unwrap_or(f64::NAN));
+        for (w, sli, burn) in &m.windows {
+            let c = series.buckets.counts(now, *w);
+            sli.set(ratio(c).unwrap_or(f64::NAN));
+            match Burn::new(c, series.def.objective, series.def.policy.min_events) {
+                Burn::Rate(r) => burn.set(r.to_f64()),
+                Burn::NoData => burn.clear(),
+            }
+        }
+        for (s, g) in &m.firing {
+            g.set(f64::from(u8::from(matches!(
+                series.alerts.state(*s),
+                AlertState::Firing { .. }
+            ))));
+        }
+        match series.def.tier {
+            Some(tier) => {
+                if let Some(u) = &m.uptime {
+                    u.set(status.sli_value.unwrap_or(f64::NAN));
+                }
+                let recent = series.buckets.counts(now, Duration::from_secs(300));
+                let hour = Burn::new(series.buckets.counts(now, HOUR), series.def.objective, 10);
+                let tier_status = if status.events == 0 {
+                    "no_data"
+                } else if recent.total >= 10 && recent.bad() * 2 > recent.total {
+                    "outage"
+                } else if hour.exceeds(Factor::ONE) {
+                    "degraded"
+                } else {
+                    "operational"
+                };
+                tiers.push(TierStatus {
+                    tier: tier_name(tier),
+                    period: status.period.clone(),
+                    uptime: status.sli_value,
+                    objective: status.objective,
+                    budget: status.budget.clone(),
+                    status: tier_status,
+                    events: status.events,
+                });
+            }
+            None => slos.push(status),
+        }
+    }
+    let rows: Vec<&IncidentRow> = state.incidents.iter().rev().map(|i| &i.row).collect();
+    let as_incidents: Vec<levee_slo::Incident> = rows
+        .iter()
+        .map(|r| levee_slo::Incident {
+            severity: Severity::Page,
+            start: r.start_ns,
+            start_clipped: r.start_clipped,
+            detect: r.detect_ns,
+            recover: r.recover_ns,
+            resolve: r.resolve_ns,
+            bad_events: r.bad_events,
+            budget_spent_ppm: r.budget_spent_ppm,
+        })
+        .collect();
+    SloReport {
+        evaluated_at: Some(calendar::rfc3339(now)),
+        slos,
+        incidents: rows.into_iter().map(incident_status).collect(),
+        mttd: summary(incident::mttd(&as_incidents)),
+        mttr: summary(incident::mttr(&as_incidents)),
+        tiers,
+    }
+}
+
+/// The current Unix time in nanoseconds.
+pub(crate) fn unix_nanos() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The loop: a tick just after every `evaluate_every` boundary, until the
+/// gateway drains; then one last flush.
+pub(crate) async fn run(
+    engine: std::sync::Weak<SloEngine>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    every: impl Fn() -> Duration,
+) {
+    loop {
+        let period = u64::try_from(every().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1_000_000);
+        let now = unix_nanos();
+        // Just past the next boundary, so the bucket just ended is whole.
+        let wait = period - now % period + 5_000_000;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_nanos(wait)) => {}
+            _ = drain.changed() => {}
+        }
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        if *drain.borrow() {
+            engine.flush_now(unix_nanos()).await;
+            return;
+        }
+        engine.tick(unix_nanos()).await;
+    }
+}

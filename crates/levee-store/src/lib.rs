@@ -1,0 +1,173 @@
+//! Levee's persistence: what the SLO engine must keep across restarts, in
+//! an embedded SQLite file by default.
+//!
+//! - [`Store`]: the trait the engine writes through, one [`Batch`] per
+//!   flush (all or nothing) and one [`Snapshot`] on start. The row types
+//!   are plain owned structs; no SQLite type appears in the public API.
+//! - [`SqliteStore`]: the implementation, one file in WAL mode, marked
+//!   with its own `application_id` and schema version so that another
+//!   program's database is refused rather than changed, migrated by an
+//!   ordered list of steps, and bounded in size by [`Retention`].
+//! - [`backup()`], [`verify()`] and [`restore()`]: the library side of
+//!   `levee backup FILE` and `levee restore FILE --verify`. A backup is
+//!   taken online (a running gateway keeps writing) and carries a manifest
+//!   of row counts and a checksum; a restore verifies a scratch copy first
+//!   and refuses a database that is in use.
+//!
+//! # Numbers
+//!
+//! Every `u64` (counts, nanosecond times, ids) is stored in SQLite's signed
+//! 64-bit `INTEGER` with the same bits (`v as i64`), so every value round
+//! trips, and values below 2^63 (all real ones: nanosecond UNIX times fit
+//! until 2262) read naturally in the `sqlite3` shell. The comparisons the
+//! store makes itself (retention, newest incidents, the largest incident
+//! id, the `total >= good` check) are unsigned.
+//!
+//! # Layout of the file
+//!
+//! | table | primary key | holds |
+//! |---|---|---|
+//! | `meta` | `key` | `schema_version`, `max_incident_id` |
+//! | `slo_buckets` | `(slo, coarse, start_ns)` | good/total counts per bucket, `CHECK (total >= good)` |
+//! | `slo_alerts` | `(slo, severity)` | alert state and when it began |
+//! | `slo_incidents` | `id` | one row per incident |
+//! | `slo_incident_labels` | `(incident_id, position)` | an incident's labels in order, deleted with it |
+//!
+//! All tables are `STRICT`. A backup adds a `backup_manifest` table (see
+//! [`backup()`]), which a restore removes.
+
+mod backup;
+mod checksum;
+mod error;
+mod schema;
+mod sqlite;
+
+pub use backup::{backup, restore, verify, BackupReport, RestoreReport, VerifyReport};
+pub use error::{SqliteError, StoreError};
+pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
+pub use sqlite::SqliteStore;
+
+/// The good and total event counts of one SLO time bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BucketRow {
+    /// The SLO's name.
+    pub slo: String,
+    /// Whether this is a coarse (downsampled) bucket rather than a fine one.
+    pub coarse: bool,
+    /// The bucket's start, in nanoseconds since the UNIX epoch.
+    pub start_ns: u64,
+    /// Good events; never more than `total`.
+    pub good: u64,
+    /// All events.
+    pub total: u64,
+}
+
+/// The state of one alert (an SLO at one severity).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AlertRow {
+    /// The SLO's name.
+    pub slo: String,
+    /// The severity, e.g. `page` or `ticket`.
+    pub severity: String,
+    /// The alert state, e.g. `firing`.
+    pub state: String,
+    /// When the alert entered `state`, in nanoseconds since the UNIX epoch.
+    pub since_ns: u64,
+}
+
+/// One incident, as the engine tracks it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IncidentRow {
+    /// Assigned by the engine; see [`Snapshot::max_incident_id`] for
+    /// keeping ids unique across restarts.
+    pub id: u64,
+    /// The SLO's name.
+    pub slo: String,
+    /// The severity of the alert that opened it.
+    pub severity: String,
+    /// When the bad events began, in nanoseconds since the UNIX epoch.
+    pub start_ns: u64,
+    /// Whether `start_ns` is clipped to the oldest bucket still kept.
+    pub start_clipped: bool,
+    /// When the alert fired.
+    pub detect_ns: u64,
+    /// When the SLI recovered, if it has.
+    pub recover_ns: Option<u64>,
+    /// When the alert resolved, if it has.
+    pub resolve_ns: Option<u64>,
+    /// Bad events during the incident.
+    pub bad_events: u64,
+    /// Error budget spent, in parts per million of the period's budget.
+    pub budget_spent_ppm: u64,
+    /// The runbook link, if the SLO has one.
+    pub runbook: Option<String>,
+    /// Labels, in order; kept in the `slo_incident_labels` table, one row
+    /// per pair, so order and duplicates survive.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Everything a store holds, as [`Store::load`] returns it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// In primary-key order: by SLO, fine before coarse, then start.
+    pub buckets: Vec<BucketRow>,
+    /// In primary-key order: by SLO, then severity.
+    pub alerts: Vec<AlertRow>,
+    /// By id.
+    pub incidents: Vec<IncidentRow>,
+    /// The largest incident id ever written, even if retention has since
+    /// removed that incident: the engine continues numbering after it.
+    pub max_incident_id: Option<u64>,
+}
+
+/// One flush: everything changed since the last one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Upserted by `(slo, coarse, start_ns)`; `good` and `total` replace
+    /// the stored ones.
+    pub buckets: Vec<BucketRow>,
+    /// Upserted by `(slo, severity)`.
+    pub alerts: Vec<AlertRow>,
+    /// Upserted by `id`, labels included (they replace the stored ones).
+    pub incidents: Vec<IncidentRow>,
+    /// Retention to apply after the upserts, in the same transaction.
+    pub prune: Option<Retention>,
+}
+
+impl Batch {
+    /// Whether the batch would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+            && self.alerts.is_empty()
+            && self.incidents.is_empty()
+            && self.prune.is_none()
+    }
+}
+
+/// What to delete, across all SLOs (also those no longer configured, whose
+/// history is kept until it ages out). Times are nanoseconds since the UNIX
+/// epoch and compared unsigned; `0` deletes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Retention {
+    /// Fine buckets that start before this are deleted.
+    pub fine_before_ns: u64,
+    /// Coarse buckets that start before this are deleted.
+    pub coarse_before_ns: u64,
+    /// Incidents resolved before this are deleted (open ones are kept).
+    pub incidents_before_ns: u64,
+    /// Then only the newest incidents (largest ids) are kept, this many,
+    /// open or not (`usize::MAX` keeps all).
+    pub max_incidents: usize,
+}
+
+/// Where the SLO engine keeps its state.
+pub trait Store: Send + 'static {
+    /// Reads everything stored.
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+
+    /// Applies one batch in one transaction: all of it or, on error, none.
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Where the store is, for logs, e.g. `sqlite:/var/lib/levee/levee.db`.
+    fn describe(&self) -> String;
+}

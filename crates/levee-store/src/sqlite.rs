@@ -1,0 +1,337 @@
+//! [`SqliteStore`]: the [`Store`] in one SQLite file.
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{sql, StoreError};
+use crate::{schema, AlertRow, Batch, BucketRow, IncidentRow, Retention, Snapshot, Store};
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Unsigned `a < b` for two `u64` stored with the same bits in SQLite's
+/// signed integers: the signed order, flipped where the signs differ.
+macro_rules! unsigned_lt {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "((",
+            $a,
+            " < ",
+            $b,
+            ") <> ((",
+            $a,
+            " < 0) <> (",
+            $b,
+            " < 0)))"
+        )
+    };
+}
+
+const UPSERT_BUCKET: &str = "
+    INSERT INTO slo_buckets (slo, coarse, start_ns, good, total) VALUES (?1, ?2, ?3, ?4, ?5)
+    ON CONFLICT (slo, coarse, start_ns) DO UPDATE SET good = excluded.good, total = excluded.total";
+const UPSERT_ALERT: &str = "
+    INSERT INTO slo_alerts (slo, severity, state, since_ns) VALUES (?1, ?2, ?3, ?4)
+    ON CONFLICT (slo, severity) DO UPDATE SET state = excluded.state, since_ns = excluded.since_ns";
+const UPSERT_INCIDENT: &str = "
+    INSERT INTO slo_incidents (id, slo, severity, start_ns, start_clipped, detect_ns,
+        recover_ns, resolve_ns, bad_events, budget_spent_ppm, runbook)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+    ON CONFLICT (id) DO UPDATE SET slo = excluded.slo, severity = excluded.severity,
+        start_ns = excluded.start_ns, start_clipped = excluded.start_clipped,
+        detect_ns = excluded.detect_ns, recover_ns = excluded.recover_ns,
+        resolve_ns = excluded.resolve_ns, bad_events = excluded.bad_events,
+        budget_spent_ppm = excluded.budget_spent_ppm, runbook = excluded.runbook";
+const DELETE_LABELS: &str = "DELETE FROM slo_incident_labels WHERE incident_id = ?1";
+const INSERT_LABEL: &str =
+    "INSERT INTO slo_incident_labels (incident_id, position, name, value) VALUES (?1, ?2, ?3, ?4)";
+const RAISE_MAX_ID: &str = concat!(
+    "INSERT INTO meta (key, value) VALUES ('max_incident_id', ?1)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE ",
+    unsigned_lt!("value", "excluded.value")
+);
+const PRUNE_BUCKETS: &str = concat!(
+    "DELETE FROM slo_buckets WHERE coarse = ?1 AND ",
+    unsigned_lt!("start_ns", "?2")
+);
+const PRUNE_RESOLVED: &str = concat!(
+    "DELETE FROM slo_incidents WHERE resolve_ns IS NOT NULL AND ",
+    unsigned_lt!("resolve_ns", "?1")
+);
+// Newest first in unsigned order: ids of 2^63 and above are stored negative.
+const PRUNE_OLDEST: &str = "
+    DELETE FROM slo_incidents WHERE id NOT IN (
+        SELECT id FROM slo_incidents ORDER BY id < 0 DESC, id DESC LIMIT ?1)";
+
+/// A [`Store`] in one SQLite file (or in memory, for tests).
+///
+/// The file is in WAL mode with `synchronous=NORMAL`: a flush costs no
+/// fsync, and a power loss can lose the last flushes but never corrupts the
+/// file. Readers (a backup) never block the writer. Statements wait up to
+/// 5 s for another connection's lock, and foreign keys are enforced.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    in_memory: bool,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file (not its directory) if
+    /// it is missing and migrating an older schema. Refuses a file that is
+    /// not SQLite, another program's SQLite database (by its
+    /// `application_id`), and a newer schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        check_directory(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql(path, "opening"))?;
+        Self::setup(conn, path.to_path_buf(), false)
+    }
+
+    /// A store in memory, gone when dropped.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(sql(&path, "opening"))?;
+        Self::setup(conn, path, true)
+    }
+
+    fn setup(mut conn: Connection, path: PathBuf, in_memory: bool) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql(&path, "setting busy_timeout"))?;
+        // Before anything that writes (journal_mode does): never change a
+        // file that is not ours.
+        schema::check(&conn, &path)?;
+        if !in_memory {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                .map_err(sql(&path, "setting journal_mode=WAL"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Unsupported {
+                    path,
+                    reason: format!("cannot use WAL mode (journal_mode stays {mode})"),
+                });
+            }
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql(&path, "setting synchronous=NORMAL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql(&path, "setting foreign_keys=ON"))?;
+        schema::prepare(&mut conn, &path)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(Self {
+            conn,
+            path,
+            in_memory,
+        })
+    }
+
+    /// The file, or `:memory:`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_batch(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !batch.buckets.is_empty() {
+            let mut st = tx.prepare_cached(UPSERT_BUCKET)?;
+            for b in &batch.buckets {
+                st.execute(params![
+                    b.slo,
+                    b.coarse,
+                    to_sql(b.start_ns),
+                    to_sql(b.good),
+                    to_sql(b.total)
+                ])?;
+            }
+        }
+        if !batch.alerts.is_empty() {
+            let mut st = tx.prepare_cached(UPSERT_ALERT)?;
+            for a in &batch.alerts {
+                st.execute(params![a.slo, a.severity, a.state, to_sql(a.since_ns)])?;
+            }
+        }
+        if !batch.incidents.is_empty() {
+            let mut upsert = tx.prepare_cached(UPSERT_INCIDENT)?;
+            let mut delete_labels = tx.prepare_cached(DELETE_LABELS)?;
+            let mut insert_label = tx.prepare_cached(INSERT_LABEL)?;
+            let mut max_id = 0u64;
+            for i in &batch.incidents {
+                let id = to_sql(i.id);
+                upsert.execute(params![
+                    id,
+                    i.slo,
+                    i.severity,
+                    to_sql(i.start_ns),
+                    i.start_clipped,
+                    to_sql(i.detect_ns),
+                    i.recover_ns.map(to_sql),
+                    i.resolve_ns.map(to_sql),
+                    to_sql(i.bad_events),
+                    to_sql(i.budget_spent_ppm),
+                    i.runbook,
+                ])?;
+                delete_labels.execute([id])?;
+                for (position, (name, value)) in i.labels.iter().enumerate() {
+                    insert_label.execute(params![id, position as i64, name, value])?;
+                }
+                max_id = max_id.max(i.id);
+            }
+            tx.prepare_cached(RAISE_MAX_ID)?.execute([to_sql(max_id)])?;
+        }
+        if let Some(r) = &batch.prune {
+            prune(&tx, r)?;
+        }
+        tx.commit()
+    }
+
+    fn read_all(&mut self) -> rusqlite::Result<Snapshot> {
+        let tx = self.conn.transaction()?;
+        let buckets = tx
+            .prepare_cached(
+                "SELECT slo, coarse, start_ns, good, total FROM slo_buckets
+                 ORDER BY slo, coarse, start_ns",
+            )?
+            .query_map([], |r| {
+                Ok(BucketRow {
+                    slo: r.get(0)?,
+                    coarse: r.get(1)?,
+                    start_ns: from_sql(r.get(2)?),
+                    good: from_sql(r.get(3)?),
+                    total: from_sql(r.get(4)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let alerts = tx
+            .prepare_cached(
+                "SELECT slo, severity, state, since_ns FROM slo_alerts ORDER BY slo, severity",
+            )?
+            .query_map([], |r| {
+                Ok(AlertRow {
+                    slo: r.get(0)?,
+                    severity: r.get(1)?,
+                    state: r.get(2)?,
+                    since_ns: from_sql(r.get(3)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut labels: HashMap<i64, Vec<(String, String)>> = HashMap::new();
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT incident_id, name, value FROM slo_incident_labels
+                 ORDER BY incident_id, position",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                labels
+                    .entry(r.get(0)?)
+                    .or_default()
+                    .push((r.get(1)?, r.get(2)?));
+            }
+        }
+        let mut incidents = tx
+            .prepare_cached(
+                "SELECT id, slo, severity, start_ns, start_clipped, detect_ns, recover_ns,
+                    resolve_ns, bad_events, budget_spent_ppm, runbook
+                 FROM slo_incidents",
+            )?
+            .query_map([], |r| {
+                let id: i64 = r.get(0)?;
+                Ok(IncidentRow {
+                    id: from_sql(id),
+                    slo: r.get(1)?,
+                    severity: r.get(2)?,
+                    start_ns: from_sql(r.get(3)?),
+                    start_clipped: r.get(4)?,
+                    detect_ns: from_sql(r.get(5)?),
+                    recover_ns: r.get::<_, Option<i64>>(6)?.map(from_sql),
+                    resolve_ns: r.get::<_, Option<i64>>(7)?.map(from_sql),
+                    bad_events: from_sql(r.get(8)?),
+                    budget_spent_ppm: from_sql(r.get(9)?),
+                    runbook: r.get(10)?,
+                    labels: labels.remove(&id).unwrap_or_default(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        incidents.sort_unstable_by_key(|i| i.id);
+        let max_incident_id = tx
+            .prepare_cached("SELECT value FROM meta WHERE key = 'max_incident_id'")?
+            .query_row([], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(from_sql);
+        tx.commit()?;
+        Ok(Snapshot {
+            buckets,
+            alerts,
+            incidents,
+            max_incident_id,
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        let path = self.path.clone();
+        self.read_all().map_err(sql(&path, "loading"))
+    }
+
+    fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.write_batch(batch)
+            .map_err(sql(&path, "writing a batch"))
+    }
+
+    fn describe(&self) -> String {
+        if self.in_memory {
+            "sqlite::memory:".to_owned()
+        } else {
+            format!("sqlite:{}", self.path.display())
+        }
+    }
+}
+
+fn prune(conn: &Connection, r: &Retention) -> rusqlite::Result<()> {
+    let mut buckets = conn.prepare_cached(PRUNE_BUCKETS)?;
+    buckets.execute(params![false, to_sql(r.fine_before_ns)])?;
+    buckets.execute(params![true, to_sql(r.coarse_before_ns)])?;
+    conn.prepare_cached(PRUNE_RESOLVED)?
+        .execute([to_sql(r.incidents_before_ns)])?;
+    let keep = i64::try_from(r.max_incidents).unwrap_or(i64::MAX);
+    conn.prepare_cached(PRUNE_OLDEST)?.execute([keep])?;
+    Ok(())
+}
+
+/// Refuses a path whose directory is missing, before SQLite reports it as
+/// "unable to open database file".
+pub(crate) fn check_directory(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+            Err(StoreError::MissingDirectory {
+                path: path.to_path_buf(),
+                dir: dir.to_path_buf(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A `u64` in SQLite's signed `INTEGER`, same bits.
+pub(crate) fn to_sql(v: u64) -> i64 {
+    v as i64
+}
+
+/// The inverse of [`to_sql`].
+pub(crate) fn from_sql(v: i64) -> u64 {
+    v as u64
+}

@@ -1,0 +1,429 @@
+//! `SqliteStore` on real files: round trips, upserts, atomic batches,
+//! retention, and refusing files that are not Levee stores.
+
+mod common;
+
+use common::{alert, bucket, incident, sample_batch, TestDir, SEC, T0};
+use levee_store::{
+    Batch, IncidentRow, Retention, Snapshot, SqliteStore, Store, StoreError, APPLICATION_ID,
+};
+use rusqlite::Connection;
+
+fn count(path: &std::path::Path, sql: &str) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn batches_survive_a_reopen() {
+    let dir = TestDir::new("roundtrip");
+    let path = dir.path("levee.db");
+    let mut extreme = incident(u64::MAX, "edge", Some(u64::MAX));
+    extreme.bad_events = u64::MAX;
+    extreme.budget_spent_ppm = i64::MAX as u64 + 1;
+    extreme.labels = vec![
+        ("dup".to_owned(), "1".to_owned()),
+        ("dup".to_owned(), "2".to_owned()),
+        ("".to_owned(), "é ✓ \0 nul".to_owned()),
+    ];
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load().unwrap(), Snapshot::default());
+        store.write(&sample_batch(T0)).unwrap();
+        store
+            .write(&Batch {
+                buckets: vec![
+                    bucket("edge", false, u64::MAX, u64::MAX, u64::MAX),
+                    bucket("edge", true, i64::MAX as u64 + 1, 3, u64::MAX),
+                    bucket("edge", true, 0, 0, 0),
+                ],
+                alerts: vec![alert("edge", "page", "resolved", u64::MAX)],
+                incidents: vec![extreme.clone(), incident(2, "search-latency", Some(T0))],
+                prune: None,
+            })
+            .unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    let snap = store.load().unwrap();
+    let batch = sample_batch(T0);
+    let mut want = Snapshot {
+        buckets: batch.buckets.clone(),
+        alerts: batch.alerts.clone(),
+        incidents: batch.incidents.clone(),
+        max_incident_id: Some(u64::MAX),
+    };
+    want.buckets.extend([
+        bucket("edge", false, u64::MAX, u64::MAX, u64::MAX),
+        bucket("edge", true, i64::MAX as u64 + 1, 3, u64::MAX),
+        bucket("edge", true, 0, 0, 0),
+    ]);
+    want.alerts
+        .push(alert("edge", "page", "resolved", u64::MAX));
+    want.incidents
+        .extend([incident(2, "search-latency", Some(T0)), extreme]);
+    assert_eq!(sorted(snap), sorted(want));
+    assert_eq!(store.describe(), format!("sqlite:{}", path.display()));
+    assert_eq!(store.path(), path);
+}
+
+fn sorted(mut s: Snapshot) -> Snapshot {
+    s.buckets
+        .sort_by(|a, b| (&a.slo, a.coarse, a.start_ns).cmp(&(&b.slo, b.coarse, b.start_ns)));
+    s.alerts
+        .sort_by(|a, b| (&a.slo, &a.severity).cmp(&(&b.slo, &b.severity)));
+    s.incidents.sort_by_key(|i| i.id);
+    s
+}
+
+#[test]
+fn upserts_replace_rows() {
+    let dir = TestDir::new("upsert");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.write(&sample_batch(T0)).unwrap();
+
+    let mut changed = incident(1, "checkout-availability", Some(T0 + 600 * SEC));
+    changed.labels = vec![("only".to_owned(), "one".to_owned())];
+    changed.runbook = None;
+    store
+        .write(&Batch {
+            buckets: vec![bucket("checkout-availability", false, T0, 1990, 2000)],
+            alerts: vec![alert(
+                "checkout-availability",
+                "page",
+                "resolved",
+                T0 + 600 * SEC,
+            )],
+            incidents: vec![changed.clone()],
+            prune: None,
+        })
+        .unwrap();
+    drop(store);
+
+    let snap = SqliteStore::open(&path).unwrap().load().unwrap();
+    assert_eq!(snap.buckets.len(), 3);
+    assert_eq!(
+        snap.buckets[0],
+        bucket("checkout-availability", false, T0, 1990, 2000)
+    );
+    assert_eq!(snap.alerts.len(), 2);
+    assert_eq!(
+        snap.alerts[0],
+        alert("checkout-availability", "page", "resolved", T0 + 600 * SEC)
+    );
+    assert_eq!(snap.incidents, vec![changed]);
+    assert_eq!(count(&path, "SELECT count(*) FROM slo_incident_labels"), 1);
+}
+
+#[test]
+fn a_failing_batch_leaves_nothing_behind() {
+    let dir = TestDir::new("atomic");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.write(&sample_batch(T0)).unwrap();
+    let before = store.load().unwrap();
+
+    // Every table is touched before the last row breaks CHECK (total >= good).
+    let mut bad = sample_batch(T0 + 10 * SEC);
+    bad.buckets[0].good = 1;
+    bad.incidents = vec![incident(7, "checkout-availability", None)];
+    bad.buckets
+        .push(bucket("search-latency", false, T0, 11, 10));
+    bad.prune = Some(Retention {
+        fine_before_ns: u64::MAX,
+        coarse_before_ns: u64::MAX,
+        incidents_before_ns: u64::MAX,
+        max_incidents: 0,
+    });
+    let err = store.write(&bad).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("{}: writing a batch:", path.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("CHECK constraint failed"), "{msg}");
+    assert!(!err.is_busy());
+    assert_eq!(err.path(), path);
+
+    assert_eq!(store.load().unwrap(), before);
+    drop(store);
+    assert_eq!(SqliteStore::open(&path).unwrap().load().unwrap(), before);
+
+    // The store is still usable afterwards.
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.write(&sample_batch(T0 + 20 * SEC)).unwrap();
+    assert_eq!(store.load().unwrap().buckets.len(), 6);
+}
+
+#[test]
+fn retention_keeps_the_store_bounded() {
+    let dir = TestDir::new("prune");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+
+    // 10,000 fine buckets (10 SLOs × 1,000 ten-second buckets), 1,000
+    // coarse ones, 300 incidents with two labels each.
+    let slos: Vec<String> = (0..10).map(|i| format!("slo-{i}")).collect();
+    let mut batch = Batch::default();
+    for slo in &slos {
+        for i in 0..1000 {
+            batch
+                .buckets
+                .push(bucket(slo, false, T0 + i * 10 * SEC, 9, 10));
+        }
+        for i in 0..100 {
+            batch
+                .buckets
+                .push(bucket(slo, true, T0 + i * 300 * SEC, 90, 100));
+        }
+    }
+    for id in 1..=300 {
+        let resolved = (id % 5 != 0).then_some(T0 + id * 100 * SEC);
+        batch
+            .incidents
+            .push(incident(id, &slos[(id % 10) as usize], resolved));
+    }
+    store.write(&batch).unwrap();
+    assert_eq!(count(&path, "SELECT count(*) FROM slo_buckets"), 11_000);
+
+    let retention = Retention {
+        fine_before_ns: T0 + 9000 * SEC,     // keeps 100 fine buckets per SLO
+        coarse_before_ns: T0 + 15_000 * SEC, // keeps 50 coarse buckets per SLO
+        incidents_before_ns: T0 + 10_000 * SEC,
+        max_incidents: 150,
+    };
+    store
+        .write(&Batch {
+            prune: Some(retention),
+            ..Batch::default()
+        })
+        .unwrap();
+    let snap = store.load().unwrap();
+    let fine = snap.buckets.iter().filter(|b| !b.coarse).count();
+    let coarse = snap.buckets.iter().filter(|b| b.coarse).count();
+    assert_eq!(fine, 10 * 100);
+    assert_eq!(coarse, 10 * 50);
+    assert!(snap.buckets.iter().all(|b| b.start_ns
+        >= if b.coarse {
+            T0 + 15_000 * SEC
+        } else {
+            T0 + 9000 * SEC
+        }));
+
+    // Incidents: resolved before id 100 go (80 of 1..=99), the open ones
+    // stay; then the newest 150 remain.
+    let model: Vec<u64> = {
+        let mut ids: Vec<u64> = (1..=300u64)
+            .filter(|id| id % 5 == 0 || T0 + id * 100 * SEC >= T0 + 10_000 * SEC)
+            .collect();
+        ids.sort_unstable();
+        ids.split_off(ids.len() - 150)
+    };
+    let ids: Vec<u64> = snap.incidents.iter().map(|i| i.id).collect();
+    assert_eq!(ids, model);
+    assert_eq!(
+        count(&path, "SELECT count(*) FROM slo_incident_labels"),
+        2 * 150,
+        "labels go with their incidents"
+    );
+    assert_eq!(snap.max_incident_id, Some(300));
+
+    // A steady state: flushes every 10 s with a sliding window stay bounded.
+    let mut now = T0 + 10_000 * SEC;
+    for _ in 0..300 {
+        now += 10 * SEC;
+        let mut b = Batch::default();
+        for slo in &slos {
+            b.buckets.push(bucket(slo, false, now, 1, 1));
+        }
+        b.prune = Some(Retention {
+            fine_before_ns: now - 600 * SEC,
+            coarse_before_ns: now - 3600 * SEC,
+            incidents_before_ns: now - 3600 * SEC,
+            max_incidents: 100,
+        });
+        store.write(&b).unwrap();
+        let rows = count(&path, "SELECT count(*) FROM slo_buckets WHERE coarse = 0");
+        assert!(rows <= 10 * 61, "{rows} fine rows");
+    }
+}
+
+#[test]
+fn the_largest_incident_id_outlives_its_incident() {
+    let dir = TestDir::new("maxid");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .write(&Batch {
+            incidents: vec![incident(41, "a", Some(T0)), incident(42, "a", Some(T0))],
+            ..Batch::default()
+        })
+        .unwrap();
+    // A smaller id later does not lower it.
+    store
+        .write(&Batch {
+            incidents: vec![incident(3, "a", Some(T0))],
+            prune: Some(Retention {
+                fine_before_ns: 0,
+                coarse_before_ns: 0,
+                incidents_before_ns: T0 + 1,
+                max_incidents: usize::MAX,
+            }),
+            ..Batch::default()
+        })
+        .unwrap();
+    drop(store);
+    let snap = SqliteStore::open(&path).unwrap().load().unwrap();
+    assert!(snap.incidents.is_empty());
+    assert_eq!(snap.max_incident_id, Some(42));
+}
+
+#[test]
+fn another_programs_sqlite_file_is_refused_and_left_alone() {
+    let dir = TestDir::new("foreign");
+    let path = dir.path("other.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('hi');")
+            .unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not a Levee store (application_id 0x0, expected {APPLICATION_ID:#x}: \
+             another program's SQLite database)",
+            path.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+    assert!(!dir.path("other.db-wal").exists());
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused() {
+    let dir = TestDir::new("garbage");
+    let path = dir.path("levee.db");
+    std::fs::write(&path, "this is a text file, not a database\n".repeat(200)).unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not a Levee store (not an SQLite database)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = TestDir::new("newer");
+    let path = dir.path("levee.db");
+    drop(SqliteStore::open(&path).unwrap());
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 7)
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not a Levee store (schema version 7, expected 1)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_missing_directory_is_an_error_not_created() {
+    let dir = TestDir::new("nodir");
+    let path = dir.path("missing/levee.db");
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: directory {} does not exist",
+            path.display(),
+            dir.path("missing").display()
+        )
+    );
+    assert!(!dir.path("missing").exists());
+}
+
+#[test]
+fn a_new_store_is_marked_and_in_wal_mode() {
+    let dir = TestDir::new("fresh");
+    let path = dir.path("levee.db");
+    std::fs::write(&path, b"").unwrap(); // an empty file is a blank database
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    let app: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    let meta: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        (app, version, mode.as_str(), meta),
+        (APPLICATION_ID, 1, "wal", 1)
+    );
+}
+
+#[test]
+fn two_stores_on_one_file_see_each_others_writes() {
+    let dir = TestDir::new("shared");
+    let path = dir.path("levee.db");
+    let mut a = SqliteStore::open(&path).unwrap();
+    let mut b = SqliteStore::open(&path).unwrap();
+    a.write(&sample_batch(T0)).unwrap();
+    assert_eq!(b.load().unwrap(), a.load().unwrap());
+}
+
+#[test]
+fn an_in_memory_store_works_behind_the_trait() {
+    let mut store: Box<dyn Store> = Box::new(SqliteStore::in_memory().unwrap());
+    assert_eq!(store.describe(), "sqlite::memory:");
+    store.write(&sample_batch(T0)).unwrap();
+    store.write(&Batch::default()).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.buckets.len(), 3);
+    assert_eq!(snap.max_incident_id, Some(1));
+    // The trait object moves to another thread, as the engine's flusher.
+    let handle = std::thread::spawn(move || store.load().unwrap());
+    assert_eq!(handle.join().unwrap(), snap);
+}
+
+#[test]
+fn incidents_keep_label_order() {
+    let mut store = SqliteStore::in_memory().unwrap();
+    let mut i: IncidentRow = incident(5, "a", None);
+    i.labels = (0..20)
+        .rev()
+        .map(|n| (format!("k{n}"), n.to_string()))
+        .collect();
+    store
+        .write(&Batch {
+            incidents: vec![i.clone()],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.load().unwrap().incidents, vec![i]);
+}
