@@ -117,23 +117,29 @@ impl Shared {
     }
 }
 
-/// Opens the configured store: a path relative to the config file's
-/// directory; memory only for `:memory:`, or for a relative path when the
-/// config came from no file (embedded use and tests).
+/// The state store's file: `store.path` relative to the config file's
+/// directory; `None` (memory only) for `:memory:`, or for a relative path
+/// when the config came from no file (embedded use and tests).
+pub fn store_path(config: &Config, config_path: Option<&Path>) -> Option<PathBuf> {
+    let path = config.store.path.as_ref()?;
+    if path.is_absolute() {
+        return Some(path.clone());
+    }
+    let dir = config_path?.parent()?;
+    Some(if dir.as_os_str().is_empty() {
+        path.clone()
+    } else {
+        dir.join(path)
+    })
+}
+
+/// Opens the configured store (see [`store_path`]).
 fn open_store(
     config: &Config,
     config_path: Option<&Path>,
 ) -> Result<Option<Box<dyn levee_store::Store>>, ApplyError> {
-    let Some(path) = &config.store.path else {
+    let Some(path) = store_path(config, config_path) else {
         return Ok(None);
-    };
-    let path = if path.is_absolute() {
-        path.clone()
-    } else {
-        match config_path.and_then(Path::parent) {
-            Some(dir) => dir.join(path),
-            None => return Ok(None),
-        }
     };
     levee_store::SqliteStore::open(&path)
         .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))

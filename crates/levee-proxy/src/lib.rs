@@ -33,7 +33,7 @@ mod view;
 
 pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use gateway::{
-    ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
+    store_path, ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
     ReloadStatus,
 };
 pub use headers::LEVEE_ERROR;

@@ -196,14 +196,106 @@ fn write_output(path: Option<&std::path::Path>, text: &str) -> ExitCode {
     }
 }
 
-fn backup(_config: &std::path::Path, _file: &std::path::Path) -> ExitCode {
-    eprintln!("error: backup is not wired yet");
-    ExitCode::FAILURE
+/// The store file named by the config at `config`, or why there is none.
+fn store_file(config: &std::path::Path) -> Result<PathBuf, String> {
+    let loaded = levee_config::load_file(config).map_err(|d| d.to_string())?;
+    levee_proxy::store_path(&loaded, Some(config)).ok_or_else(|| {
+        format!(
+            "{}: store.path is \":memory:\": there is no store file",
+            config.display()
+        )
+    })
 }
 
-fn restore(_file: &std::path::Path, _verify: bool, _config: Option<&std::path::Path>) -> ExitCode {
-    eprintln!("error: restore is not wired yet");
-    ExitCode::FAILURE
+fn print_rows(rows: &[(String, u64)]) {
+    for (table, n) in rows {
+        println!("  {table}: {n} rows");
+    }
+}
+
+fn backup(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let db = match store_file(config) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match levee_store::backup(&db, file) {
+        Ok(report) => {
+            println!(
+                "backed up {} to {} ({} bytes, checksum {:016x})",
+                db.display(),
+                report.path.display(),
+                report.bytes,
+                report.checksum
+            );
+            print_rows(&report.rows);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(file: &std::path::Path, verify: bool, config: Option<&std::path::Path>) -> ExitCode {
+    if verify {
+        return match levee_store::verify(file) {
+            Ok(report) if report.is_ok() => {
+                println!(
+                    "{}: OK (restored into a scratch store: integrity, schema, counts and checksum match)",
+                    file.display()
+                );
+                print_rows(&report.rows);
+                ExitCode::SUCCESS
+            }
+            Ok(report) => {
+                eprintln!("{}: verification FAILED", file.display());
+                for p in &report.problems {
+                    eprintln!("  {p}");
+                }
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(config) = config else {
+        eprintln!("error: restore needs -c CONFIG (or --verify)");
+        return ExitCode::FAILURE;
+    };
+    let db = match store_file(config) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match levee_store::restore(file, &db) {
+        Ok(report) => {
+            println!(
+                "restored {} into {} ({} bytes{})",
+                file.display(),
+                report.path.display(),
+                report.bytes,
+                if report.replaced {
+                    ", replacing the old store"
+                } else {
+                    ""
+                }
+            );
+            print_rows(&report.verify.rows);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -108,7 +108,11 @@ fn check_accepts_the_shipped_examples() {
     let ok_line =
         regex::Regex::new(r"^(\S+): OK \(\d+ listeners?, \d+ routes?, \d+ clusters?\)\n$")
             .expect("valid regex");
-    for example in ["examples/levee.toml", "examples/levee.yaml"] {
+    for example in [
+        "examples/levee.toml",
+        "examples/levee.yaml",
+        "examples/slo.toml",
+    ] {
         let run = levee(&["check", "-c", example], &root);
         run.expect_code(0)
             .expect(run.stderr.is_empty(), "check printed to stderr")

@@ -394,3 +394,107 @@ fn unix_nanos() -> u64 {
         .unwrap()
         .as_nanos() as u64
 }
+
+/// Capacity: a cluster at its request limit is `critical`, its endpoint at
+/// its share too, and a route-wide rate limit driven near its rate warns;
+/// all in the API and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_shows_limits_in_use_with_warning_levels() {
+    let slow = FakeUpstream::builder("slow")
+        .otherwise(Reply::ok().latency(Duration::from_secs(8)))
+        .start()
+        .await;
+    let fast = FakeUpstream::start("fast").await;
+    let gw = TestGateway::start(&format!(
+        r#"{PREAMBLE}{LISTENER}
+[[routes]]
+name = "slow"
+cluster = "shop"
+match = {{ path = {{ prefix = "/slow" }} }}
+
+[[routes]]
+name = "metered"
+cluster = "fast"
+match = {{ path = {{ prefix = "/metered" }} }}
+[[routes.rate_limits]]
+name = "all"
+rate = 10
+per = "1s"
+burst = 10
+
+[[clusters]]
+name = "shop"
+endpoints = ["{}"]
+limits = {{ max_requests = 4 }}
+
+[[clusters]]
+name = "fast"
+endpoints = ["{}"]
+
+[capacity]
+warn_at = "50%"
+critical_at = "90%"
+"#,
+        slow.addr(),
+        fast.addr()
+    ))
+    .await;
+    let url = gw.url("public");
+    // Four slow requests hold the cluster's four places.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        held.push(tokio::spawn(async move {
+            Client::http1().get(&format!("{url}/slow")).await
+        }));
+    }
+    // About 7 requests a second against a limit of 10 a second.
+    let metered = {
+        let url = url.clone();
+        tokio::spawn(async move { traffic(&url, "/metered", 100, Duration::from_secs(14)).await })
+    };
+    eventually(
+        Duration::from_secs(15),
+        "capacity shows the cluster full",
+        || {
+            let admin = gw.admin_url();
+            async move {
+                let v: Value = Client::http1()
+                    .get(&format!("{admin}/api/v1/capacity"))
+                    .await
+                    .json();
+                let shop = &v["clusters"][1];
+                let limit = &v["rate_limits"][0];
+                shop["status"] == "critical"
+                    && shop["endpoints"][0]["status"] == "critical"
+                    && limit["status"] == "warning"
+            }
+        },
+    )
+    .await;
+    let v = admin_json(&gw, "/api/v1/capacity").await;
+    let shop = &v["clusters"][1];
+    assert_eq!(shop["name"], "shop");
+    let requests = shop["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "requests")
+        .unwrap();
+    assert_eq!(requests["used"], 4.0, "{v:#}");
+    assert_eq!(requests["limit"], 4.0);
+    assert_eq!(shop["endpoints"][0]["limit"], 4.0);
+    assert_eq!(v["clusters"][0]["status"], "unlimited", "{v:#}");
+    let rate = v["rate_limits"][0]["utilisation"].as_f64().unwrap();
+    assert!((0.5..0.9).contains(&rate), "{v:#}");
+    assert!(
+        gw.metric(
+            "levee_capacity_utilisation_ratio{cluster=\"shop\",endpoint=\"\",resource=\"requests\"}"
+        ) >= 1.0
+    );
+    assert!(gw.metric("levee_rate_limit_utilisation_ratio{route=\"metered\",limit=\"all\"}") > 0.5);
+    metered.abort();
+    for h in held {
+        h.abort();
+    }
+}
