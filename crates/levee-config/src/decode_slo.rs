@@ -12,9 +12,6 @@ use std::time::Duration;
 /// The longest SLO period: a year (and a day), so history stays bounded.
 const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 
-/// Label names Levee sets itself on alerts and metrics.
-const RESERVED_LABELS: [&str; 6] = ["slo", "severity", "alertname", "objective", "le", "window"];
-
 pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Slo> {
     let mut t = d.table(node, path)?;
     let name = d.req(&mut t, "name", name_field);
@@ -255,7 +252,7 @@ fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, 
             );
             continue;
         }
-        if RESERVED_LABELS.contains(&k.as_str()) {
+        if RESERVED_SLO_LABELS.contains(&k.as_str()) {
             d.error(*kloc, &kp, format!("`{k}` is set by Levee itself"));
             continue;
         }

@@ -1071,6 +1071,18 @@ pub struct Slo {
     pub labels: Vec<(String, String)>,
 }
 
+/// Label names Levee sets itself on SLO alerts and metrics, so an SLO's
+/// own labels may not use them.
+pub const RESERVED_SLO_LABELS: [&str; 7] = [
+    "slo",
+    "slo_name",
+    "severity",
+    "alertname",
+    "objective",
+    "le",
+    "window",
+];
+
 /// Which requests an SLO covers; every selector set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SloScope {

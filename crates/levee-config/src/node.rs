@@ -127,48 +127,30 @@ pub fn parse_toml(src: &str) -> Result<Node, SyntaxError> {
     }
 }
 
-/// Parses YAML (the first document) into a located tree.
+/// Parses YAML (the first document) into a located tree; an empty stream
+/// is an empty mapping.
 pub fn parse_yaml(src: &str) -> Result<Node, SyntaxError> {
+    Ok(parse_yaml_documents(src)?
+        .into_iter()
+        .next()
+        .unwrap_or(Node {
+            value: Value::Map(Vec::new()),
+            loc: Loc { line: 1, col: 1 },
+        }))
+}
+
+/// Parses every YAML document in `src` into located trees (a stream
+/// separated by `---`, as OpenSLO files are). Plain scalars resolve by
+/// YAML 1.2's core schema.
+pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
     enum Frame {
         Seq(Loc, Vec<Node>),
         Map(Loc, Vec<(String, Loc, Node)>, Option<(String, Loc)>),
     }
+    let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: std::collections::HashMap<usize, Node> = Default::default();
     let mut pending_anchor: Vec<usize> = Vec::new();
-    let mut root: Option<Node> = None;
-
-    // Pushes a finished node into its parent (or makes it the root); returns
-    // an error for non-string mapping keys.
-    fn push(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Result<(), SyntaxError> {
-        match stack.last_mut() {
-            None => {
-                if root.is_none() {
-                    *root = Some(node);
-                }
-            }
-            Some(Frame::Seq(_, items)) => items.push(node),
-            Some(Frame::Map(_, entries, key)) => match key.take() {
-                None => match node.value {
-                    Value::Str(s) => *key = Some((s, node.loc)),
-                    Value::Int(i) => *key = Some((i.to_string(), node.loc)),
-                    Value::Bool(b) => *key = Some((b.to_string(), node.loc)),
-                    other => {
-                        return Err(SyntaxError {
-                            loc: node.loc,
-                            message: format!(
-                                "mapping keys must be strings, found {}",
-                                other.type_name()
-                            ),
-                        })
-                    }
-                },
-                Some((k, kloc)) => entries.push((k, kloc, node)),
-            },
-        }
-        Ok(())
-    }
-
     let mut parser = Parser::new_from_str(src);
     while let Some(ev) = parser.next_event() {
         let (event, span) = ev.map_err(|e| SyntaxError {
@@ -182,7 +164,7 @@ pub fn parse_yaml(src: &str) -> Result<Node, SyntaxError> {
             line: span.start.line(),
             col: span.start.col() + 1,
         };
-        match event {
+        let node = match event {
             Event::Scalar(text, style, anchor, _tag) => {
                 let value = if style == ScalarStyle::Plain {
                     plain_scalar(&text)
@@ -193,15 +175,17 @@ pub fn parse_yaml(src: &str) -> Result<Node, SyntaxError> {
                 if anchor > 0 {
                     anchors.insert(anchor, node.clone());
                 }
-                push(&mut stack, &mut root, node)?;
+                node
             }
             Event::SequenceStart(anchor, _) => {
                 pending_anchor.push(anchor);
                 stack.push(Frame::Seq(loc, Vec::new()));
+                continue;
             }
             Event::MappingStart(anchor, _) => {
                 pending_anchor.push(anchor);
                 stack.push(Frame::Map(loc, Vec::new(), None));
+                continue;
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match stack.pop() {
@@ -220,23 +204,38 @@ pub fn parse_yaml(src: &str) -> Result<Node, SyntaxError> {
                         anchors.insert(anchor, node.clone());
                     }
                 }
-                push(&mut stack, &mut root, node)?;
+                node
             }
-            Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or(SyntaxError {
-                    loc,
-                    message: "alias refers to an unknown anchor".into(),
-                })?;
-                push(&mut stack, &mut root, node)?;
-            }
-            Event::DocumentEnd if root.is_some() => break,
-            _ => {}
+            Event::Alias(id) => anchors.get(&id).cloned().ok_or(SyntaxError {
+                loc,
+                message: "alias refers to an unknown anchor".into(),
+            })?,
+            _ => continue,
+        };
+        // A node finished with nothing open is a document's root.
+        match stack.last_mut() {
+            None => docs.push(node),
+            Some(Frame::Seq(_, items)) => items.push(node),
+            Some(Frame::Map(_, entries, key)) => match key.take() {
+                Some((k, kloc)) => entries.push((k, kloc, node)),
+                None => match node.value {
+                    Value::Str(s) => *key = Some((s, node.loc)),
+                    Value::Int(i) => *key = Some((i.to_string(), node.loc)),
+                    Value::Bool(b) => *key = Some((b.to_string(), node.loc)),
+                    other => {
+                        return Err(SyntaxError {
+                            loc: node.loc,
+                            message: format!(
+                                "mapping keys must be strings, found {}",
+                                other.type_name()
+                            ),
+                        })
+                    }
+                },
+            },
         }
     }
-    Ok(root.unwrap_or(Node {
-        value: Value::Map(Vec::new()),
-        loc: Loc { line: 1, col: 1 },
-    }))
+    Ok(docs)
 }
 
 /// Resolves a plain YAML scalar the way YAML 1.2's core schema does.

@@ -70,10 +70,9 @@
 //! Route and cluster names cannot be checked here; `levee check` checks
 //! them once the entries are in a config.
 
-use levee_config::node::{Loc, Node, SyntaxError, Value};
+use levee_config::node::{Loc, Node, Value};
 use levee_config::{format_duration, parse_duration};
-use saphyr_parser::{Event, Parser, ScalarStyle};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -89,7 +88,7 @@ pub(crate) fn import_file(path: &Path) -> Result<String, Vec<String>> {
 
 /// Converts OpenSLO YAML text; `file` names it in messages and the header.
 fn import_str(src: &str, file: &str) -> Result<String, Vec<String>> {
-    let roots = parse_documents(src).map_err(|e| {
+    let roots = levee_config::node::parse_yaml_documents(src).map_err(|e| {
         vec![format!(
             "{file}:{}:{}: not valid YAML: {}",
             e.loc.line, e.loc.col, e.message
@@ -146,131 +145,6 @@ fn import_str(src: &str, file: &str) -> Result<String, Vec<String>> {
         ));
     }
     Ok(render(file, &header_notes, &entries))
-}
-
-// ---------------------------------------------------------------------------
-// YAML: every document of the stream as a located tree.
-// ---------------------------------------------------------------------------
-
-/// Parses every YAML document in `src`; `levee_config::node::parse_yaml`
-/// reads only the first. Scalars resolve as there (YAML 1.2 core schema).
-fn parse_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
-    enum Frame {
-        Seq(Loc, Vec<Node>),
-        Map(Loc, Vec<(String, Loc, Node)>, Option<(String, Loc)>),
-    }
-    let mut docs = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
-    let mut pending_anchor: Vec<usize> = Vec::new();
-    let mut parser = Parser::new_from_str(src);
-    while let Some(ev) = parser.next_event() {
-        let (event, span) = ev.map_err(|e| SyntaxError {
-            loc: Loc {
-                line: e.marker().line(),
-                col: e.marker().col() + 1,
-            },
-            message: e.info().to_string(),
-        })?;
-        let loc = Loc {
-            line: span.start.line(),
-            col: span.start.col() + 1,
-        };
-        let node = match event {
-            Event::Scalar(text, style, anchor, _tag) => {
-                let value = if style == ScalarStyle::Plain {
-                    plain_scalar(&text)
-                } else {
-                    Value::Str(text.into_owned())
-                };
-                let node = Node { value, loc };
-                if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
-                }
-                node
-            }
-            Event::SequenceStart(anchor, _) => {
-                pending_anchor.push(anchor);
-                stack.push(Frame::Seq(loc, Vec::new()));
-                continue;
-            }
-            Event::MappingStart(anchor, _) => {
-                pending_anchor.push(anchor);
-                stack.push(Frame::Map(loc, Vec::new(), None));
-                continue;
-            }
-            Event::SequenceEnd | Event::MappingEnd => {
-                let node = match stack.pop() {
-                    Some(Frame::Seq(l, items)) => Node {
-                        value: Value::Seq(items),
-                        loc: l,
-                    },
-                    Some(Frame::Map(l, entries, _)) => Node {
-                        value: Value::Map(entries),
-                        loc: l,
-                    },
-                    None => continue,
-                };
-                if let Some(anchor) = pending_anchor.pop() {
-                    if anchor > 0 {
-                        anchors.insert(anchor, node.clone());
-                    }
-                }
-                node
-            }
-            Event::Alias(id) => anchors.get(&id).cloned().ok_or(SyntaxError {
-                loc,
-                message: "alias refers to an unknown anchor".into(),
-            })?,
-            _ => continue,
-        };
-        // A node finished with nothing open is a document's root.
-        match stack.last_mut() {
-            None => docs.push(node),
-            Some(Frame::Seq(_, items)) => items.push(node),
-            Some(Frame::Map(_, entries, key)) => match key.take() {
-                Some((k, kloc)) => entries.push((k, kloc, node)),
-                None => match node.value {
-                    Value::Str(s) => *key = Some((s, node.loc)),
-                    Value::Int(i) => *key = Some((i.to_string(), node.loc)),
-                    Value::Bool(b) => *key = Some((b.to_string(), node.loc)),
-                    other => {
-                        return Err(SyntaxError {
-                            loc: node.loc,
-                            message: format!(
-                                "mapping keys must be strings, found {}",
-                                other.type_name()
-                            ),
-                        })
-                    }
-                },
-            },
-        }
-    }
-    Ok(docs)
-}
-
-/// Resolves a plain YAML scalar the way YAML 1.2's core schema does.
-fn plain_scalar(text: &str) -> Value {
-    match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
-        _ => {}
-    }
-    if let Ok(i) = text.parse::<i64>() {
-        return Value::Int(i);
-    }
-    if text.contains('.')
-        && text
-            .chars()
-            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
-    {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f);
-        }
-    }
-    Value::Str(text.to_string())
 }
 
 // ---------------------------------------------------------------------------
@@ -611,7 +485,6 @@ const SOURCE_KEYS: &str =
     "route, tier, tenant, cluster, sli, rate_limited_is_bad, threshold (latency ratioMetric), unit (thresholdMetric)";
 
 /// Label names Levee sets itself (as in `levee_config`'s decoder).
-const RESERVED_LABELS: [&str; 6] = ["slo", "severity", "alertname", "objective", "le", "window"];
 
 // ---------------------------------------------------------------------------
 // Mapping.
@@ -1746,7 +1619,7 @@ impl<'a, 'n> Importer<'a, 'n> {
             );
             return None;
         }
-        if RESERVED_LABELS.contains(&key) {
+        if levee_config::RESERVED_SLO_LABELS.contains(&key) {
             self.error_help(
                 doc,
                 kloc,
@@ -1754,7 +1627,7 @@ impl<'a, 'n> Importer<'a, 'n> {
                 format!("`{key}` is a label Levee sets itself"),
                 format!(
                     "rename it; the reserved labels are {}",
-                    RESERVED_LABELS.join(", ")
+                    levee_config::RESERVED_SLO_LABELS.join(", ")
                 ),
             );
             return None;
@@ -2410,10 +2283,13 @@ mod tests {
 
     #[test]
     fn every_document_of_the_stream() {
-        let docs = parse_documents("a: 1\n---\nb: [x]\n---\n# empty\n...\n---\n- c\n").unwrap();
+        let docs = levee_config::node::parse_yaml_documents(
+            "a: 1\n---\nb: [x]\n---\n# empty\n...\n---\n- c\n",
+        )
+        .unwrap();
         let kinds: Vec<&str> = docs.iter().map(|d| d.value.type_name()).collect();
         assert_eq!(kinds, ["a table", "a table", "null", "a list"]);
         assert_eq!(docs[1].loc.line, 3);
-        assert!(parse_documents("a: [1\n").is_err());
+        assert!(levee_config::node::parse_yaml_documents("a: [1\n").is_err());
     }
 }

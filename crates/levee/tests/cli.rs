@@ -5,102 +5,13 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const LEVEE: &str = env!("CARGO_BIN_EXE_levee");
+mod common;
 
-/// Variables the examples interpolate; removed so results do not depend on
-/// the environment of whoever runs the tests.
-const SCRUBBED_ENV: [&str; 4] = [
-    "LEVEE_ADMIN_TOKEN",
-    "LEVEE_ADMIN_LISTEN",
-    "DEPLOY_ENV",
-    "RUST_LOG",
-];
-
-/// The workspace root, where `examples/` lives.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the workspace root exists")
-}
-
-/// A fresh, empty directory for one test's files.
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("levee-cli-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-fn levee_command(args: &[&str], cwd: &Path) -> Command {
-    let mut cmd = Command::new(LEVEE);
-    cmd.args(args).current_dir(cwd);
-    for var in SCRUBBED_ENV {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-/// A finished run of the binary, with what is needed to explain a failure.
-struct Run {
-    command: String,
-    cwd: PathBuf,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn context(&self) -> String {
-        format!(
-            "command: {}\ncwd: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
-            self.command,
-            self.cwd.display(),
-            self.status,
-            self.stdout,
-            self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.status.code(),
-            Some(code),
-            "expected exit code {code}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    #[track_caller]
-    fn expect(&self, ok: bool, what: &str) -> &Self {
-        assert!(ok, "{what}\n{}", self.context());
-        self
-    }
-}
-
-fn levee(args: &[&str], cwd: &Path) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = levee_command(args, cwd)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {LEVEE}: {e}"));
-    Run {
-        command: format!("{LEVEE} {}", args.join(" ")),
-        cwd: cwd.to_path_buf(),
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
+use common::{levee, repo_root, LEVEE};
 
 #[test]
 fn check_accepts_the_shipped_examples() {
@@ -127,7 +38,7 @@ fn check_accepts_the_shipped_examples() {
 
 #[test]
 fn check_reports_every_diagnostic_and_exits_1() {
-    let dir = scratch_dir("check-invalid");
+    let dir = common::scratch_dir("cli", "check-invalid");
     std::fs::write(
         dir.join("broken.toml"),
         r#"[admin]
@@ -193,7 +104,7 @@ fn help_lists_the_subcommands() {
 
 #[test]
 fn check_refuses_an_unknown_extension() {
-    let dir = scratch_dir("unknown-ext");
+    let dir = common::scratch_dir("cli", "unknown-ext");
     std::fs::write(dir.join("levee.json"), "{}").expect("write file");
     let run = levee(&["check", "-c", "levee.json"], &dir);
     run.expect_code(1).expect(
@@ -206,7 +117,7 @@ fn check_refuses_an_unknown_extension() {
 
 #[test]
 fn check_reports_a_missing_file() {
-    let dir = scratch_dir("missing-file");
+    let dir = common::scratch_dir("cli", "missing-file");
     let run = levee(&["check", "-c", "nowhere.yaml"], &dir);
     run.expect_code(1)
         .expect(
@@ -223,7 +134,7 @@ fn check_reports_a_missing_file() {
 
 #[test]
 fn run_refuses_an_invalid_config() {
-    let dir = scratch_dir("run-invalid");
+    let dir = common::scratch_dir("cli", "run-invalid");
     std::fs::write(dir.join("levee.yaml"), "listeners: []\n").expect("write config");
     let run = levee(&["run", "-c", "levee.yaml"], &dir);
     run.expect_code(1).expect(
@@ -251,7 +162,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 #[test]
 fn run_serves_and_exits_0_on_sigterm() {
     let root = repo_root();
-    let dir = scratch_dir("run-sigterm");
+    let dir = common::scratch_dir("cli", "run-sigterm");
     let config = dir.join("levee.toml");
     // The TLS listener loads the example key pair relative to the working
     // directory (the repository root), proving the committed pair works.
@@ -287,7 +198,7 @@ match = { path = { prefix = "/api/" } }
     let config_arg = config.to_str().expect("UTF-8 temp path");
     let args = ["--log-format", "json", "run", "-c", config_arg];
     let command = format!("{LEVEE} {}", args.join(" "));
-    let mut child = levee_command(&args, &root)
+    let mut child = common::command(LEVEE, &args, &root)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

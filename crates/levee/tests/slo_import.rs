@@ -7,10 +7,11 @@
 
 use levee_config::{AlertSeverity, Config, Sli, Slo, SloPeriod, Tier};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-const LEVEE: &str = env!("CARGO_BIN_EXE_levee");
+mod common;
+
+use common::Run;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,74 +19,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A fresh, empty directory for one test's files.
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("levee-slo-import-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-/// A finished run of the binary, with what is needed to explain a failure.
-struct Run {
-    command: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn context(&self) -> String {
-        format!(
-            "command: {}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
-            self.command, self.code, self.stdout, self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "expected exit code {code}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    #[track_caller]
-    fn expect_stdout(&self, needle: &str) -> &Self {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    #[track_caller]
-    fn expect_stderr(&self, needle: &str) -> &Self {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}\n{}",
-            self.context()
-        );
-        self
-    }
-}
-
 fn levee(args: &[&str]) -> Run {
-    let out = Command::new(LEVEE)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run levee");
-    Run {
-        command: format!("{LEVEE} {}", args.join(" ")),
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    common::levee(args, &std::env::temp_dir())
 }
 
 fn import(fixture_name: &str) -> Run {
@@ -95,7 +30,7 @@ fn import(fixture_name: &str) -> Run {
 /// Appends `toml` to `base.toml`, checks it with `levee check` and loads it.
 fn check_with_base(test: &str, toml: &str) -> Config {
     let base = std::fs::read_to_string(fixture("base.toml")).expect("read base.toml");
-    let path = scratch_dir(test).join("levee.toml");
+    let path = common::scratch_dir("slo-import", test).join("levee.toml");
     std::fs::write(&path, format!("{base}\n{toml}")).expect("write config");
     levee(&["check", "-c", path.to_str().unwrap()])
         .expect_code(0)
@@ -259,7 +194,7 @@ fn less_common_shapes_import_with_notes() {
 
 #[test]
 fn output_file_holds_the_same_toml() {
-    let out = scratch_dir("output").join("slos.toml");
+    let out = common::scratch_dir("slo-import", "output").join("slos.toml");
     let run = levee(&[
         "slo",
         "import",

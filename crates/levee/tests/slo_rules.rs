@@ -10,91 +10,12 @@
 //! say loudly that they skipped.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
+use std::path::Path;
+use std::process::Command;
 
-const LEVEE: &str = env!("CARGO_BIN_EXE_levee");
+mod common;
 
-/// The workspace root, where `examples/` lives.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("the workspace root exists")
-}
-
-/// A fresh, empty directory for one test's files.
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("levee-slo-rules-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
-}
-
-/// A finished run of a program, with what is needed to explain a failure.
-struct Run {
-    command: String,
-    cwd: PathBuf,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn context(&self) -> String {
-        format!(
-            "command: {}\ncwd: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
-            self.command,
-            self.cwd.display(),
-            self.status,
-            self.stdout,
-            self.stderr
-        )
-    }
-
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.status.code(),
-            Some(code),
-            "expected exit code {code}\n{}",
-            self.context()
-        );
-        self
-    }
-
-    #[track_caller]
-    fn expect(&self, ok: bool, what: &str) -> &Self {
-        assert!(ok, "{what}\n{}", self.context());
-        self
-    }
-}
-
-fn run(program: &str, args: &[&str], cwd: &Path) -> Run {
-    let mut cmd = Command::new(program);
-    cmd.args(args).current_dir(cwd);
-    for var in ["LEVEE_ADMIN_TOKEN", "LEVEE_ADMIN_LISTEN", "RUST_LOG"] {
-        cmd.env_remove(var);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    Run {
-        command: format!("{program} {}", args.join(" ")),
-        cwd: cwd.to_path_buf(),
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
-}
-
-fn levee(args: &[&str], cwd: &Path) -> Run {
-    run(LEVEE, args, cwd)
-}
+use common::{levee, repo_root, run};
 
 /// Whether promtool can run. Missing, it fails the test under CI and
 /// otherwise prints a skip note that cannot be overlooked.
@@ -187,7 +108,7 @@ fn example_rules_pass_promtool_check() {
     assert!(yaml.contains("\ngroups:\n"), "no groups:\n{yaml}");
 
     // `-o` writes the same text.
-    let dir = scratch_dir("example");
+    let dir = common::scratch_dir("slo-rules", "example");
     let out = dir.join("rules.yaml");
     let run = levee(
         &[
@@ -359,7 +280,7 @@ fn example_rules_cover_every_objective_window_and_rule() {
 
 #[test]
 fn labels_and_names_are_escaped() {
-    let dir = scratch_dir("escape");
+    let dir = common::scratch_dir("slo-rules", "escape");
     std::fs::write(
         dir.join("levee.toml"),
         r#"[[listeners]]
@@ -450,7 +371,7 @@ tests:
 
 #[test]
 fn no_slos_make_an_empty_valid_file() {
-    let dir = scratch_dir("empty");
+    let dir = common::scratch_dir("slo-rules", "empty");
     std::fs::write(
         dir.join("levee.yaml"),
         "listeners: [{ name: public, listen: \"127.0.0.1:8080\" }]\n\
@@ -469,7 +390,7 @@ fn no_slos_make_an_empty_valid_file() {
 
 #[test]
 fn rules_refuse_an_invalid_config() {
-    let dir = scratch_dir("invalid");
+    let dir = common::scratch_dir("slo-rules", "invalid");
     std::fs::write(
         dir.join("levee.toml"),
         r#"[[listeners]]
@@ -565,7 +486,7 @@ fn page_fires_when_the_workbook_predicts() {
     if !have_promtool("page_fires_when_the_workbook_predicts") {
         return;
     }
-    let dir = scratch_dir("burn");
+    let dir = common::scratch_dir("slo-rules", "burn");
     std::fs::write(dir.join("levee.toml"), BURN_CONFIG).expect("write config");
     std::fs::write(dir.join("rules.yaml"), rules("levee.toml", &dir)).expect("write rules");
 

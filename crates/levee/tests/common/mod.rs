@@ -1,0 +1,131 @@
+//! Running the real `levee` binary (and other programs) from integration
+//! tests: each finished run keeps what explains a failure (command,
+//! working directory, exit status, stdout and stderr).
+
+// Each test crate uses part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output};
+
+/// The binary under test.
+pub(crate) const LEVEE: &str = env!("CARGO_BIN_EXE_levee");
+
+/// Variables the examples interpolate or that change logging; removed so
+/// results do not depend on whoever runs the tests.
+pub(crate) const SCRUBBED_ENV: [&str; 4] = [
+    "LEVEE_ADMIN_TOKEN",
+    "LEVEE_ADMIN_LISTEN",
+    "DEPLOY_ENV",
+    "RUST_LOG",
+];
+
+/// The workspace root, where `examples/` lives.
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// A fresh, empty directory for one test's files, named after the test
+/// crate (`suite`) and the test.
+pub(crate) fn scratch_dir(suite: &str, test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("levee-{suite}-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// `program ARGS` in `cwd`, with the scrubbed environment.
+pub(crate) fn command(program: &str, args: &[&str], cwd: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(cwd);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A finished run of a program.
+pub(crate) struct Run {
+    pub(crate) command: String,
+    pub(crate) cwd: PathBuf,
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl Run {
+    /// Everything about the run, for an assertion message.
+    pub(crate) fn context(&self) -> String {
+        format!(
+            "command: {}\ncwd: {}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+            self.command,
+            self.cwd.display(),
+            self.status,
+            self.stdout,
+            self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub(crate) fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "expected exit code {code}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn expect(&self, ok: bool, what: &str) -> &Self {
+        assert!(ok, "{what}\n{}", self.context());
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn expect_stdout(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn expect_stderr(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.context()
+        );
+        self
+    }
+}
+
+/// Runs `program ARGS` in `cwd` to completion.
+pub(crate) fn run(program: &str, args: &[&str], cwd: &Path) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(program, args, cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    Run {
+        command: format!("{program} {}", args.join(" ")),
+        cwd: cwd.to_path_buf(),
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Runs `levee ARGS` in `cwd` to completion.
+pub(crate) fn levee(args: &[&str], cwd: &Path) -> Run {
+    run(LEVEE, args, cwd)
+}
