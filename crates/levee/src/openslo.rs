@@ -484,8 +484,6 @@ const LEVEE_SOURCE_HELP: &str = "Levee measures its own traffic: use `type: Leve
 const SOURCE_KEYS: &str =
     "route, tier, tenant, cluster, sli, rate_limited_is_bad, threshold (latency ratioMetric), unit (thresholdMetric)";
 
-/// Label names Levee sets itself (as in `levee_config`'s decoder).
-
 // ---------------------------------------------------------------------------
 // Mapping.
 // ---------------------------------------------------------------------------
