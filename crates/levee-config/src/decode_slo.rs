@@ -572,6 +572,43 @@ pub(crate) fn check_slos(
             }
         }
     }
+    let bucket = config.alerting.bucket;
+    if config.alerting.evaluate_every > bucket {
+        d.error_help(
+            loc_of("alerting", 0, "evaluate_every"),
+            "alerting.evaluate_every",
+            format!(
+                "evaluating every {} with {} buckets would pour several buckets' events into one",
+                format_duration(config.alerting.evaluate_every),
+                format_duration(bucket)
+            ),
+            "evaluate at least once per bucket",
+        );
+    }
+    for slo in &config.slos {
+        let too_short = slo
+            .alerting
+            .rules
+            .iter()
+            .flatten()
+            .find(|r| r.short < bucket);
+        if let Some(r) = too_short {
+            let i = raw_slo_names
+                .iter()
+                .position(|n| *n == slo.name)
+                .unwrap_or(0);
+            d.error_help(
+                loc_of("slos", i, "alerting"),
+                &format!("slos[{i}].alerting.{}", r.severity.name()),
+                format!(
+                    "the window {} is shorter than one bucket ({})",
+                    format_duration(r.short),
+                    format_duration(bucket)
+                ),
+                "lengthen the window, or set a smaller `[alerting] bucket`",
+            );
+        }
+    }
     let mut seen = HashSet::new();
     for (i, w) in config.alerting.webhooks.iter().enumerate() {
         if !seen.insert(w.name.as_str()) {

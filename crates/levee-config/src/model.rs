@@ -1067,7 +1067,8 @@ pub struct Slo {
     pub alerting: SloAlerting,
     /// A link passed into every alert of this SLO.
     pub runbook: Option<String>,
-    /// Labels passed into every alert and metric of this SLO.
+    /// Labels passed into every alert of this SLO (and its Prometheus
+    /// rules); metrics carry only the `slo` label.
     pub labels: Vec<(String, String)>,
 }
 
@@ -1103,7 +1104,8 @@ pub enum Sli {
     /// Good unless the client got a 5xx (Levee's own shedding and
     /// timeouts included).
     Availability {
-        /// Whether a tenant's own 429s are bad events.
+        /// Whether 429s (a rate limit's refusals, Levee's or the
+        /// upstream's) are bad events.
         rate_limited_is_bad: bool,
     },
     /// Good when answered without a 5xx within the objective's threshold.

@@ -69,11 +69,12 @@ pub mod names {
     pub const SLO_BUDGET_REMAINING_SECONDS: &str = "levee_slo_error_budget_remaining_seconds";
     /// 1 while an SLO's alert fires, by severity.
     pub const SLO_ALERT_FIRING: &str = "levee_slo_alert_firing";
-    /// Incidents opened, by SLO and severity.
+    /// Incidents opened by an SLO's page alert, by SLO.
     pub const SLO_INCIDENTS: &str = "levee_slo_incidents_total";
     /// Share of good requests over the status page period, by tier.
     pub const TIER_UPTIME: &str = "levee_tier_uptime_ratio";
-    /// Alert notifications by webhook and result (`sent`, `retried`, `dropped`).
+    /// Alert notifications by webhook and result (`sent`, `retried`,
+    /// `dropped`; `queue_full` with an empty webhook label).
     pub const NOTIFICATIONS: &str = "levee_alert_notifications_total";
     /// Utilisation (0 to 1+) of a cluster's or endpoint's limits, by resource.
     pub const CAPACITY_UTILISATION: &str = "levee_capacity_utilisation_ratio";

@@ -1,8 +1,8 @@
-//! Alert notifications: a bounded queue drained by one task that POSTs each
-//! notification to every webhook taking its severity, retrying failures
-//! with capped, fully jittered exponential backoff. Deliveries to
-//! different webhooks run independently, so a slow receiver delays no
-//! other. Two payloads: Alertmanager's `POST /api/v2/alerts` body (a JSON
+//! Alert notifications: a bounded queue drained by one task that hands each
+//! notification to every webhook taking its severity. Each webhook has its
+//! own bounded queue and worker, which POSTs in order and retries failures
+//! with capped, fully jittered exponential backoff: a slow receiver delays
+//! no other, and a retried "firing" never lands after its "resolved". Two payloads: Alertmanager's `POST /api/v2/alerts` body (a JSON
 //! array of alerts, re-sent every minute while firing because Alertmanager
 //! forgets alerts past their `endsAt`), and Levee's own object.
 
@@ -54,14 +54,17 @@ pub(crate) struct Notification {
     pub(crate) status: serde_json::Value,
 }
 
-/// A webhook with its delivery counters.
+/// A webhook with its delivery counters and its ordered queue.
 #[derive(Debug)]
 struct Hook {
     config: Webhook,
     sent: Arc<Counter>,
     retried: Arc<Counter>,
     dropped: Arc<Counter>,
+    queue: mpsc::Sender<Arc<Notification>>,
 }
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Sends notifications to the configured webhooks.
 #[derive(Debug)]
@@ -70,6 +73,7 @@ pub(crate) struct Notifier {
     hooks: Arc<ArcSwap<Vec<Arc<Hook>>>>,
     registry: Arc<Registry>,
     overflow: Arc<Counter>,
+    client: HttpClient,
 }
 
 impl Notifier {
@@ -78,9 +82,12 @@ impl Notifier {
         let (tx, rx) = mpsc::channel(QUEUE);
         let hooks: Arc<ArcSwap<Vec<Arc<Hook>>>> = Arc::default();
         tokio::spawn(deliver_all(rx, hooks.clone()));
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
         Self {
             tx,
             hooks,
+            client: Client::builder(TokioExecutor::new()).build(connector),
             registry: registry.clone(),
             overflow: registry.counter(
                 names::NOTIFICATIONS,
@@ -92,9 +99,15 @@ impl Notifier {
 
     /// Takes the webhooks of a new config.
     pub(crate) fn configure(&self, webhooks: &[Webhook]) {
+        let current = self.hooks.load_full();
         let hooks = webhooks
             .iter()
             .map(|w| {
+                // An unchanged webhook keeps its queue and its worker, so a
+                // reload loses no pending delivery.
+                if let Some(same) = current.iter().find(|h| h.config == *w) {
+                    return same.clone();
+                }
                 let c = |result| {
                     self.registry.counter(
                         names::NOTIFICATIONS,
@@ -102,12 +115,18 @@ impl Notifier {
                         &[("webhook", w.name.as_str()), ("result", result)],
                     )
                 };
-                Arc::new(Hook {
+                let (queue, rx) = mpsc::channel(QUEUE);
+                let hook = Arc::new(Hook {
                     config: w.clone(),
                     sent: c("sent"),
                     retried: c("retried"),
                     dropped: c("dropped"),
-                })
+                    queue,
+                });
+                // The worker ends once the hook is replaced and its queue
+                // is drained.
+                tokio::spawn(hook_worker(self.client.clone(), Arc::downgrade(&hook), rx));
+                hook
             })
             .collect();
         self.hooks.store(Arc::new(hooks));
@@ -123,10 +142,6 @@ impl Notifier {
 }
 
 async fn deliver_all(mut rx: mpsc::Receiver<Notification>, hooks: Arc<ArcSwap<Vec<Arc<Hook>>>>) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(connector);
     while let Some(n) = rx.recv().await {
         let n = Arc::new(n);
         for hook in hooks.load().iter() {
@@ -136,21 +151,33 @@ async fn deliver_all(mut rx: mpsc::Receiver<Notification>, hooks: Arc<ArcSwap<Ve
             if n.refresh && hook.config.format != WebhookFormat::Alertmanager {
                 continue;
             }
-            tokio::spawn(deliver(client.clone(), hook.clone(), n.clone()));
+            if hook.queue.try_send(n.clone()).is_err() {
+                hook.dropped.inc();
+                tracing::error!(webhook = %hook.config.name, "webhook queue full; notification dropped");
+            }
         }
     }
 }
 
-/// POSTs `n` to `hook` until it is accepted (2xx) or the attempts run out.
-async fn deliver(
-    client: Client<HttpConnector, Full<Bytes>>,
-    hook: Arc<Hook>,
-    n: Arc<Notification>,
+/// Delivers one webhook's notifications in order, until the webhook is
+/// replaced (by a reload) and its queue is drained.
+async fn hook_worker(
+    client: HttpClient,
+    hook: std::sync::Weak<Hook>,
+    mut rx: mpsc::Receiver<Arc<Notification>>,
 ) {
+    while let Some(n) = rx.recv().await {
+        let Some(hook) = hook.upgrade() else { return };
+        deliver(&client, &hook, &n).await;
+    }
+}
+
+/// POSTs `n` to `hook` until it is accepted (2xx) or the attempts run out.
+async fn deliver(client: &HttpClient, hook: &Hook, n: &Notification) {
     let w = &hook.config;
     let body = Bytes::from(match w.format {
-        WebhookFormat::Alertmanager => alertmanager_payload(&n),
-        WebhookFormat::Levee => levee_payload(&n),
+        WebhookFormat::Alertmanager => alertmanager_payload(n),
+        WebhookFormat::Levee => levee_payload(n),
     });
     let backoff = levee_policy::retry::Backoff {
         base: w.backoff,
@@ -204,7 +231,12 @@ async fn deliver(
 
 fn labels(n: &Notification) -> serde_json::Map<String, serde_json::Value> {
     let mut labels = serde_json::Map::new();
-    labels.insert("alertname".into(), "LeveeSLOBurnRate".into());
+    // The names `levee slo rules` gives the same alerts.
+    let alertname = match n.severity {
+        AlertSeverity::Page => "LeveeSLOPageBurn",
+        AlertSeverity::Ticket => "LeveeSLOTicketBurn",
+    };
+    labels.insert("alertname".into(), alertname.into());
     labels.insert("slo".into(), n.slo.clone().into());
     labels.insert("slo_name".into(), n.slo_name.clone().into());
     labels.insert("severity".into(), n.severity.name().into());

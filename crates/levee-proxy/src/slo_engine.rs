@@ -281,6 +281,25 @@ impl SeriesMetrics {
     }
 }
 
+impl SeriesMetrics {
+    /// Empties the gauges of a series no longer configured.
+    fn clear(&self) {
+        self.objective.clear();
+        self.budget_ratio.clear();
+        self.budget_seconds.clear();
+        for (_, sli, burn) in &self.windows {
+            sli.clear();
+            burn.clear();
+        }
+        for (_, firing) in &self.firing {
+            firing.clear();
+        }
+        if let Some(u) = &self.uptime {
+            u.clear();
+        }
+    }
+}
+
 fn tier_name(t: Tier) -> &'static str {
     match t {
         Tier::Core => "core",
@@ -562,6 +581,7 @@ impl SloEngine {
                             series.metrics.incidents.inc();
                             let row = trace_incident(series, id, t, None, end);
                             tracing::warn!(slo = %series.def.id, incident = id, "SLO page alert fired; incident opened");
+                            stage_incident(&mut state.batch, &row);
                             state.incidents.push(TrackedIncident { row, settled: false });
                             id
                         });
@@ -581,7 +601,9 @@ impl SloEngine {
                                 })
                             {
                                 open.row.resolve_ns = Some(at);
+                                open.settled = open.row.recover_ns.is_some();
                                 incident = Some(open.row.id);
+                                stage_incident(&mut state.batch, &open.row);
                             }
                         }
                         tracing::info!(slo = %series.def.id, severity = severity_name(t.severity), "SLO alert resolved");
@@ -621,12 +643,20 @@ impl SloEngine {
                     }
                 }
             }
-            // Follow the incidents that still change.
+            // Follow the incidents not yet recovered: their recovery, bad
+            // events and budget spent still change. Once recovered they
+            // keep those figures (only the alert's resolution is left).
             for tracked in state
                 .incidents
                 .iter_mut()
-                .filter(|i| !i.settled && i.row.slo == series.def.id)
+                .filter(|i| !i.settled && i.row.recover_ns.is_none() && i.row.slo == series.def.id)
             {
+                if tracked.row.detect_ns < series.buckets.fine_start() {
+                    // Its buckets are gone (a long outage of Levee itself):
+                    // tracing again would only lose what was recorded.
+                    tracked.settled = true;
+                    continue;
+                }
                 let firing = Transition {
                     severity: Severity::Page,
                     from: AlertState::Inactive,
@@ -640,10 +670,48 @@ impl SloEngine {
                 tracked.settled = updated.recover_ns.is_some() && updated.resolve_ns.is_some();
                 if updated != tracked.row {
                     tracked.row = updated;
-                    state.batch.incidents.retain(|r| r.id != tracked.row.id);
-                    state.batch.incidents.push(tracked.row.clone());
+                    stage_incident(&mut state.batch, &tracked.row);
                 }
             }
+        }
+        // SLOs removed from the config: their firing alerts resolve (and
+        // say so) and their open incidents close, rather than hang.
+        for series in state.series.values_mut().filter(|s| !s.active) {
+            for &severity in &Severity::ALL {
+                let AlertState::Firing { since } = series.alerts.state(severity) else {
+                    continue;
+                };
+                let resolved = AlertState::Resolved { at: end };
+                series.alerts.restore(severity, resolved);
+                state
+                    .batch
+                    .alerts
+                    .push(alert_row(&series.def.id, severity, resolved));
+                let mut incident = None;
+                for open in state
+                    .incidents
+                    .iter_mut()
+                    .filter(|i| i.row.slo == series.def.id && i.row.resolve_ns.is_none())
+                {
+                    open.row.resolve_ns = Some(end);
+                    open.row.recover_ns.get_or_insert(end);
+                    open.settled = true;
+                    incident = Some(open.row.id);
+                    stage_incident(&mut state.batch, &open.row);
+                }
+                tracing::info!(slo = %series.def.id, "SLO removed from the config; its alert is resolved");
+                notifications.push(notification(
+                    series,
+                    severity,
+                    false,
+                    false,
+                    since,
+                    Some(end),
+                    incident.filter(|_| severity == Severity::Page),
+                    end,
+                ));
+            }
+            series.metrics.clear();
         }
         for n in notifications {
             self.notifier.send(n);
@@ -759,6 +827,12 @@ impl SloEngine {
         }
         self.tick(now).await;
     }
+}
+
+/// Puts `row` in the next write, replacing an older copy.
+fn stage_incident(batch: &mut Batch, row: &IncidentRow) {
+    batch.incidents.retain(|r| r.id != row.id);
+    batch.incidents.push(row.clone());
 }
 
 fn restore_alerts(alerts: &mut Alerts, rows: &[AlertRow]) {
@@ -1365,7 +1439,13 @@ mod tests {
     /// 2026-11-29T00:00:00Z, a bucket boundary.
     const T0: u64 = 1_795_910_400 * S;
 
+    const ONE_RULE: &str = r#"[{ long = "60s", short = "10s", factor = 10 }]"#;
+
     fn config() -> Arc<Config> {
+        config_with(ONE_RULE)
+    }
+
+    fn config_with(page_rules: &str) -> Arc<Config> {
         let src = r#"
 [[listeners]]
 name = "public"
@@ -1383,12 +1463,13 @@ route = "r"
 objective = "99%"
 period = "1h"
 runbook = "https://runbooks.example.com/x"
-alerting = { min_events = 0, page = [{ long = "60s", short = "10s", factor = 10 }], ticket = [] }
+alerting = { min_events = 0, page = PAGE_RULES, ticket = [] }
 [alerting]
 evaluate_every = "1s"
 bucket = "1s"
-"#;
-        Arc::new(levee_config::load_str(src, levee_config::Format::Toml, "t.toml").unwrap())
+"#
+        .replace("PAGE_RULES", page_rules);
+        Arc::new(levee_config::load_str(&src, levee_config::Format::Toml, "t.toml").unwrap())
     }
 
     fn temp_db() -> std::path::PathBuf {
@@ -1399,10 +1480,18 @@ bucket = "1s"
     }
 
     async fn engine(db: &std::path::Path) -> SloEngine {
+        engine_with(db, config()).await
+    }
+
+    async fn engine_with(db: &std::path::Path, config: Arc<Config>) -> SloEngine {
         let store = levee_store::SqliteStore::open(db).unwrap();
-        let engine =
-            SloEngine::new(Some(Box::new(store)), config(), Arc::new(Registry::new())).unwrap();
-        engine.configure(config()).await;
+        let engine = SloEngine::new(
+            Some(Box::new(store)),
+            config.clone(),
+            Arc::new(Registry::new()),
+        )
+        .unwrap();
+        engine.configure(config).await;
         engine
     }
 
@@ -1478,6 +1567,59 @@ bucket = "1s"
             (&i.start, &i.detect, &i.recover, &i.resolve)
         );
         assert_eq!(restored.slos[0].alerts[0].state, "resolved");
+        let _ = std::fs::remove_dir_all(db.parent().unwrap());
+    }
+
+    /// With a second, slower page rule the incident recovers (its 10 s
+    /// excursion window is clean) well before the alert resolves (the
+    /// 60 s rule still burns); the resolution is persisted all the same,
+    /// and removing the SLO from the config resolves a firing alert.
+    #[tokio::test]
+    async fn a_resolution_after_recovery_is_persisted_and_removal_resolves() {
+        let two_rules = r#"[{ long = "60s", short = "10s", factor = 10 }, { long = "300s", short = "60s", factor = 2 }]"#;
+        let db = temp_db();
+        let e = engine_with(&db, config_with(two_rules)).await;
+        for k in 0..300 {
+            second(&e, k, 10, 0).await;
+        }
+        for k in 300..330 {
+            second(&e, k, 0, 10).await;
+        }
+        let mut recovered_first = false;
+        for k in 330..460 {
+            second(&e, k, 10, 0).await;
+            let i = incident(&e).unwrap();
+            if i.state == "recovered" {
+                recovered_first = true;
+            }
+        }
+        assert!(
+            recovered_first,
+            "the incident recovered before the alert resolved"
+        );
+        let i = incident(&e).unwrap();
+        assert_eq!(i.state, "closed", "{i:?}");
+        drop(e);
+        let again = engine_with(&db, config_with(two_rules)).await;
+        again.tick(T0 + 461 * S + 5_000_000).await;
+        let r = incident(&again).unwrap();
+        assert_eq!(
+            (r.state, &r.resolve, &r.recover),
+            ("closed", &i.resolve, &i.recover)
+        );
+
+        // Fire again, then drop the SLO from the config.
+        for k in 461..480 {
+            second(&again, k, 0, 10).await;
+        }
+        assert_eq!(again.report().slos[0].alerts[0].state, "firing");
+        let mut without = (*config_with(two_rules)).clone();
+        without.slos.clear();
+        again.configure(Arc::new(without)).await;
+        again.tick(T0 + 481 * S + 5_000_000).await;
+        let newest = incident(&again).unwrap();
+        assert_eq!(newest.state, "closed", "{newest:?}");
+        assert!(again.report().slos.is_empty());
         let _ = std::fs::remove_dir_all(db.parent().unwrap());
     }
 

@@ -113,7 +113,9 @@ impl Policy {
 
     /// The SRE Workbook's windows and budget shares (2 % in 1 h, 5 % in
     /// 6 h, 10 % in 1 d, 10 % in 3 d) with factors for `period`, as Sloth
-    /// scales them (13.44 for the first rule of a 28-day period).
+    /// scales them (13.44 for the first rule of a 28-day period). Rules
+    /// whose long window exceeds the period are left out: a 1-day period
+    /// keeps the two page rules and the 1-day ticket rule.
     pub fn sre_workbook_for(period: Duration) -> Self {
         let h = |n: u64| Duration::from_secs(n * 3600);
         let m = |n: u64| Duration::from_secs(n * 60);
@@ -123,13 +125,16 @@ impl Policy {
             short,
             factor: Factor::from_budget_share(share_ppm, period, long),
         };
+        let rules = vec![
+            rule(Severity::Page, 20_000, h(1), m(5)),
+            rule(Severity::Page, 50_000, h(6), m(30)),
+            rule(Severity::Ticket, 100_000, h(24), h(2)),
+            rule(Severity::Ticket, 100_000, h(72), h(6)),
+        ];
         Self {
-            rules: vec![
-                rule(Severity::Page, 20_000, h(1), m(5)),
-                rule(Severity::Page, 50_000, h(6), m(30)),
-                rule(Severity::Ticket, 100_000, h(24), h(2)),
-                rule(Severity::Ticket, 100_000, h(72), h(6)),
-            ],
+            // A window longer than the period would count events the
+            // period no longer does (and its factor would fall below 1).
+            rules: rules.into_iter().filter(|r| r.long <= period).collect(),
             min_events: 0,
             pending_for: Duration::ZERO,
         }
@@ -315,6 +320,13 @@ mod tests {
             ]
         );
         assert_eq!(Policy::default(), p);
+        let day = Policy::sre_workbook_for(Duration::from_secs(86_400));
+        let longs: Vec<u64> = day.rules.iter().map(|r| r.long.as_secs() / 3600).collect();
+        assert_eq!(
+            longs,
+            vec![1, 6, 24],
+            "windows longer than the period are left out"
+        );
     }
 
     #[test]

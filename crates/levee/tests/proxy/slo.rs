@@ -204,7 +204,10 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
         .unwrap();
     assert_eq!(page.content_type, "application/json");
     let alert = &page.body[0];
-    assert_eq!(alert["labels"]["alertname"], "LeveeSLOBurnRate");
+    assert_eq!(
+        alert["labels"]["alertname"], "LeveeSLOPageBurn",
+        "as `levee slo rules` names it"
+    );
     assert_eq!(alert["labels"]["slo"], "checkout-availability");
     assert_eq!(alert["labels"]["severity"], "page");
     assert_eq!(alert["labels"]["team"], "payments");
