@@ -38,7 +38,8 @@ impl SloCounter {
 /// What makes one request a good event for a binding.
 #[derive(Debug, Clone, Copy)]
 enum GoodWhen {
-    /// Not a 5xx (nor, when configured, a 429).
+    /// Not a server failure (`Outcome::is_server_failure`: a 5xx, the
+    /// gateway's own included), nor, when configured, a 429.
     Available { rate_limited_is_bad: bool },
     /// Not a 5xx, and answered within the threshold.
     Within { threshold_ns: u64 },
@@ -69,13 +70,9 @@ impl SloBinding {
         let good = match self.good_when {
             GoodWhen::Available {
                 rate_limited_is_bad,
-            } => {
-                !outcome.is_server_failure()
-                    && outcome.status() < 500
-                    && !(rate_limited_is_bad && outcome.status() == 429)
-            }
+            } => !(outcome.is_server_failure() || (rate_limited_is_bad && outcome.status() == 429)),
             GoodWhen::Within { threshold_ns } => {
-                !outcome.is_server_failure() && outcome.status() < 500 && elapsed_ns <= threshold_ns
+                !outcome.is_server_failure() && elapsed_ns <= threshold_ns
             }
         };
         self.counter.record(good);

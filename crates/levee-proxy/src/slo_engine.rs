@@ -539,29 +539,7 @@ impl SloEngine {
         }
         let mut notifications = Vec::new();
         for series in state.series.values_mut().filter(|s| s.active) {
-            let (good, total) = series.counter.drain();
-            series.buckets.add(end - 1, good, total);
-            series.metrics.events.add(total);
-            series.metrics.bad.add(total - good);
-            for coarse in [false, true] {
-                let (start, c) = if coarse {
-                    series.buckets.coarse_bucket(end - 1)
-                } else {
-                    series.buckets.fine_bucket(end - 1)
-                };
-                if c.total > 0 {
-                    state.batch.buckets.retain(|r| {
-                        !(r.slo == series.def.id && r.coarse == coarse && r.start_ns == start)
-                    });
-                    state.batch.buckets.push(BucketRow {
-                        slo: series.def.id.clone(),
-                        coarse,
-                        start_ns: start,
-                        good: c.good,
-                        total: c.total,
-                    });
-                }
-            }
+            absorb(series, end, &mut state.batch);
             let transitions = series.alerts.evaluate(
                 &series.def.policy,
                 &series.buckets,
@@ -788,44 +766,49 @@ impl SloEngine {
                 .unwrap_or(1)
                 .max(1);
             if now - now % bucket_ns <= state.last_tick {
+                let state = &mut *state;
                 let end = state.last_tick;
                 for series in state.series.values_mut().filter(|s| s.active) {
-                    let (good, total) = series.counter.drain();
-                    if total == 0 {
-                        continue;
-                    }
-                    series.buckets.add(end - 1, good, total);
-                    series.metrics.events.add(total);
-                    series.metrics.bad.add(total - good);
+                    absorb(series, end, &mut state.batch);
                 }
-                let rows: Vec<BucketRow> = state
-                    .series
-                    .values()
-                    .flat_map(|s| {
-                        [false, true].map(|coarse| {
-                            let (start, c) = if coarse {
-                                s.buckets.coarse_bucket(end - 1)
-                            } else {
-                                s.buckets.fine_bucket(end - 1)
-                            };
-                            BucketRow {
-                                slo: s.def.id.clone(),
-                                coarse,
-                                start_ns: start,
-                                good: c.good,
-                                total: c.total,
-                            }
-                        })
-                    })
-                    .filter(|r| r.total > 0)
-                    .collect();
-                state.batch.buckets.extend(rows);
-                let state = &mut *state;
                 self.flush(state).await;
+                // The report shows what was just folded in.
+                self.report.store(Arc::new(build_report(state, end)));
                 return;
             }
         }
         self.tick(now).await;
+    }
+}
+
+/// Drains the series' counter into the bucket ending at `end` (adding
+/// nothing still advances time), counts the events in its metrics, and
+/// stages the fine and coarse buckets touched for the next write.
+fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch) {
+    let (good, total) = series.counter.drain();
+    series.buckets.add(end - 1, good, total);
+    series.metrics.events.add(total);
+    series.metrics.bad.add(total - good);
+    for coarse in [false, true] {
+        let (start, c) = if coarse {
+            series.buckets.coarse_bucket(end - 1)
+        } else {
+            series.buckets.fine_bucket(end - 1)
+        };
+        if c.total == 0 {
+            continue;
+        }
+        let row = BucketRow {
+            slo: series.def.id.clone(),
+            coarse,
+            start_ns: start,
+            good: c.good,
+            total: c.total,
+        };
+        batch
+            .buckets
+            .retain(|r| !(r.slo == row.slo && r.coarse == coarse && r.start_ns == start));
+        batch.buckets.push(row);
     }
 }
 
