@@ -74,7 +74,8 @@ pub struct ReloadStatus {
     pub last_attempt_unix: Option<u64>,
     /// Every diagnostic of the last attempt if it failed.
     pub last_errors: Vec<Diagnostic>,
-    /// A non-config failure of the last attempt (bind, TLS).
+    /// Why the last attempt was rejected, in one line (invalid config,
+    /// bind, TLS, key files), if it was.
     pub last_failure: Option<String>,
 }
 
@@ -353,10 +354,6 @@ impl Gateway {
                     })?;
             fallbacks.insert(r.name.clone(), Arc::new(resolved));
         }
-        *lock(&shared.stale_caches) = fallbacks
-            .iter()
-            .filter_map(|(name, f)| Some((name.clone(), f.stale.clone()?)))
-            .collect();
 
         // Tenant identification: key files and JWKS read now.
         let tenants = Arc::new(
@@ -365,19 +362,11 @@ impl Gateway {
         );
 
         // Redis for global limits: the running client while unchanged.
+        let running_global = lock(&shared.global).clone();
         let global = config.redis.as_ref().map(|r| {
-            let mut current = lock(&shared.global);
-            match current.as_ref().filter(|g| g.config == *r) {
+            match running_global.as_ref().filter(|g| g.config == *r) {
                 Some(g) => g.clone(),
-                None => {
-                    let g = crate::global::GlobalLimits::start(
-                        r.clone(),
-                        &shared.registry,
-                        shared.clock,
-                    );
-                    *current = Some(g.clone());
-                    g
-                }
+                None => crate::global::GlobalLimits::new(r.clone(), &shared.registry, shared.clock),
             }
         });
 
@@ -408,10 +397,9 @@ impl Gateway {
                 (r.name.clone(), built)
             })
             .collect();
-        *lock(&shared.rate_limits) = limits.clone();
 
-        // SLOs: series for the new objectives, bindings for each route.
-        shared.slo.configure(Arc::new(config.clone())).await;
+        // SLOs: counters and bindings for each route (the engine takes the
+        // new objectives only at the commit below).
         let slo_bindings = shared.slo.counters.bind(&config);
 
         // Listener configs (TLS acceptors and routers), built before any swap.
@@ -498,7 +486,20 @@ impl Gateway {
             }
         }
 
-        // Swap: from here on nothing fails.
+        // Commit: from here on nothing fails. Shared state changes only
+        // now, so a rejected reload leaves every part of it as it was.
+        *lock(&shared.stale_caches) = fallbacks
+            .iter()
+            .filter_map(|(name, f)| Some((name.clone(), f.stale.clone()?)))
+            .collect();
+        if let Some(g) = &global {
+            if !running_global.as_ref().is_some_and(|r| Arc::ptr_eq(r, g)) {
+                g.connect();
+            }
+        }
+        *lock(&shared.global) = global;
+        *lock(&shared.rate_limits) = limits;
+        shared.slo.configure(Arc::new(config.clone())).await;
         for (listener, lc) in to_update {
             listener.current.store(Arc::new(lc));
         }
@@ -569,7 +570,10 @@ impl Gateway {
                     tracing::error!(diagnostic = %d, "reload rejected; keeping the running configuration");
                 }
                 status.last_errors = diags.0.clone();
-                status.last_failure = None;
+                status.last_failure = Some(match diags.0.len() {
+                    1 => "the configuration is invalid: 1 error".to_string(),
+                    n => format!("the configuration is invalid: {n} errors"),
+                });
             }
             Err(other) => {
                 m.reload_failed.inc();

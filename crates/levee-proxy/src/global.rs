@@ -63,8 +63,8 @@ impl std::fmt::Debug for GlobalLimits {
 
 impl GlobalLimits {
     /// Starts connecting in the background and returns at once.
-    pub(crate) fn start(config: Redis, registry: &Registry, clock: MonotonicClock) -> Arc<Self> {
-        let me = Arc::new(Self {
+    pub(crate) fn new(config: Redis, registry: &Registry, clock: MonotonicClock) -> Arc<Self> {
+        Arc::new(Self {
             conn: ArcSwapOption::empty(),
             script: redis::Script::new(GCRA_LUA),
             clock,
@@ -90,9 +90,14 @@ impl GlobalLimits {
                 &[],
             ),
             config,
-        });
-        tokio::spawn(connect_loop(Arc::downgrade(&me)));
-        me
+        })
+    }
+
+    /// Starts connecting (and reconnecting) in the background; separate
+    /// from [`GlobalLimits::new`] so a reload that is rejected after
+    /// building its client never opens a connection.
+    pub(crate) fn connect(self: &Arc<Self>) {
+        tokio::spawn(connect_loop(Arc::downgrade(self)));
     }
 
     /// Decides a request costing `cost_milli` thousandths for `key` under

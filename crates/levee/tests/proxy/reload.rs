@@ -232,3 +232,232 @@ async fn reload_adds_and_removes_listeners() {
     )
     .await;
 }
+
+/// How a reload can fail after the config itself was found valid.
+#[derive(Clone, Copy, Debug)]
+enum LateFailure {
+    /// A TLS listener whose certificate file is not a certificate.
+    BadCertificate,
+    /// A new listener on a port another socket holds.
+    PortInUse,
+    /// An API key file that is not a key file.
+    BadTenantKeyFile,
+}
+
+/// A config touching every kind of state a reload shares across snapshots:
+/// an SLO and its objective, a webhook, a stale cache, a rate-limit table
+/// and a Redis client.
+struct Shapes<'a> {
+    upstream: std::net::SocketAddr,
+    redis: &'a str,
+    objective: &'a str,
+    webhook: &'a str,
+    rate: u32,
+    stale_entries: u32,
+    extra: &'a str,
+}
+
+impl Shapes<'_> {
+    fn render(&self) -> String {
+        let Shapes {
+            upstream,
+            redis,
+            objective,
+            webhook,
+            rate,
+            stale_entries,
+            extra,
+        } = self;
+        format!(
+            r#"{PREAMBLE}{LISTENER}{extra}
+[redis]
+url = "{redis}"
+timeout = "500ms"
+[[routes]]
+name = "item"
+cluster = "c"
+match = {{ path = {{ prefix = "/item" }} }}
+[routes.fallback]
+serve_stale = {{ max_entries = {stale_entries} }}
+[[routes]]
+name = "limited"
+cluster = "c"
+match = {{ path = {{ prefix = "/limited" }} }}
+[[routes.rate_limits]]
+name = "per-route"
+rate = {rate}
+per = "1h"
+[[routes]]
+name = "all"
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = ["{upstream}"]
+[[slos]]
+name = "all-availability"
+sli = "availability"
+route = "all"
+objective = "{objective}"
+period = "1h"
+[alerting]
+webhooks = [{{ name = "{webhook}", url = "http://127.0.0.1:9/alerts" }}]
+"#
+        )
+    }
+}
+
+async fn rejected_reload_changes_no_shared_state(failure: LateFailure) {
+    let up = FakeUpstream::builder("up")
+        .route("/item", levee_testkit::Reply::statuses(&[200, 503]))
+        .start()
+        .await;
+    let redis_a = levee_testkit::RedisServer::start().await;
+    // What the rejected config points Redis at: a socket that counts
+    // whether anyone connected.
+    let redis_b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    redis_b.set_nonblocking(true).unwrap();
+    let redis_b_url = format!("redis://{}", redis_b.local_addr().unwrap());
+    let a = Shapes {
+        upstream: up.addr(),
+        redis: &redis_a.url(),
+        objective: "99.9%",
+        webhook: "hook-a",
+        rate: 2,
+        stale_entries: 100,
+        extra: "",
+    };
+    let gw = TestGateway::start_from_file(&a.render()).await;
+    let path = gw.config_path.clone().unwrap();
+    let dir = path.parent().unwrap();
+    let c = Client::http1();
+    let base = gw.url("public");
+
+    // Fill the stale cache and spend the rate limit.
+    assert_eq!(c.get(&format!("{base}/item")).await.status, 200);
+    assert_eq!(c.get(&format!("{base}/limited")).await.status, 200);
+    assert_eq!(c.get(&format!("{base}/limited")).await.status, 200);
+    assert_eq!(c.get(&format!("{base}/limited")).await.status, 429);
+
+    // The rejected config changes every shared part, then fails late.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra = match failure {
+        LateFailure::BadCertificate => {
+            std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+            std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+            format!(
+                "[[listeners]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+                dir.join("cert.pem").display(),
+                dir.join("key.pem").display()
+            )
+        }
+        LateFailure::PortInUse => format!(
+            "[[listeners]]\nname = \"taken\"\nlisten = \"{}\"\n",
+            held.local_addr().unwrap()
+        ),
+        LateFailure::BadTenantKeyFile => {
+            std::fs::write(dir.join("keys.toml"), "this is [not toml").unwrap();
+            format!(
+                "[tenants]\napi_keys = {{ header = \"x-api-key\", file = \"{}\" }}\n",
+                dir.join("keys.toml").display()
+            )
+        }
+    };
+    let b = Shapes {
+        redis: &redis_b_url,
+        objective: "97%",
+        webhook: "hook-b",
+        rate: 50,
+        stale_entries: 50,
+        extra: &extra,
+        ..a
+    };
+    std::fs::write(&path, b.render()).unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, 422, "{failure:?}: {}", r.body);
+    assert_eq!(r.json()["status"], "rejected");
+    let status = gw.gateway.reload_status();
+    assert!(status.last_failure.is_some(), "{failure:?}: {status:?}");
+
+    // The SLO engine still evaluates the running objective, and the
+    // rejected webhook was never set up.
+    gw.gateway.evaluate_slos().await;
+    let slos = c
+        .get(&format!("{}/api/v1/slos", gw.admin_url()))
+        .await
+        .json();
+    let objectives: Vec<f64> = slos["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["slo"] == "all-availability")
+        .map(|s| s["objective"].as_f64().unwrap())
+        .collect();
+    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos}");
+    let metrics = gw.gateway.registry().encode();
+    let objective_line = metrics
+        .lines()
+        .find(|l| l.starts_with("levee_slo_objective_ratio{") && l.contains("all-availability"))
+        .unwrap_or_else(|| panic!("{failure:?}: no objective gauge"));
+    assert!(
+        objective_line.ends_with(" 0.999"),
+        "{failure:?}: {objective_line}"
+    );
+    assert!(
+        !metrics.contains("hook-b"),
+        "{failure:?}: a rejected webhook was set up"
+    );
+
+    // Reloading the running config again keeps the state it had: the
+    // spent limit, the cached copy, the Redis client (the rejected one
+    // never connected).
+    std::fs::write(&path, a.render()).unwrap();
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, 200, "{failure:?}: {}", r.body);
+    assert_eq!(
+        c.get(&format!("{base}/limited")).await.status,
+        429,
+        "{failure:?}: the rate-limit table was replaced"
+    );
+    let stale = c.get(&format!("{base}/item")).await;
+    assert_eq!(
+        stale.header("levee-degraded"),
+        Some("stale"),
+        "{failure:?}: the stale cache was replaced: {stale:?}"
+    );
+    assert!(
+        redis_b.accept().is_err(),
+        "{failure:?}: the rejected Redis client connected"
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_reload_rejected_for_a_bad_certificate_changes_no_shared_state() {
+    rejected_reload_changes_no_shared_state(LateFailure::BadCertificate).await;
+}
+
+#[tokio::test]
+async fn a_reload_rejected_for_a_port_in_use_changes_no_shared_state() {
+    rejected_reload_changes_no_shared_state(LateFailure::PortInUse).await;
+}
+
+#[tokio::test]
+async fn a_reload_rejected_for_a_bad_tenant_key_file_changes_no_shared_state() {
+    rejected_reload_changes_no_shared_state(LateFailure::BadTenantKeyFile).await;
+}
+
+#[tokio::test]
+async fn an_invalid_config_fills_last_failure() {
+    let a = FakeUpstream::start("a").await;
+    let b = FakeUpstream::start("b").await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one")).await;
+    let path = gw.config_path.clone().unwrap();
+    std::fs::write(&path, "[[routes]]\nname = 3\n").unwrap();
+    assert_eq!(post_reload(&gw).await.status, 422);
+    let status = Client::http1()
+        .get(&format!("{}/api/v1/reload", gw.admin_url()))
+        .await
+        .json();
+    let failure = status["last_failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("invalid"), "{status}");
+}
