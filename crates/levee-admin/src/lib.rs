@@ -99,7 +99,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(levee_core::auth::bearer_token);
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
         _ => {

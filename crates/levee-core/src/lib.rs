@@ -4,6 +4,7 @@
 //!
 //! Nothing here does I/O, so every crate above can depend on it.
 
+pub mod auth;
 pub mod clock;
 pub mod deadline;
 pub mod error;

@@ -25,9 +25,13 @@ pub enum BodyError {
     /// The body passed the listener's `max_request_body_bytes`.
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(u64),
-    /// Reading from the client failed.
+    /// Reading from the client failed: it went away mid-body.
     #[error("reading the request body failed: {0}")]
     Downstream(#[from] hyper::Error),
+    /// The client's body framing is invalid (a bad chunk size line, a
+    /// size overflow, a missing CRLF).
+    #[error("the request body is malformed: {0}")]
+    Malformed(hyper::Error),
     /// Reading the upstream's response body failed.
     #[error("reading the response body failed: {0}")]
     Upstream(hyper::Error),
@@ -36,10 +40,85 @@ pub enum BodyError {
     StreamIdle(Duration),
 }
 
+impl BodyError {
+    /// The reading error, as the client's fault: malformed framing or a
+    /// client that went away.
+    pub(crate) fn from_downstream(e: hyper::Error) -> Self {
+        if is_malformed(&e) {
+            BodyError::Malformed(e)
+        } else {
+            BodyError::Downstream(e)
+        }
+    }
+
+    /// How the request is answered when its body stopped this way.
+    pub(crate) fn kind(&self) -> levee_core::ErrorKind {
+        use levee_core::ErrorKind;
+        match self {
+            BodyError::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            BodyError::Malformed(_) => ErrorKind::BadRequest,
+            BodyError::Downstream(_) | BodyError::StreamIdle(_) => ErrorKind::ClientClosed,
+            BodyError::Upstream(_) => ErrorKind::UpstreamReset,
+        }
+    }
+}
+
+/// Whether hyper refused the body's framing (its decoder reports invalid
+/// data or input) rather than losing the connection.
+fn is_malformed(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        cause = c.source();
+    }
+    e.is_parse()
+}
+
+/// What stopped a request body on the client's side, kept for the attempt
+/// that sent it: an HTTP/2 upstream reports only a reset stream when the
+/// body it was reading fails, which must not count as the upstream's fault.
+#[derive(Debug, Default)]
+pub(crate) struct BodyFault(std::sync::atomic::AtomicU8);
+
+impl BodyFault {
+    const NONE: u8 = 0;
+    const TOO_LARGE: u8 = 1;
+    const MALFORMED: u8 = 2;
+    const CLIENT_GONE: u8 = 3;
+
+    fn set(&self, e: &BodyError) {
+        let code = match e {
+            BodyError::TooLarge(_) => Self::TOO_LARGE,
+            BodyError::Malformed(_) => Self::MALFORMED,
+            BodyError::Downstream(_) => Self::CLIENT_GONE,
+            BodyError::StreamIdle(_) | BodyError::Upstream(_) => return,
+        };
+        self.0.store(code, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The client's failure, if its body stopped with one.
+    pub(crate) fn kind(&self) -> Option<levee_core::ErrorKind> {
+        use levee_core::ErrorKind;
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            Self::NONE => None,
+            Self::TOO_LARGE => Some(ErrorKind::PayloadTooLarge),
+            Self::MALFORMED => Some(ErrorKind::BadRequest),
+            _ => Some(ErrorKind::ClientClosed),
+        }
+    }
+}
+
 /// A request body sent upstream.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Option<Incoming>,
+    /// Set when the client's side of a streamed body fails.
+    fault: Option<Arc<BodyFault>>,
     limit: u64,
     seen: u64,
     /// A body read in advance, so that it can be sent again on a retry.
@@ -97,6 +176,7 @@ impl UpstreamBody {
     pub fn empty() -> Self {
         Self {
             inner: None,
+            fault: None,
             limit: 0,
             seen: 0,
             replay: None,
@@ -108,11 +188,17 @@ impl UpstreamBody {
     pub(crate) fn limited(inner: Incoming, limit: u64) -> Self {
         Self {
             inner: Some(inner),
+            fault: Some(Arc::default()),
             limit,
             seen: 0,
             replay: None,
             capture: None,
         }
+    }
+
+    /// Where a failure of the client's side of this body is told.
+    pub(crate) fn fault(&self) -> Option<Arc<BodyFault>> {
+        self.fault.clone()
     }
 
     /// Keeps a copy of what streams through, up to `limit` bytes.
@@ -127,6 +213,15 @@ impl UpstreamBody {
             replay: (!bytes.is_empty()).then_some(bytes),
             ..Self::empty()
         }
+    }
+}
+
+impl UpstreamBody {
+    fn failed(&self, e: BodyError) -> BodyError {
+        if let Some(fault) = &self.fault {
+            fault.set(&e);
+        }
+        e
     }
 }
 
@@ -150,7 +245,9 @@ impl Body for UpstreamBody {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limit {
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                        return Poll::Ready(Some(
+                            Err(this.failed(BodyError::TooLarge(this.limit))),
+                        ));
                     }
                     if let Some((capture, limit)) = &this.capture {
                         capture.push(data, *limit);
@@ -158,7 +255,9 @@ impl Body for UpstreamBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(this.failed(BodyError::from_downstream(e)))))
+            }
             Poll::Ready(None) => {
                 if let Some((capture, _)) = &this.capture {
                     capture.finish();

@@ -134,6 +134,30 @@ pub(crate) fn set_host(
 }
 
 /// Ensures the request has an id, generating one when absent; returns it.
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header, and
+/// no request has two. The request target's authority (absolute form, or
+/// HTTP/2's `:authority`) takes precedence over `Host`, which is rewritten
+/// to match so that routing, forwarding and caching all see one host.
+pub(crate) fn check_host<B>(req: &mut http::Request<B>) -> Result<(), &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err("the request has more than one Host header");
+    }
+    match (req.uri().authority(), first) {
+        (_, None) if req.version() == http::Version::HTTP_11 => {
+            Err("an HTTP/1.1 request needs a Host header")
+        }
+        (Some(authority), Some(host)) if authority.as_str().as_bytes() != host.as_bytes() => {
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| "the request target's authority is not a valid host")?;
+            req.headers_mut().insert(header::HOST, value);
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&REQUEST_ID) {
         if !v.is_empty() && v.len() <= 200 {

@@ -386,6 +386,7 @@ async fn serve_http1_parking(
             tokio::select! {
                 result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                     if let Err(e) = result {
+                        count_codec_refusal(&shared, peer, &e);
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                         return;
                     }
@@ -528,9 +529,40 @@ impl tokio::io::AsyncRead for TrackedIo {
 
 write_through_inner!(TrackedIo);
 
+/// Counts a request the HTTP/1.1 codec refused before the pipeline saw it
+/// (a head over the codec's limit gets hyper's 431, a malformed head its
+/// 400), under the same reasons as the pipeline's own refusals.
+fn count_codec_refusal(shared: &Shared, peer: SocketAddr, e: &(dyn std::error::Error + 'static)) {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            let kind = if h.is_parse_too_large() {
+                levee_core::ErrorKind::HeadersTooLarge
+            } else if h.is_parse() {
+                levee_core::ErrorKind::BadRequest
+            } else {
+                return;
+            };
+            shared.metrics.error(kind).inc();
+            if shared.access_log() {
+                tracing::info!(
+                    target: "levee::access",
+                    peer = %peer,
+                    status = kind.status().as_u16(),
+                    error = kind.reason(),
+                    "request refused by the HTTP/1.1 codec"
+                );
+            }
+            return;
+        }
+        cause = c.source();
+    }
+}
+
 /// The codec's own limits sit at twice the configured ones: the pipeline
-/// answers heads between the two itself (431 with `levee-error`, counted),
-/// and the codec still bounds memory for anything larger.
+/// answers heads between the two itself (431 with `levee-error`), and the
+/// codec still bounds memory for anything larger (its bare 431 is counted
+/// by [`count_codec_refusal`]).
 fn codec_head_limit(limits: &Limits) -> u64 {
     limits
         .max_request_header_bytes
@@ -581,6 +613,7 @@ where
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
+                    count_codec_refusal(&shared, peer, e.as_ref());
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 break;

@@ -39,8 +39,11 @@ pub(crate) async fn handle(
     );
     done.request_id = Some(headers::ensure_request_id(req.headers_mut()));
 
-    // 1. Accept: protocol limits. (The codec refuses heads over twice the
-    //    limit on its own; between the two, the answer is made here.)
+    // 1. Accept: protocol limits and framing. (The codec refuses heads over
+    //    twice the limit on its own; between the two, the answer is made here.)
+    if let Err(detail) = headers::check_host(&mut req) {
+        return Ok(reply_error(done, ErrorKind::BadRequest, detail));
+    }
     if head_size(&req) > listener.limits.max_request_header_bytes {
         let detail = "request head exceeds the listener's max_request_header_bytes";
         return Ok(reply_error(done, ErrorKind::HeadersTooLarge, detail));
@@ -218,6 +221,10 @@ pub(crate) async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 
+    if let Some(id) = &done.request_id {
+        resp.headers_mut().insert(REQUEST_ID, id.clone());
+    }
+
     // 7. Record: when the response body ends.
     done.outcome = Outcome::Response(resp.status().as_u16());
     resp.body_mut().attach(done);
@@ -298,9 +305,10 @@ pub(crate) fn error_response(
     }
     if matches!(
         kind,
-        ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge
+        ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::BadRequest
     ) {
-        // The unread body makes the connection unusable for another request.
+        // An unread or malformed body makes the connection unusable for
+        // another request.
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
@@ -398,10 +406,8 @@ async fn attempt_body(
     match declared {
         Some(n) if n <= replay_limit.min(limit) => {
             let collected = http_body_util::BodyExt::collect(body).await.map_err(|e| {
-                (
-                    ErrorKind::ClientClosed,
-                    format!("reading the request body: {e}"),
-                )
+                let e = crate::body::BodyError::from_downstream(e);
+                (e.kind(), e.to_string())
             })?;
             Ok(AttemptBody::Replay(collected.to_bytes()))
         }
@@ -480,6 +486,7 @@ impl AttemptPlan<'_> {
     ) -> Attempt {
         let cluster = self.cluster;
         let sent = Instant::now();
+        let body_fault = body.fault();
         let mut upstream_req = Request::new(body);
         *upstream_req.method_mut() = self.method.clone();
         *upstream_req.uri_mut() = match upstream_uri(self.uri, self.route, &endpoint) {
@@ -535,6 +542,13 @@ impl AttemptPlan<'_> {
             )),
             Ok(Err((kind, detail))) => Err((kind, format!("{}: {detail}", endpoint.label))),
             Ok(Ok(sent)) => Ok(sent),
+        };
+        // A request body that failed on the client's side is the client's
+        // failure, however the upstream reacted to it (an HTTP/2 upstream
+        // sees only a reset stream).
+        let result = match (result, body_fault.as_deref().and_then(|f| f.kind())) {
+            (Err((_, detail)), Some(kind)) => Err((kind, detail)),
+            (result, _) => result,
         };
         // The attempt's outcome feeds passive health (failures of the
         // client's own making are not the endpoint's).

@@ -205,11 +205,7 @@ impl JwtVerifier {
     /// Verifies `Bearer <token>` and returns the tenant claim.
     fn verify(&self, value: &[u8], now: u64) -> Result<String, Refusal> {
         let value = std::str::from_utf8(value).map_err(|_| "malformed authorization header")?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .unwrap_or(value)
-            .trim();
+        let token = levee_core::auth::bearer_token(value).unwrap_or(value.trim());
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

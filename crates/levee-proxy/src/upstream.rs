@@ -356,11 +356,7 @@ fn classify_chain(e: &(dyn std::error::Error + 'static), connecting: bool) -> Er
             }
         }
         if let Some(body) = c.downcast_ref::<BodyError>() {
-            return match body {
-                BodyError::TooLarge(_) => ErrorKind::PayloadTooLarge,
-                BodyError::Downstream(_) | BodyError::StreamIdle(_) => ErrorKind::ClientClosed,
-                BodyError::Upstream(_) => ErrorKind::UpstreamReset,
-            };
+            return body.kind();
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind as Io;

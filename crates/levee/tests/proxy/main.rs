@@ -12,6 +12,7 @@ mod health;
 mod limits;
 mod locality;
 mod overload;
+mod protocol;
 mod ratelimit;
 mod reload;
 mod resilience;

@@ -1,0 +1,249 @@
+//! Protocol edge cases a new user's tour found: malformed chunked bodies,
+//! oversized streamed HTTP/2 bodies, Host rules (RFC 9112 §3.2), request
+//! ids on every answer, Bearer case, and heads the codec refuses.
+
+use crate::{raw_exchange, LISTENER, PREAMBLE};
+use bytes::Bytes;
+use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use std::time::Duration;
+
+fn config(upstream: std::net::SocketAddr, cluster_extra: &str, listener: &str) -> String {
+    format!(
+        r#"{PREAMBLE}{listener}
+[[routes]]
+name = "hosted"
+cluster = "c"
+match = {{ hosts = ["a.example"] }}
+response_headers = {{ set = {{ "x-route" = "hosted" }} }}
+[[routes]]
+name = "all"
+cluster = "c"
+response_headers = {{ set = {{ "x-route" = "all" }} }}
+[[clusters]]
+name = "c"
+endpoints = ["{upstream}"]
+{cluster_extra}
+"#
+    )
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn invalid_chunked_bodies_get_400_and_the_connection_closes() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::echo_body())
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let addr = gw.addr("public");
+    let head = "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let cases = [
+        ("bad size line", "zz\r\nabc\r\n0\r\n\r\n"),
+        ("size overflow", "fffffffffffffffffff\r\nabc\r\n0\r\n\r\n"),
+        ("missing CRLF", "3\r\nabcXY0\r\n\r\n"),
+        ("newline in an extension", "3;ext=a\nb\r\nabc\r\n0\r\n\r\n"),
+    ];
+    for (i, (what, body)) in cases.iter().enumerate() {
+        // A second request follows on the same connection: it must not be
+        // served, because the connection closes after the 400.
+        let request = format!("{head}{body}GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+        let text = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
+        assert!(text.contains("levee-error: bad_request"), "{what}: {text}");
+        assert!(text.contains("connection: close"), "{what}: {text}");
+        assert_eq!(text.matches("HTTP/1.1").count(), 1, "{what}: {text}");
+        assert_eq!(
+            gw.metric("levee_errors_total{cluster=\"c\",reason=\"bad_request\"}")
+                + gw.metric("levee_errors_total{reason=\"bad_request\"}"),
+            (i + 1) as f64,
+            "{what}: counted as the client's error"
+        );
+    }
+    assert_eq!(
+        gw.metric("levee_errors_total{cluster=\"c\",reason=\"client_closed\"}"),
+        0.0
+    );
+    assert_eq!(
+        gw.metric("levee_requests_total{route=\"all\",cluster=\"c\",code=\"4xx\"}"),
+        cases.len() as f64
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_streamed_http2_body_to_an_http2_upstream_gets_413() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::echo())
+        .start()
+        .await;
+    let listener = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\nlimits = { max_request_body_bytes = \"1MiB\" }\n";
+    let gw = TestGateway::start(&config(up.addr(), "protocol = \"http2\"", listener)).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr("public"))
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // 3 MiB in 64 KiB frames, with no content-length.
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    tokio::spawn(async move {
+        for _ in 0..48 {
+            if tx
+                .send_data(Bytes::from(vec![7u8; 64 * 1024]))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let req = http::Request::post(format!("http://{}/upload", gw.addr("public")))
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.send_request(req))
+        .await
+        .expect("answered in time")
+        .expect("a response, not a reset");
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.headers()["levee-error"], "payload_too_large");
+    assert_eq!(
+        gw.metric("levee_errors_total{cluster=\"c\",reason=\"upstream_reset\"}"),
+        0.0
+    );
+    assert_eq!(
+        gw.metric("levee_errors_total{cluster=\"c\",reason=\"payload_too_large\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn http1_requests_need_exactly_one_host() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::echo())
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let addr = gw.addr("public");
+    for (what, request) in [
+        ("no Host", "GET / HTTP/1.1\r\n\r\n"),
+        ("two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        (
+            "absolute form without Host",
+            "GET http://a.example/ HTTP/1.1\r\n\r\n",
+        ),
+    ] {
+        let text = raw_exchange(addr, request.as_bytes(), WAIT).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
+        assert!(text.contains("levee-error: bad_request"), "{what}: {text}");
+    }
+    assert_eq!(up.requests(), 0);
+    // HTTP/1.0 may leave Host out.
+    let text = raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n", WAIT).await;
+    assert!(
+        text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_request_target_authority_wins_over_host() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::echo())
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let addr = gw.addr("public");
+    let text = raw_exchange(
+        addr,
+        b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("x-route: hosted"), "{text}");
+    assert!(
+        text.contains("\"x-forwarded-host\":\"a.example\""),
+        "{text}"
+    );
+
+    // HTTP/2: `:authority` wins over a `host` header.
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://a.example/x")
+        .header("host", "b.example")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-route"], "hosted");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_request_id() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let c = Client::http1();
+    let fresh = c.get(&format!("{}/x", gw.url("public"))).await;
+    assert_eq!(fresh.status, 200);
+    let id = fresh.header("x-request-id").expect("a generated id");
+    assert!(id.len() >= 16, "{id}");
+    let given = c
+        .get_with(
+            &format!("{}/x", gw.url("public")),
+            &[("x-request-id", "abc-123")],
+        )
+        .await;
+    assert_eq!(given.header("x-request-id"), Some("abc-123"));
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_for_the_admin_token() {
+    let up = FakeUpstream::start("u").await;
+    let src = config(up.addr(), "", LISTENER).replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef0123456789abcdef\"\n",
+    );
+    let gw = TestGateway::start(&src).await;
+    let url = format!("{}/api/v1/clusters", gw.admin_url());
+    let c = Client::http1();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} 0123456789abcdef0123456789abcdef");
+        let r = c.get_with(&url, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 200, "{scheme}");
+    }
+    let r = c
+        .get_with(
+            &url,
+            &[("authorization", "Basic 0123456789abcdef0123456789abcdef")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn heads_the_codec_refuses_are_counted() {
+    let up = FakeUpstream::start("u").await;
+    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let huge = "a".repeat(200 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {huge}\r\n\r\n");
+    let text = raw_exchange(gw.addr("public"), request.as_bytes(), WAIT).await;
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(
+        gw.metric("levee_errors_total{reason=\"headers_too_large\"}"),
+        1.0
+    );
+    let text = raw_exchange(gw.addr("public"), b"GET / HTTP/1.1\r\nHost x\r\n\r\n", WAIT).await;
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(gw.metric("levee_errors_total{reason=\"bad_request\"}"), 1.0);
+}
