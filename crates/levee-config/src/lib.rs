@@ -80,6 +80,23 @@ pub fn load_str_with_env(
         Format::Yaml => node::parse_yaml(src),
     };
     let root = parsed.map_err(|e| syntax_error(name, &e))?;
+    if format == Format::Yaml
+        && !matches!(root.value, node::Value::Map(_))
+        && node::looks_like_toml(src)
+    {
+        // TOML's `key = "value"` alone reads as one YAML string.
+        return Err(Diagnostics(vec![Diagnostic {
+            file: name.to_string(),
+            line: root.loc.line,
+            col: root.loc.col,
+            path: String::new(),
+            message: format!(
+                "expected a table of settings, found {}",
+                root.value.type_name()
+            ),
+            help: Some(node::TOML_IN_YAML.to_string()),
+        }]));
+    }
     let mut decoder = diag::Decoder::new(name, env);
     let config = decode::decode_config(&mut decoder, &root);
     if let Some(config) = &config {
@@ -119,6 +136,6 @@ fn syntax_error(name: &str, e: &node::SyntaxError) -> Diagnostics {
         col: e.loc.col,
         path: String::new(),
         message: format!("syntax error: {}", e.message),
-        help: None,
+        help: e.help.clone(),
     }])
 }
