@@ -370,6 +370,42 @@ fn missing_space_after_colon(line: &str) -> Option<(String, String)> {
 const MAX_ALIAS_COPIES: usize = 100_000;
 
 impl Node {
+    /// The node at field path `path` below this one (`backoff.base`,
+    /// `rate_limits[2].global`), if it is written.
+    pub fn find(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (key, mut indexes) = match segment.find('[') {
+                Some(i) => (&segment[..i], &segment[i..]),
+                None => (segment, ""),
+            };
+            if !key.is_empty() {
+                let Value::Map(entries) = &node.value else {
+                    return None;
+                };
+                node = &entries.iter().find(|(k, _, _)| k == key)?.2;
+            }
+            while let Some(rest) = indexes.strip_prefix('[') {
+                let (index, after) = rest.split_once(']')?;
+                let Value::Seq(items) = &node.value else {
+                    return None;
+                };
+                node = items.get(index.parse::<usize>().ok()?)?;
+                indexes = after;
+            }
+        }
+        Some(node)
+    }
+
+    /// Where the first of `paths` that is written starts, or this node's
+    /// own position: a problem with a value points at the value.
+    pub fn loc_of(&self, paths: &[&str]) -> Loc {
+        paths
+            .iter()
+            .find_map(|p| self.find(p).filter(|n| n.value != Value::Null))
+            .map_or(self.loc, |n| n.loc)
+    }
+
     /// The number of values in this node, itself included.
     fn size(&self) -> usize {
         1 + match &self.value {
@@ -442,6 +478,21 @@ mod tests {
             _ => panic!(),
         }
         assert_eq!(get(b, "e").value, Value::Null);
+    }
+
+    #[test]
+    fn find_walks_field_paths() {
+        let src = "a = 1\n[b]\nc = [{ d = 2 }, { d = [3, 4] }]\n";
+        let root = parse_toml(src).unwrap();
+        assert_eq!(root.find("b.c[1].d[1]").unwrap().value, Value::Int(4));
+        assert_eq!(
+            root.find("b.c[1].d[1]").unwrap().loc,
+            Loc { line: 3, col: 27 }
+        );
+        assert!(root.find("b.c[2]").is_none());
+        assert!(root.find("a.x").is_none());
+        assert_eq!(root.loc_of(&["b.x", "b.c[0].d"]), Loc { line: 3, col: 12 });
+        assert_eq!(root.loc_of(&["nowhere"]), root.loc);
     }
 
     #[test]

@@ -64,7 +64,7 @@ cluster = "catalogue"
     run.expect_code(1)
         .expect(run.stdout.is_empty(), "a failed check printed to stdout");
     let expected = "\
-broken.toml:1:1: admin.token: the admin API listens on 0.0.0.0:9901, which is not loopback, so a token is required
+broken.toml:2:10: admin.token: the admin API listens on 0.0.0.0:9901, which is not loopback, so a token is required
   help: set `token = \"${LEVEE_ADMIN_TOKEN}\"`, or listen on 127.0.0.1
 broken.toml:7:27: listeners[0].limits.idle_timeout: `10` has a number without a unit
   help: write a number with a unit: `250ms`, `2s`, `5m`, `1h`
@@ -139,7 +139,7 @@ fn run_refuses_an_invalid_config() {
     let run = levee(&["run", "-c", "levee.yaml"], &dir);
     run.expect_code(1).expect(
         run.stderr
-            == "levee.yaml:1:1: listeners: at least one listener is required\n1 error found\n",
+            == "levee.yaml:1:12: listeners: at least one listener is required\n1 error found\n",
         "unexpected diagnostics",
     );
     let _ = std::fs::remove_dir_all(&dir);
