@@ -699,6 +699,15 @@ fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpo
         (address, weight, zone, region, priority)
     };
     let address = address?;
+    if let Some(port) = crate::diag::port_out_of_range(&address) {
+        d.error_help(
+            node.loc_of(&["address"]),
+            path,
+            format!("port {port} is out of range (1-65535)"),
+            "for example `10.0.0.7:8080` or `catalog.internal:8080`",
+        );
+        return None;
+    }
     let Some((host, port)) = split_host_port(&address) else {
         d.error_help(
             node.loc_of(&["address"]),
