@@ -10,10 +10,12 @@
 mod decode;
 mod decode_slo;
 mod diag;
+mod discover;
 pub mod model;
 pub mod node;
 
 pub use diag::{parse_duration, parse_size, Diagnostic, Diagnostics};
+pub use discover::{discover, DiscoveryError, CONFIG_ENV, DEFAULT_NAMES};
 pub use model::*;
 
 use std::path::Path;
