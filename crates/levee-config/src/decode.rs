@@ -45,9 +45,8 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         capacity: capacity.unwrap_or_default(),
     };
     decode_slo::apply_slo_defaults(&mut config);
-    if config.listeners.is_empty()
-        && raw_names(root, "listeners").is_empty()
-        && listeners_present(root)
+    // Only an empty list: items that failed are reported where they are.
+    if matches!(root.find("listeners"), Some(Node { value: Value::Seq(items), .. }) if items.is_empty())
     {
         d.error(
             root.loc_of(&["listeners"]),
@@ -1016,11 +1015,6 @@ fn raw_names(root: &Node, section: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// Whether the file has a `listeners` key (a missing one is reported by `req`).
-fn listeners_present(root: &Node) -> bool {
-    matches!(&root.value, Value::Map(entries) if entries.iter().any(|(k, _, _)| k == "listeners"))
 }
 
 fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<OutlierDetection> {

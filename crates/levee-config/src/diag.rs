@@ -147,6 +147,20 @@ impl<'f> Decoder<'f> {
                 path: path.to_string(),
                 loc: node.loc,
             }),
+            Value::Str(s) => {
+                let message = format!("expected a table, found {}", node.value.type_name());
+                // YAML reads `name:value` without a space as one string.
+                match crate::node::missing_space_after_colon(s) {
+                    Some((_, fixed)) => self.error_help(
+                        node.loc,
+                        path,
+                        message,
+                        format!("YAML needs a space after the colon: write `{fixed}`"),
+                    ),
+                    None => self.error(node.loc, path, message),
+                }
+                None
+            }
             _ => {
                 self.type_error(node, path, "a table");
                 None

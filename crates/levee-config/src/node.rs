@@ -352,7 +352,7 @@ fn is_key_char(c: char) -> bool {
 }
 
 /// `name:public` (a key, a colon, no space) and its fix `name: public`.
-fn missing_space_after_colon(line: &str) -> Option<(String, String)> {
+pub(crate) fn missing_space_after_colon(line: &str) -> Option<(String, String)> {
     let body = line.trim_start();
     let body = body.strip_prefix("- ").unwrap_or(body).trim_start();
     let (key, value) = body.split_once(':')?;
