@@ -26,7 +26,6 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let store = d.opt(&mut t, "store", decode_slo::decode_store);
     let status_page = d.opt(&mut t, "status_page", decode_slo::decode_status_page);
     let capacity = d.opt(&mut t, "capacity", decode_slo::decode_capacity);
-    let root_loc = t.loc;
     d.finish(t);
     let mut config = Config {
         admin: admin.unwrap_or(Admin {
@@ -46,11 +45,14 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         capacity: capacity.unwrap_or_default(),
     };
     decode_slo::apply_slo_defaults(&mut config);
-    if config.listeners.is_empty()
-        && raw_names(root, "listeners").is_empty()
-        && listeners_present(root)
+    // Only an empty list: items that failed are reported where they are.
+    if matches!(root.find("listeners"), Some(Node { value: Value::Seq(items), .. }) if items.is_empty())
     {
-        d.error(root_loc, "listeners", "at least one listener is required");
+        d.error(
+            root.loc_of(&["listeners"]),
+            "listeners",
+            "at least one listener is required",
+        );
     }
     Some(config)
 }
@@ -71,15 +73,15 @@ fn decode_admin(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Admin> {
     let mut t = d.table(node, path)?;
     let listen = d.opt(&mut t, "listen", Decoder::socket_addr);
     let token = d.opt(&mut t, "token", Decoder::string);
-    let loc = t.loc;
     d.finish(t);
     let admin = Admin {
         listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
         token: token.map(Secret::new),
     };
     if !admin.listen.ip().is_loopback() && admin.token.is_none() {
+        // The token is missing because of where the API listens.
         d.error_help(
-            loc,
+            node.loc_of(&["listen"]),
             &format!("{path}.token"),
             format!(
                 "the admin API listens on {}, which is not loopback, so a token is required",
@@ -94,7 +96,7 @@ fn decode_admin(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Admin> {
         .is_some_and(|t| t.expose().chars().count() < 16)
     {
         d.error(
-            loc,
+            node.loc_of(&["token"]),
             &format!("{path}.token"),
             "the admin token must be at least 16 characters",
         );
@@ -207,7 +209,7 @@ fn decode_limits(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Limits>
     };
     if limits.max_request_header_bytes < 8192 {
         d.error(
-            t.loc,
+            node.loc_of(&["max_request_header_bytes"]),
             &format!("{path}.max_request_header_bytes"),
             format!(
                 "must be at least 8KiB, got {} bytes",
@@ -334,7 +336,6 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
     });
     let idempotent = d.opt(&mut t, "idempotent", Decoder::bool);
     let buffer_bytes = d.opt(&mut t, "buffer_bytes", Decoder::size);
-    let loc = t.loc;
     d.finish(t);
     let (base, max) = backoff.unwrap_or((None, None));
     let (ratio, min, window, concurrent, min_concurrent) =
@@ -359,7 +360,7 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
     };
     if policy.retry_on.contains(&RetryOn::Status) && policy.statuses.is_empty() {
         d.error_help(
-            loc,
+            node.loc_of(&["statuses", "retry_on"]),
             &format!("{path}.statuses"),
             "retry_on has `status` but no statuses are listed",
             "add `statuses = [409, 429]`, or drop `status` from retry_on",
@@ -367,7 +368,7 @@ fn decode_retry(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RetryPol
     }
     if policy.backoff_base > policy.backoff_max {
         d.error(
-            loc,
+            node.loc_of(&["backoff.base", "backoff.max", "backoff"]),
             &format!("{path}.backoff"),
             format!(
                 "base ({}) must not exceed max ({})",
@@ -548,14 +549,13 @@ fn decode_header_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<H
     let exact = d.opt(&mut t, "exact", Decoder::string);
     let present = d.opt(&mut t, "present", Decoder::bool);
     let regex = d.opt(&mut t, "regex", Decoder::regex);
-    let loc = t.loc;
     d.finish(t);
     let rule = match which?.0 {
         "exact" => HeaderRule::Exact(exact?),
         "present" => {
             if present == Some(false) {
                 d.error(
-                    loc,
+                    node.loc_of(&["present"]),
                     &format!("{path}.present"),
                     "only `present = true` is supported",
                 );
@@ -624,7 +624,6 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         d.choice(n, p, &["preserve", "endpoint"])
     });
     let host_rewrite = d.opt(&mut t, "host_rewrite", Decoder::string);
-    let loc = t.loc;
     d.finish(t);
     let endpoints = endpoints?;
     let hashing = matches!(
@@ -633,7 +632,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     );
     if hashing && slow_start.is_some() {
         d.error_help(
-            loc,
+            node.loc_of(&["slow_start"]),
             &format!("{path}.slow_start"),
             "slow start changes weights, which moves keys between endpoints with ring_hash or maglev",
             "use slow_start with round_robin, least_request or peak_ewma",
@@ -642,7 +641,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     let host_header = match (host_header, host_rewrite) {
         (Some(_), Some(_)) => {
             d.error(
-                loc,
+                node.loc_of(&["host_rewrite"]),
                 &format!("{path}.host_rewrite"),
                 "set either host_header or host_rewrite, not both",
             );
@@ -699,9 +698,18 @@ fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpo
         (address, weight, zone, region, priority)
     };
     let address = address?;
+    if let Some(port) = crate::diag::port_out_of_range(&address) {
+        d.error_help(
+            node.loc_of(&["address"]),
+            path,
+            format!("port {port} is out of range (1-65535)"),
+            "for example `10.0.0.7:8080` or `catalog.internal:8080`",
+        );
+        return None;
+    }
     let Some((host, port)) = split_host_port(&address) else {
         d.error_help(
-            node.loc,
+            node.loc_of(&["address"]),
             path,
             format!("`{address}` is not host:port"),
             "for example `10.0.0.7:8080` or `catalog.internal:8080`",
@@ -751,7 +759,6 @@ fn decode_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Balan
     let hash_on_written =
         matches!(&node.value, Value::Map(m) if m.iter().any(|(k, _, _)| k == "hash_on"));
     let hash_on = d.opt(&mut t, "hash_on", decode_hash_on);
-    let loc = t.loc;
     d.finish(t);
     let kind = match kind.unwrap_or("round_robin") {
         "least_request" => BalancerKind::LeastRequest,
@@ -763,7 +770,7 @@ fn decode_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Balan
     let hashing = matches!(kind, BalancerKind::RingHash | BalancerKind::Maglev);
     if hashing && hash_on.is_none() && !hash_on_written {
         d.error_help(
-            loc,
+            node.loc_of(&["kind"]),
             &format!("{path}.hash_on"),
             "ring_hash and maglev need a hash key",
             "add `hash_on = \"client_ip\"`, `\"path\"`, `{ header = \"x-user\" }` or `{ cookie = \"session\" }`",
@@ -771,7 +778,7 @@ fn decode_balancer(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Balan
     }
     if !hashing && hash_on.is_some() {
         d.error(
-            loc,
+            node.loc_of(&["hash_on"]),
             &format!("{path}.hash_on"),
             "hash_on is only used by the ring_hash and maglev balancers",
         );
@@ -825,7 +832,6 @@ fn decode_health_check(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<H
     let unhealthy = d.opt(&mut t, "unhealthy_threshold", |d, n, p| {
         d.int_in(n, p, 1, 100)
     });
-    let loc = t.loc;
     d.finish(t);
     let hc = HealthCheck {
         path: hc_path?,
@@ -837,7 +843,7 @@ fn decode_health_check(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<H
     };
     if hc.timeout > hc.interval {
         d.error(
-            loc,
+            node.loc_of(&["timeout", "interval"]),
             &format!("{path}.timeout"),
             format!(
                 "the probe timeout ({}) must not exceed the interval ({})",
@@ -940,8 +946,8 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
         }
         for (j, l) in r.listeners.iter().enumerate() {
             if !listener_names.contains(&l.as_str()) {
-                let loc = loc_of("routes", i, "listeners");
                 let path = format!("routes[{i}].listeners[{j}]");
+                let loc = root.loc_of(&[&path]);
                 let msg = format!("unknown listener `{l}`");
                 match closest(l, &listener_names) {
                     Some(s) => d.error_help(loc, &path, msg, format!("did you mean `{s}`?")),
@@ -951,9 +957,10 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
         }
         if config.redis.is_none() {
             if let Some(j) = r.rate_limits.iter().position(|l| l.global) {
+                let path = format!("routes[{i}].rate_limits[{j}].global");
                 d.error_help(
-                    loc_of("routes", i, "rate_limits"),
-                    &format!("routes[{i}].rate_limits[{j}].global"),
+                    root.loc_of(&[&path]),
+                    &path,
                     "a global limit needs a Redis server",
                     "add `[redis] url = \"redis://127.0.0.1:6379\"`",
                 );
@@ -961,8 +968,8 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
         }
         let fallback_cluster = r.fallback.as_ref().and_then(|f| f.cluster.as_deref());
         if let Some(fc) = fallback_cluster {
-            let loc = loc_of("routes", i, "fallback");
             let path = format!("routes[{i}].fallback.cluster");
+            let loc = root.loc_of(&[&path]);
             if !cluster_names.contains(&fc) {
                 let msg = format!("unknown cluster `{fc}`");
                 match closest(fc, &cluster_names) {
@@ -979,7 +986,7 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
         }
     }
     let raw_slos = raw_names(root, "slos");
-    decode_slo::check_slos(d, config, &raw_slos, &route_names, &cluster_names, &loc_of);
+    decode_slo::check_slos(d, root, config, &raw_slos, &route_names, &cluster_names);
 }
 
 /// The `name` strings of the items of list `section`, as written.
@@ -1008,11 +1015,6 @@ fn raw_names(root: &Node, section: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// Whether the file has a `listeners` key (a missing one is reported by `req`).
-fn listeners_present(root: &Node) -> bool {
-    matches!(&root.value, Value::Map(entries) if entries.iter().any(|(k, _, _)| k == "listeners"))
 }
 
 fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<OutlierDetection> {
@@ -1068,11 +1070,10 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
             })
             .map_or(20, |v| v as u64),
     };
-    let loc = t.loc;
     d.finish(t);
     if o.latency_factor > 0.0 && o.latency_factor < 1.5 {
         d.error_help(
-            loc,
+            node.loc_of(&["latency_factor"]),
             &format!("{path}.latency_factor"),
             format!(
                 "{} would eject endpoints of ordinary speed",
@@ -1083,7 +1084,7 @@ fn decode_outlier(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Outlie
     }
     if o.base_ejection_time > o.max_ejection_time {
         d.error(
-            loc,
+            node.loc_of(&["base_ejection_time", "max_ejection_time"]),
             &format!("{path}.base_ejection_time"),
             "must not exceed max_ejection_time",
         );
@@ -1198,7 +1199,7 @@ fn decode_breaker(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Breake
     d.finish(t);
     if b.base_open_time > b.max_open_time {
         d.error(
-            loc,
+            node.loc_of(&["base_open_time", "max_open_time"]),
             &format!("{path}.base_open_time"),
             "must not exceed max_open_time",
         );
@@ -1291,11 +1292,11 @@ fn decode_hedge(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Hedge> {
     });
     let min_delay = d.opt(&mut t, "min_delay", Decoder::duration);
     let max_hedges = d.opt(&mut t, "max_hedges", |d, n, p| d.int_in(n, p, 1, 3));
-    let loc = t.loc;
     d.finish(t);
     if delay.is_some() == percentile.is_some() {
+        // Both written: point at the second; neither: at the table.
         d.error_help(
-            loc,
+            node.loc_of(&["percentile"]),
             path,
             "set exactly one of `delay` and `percentile`",
             "`delay = \"50ms\"` hedges after a fixed time; `percentile = \"95%\"` after the route's observed p95",
@@ -1356,11 +1357,14 @@ fn decode_static_response(d: &mut Decoder<'_>, node: &Node, path: &str) -> Optio
     let headers = d.opt(&mut t, "headers", header_table);
     let body = d.opt(&mut t, "body", Decoder::string);
     let body_file = d.opt(&mut t, "body_file", Decoder::string);
-    let loc = t.loc;
     d.finish(t);
     let body = match (body, body_file) {
         (Some(_), Some(_)) => {
-            d.error(loc, path, "set either body or body_file, not both");
+            d.error(
+                node.loc_of(&["body_file"]),
+                &format!("{path}.body_file"),
+                "set either body or body_file, not both",
+            );
             StaticBody::Empty
         }
         (Some(b), None) => StaticBody::Inline(b),
@@ -1531,12 +1535,21 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
     let header = d.opt(&mut t, "header", header_name);
     let claim = d.opt(&mut t, "claim", Decoder::string);
     let secrets = d.opt(&mut t, "hs256_secrets", |d, n, p| {
-        d.list(n, p, Decoder::string)
+        d.list(n, p, |d, n, p| {
+            let s = d.string(n, p)?;
+            if s.len() < 32 {
+                d.error(n.loc, p, "an HS256 secret must be at least 32 bytes");
+                return None;
+            }
+            Some(s)
+        })
     });
     let jwks_file = d.opt(&mut t, "jwks_file", Decoder::string);
     let issuer = d.opt(&mut t, "issuer", Decoder::string);
     let audience = d.opt(&mut t, "audience", Decoder::string);
     let leeway = d.opt(&mut t, "leeway", duration_or_zero);
+    // Secrets written but refused are reported where they are written.
+    let t_has_secrets = t.has("hs256_secrets");
     let loc = t.loc;
     d.finish(t);
     let secrets: Vec<Secret> = secrets
@@ -1544,19 +1557,12 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
         .into_iter()
         .map(Secret::new)
         .collect();
-    if secrets.is_empty() && jwks_file.is_none() {
+    if secrets.is_empty() && jwks_file.is_none() && !t_has_secrets {
         d.error_help(
             loc,
             path,
             "no key to verify tokens with",
             "set `hs256_secrets = [\"${JWT_SECRET}\"]` or `jwks_file = \"jwks.json\"`",
-        );
-    }
-    if secrets.iter().any(|s| s.expose().len() < 32) {
-        d.error(
-            loc,
-            &format!("{path}.hs256_secrets"),
-            "an HS256 secret must be at least 32 bytes",
         );
     }
     Some(Jwt {
@@ -1633,8 +1639,14 @@ fn decode_overload_guard(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         );
     }
     if !(g.shed_at <= g.close_at && g.close_at <= g.refuse_at) {
+        // Point at the watermark that breaks the order.
+        let first_break = if g.shed_at > g.close_at {
+            ["close_at", "shed_at"]
+        } else {
+            ["refuse_at", "close_at"]
+        };
         d.error(
-            loc,
+            node.loc_of(&first_break),
             path,
             "watermarks must rise: shed_at <= close_at <= refuse_at",
         );
@@ -1683,7 +1695,6 @@ fn decode_concurrency(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Co
         d.finish(c);
         Some(out)
     });
-    let loc = t.loc;
     d.finish(t);
     let c = Concurrency {
         algorithm: match algorithm {
@@ -1717,7 +1728,7 @@ fn decode_concurrency(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Co
     };
     if c.min_limit > c.max_limit || !(c.min_limit..=c.max_limit).contains(&c.limit) {
         d.error(
-            loc,
+            node.loc_of(&["limit", "min_limit", "max_limit"]),
             path,
             format!(
                 "limits must satisfy min_limit <= limit <= max_limit (got {} <= {} <= {})",

@@ -5,7 +5,7 @@
 use crate::decode::{duration_or_zero, header_name, header_value, name_field, number_in};
 use crate::diag::{closest, Decoder};
 use crate::model::*;
-use crate::node::{Loc, Node, Value};
+use crate::node::{Node, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -56,6 +56,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     let alerting = d.opt(&mut t, "alerting", decode_slo_alerting);
     let wrote_objective = t.has("objective");
     let loc = t.loc;
+    let at = |key: &str| node.loc_of(&[key]);
     d.finish(t);
     let name = name?;
     let period = period.unwrap_or(SloPeriod::Rolling(Duration::from_secs(30 * 86_400)));
@@ -63,7 +64,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         "latency" => {
             if rate_limited_is_bad.is_some() {
                 d.error(
-                    loc,
+                    at("rate_limited_is_bad"),
                     &format!("{path}.rate_limited_is_bad"),
                     "only availability SLOs count 429s; a latency SLO counts every answer",
                 );
@@ -85,7 +86,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
                 // Already reported where it was written.
             } else if threshold.is_some() || objectives.is_some() {
                 d.error_help(
-                    loc,
+                    node.loc_of(&["threshold", "objectives"]),
                     path,
                     "an availability SLO has no latency threshold",
                     "remove `threshold`/`objectives`, or set `sli = \"latency\"`",
@@ -110,9 +111,10 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             let mut out = Vec::new();
             for (i, (threshold, ppm)) in list.into_iter().enumerate() {
                 if !seen.insert(threshold) {
+                    let field = format!("objectives[{i}].threshold");
                     d.error(
-                        loc,
-                        &format!("{path}.objectives[{i}].threshold"),
+                        at(&field),
+                        &format!("{path}.{field}"),
                         format!("threshold {} is listed twice", format_duration(threshold)),
                     );
                 }
@@ -141,11 +143,12 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         pending_for: Duration::ZERO,
     });
     if let Some(rules) = &alerting.rules {
-        for (i, rule) in rules.iter().enumerate() {
+        for (rule, field) in rules.iter().zip(rule_fields(rules)) {
             if rule.long > period.max_len() {
+                let field = format!("{field}.long");
                 d.error(
-                    loc,
-                    &format!("{path}.alerting.{}[{i}].long", rule.severity.name()),
+                    at(&field),
+                    &format!("{path}.{field}"),
                     format!(
                         "the window {} is longer than the SLO period",
                         format_duration(rule.long)
@@ -180,6 +183,20 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         runbook,
         labels: labels.unwrap_or_default(),
     })
+}
+
+/// Each rule's field path below its SLO (`alerting.ticket[0]`): the rules
+/// are one list, page rules first, each severity numbered from 0.
+fn rule_fields(rules: &[BurnRule]) -> Vec<String> {
+    let mut seen = Vec::new();
+    rules
+        .iter()
+        .map(|r| {
+            let i = seen.iter().filter(|s| **s == r.severity).count();
+            seen.push(r.severity);
+            format!("alerting.{}[{i}]", r.severity.name())
+        })
+        .collect()
 }
 
 /// Placeholder for an SLO's `min_events` left unset, replaced by
@@ -310,12 +327,11 @@ fn decode_burn_rule(
     let factor = d.req(&mut t, "factor", |d, n, p| {
         number_in(d, n, p, 0.001, 1_000_000.0)
     });
-    let loc = t.loc;
     d.finish(t);
     let (long, short, factor) = (long?, short?, factor?);
     if short >= long {
         d.error_help(
-            loc,
+            n.loc_of(&["short"]),
             &format!("{p}.short"),
             "the short window must be shorter than the long one",
             "the workbook uses a twelfth: `long = \"1h\"` with `short = \"5m\"`",
@@ -500,14 +516,17 @@ pub(crate) fn decode_capacity(d: &mut Decoder<'_>, node: &Node, path: &str) -> O
     let def = Capacity::default();
     let warn_at = d.opt(&mut t, "warn_at", Decoder::percent);
     let critical_at = d.opt(&mut t, "critical_at", Decoder::percent);
-    let loc = t.loc;
     d.finish(t);
     let c = Capacity {
         warn_at: warn_at.unwrap_or(def.warn_at),
         critical_at: critical_at.unwrap_or(def.critical_at),
     };
     if c.warn_at > c.critical_at {
-        d.error(loc, path, "warn_at must not be above critical_at");
+        d.error(
+            node.loc_of(&["warn_at", "critical_at"]),
+            &format!("{path}.warn_at"),
+            "warn_at must not be above critical_at",
+        );
     }
     Some(c)
 }
@@ -525,12 +544,14 @@ pub(crate) fn apply_slo_defaults(config: &mut Config) {
 /// Checks SLO and webhook names, and the routes and clusters SLOs name.
 pub(crate) fn check_slos(
     d: &mut Decoder<'_>,
+    root: &Node,
     config: &Config,
     raw_slo_names: &[String],
     route_names: &[&str],
     cluster_names: &[&str],
-    loc_of: &dyn Fn(&str, usize, &str) -> Loc,
 ) {
+    let loc_of =
+        |section: &str, i: usize, key: &str| root.loc_of(&[&format!("{section}[{i}].{key}")]);
     let mut seen = HashSet::new();
     for (n, slo) in config.slos.iter().enumerate() {
         // The position in the file: SLOs that failed to decode are not in
@@ -575,7 +596,7 @@ pub(crate) fn check_slos(
     let bucket = config.alerting.bucket;
     if config.alerting.evaluate_every > bucket {
         d.error_help(
-            loc_of("alerting", 0, "evaluate_every"),
+            root.loc_of(&["alerting.evaluate_every", "alerting.bucket"]),
             "alerting.evaluate_every",
             format!(
                 "evaluating every {} with {} buckets would pour several buckets' events into one",
@@ -586,20 +607,20 @@ pub(crate) fn check_slos(
         );
     }
     for slo in &config.slos {
-        let too_short = slo
-            .alerting
-            .rules
+        let rules = slo.alerting.rules.as_deref().unwrap_or_default();
+        let too_short = rules
             .iter()
-            .flatten()
-            .find(|r| r.short < bucket);
-        if let Some(r) = too_short {
+            .zip(rule_fields(rules))
+            .find(|(r, _)| r.short < bucket);
+        if let Some((r, field)) = too_short {
             let i = raw_slo_names
                 .iter()
                 .position(|n| *n == slo.name)
                 .unwrap_or(0);
+            let path = format!("slos[{i}].{field}.short");
             d.error_help(
-                loc_of("slos", i, "alerting"),
-                &format!("slos[{i}].alerting.{}", r.severity.name()),
+                root.loc_of(&[&path]),
+                &path,
                 format!(
                     "the window {} is shorter than one bucket ({})",
                     format_duration(r.short),
@@ -612,9 +633,10 @@ pub(crate) fn check_slos(
     let mut seen = HashSet::new();
     for (i, w) in config.alerting.webhooks.iter().enumerate() {
         if !seen.insert(w.name.as_str()) {
+            let path = format!("alerting.webhooks[{i}].name");
             d.error(
-                loc_of("alerting", 0, "webhooks"),
-                &format!("alerting.webhooks[{i}].name"),
+                root.loc_of(&[&path]),
+                &path,
                 format!("duplicate webhook name `{}`", w.name),
             );
         }

@@ -147,6 +147,20 @@ impl<'f> Decoder<'f> {
                 path: path.to_string(),
                 loc: node.loc,
             }),
+            Value::Str(s) => {
+                let message = format!("expected a table, found {}", node.value.type_name());
+                // YAML reads `name:value` without a space as one string.
+                match crate::node::missing_space_after_colon(s) {
+                    Some((_, fixed)) => self.error_help(
+                        node.loc,
+                        path,
+                        message,
+                        format!("YAML needs a space after the colon: write `{fixed}`"),
+                    ),
+                    None => self.error(node.loc, path, message),
+                }
+                None
+            }
             _ => {
                 self.type_error(node, path, "a table");
                 None
@@ -407,22 +421,36 @@ impl<'f> Decoder<'f> {
                 self.error(node.loc, path, "must be greater than zero");
                 None
             }
-            Value::Str(_) => match parse_size(&self.string(node, path)?) {
-                Ok(0) => {
-                    self.error(node.loc, path, "must be greater than zero");
-                    None
+            Value::Str(_) => {
+                let s = self.string(node, path)?;
+                match parse_size(&s) {
+                    Ok(0) => {
+                        self.error(node.loc, path, "must be greater than zero");
+                        None
+                    }
+                    Ok(n) => Some(n),
+                    Err(msg) => {
+                        let help = match whole_size(&s) {
+                            Some(whole) => format!("write `{whole}`"),
+                            None if s.contains('.') => {
+                                "it is not a whole number of bytes either; write bytes or a smaller unit: `100`, `64KiB`".into()
+                            }
+                            None => "write bytes or a unit: `512`, `64KiB`, `1MiB`, `10MB`".into(),
+                        };
+                        self.error_help(node.loc, path, msg, help);
+                        None
+                    }
                 }
-                Ok(n) => Some(n),
-                Err(msg) => {
-                    self.error_help(
-                        node.loc,
-                        path,
-                        msg,
-                        "write bytes or a unit: `512`, `64KiB`, `1MiB`, `10MB`",
-                    );
-                    None
-                }
-            },
+            }
+            Value::Float(f) => {
+                self.error_help(
+                    node.loc,
+                    path,
+                    format!("sizes are whole numbers, got {f}"),
+                    "write bytes or a unit: `512`, `64KiB`, `1MiB`, `10MB`",
+                );
+                None
+            }
             _ => {
                 self.type_error(node, path, "a size like \"64KiB\"");
                 None
@@ -435,6 +463,16 @@ impl<'f> Decoder<'f> {
         let s = self.string(node, path)?;
         match s.parse() {
             Ok(a) => Some(a),
+            Err(_) if port_out_of_range(&s).is_some() => {
+                let port = port_out_of_range(&s).unwrap_or_default();
+                self.error_help(
+                    node.loc,
+                    path,
+                    format!("port {port} is out of range (0-65535)"),
+                    "for example `127.0.0.1:8080` or `[::1]:8080`",
+                );
+                None
+            }
             Err(_) => {
                 self.error_help(
                     node.loc,
@@ -538,17 +576,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Parses `512`, `64KiB`, `1MiB`, `1GiB`, `10KB`, `10MB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let num_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if num_end == 0 {
-        return Err(format!("`{s}` is not a size"));
-    }
-    let n: u64 = s[..num_end]
-        .parse()
-        .map_err(|_| format!("`{s}` is too large"))?;
-    let mult: u64 = match s[num_end..].trim() {
+/// The port of `host:port` when it is a number above 65535.
+pub(crate) fn port_out_of_range(s: &str) -> Option<&str> {
+    let (_, port) = s.rsplit_once(':')?;
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    // Longer than u64 is out of range too.
+    (digits && port.parse::<u64>().map_or(true, |p| p > 65_535)).then_some(port)
+}
+
+/// The size unit named `unit` in bytes.
+fn size_unit(unit: &str) -> Option<u64> {
+    Some(match unit {
         "" | "B" => 1,
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
@@ -556,8 +594,55 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        u => return Err(format!("`{s}` has an unknown unit `{u}`")),
+        _ => return None,
+    })
+}
+
+/// A fractional size such as `1.5MiB` written as a whole number in the
+/// largest unit of the same kind that holds it (`1536KiB`), or `None` when
+/// it is not a whole number of bytes.
+pub(crate) fn whole_size(s: &str) -> Option<String> {
+    let s = s.trim();
+    let num_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (whole, frac) = s[..num_end].split_once('.')?;
+    let unit = s[num_end..].trim();
+    let mult = u128::from(size_unit(unit)?);
+    let digits: u128 = format!("{whole}{frac}").parse().ok()?;
+    let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    let scaled = digits.checked_mul(mult)?;
+    if scaled % scale != 0 {
+        return None;
+    }
+    let bytes = scaled / scale;
+    let units: &[(&str, u128)] = if unit.contains('i') {
+        &[("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
+    } else {
+        &[("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000)]
     };
+    let fit = units
+        .iter()
+        .find(|(_, m)| bytes >= *m && bytes % m == 0)
+        .map_or_else(|| bytes.to_string(), |(u, m)| format!("{}{u}", bytes / m));
+    Some(fit)
+}
+
+/// Parses `512`, `64KiB`, `1MiB`, `1GiB`, `10KB`, `10MB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let num_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if num_end == 0 {
+        return Err(format!("`{s}` is not a size"));
+    }
+    if s[num_end..].starts_with('.') {
+        return Err(format!("`{s}` has a fraction, but sizes are whole numbers"));
+    }
+    let n: u64 = s[..num_end]
+        .parse()
+        .map_err(|_| format!("`{s}` is too large"))?;
+    let unit = s[num_end..].trim();
+    let mult = size_unit(unit).ok_or_else(|| format!("`{s}` has an unknown unit `{unit}`"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too large"))
 }
@@ -608,6 +693,36 @@ mod tests {
         assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert!(parse_size("12 potatoes").is_err());
+        assert_eq!(
+            parse_size("1.5MiB").unwrap_err(),
+            "`1.5MiB` has a fraction, but sizes are whole numbers"
+        );
+    }
+
+    #[test]
+    fn fractional_sizes_suggest_a_whole_number() {
+        assert_eq!(whole_size("1.5MiB").as_deref(), Some("1536KiB"));
+        assert_eq!(whole_size("0.5KiB").as_deref(), Some("512"));
+        assert_eq!(whole_size("2.0GiB").as_deref(), Some("2GiB"));
+        assert_eq!(whole_size("1.5MB").as_deref(), Some("1500KB"));
+        assert_eq!(whole_size("1.25GB").as_deref(), Some("1250MB"));
+        assert_eq!(whole_size("0.1KiB"), None, "102.4 bytes");
+        assert_eq!(whole_size("1.5B"), None);
+        assert_eq!(whole_size("1.5 potatoes"), None);
+        assert_eq!(whole_size("15MiB"), None, "not fractional");
+    }
+
+    #[test]
+    fn ports_out_of_range() {
+        assert_eq!(port_out_of_range("0.0.0.0:70000"), Some("70000"));
+        assert_eq!(port_out_of_range("[::1]:65536"), Some("65536"));
+        assert_eq!(
+            port_out_of_range("h:99999999999999999999999"),
+            Some("99999999999999999999999")
+        );
+        assert_eq!(port_out_of_range("0.0.0.0:65535"), None);
+        assert_eq!(port_out_of_range("0.0.0.0:http"), None);
+        assert_eq!(port_out_of_range("0.0.0.0"), None);
     }
 
     #[test]

@@ -10,10 +10,12 @@
 mod decode;
 mod decode_slo;
 mod diag;
+mod discover;
 pub mod model;
 pub mod node;
 
 pub use diag::{parse_duration, parse_size, Diagnostic, Diagnostics};
+pub use discover::{discover, DiscoveryError, CONFIG_ENV, DEFAULT_NAMES};
 pub use model::*;
 
 use std::path::Path;
@@ -80,6 +82,23 @@ pub fn load_str_with_env(
         Format::Yaml => node::parse_yaml(src),
     };
     let root = parsed.map_err(|e| syntax_error(name, &e))?;
+    if format == Format::Yaml
+        && !matches!(root.value, node::Value::Map(_))
+        && node::looks_like_toml(src)
+    {
+        // TOML's `key = "value"` alone reads as one YAML string.
+        return Err(Diagnostics(vec![Diagnostic {
+            file: name.to_string(),
+            line: root.loc.line,
+            col: root.loc.col,
+            path: String::new(),
+            message: format!(
+                "expected a table of settings, found {}",
+                root.value.type_name()
+            ),
+            help: Some(node::TOML_IN_YAML.to_string()),
+        }]));
+    }
     let mut decoder = diag::Decoder::new(name, env);
     let config = decode::decode_config(&mut decoder, &root);
     if let Some(config) = &config {
@@ -119,6 +138,6 @@ fn syntax_error(name: &str, e: &node::SyntaxError) -> Diagnostics {
         col: e.loc.col,
         path: String::new(),
         message: format!("syntax error: {}", e.message),
-        help: None,
+        help: e.help.clone(),
     }])
 }

@@ -64,10 +64,15 @@ pub struct SyntaxError {
     pub loc: Loc,
     /// What is wrong.
     pub message: String,
+    /// What the format expects there, when a likely fix is known.
+    pub help: Option<String>,
 }
 
 fn loc_of_offset(src: &str, offset: usize) -> Loc {
-    let offset = offset.min(src.len());
+    let mut offset = offset.min(src.len());
+    while !src.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &src[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -123,6 +128,7 @@ pub fn parse_toml(src: &str) -> Result<Node, SyntaxError> {
         Err(e) => Err(SyntaxError {
             loc: loc_of_offset(src, e.span().map_or(0, |s| s.start)),
             message: e.message().trim().to_string(),
+            help: None,
         }),
     }
 }
@@ -149,16 +155,23 @@ pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
     }
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: std::collections::HashMap<usize, Node> = Default::default();
+    // Each anchor's node and its size in nodes: aliases copy the node, so
+    // what they add up to is bounded (nested aliases grow exponentially).
+    let mut anchors: std::collections::HashMap<usize, (Node, usize)> = Default::default();
+    let mut copied = 0usize;
     let mut pending_anchor: Vec<usize> = Vec::new();
     let mut parser = Parser::new_from_str(src);
     while let Some(ev) = parser.next_event() {
-        let (event, span) = ev.map_err(|e| SyntaxError {
-            loc: Loc {
+        let (event, span) = ev.map_err(|e| {
+            let loc = Loc {
                 line: e.marker().line(),
                 col: e.marker().col() + 1,
-            },
-            message: e.info().to_string(),
+            };
+            SyntaxError {
+                loc,
+                help: Some(yaml_hint(src, loc, e.info())),
+                message: e.info().to_string(),
+            }
         })?;
         let loc = Loc {
             line: span.start.line(),
@@ -173,7 +186,7 @@ pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
                 };
                 let node = Node { value, loc };
                 if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
+                    anchors.insert(anchor, (node.clone(), 1));
                 }
                 node
             }
@@ -201,15 +214,29 @@ pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
                 };
                 if let Some(anchor) = pending_anchor.pop() {
                     if anchor > 0 {
-                        anchors.insert(anchor, node.clone());
+                        anchors.insert(anchor, (node.clone(), node.size()));
                     }
                 }
                 node
             }
-            Event::Alias(id) => anchors.get(&id).cloned().ok_or(SyntaxError {
-                loc,
-                message: "alias refers to an unknown anchor".into(),
-            })?,
+            Event::Alias(id) => {
+                let (node, size) = anchors.get(&id).ok_or(SyntaxError {
+                    loc,
+                    message: "alias refers to an unknown anchor".into(),
+                    help: Some("define the anchor (`&name`) before the alias (`*name`)".into()),
+                })?;
+                copied = copied.saturating_add(*size);
+                if copied > MAX_ALIAS_COPIES {
+                    return Err(SyntaxError {
+                        loc,
+                        message: format!("aliases expand to more than {MAX_ALIAS_COPIES} values"),
+                        help: Some(
+                            "aliases of aliases multiply; write the repeated parts out".into(),
+                        ),
+                    });
+                }
+                node.clone()
+            }
             _ => continue,
         };
         // A node finished with nothing open is a document's root.
@@ -229,6 +256,7 @@ pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
                                 "mapping keys must be strings, found {}",
                                 other.type_name()
                             ),
+                            help: None,
                         })
                     }
                 },
@@ -236,6 +264,156 @@ pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
         }
     }
     Ok(docs)
+}
+
+/// What YAML expects where its parser stopped, for the `help:` line: the
+/// parser's own message names the grammar rule, not the likely slip.
+fn yaml_hint(src: &str, loc: Loc, message: &str) -> String {
+    if looks_like_toml(src) {
+        return TOML_IN_YAML.to_string();
+    }
+    let lines: Vec<&str> = src.lines().collect();
+    // The parser often notices a slip on the line after it.
+    let here = loc.line.saturating_sub(1);
+    let nearby = [here, here.saturating_sub(1)];
+    if message.contains("tab") {
+        return "YAML indents with spaces only: replace the tabs at the start of the line with spaces"
+            .into();
+    }
+    if message.contains("quoted scalar") {
+        return "a quoted value is not closed: end it with the same quote it starts with (`\"` or `'`)"
+            .into();
+    }
+    if message.contains("flow sequence") {
+        return "a `[` list is not closed: separate items with `,` and end the list with `]`"
+            .into();
+    }
+    if message.contains("flow mapping") {
+        return "a `{` table is not closed: separate entries with `,` and end the table with `}`"
+            .into();
+    }
+    if message.contains("mapping values are not allowed") {
+        if let Some((written, fixed)) = nearby
+            .iter()
+            .filter_map(|i| lines.get(*i))
+            .find_map(|l| missing_space_after_colon(l))
+        {
+            return format!("YAML needs a space after the colon: write `{fixed}`, not `{written}`");
+        }
+        return "a value containing `: ` must be quoted (`key: \"a: b\"`); otherwise this line is indented further than the keys above it"
+            .into();
+    }
+    if message.contains("block collection") || message.contains("block mapping") {
+        return "the indentation does not match the lines above: keys of one table start in the same column, and items of one list start with `- ` in the same column"
+            .into();
+    }
+    "YAML writes `key: value` (a space after the colon), nests by indenting with spaces, and lists items as `- item`"
+        .into()
+}
+
+pub(crate) const TOML_IN_YAML: &str =
+    "this looks like TOML (`[section]`, `key = value`), but the file is read as YAML, which writes `key: value` and nests by indentation; name the file *.toml, or convert it";
+
+/// Whether `src` has TOML's table headers or `key = value` lines at the
+/// top level (and no YAML `key:` line that would explain them).
+pub(crate) fn looks_like_toml(src: &str) -> bool {
+    let mut toml = false;
+    for line in src.lines() {
+        let line = line.trim_end();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let header = line.strip_prefix('[').and_then(|l| l.strip_suffix(']'));
+        let header = header.map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+        if header.is_some_and(|h| !h.is_empty() && h.chars().all(is_key_char)) {
+            toml = true;
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            if !line.starts_with(' ') && !key.is_empty() && key.chars().all(is_key_char) {
+                toml = true;
+                continue;
+            }
+        }
+        if !line.starts_with(' ')
+            && line
+                .split_once(':')
+                .is_some_and(|(k, _)| k.chars().all(is_key_char))
+        {
+            return false;
+        }
+    }
+    toml
+}
+
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"')
+}
+
+/// `name:public` (a key, a colon, no space) and its fix `name: public`.
+pub(crate) fn missing_space_after_colon(line: &str) -> Option<(String, String)> {
+    let body = line.trim_start();
+    let body = body.strip_prefix("- ").unwrap_or(body).trim_start();
+    let (key, value) = body.split_once(':')?;
+    let valid_key = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let glued = value.chars().next().is_some_and(|c| !c.is_whitespace());
+    (valid_key && glued && !value.starts_with("//"))
+        .then(|| (format!("{key}:{value}"), format!("{key}: {value}")))
+}
+
+/// How many values YAML aliases may copy in one file, in total. Far above
+/// what a config repeats, far below what exhausts memory.
+const MAX_ALIAS_COPIES: usize = 100_000;
+
+impl Node {
+    /// The node at field path `path` below this one (`backoff.base`,
+    /// `rate_limits[2].global`), if it is written.
+    pub fn find(&self, path: &str) -> Option<&Node> {
+        let mut node = self;
+        for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (key, mut indexes) = match segment.find('[') {
+                Some(i) => (&segment[..i], &segment[i..]),
+                None => (segment, ""),
+            };
+            if !key.is_empty() {
+                let Value::Map(entries) = &node.value else {
+                    return None;
+                };
+                node = &entries.iter().find(|(k, _, _)| k == key)?.2;
+            }
+            while let Some(rest) = indexes.strip_prefix('[') {
+                let (index, after) = rest.split_once(']')?;
+                let Value::Seq(items) = &node.value else {
+                    return None;
+                };
+                node = items.get(index.parse::<usize>().ok()?)?;
+                indexes = after;
+            }
+        }
+        Some(node)
+    }
+
+    /// Where the first of `paths` that is written starts, or this node's
+    /// own position: a problem with a value points at the value.
+    pub fn loc_of(&self, paths: &[&str]) -> Loc {
+        paths
+            .iter()
+            .find_map(|p| self.find(p).filter(|n| n.value != Value::Null))
+            .map_or(self.loc, |n| n.loc)
+    }
+
+    /// The number of values in this node, itself included.
+    fn size(&self) -> usize {
+        1 + match &self.value {
+            Value::Seq(items) => items.iter().map(Node::size).sum(),
+            Value::Map(entries) => entries.iter().map(|(_, _, n)| n.size()).sum(),
+            _ => 0,
+        }
+    }
 }
 
 /// Resolves a plain YAML scalar the way YAML 1.2's core schema does.
@@ -300,6 +478,21 @@ mod tests {
             _ => panic!(),
         }
         assert_eq!(get(b, "e").value, Value::Null);
+    }
+
+    #[test]
+    fn find_walks_field_paths() {
+        let src = "a = 1\n[b]\nc = [{ d = 2 }, { d = [3, 4] }]\n";
+        let root = parse_toml(src).unwrap();
+        assert_eq!(root.find("b.c[1].d[1]").unwrap().value, Value::Int(4));
+        assert_eq!(
+            root.find("b.c[1].d[1]").unwrap().loc,
+            Loc { line: 3, col: 27 }
+        );
+        assert!(root.find("b.c[2]").is_none());
+        assert!(root.find("a.x").is_none());
+        assert_eq!(root.loc_of(&["b.x", "b.c[0].d"]), Loc { line: 3, col: 12 });
+        assert_eq!(root.loc_of(&["nowhere"]), root.loc);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
-//! `backup`, `restore`), logging set-up and the wiring of gateway, admin
-//! API, signals and file watching. Logic worth testing lives in the library
-//! crates.
+//! `backup`, `restore`, `completions`), logging set-up and the wiring of
+//! gateway, admin API, signals and file watching. Logic worth testing lives
+//! in the library crates.
 
 mod demo;
 mod openslo;
 mod slo_rules;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
 use levee_proxy::Gateway;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,19 +34,41 @@ enum LogFormat {
     Json,
 }
 
+/// How `levee check` prints its result.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum CheckFormat {
+    /// `file:line:col: path: message` lines on stderr (OK line on stdout).
+    Text,
+    /// One JSON object on stdout: `valid` and the `diagnostics`, shaped as
+    /// the admin API's reload answer, for editors and CI.
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gateway from a config file (TOML or YAML).
     Run {
-        /// The config file.
+        /// The config file [default: levee.toml, levee.yaml or levee.yml in
+        /// the working directory, else $LEVEE_CONFIG].
         #[arg(short, long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Validate a config file and print every diagnostic; exit 1 on any error.
     Check {
-        /// The config file.
+        /// The config file [default: levee.toml, levee.yaml or levee.yml in
+        /// the working directory, else $LEVEE_CONFIG].
         #[arg(short, long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
+    },
+    /// Print a shell completion script, e.g. `levee completions bash >
+    /// /etc/bash_completion.d/levee`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Run the whole product on embedded defaults with demo upstreams in process.
     Demo {
@@ -128,8 +150,19 @@ fn init_logging(format: LogFormat, level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, format } => match config_path(config) {
+            Ok(config) => check(&config, format),
+            Err(code) => code,
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "levee", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Command::Run { config } => {
+            let config = match config_path(config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
             init_logging(cli.log_format, &cli.log_level);
             let loaded = match levee_config::load_file(&config) {
                 Ok(c) => c,
@@ -177,6 +210,19 @@ fn main() -> ExitCode {
             config,
         } => restore(&file, verify, config.as_deref()),
     }
+}
+
+/// The config file named with `-c`, or the one discovery finds; when there
+/// is none, says what was looked for and gives the exit code.
+fn config_path(named: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(path) = named {
+        return Ok(path);
+    }
+    let env = std::env::var_os(levee_config::CONFIG_ENV);
+    levee_config::discover(std::path::Path::new(""), env).map_err(|e| {
+        eprintln!("error: {e}\n  help: {}", e.help());
+        ExitCode::FAILURE
+    })
 }
 
 /// Writes `text` to `path`, or to standard output.
@@ -322,8 +368,12 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     b.build().context("starting the async runtime")
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match levee_config::load_file(path) {
+fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
+    let loaded = levee_config::load_file(path);
+    if format == CheckFormat::Json {
+        return check_json(path, &loaded);
+    }
+    match loaded {
         Ok(c) => {
             println!(
                 "{}: OK ({} listener{}, {} route{}, {} cluster{})",
@@ -342,6 +392,43 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `levee check --format json`: the shape of the admin API's reload answer
+/// (`diagnostics` as `{file, line, col, path, message, help}` and their
+/// `rendered` text), with `valid` and, when valid, what the file defines.
+fn check_json(
+    path: &std::path::Path,
+    loaded: &Result<levee_config::Config, levee_config::Diagnostics>,
+) -> ExitCode {
+    let file = path.display().to_string();
+    let (body, code) = match loaded {
+        Ok(c) => (
+            serde_json::json!({
+                "file": file,
+                "valid": true,
+                "summary": {
+                    "listeners": c.listeners.len(),
+                    "routes": c.routes.len(),
+                    "clusters": c.clusters.len(),
+                },
+                "diagnostics": [],
+                "rendered": [],
+            }),
+            ExitCode::SUCCESS,
+        ),
+        Err(diags) => (
+            serde_json::json!({
+                "file": file,
+                "valid": false,
+                "diagnostics": diags.0,
+                "rendered": diags.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+            ExitCode::FAILURE,
+        ),
+    };
+    println!("{body}");
+    code
 }
 
 fn plural(n: usize) -> &'static str {

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -64,7 +65,7 @@ cluster = "catalogue"
     run.expect_code(1)
         .expect(run.stdout.is_empty(), "a failed check printed to stdout");
     let expected = "\
-broken.toml:1:1: admin.token: the admin API listens on 0.0.0.0:9901, which is not loopback, so a token is required
+broken.toml:2:10: admin.token: the admin API listens on 0.0.0.0:9901, which is not loopback, so a token is required
   help: set `token = \"${LEVEE_ADMIN_TOKEN}\"`, or listen on 127.0.0.1
 broken.toml:7:27: listeners[0].limits.idle_timeout: `10` has a number without a unit
   help: write a number with a unit: `250ms`, `2s`, `5m`, `1h`
@@ -139,7 +140,7 @@ fn run_refuses_an_invalid_config() {
     let run = levee(&["run", "-c", "levee.yaml"], &dir);
     run.expect_code(1).expect(
         run.stderr
-            == "levee.yaml:1:1: listeners: at least one listener is required\n1 error found\n",
+            == "levee.yaml:1:12: listeners: at least one listener is required\n1 error found\n",
         "unexpected diagnostics",
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -319,4 +320,231 @@ match = { path = { prefix = "/api/" } }
         explain(&log, "SIGTERM was not logged")
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `levee ARGS` in `cwd` with `LEVEE_CONFIG` set to `config_env`.
+fn levee_with_config_env(args: &[&str], cwd: &Path, config_env: &str) -> common::Run {
+    let output = common::command(LEVEE, args, cwd)
+        .env("LEVEE_CONFIG", config_env)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {LEVEE}: {e}"));
+    common::Run {
+        command: format!("LEVEE_CONFIG={config_env} {LEVEE} {}", args.join(" ")),
+        cwd: cwd.to_path_buf(),
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+const MINIMAL_TOML: &str = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n";
+const MINIMAL_YAML: &str = "listeners:\n  - name: public\n    listen: 127.0.0.1:0\n";
+
+#[test]
+fn check_json_reports_diagnostics_as_the_admin_api_does() {
+    let dir = common::scratch_dir("cli", "check-json-invalid");
+    std::fs::write(
+        dir.join("broken.toml"),
+        "[admin]\ntoken = \"short\"\n\n[[listeners]]\nname = \"public\"\nlisten = \"0.0.0.0:70000\"\n",
+    )
+    .expect("write config");
+    let run = levee(&["check", "-c", "broken.toml", "--format", "json"], &dir);
+    run.expect_code(1)
+        .expect(run.stderr.is_empty(), "JSON mode printed to stderr");
+    let body: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", run.context()));
+    let expected = serde_json::json!({
+        "file": "broken.toml",
+        "valid": false,
+        "diagnostics": [
+            {
+                "file": "broken.toml", "line": 2, "col": 9, "path": "admin.token",
+                "message": "the admin token must be at least 16 characters", "help": null,
+            },
+            {
+                "file": "broken.toml", "line": 6, "col": 10, "path": "listeners[0].listen",
+                "message": "port 70000 is out of range (0-65535)",
+                "help": "for example `127.0.0.1:8080` or `[::1]:8080`",
+            },
+        ],
+        "rendered": [
+            "broken.toml:2:9: admin.token: the admin token must be at least 16 characters",
+            "broken.toml:6:10: listeners[0].listen: port 70000 is out of range (0-65535)\n  help: for example `127.0.0.1:8080` or `[::1]:8080`",
+        ],
+    });
+    run.expect(body == expected, &format!("expected:\n{expected:#}"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_json_on_a_valid_file_and_on_a_missing_one() {
+    let root = repo_root();
+    let run = levee(
+        &["check", "--format", "json", "-c", "examples/levee.yaml"],
+        &root,
+    );
+    run.expect_code(0)
+        .expect(run.stderr.is_empty(), "check printed to stderr");
+    let body: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", run.context()));
+    run.expect(body["valid"] == true, "`valid` is not true")
+        .expect(
+            body["file"] == "examples/levee.yaml",
+            "`file` is not the path given",
+        )
+        .expect(
+            body["diagnostics"] == serde_json::json!([]),
+            "diagnostics on a valid file",
+        )
+        .expect(
+            body["summary"]["listeners"].as_u64().is_some_and(|n| n > 0),
+            "no listener count in the summary",
+        );
+
+    let dir = common::scratch_dir("cli", "check-json-missing");
+    let run = levee(&["check", "--format", "json", "-c", "nowhere.toml"], &dir);
+    run.expect_code(1);
+    let body: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", run.context()));
+    let first = &body["diagnostics"][0];
+    run.expect(body["valid"] == false, "`valid` is not false")
+        .expect(
+            first["file"] == "nowhere.toml"
+                && first["line"] == 1
+                && first["col"] == 1
+                && first["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("cannot read config file: ")),
+            "the diagnostic does not name the file and the problem",
+        );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_without_c_finds_the_working_directory_config_then_levee_config() {
+    let dir = common::scratch_dir("cli", "discover-order");
+    let elsewhere = common::scratch_dir("cli", "discover-order-env");
+    let env_file = elsewhere.join("from-env.toml");
+    std::fs::write(&env_file, MINIMAL_TOML).expect("write env config");
+    let env_arg = env_file.to_str().expect("UTF-8 temp path");
+
+    // Nothing here: LEVEE_CONFIG names the file.
+    let run = levee_with_config_env(&["check"], &dir, env_arg);
+    run.expect_code(0).expect(
+        run.stdout == format!("{env_arg}: OK (1 listener, 0 routes, 0 clusters)\n"),
+        "not the LEVEE_CONFIG file",
+    );
+
+    // The working directory's file comes first.
+    std::fs::write(dir.join("levee.yml"), MINIMAL_YAML).expect("write config");
+    let run = levee_with_config_env(&["check"], &dir, env_arg);
+    run.expect_code(0).expect(
+        run.stdout == "levee.yml: OK (1 listener, 0 routes, 0 clusters)\n",
+        "not the working directory's levee.yml",
+    );
+    let run = levee(&["check", "--format", "json"], &dir);
+    run.expect_code(0).expect_stdout(r#""file":"levee.yml""#);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}
+
+#[test]
+fn without_c_two_default_files_or_none_are_refused() {
+    let dir = common::scratch_dir("cli", "discover-refused");
+    for command in ["check", "run"] {
+        let run = levee(&[command], &dir);
+        run.expect_code(1).expect(
+            run.stderr
+                == "error: no config file named: looked for levee.toml, levee.yaml and levee.yml in the working directory, then LEVEE_CONFIG, which is not set\n  help: name the file with `-c FILE`, create levee.toml here, or set LEVEE_CONFIG=/path/to/levee.toml\n",
+            "the message does not say what was looked for",
+        );
+    }
+    std::fs::write(dir.join("levee.toml"), MINIMAL_TOML).expect("write config");
+    std::fs::write(dir.join("levee.yaml"), MINIMAL_YAML).expect("write config");
+    for command in ["check", "run"] {
+        let run = levee_with_config_env(&[command], &dir, "/elsewhere/levee.toml");
+        run.expect_code(1).expect(
+            run.stderr
+                == "error: no config file named, and the working directory has both levee.toml and levee.yaml\n  help: name the one to use: `-c levee.toml`\n",
+            "the message does not name both files",
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_without_c_loads_the_discovered_file() {
+    // An invalid file proves which one `run` read without starting a server.
+    let dir = common::scratch_dir("cli", "run-discover");
+    std::fs::write(dir.join("levee.yaml"), "listeners: []\n").expect("write config");
+    let run = levee(&["run"], &dir);
+    run.expect_code(1).expect(
+        run.stderr
+            == "levee.yaml:1:12: listeners: at least one listener is required\n1 error found\n",
+        "run did not load ./levee.yaml",
+    );
+    std::fs::remove_file(dir.join("levee.yaml")).expect("remove config");
+    let env_file = dir.join("env.toml");
+    std::fs::write(&env_file, "listeners = []\n").expect("write config");
+    let env_arg = env_file.to_str().expect("UTF-8 temp path");
+    let run = levee_with_config_env(&["run"], &dir, env_arg);
+    run.expect_code(1).expect(
+        run.stderr
+            == format!(
+                "{env_arg}:1:13: listeners: at least one listener is required\n1 error found\n"
+            ),
+        "run did not load the LEVEE_CONFIG file",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const SUBCOMMANDS: [&str; 7] = [
+    "run",
+    "check",
+    "demo",
+    "slo",
+    "backup",
+    "restore",
+    "completions",
+];
+
+#[test]
+fn completions_for_bash_are_a_valid_script_naming_the_subcommands() {
+    let dir = common::scratch_dir("cli", "completions-bash");
+    let run = levee(&["completions", "bash"], &dir);
+    run.expect_code(0)
+        .expect(!run.stdout.trim().is_empty(), "empty bash completions")
+        .expect(
+            run.stdout.contains("complete "),
+            "no `complete` registration",
+        );
+    for sub in SUBCOMMANDS {
+        run.expect_stdout(&format!("levee__subcmd__{sub}"));
+    }
+    run.expect_stdout("--format");
+    let script = dir.join("levee.bash");
+    std::fs::write(&script, &run.stdout).expect("write script");
+    let syntax = common::run("bash", &["-n", "levee.bash"], &dir);
+    syntax
+        .expect_code(0)
+        .expect(syntax.stderr.is_empty(), "bash -n complained");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn completions_for_zsh_and_fish_name_the_subcommands() {
+    let root = repo_root();
+    for shell in ["zsh", "fish"] {
+        let run = levee(&["completions", shell], &root);
+        run.expect_code(0);
+        for sub in SUBCOMMANDS {
+            let named = match shell {
+                "zsh" => run.stdout.contains(&format!("'{sub}:")),
+                _ => run.stdout.contains(&format!("-a \"{sub}\"")),
+            };
+            run.expect(named, &format!("{shell} completions do not name `{sub}`"));
+        }
+    }
+    let run = levee(&["completions", "tcsh"], &root);
+    run.expect_code(2).expect_stderr("invalid value 'tcsh'");
 }

@@ -13,7 +13,8 @@ pub(crate) const LEVEE: &str = env!("CARGO_BIN_EXE_levee");
 
 /// Variables the examples interpolate or that change logging; removed so
 /// results do not depend on whoever runs the tests.
-pub(crate) const SCRUBBED_ENV: [&str; 4] = [
+pub(crate) const SCRUBBED_ENV: [&str; 5] = [
+    "LEVEE_CONFIG",
     "LEVEE_ADMIN_TOKEN",
     "LEVEE_ADMIN_LISTEN",
     "DEPLOY_ENV",
