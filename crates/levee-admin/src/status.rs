@@ -33,7 +33,8 @@ pub(crate) struct StatusPage {
     /// `operational`, `degraded`, `outage` or `no_data`: the worst tier
     /// shown, `no_data` when none has enough data.
     status: &'static str,
-    /// The status as a sentence ("All systems operational").
+    /// The status as a sentence ("All systems operational"; "An incident
+    /// is ongoing" when one is and no tier says worse).
     headline: &'static str,
     /// No tier shown has enough data for an uptime yet.
     no_data: bool,
@@ -128,20 +129,28 @@ impl StatusPage {
             .max_by_key(|s| rank(s))
             .unwrap_or("no_data");
         let names = public_names(config);
+        let incidents: Vec<PublicIncident> = report
+            .incidents
+            .iter()
+            .take(RECENT_INCIDENTS)
+            .map(|i| PublicIncident::of(i, &names))
+            .collect();
+        // An ongoing incident outweighs "operational" or too little data
+        // in the headline; the tiers keep their own figures.
+        let ongoing = incidents.iter().any(|i| i.state == "ongoing");
+        let headline = match status {
+            "operational" | "no_data" if ongoing => "An incident is ongoing",
+            s => headline(s),
+        };
         Self {
             title: config.status_page.title.clone(),
             status,
-            headline: headline(status),
+            headline,
             no_data: tiers.iter().all(|t| t.no_data),
             evaluated_at: report.evaluated_at.clone(),
             evaluated_at_text: report.evaluated_at.as_deref().map(readable_time),
             tiers,
-            incidents: report
-                .incidents
-                .iter()
-                .take(RECENT_INCIDENTS)
-                .map(|i| PublicIncident::of(i, &names))
-                .collect(),
+            incidents,
         }
     }
 
@@ -627,5 +636,14 @@ objective = "99%"
             "{html}"
         );
         assert!(html.contains("Waiting for the first update"));
+
+        let with_incident = SloReport {
+            tiers: vec![tier(40, true, 2_000.0, 1.0)],
+            incidents: vec![incident(1, "checkout-availability", "open")],
+            ..SloReport::default()
+        };
+        let page = StatusPage::build(&with_incident, &config());
+        assert_eq!(page.headline, "An incident is ongoing");
+        assert_eq!(page.status, "no_data");
     }
 }
