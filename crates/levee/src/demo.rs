@@ -110,6 +110,9 @@ async fn start_replica(replica: &'static Replica) -> anyhow::Result<SocketAddr> 
 /// Requests a second the built-in client sends.
 const TRAFFIC_PER_SECOND: u64 = 5;
 
+/// Longest a background request may take, body included.
+const REQUEST_BOUND: Duration = Duration::from_secs(10);
+
 /// How the demo runs, from the command line.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -234,12 +237,13 @@ async fn background_traffic(gateway: levee_proxy::Gateway, base: String) {
         };
         let request = client.get(uri);
         // Each request on its own task: a slow answer does not hold up the
-        // pace, and a failed one is only a data point.
-        tokio::spawn(async move {
+        // pace, and a failed one is only a data point. The route times out
+        // after 2 s; the bound here only keeps the tasks few whatever happens.
+        tokio::spawn(tokio::time::timeout(REQUEST_BOUND, async move {
             if let Ok(response) = request.await {
                 let _ = http_body_util::BodyExt::collect(response.into_body()).await;
             }
-        });
+        }));
     }
 }
 
