@@ -16,6 +16,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     let mut t = d.table(node, path)?;
     let name = d.req(&mut t, "name", name_field);
     let description = d.opt(&mut t, "description", Decoder::string);
+    let display_name = d.opt(&mut t, "display_name", decode_display_name);
     let route = d.opt(&mut t, "route", Decoder::string);
     let tier = d.opt(&mut t, "tier", |d, n, p| {
         d.choice(n, p, &["core", "optional"])
@@ -164,6 +165,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     Some(Slo {
         name,
         description,
+        display_name,
         scope: SloScope {
             route,
             tier: tier.map(|t| {
@@ -197,6 +199,41 @@ fn rule_fields(rules: &[BurnRule]) -> Vec<String> {
             format!("alerting.{}[{i}]", r.severity.name())
         })
         .collect()
+}
+
+/// The longest `display_name`, in characters: it heads a column of the
+/// status page.
+const MAX_DISPLAY_NAME: usize = 80;
+
+/// A name shown to customers: not blank, at most [`MAX_DISPLAY_NAME`]
+/// characters, on one line. Surrounding spaces are trimmed.
+fn decode_display_name(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<String> {
+    let s = d.string(n, p)?;
+    let name = s.trim();
+    if name.is_empty() {
+        d.error_help(
+            n.loc,
+            p,
+            "a display name must not be empty",
+            "remove `display_name` to name incidents by the SLO's route, or write a name such as `Checkout`",
+        );
+        return None;
+    }
+    let chars = name.chars().count();
+    if chars > MAX_DISPLAY_NAME {
+        d.error_help(
+            n.loc,
+            p,
+            format!("a display name must be at most {MAX_DISPLAY_NAME} characters, got {chars}"),
+            "put the details in `description`",
+        );
+        return None;
+    }
+    if name.chars().any(char::is_control) {
+        d.error(n.loc, p, "a display name must be one line of text");
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// Placeholder for an SLO's `min_events` left unset, replaced by
@@ -689,6 +726,7 @@ endpoints = ["127.0.0.1:9001"]
 [[slos]]
 name = "checkout-availability"
 description = "Checkout answers"
+display_name = "  Checkout  "
 sli = "availability"
 route = "checkout"
 tenant = "acme"
@@ -727,6 +765,7 @@ warn_at = "70%"
         let a = &c.slos[0];
         assert_eq!(a.objectives.len(), 1);
         assert_eq!(a.objectives[0].id, "checkout-availability");
+        assert_eq!(a.display_name.as_deref(), Some("Checkout"), "trimmed");
         assert_eq!(a.objectives[0].objective_ppm, 999_500);
         assert_eq!(
             a.period,
@@ -748,6 +787,7 @@ warn_at = "70%"
 
         let l = &c.slos[1];
         assert_eq!(l.sli, Sli::Latency);
+        assert_eq!(l.display_name, None);
         assert_eq!(l.period, SloPeriod::CalendarMonth);
         assert_eq!(l.scope.tier, Some(Tier::Core));
         let ids: Vec<_> = l.objectives.iter().map(|o| o.id.as_str()).collect();

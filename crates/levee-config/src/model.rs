@@ -1054,6 +1054,10 @@ pub struct Slo {
     pub name: String,
     /// Free text shown in the API, alerts and the status page.
     pub description: Option<String>,
+    /// The name the public status page gives this SLO's incidents
+    /// (`Checkout`); without it the page names them by the SLO's route,
+    /// cluster or tier, never by its `name`.
+    pub display_name: Option<String>,
     /// Which requests count (all selectors must match; none means every
     /// routed request).
     pub scope: SloScope,

@@ -1125,6 +1125,33 @@ pub struct DurationSummary {
     pub max_seconds: f64,
 }
 
+/// A tier needs at least this many requests in the status period...
+pub const TIER_MIN_EVENTS: u64 = 100;
+
+/// ...spread over at least this long (from its first request in the
+/// period) before its uptime means something; until then it has no data.
+pub const TIER_MIN_OBSERVED: Duration = Duration::from_secs(300);
+
+/// How long before `now` the first event within `reach` was counted (to
+/// the bucket), or zero without events. Coarse buckets only speak for
+/// times the fine ones no longer cover: the coarse bucket of the current
+/// hour starts before a gateway started this hour.
+fn observed_since_first_event(buckets: &Buckets, now: Nanos, reach: Duration) -> Duration {
+    let from = now.saturating_sub(u64::try_from(reach.as_nanos()).unwrap_or(u64::MAX));
+    let fine_start = buckets.fine_start();
+    let kept = buckets.non_empty();
+    let oldest = |coarse: bool| {
+        kept.iter()
+            .filter(|(c, start, _)| *c == coarse && (!coarse || *start < fine_start))
+            .map(|(_, start, _)| *start)
+            .min()
+    };
+    match oldest(true).or_else(|| oldest(false)) {
+        Some(first) => Duration::from_nanos(now.saturating_sub(first.max(from))),
+        None => Duration::ZERO,
+    }
+}
+
 /// Uptime of one tier.
 #[derive(Debug, Clone, Serialize)]
 pub struct TierStatus {
@@ -1138,12 +1165,19 @@ pub struct TierStatus {
     pub objective: f64,
     /// The tier's error budget.
     pub budget: BudgetStatus,
-    /// `operational`, `degraded` (budget spent faster than planned over the
-    /// last hour) or `outage` (most requests failing over the last 5 min),
-    /// or `no_data`.
+    /// `outage` (most requests failing over the last 5 min), `no_data`
+    /// (see `no_data`), `degraded` (budget spent faster than planned over
+    /// the last hour) or `operational`.
     pub status: &'static str,
     /// Requests over the period.
     pub events: u64,
+    /// Too little data for an uptime: fewer than [`TIER_MIN_EVENTS`]
+    /// requests in the period, or less than [`TIER_MIN_OBSERVED`] since
+    /// the first.
+    pub no_data: bool,
+    /// Time since the tier's first request in the period (at most the
+    /// period): what the uptime is measured over so far.
+    pub observed_seconds: f64,
 }
 
 fn ratio(c: Counts) -> Option<f64> {
@@ -1332,10 +1366,20 @@ fn build_report(state: &EngineState, now: Nanos) -> SloReport {
                 }
                 let recent = series.buckets.counts(now, Duration::from_secs(300));
                 let hour = Burn::new(series.buckets.counts(now, HOUR), series.def.objective, 10);
+                let observed = observed_since_first_event(
+                    &series.buckets,
+                    now,
+                    period_at(series.def.period, now).0,
+                );
+                let no_data = status.events < TIER_MIN_EVENTS || observed < TIER_MIN_OBSERVED;
                 let tier_status = if status.events == 0 {
                     "no_data"
                 } else if recent.total >= 10 && recent.bad() * 2 > recent.total {
+                    // An outage shows even before there is enough data
+                    // for an uptime figure.
                     "outage"
+                } else if no_data {
+                    "no_data"
                 } else if hour.exceeds(Factor::ONE) {
                     "degraded"
                 } else {
@@ -1349,6 +1393,8 @@ fn build_report(state: &EngineState, now: Nanos) -> SloReport {
                     budget: status.budget.clone(),
                     status: tier_status,
                     events: status.events,
+                    no_data,
+                    observed_seconds: observed.as_secs_f64(),
                 });
             }
             None => slos.push(status),
@@ -1604,6 +1650,65 @@ bucket = "1s"
         assert_eq!(newest.state, "closed", "{newest:?}");
         assert!(again.report().slos.is_empty());
         let _ = std::fs::remove_dir_all(db.parent().unwrap());
+    }
+
+    /// Second `k` of the core tier's traffic, then the tick after it.
+    async fn tier_second(engine: &SloEngine, k: u64, good: u32, bad: u32) {
+        let counter = engine.counters.get(tier_series_id(Tier::Core));
+        (0..good).for_each(|_| counter.record(true));
+        (0..bad).for_each(|_| counter.record(false));
+        engine.tick(T0 + (k + 1) * S + 5_000_000).await;
+    }
+
+    fn core_tier(engine: &SloEngine) -> TierStatus {
+        engine
+            .report()
+            .tiers
+            .iter()
+            .find(|t| t.tier == "core")
+            .cloned()
+            .unwrap()
+    }
+
+    /// In virtual time: a tier's uptime needs 100 requests spread over
+    /// 5 minutes; before that it has no data, unless most requests fail
+    /// (an outage shows at once).
+    #[tokio::test]
+    async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
+        let e = SloEngine::new(None, config(), Arc::new(Registry::new())).unwrap();
+        e.configure(config()).await;
+        for k in 0..60 {
+            tier_second(&e, k, 10, 0).await;
+        }
+        let t = core_tier(&e);
+        assert_eq!((t.events, t.no_data, t.status), (600, true, "no_data"));
+        assert_eq!(t.observed_seconds, 60.0);
+        for k in 60..299 {
+            tier_second(&e, k, 10, 0).await;
+        }
+        assert!(core_tier(&e).no_data, "{:?}", core_tier(&e));
+        tier_second(&e, 299, 10, 0).await;
+        let t = core_tier(&e);
+        assert_eq!((t.no_data, t.status), (false, "operational"), "{t:?}");
+        assert_eq!(t.observed_seconds, 300.0);
+
+        // Few requests over a long time: still no data.
+        let sparse = SloEngine::new(None, config(), Arc::new(Registry::new())).unwrap();
+        sparse.configure(config()).await;
+        for k in 0..600 {
+            tier_second(&sparse, k, u32::from(k % 10 == 0), 0).await;
+        }
+        let t = core_tier(&sparse);
+        assert_eq!((t.events, t.no_data, t.status), (60, true, "no_data"));
+
+        // Failing from the start: an outage, data or not.
+        let failing = SloEngine::new(None, config(), Arc::new(Registry::new())).unwrap();
+        failing.configure(config()).await;
+        for k in 0..20 {
+            tier_second(&failing, k, 1, 9).await;
+        }
+        let t = core_tier(&failing);
+        assert_eq!((t.no_data, t.status), (true, "outage"));
     }
 
     #[test]

@@ -78,6 +78,14 @@ enum Command {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin_listen: std::net::SocketAddr,
+        /// Send no background traffic (the demo sends a few requests a
+        /// second by default).
+        #[arg(long)]
+        no_traffic: bool,
+        /// Keep SLO history, alerts and incidents in this SQLite file
+        /// instead of memory.
+        #[arg(long, value_name = "FILE")]
+        store: Option<PathBuf>,
     },
     /// SLO tooling: Prometheus rules, OpenSLO import.
     Slo {
@@ -179,9 +187,17 @@ fn main() -> ExitCode {
         Command::Demo {
             listen,
             admin_listen,
+            no_traffic,
+            store,
         } => {
             init_logging(cli.log_format, &cli.log_level);
-            report(runtime(None).and_then(|rt| rt.block_on(demo::run(listen, admin_listen))))
+            let options = demo::Options {
+                listen,
+                admin: admin_listen,
+                traffic: !no_traffic,
+                store,
+            };
+            report(runtime(None).and_then(|rt| rt.block_on(demo::run(options))))
         }
         Command::Slo {
             command: SloCommand::Rules { config, output },

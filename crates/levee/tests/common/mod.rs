@@ -130,3 +130,86 @@ pub(crate) fn run(program: &str, args: &[&str], cwd: &Path) -> Run {
 pub(crate) fn levee(args: &[&str], cwd: &Path) -> Run {
     run(LEVEE, args, cwd)
 }
+
+/// A `levee` process left running, its stdout and stderr read line by line
+/// in the background; killed when dropped.
+pub(crate) struct Spawned {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far, for failure messages.
+    pub(crate) seen: Vec<String>,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Spawned {
+    /// Starts `levee ARGS` in `cwd` with the scrubbed environment.
+    pub(crate) fn levee(args: &[&str], cwd: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = command(LEVEE, args, cwd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start levee: {e}"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().expect("piped"));
+        let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().expect("piped"));
+        for stream in [stdout, stderr] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Lines up to and including the first containing `needle`, read
+    /// within `wait`; panics with everything seen otherwise.
+    pub(crate) fn lines_until(&mut self, needle: &str, wait: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    let done = line.contains(needle);
+                    out.push(line);
+                    if done {
+                        return out;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    panic!(
+                        "levee exited ({status:?}) before printing {needle:?}; output:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+        panic!(
+            "levee never printed {needle:?} within {wait:?}; output:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// The output so far, for assertion messages.
+    pub(crate) fn output(&self) -> String {
+        self.seen.join("\n")
+    }
+}

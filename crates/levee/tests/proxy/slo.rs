@@ -344,8 +344,15 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
         .find(|t| t["tier"] == "core")
         .unwrap()
         .clone();
-    assert!(core["uptime"].as_f64().unwrap() < 1.0, "{status:#}");
-    assert_eq!(status["incidents"][0]["service"], "checkout-availability");
+    // Seconds of traffic are too little for an uptime on the public page
+    // (the metric has it all the same).
+    assert_eq!(core["no_data"], true, "{status:#}");
+    assert!(core["uptime"].is_null(), "{status:#}");
+    assert!(gw.metric("levee_tier_uptime_ratio{tier=\"core\"}") < 1.0);
+    assert_eq!(
+        status["incidents"][0]["service"], "checkout",
+        "named by its route, not by the SLO's id"
+    );
     assert!(
         status["incidents"][0].get("runbook").is_none(),
         "no internals on the status page"
