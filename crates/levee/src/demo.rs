@@ -153,7 +153,7 @@ pub(crate) async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result
     let config = levee_config::load_str(&text, levee_config::Format::Toml, "<demo>")
         .map_err(|d| anyhow::anyhow!("the embedded demo config is invalid:\n{d}"))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let gateway = tokio::spawn(crate::run(config, None, Some(tx)));
+    let gateway = tokio::spawn(crate::run(config, None, Some(tx), false));
     let (gw, admin_bound) = match rx.await {
         Ok(ready) => ready,
         Err(_) => return gateway.await.context("gateway task")?,
