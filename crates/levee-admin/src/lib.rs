@@ -70,6 +70,18 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(gateway, listener, token, shutdown)
+}
+
+/// Serves the admin API on `listener` (bound here, or handed over by a
+/// predecessor process) until `shutdown` resolves, which also stops
+/// accepting at once. Returns the bound address.
+pub fn serve_on(
+    gateway: Gateway,
+    listener: tokio::net::TcpListener,
+    token: Option<Secret>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let bound = listener.local_addr()?;
     let app = router(gateway, token);
     let task = tokio::spawn(async move {

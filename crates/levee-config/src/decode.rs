@@ -66,6 +66,7 @@ fn default_runtime() -> Runtime {
         zone: None,
         region: None,
         overload: None,
+        handover_socket: HandoverSocket::Default,
     }
 }
 
@@ -123,9 +124,45 @@ fn decode_runtime(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Runtim
         zone: d.opt(&mut t, "zone", Decoder::string),
         region: d.opt(&mut t, "region", Decoder::string),
         overload: d.opt(&mut t, "overload", decode_overload_guard),
+        handover_socket: d
+            .opt(&mut t, "handover_socket", decode_handover_socket)
+            .unwrap_or(def.handover_socket),
     };
     d.finish(t);
     Some(runtime)
+}
+
+/// The longest Unix socket path the kernel takes (`sun_path` holds 108
+/// bytes with its terminating NUL), less room for a relative path's base.
+const MAX_SOCKET_PATH: usize = 100;
+
+fn decode_handover_socket(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HandoverSocket> {
+    let s = d.string(node, path)?;
+    if s == "off" {
+        return Some(HandoverSocket::Off);
+    }
+    if s.is_empty() {
+        d.error_help(
+            node.loc,
+            path,
+            "the handover socket path is empty",
+            "name a path such as \"/run/levee/handover.sock\", or \"off\" for no handover",
+        );
+        return None;
+    }
+    if s.len() > MAX_SOCKET_PATH {
+        d.error_help(
+            node.loc,
+            path,
+            format!(
+                "a Unix socket path must be at most {MAX_SOCKET_PATH} bytes, got {}",
+                s.len()
+            ),
+            "choose a shorter path, such as \"/run/levee/handover.sock\"",
+        );
+        return None;
+    }
+    Some(HandoverSocket::Path(s.into()))
 }
 
 fn decode_listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Listener> {

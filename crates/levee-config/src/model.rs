@@ -279,6 +279,21 @@ pub struct Runtime {
     pub region: Option<String>,
     /// The process overload guard.
     pub overload: Option<OverloadGuard>,
+    /// Where `levee run` waits for a successor (`levee run --takeover`).
+    pub handover_socket: HandoverSocket,
+}
+
+/// The Unix socket through which a running gateway hands its listening
+/// sockets to a new process (`runtime.handover_socket`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoverSocket {
+    /// A path derived from the config file's (`$XDG_RUNTIME_DIR` or `/tmp`).
+    Default,
+    /// This path; a relative one is relative to the config file's directory.
+    Path(std::path::PathBuf),
+    /// No handover: `"off"`.
+    Off,
 }
 
 /// Watermarks on the whole process: as memory or open connections near

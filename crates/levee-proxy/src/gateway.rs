@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub(crate) slo: Arc<crate::slo_engine::SloEngine>,
     /// Capacity utilisation as last sampled.
     capacity: ArcSwap<crate::capacity::CapacityReport>,
+    /// Listening sockets a predecessor handed over, until listeners claim them.
+    inherited: Mutex<crate::handover::InheritedSockets>,
 }
 
 impl Shared {
@@ -116,6 +118,28 @@ impl Shared {
     pub(crate) fn drain_signal(&self) -> watch::Receiver<bool> {
         self.drain.subscribe()
     }
+
+    /// The handed-over socket for listener `name` at `configured`, if any.
+    pub(crate) fn take_inherited(
+        &self,
+        name: &str,
+        configured: SocketAddr,
+    ) -> Option<std::net::TcpListener> {
+        lock(&self.inherited).take(name, configured)
+    }
+}
+
+/// How [`Gateway::start_with`] starts: from scratch, or as the successor
+/// in a handover (see [`crate::handover`]).
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// Listening sockets from the predecessor, used instead of binding the
+    /// same addresses; those the config no longer names are closed.
+    pub inherited: crate::handover::InheritedSockets,
+    /// The SLO engine loads the store (and starts evaluating) only once
+    /// this resolves: when the predecessor has written its last events.
+    /// Until then the data plane counts in memory.
+    pub slo_store_after: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// The state store's file: `store.path` relative to the config file's
@@ -264,12 +288,32 @@ impl Gateway {
         config_path: Option<PathBuf>,
         registry: Arc<Registry>,
     ) -> Result<Gateway, ApplyError> {
+        Self::start_with(config, config_path, registry, StartOptions::default()).await
+    }
+
+    /// Like [`Gateway::start_with_registry`], on sockets handed over by a
+    /// predecessor and with the SLO store's load deferred, as `options` say.
+    pub async fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        registry: Arc<Registry>,
+        options: StartOptions,
+    ) -> Result<Gateway, ApplyError> {
         let (drain, _) = watch::channel(false);
         let store = open_store(&config, config_path.as_deref())?;
-        let slo =
-            crate::slo_engine::SloEngine::new(store, Arc::new(config.clone()), registry.clone())
-                .map_err(|message| ApplyError::Store { message })?;
-        tracing::info!(store = slo.store_label(), "SLO state store opened");
+        let deferred = options.slo_store_after.is_some();
+        let slo = crate::slo_engine::SloEngine::new(
+            store,
+            Arc::new(config.clone()),
+            registry.clone(),
+            deferred,
+        )
+        .map_err(|message| ApplyError::Store { message })?;
+        tracing::info!(
+            store = slo.store_label(),
+            deferred,
+            "SLO state store opened"
+        );
         let slo = Arc::new(slo);
         let shared = Arc::new(Shared {
             slo: slo.clone(),
@@ -290,21 +334,33 @@ impl Gateway {
             rate_limits: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
+            inherited: Mutex::new(options.inherited),
         });
         let gateway = Gateway { shared };
-        gateway.apply(config).await?;
+        let applied = gateway.apply(config).await;
+        for left in lock(&gateway.shared.inherited).unclaimed() {
+            tracing::info!(listener = %left.name, address = %left.bound, "the new config has no listener for this handed-over socket; closing it");
+        }
+        applied?;
         tokio::spawn(pressure_loop(Arc::downgrade(&gateway.shared)));
         tokio::spawn(capacity_loop(Arc::downgrade(&gateway.shared)));
         let weak = Arc::downgrade(&gateway.shared);
-        tokio::spawn(crate::slo_engine::run(
-            Arc::downgrade(&slo),
-            gateway.shared.drain_signal(),
-            move || {
+        let engine = Arc::downgrade(&slo);
+        let drain = gateway.shared.drain_signal();
+        let store_after = options.slo_store_after;
+        tokio::spawn(async move {
+            if let Some(after) = store_after {
+                let _ = after.await;
+                let Some(slo) = engine.upgrade() else { return };
+                slo.load_deferred().await;
+            }
+            crate::slo_engine::run(engine, drain, move || {
                 weak.upgrade().map_or(Duration::from_secs(10), |s| {
                     s.config.load().alerting.evaluate_every
                 })
-            },
-        ));
+            })
+            .await;
+        });
         Ok(gateway)
     }
 
@@ -658,6 +714,24 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Duplicates of every listening socket, described for a successor
+    /// (see [`crate::handover`]).
+    pub fn listening_sockets(&self) -> Vec<(crate::handover::SocketEntry, std::os::fd::OwnedFd)> {
+        lock(&self.shared.listeners)
+            .iter()
+            .filter_map(|l| {
+                let fd = l.dup_socket()?;
+                let entry = crate::handover::SocketEntry {
+                    role: crate::handover::SocketRole::Listener,
+                    name: l.name.clone(),
+                    configured: Some(l.configured),
+                    bound: Some(l.addr),
+                };
+                Some((entry, fd))
+            })
+            .collect()
     }
 
     /// Capacity utilisation as of the last sample (every 5 s).

@@ -13,6 +13,7 @@ mod degrade;
 mod gateway;
 mod global;
 mod guard;
+pub mod handover;
 mod headers;
 mod hedge;
 mod listener;
@@ -34,7 +35,7 @@ mod view;
 pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use gateway::{
     store_path, ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
-    ReloadStatus,
+    ReloadStatus, StartOptions,
 };
 pub use headers::LEVEE_ERROR;
 

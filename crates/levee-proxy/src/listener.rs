@@ -36,6 +36,8 @@ pub(crate) struct ListenerState {
     active: AtomicUsize,
     metrics: ListenerMetrics,
     stop: watch::Sender<bool>,
+    /// The listening socket while the accept loop owns it, for a handover.
+    socket: std::sync::Weak<TcpListener>,
 }
 
 impl std::fmt::Debug for ListenerState {
@@ -48,15 +50,25 @@ impl std::fmt::Debug for ListenerState {
 }
 
 impl ListenerState {
-    /// Binds `configured` and starts accepting.
+    /// Binds `configured` (or takes the socket a predecessor passed for
+    /// it) and starts accepting.
     pub(crate) async fn start(
         shared: &Arc<Shared>,
         name: String,
         configured: SocketAddr,
         config: ListenerConfig,
     ) -> std::io::Result<Arc<Self>> {
-        let tcp = bind(configured)?;
+        let tcp = match shared.take_inherited(&name, configured) {
+            Some(socket) => {
+                socket.set_nonblocking(true)?;
+                let tcp = TcpListener::from_std(socket)?;
+                tracing::info!(listener = %name, address = %tcp.local_addr()?, "listening on the socket handed over");
+                tcp
+            }
+            None => bind(configured)?,
+        };
         let addr = tcp.local_addr()?;
+        let tcp = Arc::new(tcp);
         let (stop, _) = watch::channel(false);
         let state = Arc::new(Self {
             metrics: ListenerMetrics::new(&shared.registry, &name),
@@ -66,9 +78,20 @@ impl ListenerState {
             current: ArcSwap::from_pointee(config),
             active: AtomicUsize::new(0),
             stop,
+            socket: Arc::downgrade(&tcp),
         });
         tokio::spawn(accept_loop(shared.clone(), state.clone(), tcp));
         Ok(state)
+    }
+
+    /// A duplicate of the listening socket, while this listener accepts.
+    pub(crate) fn dup_socket(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        let socket = self.socket.upgrade()?;
+        if *self.stop.borrow() {
+            return None;
+        }
+        socket.as_fd().try_clone_to_owned().ok()
     }
 
     /// Stops accepting; open connections carry on until drained.
@@ -92,7 +115,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, tcp: TcpListener) {
+async fn accept_loop(shared: Arc<Shared>, listener: Arc<ListenerState>, tcp: Arc<TcpListener>) {
     let mut stop = listener.stop.subscribe();
     loop {
         tokio::select! {
@@ -287,6 +310,46 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// state is released (see `serve_http1_parking`).
 const PARK_AFTER: Duration = Duration::from_millis(100);
 
+/// While draining, how long an HTTP/1.1 connection with nothing in flight
+/// stays open. A client using the connection sends its next request sooner
+/// and is answered with `Connection: close`; closing at once would race that
+/// request, which the client may already have sent (and then sees a reset).
+const DRAIN_IDLE_CLOSE: Duration = Duration::from_secs(1);
+
+/// How long a connection may stay idle: `idle_timeout`, shorter while draining.
+fn idle_limit(limits: &Limits, draining: bool) -> Duration {
+    if draining {
+        DRAIN_IDLE_CLOSE.min(limits.idle_timeout)
+    } else {
+        limits.idle_timeout
+    }
+}
+
+/// Nothing in flight, no request head arriving, and idle at least `limit`.
+fn quiet_for(conn: &ConnInfo, limit: Duration) -> bool {
+    conn.head_pending_for().is_none() && conn.idle_for().is_some_and(|idle| idle >= limit)
+}
+
+/// While draining, an HTTP/1.x answer tells the client to close, so it
+/// sends its next request on a new connection (to whichever process accepts
+/// it). HTTP/2 gets GOAWAY instead; a 101 keeps its connection.
+fn close_if_draining(
+    mut resp: http::Response<crate::ProxyBody>,
+    request_version: http::Version,
+    drain: &watch::Receiver<bool>,
+) -> http::Response<crate::ProxyBody> {
+    if *drain.borrow()
+        && request_version < http::Version::HTTP_2
+        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
 /// A cleartext connection: HTTP/2 with prior knowledge if it starts with the
 /// preface, HTTP/1.1 otherwise.
 async fn serve_plain(
@@ -343,28 +406,34 @@ async fn serve_http1_parking(
     let tick = (shortest / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
     let mut drain = shared.drain_signal();
     loop {
-        // Parked: nothing but the socket. Wait for the client, idleness or drain.
-        if carry.is_empty() {
-            if *drain.borrow() {
-                return;
-            }
+        // Parked: nothing but the socket. Wait for the client, idleness or
+        // drain; while draining, a client still using the connection gets
+        // one more answer (with `Connection: close`), an idle one is closed.
+        while carry.is_empty() {
+            let draining = *drain.borrow();
             let idle = conn_info.idle_for().unwrap_or_default();
-            let idle_left = limits.idle_timeout.saturating_sub(idle);
+            let idle_left = idle_limit(&limits, draining).saturating_sub(idle);
             tokio::select! {
-                ready = io.inner.readable() => if ready.is_err() { return },
+                ready = io.inner.readable() => match ready {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
                 _ = tokio::time::sleep(idle_left) => return,
-                _ = drain.changed() => return,
+                _ = drain.changed(), if !draining => {}
             }
         }
 
         let service_shared = shared.clone();
         let service_conn = conn_info.clone();
+        let service_drain = drain.clone();
         let service = hyper::service::service_fn(move |req| {
-            Box::pin(pipeline::handle(
-                service_shared.clone(),
-                service_conn.clone(),
-                req,
-            ))
+            let version = req.version();
+            let handled = pipeline::handle(service_shared.clone(), service_conn.clone(), req);
+            let drain = service_drain.clone();
+            Box::pin(async move {
+                let resp = handled.await?;
+                Ok::<_, std::convert::Infallible>(close_if_draining(resp, version, &drain))
+            })
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -375,11 +444,10 @@ async fn serve_http1_parking(
         // Boxed: the codec's state lives on the heap only while active.
         let mut conn =
             Box::new(builder.serve_connection(TokioIo::new(Prefixed::new(carry, io)), service));
+        // Draining: answers carry `Connection: close` (see the service), and
+        // the watchdog closes the connection once it has been idle.
         let mut closing = *drain.borrow();
         let mut parking = false;
-        if closing {
-            std::pin::Pin::new(&mut *conn).graceful_shutdown();
-        }
         let mut watchdog = tokio::time::interval(tick);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -394,12 +462,15 @@ async fn serve_http1_parking(
                 }
                 _ = drain.changed(), if !closing => {
                     closing = true;
-                    std::pin::Pin::new(&mut *conn).graceful_shutdown();
                 }
                 _ = watchdog.tick() => {
                     if conn_info.head_pending_for().is_some_and(|t| t >= limits.header_read_timeout) {
                         tracing::debug!(%peer, "request head not received in time; closing");
                         return;
+                    }
+                    if closing && !parking && quiet_for(&conn_info, idle_limit(&limits, true)) {
+                        parking = true;
+                        std::pin::Pin::new(&mut *conn).graceful_shutdown();
                     }
                     if !closing && !parking && conn_info.idle_for().is_some_and(|idle| idle >= park_after) {
                         parking = true;
@@ -575,10 +646,18 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let peer = conn_info.peer;
+    let mut drain = shared.drain_signal();
     let service_shared = shared.clone();
     let service_conn = conn_info.clone();
+    let service_drain = drain.clone();
     let service = hyper::service::service_fn(move |req| {
-        pipeline::handle(service_shared.clone(), service_conn.clone(), req)
+        let version = req.version();
+        let handled = pipeline::handle(service_shared.clone(), service_conn.clone(), req);
+        let drain = service_drain.clone();
+        async move {
+            let resp = handled.await?;
+            Ok::<_, std::convert::Infallible>(close_if_draining(resp, version, &drain))
+        }
     });
 
     let codec_limit = codec_head_limit(&limits);
@@ -600,16 +679,19 @@ where
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
 
-    let mut drain = shared.drain_signal();
     let shortest = limits.idle_timeout.min(limits.header_read_timeout);
     let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut watchdog = tokio::time::interval(tick);
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Draining: HTTP/2 gets GOAWAY at once; HTTP/1.1 answers carry
+    // `Connection: close` and the connection is closed once idle.
     let mut closing = *drain.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
-    }
+    let mut shut = false;
     loop {
+        if closing && !shut && conn_info.http2.load(Ordering::Relaxed) {
+            shut = true;
+            conn.as_mut().graceful_shutdown();
+        }
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -620,7 +702,6 @@ where
             }
             _ = drain.changed(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
             }
             _ = watchdog.tick() => {
                 if conn_info.head_pending_for().is_some_and(|t| t >= limits.header_read_timeout) {
@@ -628,7 +709,8 @@ where
                     tracing::debug!(%peer, "request head not received in time; closing");
                     break;
                 }
-                if !closing && conn_info.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+                if !shut && quiet_for(&conn_info, idle_limit(&limits, closing)) {
+                    shut = true;
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }

@@ -343,6 +343,10 @@ struct EngineState {
     last_resend: Nanos,
     config: Arc<Config>,
     last_tick: Nanos,
+    /// A handover's successor before its predecessor's last flush: the
+    /// store is not loaded yet, so nothing is evaluated or written (the
+    /// counters keep every event until then).
+    awaiting_store: bool,
 }
 
 /// The SLO engine of one gateway.
@@ -364,16 +368,18 @@ impl std::fmt::Debug for SloEngine {
 }
 
 impl SloEngine {
-    /// An engine over `store` (or memory only), restoring what it holds.
+    /// An engine over `store` (or memory only), restoring what it holds;
+    /// `deferred`: not yet, see [`SloEngine::load_deferred`].
     pub(crate) fn new(
         store: Option<Box<dyn Store>>,
         config: Arc<Config>,
         registry: Arc<Registry>,
+        deferred: bool,
     ) -> Result<Self, String> {
         let mut store = store;
         let snapshot = match store.as_mut() {
-            Some(s) => s.load().map_err(|e| e.to_string())?,
-            None => Snapshot::default(),
+            Some(s) if !deferred => s.load().map_err(|e| e.to_string())?,
+            _ => Snapshot::default(),
         };
         let store_label = store
             .as_ref()
@@ -409,6 +415,7 @@ impl SloEngine {
                 last_resend: 0,
                 config: config.clone(),
                 last_tick: 0,
+                awaiting_store: deferred,
             }),
             report: ArcSwap::from_pointee(SloReport::default()),
             notifier,
@@ -416,6 +423,65 @@ impl SloEngine {
             store_label,
         };
         Ok(engine)
+    }
+
+    /// Loads the store now (a handover's successor, once its predecessor
+    /// has written its last events) and starts evaluating. The series are
+    /// rebuilt from the stored rows; events counted meanwhile are still in
+    /// the counters and go into the next tick's bucket.
+    pub(crate) async fn load_deferred(&self) {
+        let mut state = self.state.lock().await;
+        if !state.awaiting_store {
+            return;
+        }
+        if let Some(mut store) = state.store.take() {
+            let (store, loaded) = tokio::task::spawn_blocking(move || {
+                let loaded = store.load();
+                (store, loaded)
+            })
+            .await
+            .expect("store reads do not panic");
+            state.store = Some(store);
+            match loaded {
+                Ok(snapshot) => {
+                    state.stored_buckets.clear();
+                    for row in snapshot.buckets {
+                        state
+                            .stored_buckets
+                            .entry(row.slo.clone())
+                            .or_default()
+                            .push(row);
+                    }
+                    state.stored_alerts.clear();
+                    for row in snapshot.alerts {
+                        state
+                            .stored_alerts
+                            .entry(row.slo.clone())
+                            .or_default()
+                            .push(row);
+                    }
+                    state.incidents = snapshot
+                        .incidents
+                        .into_iter()
+                        .map(|row| TrackedIncident {
+                            settled: row.recover_ns.is_some() && row.resolve_ns.is_some(),
+                            row,
+                        })
+                        .collect();
+                    state.next_incident_id = snapshot.max_incident_id.map_or(1, |m| m + 1);
+                    // Nothing was absorbed yet: rebuild from the stored rows.
+                    state.series.clear();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "loading the SLO store after the handover failed; continuing without its history");
+                }
+            }
+        }
+        state.awaiting_store = false;
+        let config = state.config.clone();
+        drop(state);
+        self.configure(config).await;
+        tracing::info!(store = %self.store_label, "SLO history loaded after the handover");
     }
 
     /// Where state is kept, for logs.
@@ -529,7 +595,7 @@ impl SloEngine {
         // Windows end on a bucket boundary; events drained now happened
         // before it and go into the bucket just ended.
         let end = now - now % bucket_ns;
-        if end <= state.last_tick {
+        if end <= state.last_tick || state.awaiting_store {
             return;
         }
         state.last_tick = end;
@@ -761,6 +827,14 @@ impl SloEngine {
     pub(crate) async fn flush_now(&self, now: Nanos) {
         {
             let mut state = self.state.lock().await;
+            if state.awaiting_store {
+                // A successor stopped before its predecessor finished: the
+                // events it counted cannot be merged safely and are lost.
+                tracing::warn!(
+                    "stopping before the SLO store was loaded; recent SLO events are not saved"
+                );
+                return;
+            }
             // Let the final tick land even inside the last bucket.
             let bucket_ns = u64::try_from(state.config.alerting.bucket.as_nanos())
                 .unwrap_or(1)
@@ -1518,6 +1592,7 @@ bucket = "1s"
             Some(Box::new(store)),
             config.clone(),
             Arc::new(Registry::new()),
+            false,
         )
         .unwrap();
         engine.configure(config).await;

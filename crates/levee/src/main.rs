@@ -4,6 +4,7 @@
 //! in the library crates.
 
 mod demo;
+mod handover;
 mod openslo;
 mod slo_rules;
 
@@ -52,6 +53,12 @@ enum Command {
         /// the working directory, else $LEVEE_CONFIG].
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Replace the Levee running with this config without refusing a
+        /// connection: take its listening sockets over its handover socket,
+        /// serve, then let it drain and exit. Exits 1, leaving it serving,
+        /// if anything fails first (or if none runs).
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a config file and print every diagnostic; exit 1 on any error.
     Check {
@@ -166,7 +173,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "levee", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Command::Run { config } => {
+        Command::Run { config, takeover } => {
             let config = match config_path(config) {
                 Ok(config) => config,
                 Err(code) => return code,
@@ -181,7 +188,7 @@ fn main() -> ExitCode {
             };
             report(
                 runtime(loaded.runtime.worker_threads)
-                    .and_then(|rt| rt.block_on(run(loaded, Some(config), None))),
+                    .and_then(|rt| rt.block_on(run(loaded, Some(config), None, takeover))),
             )
         }
         Command::Demo {
@@ -456,26 +463,60 @@ fn plural(n: usize) -> &'static str {
 }
 
 /// Runs a gateway and its admin API until SIGTERM or SIGINT, reloading on
-/// SIGHUP. `ready` is told the bound addresses once serving.
+/// SIGHUP, or until a new process takes over (`takeover` makes this one
+/// that new process). `ready` is told the bound addresses once serving.
 pub(crate) async fn run(
     config: levee_config::Config,
     path: Option<PathBuf>,
     ready: Option<tokio::sync::oneshot::Sender<(Gateway, std::net::SocketAddr)>>,
+    takeover: bool,
 ) -> anyhow::Result<()> {
+    use std::os::fd::AsFd as _;
     let admin_addr = config.admin.listen;
     let token = config.admin.token.clone();
     let drain_timeout = config.runtime.drain_timeout;
     let watch = config.runtime.watch_config && path.is_some();
-    let gateway = Gateway::start(config, path)
-        .await
-        .context("starting the gateway")?;
+    let control_path = levee_proxy::handover::socket_path(&config, path.as_deref());
+
+    // A successor takes the running gateway's sockets before building its own.
+    let mut inherited = None;
+    if takeover {
+        let Some(control_path) = &control_path else {
+            anyhow::bail!(
+                "--takeover needs a handover socket, but runtime.handover_socket is \"off\""
+            );
+        };
+        inherited = Some(handover::take_over(control_path).await?);
+    }
+    let (options, inherited_admin, pending) = match inherited {
+        Some(i) => (i.options, i.admin, Some(i.pending)),
+        None => (levee_proxy::StartOptions::default(), None, None),
+    };
+    let gateway = Gateway::start_with(
+        config,
+        path,
+        std::sync::Arc::new(levee_core::metrics::Registry::new()),
+        options,
+    )
+    .await
+    .context("starting the gateway")?;
+    let admin_listener =
+        match inherited_admin.filter(|a| a.configured == admin_addr || a.bound == admin_addr) {
+            Some(a) => {
+                a.socket.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(a.socket)?
+            }
+            None => tokio::net::TcpListener::bind(admin_addr)
+                .await
+                .with_context(|| format!("binding the admin API on {admin_addr}"))?,
+        };
+    let admin_fd = admin_listener.as_fd().try_clone_to_owned()?;
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (admin_bound, admin_task) =
-        levee_admin::serve(gateway.clone(), admin_addr, token, async move {
+        levee_admin::serve_on(gateway.clone(), admin_listener, token, async move {
             let _ = admin_stop_rx.await;
         })
-        .await
-        .with_context(|| format!("binding the admin API on {admin_addr}"))?;
+        .with_context(|| format!("serving the admin API on {admin_addr}"))?;
     for l in gateway.listeners() {
         tracing::info!(listener = %l.name, address = %l.address, tls = l.tls, "listening");
     }
@@ -488,39 +529,78 @@ pub(crate) async fn run(
     if let Some(ready) = ready {
         let _ = ready.send((gateway.clone(), admin_bound));
     }
+    // Serving: the predecessor may stop now; this process takes over the
+    // control socket once it has drained.
+    let mut control = match (pending, control_path) {
+        (Some(pending), path) => {
+            let predecessor_done = pending.ready(drain_timeout + Duration::from_secs(30));
+            handover::Control::inherit(path, admin_fd, predecessor_done)
+        }
+        (None, Some(path)) => {
+            let explicit = matches!(
+                gateway.config().runtime.handover_socket,
+                levee_config::HandoverSocket::Path(_)
+            );
+            handover::Control::bind(path, explicit, admin_fd)?
+        }
+        (None, None) => handover::Control::none(admin_fd),
+    };
 
-    wait_for_shutdown(&gateway).await?;
-    tracing::info!(timeout = ?drain_timeout, "draining");
+    let successor = wait_for_shutdown(&gateway, &mut control).await?;
+    let mut admin_stop = Some(admin_stop_tx);
+    match &successor {
+        Some(s) => {
+            // The successor serves the admin API on the same socket now.
+            tracing::info!(successor = s.pid, timeout = ?drain_timeout, "handed over to the new process; draining");
+            admin_stop.take().map(|stop| stop.send(()));
+        }
+        None => tracing::info!(timeout = ?drain_timeout, "draining"),
+    }
     let left = gateway.shutdown(drain_timeout).await;
     if left > 0 {
         tracing::warn!(connections = left, "drain timeout passed; closing the rest");
     } else {
         tracing::info!("drained");
     }
-    let _ = admin_stop_tx.send(());
+    if let Some(s) = successor {
+        // The last SLO events are written: the successor may load them.
+        s.done();
+        control.handed_over();
+    }
+    admin_stop.take().map(|stop| stop.send(()));
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     Ok(())
 }
 
+/// Waits for SIGTERM or SIGINT (`None`), reloading on SIGHUP, or for a new
+/// process that has taken the sockets over and serves (`Some`).
 #[cfg(unix)]
-async fn wait_for_shutdown(gateway: &Gateway) -> anyhow::Result<()> {
+async fn wait_for_shutdown(
+    gateway: &Gateway,
+    control: &mut handover::Control,
+) -> anyhow::Result<Option<levee_proxy::handover::Successor>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     loop {
         tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(()) }
-            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(()) }
+            _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(None) }
+            _ = int.recv() => { tracing::info!("SIGINT received"); return Ok(None) }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received; reloading");
                 let _ = gateway.reload_from_file().await;
             }
+            successor = control.successor(gateway) => return Ok(Some(successor)),
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_shutdown(_gateway: &Gateway) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await.context("Ctrl-C handler")
+async fn wait_for_shutdown(
+    _gateway: &Gateway,
+    _control: &mut handover::Control,
+) -> anyhow::Result<Option<levee_proxy::handover::Successor>> {
+    tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
+    Ok(None)
 }
