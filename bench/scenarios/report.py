@@ -122,7 +122,9 @@ def haproxy_stats(d):
     out = {}
     for l in lines[1:]:
         row = dict(zip(cols, l.split(",")))
-        if row.get("pxname") == "app":
+        # Servers only: the BACKEND row repeats their totals (counting it
+        # doubled the retries and redispatches of earlier reports).
+        if row.get("pxname") == "app" and row.get("svname") not in ("BACKEND", "FRONTEND"):
             out[row["svname"]] = {
                 k: row.get(k) for k in ("status", "wretr", "wredis", "chkdown", "downtime", "hrsp_5xx", "eresp", "econ")
             }
@@ -427,15 +429,16 @@ def freeze_markdown(rs, rnd):
     lines = [
         f"{SCENARIO_TITLE['freeze']}. Client side: requests by scheduled send time; errors include client timeouts; latency of every request (failures at their time to failure), nearest rank.",
         "",
-        "| proxy | balancer | requests, fault / whole run | errors, fault phase | errors, whole run | p50 / p99 / p99.9 ms, fault phase | p50 / p99 / p99.9 ms, whole run | failures (fault; healed) |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| proxy | balancer | requests, fault / whole run | errors, fault phase | errors, whole run | p50 / p99 / p99.9 ms, fault phase | p50 / p99 / p99.9 ms, whole run | failures (fault; healed) | max send lag ms |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rs:
         f, a, h = r["fault"], r["all"], r["healed"]
         lines.append(
             f"| {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {balancer_name(r)} | {f['sent']} / {a['sent']} "
             f"| {fmt_pct(f['error_rate'])} ({f['failed']}) | {fmt_pct(a['error_rate'])} ({a['failed']}) "
-            f"| {fmt_latencies(f)} | {fmt_latencies(a)} | {fmt_outcomes(f['outcomes'])}; {fmt_outcomes(h['outcomes'])} |"
+            f"| {fmt_latencies(f)} | {fmt_latencies(a)} | {fmt_outcomes(f['outcomes'])}; {fmt_outcomes(h['outcomes'])} "
+            f"| {r['send_lag_max_ms']:.1f} |"
         )
     lines += [
         "",

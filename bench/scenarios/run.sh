@@ -293,7 +293,7 @@ EOF
     v+="$("$LEVEE_BIN" --version) ($rev), "
   fi
   [[ " $PROXIES " == *" nginx "* ]] && v+="$(nginx -v 2>&1 | sed 's/.*: //'), "
-  [[ " $PROXIES " == *" haproxy "* ]] && v+="HAProxy $(haproxy -v | head -1 | awk '{print $3}'), "
+  [[ " $PROXIES " == *" haproxy "* ]] && v+="HAProxy $(haproxy -v | awk 'NR == 1 {print $3}'), "
   v+="$($PY --version)"
   echo "Versions: $v."
   echo "Settings: RATE=$RATE req/s (Poisson), BALANCERS=$BALANCERS, STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
