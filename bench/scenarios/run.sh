@@ -163,13 +163,12 @@ cleanup() {
   stop_pid "$UP_PID"; UP_PID=""
   # The endpoint processes of the freeze scenario: their supervisor (UP_PID)
   # stops them, and the kernel kills them if it dies; this is in case both
-  # failed. A frozen one needs SIGCONT before it can act on anything but
-  # SIGKILL. Only pids that are still our upstream.py are touched.
+  # failed (SIGKILL also ends a stopped process). Only pids that are still
+  # our upstream.py are touched.
   if [[ -n "$UP_PIDFILE" && -f "$UP_PIDFILE" ]]; then
     local pid
     while read -r pid; do
       if [[ -n "$pid" ]] && grep -qa "upstream.py" "/proc/$pid/cmdline" 2>/dev/null; then
-        kill -CONT "$pid" 2>/dev/null || true
         kill -KILL "$pid" 2>/dev/null || true
       fi
     done <"$UP_PIDFILE"
@@ -178,6 +177,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A closed terminal sends SIGHUP to the whole group: NGINX takes it as
+# "reload" and would outlive this script without the cleanup.
+trap 'exit 129' HUP
 
 
 
