@@ -16,6 +16,8 @@ errors: "refused" (connect refused), "connect" (other connect failure),
 "closed" (the connection closed before a complete response), "protocol"
 (unparsable response).
 
+Each request carries an x-bench-id header with its index in the schedule.
+
 --at T:LABEL:URL (repeatable) sends GET URL at T seconds after the start of
 the schedule (used to inject and heal faults on the same clock); the actual
 times are recorded.
@@ -243,7 +245,9 @@ async def run(args):
     u = urlsplit(args.url)
     host, port = u.hostname, u.port or 80
     path = (u.path or "/") + ("?" + u.query if u.query else "")
-    req = f"GET {path} HTTP/1.1\r\nhost: {u.netloc}\r\nuser-agent: levee-scenarios\r\n\r\n".encode()
+    # Every request carries its number, so that an upstream can say which
+    # client request it received (upstream.py records it).
+    req_head = f"GET {path} HTTP/1.1\r\nhost: {u.netloc}\r\nuser-agent: levee-scenarios\r\n".encode()
     loop = asyncio.get_running_loop()
     pool = Pool(host, port, args.max_conns)
 
@@ -270,7 +274,7 @@ async def run(args):
         async def attempt():
             nonlocal conn
             conn = await pool.acquire()
-            return await conn.send(req)
+            return await conn.send(req_head + b"x-bench-id: %d\r\n\r\n" % i)
 
         try:
             remaining = target + args.timeout - loop.time()

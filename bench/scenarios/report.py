@@ -24,11 +24,33 @@ Definitions (also in RELIABILITY.md):
 - Retry amplification: requests received by the three upstreams (health
   checks excluded) / client requests sent; per phase, upstream requests are
   attributed by arrival time and client requests by scheduled time.
+- p50 / p99 / p99.9 per phase use the same rule (nearest rank).
 - Time to zero errors (from fault): the scheduled send time of the last
   failed request of the fault phase minus the fault time; 0 when no request
   failed; "never" when a request sent in the last second of the fault phase
   failed (errors had not stopped). The same from the heal time, over the
   healed phase.
+
+The freeze scenario (one endpoint's process stopped with SIGSTOP, then
+SIGCONT) has its own tables. A frozen endpoint records nothing while it is
+stopped; after SIGCONT it reads what the kernel buffered for it, with each
+request's x-bench-id, so:
+
+- Sent to the frozen endpoint while frozen: the upstream requests it read
+  after SIGCONT that belong to client requests scheduled before the heal
+  (attempts; retries of one client request count once each).
+- Stopped getting new requests after: by the scheduled send time of those
+  client requests, the end of the first run of them with no gap of 1 s or
+  more, minus the fault time; "never" when that run reaches the last second
+  of the fault. Requests after that gap (a probe when an ejection ends, for
+  example) are counted as "later". A retry is sent up to a per-try timeout
+  after its scheduled time, so this is early by up to that much.
+- Traffic again after SIGCONT: the first request scheduled after the heal
+  that the endpoint received, from the heal time.
+- Share at the end: the frozen endpoint's share of the client requests
+  scheduled in the last 2 s of the run (1/3 is an even share of three).
+- For amplification, the frozen endpoint's requests count in the phase of
+  their client request's scheduled time, not of the thaw that read them.
 """
 
 import json
@@ -37,14 +59,20 @@ import os
 import sys
 from collections import Counter
 
-SCENARIO_ORDER = ["dead", "hang", "503", "all503"]
+SCENARIO_ORDER = ["dead", "hang", "503", "all503", "freeze"]
 PROXY_ORDER = ["levee", "levee-cb", "nginx", "haproxy"]
 SCENARIO_TITLE = {
     "dead": "(1) one of 3 endpoints dies (connection refused)",
     "hang": "(2) one of 3 endpoints hangs (accepts, never answers)",
     "503": "(3) one of 3 endpoints answers 503 to everything",
     "all503": "(4) all 3 endpoints answer 503 for a while",
+    "freeze": "(5) one of 3 endpoints freezes (SIGSTOP: connections stay open, nothing answers)",
 }
+BALANCER_ORDER = ["rr", "lr"]
+BALANCER_TITLE = {"rr": "round robin", "lr": "least requests"}
+# Each proxy's name for its least-requests balancer.
+LEAST_NAME = {"levee": "least_request", "levee-cb": "least_request", "nginx": "least_conn", "haproxy": "leastconn"}
+STOP_GAP = 1.0  # s without a new request: the frozen endpoint stopped getting them
 PROXY_TITLE = {"levee": "Levee", "levee-cb": "Levee + breakers", "nginx": "NGINX", "haproxy": "HAProxy"}
 
 
@@ -94,7 +122,9 @@ def haproxy_stats(d):
     out = {}
     for l in lines[1:]:
         row = dict(zip(cols, l.split(",")))
-        if row.get("pxname") == "app":
+        # Servers only: the BACKEND row repeats their totals (counting it
+        # doubled the retries and redispatches of earlier reports).
+        if row.get("pxname") == "app" and row.get("svname") not in ("BACKEND", "FRONTEND"):
             out[row["svname"]] = {
                 k: row.get(k) for k in ("status", "wretr", "wredis", "chkdown", "downtime", "hrsp_5xx", "eresp", "econ")
             }
@@ -130,6 +160,54 @@ def nginx_log_events(d):
     return dict(c)
 
 
+def frozen_endpoint(arrivals, ids, sched, t_fault, t_heal, end):
+    """What the frozen endpoint was sent, from the x-bench-id of the requests
+    it read after SIGCONT (see the module doc). arrivals are relative to t0,
+    in arrival order; sched is the client's schedule."""
+    n = len(sched)
+    stuck = []  # scheduled times of the attempts it was sent while frozen
+    attributed = []
+    back = None
+    late = []  # requests scheduled in the last 2 s of the run it received
+    for x, i in zip(arrivals, ids):
+        known = 0 <= i < n
+        if known and x >= t_heal and sched[i] < t_heal:
+            stuck.append(sched[i])
+            attributed.append(sched[i])
+            continue
+        attributed.append(x)
+        if known and sched[i] >= t_heal:
+            if back is None:
+                back = x - t_heal
+            if sched[i] >= end - 2.0:
+                late.append(i)
+    stuck.sort()
+    stopped, later = None, 0
+    during = [x for x in stuck if x >= t_fault]
+    if during:
+        k = 0
+        while k + 1 < len(during) and during[k + 1] - during[k] < STOP_GAP:
+            k += 1
+        last = during[k]
+        later = len(during) - k - 1
+        stopped = None if last >= t_heal - 1.0 else max(0.0, last - t_fault)
+    else:
+        stopped = 0.0
+    first_second = sum(1 for x in stuck if t_fault <= x < t_fault + 1.0)
+    in_last = sum(1 for x in sched if x >= end - 2.0)
+    return {
+        "attributed": attributed,
+        "sent_while_frozen": len(stuck),
+        "client_requests_while_frozen": len(set(i for x, i in zip(arrivals, ids) if 0 <= i < n and x >= t_heal and sched[i] < t_heal)),
+        "before_fault": sum(1 for x in stuck if x < t_fault),
+        "first_second": first_second,
+        "stopped_after": stopped,
+        "later": later,
+        "back_after": back,
+        "share_at_end": len(set(late)) / in_last if in_last else float("nan"),
+    }
+
+
 def compute(d):
     meta, load, up = load_run(d)
     t0 = load["t0"]
@@ -143,6 +221,7 @@ def compute(d):
     t_fault = ev["fault"]["t_sent"]
     t_heal = ev["heal"]["t_sent"]
     failed = [not (err[i] is None and 200 <= status[i] < 300) for i in range(n)]
+    freeze = meta["scenario"] == "freeze"
 
     def window(a, b):
         return [i for i in range(n) if a <= t[i] < b]
@@ -151,8 +230,12 @@ def compute(d):
     health = 0
     per_ep = []
     faulty = []
+    frozen = None
     for k, ep in enumerate(up["endpoints"]):
         rel = [x - t0 for x in ep["arrivals"]]
+        if freeze and k == 0:
+            frozen = frozen_endpoint(rel, ep.get("ids") or [], t, t_fault, t_heal, end)
+            rel = frozen["attributed"]
         arrivals.extend(rel)
         health += len(ep["health_arrivals"])
         per_ep.append(len(rel))
@@ -171,6 +254,7 @@ def compute(d):
     }
     res = {
         "proxy": meta["proxy"],
+        "balancer": meta.get("balancer", "rr"),
         "scenario": meta["scenario"],
         "round": meta["round"],
         "rate": meta["rate"],
@@ -185,7 +269,11 @@ def compute(d):
         "send_lag_p99_ms": pctl(load["lag"], 99) * 1000 if n else 0.0,
         "connections_peak": load["summary"].get("connections_peak"),
     }
-    if meta["scenario"] != "all503":
+    if frozen is not None:
+        res["frozen"] = {k: v for k, v in frozen.items() if k != "attributed"}
+        res["faulty_in_fault"] = frozen["sent_while_frozen"]
+        res["faulty_back_after"] = frozen["back_after"]
+    elif meta["scenario"] != "all503":
         # The faulty endpoint (the first): requests it received while faulty,
         # and how long after healing it received proxied traffic again.
         res["faulty_in_fault"] = sum(1 for x in faulty if t_fault <= x < t_heal)
@@ -207,6 +295,7 @@ def compute(d):
             "error_rate": f / k if k else float("nan"),
             "p50_ms": pctl(all_lat, 50) * 1000,
             "p99_ms": pctl(all_lat, 99) * 1000,
+            "p999_ms": pctl(all_lat, 99.9) * 1000,
             "p99_ok_ms": pctl(ok_lat, 99) * 1000,
             "max_ms": max(all_lat) * 1000 if all_lat else float("nan"),
             "upstream": ups,
@@ -287,22 +376,102 @@ def runs(out):
                 print(f"report: skipping {d}: {e}", file=sys.stderr)
     order = lambda r: (  # noqa: E731
         SCENARIO_ORDER.index(r["scenario"]) if r["scenario"] in SCENARIO_ORDER else 99,
+        BALANCER_ORDER.index(r["balancer"]) if r["balancer"] in BALANCER_ORDER else 99,
         PROXY_ORDER.index(r["proxy"]) if r["proxy"] in PROXY_ORDER else 99,
         r["round"],
     )
     return sorted(res, key=order)
 
 
+def proxy_label(r):
+    name = PROXY_TITLE.get(r["proxy"], r["proxy"])
+    if r["balancer"] == "lr":
+        name += f", {LEAST_NAME.get(r['proxy'], 'least requests')}"
+    return name
+
+
+def balancer_name(r):
+    if r["balancer"] == "lr":
+        return LEAST_NAME.get(r["proxy"], "least requests")
+    return {"levee": "round_robin", "levee-cb": "round_robin", "haproxy": "roundrobin"}.get(r["proxy"], "round robin")
+
+
+def fmt_stopped(f):
+    if f["sent_while_frozen"] == 0:
+        return "got none"
+    x = f["stopped_after"]
+    return "never" if x is None else f"{x:.2f} s"
+
+
+def fmt_latencies(ph):
+    return f"{fmt_ms(ph['p50_ms'])} / {fmt_ms(ph['p99_ms'])} / {fmt_ms(ph['p999_ms'])}"
+
+
+def own_counters(r):
+    own = []
+    if r.get("levee"):
+        own.append(f"retries {r['levee']['retries']:.0f}, budget refusals {r['levee']['budget_exhausted']:.0f}")
+        if r["levee"]["breaker_opened"]:
+            own.append(f"breakers opened {r['levee']['breaker_opened']:.0f}")
+    if r.get("haproxy"):
+        wretr = sum(int(v.get("wretr") or 0) for v in r["haproxy"].values())
+        wredis = sum(int(v.get("wredis") or 0) for v in r["haproxy"].values())
+        downs = sum(int(v.get("chkdown") or 0) for v in r["haproxy"].values())
+        own.append(f"retries {wretr}, redispatches {wredis}, UP→DOWN transitions {downs}")
+    if r.get("log"):
+        own.append(", ".join(f"{k} {v}" for k, v in r["log"].items()))
+    return "; ".join(own) or "–"
+
+
+def freeze_markdown(rs, rnd):
+    """The freeze scenario's own tables: latency tails and the frozen
+    endpoint's side."""
+    lines = [
+        f"{SCENARIO_TITLE['freeze']}. Client side: requests by scheduled send time; errors include client timeouts; latency of every request (failures at their time to failure), nearest rank.",
+        "",
+        "| proxy | balancer | requests, fault / whole run | errors, fault phase | errors, whole run | p50 / p99 / p99.9 ms, fault phase | p50 / p99 / p99.9 ms, whole run | failures (fault; healed) | max send lag ms |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in rs:
+        f, a, h = r["fault"], r["all"], r["healed"]
+        lines.append(
+            f"| {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {balancer_name(r)} | {f['sent']} / {a['sent']} "
+            f"| {fmt_pct(f['error_rate'])} ({f['failed']}) | {fmt_pct(a['error_rate'])} ({a['failed']}) "
+            f"| {fmt_latencies(f)} | {fmt_latencies(a)} | {fmt_outcomes(f['outcomes'])}; {fmt_outcomes(h['outcomes'])} "
+            f"| {r['send_lag_max_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "The frozen endpoint's side (from the x-bench-id of what it read after SIGCONT; see Definitions).",
+        "",
+        "| proxy | balancer | sent to it while frozen (client requests) | of which in the first second | stopped getting new requests after | later | traffic again after SIGCONT | its share, last 2 s | amplification, fault phase | upstream requests per endpoint | proxy's own counters |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rs:
+        z = r["frozen"]
+        lines.append(
+            f"| {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {balancer_name(r)} "
+            f"| {z['sent_while_frozen']} ({z['client_requests_while_frozen']}) | {z['first_second']} | {fmt_stopped(z)} | {z['later']} "
+            f"| {fmt_back(r)} | {fmt_pct(z['share_at_end'])} | {r['fault']['amplification']:.2f} "
+            f"| {' / '.join(str(x) for x in r['upstream_per_endpoint'])} | {own_counters(r)} |"
+        )
+    return lines
+
+
 def markdown(out):
-    rs = runs(out)
+    everything = runs(out)
     lines = []
     meta = os.path.join(out, "meta.md")
     if os.path.exists(meta):
         with open(meta) as f:
             lines += [l.rstrip() for l in f if l.strip()]
         lines.append("")
-    multi = len({r["round"] for r in rs}) > 1
+    multi = len({r["round"] for r in everything}) > 1
     rnd = lambda r: f" (round {r['round']})" if multi else ""  # noqa: E731
+    frozen = [r for r in everything if r["scenario"] == "freeze"]
+    rs = [r for r in everything if r["scenario"] != "freeze"]
+    if not rs:
+        return "\n".join(lines + freeze_markdown(frozen, rnd)) + "\n"
     lines += [
         "| scenario | proxy | errors, fault phase | errors, whole run | p99 ms, fault phase | p99 ms, whole run | amplification, fault phase | amplification, whole run | time to zero errors (from fault) | time to zero errors (from heal) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -313,7 +482,7 @@ def markdown(out):
         last = r["scenario"]
         f, a = r["fault"], r["all"]
         lines.append(
-            f"| {scen} | {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}) "
+            f"| {scen} | {proxy_label(r)}{rnd(r)} | {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}) "
             f"| {fmt_pct(a['error_rate'])} | {fmt_ms(f['p99_ms'])} | {fmt_ms(a['p99_ms'])} "
             f"| {f['amplification']:.2f} | {a['amplification']:.2f} | {fmt_ttz(r['ttz_fault'])} | {fmt_ttz(r['ttz_heal'])} |"
         )
@@ -326,31 +495,29 @@ def markdown(out):
     ]
     for r in rs:
         f, h, s = r["fault"], r["healed"], r["steady"]
-        own = []
-        if r.get("levee"):
-            own.append(f"retries {r['levee']['retries']:.0f}, budget refusals {r['levee']['budget_exhausted']:.0f}")
-            if r["levee"]["breaker_opened"]:
-                own.append(f"breakers opened {r['levee']['breaker_opened']:.0f}")
-        if r.get("haproxy"):
-            wretr = sum(int(v.get("wretr") or 0) for v in r["haproxy"].values())
-            wredis = sum(int(v.get("wredis") or 0) for v in r["haproxy"].values())
-            downs = sum(int(v.get("chkdown") or 0) for v in r["haproxy"].values())
-            own.append(f"retries {wretr}, redispatches {wredis}, UP→DOWN transitions {downs}")
-        if r.get("log"):
-            own.append(", ".join(f"{k} {v}" for k, v in r["log"].items()))
         lines.append(
-            f"| {r['scenario']} | {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {fmt_outcomes(f['outcomes'])} | {fmt_outcomes(h['outcomes'])} "
+            f"| {r['scenario']} | {proxy_label(r)}{rnd(r)} | {fmt_outcomes(f['outcomes'])} | {fmt_outcomes(h['outcomes'])} "
             f"| {fmt_ms(f['p50_ms'])} / {fmt_ms(f['p99_ok_ms'])} | {fmt_ms(s['p99_ms'])} "
             f"| {' / '.join(str(x) for x in r['upstream_per_endpoint'])} | {fmt_count(r.get('faulty_in_fault'))} | {fmt_back(r)} "
-            f"| {r['health_checks']} | {'; '.join(own) or '–'} "
+            f"| {r['health_checks']} | {own_counters(r)} "
             f"| {r['send_lag_max_ms']:.1f} |"
         )
+    if frozen:
+        lines += [""] + freeze_markdown(frozen, rnd)
     return "\n".join(lines) + "\n"
 
 
 def one_line(d):
     r = compute(d)
     f, a = r["fault"], r["all"]
+    if r["scenario"] == "freeze":
+        z = r["frozen"]
+        return (
+            f"errors fault {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}), whole {fmt_pct(a['error_rate'])}; "
+            f"p50/p99/p99.9 fault {fmt_latencies(f)} ms, whole {fmt_latencies(a)} ms; "
+            f"frozen endpoint sent {z['sent_while_frozen']} while frozen, stopped after {fmt_stopped(z)} "
+            f"(later {z['later']}), back {fmt_back(r)} after SIGCONT; failures {fmt_outcomes(f['outcomes'])}"
+        )
     return (
         f"errors fault {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}), whole {fmt_pct(a['error_rate'])}; "
         f"p99 fault {fmt_ms(f['p99_ms'])} ms, whole {fmt_ms(a['p99_ms'])} ms; "

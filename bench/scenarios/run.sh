@@ -3,8 +3,10 @@
 # open-model load, against Levee, NGINX and HAProxy, each in front of three
 # fault-injectable upstreams. Everything on 127.0.0.1. See RELIABILITY.md.
 #
-#   bash bench/scenarios/run.sh            # full run: 4 scenarios x 3 proxies x 30 s (~6.5 min + build)
+#   bash bench/scenarios/run.sh            # full run: 4 scenarios x 4 proxies x 30 s (~9 min + build)
 #   QUICK=1 bash bench/scenarios/run.sh    # smoke run: 10 s per run (~2.5 min + build)
+#   SCENARIOS=freeze PROXIES="levee nginx haproxy" BALANCERS="rr lr" bash bench/scenarios/run.sh
+#                                          # the frozen endpoint, round robin and least request (~3.5 min + build)
 #
 # Knobs (environment):
 #   RATE=400             client requests per second (Poisson arrivals)
@@ -14,7 +16,11 @@
 #                        same total length; the rest is recovery)
 #   CLIENT_TIMEOUT=2     per-request client timeout (s), counted as an error
 #   LATENCY_MS=0         fixed latency of the upstreams' normal answers
-#   SCENARIOS="dead hang 503 all503"   PROXIES="levee levee-cb nginx haproxy"
+#   SCENARIOS="dead hang 503 all503"   (also: freeze, one endpoint's process
+#                        stopped with SIGSTOP for the fault, then SIGCONT)
+#   PROXIES="levee levee-cb nginx haproxy"
+#   BALANCERS="rr"       rr: round robin; lr: least requests (Levee
+#                        least_request, NGINX least_conn, HAProxy leastconn)
 #   ROUNDS=1             repeat every (scenario, proxy) run
 #   PIN=1                proxy on CPU 0, upstreams and load generator on CPU 1
 #   PORT_BASE=29000      ports PORT_BASE+0..+999 (bench/run.sh uses 28000)
@@ -39,6 +45,7 @@ CLIENT_TIMEOUT="${CLIENT_TIMEOUT:-2}"
 LATENCY_MS="${LATENCY_MS:-0}"
 SCENARIOS="${SCENARIOS:-dead hang 503 all503}"
 PROXIES="${PROXIES:-levee levee-cb nginx haproxy}"
+BALANCERS="${BALANCERS:-rr}"
 ROUNDS="${ROUNDS:-1}"
 PIN="${PIN:-1}"
 PORT_BASE="${PORT_BASE:-29000}"
@@ -53,10 +60,13 @@ log() { printf '[scenarios %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 for s in $SCENARIOS; do
-  case "$s" in dead|hang|503|all503) ;; *) die "unknown scenario $s (dead hang 503 all503)";; esac
+  case "$s" in dead|hang|503|all503|freeze) ;; *) die "unknown scenario $s (dead hang 503 all503 freeze)";; esac
 done
 for p in $PROXIES; do
   case "$p" in levee|levee-cb|nginx|haproxy) ;; *) die "unknown proxy $p (levee levee-cb nginx haproxy)";; esac
+done
+for b in $BALANCERS; do
+  case "$b" in rr|lr) ;; *) die "unknown balancer $b (rr lr)";; esac
 done
 ((ALL503 <= FAULT)) || die "ALL503 ($ALL503) must not exceed FAULT ($FAULT)"
 
@@ -103,30 +113,45 @@ done
 NGINX_USER=""
 [[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
 
-render() { # template run-dir
+# The balancer, in each proxy's terms: rr (round robin, the default) or lr
+# (fewest requests, or connections, in flight).
+balancer_lines() { # rr|lr: sets LEVEE_BALANCER, NGINX_BALANCER, HAPROXY_BALANCER
+  case "$1" in
+    rr) LEVEE_BALANCER=round_robin; NGINX_BALANCER=""; HAPROXY_BALANCER=roundrobin ;;
+    lr) LEVEE_BALANCER=least_request; NGINX_BALANCER="least_conn;"; HAPROXY_BALANCER=leastconn ;;
+  esac
+}
+
+render() { # template run-dir balancer
+  local LEVEE_BALANCER NGINX_BALANCER HAPROXY_BALANCER
+  balancer_lines "$3"
   sed -e "s|@RUN@|$2|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" -e "s|@LEVEE_ADMIN_PORT@|$LEVEE_ADMIN_PORT|g" \
-    -e "s|@UP1@|$UP1|g" -e "s|@UP2@|$UP2|g" -e "s|@UP3@|$UP3|g" -e "s|@NGINX_USER@|$NGINX_USER|g" "$1"
+    -e "s|@UP1@|$UP1|g" -e "s|@UP2@|$UP2|g" -e "s|@UP3@|$UP3|g" -e "s|@NGINX_USER@|$NGINX_USER|g" \
+    -e "s|@LEVEE_BALANCER@|$LEVEE_BALANCER|g" -e "s|@NGINX_BALANCER@|$NGINX_BALANCER|g" \
+    -e "s|@HAPROXY_BALANCER@|$HAPROXY_BALANCER|g" "$1"
 }
 
 # Check every config once before spending time on runs.
 CHK="$OUT/check"
 rm -rf "$CHK"; mkdir -p "$CHK/tmp"
-for p in $PROXIES; do
-  case "$p" in
-    levee|levee-cb)
-      render "$SC/conf/$p.toml.in" "$CHK" >"$CHK/$p.toml"
-      "$LEVEE_BIN" check -c "$CHK/$p.toml" >"$CHK/$p.check.log" 2>&1 || { cat "$CHK/$p.check.log" >&2; die "$p config"; } ;;
-    nginx)
-      render "$SC/conf/nginx.conf.in" "$CHK" >"$CHK/nginx.conf"
-      nginx -t -q -c "$CHK/nginx.conf" -e "$CHK/nginx.error.log" >"$CHK/nginx.check.log" 2>&1 || { cat "$CHK/nginx.check.log" >&2; die "nginx config"; } ;;
-    haproxy)
-      render "$SC/conf/haproxy.cfg.in" "$CHK" >"$CHK/haproxy.cfg"
-      haproxy -c -q -f "$CHK/haproxy.cfg" >"$CHK/haproxy.check.log" 2>&1 || { cat "$CHK/haproxy.check.log" >&2; die "haproxy config"; } ;;
-  esac
+for b in $BALANCERS; do
+  for p in $PROXIES; do
+    case "$p" in
+      levee|levee-cb)
+        render "$SC/conf/$p.toml.in" "$CHK" "$b" >"$CHK/$p.$b.toml"
+        "$LEVEE_BIN" check -c "$CHK/$p.$b.toml" >"$CHK/$p.$b.check.log" 2>&1 || { cat "$CHK/$p.$b.check.log" >&2; die "$p config ($b)"; } ;;
+      nginx)
+        render "$SC/conf/nginx.conf.in" "$CHK" "$b" >"$CHK/nginx.$b.conf"
+        nginx -t -q -c "$CHK/nginx.$b.conf" -e "$CHK/nginx.error.log" >"$CHK/nginx.$b.check.log" 2>&1 || { cat "$CHK/nginx.$b.check.log" >&2; die "nginx config ($b)"; } ;;
+      haproxy)
+        render "$SC/conf/haproxy.cfg.in" "$CHK" "$b" >"$CHK/haproxy.$b.cfg"
+        haproxy -c -q -f "$CHK/haproxy.$b.cfg" >"$CHK/haproxy.$b.check.log" 2>&1 || { cat "$CHK/haproxy.$b.check.log" >&2; die "haproxy config ($b)"; } ;;
+    esac
+  done
 done
 
 # ---------------------------------------------------------------- processes
-UP_PID=""; PROXY_PID=""
+UP_PID=""; PROXY_PID=""; UP_PIDFILE=""
 
 # pin, port_free, stop_pid, wait_port, http_get
 . "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -136,34 +161,57 @@ UP_PID=""; PROXY_PID=""
 cleanup() {
   stop_pid "$PROXY_PID"; PROXY_PID=""
   stop_pid "$UP_PID"; UP_PID=""
+  # The endpoint processes of the freeze scenario: their supervisor (UP_PID)
+  # stops them, and the kernel kills them if it dies; this is in case both
+  # failed (SIGKILL also ends a stopped process). Only pids that are still
+  # our upstream.py are touched.
+  if [[ -n "$UP_PIDFILE" && -f "$UP_PIDFILE" ]]; then
+    local pid
+    while read -r pid; do
+      if [[ -n "$pid" ]] && grep -qa "upstream.py" "/proc/$pid/cmdline" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    done <"$UP_PIDFILE"
+  fi
+  UP_PIDFILE=""
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# A closed terminal sends SIGHUP to the whole group: NGINX takes it as
+# "reload" and would outlive this script without the cleanup.
+trap 'exit 129' HUP
 
 
 
-start_upstreams() { # run-dir
-  local p
+start_upstreams() { # run-dir scenario
+  local p extra=()
   for p in $CTL_PORT $UP1 $UP2 $UP3; do port_free "$p" || die "port $p is still in use"; done
+  # The freeze scenario stops one endpoint's process, so each endpoint is
+  # its own process there; the other scenarios keep the one process they
+  # were measured with.
+  if [[ "$2" == freeze ]]; then
+    UP_PIDFILE="$1/upstream.pids"
+    extra=(--process-per-endpoint --pidfile "$UP_PIDFILE")
+  fi
   pin 1 "$PY" "$SC/upstream.py" --ports "$UP1,$UP2,$UP3" --control-port "$CTL_PORT" \
-    --latency-ms "$LATENCY_MS" >"$1/upstream.log" 2>&1 &
+    --latency-ms "$LATENCY_MS" "${extra[@]}" >"$1/upstream.log" 2>&1 &
   UP_PID=$!
   wait_port "$CTL_PORT" && wait_port "$UP1" && wait_port "$UP2" && wait_port "$UP3" || die "upstreams did not start"
 }
 
-start_proxy() { # proxy run-dir
-  local p="$1" d="$2"
+start_proxy() { # proxy run-dir balancer
+  local p="$1" d="$2" b="$3"
   mkdir -p "$d/tmp"
   port_free "$PROXY_PORT" && port_free "$LEVEE_ADMIN_PORT" || die "proxy port $PROXY_PORT or $LEVEE_ADMIN_PORT is still in use"
   case "$p" in
     levee|levee-cb)
-      render "$SC/conf/$p.toml.in" "$d" >"$d/levee.toml"
+      render "$SC/conf/$p.toml.in" "$d" "$b" >"$d/levee.toml"
       RUST_LOG="${RUST_LOG:-info}" pin 0 "$LEVEE_BIN" run -c "$d/levee.toml" >"$d/levee.log" 2>&1 & ;;
     nginx)
-      render "$SC/conf/nginx.conf.in" "$d" >"$d/nginx.conf"
+      render "$SC/conf/nginx.conf.in" "$d" "$b" >"$d/nginx.conf"
       pin 0 nginx -c "$d/nginx.conf" -e "$d/nginx.error.log" >"$d/nginx.out" 2>&1 & ;;
     haproxy)
-      render "$SC/conf/haproxy.cfg.in" "$d" >"$d/haproxy.cfg"
+      render "$SC/conf/haproxy.cfg.in" "$d" "$b" >"$d/haproxy.cfg"
       # A stats socket, to save the servers' state at the end of the run.
       printf '  stats socket %s/haproxy.sock mode 600 level user\n' "$d" >"$d/haproxy.global"
       sed -i "/^  pidfile /r $d/haproxy.global" "$d/haproxy.cfg"
@@ -207,28 +255,33 @@ set_events() { # scenario: sets EV, the --at arguments of load.py
       EV=(--at "$STEADY:fault:$ctl/mode?ep=0&mode=$1" --at "$heal:heal:$ctl/mode?ep=0&mode=normal") ;;
     all503)
       EV=(--at "$STEADY:fault:$ctl/mode?ep=all&mode=503" --at "$((STEADY + ALL503)):heal:$ctl/mode?ep=all&mode=normal") ;;
+    freeze)
+      EV=(--at "$STEADY:fault:$ctl/signal?ep=0&sig=STOP" --at "$heal:heal:$ctl/signal?ep=0&sig=CONT") ;;
   esac
 }
 
-run_one() { # proxy scenario round
-  local p="$1" s="$2" r="$3" d="$RAW/$2.$1.r$3"
+run_one() { # proxy scenario round balancer
+  local p="$1" s="$2" r="$3" b="$4" d="$RAW/$2.$1.$4.r$3"
   mkdir -p "$d"
-  start_upstreams "$d"
-  start_proxy "$p" "$d"
+  start_upstreams "$d" "$s"
+  start_proxy "$p" "$d" "$b"
   http_get "http://127.0.0.1:$CTL_PORT/reset" >/dev/null
   local EV=()
   set_events "$s"
   (pin 1 "$PY" "$SC/load.py" --url "http://127.0.0.1:$PROXY_PORT/" --rate "$RATE" --duration "$TOTAL" \
     --timeout "$CLIENT_TIMEOUT" --seed "$r" "${EV[@]}" --out "$d/load.json" 2>"$d/load.log") ||
     { cat "$d/load.log" >&2; die "load generator failed ($d)"; }
+  # After the heal (SIGCONT in the freeze scenario): give a thawed endpoint
+  # a moment to read what was buffered for it before counting.
+  [[ "$s" == freeze ]] && sleep 1
   http_get "http://127.0.0.1:$CTL_PORT/dump" >"$d/upstream.json"
   proxy_state "$p" "$d"
   cat >"$d/meta.json" <<EOF
-{"proxy": "$p", "scenario": "$s", "round": $r, "rate": $RATE, "steady": $STEADY, "fault": $FAULT,
+{"proxy": "$p", "balancer": "$b", "scenario": "$s", "round": $r, "rate": $RATE, "steady": $STEADY, "fault": $FAULT,
  "heal": $HEAL, "all503": $ALL503, "total": $TOTAL, "client_timeout": $CLIENT_TIMEOUT}
 EOF
   cleanup
-  log "  $s $p round $r: $("$PY" "$SC/report.py" --one "$d")"
+  log "  $s $p ($b) round $r: $("$PY" "$SC/report.py" --one "$d")"
 }
 
 # ---------------------------------------------------------------- meta
@@ -242,15 +295,19 @@ EOF
     v+="$("$LEVEE_BIN" --version) ($rev), "
   fi
   [[ " $PROXIES " == *" nginx "* ]] && v+="$(nginx -v 2>&1 | sed 's/.*: //'), "
-  [[ " $PROXIES " == *" haproxy "* ]] && v+="HAProxy $(haproxy -v | head -1 | awk '{print $3}'), "
+  [[ " $PROXIES " == *" haproxy "* ]] && v+="HAProxy $(haproxy -v | awk 'NR == 1 {print $3}'), "
   v+="$($PY --version)"
   echo "Versions: $v."
-  echo "Settings: RATE=$RATE req/s (Poisson), STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Settings: RATE=$RATE req/s (Poisson), BALANCERS=$BALANCERS, STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
 } >"$OUT/meta.md"
 cat "$OUT/meta.md" >&2
 
 START=$(date +%s)
-read -r -a PLIST <<<"$PROXIES"
+# Every (proxy, balancer) pair is one entry of the rotation.
+PLIST=()
+for b in $BALANCERS; do
+  for p in $PROXIES; do PLIST+=("$p:$b"); done
+done
 np=${#PLIST[@]}
 k=0
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -258,7 +315,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     log "scenario $s, round $r"
     # Rotate the proxies' order, so that none always goes first.
     for ((i = 0; i < np; i++)); do
-      run_one "${PLIST[$(((i + k) % np))]}" "$s" "$r"
+      pb="${PLIST[$(((i + k) % np))]}"
+      run_one "${pb%%:*}" "$s" "$r" "${pb##*:}"
     done
     k=$((k + 1))
   done

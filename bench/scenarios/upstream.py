@@ -4,8 +4,17 @@
 One process serves N endpoints (one listening port each) on one asyncio loop,
 plus a control port. Each endpoint counts the requests it receives, keeping
 the arrival time (time.monotonic(), the system-wide CLOCK_MONOTONIC that the
-load generator also uses) of every one, so that upstream requests can be
-related to client requests per phase.
+load generator also uses) of every one, and the client request's number from
+its x-bench-id header (load.py sends it; -1 without it), so that upstream
+requests can be related to client requests per phase.
+
+With --process-per-endpoint, each endpoint is its own OS process (a child of
+this one, which keeps the control port), so that one of them can be frozen
+with SIGSTOP while the others go on: its sockets stay open, the kernel still
+completes TCP handshakes into its backlog and buffers what is sent to it, and
+nothing answers. After SIGCONT it reads everything that was buffered, so the
+requests it was sent while frozen are counted then, with the arrival time of
+the thaw but their x-bench-id.
 
 Stdlib only. Endpoint behaviour ("mode"), switchable at run time:
 
@@ -26,13 +35,18 @@ Control interface (HTTP/1.1 on --control-port, one request per connection):
   GET /dump                    counts and arrival times per endpoint (JSON)
   GET /reset                   forget counts and arrival times
   GET /quit                    exit
+  GET /signal?ep=0&sig=STOP    send SIGSTOP or SIGCONT to the endpoint's
+                               process (--process-per-endpoint only)
 
 Usage: upstream.py --ports 29101,29102,29103 --control-port 29100
+       [--process-per-endpoint --pidfile FILE]
 """
 
 import argparse
 import asyncio
+import ctypes
 import json
+import os
 import signal
 import sys
 import time
@@ -68,6 +82,7 @@ class Endpoint:
         self.server = None
         self.conns = set()
         self.arrivals = array("d")  # proxied requests
+        self.ids = array("q")  # their x-bench-id, -1 without one
         self.health = array("d")  # health checks
         self.answered = {200: 0, 503: 0}
         ok = body
@@ -154,15 +169,20 @@ class UpstreamConn(asyncio.Protocol):
                 return
             del self.buf[:total]
             close = headers.get(b"connection", b"").lower() == b"close" or version == b"HTTP/1.0"
-            self.handle(path, close)
+            try:
+                bench_id = int(headers.get(b"x-bench-id", b"-1"))
+            except ValueError:
+                bench_id = -1
+            self.handle(path, close, bench_id)
 
-    def handle(self, path, close):
+    def handle(self, path, close, bench_id):
         ep = self.ep
         now = time.monotonic()
         if path.startswith(b"/healthz"):
             ep.health.append(now)
         else:
             ep.arrivals.append(now)
+            ep.ids.append(bench_id)
         if ep.mode == "hang":
             # Responses go out in order, so nothing after this one is answered
             # either, even once the endpoint is back to normal.
@@ -246,12 +266,14 @@ class App:
             for ep in self.endpoints:
                 s = ep.stats()
                 s["arrivals"] = [round(x, 4) for x in ep.arrivals]
+                s["ids"] = list(ep.ids)
                 s["health_arrivals"] = [round(x, 4) for x in ep.health]
                 out.append(s)
             return {"t": now, "endpoints": out}
         if url.path == "/reset":
             for ep in self.endpoints:
                 ep.arrivals = array("d")
+                ep.ids = array("q")
                 ep.health = array("d")
                 ep.answered = {200: 0, 503: 0}
             return {"t": now, "endpoints": [ep.stats() for ep in self.endpoints]}
@@ -260,15 +282,156 @@ class App:
         raise ValueError(f"unknown control path {url.path}")
 
 
-async def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--ports", required=True, help="comma-separated endpoint ports")
-    ap.add_argument("--control-port", type=int, required=True)
-    ap.add_argument("--latency-ms", type=float, default=0.0, help="fixed latency of normal answers")
-    ap.add_argument("--body-bytes", type=int, default=64, help="size of the 200 body")
-    args = ap.parse_args()
+async def child_get(port, target, timeout=5.0):
+    """GET target on a child's control port; its JSON body, or ValueError."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    writer.write(f"GET {target} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
+    data = await asyncio.wait_for(reader.read(), timeout)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    doc = json.loads(body)
+    if int(head.split(b" ", 2)[1]) != 200:
+        raise ValueError(doc.get("error", "child control request failed"))
+    return doc
 
+
+class Child:
+    """One endpoint served by its own process (--process-per-endpoint)."""
+
+    def __init__(self, index, port, proc, control_port):
+        self.index = index
+        self.port = port
+        self.proc = proc
+        self.control_port = control_port
+        self.frozen = False
+
+
+class Supervisor:
+    """The control port of --process-per-endpoint: forwards to the children,
+    signals them, and merges what they report as if one process served all."""
+
+    def __init__(self, children):
+        self.children = children
+        self.stop = asyncio.Event()
+
+    def select(self, spec):
+        if spec in ("all", "*"):
+            return self.children
+        return [self.children[int(x)] for x in spec.split(",")]
+
+    def refuse_if_frozen(self):
+        # A stopped process cannot answer: asking it would only time out.
+        frozen = [c.index for c in self.children if c.frozen]
+        if frozen:
+            raise ValueError(f"endpoint {frozen[0]} is frozen (SIGSTOP); send sig=CONT first")
+
+    async def gather(self, target):
+        self.refuse_if_frozen()
+        out = []
+        for c in self.children:
+            doc = await child_get(c.control_port, target)
+            ep = doc["endpoints"][0]
+            ep["index"] = c.index
+            out.append(ep)
+        return out
+
+    async def control(self, target):
+        url = urlsplit(target)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        now = time.monotonic()
+        if url.path == "/signal":
+            sig = {"STOP": signal.SIGSTOP, "CONT": signal.SIGCONT}.get(q.get("sig", ""))
+            if sig is None:
+                raise ValueError("sig must be STOP or CONT")
+            targets = self.select(q.get("ep", "all"))
+            for c in targets:
+                os.kill(c.proc.pid, sig)
+                c.frozen = sig == signal.SIGSTOP
+            return {"t": now, "signal": q["sig"], "endpoints": [{"index": c.index, "pid": c.proc.pid} for c in targets]}
+        if url.path == "/mode":
+            self.refuse_if_frozen()
+            for c in self.select(q.get("ep", "all")):
+                await child_get(c.control_port, f"/mode?ep=0&mode={q['mode']}")
+            return {"t": now, "endpoints": await self.gather("/stats")}
+        if url.path in ("/stats", "/dump", "/reset"):
+            return {"t": now, "endpoints": await self.gather(url.path)}
+        if url.path == "/quit":
+            return {"t": now, "bye": True}
+        raise ValueError(f"unknown control path {url.path}")
+
+    async def shutdown(self):
+        # A stopped process keeps SIGTERM pending, so wake it first.
+        for c in self.children:
+            if c.proc.returncode is None:
+                os.kill(c.proc.pid, signal.SIGCONT)
+                c.proc.terminate()
+        for c in self.children:
+            try:
+                await asyncio.wait_for(c.proc.wait(), 3.0)
+            except asyncio.TimeoutError:
+                c.proc.kill()
+                await c.proc.wait()
+
+
+def die_with_parent(parent_pid):
+    """Linux: the kernel kills this process when its parent exits, so that a
+    supervisor killed with SIGKILL leaves no endpoint behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        sys.exit(1)
+
+
+async def start_children(args):
+    children = []
+    for i, port in enumerate(args.ports.split(",")):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            os.path.abspath(__file__),
+            "--host", args.host,
+            "--ports", port,
+            "--control-port", "0",
+            "--latency-ms", str(args.latency_ms),
+            "--body-bytes", str(args.body_bytes),
+            "--child-of", str(os.getpid()),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        line = await asyncio.wait_for(proc.stdout.readline(), 10.0)
+        if not line.startswith(b"ready "):
+            raise RuntimeError(f"endpoint {i} (port {port}) did not start")
+        children.append(Child(i, int(port), proc, int(line.split()[1])))
+    return children
+
+
+async def supervise(args):
+    children = []
+    try:
+        children = await start_children(args)
+        sup = Supervisor(children)
+        if args.pidfile:
+            with open(args.pidfile, "w") as f:
+                f.write("".join(f"{c.proc.pid}\n" for c in children))
+        loop = asyncio.get_running_loop()
+        ctl = await loop.create_server(lambda: Control(sup), args.host, args.control_port, reuse_address=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sup.stop.set)
+        print(
+            f"upstream: endpoints {args.ports}, one process each "
+            f"(pids {' '.join(str(c.proc.pid) for c in children)}), control {args.control_port}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await sup.stop.wait()
+        ctl.close()
+    finally:
+        await Supervisor(children).shutdown()
+
+
+async def serve(args):
     body = (b"x" * max(0, args.body_bytes - 1)) + b"\n"
     endpoints = [
         Endpoint(i, args.host, int(p), body, args.latency_ms / 1000.0)
@@ -281,16 +444,38 @@ async def main():
     ctl = await loop.create_server(lambda: Control(app), args.host, args.control_port, reuse_address=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop.set)
-    print(
-        f"upstream: endpoints {args.ports} control {args.control_port} latency {args.latency_ms} ms",
-        file=sys.stderr,
-        flush=True,
-    )
+    if args.child_of:
+        # The supervisor reads the control port it should forward to.
+        print(f"ready {ctl.sockets[0].getsockname()[1]}", flush=True)
+    else:
+        print(
+            f"upstream: endpoints {args.ports} control {args.control_port} latency {args.latency_ms} ms",
+            file=sys.stderr,
+            flush=True,
+        )
     await app.stop.wait()
     ctl.close()
     for ep in endpoints:
         ep.close_all()
 
 
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--ports", required=True, help="comma-separated endpoint ports")
+    ap.add_argument("--control-port", type=int, required=True)
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="fixed latency of normal answers")
+    ap.add_argument("--body-bytes", type=int, default=64, help="size of the 200 body")
+    ap.add_argument(
+        "--process-per-endpoint", action="store_true", help="serve each endpoint from its own child process"
+    )
+    ap.add_argument("--pidfile", help="with --process-per-endpoint: write the children's pids here")
+    ap.add_argument("--child-of", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_of:
+        die_with_parent(args.child_of)
+    asyncio.run(supervise(args) if args.process_per_endpoint else serve(args))
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
