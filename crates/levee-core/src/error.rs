@@ -226,6 +226,80 @@ impl ErrorKind {
         )
     }
 
+    /// What a client is told, in a few words: never an address, a path or
+    /// a library's error text (those go to the log with the request id).
+    pub const fn public_message(self) -> &'static str {
+        match self {
+            ErrorKind::NoRoute => "no route matches this request",
+            ErrorKind::BadRequest => "the request is malformed",
+            ErrorKind::PayloadTooLarge => "the request body is too large",
+            ErrorKind::HeadersTooLarge => "the request headers are too large",
+            ErrorKind::NoEndpoints => "no upstream endpoint is available",
+            ErrorKind::ConnectRefused => "the upstream refused the connection",
+            ErrorKind::ConnectTimeout => "the upstream did not accept a connection in time",
+            ErrorKind::ConnectFailed => "the upstream could not be reached",
+            ErrorKind::UpstreamTimeout => "the upstream did not answer in time",
+            ErrorKind::UpstreamReset => "the upstream closed the connection before answering",
+            ErrorKind::UpstreamProtocol => "the upstream sent an invalid answer",
+            ErrorKind::RefusedStream => "the upstream refused the request",
+            ErrorKind::RateLimited => "rate limit exceeded",
+            ErrorKind::Unauthorized => "the request's credentials were refused",
+            ErrorKind::Overloaded => "the service is overloaded; retry later",
+            ErrorKind::CircuitOpen => "the upstream is failing; retry later",
+            ErrorKind::OverflowRequests => "too many requests in flight to the upstream",
+            ErrorKind::OverflowConnections => "too many connections to the upstream",
+            ErrorKind::ClientClosed => "the client closed the request",
+            ErrorKind::DeadlineExceeded => "the request's deadline passed",
+            ErrorKind::Draining => "the gateway is shutting down; retry",
+            ErrorKind::Internal => "internal gateway error",
+        }
+    }
+
+    /// Whether the gateway's own detail may be shown to the client: it is
+    /// about the client's request (its path, its credentials, the limit it
+    /// hit) and written by Levee, never an upstream's address or a
+    /// library's text.
+    pub const fn detail_is_public(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::NoRoute
+                | ErrorKind::BadRequest
+                | ErrorKind::PayloadTooLarge
+                | ErrorKind::HeadersTooLarge
+                | ErrorKind::RateLimited
+                | ErrorKind::Unauthorized
+                | ErrorKind::DeadlineExceeded
+        )
+    }
+
+    /// The gRPC status a gRPC caller gets instead of the HTTP status,
+    /// chosen by gRPC's retry guidance: UNAVAILABLE (14) where trying
+    /// again (elsewhere, later) may succeed, RESOURCE_EXHAUSTED (8) for a
+    /// caller over its quota or a message too large, DEADLINE_EXCEEDED (4)
+    /// for time that ran out.
+    pub const fn grpc_status(self) -> u8 {
+        match self {
+            ErrorKind::NoRoute => 12,    // UNIMPLEMENTED
+            ErrorKind::BadRequest => 13, // INTERNAL (gRPC's map of HTTP 400)
+            ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::RateLimited => 8,
+            ErrorKind::Unauthorized => 16, // UNAUTHENTICATED
+            ErrorKind::UpstreamTimeout | ErrorKind::DeadlineExceeded => 4,
+            ErrorKind::ClientClosed => 1, // CANCELLED
+            ErrorKind::UpstreamProtocol | ErrorKind::Internal => 13,
+            ErrorKind::NoEndpoints
+            | ErrorKind::ConnectRefused
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::ConnectFailed
+            | ErrorKind::UpstreamReset
+            | ErrorKind::RefusedStream
+            | ErrorKind::Overloaded
+            | ErrorKind::CircuitOpen
+            | ErrorKind::OverflowRequests
+            | ErrorKind::OverflowConnections
+            | ErrorKind::Draining => 14,
+        }
+    }
+
     /// The small JSON body the gateway answers with.
     pub fn json_body(self, detail: &str) -> String {
         let mut out = String::with_capacity(64 + detail.len());

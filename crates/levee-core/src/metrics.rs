@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 pub mod names {
     /// Requests answered, by route, cluster and status class.
     pub const REQUESTS: &str = "levee_requests_total";
+    /// gRPC calls that ended with a non-zero `grpc-status`, by route and code.
+    pub const GRPC_STATUS: &str = "levee_grpc_status_total";
     /// End-to-end request latency by route.
     pub const ROUTE_LATENCY: &str = "levee_request_duration_seconds";
     /// Upstream attempt latency by cluster.

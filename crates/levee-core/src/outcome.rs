@@ -10,6 +10,19 @@ pub enum Outcome {
     Response(u16),
     /// The gateway answered itself for this reason.
     Failed(ErrorKind),
+    /// A gRPC call the upstream ended with this non-zero `grpc-status`
+    /// (in trailers, or a trailers-only answer) under HTTP 200.
+    Grpc(u8),
+}
+
+/// gRPC status codes that are the server's failure, not the caller's:
+/// UNKNOWN (2), DEADLINE_EXCEEDED (4), INTERNAL (13), UNAVAILABLE (14) and
+/// DATA_LOSS (15). The others (CANCELLED, INVALID_ARGUMENT, NOT_FOUND,
+/// ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+/// FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED,
+/// UNAUTHENTICATED) answer what the caller asked, as a 4xx would.
+pub const fn is_grpc_server_failure(code: u8) -> bool {
+    matches!(code, 2 | 4 | 13 | 14 | 15)
 }
 
 impl Outcome {
@@ -18,6 +31,7 @@ impl Outcome {
         match self {
             Outcome::Response(s) => s,
             Outcome::Failed(kind) => kind.status().as_u16(),
+            Outcome::Grpc(_) => 200,
         }
     }
 
@@ -27,6 +41,7 @@ impl Outcome {
         match self {
             Outcome::Response(s) => s >= 500,
             Outcome::Failed(kind) => kind.side() != crate::Side::Downstream,
+            Outcome::Grpc(code) => is_grpc_server_failure(code),
         }
     }
 
@@ -38,7 +53,7 @@ impl Outcome {
     /// The gateway's reason, if it answered itself.
     pub fn error(self) -> Option<ErrorKind> {
         match self {
-            Outcome::Response(_) => None,
+            Outcome::Response(_) | Outcome::Grpc(_) => None,
             Outcome::Failed(kind) => Some(kind),
         }
     }
@@ -70,5 +85,10 @@ mod tests {
         assert!(!Outcome::Failed(ErrorKind::PayloadTooLarge).is_server_failure());
         assert_eq!(Outcome::Response(204).status_class_index(), 1);
         assert_eq!(Outcome::Failed(ErrorKind::UpstreamTimeout).status(), 504);
+        assert!(Outcome::Grpc(14).is_server_failure());
+        assert!(Outcome::Grpc(13).is_server_failure());
+        assert!(!Outcome::Grpc(5).is_server_failure());
+        assert!(!Outcome::Grpc(8).is_server_failure());
+        assert_eq!(Outcome::Grpc(2).status(), 200);
     }
 }

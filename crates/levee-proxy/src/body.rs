@@ -322,6 +322,14 @@ impl ProxyBody {
     }
 
     /// A body the gateway wrote itself.
+    /// No body at all (for HTTP/2, the head ends the stream: a gRPC
+    /// trailers-only answer).
+    pub fn empty() -> Self {
+        let mut body = Self::full(Bytes::new());
+        body.inner = Inner::Full(None);
+        body
+    }
+
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Self {
             inner: Inner::Full(Some(bytes.into())),
@@ -417,6 +425,10 @@ impl Body for ProxyBody {
                     if this.tee.as_mut().is_some_and(|t| !t.push(data)) {
                         this.tee = None;
                     }
+                } else if let (Some(trailers), Some(c)) =
+                    (frame.trailers_ref(), this.completion.as_mut())
+                {
+                    c.grpc_status = crate::record::grpc_status(trailers);
                 }
                 this.idle_progress();
             }

@@ -158,6 +158,27 @@ pub(crate) fn check_host<B>(req: &mut http::Request<B>) -> Result<(), &'static s
     }
 }
 
+/// Whether the request is a gRPC call (`application/grpc`, `+proto`, ...).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2): bytes outside
+/// printable ASCII, and `%`, become `%XX`.
+pub(crate) fn grpc_percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&REQUEST_ID) {
         if !v.is_empty() && v.len() <= 200 {

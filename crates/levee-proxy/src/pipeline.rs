@@ -38,6 +38,7 @@ pub(crate) async fn handle(
         req.version(),
     );
     done.request_id = Some(headers::ensure_request_id(req.headers_mut()));
+    done.grpc = headers::is_grpc(req.headers());
 
     // 1. Accept: protocol limits and framing. (The codec refuses heads over
     //    twice the limit on its own; between the two, the answer is made here.)
@@ -224,6 +225,10 @@ pub(crate) async fn handle(
     if let Some(id) = &done.request_id {
         resp.headers_mut().insert(REQUEST_ID, id.clone());
     }
+    if done.grpc {
+        // A trailers-only answer carries its status in the head.
+        done.grpc_status = crate::record::grpc_status(resp.headers());
+    }
 
     // 7. Record: when the response body ends.
     done.outcome = Outcome::Response(resp.status().as_u16());
@@ -280,20 +285,41 @@ fn check_declared_body_size<B>(req: &Request<B>, limit: u64) -> Result<(), Error
     }
 }
 
-/// The gateway's own answer: status, `levee-error` reason and a JSON body.
+/// The gateway's own answer: status, `levee-error` reason and a JSON body
+/// with a public message; for a gRPC caller, a trailers-only answer with
+/// `grpc-status` and `grpc-message` instead.
 pub(crate) fn error_response(
     kind: ErrorKind,
-    detail: &str,
+    message: &str,
     request_id: Option<&HeaderValue>,
+    grpc: bool,
 ) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(kind.json_body(detail)));
-    *resp.status_mut() = kind.status();
+    let mut resp = if grpc {
+        let mut resp = Response::new(ProxyBody::empty());
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(kind.grpc_status())),
+        );
+        if let Ok(v) = HeaderValue::from_str(&headers::grpc_percent_encode(message)) {
+            h.insert("grpc-message", v);
+        }
+        resp
+    } else {
+        let mut resp = Response::new(ProxyBody::full(kind.json_body(message)));
+        *resp.status_mut() = kind.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    };
     let h = resp.headers_mut();
     h.insert(LEVEE_ERROR, HeaderValue::from_static(kind.reason()));
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(id) = request_id {
         h.insert(REQUEST_ID, id.clone());
@@ -314,8 +340,26 @@ pub(crate) fn error_response(
     resp
 }
 
+/// Answers for the gateway: the client gets the reason and a public
+/// message; the full `detail` (addresses, library errors) goes to the log
+/// and the access log with the request id.
 fn reply_error(mut done: Completion, kind: ErrorKind, detail: &str) -> Response<ProxyBody> {
-    let mut resp = error_response(kind, detail, done.request_id.as_ref());
+    let message = if kind.detail_is_public() {
+        detail
+    } else {
+        kind.public_message()
+    };
+    let mut resp = error_response(kind, message, done.request_id.as_ref(), done.grpc);
+    if kind.side() != levee_core::Side::Downstream {
+        tracing::info!(
+            target: "levee::error",
+            reason = kind.reason(),
+            request_id = done.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            detail,
+            "answered for the upstream"
+        );
+    }
+    done.detail = Some(detail.to_string());
     done.outcome = Outcome::Failed(kind);
     resp.body_mut().attach(done);
     resp
@@ -406,8 +450,8 @@ async fn attempt_body(
     match declared {
         Some(n) if n <= replay_limit.min(limit) => {
             let collected = http_body_util::BodyExt::collect(body).await.map_err(|e| {
-                let e = crate::body::BodyError::from_downstream(e);
-                (e.kind(), e.to_string())
+                let kind = crate::body::BodyError::from_downstream(e).kind();
+                (kind, body_fault_detail(kind).to_string())
             })?;
             Ok(AttemptBody::Replay(collected.to_bytes()))
         }
@@ -419,6 +463,15 @@ async fn attempt_body(
             body: Some(body),
             capture: Some((Arc::default(), replay_limit.min(limit))),
         }),
+    }
+}
+
+/// Why a request body stopped on the client's side, in Levee's words.
+fn body_fault_detail(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::PayloadTooLarge => "request body exceeds the listener's max_request_body_bytes",
+        ErrorKind::BadRequest => "the request body's framing is invalid",
+        _ => "the client went away while sending the request body",
     }
 }
 
@@ -547,7 +600,7 @@ impl AttemptPlan<'_> {
         // failure, however the upstream reacted to it (an HTTP/2 upstream
         // sees only a reset stream).
         let result = match (result, body_fault.as_deref().and_then(|f| f.kind())) {
-            (Err((_, detail)), Some(kind)) => Err((kind, detail)),
+            (Err(_), Some(kind)) => Err((kind, body_fault_detail(kind).to_string())),
             (result, _) => result,
         };
         // The attempt's outcome feeds passive health (failures of the
@@ -980,10 +1033,10 @@ fn upstream_uri(
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         ),
     };
-    Uri::from_parts(parts).map_err(|e| {
+    Uri::from_parts(parts).map_err(|_| {
         (
             ErrorKind::BadRequest,
-            format!("invalid request target: {e}"),
+            "the request target is invalid".to_string(),
         )
     })
 }

@@ -408,7 +408,7 @@ fn sample_outcome(outcome: Option<Outcome>, shed_mark: bool) -> Option<SampleOut
     match outcome? {
         Outcome::Response(429 | 503 | 504) => Some(SampleOutcome::Dropped),
         Outcome::Response(500 | 501) => None,
-        Outcome::Response(_) => Some(SampleOutcome::Success),
+        Outcome::Response(_) | Outcome::Grpc(_) => Some(SampleOutcome::Success),
         Outcome::Failed(kind) if kind.side() == levee_core::Side::Downstream => None,
         Outcome::Failed(_) => Some(SampleOutcome::Dropped),
     }

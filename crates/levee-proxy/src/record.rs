@@ -35,6 +35,19 @@ pub(crate) struct Completion {
     /// Its place under the cluster's concurrency limit, given back with
     /// this record.
     pub(crate) admission: Option<crate::queue::Permit>,
+    /// A gRPC call (`content-type: application/grpc*`).
+    pub(crate) grpc: bool,
+    /// The upstream's `grpc-status`, from trailers or a trailers-only head.
+    pub(crate) grpc_status: Option<u8>,
+    /// What went wrong, in full, when the gateway answered itself: for the
+    /// log, never for the client.
+    pub(crate) detail: Option<String>,
+}
+
+/// The `grpc-status` in `headers`, if present and valid.
+pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
+    let v = headers.get("grpc-status")?.to_str().ok()?;
+    v.trim().parse().ok()
 }
 
 impl Completion {
@@ -67,6 +80,9 @@ impl Completion {
             tenant: None,
             priority: None,
             admission: None,
+            grpc: false,
+            grpc_status: None,
+            detail: None,
         }
     }
 
@@ -86,6 +102,13 @@ impl Drop for Completion {
         let end = Instant::now();
         let elapsed = end.duration_since(self.start);
         let nanos = elapsed.as_nanos() as u64;
+        // A gRPC call ended by a non-zero status counts as that status,
+        // not as the HTTP 200 it travelled in.
+        if let (Outcome::Response(200), Some(code)) = (self.outcome, self.grpc_status) {
+            if code != 0 {
+                self.outcome = Outcome::Grpc(code);
+            }
+        }
         let class = self.outcome.status_class_index();
         self.shared.metrics.in_flight.dec();
         self.conn.request_finished(self.shared.clock.nanos_at(end));
@@ -97,6 +120,21 @@ impl Drop for Completion {
             route.metrics.latency.observe_nanos(nanos);
             for slo in route.slos.iter() {
                 slo.record(self.outcome, nanos, self.tenant.as_deref());
+            }
+            if let Outcome::Grpc(code) = self.outcome {
+                // Only failed calls reach the registry (and its lock).
+                let code = code.to_string();
+                self.shared
+                    .registry
+                    .counter(
+                        levee_core::metrics::names::GRPC_STATUS,
+                        "gRPC calls ended with a non-zero grpc-status, by route and code.",
+                        &[
+                            ("route", route.config.name.as_str()),
+                            ("grpc_status", &code),
+                        ],
+                    )
+                    .inc();
             }
         }
         if let Some(kind) = self.outcome.error() {
@@ -123,6 +161,8 @@ impl Drop for Completion {
             bytes = self.bytes,
             request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(none),
             error = self.outcome.error().map_or(none, |k| k.reason()),
+            grpc_status = self.grpc_status.map_or(-1, i16::from),
+            detail = self.detail.as_deref().unwrap_or(none),
             complete = self.body_complete,
         );
     }

@@ -1750,7 +1750,7 @@ bucket = "1s"
     /// (an outage shows at once).
     #[tokio::test]
     async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
-        let e = SloEngine::new(None, config(), Arc::new(Registry::new())).unwrap();
+        let e = SloEngine::new(None, config(), Arc::new(Registry::new()), false).unwrap();
         e.configure(config()).await;
         for k in 0..60 {
             tier_second(&e, k, 10, 0).await;
@@ -1768,7 +1768,7 @@ bucket = "1s"
         assert_eq!(t.observed_seconds, 300.0);
 
         // Few requests over a long time: still no data.
-        let sparse = SloEngine::new(None, config(), Arc::new(Registry::new())).unwrap();
+        let sparse = SloEngine::new(None, config(), Arc::new(Registry::new()), false).unwrap();
         sparse.configure(config()).await;
         for k in 0..600 {
             tier_second(&sparse, k, u32::from(k % 10 == 0), 0).await;
@@ -1777,7 +1777,7 @@ bucket = "1s"
         assert_eq!((t.events, t.no_data, t.status), (60, true, "no_data"));
 
         // Failing from the start: an outage, data or not.
-        let failing = SloEngine::new(None, config(), Arc::new(Registry::new())).unwrap();
+        let failing = SloEngine::new(None, config(), Arc::new(Registry::new()), false).unwrap();
         failing.configure(config()).await;
         for k in 0..20 {
             tier_second(&failing, k, 1, 9).await;

@@ -65,6 +65,12 @@ impl UnaryService<HelloRequest> for Greet {
             if name == "missing" {
                 return Err(Status::not_found("no greeter named missing"));
             }
+            if name == "down" {
+                return Err(Status::unavailable("the greeter is down"));
+            }
+            if name == "slow" {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
             let mut resp = Response::new(HelloReply {
                 message: format!("hello, {name}"),
                 index: 0,
@@ -437,4 +443,155 @@ async fn bidirectional_stream_is_relayed_message_by_message() {
     );
 
     expect_requests_counted(&gw, "2xx").await;
+}
+
+/// A gateway in front of `greeter` with an availability SLO on its route,
+/// and a route that no gRPC method matches.
+async fn start_gateway_with_slo(greeter: SocketAddr) -> TestGateway {
+    TestGateway::start(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[runtime]
+access_log = false
+
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[routes]]
+name = "grpc"
+cluster = "greeter"
+match = {{ path = {{ prefix = "/levee.test." }} }}
+
+[[routes]]
+name = "gone"
+cluster = "nowhere"
+match = {{ path = {{ prefix = "/levee.gone." }} }}
+
+[[clusters]]
+name = "greeter"
+protocol = "http2"
+endpoints = ["{greeter}"]
+
+[[clusters]]
+name = "nowhere"
+protocol = "http2"
+endpoints = ["127.0.0.1:9"]
+
+[[slos]]
+name = "grpc-availability"
+sli = "availability"
+route = "grpc"
+objective = "99%"
+period = "1h"
+"#
+    ))
+    .await
+}
+
+async fn call_path(
+    grpc: &mut tonic::client::Grpc<Channel>,
+    path: &'static str,
+    req: Request<HelloRequest>,
+) -> Result<Response<HelloReply>, Status> {
+    within("unary call", async {
+        grpc.ready().await.expect("client ready");
+        grpc.unary(req, path.parse().expect("path"), codec()).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn levee_answers_grpc_callers_in_grpc() {
+    let gw = start_gateway_with_slo(start_greeter().await).await;
+    let mut grpc = client(&gw.url("public"));
+
+    // A passed deadline is DEADLINE_EXCEEDED, not a retryable UNAVAILABLE.
+    let mut req = Request::new(hello("slow", 0));
+    req.metadata_mut()
+        .insert("grpc-timeout", MetadataValue::from_static("200m"));
+    let status = unary(&mut grpc, req)
+        .await
+        .expect_err("the deadline passes");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("levee-error")
+            .map(|v| v.to_str().unwrap()),
+        Some("upstream_timeout")
+    );
+
+    // No route is UNIMPLEMENTED.
+    let status = call_path(
+        &mut grpc,
+        "/other.Service/Call",
+        Request::new(hello("x", 0)),
+    )
+    .await
+    .expect_err("no route");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // A refused connection is UNAVAILABLE, and says nothing of addresses
+    // or the OS error.
+    let status = call_path(
+        &mut grpc,
+        "/levee.gone.Service/Call",
+        Request::new(hello("x", 0)),
+    )
+    .await
+    .expect_err("the upstream is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!status.message().contains("127.0.0.1"), "{status:?}");
+    assert!(!status.message().contains("os error"), "{status:?}");
+    assert!(status.metadata().get("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn grpc_errors_in_trailers_count_as_the_failures_they_are() {
+    let gw = start_gateway_with_slo(start_greeter().await).await;
+    let mut grpc = client(&gw.url("public"));
+    assert!(unary(&mut grpc, Request::new(hello("ok", 0))).await.is_ok());
+    let down = unary(&mut grpc, Request::new(hello("down", 0))).await;
+    assert_eq!(down.expect_err("UNAVAILABLE").code(), Code::Unavailable);
+    let missing = unary(&mut grpc, Request::new(hello("missing", 0))).await;
+    assert_eq!(missing.expect_err("NOT_FOUND").code(), Code::NotFound);
+    // A stream that ends with an error after its messages: the status
+    // travels in trailers.
+    let mut stream = within("stream", async {
+        grpc.ready().await.unwrap();
+        grpc.server_streaming(
+            Request::new(hello("vanishing", 2)),
+            GREET_MANY.parse().unwrap(),
+            codec(),
+        )
+        .await
+    })
+    .await
+    .expect("stream starts")
+    .into_inner();
+    let mut last = None;
+    while let Some(item) = within("next", stream.next()).await {
+        if let Err(status) = item {
+            last = Some(status.code());
+        }
+    }
+    assert_eq!(last, Some(Code::NotFound));
+
+    let series =
+        |code: &str| format!(r#"levee_grpc_status_total{{route="grpc",grpc_status="{code}"}}"#);
+    eventually(LIMIT, "gRPC statuses counted", || async {
+        gw.metric(&series("14")) == 1.0 && gw.metric(&series("5")) == 2.0
+    })
+    .await;
+    // UNAVAILABLE is the server's failure; NOT_FOUND is the caller's.
+    gw.gateway.evaluate_slos().await;
+    let report = gw.gateway.slo_report();
+    let slo = report
+        .slos
+        .iter()
+        .find(|s| s.slo == "grpc-availability")
+        .expect("the SLO is reported");
+    assert_eq!((slo.events, slo.bad_events), (4, 1), "{slo:?}");
 }
