@@ -661,6 +661,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         d.choice(n, p, &["preserve", "endpoint"])
     });
     let host_rewrite = d.opt(&mut t, "host_rewrite", Decoder::string);
+    let stall_detection = d.opt(&mut t, "stall_detection", decode_stall_detection);
     d.finish(t);
     let endpoints = endpoints?;
     let hashing = matches!(
@@ -714,7 +715,28 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         locality: locality.unwrap_or_default(),
         concurrency,
         host_header,
+        stall_detection: stall_detection.unwrap_or(Some(StallDetection::default())),
     })
+}
+
+/// `stall_detection = false`, or `{ factor = 8, min = "50ms" }`.
+fn decode_stall_detection(
+    d: &mut Decoder<'_>,
+    n: &Node,
+    p: &str,
+) -> Option<Option<StallDetection>> {
+    if let Value::Bool(on) = &n.value {
+        return Some(on.then(StallDetection::default));
+    }
+    let mut t = d.table(n, p)?;
+    let factor = d.opt(&mut t, "factor", |d, n, p| number_in(d, n, p, 2.0, 1000.0));
+    let min = d.opt(&mut t, "min", Decoder::duration);
+    d.finish(t);
+    let default = StallDetection::default();
+    Some(Some(StallDetection {
+        factor: factor.map_or(default.factor, |f| f as u32),
+        min: min.unwrap_or(default.min),
+    }))
 }
 
 fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {

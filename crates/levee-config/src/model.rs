@@ -735,9 +735,33 @@ pub struct HeaderOps {
     pub remove: Vec<String>,
 }
 
+/// Stall detection: an endpoint with attempts in flight whose last answer
+/// (or start of work) is older than `factor` times the cluster's recent
+/// latency, and at least `min`, gets no new requests until it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StallDetection {
+    /// Multiples of the cluster's recent response-head latency.
+    pub factor: u32,
+    /// The shortest stall that counts, whatever the latency.
+    #[serde(serialize_with = "ser_duration")]
+    pub min: Duration,
+}
+
+impl Default for StallDetection {
+    fn default() -> Self {
+        Self {
+            factor: 8,
+            min: Duration::from_millis(50),
+        }
+    }
+}
+
 /// An upstream service.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cluster {
+    /// Endpoints that stop answering (frozen) stop getting new requests;
+    /// `None` when turned off (long-poll clusters).
+    pub stall_detection: Option<StallDetection>,
     /// Unique name.
     pub name: String,
     /// Where it runs.

@@ -20,6 +20,7 @@ pub mod outlier;
 pub mod ratelimit;
 pub mod retry;
 pub mod slow_start;
+pub mod stall;
 pub mod window;
 
 pub use balancer::{Algorithm, Balancer, EndpointLoad};

@@ -63,6 +63,9 @@ pub(crate) struct EndpointState {
     /// When it last came back into rotation (0: in it from the start);
     /// slow start ramps its weight from there.
     returned_at: AtomicU64,
+    /// Attempts awaiting an answer and its last progress: a frozen
+    /// endpoint stops getting new requests (`ClusterRuntime::pick`).
+    pub(crate) stall: levee_policy::stall::StallWatch,
 }
 
 impl EndpointState {
@@ -125,6 +128,7 @@ impl EndpointState {
             breaker_open: AtomicBool::new(false),
             priority: ep.priority,
             returned_at: AtomicU64::new(0),
+            stall: Default::default(),
         }
     }
 
@@ -228,6 +232,8 @@ pub(crate) struct ClusterRuntime {
     pub(crate) bulkheads: Bulkheads,
     /// The concurrency limit and admission queue, when configured.
     pub(crate) queue: Option<Arc<crate::queue::ClusterQueue>>,
+    /// Recent response-head latency, the yardstick of stalls.
+    recent_latency: levee_policy::stall::RecentLatency,
 }
 
 /// The outlier detector and the endpoints its indexes refer to.
@@ -354,6 +360,7 @@ impl ClusterRuntime {
             }),
             context,
             view: ArcSwap::from_pointee(view),
+            recent_latency: Default::default(),
             metrics,
             algorithm,
             failover: Mutex::new(failover),
@@ -430,6 +437,13 @@ impl ClusterRuntime {
         let view = self.view.load();
         let mut fallback = None;
         let mut refused = 0;
+        let stall_after = self.config.stall_detection.map(|s| {
+            levee_policy::stall::stall_threshold(
+                self.recent_latency.get(),
+                s.factor,
+                u64::try_from(s.min.as_nanos()).unwrap_or(u64::MAX),
+            )
+        });
         for draw in 0..6 {
             // The hash decides the first draw only: on a refusal the next
             // endpoints are drawn as the balancer likes. The first draws
@@ -449,6 +463,12 @@ impl ClusterRuntime {
             };
             let candidate = &group.candidates[i];
             if tried.iter().any(|t| Arc::ptr_eq(t, candidate)) {
+                fallback.get_or_insert_with(|| candidate.clone());
+                continue;
+            }
+            if stall_after.is_some_and(|t| candidate.stall.stalled(now, t)) {
+                // Frozen, by the look of its waiting requests: another
+                // endpoint, unless every draw finds a stalled one.
                 fallback.get_or_insert_with(|| candidate.clone());
                 continue;
             }
@@ -480,6 +500,9 @@ impl ClusterRuntime {
     /// Records a response head that took `rtt_ns` from `endpoint`.
     pub(crate) fn observe_latency(&self, endpoint: &EndpointState, rtt_ns: u64, now: Nanos) {
         endpoint.ewma.observe(rtt_ns, now, EWMA_DECAY_NS);
+        if self.config.stall_detection.is_some() {
+            self.recent_latency.observe(rtt_ns);
+        }
     }
 
     /// Now on this cluster's clock.

@@ -491,6 +491,31 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// One attempt awaiting its answer on an endpoint's stall watch; a
+/// cancelled attempt (a lost hedge, a client gone) counts as no answer.
+struct Awaiting<'a>(Option<&'a levee_policy::stall::StallWatch>);
+
+impl<'a> Awaiting<'a> {
+    fn new(watch: &'a levee_policy::stall::StallWatch, now: levee_core::Nanos) -> Self {
+        watch.started(now);
+        Self(Some(watch))
+    }
+
+    fn finish(mut self, now: levee_core::Nanos, answered: bool) {
+        if let Some(w) = self.0.take() {
+            w.finished(now, answered);
+        }
+    }
+}
+
+impl Drop for Awaiting<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.abandoned();
+        }
+    }
+}
+
 /// A response head with the HTTP/1.1 connection its body still needs.
 type Sent = (Response<Incoming>, Option<Http1Conn>);
 
@@ -576,6 +601,7 @@ impl AttemptPlan<'_> {
         // cancelled: a lost hedge, a client that left); the response body's
         // time is counted by the request's record.
         let counted = InFlight::new(&endpoint.in_flight);
+        let awaiting = Awaiting::new(&endpoint.stall, cluster.nanos_at(sent));
         let admitted = cluster.queue.as_ref().map_or(0, |q| q.in_flight());
         let send = cluster.transport.send(
             endpoint.addr,
@@ -616,6 +642,12 @@ impl AttemptPlan<'_> {
         let finished = Instant::now();
         let rtt = finished.duration_since(sent);
         let now = cluster.nanos_at(finished);
+        // A timeout is no sign of life; an answer or a quick refusal is.
+        let answered = !matches!(
+            &result,
+            Err((ErrorKind::UpstreamTimeout | ErrorKind::ConnectTimeout, _))
+        );
+        awaiting.finish(now, answered);
         if let Some(outcome) = outcome {
             cluster.record_outcome(&endpoint, outcome, rtt, now);
         }

@@ -208,6 +208,7 @@ async fn on_new_connection(addr: SocketAddr) -> Result<http::Response<Bytes>, (b
             .map_err(|e| (false, format!("handshake: {e}")))?;
     tokio::spawn(conn);
     let req = http::Request::get(format!("http://{addr}/"))
+        .header("host", addr.to_string())
         .header("connection", "close")
         .body(Empty::<Bytes>::new())
         .unwrap();

@@ -8,6 +8,7 @@ mod deadlines;
 mod degradation;
 mod drain;
 mod errors;
+mod freeze;
 mod health;
 mod limits;
 mod locality;
