@@ -227,11 +227,7 @@ async fn unary(
     grpc: &mut tonic::client::Grpc<Channel>,
     req: Request<HelloRequest>,
 ) -> Result<Response<HelloReply>, Status> {
-    within("unary call", async {
-        grpc.ready().await.expect("client ready");
-        grpc.unary(req, GREET.parse().expect("path"), codec()).await
-    })
-    .await
+    call_path(grpc, GREET, req).await
 }
 
 async fn expect_requests_counted(gw: &TestGateway, code: &str) {

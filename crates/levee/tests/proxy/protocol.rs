@@ -29,6 +29,24 @@ endpoints = ["{upstream}"]
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`.
+async fn h2_connection<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 #[tokio::test]
 async fn invalid_chunked_bodies_get_400_and_the_connection_closes() {
     let up = FakeUpstream::builder("u")
@@ -78,16 +96,7 @@ async fn an_oversized_streamed_http2_body_to_an_http2_upstream_gets_413() {
         .await;
     let listener = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\nlimits = { max_request_body_bytes = \"1MiB\" }\n";
     let gw = TestGateway::start(&config(up.addr(), "protocol = \"http2\"", listener)).await;
-    let stream = tokio::net::TcpStream::connect(gw.addr("public"))
-        .await
-        .unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_connection(gw.addr("public")).await;
     // 3 MiB in 64 KiB frames, with no content-length.
     let (mut tx, body) =
         http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
@@ -172,14 +181,7 @@ async fn the_request_target_authority_wins_over_host() {
     );
 
     // HTTP/2: `:authority` wins over a `host` header.
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_connection(addr).await;
     let req = http::Request::get("http://a.example/x")
         .header("host", "b.example")
         .body(http_body_util::Empty::<Bytes>::new())
