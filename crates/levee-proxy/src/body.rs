@@ -187,8 +187,9 @@ impl UpstreamBody {
     /// The client's body, failing once more than `limit` bytes arrive.
     pub(crate) fn limited(inner: Incoming, limit: u64) -> Self {
         Self {
+            // Only a body that can still fail needs somewhere to say so.
+            fault: (!inner.is_end_stream()).then(Arc::default),
             inner: Some(inner),
-            fault: Some(Arc::default()),
             limit,
             seen: 0,
             replay: None,
