@@ -80,7 +80,7 @@ async fn availability_events(admin: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_banner_lists_every_page_and_the_failing_replica_burns_the_budget() {
-    let (levee, banner) = demo(&[], "pages");
+    let (mut levee, banner) = demo(&[], "pages");
     let listed = urls(&banner);
     let admin = admin_base(&listed);
     for page in PAGES {
@@ -196,7 +196,7 @@ async fn without_traffic_it_stays_quiet_and_a_store_file_keeps_its_history() {
     let dir = scratch_dir("demo", "store");
     let db = dir.join("demo.db");
     let db_arg = db.to_str().unwrap().to_string();
-    let (levee, banner) = demo(&["--no-traffic", "--store", &db_arg], "quiet");
+    let (mut levee, banner) = demo(&["--no-traffic", "--store", &db_arg], "quiet");
     let text = banner.join("\n");
     assert!(text.contains("No background traffic"), "{text}");
     assert!(

@@ -9,80 +9,35 @@ mod common;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use levee_testkit::{eventually, FakeUpstream};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A `levee` process whose output lines are collected.
-struct Levee {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Levee {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Levee(common::Spawned);
 
 impl Levee {
     fn start(args: &[&str], cwd: &Path) -> Levee {
-        let mut child = common::command(common::LEVEE, args, cwd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn levee");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Levee {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+        Levee(common::Spawned::levee(args, cwd))
     }
 
     /// The first line (from now on) containing `needle`, within 30 s.
     fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        }
-        panic!("levee never printed {needle:?}:\n{}", self.output());
+        let mut lines = self.0.lines_until(needle, Duration::from_secs(30));
+        lines.pop().expect("the line found")
     }
 
     fn output(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
+        self.0.output()
     }
 
     /// The exit status, within 30 s.
     fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.0.process().try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -95,12 +50,12 @@ impl Levee {
     }
 
     fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.0.process().try_wait().unwrap().is_none()
     }
 
     fn terminate(&mut self) {
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.0.process().id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());

@@ -209,7 +209,15 @@ impl Spawned {
     }
 
     /// The output so far, for assertion messages.
-    pub(crate) fn output(&self) -> String {
+    pub(crate) fn output(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
         self.seen.join("\n")
+    }
+
+    /// The process, to signal it or wait for its exit.
+    pub(crate) fn process(&mut self) -> &mut std::process::Child {
+        &mut self.child
     }
 }
