@@ -1,7 +1,8 @@
 //! Levee's admin API: Prometheus metrics, liveness and readiness, the
 //! effective config (secrets redacted), cluster and listener state, reload,
-//! SLOs, incidents, capacity and the status page. It reads the proxy only
-//! through [`levee_proxy::Gateway`]'s published state.
+//! SLOs, incidents, capacity and the status page. It reads the data plane
+//! only through [`levee_proxy::Gateway`]'s published state and the control
+//! plane only through [`levee_control::Control`]'s.
 //!
 //! Security: loopback by default; when a token is configured every endpoint
 //! but `/healthz`, `/readyz` (probes) and the status page (`/status`,
@@ -19,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use levee_config::Secret;
+use levee_control::Control;
 use levee_proxy::{ApplyError, Gateway};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -27,13 +29,16 @@ use std::sync::Arc;
 #[derive(Clone)]
 struct AdminState {
     gateway: Gateway,
+    control: Control,
     token: Option<Arc<Secret>>,
 }
 
-/// The admin router for `gateway`, requiring `token` when given.
-pub fn router(gateway: Gateway, token: Option<Secret>) -> Router {
+/// The admin router for `gateway` and its `control` plane, requiring
+/// `token` when given.
+pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Router {
     let state = AdminState {
         gateway,
+        control,
         token: token.map(Arc::new),
     };
     let protected = Router::new()
@@ -65,12 +70,13 @@ pub fn router(gateway: Gateway, token: Option<Secret>) -> Router {
 /// Returns the bound address (the real port when 0 was asked for).
 pub async fn serve(
     gateway: Gateway,
+    control: Control,
     addr: SocketAddr,
     token: Option<Secret>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    serve_on(gateway, listener, token, shutdown)
+    serve_on(gateway, control, listener, token, shutdown)
 }
 
 /// Serves the admin API on `listener` (bound here, or handed over by a
@@ -78,12 +84,13 @@ pub async fn serve(
 /// accepting at once. Returns the bound address.
 pub fn serve_on(
     gateway: Gateway,
+    control: Control,
     listener: tokio::net::TcpListener,
     token: Option<Secret>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let bound = listener.local_addr()?;
-    let app = router(gateway, token);
+    let app = router(gateway, control, token);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -160,7 +167,7 @@ async fn listeners(State(state): State<AdminState>) -> Response {
 }
 
 async fn slos(State(state): State<AdminState>) -> Response {
-    let report = state.gateway.slo_report();
+    let report = state.control.slo_report();
     Json(json!({
         "evaluated_at": report.evaluated_at,
         "slos": report.slos,
@@ -169,7 +176,7 @@ async fn slos(State(state): State<AdminState>) -> Response {
 }
 
 async fn incidents(State(state): State<AdminState>) -> Response {
-    let report = state.gateway.slo_report();
+    let report = state.control.slo_report();
     Json(json!({
         "incidents": report.incidents,
         "mttd": report.mttd,
@@ -183,12 +190,12 @@ async fn capacity(State(state): State<AdminState>) -> Response {
 }
 
 async fn status_json(State(state): State<AdminState>) -> Response {
-    let page = status::StatusPage::of(&state.gateway);
+    let page = status::StatusPage::of(&state.control, &state.gateway);
     Json(page).into_response()
 }
 
 async fn status_html(State(state): State<AdminState>) -> Response {
-    let page = status::StatusPage::of(&state.gateway);
+    let page = status::StatusPage::of(&state.control, &state.gateway);
     (
         [
             (

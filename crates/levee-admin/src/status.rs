@@ -8,10 +8,11 @@
 //! id; budgets stop at zero ("budget exhausted"), never below; times and
 //! durations read as "3 Dec 2026, 14:05 UTC" and "1 h 4 min"; and a tier
 //! with too little traffic for an uptime figure says "No data yet" (the
-//! rule is the engine's, see [`levee_proxy::slo_engine::TIER_MIN_EVENTS`]).
+//! rule is the engine's, see [`levee_control::slo::TIER_MIN_EVENTS`]).
 
 use levee_config::{Config, Slo, Tier};
-use levee_proxy::slo_engine::{IncidentStatus, SloReport, TierStatus};
+use levee_control::slo::{IncidentStatus, SloReport, TierStatus};
+use levee_control::Control;
 use levee_proxy::Gateway;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -105,8 +106,8 @@ struct PublicIncident {
 }
 
 impl StatusPage {
-    pub(crate) fn of(gateway: &Gateway) -> Self {
-        Self::build(&gateway.slo_report(), &gateway.config())
+    pub(crate) fn of(control: &Control, gateway: &Gateway) -> Self {
+        Self::build(&control.slo_report(), &gateway.config())
     }
 
     /// The page for `report` under `config`.
@@ -437,7 +438,7 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use levee_proxy::slo_engine::BudgetStatus;
+    use levee_control::slo::BudgetStatus;
 
     #[test]
     fn escapes_markup() {

@@ -1,8 +1,125 @@
 //! Levee's control plane: the background loops that read what the data
 //! plane (`levee-proxy`) measures and act on it. Today that is the SLO
-//! evaluation loop with its incidents, report and alert webhooks, and the
-//! state store they persist to; rollouts and experiments will live beside
-//! it. The data plane never depends on this crate: the binary wires the two
-//! together.
+//! engine ([`slo`]: evaluation, incidents, the report) with its alert
+//! webhooks (`notify`) and the state store it persists to ([`store`]);
+//! rollouts and experiments will live beside it. The data plane never
+//! depends on this crate: [`start`] wires the two together, and the loops
+//! reach the data plane only through the contract in
+//! `levee_proxy::control` (published state to read, knobs to turn, a
+//! commit hook on reload).
 
+mod notify;
 pub mod policy;
+pub mod slo;
+pub mod store;
+
+use levee_config::Config;
+use levee_core::metrics::Registry;
+use levee_proxy::handover::InheritedSockets;
+use levee_proxy::slo::SloCounters;
+use levee_proxy::{ApplyError, Gateway};
+use slo::{SloEngine, SloReport};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why Levee could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data plane could not start (invalid config, bind, TLS...).
+    #[error(transparent)]
+    Gateway(#[from] ApplyError),
+    /// The state store cannot be opened or read.
+    #[error("store: {message}")]
+    Store {
+        /// What is wrong, with the file's path.
+        message: String,
+    },
+}
+
+/// How [`start`] starts: from scratch, or as the successor in a handover.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// Listening sockets from the predecessor (see `levee_proxy::handover`).
+    pub inherited: InheritedSockets,
+    /// The SLO engine loads the store (and starts evaluating) only once
+    /// this resolves: when the predecessor has written its last events.
+    /// Until then the data plane counts in memory.
+    pub slo_store_after: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// The control plane of one gateway: its loops and what they publish.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Control {
+    slo: Arc<SloEngine>,
+}
+
+impl Control {
+    /// SLOs, incidents and tier uptime as of the last evaluation.
+    pub fn slo_report(&self) -> Arc<SloReport> {
+        self.slo.report()
+    }
+
+    /// Evaluates SLOs now (folding in every event so far) and persists the
+    /// result; the loop does this on its own every `evaluate_every`.
+    pub async fn evaluate_slos(&self) {
+        self.slo.flush_now(slo::unix_nanos()).await;
+    }
+
+    /// Where the SLO state is kept, for logs.
+    pub fn store_label(&self) -> &str {
+        self.slo.store_label()
+    }
+}
+
+/// Starts a gateway with its control loops: opens the state store, starts
+/// the data plane with the SLO counters the engine drains, and runs the
+/// evaluation loop until the gateway drains.
+pub async fn start(
+    config: Config,
+    config_path: Option<PathBuf>,
+    registry: Arc<Registry>,
+    options: StartOptions,
+) -> Result<(Gateway, Control), StartError> {
+    let store = store::open_store(&config, config_path.as_deref())
+        .map_err(|message| StartError::Store { message })?;
+    let deferred = options.slo_store_after.is_some();
+    let counters = Arc::new(SloCounters::default());
+    let engine = SloEngine::new(
+        store,
+        counters.clone(),
+        Arc::new(config.clone()),
+        registry.clone(),
+        deferred,
+    )
+    .map_err(|message| StartError::Store { message })?;
+    tracing::info!(
+        store = engine.store_label(),
+        deferred,
+        "SLO state store opened"
+    );
+    let engine = Arc::new(engine);
+    let gateway = Gateway::start_with(
+        config,
+        config_path,
+        registry,
+        levee_proxy::StartOptions {
+            inherited: options.inherited,
+            slo_counters: counters,
+            control: Some(engine.clone()),
+        },
+    )
+    .await?;
+    let weak = Arc::downgrade(&engine);
+    let drain = gateway.drain_signal();
+    let store_after = options.slo_store_after;
+    tokio::spawn(async move {
+        if let Some(after) = store_after {
+            let _ = after.await;
+            let Some(engine) = weak.upgrade() else { return };
+            engine.load_deferred().await;
+        }
+        slo::run(weak, drain).await;
+    });
+    Ok((gateway, Control { slo: engine }))
+}

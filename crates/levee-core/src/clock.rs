@@ -2,9 +2,10 @@
 //! from a clock that can be real or virtual, so that every algorithm can be
 //! tested on exact, instant virtual time.
 
+use crate::time::{self, Instant};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Nanoseconds since the clock's own epoch. Only differences are meaningful.
 pub type Nanos = u64;
@@ -15,7 +16,8 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Nanos;
 }
 
-/// The real monotonic clock, counting from its creation.
+/// The real monotonic clock (paused and advanced with tokio's test time),
+/// counting from its creation.
 #[derive(Debug, Clone, Copy)]
 pub struct MonotonicClock {
     epoch: Instant,
@@ -24,9 +26,7 @@ pub struct MonotonicClock {
 impl MonotonicClock {
     /// A clock whose epoch is now.
     pub fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-        }
+        Self { epoch: time::now() }
     }
 
     /// Nanoseconds between the epoch and `instant` (zero if before).
@@ -43,7 +43,7 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now(&self) -> Nanos {
-        self.epoch.elapsed().as_nanos() as Nanos
+        time::now().saturating_duration_since(self.epoch).as_nanos() as Nanos
     }
 }
 

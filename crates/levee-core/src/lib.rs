@@ -2,7 +2,8 @@
 //! classification of a finished attempt, the clock abstraction, request ids,
 //! lock-free metric primitives and the metric names.
 //!
-//! Nothing here does I/O, so every crate above can depend on it.
+//! Nothing here does I/O, so every crate above can depend on it. Time is
+//! read through [`time`] alone, so tests can stop it.
 
 pub mod auth;
 pub mod clock;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod ids;
 pub mod metrics;
 pub mod outcome;
+pub mod time;
 
 pub use clock::{Clock, ManualClock, MonotonicClock, Nanos};
 pub use error::{ErrorKind, Side};

@@ -8,10 +8,10 @@
 use crate::cluster::ClusterRuntime;
 use levee_config::Capacity as Thresholds;
 use levee_core::metrics::{names, FloatGauge, Registry};
+use levee_core::time::Instant;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Capacity as of the last sample.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -511,7 +511,7 @@ impl ClusterRuntime {
     }
 
     /// `instant` on this cluster's clock (one clock read serves several uses).
-    pub(crate) fn nanos_at(&self, instant: std::time::Instant) -> Nanos {
+    pub(crate) fn nanos_at(&self, instant: levee_core::time::Instant) -> Nanos {
         self.clock.nanos_at(instant)
     }
 

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Why the gateway could not start or apply a config.
@@ -55,12 +55,6 @@ pub enum ApplyError {
         /// Listener name.
         name: String,
         /// What is wrong.
-        message: String,
-    },
-    /// The state store cannot be opened or read.
-    #[error("store: {message}")]
-    Store {
-        /// What is wrong, with the file's path.
         message: String,
     },
 }
@@ -102,8 +96,10 @@ pub(crate) struct Shared {
     rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
     /// The Redis client for global limits, kept while its settings are.
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
-    /// SLO counters, evaluation, incidents and their store.
-    pub(crate) slo: Arc<crate::slo_engine::SloEngine>,
+    /// The SLO counters requests feed; a control loop drains them.
+    slo_counters: Arc<crate::slo::SloCounters>,
+    /// The control loops that take each committed config.
+    control: Option<Arc<dyn crate::control::ControlPlane>>,
     /// Capacity utilisation as last sampled.
     capacity: ArcSwap<crate::capacity::CapacityReport>,
     /// Listening sockets a predecessor handed over, until listeners claim them.
@@ -130,53 +126,17 @@ impl Shared {
 }
 
 /// How [`Gateway::start_with`] starts: from scratch, or as the successor
-/// in a handover (see [`crate::handover`]).
+/// in a handover (see [`crate::handover`]), and with which control loops.
 #[derive(Debug, Default)]
 pub struct StartOptions {
     /// Listening sockets from the predecessor, used instead of binding the
     /// same addresses; those the config no longer names are closed.
     pub inherited: crate::handover::InheritedSockets,
-    /// The SLO engine loads the store (and starts evaluating) only once
-    /// this resolves: when the predecessor has written its last events.
-    /// Until then the data plane counts in memory.
-    pub slo_store_after: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-/// The state store's file: `store.path` relative to the config file's
-/// directory; `None` (memory only) for `:memory:`, or for a relative path
-/// when the config came from no file (embedded use and tests).
-pub fn store_path(config: &Config, config_path: Option<&Path>) -> Option<PathBuf> {
-    let path = config.store.path.as_ref()?;
-    if path.is_absolute() {
-        return Some(path.clone());
-    }
-    let dir = config_path?.parent()?;
-    Some(if dir.as_os_str().is_empty() {
-        path.clone()
-    } else {
-        dir.join(path)
-    })
-}
-
-/// Opens the configured store (see [`store_path`]).
-fn open_store(
-    config: &Config,
-    config_path: Option<&Path>,
-) -> Result<Option<Box<dyn levee_store::Store>>, ApplyError> {
-    let Some(path) = store_path(config, config_path) else {
-        return Ok(None);
-    };
-    levee_store::SqliteStore::open(&path)
-        .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))
-        .map_err(|e| ApplyError::Store {
-            message: e.to_string(),
-        })
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    /// The SLO counters to feed (shared with the loop that drains them);
+    /// a fresh set when not given.
+    pub slo_counters: Arc<crate::slo::SloCounters>,
+    /// The control loops each reload commits its config to.
+    pub control: Option<Arc<dyn crate::control::ControlPlane>>,
 }
 
 /// A running gateway. Cheap to clone.
@@ -300,23 +260,9 @@ impl Gateway {
         options: StartOptions,
     ) -> Result<Gateway, ApplyError> {
         let (drain, _) = watch::channel(false);
-        let store = open_store(&config, config_path.as_deref())?;
-        let deferred = options.slo_store_after.is_some();
-        let slo = crate::slo_engine::SloEngine::new(
-            store,
-            Arc::new(config.clone()),
-            registry.clone(),
-            deferred,
-        )
-        .map_err(|message| ApplyError::Store { message })?;
-        tracing::info!(
-            store = slo.store_label(),
-            deferred,
-            "SLO state store opened"
-        );
-        let slo = Arc::new(slo);
         let shared = Arc::new(Shared {
-            slo: slo.clone(),
+            slo_counters: options.slo_counters,
+            control: options.control,
             metrics: GatewayMetrics::new(&registry),
             pressure: crate::pressure::Pressure::new(&registry),
             access_log: AtomicBool::new(config.runtime.access_log),
@@ -344,23 +290,6 @@ impl Gateway {
         applied?;
         tokio::spawn(pressure_loop(Arc::downgrade(&gateway.shared)));
         tokio::spawn(capacity_loop(Arc::downgrade(&gateway.shared)));
-        let weak = Arc::downgrade(&gateway.shared);
-        let engine = Arc::downgrade(&slo);
-        let drain = gateway.shared.drain_signal();
-        let store_after = options.slo_store_after;
-        tokio::spawn(async move {
-            if let Some(after) = store_after {
-                let _ = after.await;
-                let Some(slo) = engine.upgrade() else { return };
-                slo.load_deferred().await;
-            }
-            crate::slo_engine::run(engine, drain, move || {
-                weak.upgrade().map_or(Duration::from_secs(10), |s| {
-                    s.config.load().alerting.evaluate_every
-                })
-            })
-            .await;
-        });
         Ok(gateway)
     }
 
@@ -456,7 +385,7 @@ impl Gateway {
 
         // SLOs: counters and bindings for each route (the engine takes the
         // new objectives only at the commit below).
-        let slo_bindings = shared.slo.counters.bind(&config);
+        let slo_bindings = shared.slo_counters.bind(&config);
 
         // Listener configs (TLS acceptors and routers), built before any swap.
         let mut listener_configs = Vec::new();
@@ -555,7 +484,10 @@ impl Gateway {
         }
         *lock(&shared.global) = global;
         *lock(&shared.rate_limits) = limits;
-        shared.slo.configure(Arc::new(config.clone())).await;
+        let config = Arc::new(config);
+        if let Some(control) = &shared.control {
+            control.commit(&config).await;
+        }
         for (listener, lc) in to_update {
             listener.current.store(Arc::new(lc));
         }
@@ -569,8 +501,8 @@ impl Gateway {
         shared
             .access_log
             .store(config.runtime.access_log, Ordering::Relaxed);
-        shared.config.store(Arc::new(config));
-        let now = unix_now();
+        shared.config.store(config);
+        let now = levee_core::time::unix_secs();
         shared.metrics.last_reload.set(now as i64);
         shared.metrics.last_reload_errors.set(0);
         Ok(())
@@ -609,7 +541,7 @@ impl Gateway {
     fn record_reload(&self, result: &Result<(), ApplyError>) {
         let m = &self.shared.metrics;
         let mut status = lock(&self.shared.reload_status);
-        let now = unix_now();
+        let now = levee_core::time::unix_secs();
         status.last_attempt_unix = Some(now);
         match result {
             Ok(()) => {
@@ -701,15 +633,14 @@ impl Gateway {
             l.stop_accepting();
         }
         self.shared.drain.send_replace(true);
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = levee_core::time::now() + timeout;
         loop {
             let open: usize = listeners.iter().map(|l| l.active_connections()).sum();
-            if open == 0 || tokio::time::Instant::now() >= deadline {
-                // The last events, alert states and incidents, persisted.
-                self.shared
-                    .slo
-                    .flush_now(crate::slo_engine::unix_nanos())
-                    .await;
+            if open == 0 || levee_core::time::now() >= deadline {
+                // The control loops persist what a restart must not lose.
+                if let Some(control) = &self.shared.control {
+                    control.drained().await;
+                }
                 return open;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -739,18 +670,14 @@ impl Gateway {
         self.shared.capacity.load_full()
     }
 
-    /// SLOs, incidents and tier uptime as of the last evaluation.
-    pub fn slo_report(&self) -> Arc<crate::slo_engine::SloReport> {
-        self.shared.slo.report()
+    /// The SLO counters requests feed, for the loop that drains them.
+    pub fn slo_counters(&self) -> &Arc<crate::slo::SloCounters> {
+        &self.shared.slo_counters
     }
 
-    /// Evaluates SLOs now (folding in every event so far) and persists the
-    /// result; the loop does this on its own every `evaluate_every`.
-    pub async fn evaluate_slos(&self) {
-        self.shared
-            .slo
-            .flush_now(crate::slo_engine::unix_nanos())
-            .await;
+    /// Turns true when draining begins.
+    pub fn drain_signal(&self) -> watch::Receiver<bool> {
+        self.shared.drain_signal()
     }
 
     /// False once draining has begun.

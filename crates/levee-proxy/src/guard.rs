@@ -6,11 +6,12 @@
 
 use levee_config::{BreakerSettings, ClusterLimits};
 use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::time::Instant;
 use levee_core::{ErrorKind, Nanos, Outcome};
 use levee_policy::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Metric names owned by this module.
@@ -215,7 +216,7 @@ impl Bulkheads {
             ));
         }
         self.pending_gauge.inc();
-        let waited = tokio::time::timeout_at(wait_until.into(), sem.clone().acquire_owned()).await;
+        let waited = tokio::time::timeout_at(wait_until, sem.clone().acquire_owned()).await;
         self.pending.fetch_sub(1, Ordering::AcqRel);
         self.pending_gauge.dec();
         match waited {

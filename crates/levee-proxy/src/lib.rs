@@ -9,6 +9,7 @@ mod admit;
 mod body;
 pub mod capacity;
 mod cluster;
+pub mod control;
 mod degrade;
 mod gateway;
 mod global;
@@ -18,23 +19,22 @@ mod headers;
 mod hedge;
 mod listener;
 mod metrics;
-mod notify;
 pub mod pipeline;
 mod pressure;
 mod queue;
 mod record;
 mod retry;
 mod router;
-mod slo;
-pub mod slo_engine;
+pub mod slo;
 mod tenant;
 mod tls;
 mod upstream;
 mod view;
 
 pub use body::{BodyError, ProxyBody, UpstreamBody};
+pub use control::{ControlPlane, Knob};
 pub use gateway::{
-    store_path, ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
+    ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
     ReloadStatus, StartOptions,
 };
 pub use headers::LEVEE_ERROR;

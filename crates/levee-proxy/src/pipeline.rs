@@ -19,7 +19,7 @@ use levee_core::{deadline, ErrorKind, Outcome};
 use levee_policy::hash::hash64;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use levee_core::time::Instant;
 
 /// Serves one request.
 pub(crate) async fn handle(
@@ -255,9 +255,7 @@ fn request_priority(route: &CompiledRoute, headers: &http::HeaderMap) -> levee_c
 /// Seconds since the Unix epoch, for token expiry (read only when a JWT is
 /// checked).
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    levee_core::time::unix_secs()
 }
 
 /// The size of the request head as sent: request line and header lines.
@@ -714,7 +712,7 @@ impl AttemptPlan<'_> {
                 () = &mut timer, if hedges_left > 0 => {
                     hedges_left -= 1;
                     let now = Instant::now();
-                    timer.as_mut().reset((now + delay).into());
+                    timer.as_mut().reset(now + delay);
                     let Some(slot) = cluster.bulkheads.try_retry() else { continue };
                     let Some(budget) = retry.withdraw(cluster.nanos_at(now)) else { continue };
                     let Ok(endpoint) = cluster.pick_other(cluster.nanos_at(now), tried) else { continue };

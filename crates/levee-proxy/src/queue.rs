@@ -12,6 +12,7 @@
 
 use levee_config::{Concurrency, ConcurrencyAlgorithm, Priority};
 use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::time::Instant;
 use levee_core::{Clock, ErrorKind, MonotonicClock, Outcome};
 use levee_policy::admission::{
     AdmissionConfig, AdmissionQueue, ClassConfig, ClassId, RejectReason, TenantId, Ticket, Verdict,
@@ -22,7 +23,7 @@ use levee_policy::concurrency::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What a waiter learns: run, or why it was shed.

@@ -7,9 +7,9 @@ use crate::cluster::{ClusterRuntime, EndpointState};
 use crate::gateway::Shared;
 use crate::listener::ConnInfo;
 use crate::router::CompiledRoute;
+use levee_core::time::Instant;
 use levee_core::{ErrorKind, Outcome};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Everything known about a request by the time its response is sent.
 #[derive(Debug)]

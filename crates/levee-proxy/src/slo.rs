@@ -1,8 +1,9 @@
 //! The data-plane side of SLOs (step 7): per-objective event counters fed
 //! by each request's one outcome, and the bindings that say which counters
 //! a route feeds. Recording is one relaxed atomic add per SLO that covers
-//! the request; the evaluation loop ([`crate::slo_engine`]) drains the
-//! counters into buckets every tick.
+//! the request; the evaluation loop (`levee-control`) drains the counters
+//! into buckets every tick. The counters are the SLO state the data plane
+//! publishes; this module is all of SLOs that sits on the request path.
 
 use levee_config::{Config, Route, Sli, SloScope, Tier};
 use levee_core::{ErrorKind, Outcome};
@@ -15,21 +16,22 @@ use std::sync::{Arc, Mutex};
 /// swap drains both consistently. Four billion events per tick is far
 /// beyond any gateway.
 #[derive(Debug, Default)]
-pub(crate) struct SloCounter {
+pub struct SloCounter {
     pending: AtomicU64,
 }
 
 const ONE_EVENT: u64 = 1 << 32;
 
 impl SloCounter {
+    /// Counts one event.
     #[inline]
-    pub(crate) fn record(&self, good: bool) {
+    pub fn record(&self, good: bool) {
         self.pending
             .fetch_add(ONE_EVENT | u64::from(good), Ordering::Relaxed);
     }
 
     /// Takes the events recorded since the last drain: `(good, total)`.
-    pub(crate) fn drain(&self) -> (u64, u64) {
+    pub fn drain(&self) -> (u64, u64) {
         let v = self.pending.swap(0, Ordering::Relaxed);
         (v & 0xffff_ffff, v >> 32)
     }
@@ -80,7 +82,7 @@ impl SloBinding {
 }
 
 /// The id of the implicit availability series of a tier (status page).
-pub(crate) fn tier_series_id(tier: Tier) -> &'static str {
+pub fn tier_series_id(tier: Tier) -> &'static str {
     match tier {
         Tier::Core => "tier:core",
         Tier::Optional => "tier:optional",
@@ -90,13 +92,13 @@ pub(crate) fn tier_series_id(tier: Tier) -> &'static str {
 /// The counters of every SLO objective, kept by id across reloads so a
 /// reload loses no events.
 #[derive(Debug, Default)]
-pub(crate) struct SloCounters {
+pub struct SloCounters {
     by_id: Mutex<HashMap<String, Arc<SloCounter>>>,
 }
 
 impl SloCounters {
     /// The counter of `id`, created on first use.
-    pub(crate) fn get(&self, id: &str) -> Arc<SloCounter> {
+    pub fn get(&self, id: &str) -> Arc<SloCounter> {
         let mut map = self.by_id.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(id.to_string()).or_default().clone()
     }

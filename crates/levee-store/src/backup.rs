@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::checksum::{digest, Digest};
 use crate::error::{io, sql, StoreError};
@@ -467,9 +467,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    levee_core::time::unix_nanos()
 }
 
 /// A file this module created, removed (with SQLite's side files) when

@@ -17,9 +17,12 @@ pub use client::{Client, Reply as ClientReply};
 pub use redis::RedisServer;
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Reply};
 
+use levee_control::Control;
+use levee_core::metrics::Registry;
 use levee_proxy::Gateway;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Polls `check` until it returns true, failing the test after `timeout`.
@@ -44,6 +47,8 @@ where
 pub struct TestGateway {
     /// The gateway handle.
     pub gateway: Gateway,
+    /// Its control plane (SLO engine).
+    pub control: Control,
     /// The admin API's bound address.
     pub admin: SocketAddr,
     /// The config file, when built from one.
@@ -77,17 +82,29 @@ impl TestGateway {
     ) -> TestGateway {
         let admin_addr = config.admin.listen;
         let token = config.admin.token.clone();
-        let gateway = Gateway::start(config, path.clone())
-            .await
-            .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
+        let (gateway, control) = levee_control::start(
+            config,
+            path.clone(),
+            Arc::new(Registry::new()),
+            Default::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (admin, _) = levee_admin::serve(gateway.clone(), admin_addr, token, async move {
-            let _ = rx.await;
-        })
+        let (admin, _) = levee_admin::serve(
+            gateway.clone(),
+            control.clone(),
+            admin_addr,
+            token,
+            async move {
+                let _ = rx.await;
+            },
+        )
         .await
         .expect("admin API binds");
         TestGateway {
             gateway,
+            control,
             admin,
             config_path: path,
             _admin_stop: tx,

@@ -13,8 +13,8 @@ use tokio::net::UnixListener;
 
 /// What a successor brings from its predecessor into `run`.
 pub(crate) struct Inherited {
-    /// For `Gateway::start_with`.
-    pub(crate) options: levee_proxy::StartOptions,
+    /// For `levee_control::start`.
+    pub(crate) options: levee_control::StartOptions,
     /// The admin API's socket.
     pub(crate) admin: Option<InheritedListener>,
     /// The rest of the exchange, once this process serves.
@@ -46,7 +46,7 @@ pub(crate) async fn take_over(path: &Path) -> anyhow::Result<Inherited> {
     );
     let (store_go, store_after) = tokio::sync::oneshot::channel();
     Ok(Inherited {
-        options: levee_proxy::StartOptions {
+        options: levee_control::StartOptions {
             inherited: proto::InheritedSockets::new(sockets.listeners),
             slo_store_after: Some(store_after),
         },

@@ -268,7 +268,7 @@ fn write_output(path: Option<&std::path::Path>, text: &str) -> ExitCode {
 /// The store file named by the config at `config`, or why there is none.
 fn store_file(config: &std::path::Path) -> Result<PathBuf, String> {
     let loaded = levee_config::load_file(config).map_err(|d| d.to_string())?;
-    levee_proxy::store_path(&loaded, Some(config)).ok_or_else(|| {
+    levee_control::store::store_path(&loaded, Some(config)).ok_or_else(|| {
         format!(
             "{}: store.path is \":memory:\": there is no store file",
             config.display()
@@ -490,9 +490,9 @@ pub(crate) async fn run(
     }
     let (options, inherited_admin, pending) = match inherited {
         Some(i) => (i.options, i.admin, Some(i.pending)),
-        None => (levee_proxy::StartOptions::default(), None, None),
+        None => (levee_control::StartOptions::default(), None, None),
     };
-    let gateway = Gateway::start_with(
+    let (gateway, control) = levee_control::start(
         config,
         path,
         std::sync::Arc::new(levee_core::metrics::Registry::new()),
@@ -512,11 +512,16 @@ pub(crate) async fn run(
         };
     let admin_fd = admin_listener.as_fd().try_clone_to_owned()?;
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (admin_bound, admin_task) =
-        levee_admin::serve_on(gateway.clone(), admin_listener, token, async move {
+    let (admin_bound, admin_task) = levee_admin::serve_on(
+        gateway.clone(),
+        control,
+        admin_listener,
+        token,
+        async move {
             let _ = admin_stop_rx.await;
-        })
-        .with_context(|| format!("serving the admin API on {admin_addr}"))?;
+        },
+    )
+    .with_context(|| format!("serving the admin API on {admin_addr}"))?;
     for l in gateway.listeners() {
         tracing::info!(listener = %l.name, address = %l.address, tls = l.tls, "listening");
     }

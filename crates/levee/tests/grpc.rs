@@ -582,8 +582,8 @@ async fn grpc_errors_in_trailers_count_as_the_failures_they_are() {
     })
     .await;
     // UNAVAILABLE is the server's failure; NOT_FOUND is the caller's.
-    gw.gateway.evaluate_slos().await;
-    let report = gw.gateway.slo_report();
+    gw.control.evaluate_slos().await;
+    let report = gw.control.slo_report();
     let slo = report
         .slos
         .iter()

@@ -280,7 +280,7 @@ async fn an_overspent_tier_reads_budget_exhausted_never_a_negative_downtime() {
     drop(store);
     let upstream = FakeUpstream::start("shop").await;
     let gw = TestGateway::start(&config(upstream.addr(), &db)).await;
-    gw.gateway.evaluate_slos().await;
+    gw.control.evaluate_slos().await;
     let status = admin_json(&gw, "/api/v1/status").await;
     let core = &status["tiers"][0];
     assert_eq!(core["no_data"], false, "{status:#}");

@@ -380,7 +380,7 @@ async fn rejected_reload_changes_no_shared_state(failure: LateFailure) {
 
     // The SLO engine still evaluates the running objective, and the
     // rejected webhook was never set up.
-    gw.gateway.evaluate_slos().await;
+    gw.control.evaluate_slos().await;
     let slos = c
         .get(&format!("{}/api/v1/slos", gw.admin_url()))
         .await

@@ -301,7 +301,7 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
     assert_eq!(incidents["mttr"]["count"], 1);
 
     // SLO figures, metrics and the status page.
-    gw.gateway.evaluate_slos().await;
+    gw.control.evaluate_slos().await;
     let slos = admin_json(&gw, "/api/v1/slos").await;
     let availability = slos["slos"][0].clone();
     let budget_left = availability["budget"]["remaining_ratio"].as_f64().unwrap();
@@ -372,7 +372,7 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
     let before_events = availability["events"].as_u64().unwrap();
     let before_bad = availability["bad_events"].as_u64().unwrap();
     let gw = gw.restart().await;
-    gw.gateway.evaluate_slos().await;
+    gw.control.evaluate_slos().await;
     let after = admin_json(&gw, "/api/v1/slos").await["slos"][0].clone();
     assert_eq!(
         after["events"].as_u64().unwrap(),

@@ -259,7 +259,7 @@ fn alertmanager_payload(n: &Notification) -> Vec<u8> {
     }
     let ends_at = match n.ends_at {
         Some(at) => at,
-        None => crate::slo_engine::unix_nanos() + AM_VALIDITY.as_nanos() as u64,
+        None => crate::slo::unix_nanos() + AM_VALIDITY.as_nanos() as u64,
     };
     let alert = serde_json::json!([{
         "labels": labels(n),

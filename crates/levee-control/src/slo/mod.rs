@@ -1,0 +1,388 @@
+//! The SLO evaluation engine: every tick it drains the data plane's
+//! counters (`levee_proxy::slo`) into each objective's buckets, evaluates
+//! the burn-rate alerts, opens and follows incidents, sends notifications,
+//! persists what changed to the store, and publishes a report for the
+//! admin API and the metrics. The math is `levee-slo`'s; this module only
+//! wires it, with time passed in (Unix nanoseconds), so a restart
+//! continues where the stored history ends.
+//!
+//! By job: [`series`] (an objective's definition, buckets and metrics),
+//! [`tick`] (one evaluation), [`incidents`] (tracing and closing them),
+//! [`report`] (what the API shows), [`run`] (the loop); this file holds the
+//! engine's state, loading and configuration.
+
+mod incidents;
+mod report;
+mod run;
+mod series;
+#[cfg(test)]
+mod tests;
+mod tick;
+
+pub use report::{
+    AlertStatus, BudgetStatus, DurationSummary, IncidentStatus, SloReport, SloStatus, TierStatus,
+    WindowStatus, TIER_MIN_EVENTS, TIER_MIN_OBSERVED,
+};
+pub(crate) use run::{run, unix_nanos};
+
+use crate::notify::Notifier;
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use incidents::TrackedIncident;
+use levee_config::{Config, Tier};
+use levee_core::metrics::Registry;
+use levee_core::Nanos;
+use levee_proxy::slo::SloCounters;
+use levee_slo::{Alerts, Buckets, Counts};
+use levee_store::{AlertRow, Batch, BucketRow, Snapshot, Store};
+use report::build_report;
+use series::{absorb, layout, restore_alerts, Series, SeriesDef, SeriesMetrics};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How often firing alerts are sent again to Alertmanager, which forgets
+/// an alert not refreshed before its `endsAt`.
+const ALERTMANAGER_RESEND: Duration = Duration::from_secs(60);
+
+/// The mutable state of the loop.
+pub(super) struct EngineState {
+    series: BTreeMap<String, Series>,
+    /// Stored buckets and alert states of series not (yet) configured.
+    stored_buckets: HashMap<String, Vec<BucketRow>>,
+    stored_alerts: HashMap<String, Vec<AlertRow>>,
+    incidents: Vec<TrackedIncident>,
+    next_incident_id: u64,
+    store: Option<Box<dyn Store>>,
+    /// Changes not yet written (kept on a failed write, retried next tick).
+    batch: Batch,
+    last_prune_hour: u64,
+    last_resend: Nanos,
+    config: Arc<Config>,
+    last_tick: Nanos,
+    /// A handover's successor before its predecessor's last flush: the
+    /// store is not loaded yet, so nothing is evaluated or written (the
+    /// counters keep every event until then).
+    awaiting_store: bool,
+}
+
+impl EngineState {
+    /// Takes what the store held: buckets and alert states wait for their
+    /// series to be configured; incidents are followed again.
+    fn restore(&mut self, snapshot: Snapshot) {
+        self.stored_buckets.clear();
+        for row in snapshot.buckets {
+            self.stored_buckets
+                .entry(row.slo.clone())
+                .or_default()
+                .push(row);
+        }
+        self.stored_alerts.clear();
+        for row in snapshot.alerts {
+            self.stored_alerts
+                .entry(row.slo.clone())
+                .or_default()
+                .push(row);
+        }
+        self.incidents = snapshot
+            .incidents
+            .into_iter()
+            .map(|row| TrackedIncident {
+                settled: row.recover_ns.is_some() && row.resolve_ns.is_some(),
+                row,
+            })
+            .collect();
+        self.next_incident_id = snapshot.max_incident_id.map_or(1, |m| m + 1);
+    }
+}
+
+/// The SLO engine of one gateway.
+pub(crate) struct SloEngine {
+    counters: Arc<SloCounters>,
+    /// The committed config's `alerting.evaluate_every`, in nanoseconds,
+    /// for the loop to read without the state's lock.
+    evaluate_every_ns: AtomicU64,
+    state: tokio::sync::Mutex<EngineState>,
+    report: ArcSwap<SloReport>,
+    notifier: Notifier,
+    registry: Arc<Registry>,
+    store_label: String,
+}
+
+impl std::fmt::Debug for SloEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SloEngine")
+            .field("store", &self.store_label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SloEngine {
+    /// An engine over `store` (or memory only), restoring what it holds;
+    /// `deferred`: not yet, see [`SloEngine::load_deferred`].
+    pub(crate) fn new(
+        store: Option<Box<dyn Store>>,
+        counters: Arc<SloCounters>,
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        deferred: bool,
+    ) -> Result<Self, String> {
+        let mut store = store;
+        let snapshot = match store.as_mut() {
+            Some(s) if !deferred => s.load().map_err(|e| e.to_string())?,
+            _ => Snapshot::default(),
+        };
+        let store_label = store
+            .as_ref()
+            .map_or("memory".to_string(), |s| s.describe());
+        let notifier = Notifier::start(&registry);
+        let mut state = EngineState {
+            series: BTreeMap::new(),
+            stored_buckets: HashMap::new(),
+            stored_alerts: HashMap::new(),
+            incidents: Vec::new(),
+            next_incident_id: 1,
+            store,
+            batch: Batch::default(),
+            last_prune_hour: 0,
+            last_resend: 0,
+            config,
+            last_tick: 0,
+            awaiting_store: deferred,
+        };
+        state.restore(snapshot);
+        let engine = Self {
+            evaluate_every_ns: AtomicU64::new(nanos(state.config.alerting.evaluate_every)),
+            counters,
+            state: tokio::sync::Mutex::new(state),
+            report: ArcSwap::from_pointee(SloReport::default()),
+            notifier,
+            registry,
+            store_label,
+        };
+        Ok(engine)
+    }
+
+    /// Loads the store now (a handover's successor, once its predecessor
+    /// has written its last events) and starts evaluating. The series are
+    /// rebuilt from the stored rows; events counted meanwhile are still in
+    /// the counters and go into the next tick's bucket.
+    pub(crate) async fn load_deferred(&self) {
+        let mut state = self.state.lock().await;
+        if !state.awaiting_store {
+            return;
+        }
+        if let Some(mut store) = state.store.take() {
+            let (store, loaded) = tokio::task::spawn_blocking(move || {
+                let loaded = store.load();
+                (store, loaded)
+            })
+            .await
+            .expect("store reads do not panic");
+            state.store = Some(store);
+            match loaded {
+                Ok(snapshot) => {
+                    state.restore(snapshot);
+                    // Nothing was absorbed yet: rebuild from the stored rows.
+                    state.series.clear();
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "loading the SLO store after the handover failed; continuing without its history");
+                }
+            }
+        }
+        state.awaiting_store = false;
+        let config = state.config.clone();
+        drop(state);
+        self.configure(config).await;
+        tracing::info!(store = %self.store_label, "SLO history loaded after the handover");
+    }
+
+    /// How often the loop evaluates.
+    pub(crate) fn evaluate_every(&self) -> Duration {
+        Duration::from_nanos(self.evaluate_every_ns.load(Ordering::Relaxed))
+    }
+
+    /// Where state is kept, for logs.
+    pub(crate) fn store_label(&self) -> &str {
+        &self.store_label
+    }
+
+    /// The latest report.
+    pub(crate) fn report(&self) -> Arc<SloReport> {
+        self.report.load_full()
+    }
+
+    /// Takes a new config: series for new objectives (with their stored
+    /// history), new definitions for changed ones, removed ones set aside.
+    pub(crate) async fn configure(&self, config: Arc<Config>) {
+        self.evaluate_every_ns
+            .store(nanos(config.alerting.evaluate_every), Ordering::Relaxed);
+        self.notifier.configure(&config.alerting.webhooks);
+        let mut state = self.state.lock().await;
+        let mut defs: Vec<SeriesDef> = vec![
+            SeriesDef::tier(Tier::Core, &config.status_page),
+            SeriesDef::tier(Tier::Optional, &config.status_page),
+        ];
+        for slo in &config.slos {
+            for o in &slo.objectives {
+                defs.push(SeriesDef::of(slo, o));
+            }
+        }
+        for s in state.series.values_mut() {
+            s.active = false;
+        }
+        for def in defs {
+            let layout = layout(config.alerting.bucket, def.period);
+            let state = &mut *state;
+            match state.series.get_mut(&def.id) {
+                Some(s) if s.buckets.layout() == layout => {
+                    if s.def != def {
+                        s.metrics = SeriesMetrics::new(&def, &self.registry);
+                        s.def = def;
+                    }
+                    s.active = true;
+                }
+                existing => {
+                    // New, or reshaped: start from the stored rows (or the
+                    // old buckets' rows) in the new layout.
+                    let rows: Vec<BucketRow> = match existing {
+                        Some(old) => old
+                            .buckets
+                            .non_empty()
+                            .into_iter()
+                            .map(|(coarse, start, c)| BucketRow {
+                                slo: def.id.clone(),
+                                coarse,
+                                start_ns: start,
+                                good: c.good,
+                                total: c.total,
+                            })
+                            .collect(),
+                        None => state.stored_buckets.remove(&def.id).unwrap_or_default(),
+                    };
+                    let Ok(mut buckets) = Buckets::new(layout) else {
+                        tracing::error!(slo = %def.id, "invalid SLO bucket layout");
+                        continue;
+                    };
+                    let (fine_ns, coarse_ns) = (buckets.fine_ns(), buckets.coarse_ns());
+                    let mut dropped = 0;
+                    for row in rows {
+                        let width = if row.coarse { coarse_ns } else { fine_ns };
+                        if row.start_ns % width != 0
+                            || !buckets.restore(
+                                row.coarse,
+                                row.start_ns,
+                                Counts::new(row.good, row.total),
+                            )
+                        {
+                            dropped += 1;
+                        }
+                    }
+                    if dropped > 0 {
+                        tracing::warn!(slo = %def.id, dropped, "stored SLO buckets did not fit the bucket layout");
+                    }
+                    let mut alerts = Alerts::new();
+                    if let Some(rows) = state.stored_alerts.remove(&def.id) {
+                        restore_alerts(&mut alerts, &rows);
+                    }
+                    let previous_alerts = state.series.get(&def.id).map(|s| s.alerts.clone());
+                    let metrics = SeriesMetrics::new(&def, &self.registry);
+                    let counter = self.counters.get(&def.id);
+                    state.series.insert(
+                        def.id.clone(),
+                        Series {
+                            alerts: previous_alerts.unwrap_or(alerts),
+                            def,
+                            buckets,
+                            counter,
+                            metrics,
+                            active: true,
+                        },
+                    );
+                }
+            }
+        }
+        state.config = config;
+    }
+
+    /// Writes the pending batch to the store, off the async threads.
+    async fn flush(&self, state: &mut EngineState) {
+        if state.batch.is_empty() {
+            return;
+        }
+        let Some(mut store) = state.store.take() else {
+            state.batch = Batch::default();
+            return;
+        };
+        let batch = std::mem::take(&mut state.batch);
+        let (store, batch, result) = tokio::task::spawn_blocking(move || {
+            let result = store.write(&batch);
+            (store, batch, result)
+        })
+        .await
+        .expect("store writes do not panic");
+        state.store = Some(store);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "writing SLO state failed; retrying next tick");
+            // Keep the rows for the next attempt (newer rows replace them).
+            let mut kept = batch;
+            kept.buckets.append(&mut state.batch.buckets);
+            kept.alerts.append(&mut state.batch.alerts);
+            kept.incidents.append(&mut state.batch.incidents);
+            kept.prune = state.batch.prune.or(kept.prune);
+            state.batch = kept;
+        }
+    }
+
+    /// Drains and persists everything now: called at shutdown, so a restart
+    /// loses no event.
+    pub(crate) async fn flush_now(&self, now: Nanos) {
+        {
+            let mut state = self.state.lock().await;
+            if state.awaiting_store {
+                // A successor stopped before its predecessor finished: the
+                // events it counted cannot be merged safely and are lost.
+                tracing::warn!(
+                    "stopping before the SLO store was loaded; recent SLO events are not saved"
+                );
+                return;
+            }
+            // Let the final tick land even inside the last bucket.
+            let bucket_ns = u64::try_from(state.config.alerting.bucket.as_nanos())
+                .unwrap_or(1)
+                .max(1);
+            if now - now % bucket_ns <= state.last_tick {
+                let state = &mut *state;
+                let end = state.last_tick;
+                for series in state.series.values_mut().filter(|s| s.active) {
+                    absorb(series, end, &mut state.batch);
+                }
+                self.flush(state).await;
+                // The report shows what was just folded in.
+                self.report.store(Arc::new(build_report(state, end)));
+                return;
+            }
+        }
+        self.tick(now).await;
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl levee_proxy::ControlPlane for SloEngine {
+    fn commit<'a>(&'a self, config: &'a Arc<Config>) -> BoxFuture<'a, ()> {
+        Box::pin(self.configure(config.clone()))
+    }
+
+    fn drained(&self) -> BoxFuture<'_, ()> {
+        // The last events, alert states and incidents, persisted.
+        Box::pin(self.flush_now(unix_nanos()))
+    }
+}

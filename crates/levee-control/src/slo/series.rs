@@ -1,0 +1,341 @@
+//! One objective's series: its definition from the config (`SeriesDef`),
+//! its buckets, alerts and Prometheus series (`Series`), how a tick's
+//! events are absorbed into it, and how its alert states are stored.
+
+use levee_config::{Sli, Slo, SloObjective, SloPeriod, Tier};
+use levee_core::metrics::{names, Counter, FloatGauge, Registry};
+use levee_core::Nanos;
+use levee_proxy::slo::{tier_series_id, SloCounter};
+use levee_slo::{
+    calendar, AlertState, Alerts, Buckets, IncidentOptions, Layout, Objective, Policy, Severity,
+};
+use levee_store::{AlertRow, Batch, BucketRow};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{DAY, HOUR};
+
+/// What one objective is judged by: the parts of its config the math needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct SeriesDef {
+    pub(super) id: String,
+    pub(super) slo: String,
+    pub(super) description: Option<String>,
+    pub(super) sli: &'static str,
+    pub(super) threshold: Option<Duration>,
+    pub(super) objective: Objective,
+    pub(super) period: SloPeriod,
+    pub(super) policy: Policy,
+    pub(super) labels: Vec<(String, String)>,
+    pub(super) runbook: Option<String>,
+    pub(super) scope: levee_config::SloScope,
+    /// The status page's tier series, which never alert.
+    pub(super) tier: Option<Tier>,
+}
+
+impl SeriesDef {
+    pub(super) fn of(slo: &Slo, objective: &SloObjective) -> Self {
+        let policy = crate::policy::alert_policy(slo);
+        Self {
+            id: objective.id.clone(),
+            slo: slo.name.clone(),
+            description: slo.description.clone(),
+            sli: match slo.sli {
+                Sli::Availability { .. } => "availability",
+                Sli::Latency => "latency",
+            },
+            threshold: objective.threshold,
+            // Decoding keeps objectives strictly between 0 and 100 %.
+            objective: Objective::from_ppm(objective.objective_ppm)
+                .unwrap_or(Objective::from_ppm(999_000).expect("valid")),
+            period: slo.period,
+            policy,
+            labels: slo.labels.clone(),
+            runbook: slo.runbook.clone(),
+            scope: slo.scope.clone(),
+            tier: None,
+        }
+    }
+
+    pub(super) fn tier(tier: Tier, status: &levee_config::StatusPage) -> Self {
+        let ppm = match tier {
+            Tier::Core => status.core_objective_ppm,
+            Tier::Optional => status.optional_objective_ppm,
+        };
+        Self {
+            id: tier_series_id(tier).to_string(),
+            slo: tier_series_id(tier).to_string(),
+            description: None,
+            sli: "availability",
+            threshold: None,
+            objective: Objective::from_ppm(ppm)
+                .unwrap_or(Objective::from_ppm(999_000).expect("valid")),
+            period: SloPeriod::Rolling(status.period),
+            policy: Policy {
+                rules: Vec::new(),
+                min_events: 0,
+                pending_for: Duration::ZERO,
+            },
+            labels: Vec::new(),
+            runbook: None,
+            scope: levee_config::SloScope {
+                tier: Some(tier),
+                ..Default::default()
+            },
+            tier: Some(tier),
+        }
+    }
+
+    /// The window incidents are traced with: the shortest page window.
+    pub(super) fn incident_window(&self) -> Duration {
+        self.policy
+            .rules
+            .iter()
+            .filter(|r| r.severity == Severity::Page)
+            .map(|r| r.short)
+            .min()
+            .unwrap_or(Duration::from_secs(300))
+    }
+
+    /// The windows reported: every rule window, shortest first.
+    pub(super) fn windows(&self) -> Vec<Duration> {
+        let mut w: Vec<Duration> = self
+            .policy
+            .rules
+            .iter()
+            .flat_map(|r| [r.short, r.long])
+            .collect();
+        w.sort();
+        w.dedup();
+        w
+    }
+
+    pub(super) fn incident_options(&self, now: Nanos) -> IncidentOptions {
+        IncidentOptions {
+            window: self.incident_window(),
+            min_events: 0,
+            period: period_at(self.period, now).1,
+        }
+    }
+}
+
+/// The period ending at `now`: how far back it reaches, and its full length
+/// (the budget's denominator in time).
+pub(super) fn period_at(period: SloPeriod, now: Nanos) -> (Duration, Duration) {
+    match period {
+        SloPeriod::Rolling(d) => (d, d),
+        SloPeriod::CalendarMonth => {
+            let (start, len) = calendar::month_of(now.saturating_sub(1));
+            (Duration::from_nanos(now - start), len)
+        }
+    }
+}
+
+pub(super) fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Page => "page",
+        Severity::Ticket => "ticket",
+    }
+}
+
+pub(super) fn layout(bucket: Duration, period: SloPeriod) -> Layout {
+    let fine_span = 7 * HOUR;
+    Layout {
+        fine: bucket,
+        fine_span,
+        coarse: HOUR,
+        coarse_span: (31 * DAY).max(period.max_len() + HOUR) + fine_span + HOUR,
+    }
+}
+
+/// Prometheus series of one objective, updated each tick.
+#[derive(Debug)]
+pub(super) struct SeriesMetrics {
+    pub(super) events: Arc<Counter>,
+    pub(super) bad: Arc<Counter>,
+    pub(super) objective: Arc<FloatGauge>,
+    pub(super) budget_ratio: Arc<FloatGauge>,
+    pub(super) budget_seconds: Arc<FloatGauge>,
+    pub(super) windows: Vec<(Duration, Arc<FloatGauge>, Arc<FloatGauge>)>,
+    pub(super) firing: Vec<(Severity, Arc<FloatGauge>)>,
+    pub(super) incidents: Arc<Counter>,
+    pub(super) uptime: Option<Arc<FloatGauge>>,
+}
+
+impl SeriesMetrics {
+    pub(super) fn new(def: &SeriesDef, registry: &Registry) -> Self {
+        let id = def.id.as_str();
+        let l = [("slo", id)];
+        let windows = def
+            .windows()
+            .into_iter()
+            .map(|w| {
+                let name = levee_config::format_duration(w);
+                let labels = [("slo", id), ("window", name.as_str())];
+                (
+                    w,
+                    registry.float_gauge(
+                        names::SLO_SLI,
+                        "Share of good events over the window.",
+                        &labels,
+                    ),
+                    registry.float_gauge(
+                        names::SLO_BURN_RATE,
+                        "Error budget burn rate over the window (1 spends the budget exactly over the period).",
+                        &labels,
+                    ),
+                )
+            })
+            .collect();
+        let firing = Severity::ALL
+            .iter()
+            .filter(|s| def.policy.rules.iter().any(|r| r.severity == **s))
+            .map(|&s| {
+                (
+                    s,
+                    registry.float_gauge(
+                        names::SLO_ALERT_FIRING,
+                        "1 while the SLO's alert of this severity fires.",
+                        &[("slo", id), ("severity", severity_name(s))],
+                    ),
+                )
+            })
+            .collect();
+        Self {
+            events: registry.counter(names::SLO_EVENTS, "Events counted by the SLO.", &l),
+            bad: registry.counter(names::SLO_BAD_EVENTS, "Bad events counted by the SLO.", &l),
+            objective: registry.float_gauge(names::SLO_OBJECTIVE, "The SLO's objective.", &l),
+            budget_ratio: registry.float_gauge(
+                names::SLO_BUDGET_REMAINING,
+                "Share of the period's error budget left.",
+                &l,
+            ),
+            budget_seconds: registry.float_gauge(
+                names::SLO_BUDGET_REMAINING_SECONDS,
+                "Error budget left, as seconds of full outage.",
+                &l,
+            ),
+            windows,
+            firing,
+            incidents: registry.counter(
+                names::SLO_INCIDENTS,
+                "Incidents opened by the SLO's page alert.",
+                &l,
+            ),
+            uptime: def.tier.map(|t| {
+                registry.float_gauge(
+                    names::TIER_UPTIME,
+                    "Share of good requests over the status page period.",
+                    &[("tier", tier_name(t))],
+                )
+            }),
+        }
+    }
+}
+
+impl SeriesMetrics {
+    /// Empties the gauges of a series no longer configured.
+    pub(super) fn clear(&self) {
+        self.objective.clear();
+        self.budget_ratio.clear();
+        self.budget_seconds.clear();
+        for (_, sli, burn) in &self.windows {
+            sli.clear();
+            burn.clear();
+        }
+        for (_, firing) in &self.firing {
+            firing.clear();
+        }
+        if let Some(u) = &self.uptime {
+            u.clear();
+        }
+    }
+}
+
+pub(super) fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Core => "core",
+        Tier::Optional => "optional",
+    }
+}
+
+/// One objective's history and alerts.
+#[derive(Debug)]
+pub(super) struct Series {
+    pub(super) def: SeriesDef,
+    pub(super) buckets: Buckets,
+    pub(super) alerts: Alerts,
+    pub(super) counter: Arc<SloCounter>,
+    pub(super) metrics: SeriesMetrics,
+    /// Whether the series is in the current config (removed ones keep
+    /// their history in the store but are no longer evaluated).
+    pub(super) active: bool,
+}
+
+/// Drains the series' counter into the bucket ending at `end` (adding
+/// nothing still advances time), counts the events in its metrics, and
+/// stages the fine and coarse buckets touched for the next write.
+pub(super) fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch) {
+    let (good, total) = series.counter.drain();
+    series.buckets.add(end - 1, good, total);
+    series.metrics.events.add(total);
+    series.metrics.bad.add(total - good);
+    for coarse in [false, true] {
+        let (start, c) = if coarse {
+            series.buckets.coarse_bucket(end - 1)
+        } else {
+            series.buckets.fine_bucket(end - 1)
+        };
+        if c.total == 0 {
+            continue;
+        }
+        let row = BucketRow {
+            slo: series.def.id.clone(),
+            coarse,
+            start_ns: start,
+            good: c.good,
+            total: c.total,
+        };
+        batch
+            .buckets
+            .retain(|r| !(r.slo == row.slo && r.coarse == coarse && r.start_ns == start));
+        batch.buckets.push(row);
+    }
+}
+
+pub(super) fn restore_alerts(alerts: &mut Alerts, rows: &[AlertRow]) {
+    for row in rows {
+        let severity = match row.severity.as_str() {
+            "page" => Severity::Page,
+            "ticket" => Severity::Ticket,
+            _ => continue,
+        };
+        let since = row.since_ns;
+        let state = match row.state.as_str() {
+            "pending" => AlertState::Pending { since },
+            "firing" => AlertState::Firing { since },
+            "resolved" => AlertState::Resolved { at: since },
+            _ => AlertState::Inactive,
+        };
+        alerts.restore(severity, state);
+    }
+}
+
+pub(super) fn alert_row(slo: &str, severity: Severity, state: AlertState) -> AlertRow {
+    let (name, since) = alert_state_parts(state);
+    AlertRow {
+        slo: slo.to_string(),
+        severity: severity_name(severity).to_string(),
+        state: name.to_string(),
+        since_ns: since,
+    }
+}
+
+pub(super) fn alert_state_parts(state: AlertState) -> (&'static str, Nanos) {
+    match state {
+        AlertState::Inactive => ("inactive", 0),
+        AlertState::Pending { since } => ("pending", since),
+        AlertState::Firing { since } => ("firing", since),
+        AlertState::Resolved { at } => ("resolved", at),
+    }
+}

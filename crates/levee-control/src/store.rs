@@ -1,0 +1,35 @@
+//! Where the control plane keeps its state: finding the configured store
+//! file and opening it. The loops persist through `levee_store::Store`.
+
+use levee_config::Config;
+use std::path::{Path, PathBuf};
+
+/// The state store's file: `store.path` relative to the config file's
+/// directory; `None` (memory only) for `:memory:`, or for a relative path
+/// when the config came from no file (embedded use and tests).
+pub fn store_path(config: &Config, config_path: Option<&Path>) -> Option<PathBuf> {
+    let path = config.store.path.as_ref()?;
+    if path.is_absolute() {
+        return Some(path.clone());
+    }
+    let dir = config_path?.parent()?;
+    Some(if dir.as_os_str().is_empty() {
+        path.clone()
+    } else {
+        dir.join(path)
+    })
+}
+
+/// Opens the configured store (see [`store_path`]); `None` keeps state in
+/// memory only. The error names the file and what is wrong.
+pub fn open_store(
+    config: &Config,
+    config_path: Option<&Path>,
+) -> Result<Option<Box<dyn levee_store::Store>>, String> {
+    let Some(path) = store_path(config, config_path) else {
+        return Ok(None);
+    };
+    levee_store::SqliteStore::open(&path)
+        .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))
+        .map_err(|e| e.to_string())
+}
