@@ -6,3 +6,4 @@
 //! together.
 
 pub mod policy;
+pub mod rules;

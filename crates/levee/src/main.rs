@@ -6,7 +6,6 @@
 mod demo;
 mod handover;
 mod openslo;
-mod slo_rules;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
@@ -209,7 +208,7 @@ fn main() -> ExitCode {
         Command::Slo {
             command: SloCommand::Rules { config, output },
         } => match levee_config::load_file(&config) {
-            Ok(c) => write_output(output.as_deref(), &slo_rules::render(&c)),
+            Ok(c) => write_output(output.as_deref(), &levee_control::rules::render(&c)),
             Err(diags) => {
                 eprintln!("{diags}");
                 ExitCode::FAILURE
