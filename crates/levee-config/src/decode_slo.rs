@@ -279,6 +279,14 @@ fn decode_period(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<SloPeriod> {
     Some(SloPeriod::Rolling(len))
 }
 
+/// A Prometheus label name that is not reserved for Prometheus itself:
+/// letters, digits and `_`, not starting with a digit or `__`.
+pub(crate) fn is_label_name(k: &str) -> bool {
+    k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with("__")
+}
+
 fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
     let Value::Map(entries) = &n.value else {
         d.error(
@@ -294,10 +302,7 @@ fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, 
     let mut out = Vec::new();
     for (k, kloc, v) in entries {
         let kp = format!("{p}.{k}");
-        let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !k.starts_with("__");
-        if !valid {
+        if !is_label_name(k) {
             d.error_help(
                 *kloc,
                 &kp,
