@@ -10,7 +10,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 /// The longest SLO period: a year (and a day), so history stays bounded.
-const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
+/// Why a latency SLO cannot take `rate_limited_is_bad`, in a config or an
+/// imported OpenSLO file.
+pub(crate) const RATE_LIMITED_IS_AVAILABILITY_ONLY: &str =
+    "only availability SLOs count 429s; a latency SLO counts every answer";
+
+/// The shortest and longest rolling period an SLO may have.
+pub(crate) const PERIODS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(3600)..=Duration::from_secs(366 * 86_400);
 
 pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Slo> {
     let mut t = d.table(node, path)?;
@@ -67,7 +74,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
                 d.error(
                     at("rate_limited_is_bad"),
                     &format!("{path}.rate_limited_is_bad"),
-                    "only availability SLOs count 429s; a latency SLO counts every answer",
+                    RATE_LIMITED_IS_AVAILABILITY_ONLY,
                 );
             }
             Sli::Latency
@@ -264,7 +271,7 @@ fn decode_period(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<SloPeriod> {
         }
     }
     let len = d.duration(n, p)?;
-    if len < Duration::from_secs(3600) || len > MAX_PERIOD {
+    if !PERIODS.contains(&len) {
         d.error_help(
             n.loc,
             p,

@@ -10,7 +10,7 @@ mod indicator;
 use super::document_path;
 use super::documents::Doc;
 use crate::decode::is_name;
-use crate::decode_slo::is_label_name;
+use crate::decode_slo::{is_label_name, PERIODS};
 use crate::diag::{join_path, Decoder};
 use crate::format_duration;
 use crate::node::{Loc, Node, Value};
@@ -409,11 +409,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             ));
         }
         match len {
-            Some(len)
-                if len >= Duration::from_secs(3600) && len <= Duration::from_secs(366 * DAY) =>
-            {
-                Some(Some(Period::Rolling(len)))
-            }
+            Some(len) if PERIODS.contains(&len) => Some(Some(Period::Rolling(len))),
             _ => {
                 self.error_help(
                     doc,

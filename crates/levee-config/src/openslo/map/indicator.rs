@@ -3,6 +3,7 @@
 //! says which traffic it covers.
 
 use super::*;
+use crate::decode_slo::RATE_LIMITED_IS_AVAILABILITY_ONLY;
 use crate::parse_duration;
 
 impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
@@ -147,7 +148,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                         doc,
                         spec_loc,
                         &join_path(&spath, "rate_limited_is_bad"),
-                        "only availability SLOs count 429s; a latency SLO counts every answer",
+                        RATE_LIMITED_IS_AVAILABILITY_ONLY,
                     );
                     ok = false;
                 }
@@ -215,7 +216,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                     doc,
                     spec_loc,
                     &join_path(&spath, "rate_limited_is_bad"),
-                    "only availability SLOs count 429s; a latency SLO counts every answer",
+                    RATE_LIMITED_IS_AVAILABILITY_ONLY,
                 );
             }
             if src.unit.is_some() {
