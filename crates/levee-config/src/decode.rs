@@ -180,12 +180,17 @@ fn decode_listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Liste
     })
 }
 
+/// Levee's names (of listeners, routes, clusters, SLOs, tenants): letters,
+/// digits, `-`, `_`, `.`.
+pub(crate) fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 pub(crate) fn name_field(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
     let s = d.string(node, path)?;
-    let ok = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
+    if !is_name(&s) {
         d.error_help(
             node.loc,
             path,

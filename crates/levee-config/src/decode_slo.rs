@@ -10,7 +10,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 /// The longest SLO period: a year (and a day), so history stays bounded.
-const MAX_PERIOD: Duration = Duration::from_secs(366 * 86_400);
+/// Why a latency SLO cannot take `rate_limited_is_bad`, in a config or an
+/// imported OpenSLO file.
+pub(crate) const RATE_LIMITED_IS_AVAILABILITY_ONLY: &str =
+    "only availability SLOs count 429s; a latency SLO counts every answer";
+
+/// The shortest and longest rolling period an SLO may have.
+pub(crate) const PERIODS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(3600)..=Duration::from_secs(366 * 86_400);
 
 pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Slo> {
     let mut t = d.table(node, path)?;
@@ -67,7 +74,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
                 d.error(
                     at("rate_limited_is_bad"),
                     &format!("{path}.rate_limited_is_bad"),
-                    "only availability SLOs count 429s; a latency SLO counts every answer",
+                    RATE_LIMITED_IS_AVAILABILITY_ONLY,
                 );
             }
             Sli::Latency
@@ -264,7 +271,7 @@ fn decode_period(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<SloPeriod> {
         }
     }
     let len = d.duration(n, p)?;
-    if len < Duration::from_secs(3600) || len > MAX_PERIOD {
+    if !PERIODS.contains(&len) {
         d.error_help(
             n.loc,
             p,
@@ -277,6 +284,14 @@ fn decode_period(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<SloPeriod> {
         return None;
     }
     Some(SloPeriod::Rolling(len))
+}
+
+/// A Prometheus label name that is not reserved for Prometheus itself:
+/// letters, digits and `_`, not starting with a digit or `__`.
+pub(crate) fn is_label_name(k: &str) -> bool {
+    k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !k.starts_with("__")
 }
 
 fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
@@ -294,10 +309,7 @@ fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, 
     let mut out = Vec::new();
     for (k, kloc, v) in entries {
         let kp = format!("{p}.{k}");
-        let valid = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !k.starts_with("__");
-        if !valid {
+        if !is_label_name(k) {
             d.error_help(
                 *kloc,
                 &kp,

@@ -17,12 +17,29 @@ pub struct Diagnostic {
     pub line: usize,
     /// Column, from 1.
     pub col: usize,
-    /// Field path such as `routes[2].match.path`.
+    /// Field path such as `routes[2].match.path`. In a file of several
+    /// documents (OpenSLO), it starts with the document:
+    /// `SLO checkout: spec.indicatorRef`.
     pub path: String,
     /// What is wrong.
     pub message: String,
     /// A likely fix.
     pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// A problem with a file as a whole (it cannot be read, it holds nothing
+    /// usable), placed at its start.
+    pub(crate) fn whole_file(file: &str, message: String, help: Option<String>) -> Self {
+        Diagnostic {
+            file: file.to_string(),
+            line: 1,
+            col: 1,
+            path: String::new(),
+            message,
+            help,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -81,27 +98,46 @@ impl<'n> Table<'n> {
     }
 
     fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        join_path(&self.path, key)
     }
 }
+
+/// The field path of `key` below `path` (`a.b` and `c` make `a.b.c`).
+pub(crate) fn join_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Looks up an environment variable for `${VAR}` in strings.
+pub(crate) type Env<'f> = &'f dyn Fn(&str) -> Option<String>;
 
 /// Walks a located tree, converting values and collecting diagnostics.
 pub(crate) struct Decoder<'f> {
     file: &'f str,
     pub(crate) diags: Vec<Diagnostic>,
-    env: &'f dyn Fn(&str) -> Option<String>,
+    /// Where `${VAR}` in strings is looked up; `None` takes strings as
+    /// written, for files that are not Levee configs (OpenSLO).
+    env: Option<Env<'f>>,
 }
 
 impl<'f> Decoder<'f> {
-    pub(crate) fn new(file: &'f str, env: &'f dyn Fn(&str) -> Option<String>) -> Self {
+    pub(crate) fn new(file: &'f str, env: Env<'f>) -> Self {
         Self {
             file,
             diags: Vec::new(),
-            env,
+            env: Some(env),
+        }
+    }
+
+    /// A decoder whose strings are taken as written, without `${VAR}`.
+    pub(crate) fn literal(file: &'f str) -> Self {
+        Self {
+            file,
+            diags: Vec::new(),
+            env: None,
         }
     }
 
@@ -130,7 +166,7 @@ impl<'f> Decoder<'f> {
         });
     }
 
-    fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
+    pub(crate) fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
         self.error(
             node.loc,
             path,
@@ -235,18 +271,22 @@ impl<'f> Decoder<'f> {
         path: &str,
         mut f: impl FnMut(&mut Self, &'n Node, &str) -> Option<T>,
     ) -> Option<Vec<T>> {
-        match &node.value {
-            Value::Seq(items) => {
-                // Items that fail are reported and left out, so checks across
-                // sections still run on the rest (one pass finds everything).
-                let mut out = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    if let Some(v) = f(self, item, &format!("{path}[{i}]")) {
-                        out.push(v);
-                    }
-                }
-                Some(out)
+        let items = self.items(node, path)?;
+        // Items that fail are reported and left out, so checks across
+        // sections still run on the rest (one pass finds everything).
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(v) = f(self, item, &format!("{path}[{i}]")) {
+                out.push(v);
             }
+        }
+        Some(out)
+    }
+
+    /// The items of a list, for callers that walk them themselves.
+    pub(crate) fn items<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
             _ => {
                 self.type_error(node, path, "a list");
                 None
@@ -254,20 +294,26 @@ impl<'f> Decoder<'f> {
         }
     }
 
-    /// A string, with `${VAR}` and `${VAR:-default}` taken from the environment.
-    pub(crate) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
-        let raw = match &node.value {
-            Value::Str(s) => s,
+    /// A string as written, without `${VAR}` interpolation.
+    pub(crate) fn str<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
+        match &node.value {
+            Value::Str(s) => Some(s),
             _ => {
                 self.type_error(node, path, "a string");
-                return None;
+                None
             }
-        };
-        if !raw.contains('$') {
-            return Some(raw.clone());
         }
+    }
+
+    /// A string, with `${VAR}` and `${VAR:-default}` taken from the
+    /// environment (when this decoder has one).
+    pub(crate) fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        let raw = self.str(node, path)?;
+        let Some(env) = self.env.filter(|_| raw.contains('$')) else {
+            return Some(raw.to_string());
+        };
         let mut out = String::with_capacity(raw.len());
-        let mut rest = raw.as_str();
+        let mut rest = raw;
         while let Some(i) = rest.find('$') {
             out.push_str(&rest[..i]);
             rest = &rest[i..];
@@ -290,7 +336,7 @@ impl<'f> Decoder<'f> {
                     None => (expr, None),
                 };
                 // As in the shell, `:-` also replaces a set but empty variable.
-                let value = (self.env)(name).filter(|v| !v.is_empty() || default.is_none());
+                let value = env(name).filter(|v| !v.is_empty() || default.is_none());
                 match (value, default) {
                     (Some(v), _) => out.push_str(&v),
                     (None, Some(d)) => out.push_str(d),
@@ -319,6 +365,18 @@ impl<'f> Decoder<'f> {
             Value::Bool(b) => Some(b),
             _ => {
                 self.type_error(node, path, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    /// Any finite number, integer or float.
+    pub(crate) fn number(&mut self, node: &Node, path: &str) -> Option<f64> {
+        match node.value {
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) if f.is_finite() => Some(f),
+            _ => {
+                self.type_error(node, path, "a number");
                 None
             }
         }

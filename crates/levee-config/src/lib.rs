@@ -13,6 +13,7 @@ mod diag;
 mod discover;
 pub mod model;
 pub mod node;
+pub mod openslo;
 
 pub use diag::{parse_duration, parse_size, Diagnostic, Diagnostics};
 pub use discover::{discover, DiscoveryError, CONFIG_ENV, DEFAULT_NAMES};
@@ -44,14 +45,7 @@ impl Format {
 pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     let name = path.display().to_string();
     let one = |message: String, help: Option<String>| {
-        Diagnostics(vec![Diagnostic {
-            file: name.clone(),
-            line: 1,
-            col: 1,
-            path: String::new(),
-            message,
-            help,
-        }])
+        Diagnostics(vec![Diagnostic::whole_file(&name, message, help)])
     };
     let Some(format) = Format::from_path(path) else {
         return Err(one(

@@ -370,6 +370,14 @@ pub(crate) fn missing_space_after_colon(line: &str) -> Option<(String, String)> 
 const MAX_ALIAS_COPIES: usize = 100_000;
 
 impl Node {
+    /// The value of `key` when this node is a mapping that has it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v),
+            _ => None,
+        }
+    }
+
     /// The node at field path `path` below this one (`backoff.base`,
     /// `rate_limits[2].global`), if it is written.
     pub fn find(&self, path: &str) -> Option<&Node> {
@@ -380,10 +388,7 @@ impl Node {
                 None => (segment, ""),
             };
             if !key.is_empty() {
-                let Value::Map(entries) = &node.value else {
-                    return None;
-                };
-                node = &entries.iter().find(|(k, _, _)| k == key)?.2;
+                node = node.get(key)?;
             }
             while let Some(rest) = indexes.strip_prefix('[') {
                 let (index, after) = rest.split_once(']')?;

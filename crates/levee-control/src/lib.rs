@@ -1,7 +1,9 @@
 //! Levee's control plane: the background loops that read what the data
 //! plane (`levee-proxy`) measures and act on it. Today that is the SLO
 //! engine ([`slo`]: evaluation, incidents, the report) with its alert
-//! webhooks (`notify`) and the state store it persists to ([`store`]);
+//! webhooks (`notify`) and the state store it persists to ([`store`]),
+//! and the Prometheus rules that mirror the engine ([`rules`], sharing its
+//! alert-policy choices in [`policy`]);
 //! rollouts and experiments will live beside it. The data plane never
 //! depends on this crate: [`start`] wires the two together, and the loops
 //! reach the data plane only through the contract in
@@ -10,6 +12,7 @@
 
 mod notify;
 pub mod policy;
+pub mod rules;
 pub mod slo;
 pub mod store;
 

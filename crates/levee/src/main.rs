@@ -5,8 +5,6 @@
 
 mod demo;
 mod handover;
-mod openslo;
-mod slo_rules;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
@@ -181,10 +179,7 @@ fn main() -> ExitCode {
             init_logging(cli.log_format, &cli.log_level);
             let loaded = match levee_config::load_file(&config) {
                 Ok(c) => c,
-                Err(diags) => {
-                    eprintln!("{diags}");
-                    return ExitCode::FAILURE;
-                }
+                Err(diags) => return print_diagnostics(&diags),
             };
             report(
                 runtime(loaded.runtime.worker_threads)
@@ -209,22 +204,14 @@ fn main() -> ExitCode {
         Command::Slo {
             command: SloCommand::Rules { config, output },
         } => match levee_config::load_file(&config) {
-            Ok(c) => write_output(output.as_deref(), &slo_rules::render(&c)),
-            Err(diags) => {
-                eprintln!("{diags}");
-                ExitCode::FAILURE
-            }
+            Ok(c) => write_output(output.as_deref(), &levee_control::rules::render(&c)),
+            Err(diags) => print_diagnostics(&diags),
         },
         Command::Slo {
             command: SloCommand::Import { file, output },
-        } => match openslo::import_file(&file) {
-            Ok(toml) => write_output(output.as_deref(), &toml),
-            Err(problems) => {
-                for p in problems {
-                    eprintln!("{p}");
-                }
-                ExitCode::FAILURE
-            }
+        } => match levee_config::openslo::import_file(&file) {
+            Ok(imported) => write_output(output.as_deref(), &imported.toml),
+            Err(diags) => print_diagnostics(&diags),
         },
         Command::Backup { config, file } => backup(&config, &file),
         Command::Restore {
@@ -410,11 +397,15 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(diags) => {
-            eprintln!("{diags}");
-            ExitCode::FAILURE
-        }
+        Err(diags) => print_diagnostics(&diags),
     }
+}
+
+/// Diagnostics as `levee check` prints them (one `file:line:col: path:
+/// message` each, `help:` lines, a count) on standard error; exit 1.
+fn print_diagnostics(diags: &levee_config::Diagnostics) -> ExitCode {
+    eprintln!("{diags}");
+    ExitCode::FAILURE
 }
 
 /// `levee check --format json`: the shape of the admin API's reload answer

@@ -39,15 +39,17 @@
 //!
 //! **Burn rules.** The SLO's `alerting` page and ticket rules when given,
 //! else the SRE Workbook's, scaled to the period exactly as Levee scales
-//! them ([`levee_slo::Policy::sre_workbook_for`]): 14.4, 6, 3 and 1 for 30
-//! days, 13.44, 5.6, 2.8 and 0.933 for 28. Factors and ratios are written
-//! from Levee's integers (thousandths, parts per million), never through a
-//! float, so `14.4` is never `14.399999`.
+//! them: [`crate::policy::alert_policy`] makes that choice for the rules and
+//! the evaluation loop alike ([`levee_slo::Policy::sre_workbook_for`]):
+//! 14.4, 6, 3 and 1 for 30 days, 13.44, 5.6, 2.8 and 0.933 for 28. Factors
+//! and ratios are written from Levee's integers (thousandths, parts per
+//! million), never through a float, so `14.4` is never `14.399999`.
 //!
 //! **`calendar_month`.** A range selector cannot start at the first of the
 //! month, so a calendar-month SLO is evaluated over a rolling 30 days, as
 //! Sloth's month: the period window is `30d`, `slo:time_period:days` is 30
-//! and the workbook factors are the 30-day ones.
+//! and the workbook factors are the 30-day ones
+//! ([`crate::policy::nominal_period`]).
 //!
 //! **`min_events`.** Levee ignores a window holding fewer events than the
 //! SLO's `min_events`. The rules do the same: a rule also needs
@@ -59,6 +61,7 @@
 //! expands as a template (alert labels and annotations) has its `{{`
 //! escaped.
 
+use crate::policy::{alert_policy, nominal_period};
 use levee_config::{AlertSeverity, Config, Sli, Slo, SloObjective, SloPeriod};
 use levee_core::metrics::names;
 use std::time::Duration;
@@ -80,9 +83,6 @@ const SLOTH_WINDOWS: [Duration; 7] = [
     Duration::from_secs(3 * DAY),
 ];
 
-/// The rolling window standing in for a calendar month.
-const CALENDAR_MONTH: Duration = Duration::from_secs(30 * DAY);
-
 /// `sloth_service` when the SLO has no `service` label.
 const DEFAULT_SERVICE: &str = "levee";
 
@@ -90,7 +90,7 @@ const DEFAULT_SERVICE: &str = "levee";
 const WINDOW_LABEL: &str = "sloth_window";
 
 /// The rules file for `config`'s SLOs, as YAML.
-pub(crate) fn render(config: &Config) -> String {
+pub fn render(config: &Config) -> String {
     let mut y = Yaml::default();
     y.line(
         0,
@@ -125,13 +125,29 @@ pub(crate) fn render(config: &Config) -> String {
     y.out
 }
 
-/// One multiwindow burn-rate rule, from the config or the workbook.
+/// One multiwindow burn-rate rule of the SLO's alert policy, with the
+/// config's severity (whose name the alerts carry) and the factor in
+/// thousandths (written without a float).
 #[derive(Debug, Clone, Copy)]
 struct Rule {
     severity: AlertSeverity,
     long: Duration,
     short: Duration,
     factor_milli: u32,
+}
+
+impl From<&levee_slo::Rule> for Rule {
+    fn from(r: &levee_slo::Rule) -> Self {
+        Rule {
+            severity: match r.severity {
+                levee_slo::Severity::Page => AlertSeverity::Page,
+                levee_slo::Severity::Ticket => AlertSeverity::Ticket,
+            },
+            long: r.long,
+            short: r.short,
+            factor_milli: r.factor.milli(),
+        }
+    }
 }
 
 /// One SLO objective and everything its rules are built from.
@@ -148,34 +164,8 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     fn new(slo: &'a Slo, objective: &'a SloObjective) -> Self {
-        let period = match slo.period {
-            SloPeriod::Rolling(d) => d,
-            SloPeriod::CalendarMonth => CALENDAR_MONTH,
-        };
-        let rules = match &slo.alerting.rules {
-            Some(rules) => rules
-                .iter()
-                .map(|r| Rule {
-                    severity: r.severity,
-                    long: r.long,
-                    short: r.short,
-                    factor_milli: r.factor_milli,
-                })
-                .collect(),
-            None => levee_slo::Policy::sre_workbook_for(period)
-                .rules
-                .iter()
-                .map(|r| Rule {
-                    severity: match r.severity {
-                        levee_slo::Severity::Page => AlertSeverity::Page,
-                        levee_slo::Severity::Ticket => AlertSeverity::Ticket,
-                    },
-                    long: r.long,
-                    short: r.short,
-                    factor_milli: r.factor.milli(),
-                })
-                .collect(),
-        };
+        let period = nominal_period(slo.period);
+        let rules = alert_policy(slo).rules.iter().map(Rule::from).collect();
         let service = slo
             .labels
             .iter()

@@ -1,0 +1,298 @@
+//! OpenSLO v1 documents into Levee's `[[slos]]` (`levee slo import`).
+//!
+//! The input is one YAML file of `apiVersion: openslo/v1` documents,
+//! separated by `---` (a document that is a list of objects also works).
+//! Kinds `SLO`, `SLI`, `AlertPolicy` and `AlertCondition` are read;
+//! `Service`, `DataSource`, `AlertNotificationTarget` and `BudgetAdjustment`
+//! may appear and are skipped (a `DataSource` is consulted only to find the
+//! `type` of a metric source that names it by `metricSourceRef`). The output
+//! is TOML to paste into a Levee config: a header comment naming the input,
+//! then one `[[slos]]` entry per SLO, each preceded by `#` notes on what was
+//! approximated or ignored. Anything that cannot be mapped is an error; every
+//! error in the file is reported in one run, as the config's [`Diagnostic`]s
+//! (file, line, column, field path, message, help), whose field path starts
+//! with the document: `file:line:col: SLO checkout: spec.indicatorRef: ...`.
+//!
+//! The stream is read in `documents`, each SLO mapped in `map` (its SLI
+//! in `map::indicator`, its alerting in `map::alerting`), and the TOML
+//! written in `render`.
+//!
+//! # The Levee metric source
+//!
+//! Levee measures its SLIs itself, from the requests it routes, so a metric
+//! source cannot be a query. Every metric source of an imported SLI must be
+//! `type: Levee` (any case; or a `metricSourceRef` to a `DataSource` of that
+//! type), and its `spec` says which traffic it covers:
+//!
+//! ```yaml
+//! metricSource:
+//!   type: Levee
+//!   spec:
+//!     route: checkout          # any of route, tier (core/optional), tenant,
+//!     tier: core               # cluster; none means every routed request
+//!     sli: availability        # or latency; optional, must match the metric
+//!     rate_limited_is_bad: false  # availability only
+//!     threshold: 300ms         # latency ratioMetric only
+//!     unit: ms                 # thresholdMetric only: ms (default) or s
+//! ```
+//!
+//! In a `ratioMetric`, `good`, `bad`, `total` and `raw` must all carry the
+//! same Levee spec: Levee counts good and all events over the same requests.
+//!
+//! # Mapping
+//!
+//! | OpenSLO | Levee |
+//! |---|---|
+//! | SLO `metadata.name` | `name` (letters, digits, `-`, `_`, `.`) |
+//! | `spec.description`, else `metadata.displayName`, else the objectives' `displayName`s | `description` |
+//! | `spec.indicator` or `spec.indicatorRef` (an SLI in the same file) | the SLI below |
+//! | `ratioMetric` | `sli = "availability"` (`sli: latency` with `threshold` in the Levee spec: a latency SLO with that one threshold) |
+//! | `thresholdMetric` | `sli = "latency"`; each objective's `op` is `lt`/`lte` and its `value` the threshold in `unit` |
+//! | Levee spec `route`, `tier`, `tenant`, `cluster` | the same scope selectors |
+//! | `timeWindow` rolling `m`/`h`/`d`/`w` | `period` (`w` = 7 days), 1h to 366d |
+//! | `timeWindow` rolling `M`/`Q`/`Y` | `period` of 30/90/365 days per unit, as OpenSLO's reference library counts them, with a note |
+//! | `timeWindow` calendar `1M` (`isRolling: false`) | `period = "calendar_month"` (UTC; another `timeZone` gets a note) |
+//! | other calendar windows | error |
+//! | no `timeWindow` | no `period` (Levee's 30d default), with a note |
+//! | `budgetingMethod: Occurrences` | (how Levee budgets) |
+//! | `Timeslices`, `RatioTimeslices` | error |
+//! | objective `target` (0.999) or `targetPercent` (99.9) | `objective = "99.9%"`, to a millionth |
+//! | several objectives | `objectives = [{ threshold, objective }, ...]` (thresholdMetric only; a ratio SLI has one) |
+//! | `metadata.labels` | `labels` (Prometheus label names; a list value is joined with `,`) |
+//! | `spec.service` | `labels.service` |
+//! | annotation `runbook`, `runbook_url`, `runbook-url` or `runbookUrl` (any prefix) | `runbook` (an http(s) URL) |
+//! | `alertPolicies` (inline, `alertPolicyRef` or a plain name) with conditions inline or by `conditionRef` | `alerting` |
+//! | condition `kind: burnrate`, `op: gt`/`gte` | one burn-rate rule |
+//! | `threshold` | `factor` |
+//! | `lookbackWindow` | `long`; `short` is a twelfth of it, the SRE Workbook's ratio (1h and 5m) |
+//! | `alertAfter` | `pending_for` (one per SLO: the shortest, with a note when they differ) |
+//! | `severity` page, critical, high / ticket, warning, medium, low | `page` / `ticket` rules; others are errors |
+//! | no `alertPolicies` | no `alerting` (the Workbook's default rules), with a note |
+//! | `notificationTargets`, `alertWhenNoData` | ignored with a note: Levee's webhooks are global in `[alerting]` |
+//! | `alertWhenBreaching: false` | the policy is skipped, with a note |
+//!
+//! Route and cluster names cannot be checked here; `levee check` checks
+//! them once the entries are in a config.
+
+mod documents;
+mod map;
+mod render;
+
+use crate::diag::Decoder;
+use crate::{Diagnostic, Diagnostics};
+use std::path::Path;
+
+const NO_SLO_HELP: &str = "an OpenSLO v1 file holds documents such as `apiVersion: openslo/v1` with `kind: SLO`, separated by `---`";
+
+/// What an OpenSLO file becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The TOML to add to a Levee config: a header, then one `[[slos]]`
+    /// entry per SLO, with every note below written as a `#` comment.
+    pub toml: String,
+    /// Notes on the file as a whole: documents no SLO uses, kinds skipped.
+    pub file_notes: Vec<String>,
+    /// For each SLO imported, in file order, where it came from
+    /// (`SLO checkout (line 3)`) and what was approximated or left out.
+    pub slo_notes: Vec<(String, Vec<String>)>,
+}
+
+/// Imports the OpenSLO file at `path`, or gives every problem found.
+pub fn import_file(path: &Path) -> Result<Imported, Diagnostics> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        let message = format!("cannot read the OpenSLO file: {e}");
+        Diagnostics(vec![Diagnostic::whole_file(&file, message, None)])
+    })?;
+    import_str(&src, &file)
+}
+
+/// Imports OpenSLO YAML text; `file` names it in diagnostics and in the
+/// TOML's header.
+pub fn import_str(src: &str, file: &str) -> Result<Imported, Diagnostics> {
+    let roots = crate::node::parse_yaml_documents(src).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: file.to_string(),
+            line: e.loc.line,
+            col: e.loc.col,
+            path: String::new(),
+            message: format!("not valid YAML: {}", e.message),
+            help: None,
+        }])
+    })?;
+    let mut decoder = Decoder::literal(file);
+    let docs = documents::index_documents(&mut decoder, &roots);
+    let mut importer = map::Importer::new(&docs, decoder);
+    let entries: Vec<map::Entry> = docs
+        .iter()
+        .filter(|d| d.kind == "SLO")
+        .filter_map(|d| importer.slo(d))
+        .collect();
+    // A problem in a document that several SLOs use is listed once.
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    for d in importer.d.diags {
+        if !diags.contains(&d) {
+            diags.push(d);
+        }
+    }
+    diags.sort_by_key(|d| (d.line, d.col));
+    if !docs.iter().any(|d| d.kind == "SLO") {
+        diags.push(Diagnostic::whole_file(
+            file,
+            "no OpenSLO SLO document found".into(),
+            Some(NO_SLO_HELP.into()),
+        ));
+    }
+    if !diags.is_empty() {
+        return Err(Diagnostics(diags));
+    }
+    let mut file_notes = Vec::new();
+    let mut skipped = Vec::new();
+    for d in &docs {
+        let key = (d.kind, d.name.clone());
+        match d.kind {
+            "SLI" | "AlertPolicy" | "AlertCondition" if !importer.used.contains(&key) => {
+                file_notes.push(format!(
+                    "{} (line {}) is not used by any SLO; not imported.",
+                    d.label, d.loc.line
+                ));
+            }
+            "Service" | "AlertNotificationTarget" | "BudgetAdjustment" => {
+                skipped.push(d.label.as_str())
+            }
+            _ => {}
+        }
+    }
+    if !skipped.is_empty() {
+        file_notes.push(format!(
+            "Skipped, Levee has no counterpart: {}.",
+            skipped.join(", ")
+        ));
+    }
+    Ok(Imported {
+        toml: render::render(file, &file_notes, &entries),
+        slo_notes: entries.into_iter().map(|e| (e.origin, e.notes)).collect(),
+        file_notes,
+    })
+}
+
+/// A field path inside one document of the stream, as diagnostics write it:
+/// `SLO checkout: spec.indicatorRef`, or the document alone.
+fn document_path(doc: &str, path: &str) -> String {
+    match (doc.is_empty(), path.is_empty()) {
+        (_, true) => doc.to_string(),
+        (true, false) => path.to_string(),
+        (false, false) => format!("{doc}: {path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An SLO whose SLI is a separate document, so that both can be broken.
+    fn slo_with_sli(description: &str, sli_type: &str) -> String {
+        format!(
+            "apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: checkout
+spec:
+  description: {description:?}
+  budgetingMethod: Occurrences
+  indicatorRef: answers
+  objectives:
+    - target: 0.999
+---
+apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: checkout-again
+spec:
+  budgetingMethod: Occurrences
+  indicatorRef: answers
+  objectives:
+    - target: 0.99
+---
+apiVersion: openslo/v1
+kind: SLI
+metadata:
+  name: answers
+spec:
+  ratioMetric:
+    good:
+      metricSource:
+        type: {sli_type}
+        spec: {{ route: checkout }}
+    total:
+      metricSource:
+        type: {sli_type}
+        spec: {{ route: checkout }}
+"
+        )
+    }
+
+    #[test]
+    fn imports_into_toml_with_notes_per_slo() {
+        let imported = import_str(&slo_with_sli("Checkout ${NOT_AN_ENV}", "Levee"), "in.yaml")
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert!(imported.toml.contains("[[slos]]\nname = \"checkout\"\n"));
+        assert!(
+            imported
+                .toml
+                .contains("description = \"Checkout ${NOT_AN_ENV}\""),
+            "OpenSLO strings are taken as written: {}",
+            imported.toml
+        );
+        assert!(imported.file_notes.is_empty(), "{:?}", imported.file_notes);
+        let origins: Vec<&str> = imported.slo_notes.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(
+            origins,
+            ["SLO checkout (line 1)", "SLO checkout-again (line 12)"]
+        );
+        let notes = &imported.slo_notes[0].1;
+        assert!(
+            notes.iter().any(|n| n.starts_with("No timeWindow")),
+            "{notes:?}"
+        );
+        for (_, notes) in &imported.slo_notes {
+            for note in notes {
+                assert!(imported.toml.contains(&format!("# Note: {note}")));
+            }
+        }
+    }
+
+    #[test]
+    fn problems_are_diagnostics_naming_the_document() {
+        let diags = import_str(&slo_with_sli("Checkout", "Prometheus"), "in.yaml").unwrap_err();
+        let at = |line, part: &str| Diagnostic {
+            file: "in.yaml".into(),
+            line,
+            col: 15,
+            path: format!("SLI answers: spec.ratioMetric.{part}.metricSource.type"),
+            message: "\"Prometheus\" cannot be measured by Levee".into(),
+            help: Some(map::LEVEE_SOURCE_HELP.into()),
+        };
+        assert_eq!(
+            diags.0,
+            [at(30, "good"), at(34, "total")],
+            "the shared SLI's problems are listed once, though both SLOs use it"
+        );
+    }
+
+    #[test]
+    fn files_without_slos_are_refused() {
+        let diags = import_str("", "empty.yaml").unwrap_err();
+        assert_eq!(
+            diags.0,
+            [Diagnostic::whole_file(
+                "empty.yaml",
+                "no OpenSLO SLO document found".into(),
+                Some(NO_SLO_HELP.into())
+            )]
+        );
+        let diags = import_str("a: [1\n", "broken.yaml").unwrap_err();
+        assert_eq!((diags.0[0].line, diags.0[0].col), (2, 1));
+        assert!(diags.0[0].message.starts_with("not valid YAML: "));
+    }
+}
