@@ -1,71 +1,53 @@
 #!/usr/bin/env python3
-"""Helpers for bench/run.sh.
+"""Helpers for bench/run.sh: what each run measured, and the tables.
 
-  report.py wrk FILE                 -> "rps p50_us p99_us errors" from wrk --latency output
+  report.py wrk FILE HIST            -> "rps p50_us p99_us errors" from wrk --latency output
+                                        and the histogram wrk_hist.lua wrote
   report.py h2load FILE LOG          -> same from h2load output and its --log-file
   report.py table RESULTS.tsv IDLE_DIR [META]  -> Markdown tables on stdout
+
+p50 and p99 are benchlib.percentile (nearest rank) over every response's
+latency, in seconds, printed in microseconds: for wrk over its latency
+histogram (whole microseconds), for h2load over its log file.
 """
 
 import glob
 import json
 import os
-import re
 import statistics
 import sys
 
-UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+NAN = float("nan")
 
 
-def to_us(text):
-    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text.strip())
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * UNITS[m.group(2)]
-
-
-def parse_wrk(path):
-    text = open(path).read()
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", text).group(1))
-    pct = {}
-    for m in re.finditer(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", text, re.M):
-        pct[m.group(1)] = to_us(m.group(2))
-    errors = 0
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    if m:
-        errors += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    return rps, pct.get("50", float("nan")), pct.get("99", float("nan")), errors
-
-
-def percentile(sorted_values, q):
-    if not sorted_values:
-        return float("nan")
-    k = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
-    return sorted_values[k]
+def parse_wrk(path, hist_path):
+    with open(path) as f:
+        w = benchlib.parse_wrk(f.read())
+    pairs, complete = [], False
+    if os.path.exists(hist_path):
+        with open(hist_path) as f:
+            pairs, complete = benchlib.parse_wrk_hist(f.read())
+    if not complete:
+        # One rule for every percentile: without wrk's whole histogram there
+        # is no p50/p99 (wrk's own figures are not used).
+        print(f"report: no complete latency histogram in {hist_path}", file=sys.stderr)
+        pairs = []
+    p50 = benchlib.percentile_hist(pairs, 50) * 1e6
+    p99 = benchlib.percentile_hist(pairs, 99) * 1e6
+    return w["rps"], p50, p99, w["errors"]
 
 
 def parse_h2load(path, log):
-    text = open(path).read()
-    m = re.search(r"finished in [0-9.]+\w*, ([0-9.]+) req/s", text)
-    rps = float(m.group(1)) if m else float("nan")
-    errors = 0
-    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", text)
-    if m:
-        errors += sum(int(x) for x in m.groups())
+    with open(path) as f:
+        h = benchlib.parse_h2load(f.read())
     lat = []
     if os.path.exists(log):
         with open(log) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3:
-                    lat.append(float(parts[2]))
-    lat.sort()
-    return rps, percentile(lat, 0.50), percentile(lat, 0.99), errors
+            lat = benchlib.parse_h2load_log(f)
+    return h["rps"], benchlib.percentile(lat, 50) * 1e6, benchlib.percentile(lat, 99) * 1e6, h["errors"]
 
 
 TARGETS = ["levee", "nginx", "haproxy", "direct"]
@@ -179,7 +161,7 @@ def table(results_path, idle_dir, meta_path=None):
 def main():
     cmd = sys.argv[1]
     if cmd == "wrk":
-        r = parse_wrk(sys.argv[2])
+        r = parse_wrk(sys.argv[2], sys.argv[3])
         print(f"{r[0]:.1f}\t{r[1]:.1f}\t{r[2]:.1f}\t{r[3]}")
     elif cmd == "h2load":
         r = parse_h2load(sys.argv[2], sys.argv[3])

@@ -10,6 +10,10 @@
 # PORT_BASE (default 28000), LEVEE_BIN (skip the build), SKIP_INSTALL=1,
 # SCENARIOS (subset of "a a_shared b c d e"; b needs a), HOLD=SECONDS (after
 # the warm-up, keep the servers up that long for profiling, then go on).
+# Shortest run: QUICK=1 SCENARIOS=a SKIP_INSTALL=1 LEVEE_BIN=path (~1 min).
+# p50 and p99 are nearest rank (bench/benchlib.py percentile) over every
+# response: wrk's latency histogram (written by bench/wrk_hist.lua) or
+# h2load's --log-file. Shell helpers: bench/lib.sh.
 # Raw outputs go to bench/out/ (gitignored); the Markdown table is printed at
 # the end and written to bench/out/summary.md.
 set -euo pipefail
@@ -38,27 +42,22 @@ NGINX_H2_PORT=$((PORT_BASE + 11))
 HAPROXY_PORT=$((PORT_BASE + 20))
 HAPROXY_H2_PORT=$((PORT_BASE + 21))
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+LOG_TAG=bench PY=python3
+# log, die, install_missing, levee_bin, ports_free, wait_port, http_get,
+# stop_pid, set_cleanup_traps, versions, machine_line
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
 
 # ---------------------------------------------------------------- tools
-SUDO=""
-if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 need=()
-NGINX_PKG=nginx-light
-apt-cache show nginx-light >/dev/null 2>&1 || NGINX_PKG=nginx
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=("$NGINX_PKG")
-command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})) && [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
-  log "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-export PATH="$PATH:/usr/sbin:/sbin"
+have nginx || need+=("$NGINX_PKG")
+have haproxy || need+=(haproxy)
+have wrk || need+=(wrk)
+have h2load || need+=(nghttp2-client)
+have taskset || need+=(util-linux)
+have python3 || need+=(python3)
+# SKIP_INSTALL=1 goes on without them (a scenario that needs one fails).
+install_missing lenient "${need[@]}"
 # Debian starts the packaged services where systemd runs; ours use their own
 # configs and ports, so those are left alone.
 
@@ -71,12 +70,7 @@ if [[ "$NOFILE" != unlimited ]] && ((NOFILE < IDLE_CONNS + 500)); then
 fi
 
 # ---------------------------------------------------------------- build
-if [[ -z "${LEVEE_BIN:-}" ]]; then
-  log "building levee (release, target/bench)"
-  (cd "$ROOT" && cargo build --release -p levee --target-dir target/bench >&2)
-  LEVEE_BIN="$ROOT/target/bench/release/levee"
-fi
-[[ -x "$LEVEE_BIN" ]] || die "no levee binary at $LEVEE_BIN"
+levee_bin
 
 # ---------------------------------------------------------------- layout
 RUN="$OUT/run"
@@ -90,17 +84,12 @@ printf '# scenario\ttarget\tround\trps\tp50_us\tp99_us\terrors\n' >"$RESULTS"
 head -c 1048576 /dev/urandom >"$RUN/www/1m"
 chmod 644 "$RUN/www/1m"
 
-for p in $ORIGIN_PORT $ORIGIN_H2_PORT $LEVEE_PORT $LEVEE_ADMIN_PORT $NGINX_PORT $NGINX_H2_PORT $HAPROXY_PORT $HAPROXY_H2_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set PORT_BASE)"; fi
-done
-
-NGINX_USER=""
-[[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
+ports_free $ORIGIN_PORT $ORIGIN_H2_PORT $LEVEE_PORT $LEVEE_ADMIN_PORT $NGINX_PORT $NGINX_H2_PORT $HAPROXY_PORT $HAPROXY_H2_PORT
 # h2c (prior knowledge) on a port of its own: "listen ... http2" before 1.25.1,
 # "http2 on;" from then on.
 NGINX_VERSION=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 h2_listen() { # $1 port
-  if [[ "$(printf '%s\n' "$NGINX_VERSION" 1.25.1 | sort -V | head -1)" == 1.25.1 ]]; then
+  if [[ "$(printf '%s\n' "$NGINX_VERSION" 1.25.1 | sort -V | awk 'NR == 1')" == 1.25.1 ]]; then
     echo "listen 127.0.0.1:$1; http2 on;"
   else
     echo "listen 127.0.0.1:$1 http2;"
@@ -262,12 +251,7 @@ start() { # $1 name
 }
 
 stop() { # $1 name
-  local pid="${PID[$1]:-}"
-  [[ -n "$pid" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  stop_pid "${PID[$1]:-}"
   unset "PID[$1]"
 }
 
@@ -275,20 +259,17 @@ cleanup() {
   local n
   for n in levee nginx haproxy origin; do stop "$n"; done
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+set_cleanup_traps
 
-wait_port() { # $1 port
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  die "nothing listening on $1"
+listening() { # port...
+  local p
+  for p in "$@"; do wait_port "$p" || die "nothing listening on $p"; done
 }
 
 # The process and its children (NGINX's worker), all threads.
 pids_of() { # $1 name
   local pid="${PID[$1]}"
+  # shellcheck disable=SC2046 # one word per child pid
   echo "$pid" $(pgrep -P "$pid" || true)
 }
 
@@ -343,9 +324,11 @@ record() { # scenario target round "rps p50 p99 errors"
 }
 
 run_wrk() { # scenario target round conns path
-  local f="$RAW/$1.$2.r$3.txt" port; port=$(port_of "$2" h1)
-  loadgen "$2" timeout $((DURATION + 30)) wrk -t1 -c"$4" -d"${DURATION}s" --timeout 5s --latency "http://127.0.0.1:$port$5" >"$f" 2>&1 || true
-  record "$1" "$2" "$3" "$(python3 "$BENCH/report.py" wrk "$f")"
+  local f="$RAW/$1.$2.r$3.txt" hist="$RAW/$1.$2.r$3.hist" port; port=$(port_of "$2" h1)
+  # wrk_hist.lua writes wrk's latency histogram, for report.py's percentiles.
+  WRK_HIST="$hist" loadgen "$2" timeout $((DURATION + 60)) wrk -t1 -c"$4" -d"${DURATION}s" --timeout 5s --latency \
+    -s "$BENCH/wrk_hist.lua" "http://127.0.0.1:$port$5" >"$f" 2>&1 || true
+  record "$1" "$2" "$3" "$("$PY" "$BENCH/report.py" wrk "$f" "$hist")"
 }
 
 run_h2load() { # scenario target round proto(h1|h2) extra-args...
@@ -355,7 +338,7 @@ run_h2load() { # scenario target round proto(h1|h2) extra-args...
   local h1=(); [[ "$proto" == h1 ]] && h1=(--h1)
   loadgen "$target" timeout $((DURATION + 30)) h2load "${h1[@]}" -t1 -D "$DURATION" --warm-up-time 1 \
     --log-file "$logf" "$@" "http://127.0.0.1:$port/" >"$f" 2>&1 || true
-  record "$scen" "$target" "$rnd" "$(python3 "$BENCH/report.py" h2load "$f" "$logf")"
+  record "$scen" "$target" "$rnd" "$("$PY" "$BENCH/report.py" h2load "$f" "$logf")"
   rm -f "$logf"
 }
 
@@ -365,22 +348,20 @@ median_rps() { # scenario target
 }
 
 start_all() {
-  start origin; wait_port $ORIGIN_PORT
+  start origin; listening $ORIGIN_PORT
   start levee; start nginx; start haproxy
-  wait_port $LEVEE_PORT; wait_port $NGINX_PORT; wait_port $HAPROXY_PORT; wait_port $NGINX_H2_PORT; wait_port $HAPROXY_H2_PORT
+  listening $LEVEE_PORT $NGINX_PORT $HAPROXY_PORT $NGINX_H2_PORT $HAPROXY_H2_PORT
   local t
   for t in levee nginx haproxy direct; do
-    curl -fsS -o /dev/null "http://127.0.0.1:$(port_of $t h1)/" 2>/dev/null ||
-      python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=5).read()" "http://127.0.0.1:$(port_of $t h1)/" ||
-      die "$t does not answer"
+    http_get "http://127.0.0.1:$(port_of "$t" h1)/" >/dev/null || die "$t does not answer"
   done
 }
 
 # ---------------------------------------------------------------- meta
 {
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)."
-  echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | head -1 | awk '{print $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(h2load --version | head -1), Levee $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')."
-  echo "Settings: rounds=$ROUNDS, ${DURATION}s per run, PIN=$PIN, idle connections=$IDLE_CONNS, date $(date -u +%Y-%m-%dT%H:%MZ), load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+  machine_line
+  echo "Versions: $(nginx_version), HAProxy $(haproxy_version), $(wrk_version), $(h2load_version), Levee $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')."
+  echo "Settings: rounds=$ROUNDS, ${DURATION}s per run, PIN=$PIN, idle connections=$IDLE_CONNS, date $(date -u +%Y-%m-%dT%H:%MZ), load average at start $(loadavg)."
 } >"$OUT/meta.md"
 cat "$OUT/meta.md" >&2
 
@@ -389,8 +370,8 @@ log "all servers up: origin :$ORIGIN_PORT, levee :$LEVEE_PORT, nginx :$NGINX_POR
 pin_mode "$PIN"
 # Warm-up: connections, pools, page cache.
 for t in "${TARGETS[@]}"; do
-  loadgen "$t" timeout 20 wrk -t1 -c64 -d1s "http://127.0.0.1:$(port_of $t h1)/" >/dev/null 2>&1 || true
-  loadgen "$t" timeout 20 wrk -t1 -c4 -d1s "http://127.0.0.1:$(port_of $t h1)/1m" >/dev/null 2>&1 || true
+  loadgen "$t" timeout 20 wrk -t1 -c64 -d1s "http://127.0.0.1:$(port_of "$t" h1)/" >/dev/null 2>&1 || true
+  loadgen "$t" timeout 20 wrk -t1 -c4 -d1s "http://127.0.0.1:$(port_of "$t" h1)/1m" >/dev/null 2>&1 || true
 done
 
 if [[ -n "${HOLD:-}" ]]; then
@@ -440,16 +421,16 @@ fi
 if want e; then
 log "(e) $IDLE_CONNS idle keep-alive connections per proxy (fresh processes)"
 for t in levee nginx haproxy; do
-  stop "$t"; start "$t"; wait_port "$(port_of $t h1)"
+  stop "$t"; start "$t"; listening "$(port_of $t h1)"
   [[ "$PIN" == 1 ]] && set_affinity $PROXY_CPU "$t"
   sleep 0.5
   pids=$(pids_of "$t" | tr ' ' ',')
-  python3 "$BENCH/idle_conns.py" --port "$(port_of $t h1)" --n "$IDLE_CONNS" --hold "$IDLE_HOLD" \
+  "$PY" "$BENCH/idle_conns.py" --port "$(port_of $t h1)" --n "$IDLE_CONNS" --hold "$IDLE_HOLD" \
     --pids "$pids" --deadline 120 >"$IDLE_DIR/$t.json" 2>"$RAW/e.$t.err" || log "idle run against $t failed"
-  log "  $t: $(cat "$IDLE_DIR/$t.json" 2>/dev/null | head -c 300)"
+  log "  $t: $(head -c 300 "$IDLE_DIR/$t.json" 2>/dev/null || true)"
   stop "$t"
 done
 fi
 
 cleanup
-python3 "$BENCH/report.py" table "$RESULTS" "$IDLE_DIR" "$OUT/meta.md" | tee "$OUT/summary.md"
+"$PY" "$BENCH/report.py" table "$RESULTS" "$IDLE_DIR" "$OUT/meta.md" | tee "$OUT/summary.md"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Open-model load with priority classes and tenants, for the overload benchmark.
 
-The same generator as bench/scenarios/load.py (whose connection pool,
-response parser and Poisson schedule it imports): every request goes out at
+The same generator as bench/scenarios/load.py (the connection pool,
+response parser, schedule, timed request and launch loop are both files'
+imports from bench/benchlib.py): every request goes out at
 its scheduled time whatever happened to earlier ones, latency runs from the
 *scheduled* send time to the end of the response (no coordinated omission),
 and a request without a complete response --timeout seconds after its
@@ -24,12 +25,12 @@ Output (--out): one JSON document with the schedule start (t0, on
 time.monotonic()), the phases, and per request: scheduled offset (s),
 latency (s), status (0 on a transport error), error code (null when a
 response arrived), send lag (s), class index, tenant index and target index.
-A summary per phase goes to stderr.
+A summary per phase goes to stderr (percentiles: nearest rank,
+benchlib.percentile).
 """
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import random
@@ -37,23 +38,8 @@ import sys
 from collections import Counter
 from urllib.parse import urlsplit
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def scenarios_module(name):
-    """A module of bench/scenarios, loaded by path (its names clash with ours)."""
-    path = os.path.join(HERE, "..", "scenarios", name + ".py")
-    spec = importlib.util.spec_from_file_location("scenarios_" + name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_scen = scenarios_module("load")
-Pool = _scen.Pool
-ProtocolError = _scen.ProtocolError
-schedule = _scen.schedule
-control_get = _scen.control_get
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import Pool, control_get, launch, outcome, percentile, schedule, timed_request  # noqa: E402
 
 
 def parse_mix(spec):
@@ -64,14 +50,6 @@ def parse_mix(spec):
         names.append(name)
         weights.append(float(w or 1))
     return names, weights
-
-
-def pctl(values, p):
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
-    return v[k]
 
 
 async def sampler(url, every, prefixes, t0, out, stop):
@@ -118,14 +96,7 @@ async def run(args):
 
     # Warm connections, so the first second does not measure connects.
     for _, _, pool in targets:
-        warm = []
-        for _ in range(args.warm_conns):
-            try:
-                warm.append(await pool.connect())
-            except OSError as e:
-                print(f"load: warm-up connect failed: {e}", file=sys.stderr)
-                break
-        pool.idle.extend(warm)
+        await pool.warm(args.warm_conns)
 
     # The schedule: phases one after the other.
     phases, offsets, start = [], [], 0.0
@@ -149,66 +120,21 @@ async def run(args):
 
     async def one(i, target):
         k = tgt_of[i]
-        pool = targets[k][2]
         data = reqs[(k, cls_of[i], ten_of[i])]
-        conn = None
-
-        async def attempt():
-            nonlocal conn
-            conn = await pool.acquire()
-            return await conn.send(data)
-
-        try:
-            remaining = target + args.timeout - loop.time()
-            st = await asyncio.wait_for(attempt(), max(remaining, 0.001))
-            status[i] = st
-            lat[i] = loop.time() - target
-            pool.release(conn)
-            return
-        except asyncio.TimeoutError:
-            err[i] = "timeout"
-        except ConnectionRefusedError:
-            err[i] = "refused"
-        except ProtocolError:
-            err[i] = "protocol"
-        except ConnectionResetError:
-            err[i] = "closed"
-        except OSError:
-            err[i] = "connect" if conn is None else "closed"
-        lat[i] = min(loop.time() - target, args.timeout) if err[i] == "timeout" else loop.time() - target
-        if conn is not None:
-            pool.discard(conn)
+        status[i], err[i], lat[i] = await timed_request(targets[k][2], data, target, args.timeout)
 
     t0 = loop.time() + 0.05
     samples, stop = [], asyncio.Event()
     sample_tasks = [
         loop.create_task(sampler(url, args.sample_every, args.sample_prefix, t0, samples, stop)) for url in args.sample
     ]
-    tasks = set()
-    i = 0
-    while i < n:
-        now = loop.time()
-        target = t0 + offsets[i]
-        if target > now:
-            await asyncio.sleep(target - now)
-            now = loop.time()
-        # Launch everything due (up to half a millisecond early).
-        while i < n and t0 + offsets[i] <= now + 0.0005:
-            tt = t0 + offsets[i]
-            lag[i] = max(0.0, now - tt)
-            task = loop.create_task(one(i, tt))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            i += 1
-    if tasks:
-        await asyncio.wait(tasks)
+    await launch(offsets, t0, one, lag)
     stop.set()
     if sample_tasks:
         await asyncio.wait(sample_tasks)
     wall = loop.time() - t0
     for _, _, pool in targets:
-        for c in pool.idle:
-            c.abort()
+        pool.close_idle()
 
     def ok(i):
         return err[i] is None and 200 <= status[i] < 300
@@ -227,10 +153,10 @@ async def run(args):
                 "sent": m,
                 "ok_2xx": len(good),
                 "ok_per_s": round(len(good) / (ph["end"] - ph["start"]), 1),
-                "ok_p99_ms": round(pctl(good, 99) * 1000, 1),
-                "send_lag_p99_ms": round(pctl(lags, 99) * 1000, 2),
+                "ok_p99_ms": round(percentile(good, 99) * 1000, 1),
+                "send_lag_p99_ms": round(percentile(lags, 99) * 1000, 2),
                 "send_lag_max_ms": round(max(lags) * 1000, 2) if lags else 0,
-                "outcomes": dict(Counter((str(status[i]) if err[i] is None else err[i]) for i in idx)),
+                "outcomes": dict(Counter(outcome(status[i], err[i]) for i in idx)),
             }
         )
     summary["connections_peak"] = sum(p.peak for _, _, p in targets)

@@ -20,7 +20,8 @@ client's schedule (t0). Definitions (also in RELIABILITY.md, "Overload"):
   overshoot keeps its real ceiling a few percent lower.
 - Success per class and per tenant: successful / sent within the group.
 - p99 ok: the 99th percentile of the latency of successful requests, from
-  the scheduled send time to the end of the response.
+  the scheduled send time to the end of the response. Every percentile here
+  is nearest rank (bench/benchlib.py percentile, the rule of every report).
 - Upstream served/s: requests the upstream finished during the phase (by
   end time), divided by its length; "wasted": those finished after the
   proxy had closed the connection (nobody read the answer).
@@ -30,11 +31,15 @@ client's schedule (t0). Definitions (also in RELIABILITY.md, "Overload"):
 """
 
 import json
-import math
 import os
 import re
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import benchlib  # noqa: E402
+from benchlib import msum, parse_metrics  # noqa: E402, F401
+from benchlib import percentile as pctl  # noqa: E402  (nearest rank; the rule of every report)
 
 PROXY_ORDER = ["levee", "levee-fixed", "nginx", "haproxy"]
 PROXY_TITLE = {
@@ -51,15 +56,6 @@ RL_TITLE = {
     "haproxy": "HAProxy stick table (track, then deny)",
     "haproxy-admitted": "HAProxy stick table (deny, then track: admitted only)",
 }
-METRIC = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)")
-
-
-def pctl(values, p):
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, math.ceil(p / 100.0 * len(v)) - 1))
-    return v[k]
 
 
 def read_json(d, name):
@@ -70,64 +66,26 @@ def read_json(d, name):
         return json.load(f)
 
 
-def parse_metrics(lines):
-    """[(name, {label: value}, value)] from Prometheus text lines."""
-    out = []
-    for line in lines:
-        if line.startswith("#"):
-            continue
-        m = METRIC.match(line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3) or ""))
-        try:
-            out.append((m.group(1), labels, float(m.group(4))))
-        except ValueError:
-            pass
-    return out
-
-
 def metrics_file(d, name):
-    path = os.path.join(d, name)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return parse_metrics(f.read().splitlines())
-
-
-def msum(metrics, name, **want):
-    return sum(v for n, l, v in metrics if n == name and all(l.get(k) == x for k, x in want.items()))
+    return benchlib.metrics_file(os.path.join(d, name))
 
 
 def haproxy_stats(d):
-    path = os.path.join(d, "haproxy.stat.csv")
-    if not os.path.exists(path):
+    rows = benchlib.read_haproxy_stat_file(os.path.join(d, "haproxy.stat.csv"))
+    if rows is None:
         return None
-    with open(path) as f:
-        lines = [l for l in f.read().splitlines() if l]
-    if not lines or not lines[0].startswith("# "):
-        return None
-    cols = lines[0][2:].split(",")
-    rows = {}
-    for l in lines[1:]:
-        row = dict(zip(cols, l.split(",")))
-        rows[(row.get("pxname"), row.get("svname"))] = row
-    return rows
+    return {(row.get("pxname"), row.get("svname")): row for row in rows}
+
+
+NGINX_PATTERNS = [
+    ("limiting requests", "limit_req refusals"),
+    ("limiting connections", "limit_conn refusals"),
+    ("no live upstreams", "max_conns full (no live upstreams)"),
+]
 
 
 def nginx_log(d):
-    path = os.path.join(d, "nginx.error.log")
-    c = Counter()
-    if os.path.exists(path):
-        with open(path, errors="replace") as f:
-            for line in f:
-                if "limiting requests" in line:
-                    c["limit_req refusals"] += 1
-                elif "limiting connections" in line:
-                    c["limit_conn refusals"] += 1
-                elif "no live upstreams" in line:
-                    c["max_conns full (no live upstreams)"] += 1
-    return dict(c)
+    return benchlib.nginx_error_counts(os.path.join(d, "nginx.error.log"), NGINX_PATTERNS)
 
 
 def levee_log_problems(d):
@@ -136,7 +94,7 @@ def levee_log_problems(d):
     for name in sorted(os.listdir(d)):
         if name.startswith("levee") and name.endswith(".log"):
             with open(os.path.join(d, name), errors="replace") as f:
-                n += sum(1 for line in f if "panicked" in line or " ERROR " in line)
+                n += sum(1 for line in f if benchlib.levee_log_is_problem(line))
     return n
 
 

@@ -7,6 +7,8 @@
 #
 #   bash bench/overload/run.sh            # full run, about 8 min + build (MICRO=1: +30 s)
 #   QUICK=1 bash bench/overload/run.sh    # smoke run, about 3 min + build
+#   QUICK=1 LOADS=5 PROXIES="levee nginx haproxy" RL_PROXIES="levee nginx" \
+#     SKIP_INSTALL=1 LEVEE_BIN=path bash bench/overload/run.sh   # shortest check, ~1.5 min
 #
 # Knobs (environment):
 #   CONCURRENCY=4 SERVICE_MS=20   the upstream: requests at once, service time
@@ -37,6 +39,8 @@
 #   OVERLOAD_OUT=dir              output directory (default bench/overload/out)
 # Raw outputs go to bench/overload/out/ (gitignored); the Markdown tables are
 # printed at the end and written to bench/overload/out/summary.md.
+# Shared code: bench/lib.sh (shell), bench/benchlib.py (Python; percentiles
+# are nearest rank, the rule of every report).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -72,8 +76,12 @@ CTL_PORT=$((PORT_BASE + 100))
 UP=$((PORT_BASE + 101))
 REDIS_PORT=$((PORT_BASE + 379))
 
-log() { printf '[overload %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+LOG_TAG=overload PY=python3
+# log, die, install_missing, levee_bin, ports_free, port_free, wait_port,
+# wait_answers, http_get, pin, stop_pid, set_cleanup_traps, haproxy_*,
+# versions, machine_line
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 for p in $PROXIES; do
   case "$p" in levee|levee-fixed|nginx|haproxy) ;; *) die "unknown proxy $p (levee levee-fixed nginx haproxy)";; esac
@@ -91,51 +99,26 @@ TENANT_BURST="${TENANT_BURST:-10}"
 TENANT_CONNS=$(((CONCURRENCY + 1) / 2))
 
 # ---------------------------------------------------------------- tools
-SUDO=""
-if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-export PATH="$PATH:/usr/sbin:/sbin"
 want() { [[ " $PROXIES " == *" $1 "* ]] || { [[ "$RL" == 1 ]] && [[ " $RL_PROXIES " == *" $1 "* ]]; }; }
 need=()
-NGINX_PKG=nginx-light
-apt-cache show nginx-light >/dev/null 2>&1 || NGINX_PKG=nginx
-want nginx && ! command -v nginx >/dev/null && need+=("$NGINX_PKG")
-{ want haproxy || want haproxy-admitted; } && ! command -v haproxy >/dev/null && need+=(haproxy)
-want levee-redis && ! command -v redis-server >/dev/null && need+=(redis-server)
-command -v python3 >/dev/null || need+=(python3)
-[[ "$PIN" == 1 ]] && ! command -v taskset >/dev/null && need+=(util-linux)
-if ((${#need[@]})); then
-  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing ${need[*]} (and SKIP_INSTALL=1)"
-  log "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-PY=python3
+want nginx && ! have nginx && need+=("$NGINX_PKG")
+{ want haproxy || want haproxy-admitted; } && ! have haproxy && need+=(haproxy)
+want levee-redis && ! have redis-server && need+=(redis-server)
+have python3 || need+=(python3)
+[[ "$PIN" == 1 ]] && ! have taskset && need+=(util-linux)
+install_missing strict "${need[@]}"
 
 # ---------------------------------------------------------------- build
 has_levee() { want levee || want levee-fixed || want levee-redis; }
-if has_levee; then
-  if [[ -z "${LEVEE_BIN:-}" ]]; then
-    log "building levee (release, target/bench)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=target/bench cargo build --release -p levee --locked >&2)
-    LEVEE_BIN="$ROOT/target/bench/release/levee"
-  fi
-  [[ -x "$LEVEE_BIN" ]] || die "no levee binary at $LEVEE_BIN"
-fi
+if has_levee; then levee_bin; fi
 
 # ---------------------------------------------------------------- layout
 RAW="$OUT/raw"
 rm -rf "$RAW" "$OUT/micro"
 mkdir -p "$RAW"
 
-# pin, port_free, stop_pid, wait_port, http_get
-. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-for p in $PROXY_PORT $((PROXY_PORT + 1)) $((PROXY_PORT + 2)) $LEVEE_ADMIN_PORT $((LEVEE_ADMIN_PORT + 1)) \
-  $((LEVEE_ADMIN_PORT + 2)) $CTL_PORT $UP $REDIS_PORT; do
-  port_free "$p" || die "port $p is in use (set PORT_BASE)"
-done
-
-NGINX_USER=""
-[[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
+ports_free $PROXY_PORT $((PROXY_PORT + 1)) $((PROXY_PORT + 2)) $LEVEE_ADMIN_PORT $((LEVEE_ADMIN_PORT + 1)) \
+  $((LEVEE_ADMIN_PORT + 2)) $CTL_PORT $UP $REDIS_PORT
 
 REDIS_SECTION=""
 RL_GLOBAL=false
@@ -197,8 +180,6 @@ if [[ "$RL" == 1 ]]; then for p in $RL_PROXIES; do check_one rl "$p"; done; fi
 # ---------------------------------------------------------------- processes
 UP_PID=""; PROXY_PIDS=(); REDIS_PID=""
 
-
-
 cleanup() {
   local p
   for p in "${PROXY_PIDS[@]}"; do stop_pid "$p"; done
@@ -206,10 +187,7 @@ cleanup() {
   stop_pid "$UP_PID"; UP_PID=""
   stop_pid "$REDIS_PID"; REDIS_PID=""
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-
+set_cleanup_traps
 
 start_upstream() { # run-dir concurrency service-ms
   local p
@@ -244,19 +222,13 @@ start_proxy() { # part proxy run-dir [index]: index > 0 for the 2nd and 3rd Leve
       pin 0 nginx -c "$d/nginx.conf" -e "$d/nginx.error.log" >"$d/nginx.out" 2>&1 & ;;
     haproxy*)
       render "$t" "$d" >"$d/haproxy.cfg"
-      printf '  stats socket %s/haproxy.sock mode 600 level user\n' "$d" >"$d/haproxy.global"
-      sed -i "/^  pidfile /r $d/haproxy.global" "$d/haproxy.cfg"
+      haproxy_stats_socket "$d/haproxy.cfg" "$d"
       pin 0 haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 & ;;
   esac
   PROXY_PIDS+=($!)
   wait_port "$port" || die "$p did not start (see $d)"
   # Up and routing: a few requests must succeed.
-  local ok=0
-  for _ in $(seq 50); do
-    if http_get "http://127.0.0.1:$port/warmup" 2 >/dev/null 2>&1; then ok=$((ok + 1)); ((ok >= 3)) && break; fi
-    sleep 0.1
-  done
-  ((ok >= 3)) || die "$p does not answer (see $d)"
+  wait_answers "http://127.0.0.1:$port/warmup" 3 || die "$p does not answer (see $d)"
 }
 
 proxy_state() { # proxy run-dir [count of Levees]
@@ -266,18 +238,7 @@ proxy_state() { # proxy run-dir [count of Levees]
       for ((i = 0; i < ${3:-1}; i++)); do
         http_get "http://127.0.0.1:$((LEVEE_ADMIN_PORT + i))/metrics" >"$2/levee$i.metrics" 2>/dev/null || true
       done ;;
-    haproxy*)
-      "$PY" - "$2/haproxy.sock" >"$2/haproxy.stat.csv" 2>/dev/null <<'EOF' || true
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b: break
-    data += b
-sys.stdout.write(data.decode())
-EOF
-      ;;
+    haproxy*) haproxy_stat "$2" ;;
   esac
 }
 
@@ -359,18 +320,16 @@ EOF
 
 # ---------------------------------------------------------------- meta
 {
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)."
+  machine_line
   v=""
-  if has_levee; then
-    rev="${LEVEE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')}"
-    v+="$("$LEVEE_BIN" --version) ($rev), "
-  fi
-  want nginx && v+="$(nginx -v 2>&1 | sed 's/.*: //'), "
-  { want haproxy || want haproxy-admitted; } && v+="HAProxy $(haproxy -v | head -1 | awk '{print $3}'), "
-  want levee-redis && v+="Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), "
+  if has_levee; then v+="$("$LEVEE_BIN" --version) ($(levee_rev)), "; fi
+  if want nginx; then v+="$(nginx_version), "; fi
+  # (haproxy -v | head -1 failed here under pipefail: SIGPIPE; see lib.sh)
+  if want haproxy || want haproxy-admitted; then v+="HAProxy $(haproxy_version), "; fi
+  if want levee-redis; then v+="Redis $(redis_version), "; fi
   v+="$($PY --version)"
   echo "Versions: $v."
-  echo "Settings: upstream CONCURRENCY=$CONCURRENCY x SERVICE_MS=$SERVICE_MS ms (C = $CAPACITY req/s), LOADS=\"$LOADS\" x C, WARM=$WARM s at C/2, SETTLE=$SETTLE s, DURATION=$DURATION s measured, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, QUEUE_TIMEOUT=$QUEUE_TIMEOUT, UPSTREAM_TIMEOUT=$UPSTREAM_TIMEOUT, NGINX per tenant $TENANT_RATE burst $TENANT_BURST conns $TENANT_CONNS; rate limit $RL_RATE/s burst $RL_BURST at ${RL_LOAD}x for $RL_DURATION s; ROUNDS=$ROUNDS, SEED=$SEED, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Settings: upstream CONCURRENCY=$CONCURRENCY x SERVICE_MS=$SERVICE_MS ms (C = $CAPACITY req/s), LOADS=\"$LOADS\" x C, WARM=$WARM s at C/2, SETTLE=$SETTLE s, DURATION=$DURATION s measured, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, QUEUE_TIMEOUT=$QUEUE_TIMEOUT, UPSTREAM_TIMEOUT=$UPSTREAM_TIMEOUT, NGINX per tenant $TENANT_RATE burst $TENANT_BURST conns $TENANT_CONNS; rate limit $RL_RATE/s burst $RL_BURST at ${RL_LOAD}x for $RL_DURATION s; ROUNDS=$ROUNDS, SEED=$SEED, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(loadavg)."
 } >"$OUT/meta.md"
 cat "$OUT/meta.md" >&2
 
@@ -407,6 +366,6 @@ if [[ "$MICRO" == 1 ]]; then
     done
   fi
 fi
-echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); wall time $(($(date +%s) - START)) s." >>"$OUT/meta.md"
+echo "Load average at the end: $(loadavg); wall time $(($(date +%s) - START)) s." >>"$OUT/meta.md"
 
 "$PY" "$OV/report.py" "$OUT" | tee "$OUT/summary.md"

@@ -18,9 +18,9 @@ Every request is recorded with its arrival, service start and end times
 uses), its priority class and tenant (the x-priority and x-tenant headers the
 generator sets), and whether its connection was still open at the end.
 
-Stdlib only. Control interface (the same one as bench/scenarios/upstream.py,
-whose HTTP parsing and control protocol it reuses), HTTP/1.1 on
---control-port:
+Stdlib only. Control interface (the same protocol as
+bench/scenarios/upstream.py; both take it and the HTTP request parsing from
+bench/benchlib.py), HTTP/1.1 on --control-port:
 
   GET /stats    counts (JSON)
   GET /dump     counts and every request's record (JSON)
@@ -32,7 +32,6 @@ Usage: upstream.py --port 30101 --control-port 30100 --concurrency 4 --service-m
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import signal
 import sys
@@ -40,22 +39,8 @@ import time
 from array import array
 from urllib.parse import urlsplit
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def scenarios_module(name):
-    """A module of bench/scenarios, loaded by path (its names clash with ours)."""
-    path = os.path.join(HERE, "..", "scenarios", name + ".py")
-    spec = importlib.util.spec_from_file_location("scenarios_" + name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_scen = scenarios_module("upstream")
-parse_head = _scen.parse_head
-Control = _scen.Control
-MAX_HEAD = _scen.MAX_HEAD
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import Control, response_bytes, take_requests  # noqa: E402
 
 CLASSES = {b"critical": 0, b"default": 1, b"sheddable": 2}
 TENANTS = {b"a": 0, b"b": 1, b"abuser": 2}
@@ -68,12 +53,7 @@ class Capacity:
         self.sem = asyncio.Semaphore(concurrency)
         self.concurrency = concurrency
         self.service = service_s
-        self.resp = (
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+        self.resp = response_bytes(200, "OK", body)
         self.conns = set()
         self.reset()
 
@@ -125,22 +105,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def data_received(self, data):
         self.buf += data
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0:
-                if len(self.buf) > MAX_HEAD:
-                    self.transport.abort()
-                return
-            method, path, version, headers = parse_head(bytes(self.buf[:i]))
-            try:
-                clen = int(headers.get(b"content-length", b"0"))
-            except ValueError:
-                clen = 0
-            total = i + 4 + clen
-            if len(self.buf) < total:
-                return
-            del self.buf[:total]
-            close = headers.get(b"connection", b"").lower() == b"close" or version == b"HTTP/1.0"
+        for _, headers, close in take_requests(self.buf, self.transport):
             self.pending.put_nowait(
                 (
                     time.monotonic(),
@@ -178,7 +143,7 @@ class UpstreamConn(asyncio.Protocol):
 
 
 class App:
-    """The control interface (served by bench/scenarios' Control protocol)."""
+    """The control interface (served by benchlib's Control protocol)."""
 
     def __init__(self, cap):
         self.cap = cap

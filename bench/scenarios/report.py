@@ -54,10 +54,13 @@ request's x-bench-id, so:
 """
 
 import json
-import math
 import os
 import sys
 from collections import Counter
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import benchlib  # noqa: E402
+from benchlib import percentile as pctl  # noqa: E402  (nearest rank; the rule of every report)
 
 SCENARIO_ORDER = ["dead", "hang", "503", "all503", "freeze"]
 PROXY_ORDER = ["levee", "levee-cb", "nginx", "haproxy"]
@@ -76,14 +79,6 @@ STOP_GAP = 1.0  # s without a new request: the frozen endpoint stopped getting t
 PROXY_TITLE = {"levee": "Levee", "levee-cb": "Levee + breakers", "nginx": "NGINX", "haproxy": "HAProxy"}
 
 
-def pctl(values, p):
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, math.ceil(p / 100.0 * len(v)) - 1))
-    return v[k]
-
-
 def load_run(d):
     with open(os.path.join(d, "meta.json")) as f:
         meta = json.load(f)
@@ -98,30 +93,20 @@ def levee_metrics(d):
     path = os.path.join(d, "levee.metrics")
     if not os.path.exists(path):
         return None
-    out = {"retries": 0.0, "budget_exhausted": 0.0, "breaker_opened": 0.0}
-    with open(path) as f:
-        for line in f:
-            if line.startswith("levee_retries_total"):
-                out["retries"] += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("levee_retry_budget_exhausted_total"):
-                out["budget_exhausted"] += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("levee_circuit_breaker_opened_total"):
-                out["breaker_opened"] += float(line.rsplit(" ", 1)[1])
-    return out
+    m = benchlib.metrics_file(path)
+    return {
+        "retries": float(benchlib.msum(m, "levee_retries_total")),
+        "budget_exhausted": float(benchlib.msum(m, "levee_retry_budget_exhausted_total")),
+        "breaker_opened": float(benchlib.msum(m, "levee_circuit_breaker_opened_total")),
+    }
 
 
 def haproxy_stats(d):
-    path = os.path.join(d, "haproxy.stat.csv")
-    if not os.path.exists(path):
+    rows = benchlib.read_haproxy_stat_file(os.path.join(d, "haproxy.stat.csv"))
+    if rows is None:
         return None
-    with open(path) as f:
-        lines = [l for l in f.read().splitlines() if l]
-    if not lines or not lines[0].startswith("# "):
-        return None
-    cols = lines[0][2:].split(",")
     out = {}
-    for l in lines[1:]:
-        row = dict(zip(cols, l.split(",")))
+    for row in rows:
         # Servers only: the BACKEND row repeats their totals (counting it
         # doubled the retries and redispatches of earlier reports).
         if row.get("pxname") == "app" and row.get("svname") not in ("BACKEND", "FRONTEND"):
@@ -142,22 +127,19 @@ def levee_log_events(d):
                     c["ejections"] += 1
                 elif "panic mode" in line:
                     c["panic-mode entries"] += 1
-                elif "ERROR" in line or "panicked" in line:
+                elif benchlib.levee_log_is_problem(line):
                     c["errors_logged"] += 1
     return dict(c)
 
 
+NGINX_PATTERNS = [
+    ("no live upstreams", '"no live upstreams" log lines'),
+    ("temporarily disabled", '"temporarily disabled" log lines'),
+]
+
+
 def nginx_log_events(d):
-    path = os.path.join(d, "nginx.error.log")
-    c = Counter()
-    if os.path.exists(path):
-        with open(path, errors="replace") as f:
-            for line in f:
-                if "no live upstreams" in line:
-                    c['"no live upstreams" log lines'] += 1
-                if "temporarily disabled" in line:
-                    c['"temporarily disabled" log lines'] += 1
-    return dict(c)
+    return benchlib.nginx_error_counts(os.path.join(d, "nginx.error.log"), NGINX_PATTERNS)
 
 
 def frozen_endpoint(arrivals, ids, sched, t_fault, t_heal, end):

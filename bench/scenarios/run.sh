@@ -7,6 +7,8 @@
 #   QUICK=1 bash bench/scenarios/run.sh    # smoke run: 10 s per run (~2.5 min + build)
 #   SCENARIOS=freeze PROXIES="levee nginx haproxy" BALANCERS="rr lr" bash bench/scenarios/run.sh
 #                                          # the frozen endpoint, round robin and least request (~3.5 min + build)
+#   QUICK=1 SCENARIOS=freeze PROXIES="levee nginx haproxy" SKIP_INSTALL=1 LEVEE_BIN=path \
+#     bash bench/scenarios/run.sh          # shortest check (~1 min)
 #
 # Knobs (environment):
 #   RATE=400             client requests per second (Poisson arrivals)
@@ -29,6 +31,8 @@
 #   SCEN_OUT=dir         output directory (default bench/scenarios/out)
 # Raw outputs go to bench/scenarios/out/ (gitignored); the Markdown table is
 # printed at the end and written to bench/scenarios/out/summary.md.
+# Shared code: bench/lib.sh (shell), bench/benchlib.py (Python; percentiles
+# are nearest rank, the rule of every report).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -56,8 +60,12 @@ LEVEE_ADMIN_PORT=$((PORT_BASE + 901))
 CTL_PORT=$((PORT_BASE + 100))
 UP1=$((PORT_BASE + 101)); UP2=$((PORT_BASE + 102)); UP3=$((PORT_BASE + 103))
 
-log() { printf '[scenarios %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+LOG_TAG=scenarios PY=python3
+# log, die, install_missing, levee_bin, ports_free, port_free, wait_port,
+# wait_answers, http_get, pin, stop_pid, set_cleanup_traps, haproxy_*,
+# versions, machine_line
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 for s in $SCENARIOS; do
   case "$s" in dead|hang|503|all503|freeze) ;; *) die "unknown scenario $s (dead hang 503 all503 freeze)";; esac
@@ -71,47 +79,24 @@ done
 ((ALL503 <= FAULT)) || die "ALL503 ($ALL503) must not exceed FAULT ($FAULT)"
 
 # ---------------------------------------------------------------- tools
-SUDO=""
-if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-export PATH="$PATH:/usr/sbin:/sbin"
 need=()
-NGINX_PKG=nginx-light
-apt-cache show nginx-light >/dev/null 2>&1 || NGINX_PKG=nginx
-[[ " $PROXIES " == *" nginx "* ]] && ! command -v nginx >/dev/null && need+=("$NGINX_PKG")
-[[ " $PROXIES " == *" haproxy "* ]] && ! command -v haproxy >/dev/null && need+=(haproxy)
-command -v python3 >/dev/null || need+=(python3)
-[[ "$PIN" == 1 ]] && ! command -v taskset >/dev/null && need+=(util-linux)
-if ((${#need[@]})); then
-  [[ "${SKIP_INSTALL:-0}" == 1 ]] && die "missing ${need[*]} (and SKIP_INSTALL=1)"
-  log "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-PY=python3
+[[ " $PROXIES " == *" nginx "* ]] && ! have nginx && need+=("$NGINX_PKG")
+[[ " $PROXIES " == *" haproxy "* ]] && ! have haproxy && need+=(haproxy)
+have python3 || need+=(python3)
+[[ "$PIN" == 1 ]] && ! have taskset && need+=(util-linux)
+install_missing strict "${need[@]}"
 
 # ---------------------------------------------------------------- build
 # levee-cb: Levee with circuit breakers as well (conf/levee-cb.toml.in).
 has_levee() { [[ " $PROXIES " == *" levee "* || " $PROXIES " == *" levee-cb "* ]]; }
-if has_levee; then
-  if [[ -z "${LEVEE_BIN:-}" ]]; then
-    log "building levee (release, target/bench)"
-    (cd "$ROOT" && CARGO_TARGET_DIR=target/bench cargo build --release -p levee --locked >&2)
-    LEVEE_BIN="$ROOT/target/bench/release/levee"
-  fi
-  [[ -x "$LEVEE_BIN" ]] || die "no levee binary at $LEVEE_BIN"
-fi
+if has_levee; then levee_bin; fi
 
 # ---------------------------------------------------------------- layout
 RAW="$OUT/raw"
 rm -rf "$RAW"
 mkdir -p "$RAW"
 
-for p in $PROXY_PORT $LEVEE_ADMIN_PORT $CTL_PORT $UP1 $UP2 $UP3; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set PORT_BASE)"; fi
-done
-
-NGINX_USER=""
-[[ $(id -u) -eq 0 ]] && NGINX_USER="user root;"
+ports_free $PROXY_PORT $LEVEE_ADMIN_PORT $CTL_PORT $UP1 $UP2 $UP3
 
 # The balancer, in each proxy's terms: rr (round robin, the default) or lr
 # (fewest requests, or connections, in flight).
@@ -153,11 +138,6 @@ done
 # ---------------------------------------------------------------- processes
 UP_PID=""; PROXY_PID=""; UP_PIDFILE=""
 
-# pin, port_free, stop_pid, wait_port, http_get
-. "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
-
-
-
 cleanup() {
   stop_pid "$PROXY_PID"; PROXY_PID=""
   stop_pid "$UP_PID"; UP_PID=""
@@ -175,13 +155,7 @@ cleanup() {
   fi
   UP_PIDFILE=""
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# A closed terminal sends SIGHUP to the whole group: NGINX takes it as
-# "reload" and would outlive this script without the cleanup.
-trap 'exit 129' HUP
-
-
+set_cleanup_traps
 
 start_upstreams() { # run-dir scenario
   local p extra=()
@@ -213,19 +187,13 @@ start_proxy() { # proxy run-dir balancer
     haproxy)
       render "$SC/conf/haproxy.cfg.in" "$d" "$b" >"$d/haproxy.cfg"
       # A stats socket, to save the servers' state at the end of the run.
-      printf '  stats socket %s/haproxy.sock mode 600 level user\n' "$d" >"$d/haproxy.global"
-      sed -i "/^  pidfile /r $d/haproxy.global" "$d/haproxy.cfg"
+      haproxy_stats_socket "$d/haproxy.cfg" "$d"
       pin 0 haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 & ;;
   esac
   PROXY_PID=$!
   wait_port "$PROXY_PORT" || die "$p did not start (see $d)"
   # Up and routing: a few requests must succeed.
-  local ok=0
-  for _ in $(seq 50); do
-    if http_get "http://127.0.0.1:$PROXY_PORT/warmup" 2 >/dev/null 2>&1; then ok=$((ok + 1)); ((ok >= 6)) && break; fi
-    sleep 0.1
-  done
-  ((ok >= 6)) || die "$p does not answer (see $d)"
+  wait_answers "http://127.0.0.1:$PROXY_PORT/warmup" 6 || die "$p does not answer (see $d)"
 }
 
 proxy_state() { # proxy run-dir: the proxy's own view at the end of the run
@@ -233,18 +201,7 @@ proxy_state() { # proxy run-dir: the proxy's own view at the end of the run
     levee|levee-cb)
       http_get "http://127.0.0.1:$LEVEE_ADMIN_PORT/metrics" >"$2/levee.metrics" 2>/dev/null || true
       http_get "http://127.0.0.1:$LEVEE_ADMIN_PORT/api/v1/clusters" >"$2/levee.clusters.json" 2>/dev/null || true ;;
-    haproxy)
-      "$PY" - "$2/haproxy.sock" >"$2/haproxy.stat.csv" 2>/dev/null <<'EOF' || true
-import socket, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"show stat\n")
-data = b""
-while True:
-    b = s.recv(65536)
-    if not b: break
-    data += b
-sys.stdout.write(data.decode())
-EOF
-      ;;
+    haproxy) haproxy_stat "$2" ;;
   esac
 }
 
@@ -286,19 +243,16 @@ EOF
 
 # ---------------------------------------------------------------- meta
 {
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), kernel $(uname -r)."
+  machine_line
   v=""
-  if has_levee; then
-    # LEVEE_REV describes a binary built elsewhere (LEVEE_BIN); by default the
-    # tree's commit, and whether the crates differ from it.
-    rev="${LEVEE_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes')}"
-    v+="$("$LEVEE_BIN" --version) ($rev), "
-  fi
-  [[ " $PROXIES " == *" nginx "* ]] && v+="$(nginx -v 2>&1 | sed 's/.*: //'), "
-  [[ " $PROXIES " == *" haproxy "* ]] && v+="HAProxy $(haproxy -v | awk 'NR == 1 {print $3}'), "
+  # LEVEE_REV describes a binary built elsewhere (LEVEE_BIN); by default the
+  # tree's commit, and whether the crates differ from it.
+  if has_levee; then v+="$("$LEVEE_BIN" --version) ($(levee_rev)), "; fi
+  if [[ " $PROXIES " == *" nginx "* ]]; then v+="$(nginx_version), "; fi
+  if [[ " $PROXIES " == *" haproxy "* ]]; then v+="HAProxy $(haproxy_version), "; fi
   v+="$($PY --version)"
   echo "Versions: $v."
-  echo "Settings: RATE=$RATE req/s (Poisson), BALANCERS=$BALANCERS, STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Settings: RATE=$RATE req/s (Poisson), BALANCERS=$BALANCERS, STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(loadavg)."
 } >"$OUT/meta.md"
 cat "$OUT/meta.md" >&2
 
@@ -321,6 +275,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
     k=$((k + 1))
   done
 done
-echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); wall time $(($(date +%s) - START)) s." >>"$OUT/meta.md"
+echo "Load average at the end: $(loadavg); wall time $(($(date +%s) - START)) s." >>"$OUT/meta.md"
 
 "$PY" "$SC/report.py" "$OUT" | tee "$OUT/summary.md"

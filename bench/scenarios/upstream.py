@@ -28,7 +28,9 @@ Stdlib only. Endpoint behaviour ("mode"), switchable at run time:
 Requests for paths starting with /healthz count separately as health checks;
 they follow the mode like every other request.
 
-Control interface (HTTP/1.1 on --control-port, one request per connection):
+Control interface (HTTP/1.1 on --control-port, one request per connection;
+the protocol and the request parsing are bench/benchlib.py's, shared with
+bench/overload/upstream.py):
 
   GET /mode?ep=0&mode=dead     ep: an endpoint index, a comma list, or "all"
   GET /stats                   counts per endpoint (JSON)
@@ -53,23 +55,10 @@ import time
 from array import array
 from urllib.parse import parse_qs, urlsplit
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchlib import Control, response_bytes, take_requests  # noqa: E402
+
 MODES = ("normal", "503", "hang", "dead")
-MAX_HEAD = 64 * 1024
-
-
-def parse_head(head):
-    """(method, path, headers dict lower-case) from a request head."""
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    method = parts[0] if parts else b""
-    path = parts[1] if len(parts) > 1 else b"/"
-    version = parts[2] if len(parts) > 2 else b"HTTP/1.1"
-    headers = {}
-    for line in lines[1:]:
-        k, sep, v = line.partition(b":")
-        if sep:
-            headers[k.strip().lower()] = v.strip()
-    return method, path, version, headers
 
 
 class Endpoint:
@@ -85,20 +74,8 @@ class Endpoint:
         self.ids = array("q")  # their x-bench-id, -1 without one
         self.health = array("d")  # health checks
         self.answered = {200: 0, 503: 0}
-        ok = body
-        self.resp_ok = (
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: "
-            + str(len(ok)).encode()
-            + b"\r\n\r\n"
-            + ok
-        )
-        bad = b"unavailable\n"
-        self.resp_503 = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: "
-            + str(len(bad)).encode()
-            + b"\r\n\r\n"
-            + bad
-        )
+        self.resp_ok = response_bytes(200, "OK", body)
+        self.resp_503 = response_bytes(503, "Service Unavailable", b"unavailable\n")
 
     async def listen(self):
         loop = asyncio.get_running_loop()
@@ -153,22 +130,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def data_received(self, data):
         self.buf += data
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i < 0:
-                if len(self.buf) > MAX_HEAD:
-                    self.transport.abort()
-                return
-            method, path, version, headers = parse_head(bytes(self.buf[:i]))
-            try:
-                clen = int(headers.get(b"content-length", b"0"))
-            except ValueError:
-                clen = 0
-            total = i + 4 + clen
-            if len(self.buf) < total:
-                return
-            del self.buf[:total]
-            close = headers.get(b"connection", b"").lower() == b"close" or version == b"HTTP/1.0"
+        for path, headers, close in take_requests(self.buf, self.transport):
             try:
                 bench_id = int(headers.get(b"x-bench-id", b"-1"))
             except ValueError:
@@ -205,39 +167,6 @@ class UpstreamConn(asyncio.Protocol):
         self.transport.write(resp)
         if close:
             self.transport.close()
-
-
-class Control(asyncio.Protocol):
-    def __init__(self, app):
-        self.app = app
-        self.buf = bytearray()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.buf += data
-        i = self.buf.find(b"\r\n\r\n")
-        if i < 0:
-            return
-        _, path, _, _ = parse_head(bytes(self.buf[:i]))
-        asyncio.get_running_loop().create_task(self.answer(path.decode("latin-1")))
-
-    async def answer(self, target):
-        try:
-            status, body = 200, await self.app.control(target)
-        except Exception as e:  # noqa: BLE001 - reported to the caller
-            status, body = 400, {"error": str(e)}
-        data = json.dumps(body).encode()
-        reason = b"OK" if status == 200 else b"Bad Request"
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-            % (status, reason, len(data))
-            + data
-        )
-        self.transport.close()
-        if target.startswith("/quit"):
-            asyncio.get_running_loop().call_later(0.05, self.app.stop.set)
 
 
 class App:
