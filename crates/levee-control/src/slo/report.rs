@@ -3,7 +3,7 @@
 //! MTTD/MTTR, tier uptime), rebuilt from the engine's state after each
 //! tick, with the readable figures they are built from.
 
-use super::series::{alert_state_parts, period_at, severity_name, tier_name, Series};
+use super::series::{alert_state_parts, period_at, severity_name, tier_name, PeriodAt, Series};
 use super::{EngineState, HOUR};
 use levee_config::SloPeriod;
 use levee_core::Nanos;
@@ -262,7 +262,10 @@ fn readable(secs: f64) -> String {
 
 pub(super) fn budget_status(series: &Series, now: Nanos) -> BudgetStatus {
     let def = &series.def;
-    let (reach, full) = period_at(def.period, now);
+    let PeriodAt {
+        reach,
+        length: full,
+    } = period_at(def.period, now);
     let counts = series.buckets.counts(now, reach);
     let Budget::Known(b) = Budget::new(counts, def.objective, 0) else {
         return BudgetStatus::default();
@@ -291,7 +294,7 @@ pub(super) fn budget_status(series: &Series, now: Nanos) -> BudgetStatus {
 
 pub(super) fn series_status(series: &Series, now: Nanos) -> SloStatus {
     let def = &series.def;
-    let (reach, _) = period_at(def.period, now);
+    let reach = period_at(def.period, now).reach;
     let counts = series.buckets.counts(now, reach);
     let budget = budget_status(series, now);
     let windows: Vec<WindowStatus> = def
@@ -426,7 +429,7 @@ pub(super) fn build_report(state: &EngineState, now: Nanos) -> SloReport {
                 let observed = observed_since_first_event(
                     &series.buckets,
                     now,
-                    period_at(series.def.period, now).0,
+                    period_at(series.def.period, now).reach,
                 );
                 let no_data = status.events < TIER_MIN_EVENTS || observed < TIER_MIN_OBSERVED;
                 let tier_status = if status.events == 0 {

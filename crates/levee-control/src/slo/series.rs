@@ -114,19 +114,33 @@ impl SeriesDef {
         IncidentOptions {
             window: self.incident_window(),
             min_events: 0,
-            period: period_at(self.period, now).1,
+            period: period_at(self.period, now).length,
         }
     }
 }
 
-/// The period ending at `now`: how far back it reaches, and its full length
-/// (the budget's denominator in time).
-pub(super) fn period_at(period: SloPeriod, now: Nanos) -> (Duration, Duration) {
+/// An SLO period as of one moment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeriodAt {
+    /// How far back it reaches from now.
+    pub(super) reach: Duration,
+    /// Its full length: the budget's denominator in time.
+    pub(super) length: Duration,
+}
+
+/// The period ending at `now`.
+pub(super) fn period_at(period: SloPeriod, now: Nanos) -> PeriodAt {
     match period {
-        SloPeriod::Rolling(d) => (d, d),
+        SloPeriod::Rolling(d) => PeriodAt {
+            reach: d,
+            length: d,
+        },
         SloPeriod::CalendarMonth => {
             let (start, len) = calendar::month_of(now.saturating_sub(1));
-            (Duration::from_nanos(now - start), len)
+            PeriodAt {
+                reach: Duration::from_nanos(now - start),
+                length: len,
+            }
         }
     }
 }
