@@ -5,22 +5,13 @@
 //! found a free place in the bounded pending queue.
 
 use levee_config::{BreakerSettings, ClusterLimits};
-use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::metrics::{names, Counter, Gauge, Registry};
 use levee_core::{ErrorKind, Nanos, Outcome};
 use levee_policy::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Metric names owned by this module.
-pub(crate) mod names {
-    pub(crate) const PENDING: &str = "levee_cluster_pending_requests";
-    pub(crate) const ACTIVE_RETRIES: &str = "levee_cluster_retries_in_flight";
-    pub(crate) const CONNECTIONS: &str = "levee_cluster_upstream_connections";
-    pub(crate) const BREAKER_STATE: &str = "levee_circuit_breaker_state";
-    pub(crate) const BREAKER_OPENED: &str = "levee_circuit_breaker_opened_total";
-}
 
 /// The breaker settings in the policy crate's terms.
 pub(crate) fn breaker_config(s: &BreakerSettings) -> BreakerConfig {
@@ -168,14 +159,14 @@ impl Bulkheads {
             max_pending: limits.max_pending.unwrap_or(0),
             pending: AtomicU32::new(0),
             pending_gauge: registry.gauge(
-                names::PENDING,
+                names::CLUSTER_PENDING,
                 "Requests waiting for an in-flight slot of the cluster.",
                 &labels,
             ),
             max_retries: limits.max_retries,
             retries: AtomicU32::new(0),
             retries_gauge: registry.gauge(
-                names::ACTIVE_RETRIES,
+                names::CLUSTER_RETRIES_IN_FLIGHT,
                 "Retries and hedges in flight to the cluster.",
                 &labels,
             ),
@@ -183,7 +174,7 @@ impl Bulkheads {
                 max: limits.max_connections,
                 open: AtomicU32::new(0),
                 gauge: registry.gauge(
-                    names::CONNECTIONS,
+                    names::CLUSTER_UPSTREAM_CONNECTIONS,
                     "Open HTTP/1.1 connections to the cluster's endpoints, idle included.",
                     &labels,
                 ),

@@ -1,6 +1,7 @@
-//! Header rules at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1),
-//! `X-Forwarded-*`, request ids, the Host the upstream sees, and the route's
-//! own header edits.
+//! Header rules at the proxy boundary: the request head's size and declared
+//! body, hop-by-hop removal (RFC 9110 §7.6.1), `X-Forwarded-*`, request ids,
+//! the caller's deadline, the Host the upstream sees, and the route's own
+//! header edits.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use levee_config::HostHeader;
@@ -25,6 +26,49 @@ pub const LEVEE_ERROR: HeaderName = HeaderName::from_static("levee-error");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The gRPC deadline header, read from callers and relayed upstream.
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// Levee's own deadline header (milliseconds left).
+pub(crate) const LEVEE_DEADLINE: HeaderName =
+    HeaderName::from_static(levee_core::deadline::LEVEE_DEADLINE_HEADER);
+
+/// The size of the request head as sent: request line and header lines.
+pub(crate) fn head_size<B>(req: &http::Request<B>) -> u64 {
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers) as u64
+}
+
+/// The declared `Content-Length`, when present and valid.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The caller's deadline: the shorter of `grpc-timeout` and
+/// `levee-deadline-ms`, when either is present and valid.
+pub(crate) fn caller_deadline(headers: &HeaderMap) -> Option<std::time::Duration> {
+    use levee_core::deadline;
+    let grpc = headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse_grpc_timeout);
+    let levee = headers
+        .get(LEVEE_DEADLINE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse_levee_deadline);
+    match (grpc, levee) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
 
 /// Whether the request asks for a protocol upgrade (WebSocket).
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {

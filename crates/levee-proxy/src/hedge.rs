@@ -4,7 +4,7 @@
 //! rotating generations, so recording takes no lock and old traffic ages out.
 
 use levee_config::Hedge;
-use levee_core::metrics::{Counter, Registry};
+use levee_core::metrics::{names, Counter, Registry};
 use levee_core::Nanos;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -131,12 +131,12 @@ impl HedgePolicy {
             config,
             latency: LatencyQuantile::new(Duration::from_secs(30)),
             sent: registry.counter(
-                "levee_hedges_total",
+                names::HEDGES,
                 "Hedged attempts sent, by route.",
                 &[("route", route)],
             ),
             won: registry.counter(
-                "levee_hedge_wins_total",
+                names::HEDGE_WINS,
                 "Requests whose hedge answered first, by route.",
                 &[("route", route)],
             ),

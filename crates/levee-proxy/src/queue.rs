@@ -11,7 +11,7 @@
 //! and the in-flight count are mirrored in atomics for lock-free reads.
 
 use levee_config::{Concurrency, ConcurrencyAlgorithm, Priority};
-use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::metrics::{names, Counter, Gauge, Registry};
 use levee_core::{Clock, ErrorKind, MonotonicClock, Outcome};
 use levee_policy::admission::{
     AdmissionConfig, AdmissionQueue, ClassConfig, ClassId, RejectReason, TenantId, Ticket, Verdict,
@@ -171,17 +171,17 @@ impl ClusterQueue {
             in_flight: AtomicU32::new(0),
             clock,
             limit_gauge: registry.gauge(
-                "levee_cluster_concurrency_limit",
+                names::CLUSTER_CONCURRENCY_LIMIT,
                 "The cluster's current concurrency limit.",
                 &labels,
             ),
             in_flight_gauge: registry.gauge(
-                "levee_cluster_admitted_in_flight",
+                names::CLUSTER_ADMITTED_IN_FLIGHT,
                 "Requests holding a place under the cluster's concurrency limit.",
                 &labels,
             ),
             queued_gauge: registry.gauge(
-                "levee_cluster_queued_requests",
+                names::CLUSTER_QUEUED,
                 "Requests waiting in the cluster's admission queue.",
                 &labels,
             ),
@@ -191,7 +191,7 @@ impl ClusterQueue {
                     (
                         *r,
                         registry.counter(
-                            "levee_cluster_shed_total",
+                            names::CLUSTER_SHED,
                             "Requests the admission queue shed, by cluster and reason.",
                             &[("cluster", cluster), ("reason", r.as_str())],
                         ),
