@@ -1,4 +1,4 @@
-//! Step 5's admission to a cluster: the bulkheads (caps on requests in
+//! A cluster's part of step 4, admission: the bulkheads (caps on requests in
 //! flight, requests waiting for a slot, retries in flight and open
 //! connections) and the cluster-wide circuit breaker. Overflow is answered
 //! at once with its own reason; nothing here waits except a request that
@@ -29,20 +29,28 @@ pub(crate) fn breaker_config(s: &BreakerSettings) -> BreakerConfig {
     }
 }
 
+/// The gauge value of a closed breaker.
+const CLOSED: i64 = 0;
+/// The gauge value of an open breaker.
+const OPEN: i64 = 1;
+/// The gauge value of a half-open breaker (an open one whose time is up
+/// counts as half-open: its next call is a probe).
+const HALF_OPEN: i64 = 2;
+
 /// The gauge value of a breaker state: 0 closed, 1 open, 2 half-open.
 pub(crate) fn state_value(state: BreakerState, now: Nanos) -> i64 {
     match state {
-        BreakerState::Closed => 0,
-        BreakerState::Open { until } if now < until => 1,
-        BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => 2,
+        BreakerState::Closed => CLOSED,
+        BreakerState::Open { until } if now < until => OPEN,
+        BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => HALF_OPEN,
     }
 }
 
 /// The admin API's word for a breaker state.
 pub(crate) fn state_name(value: i64) -> &'static str {
     match value {
-        0 => "closed",
-        1 => "open",
+        CLOSED => "closed",
+        OPEN => "open",
         _ => "half_open",
     }
 }

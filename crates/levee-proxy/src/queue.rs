@@ -1,4 +1,5 @@
-//! A cluster's concurrency limit with its admission queue (step 5, before
+//! A cluster's concurrency limit with its admission queue (the last part of
+//! step 4, admission, after the cluster's breaker and bulkheads and before
 //! any endpoint is chosen). The limit adapts to the upstream's latency and
 //! drops (`levee_policy::concurrency`), or is fixed; requests over it wait
 //! in a queue that serves priority classes strictly and tenants fairly
@@ -266,12 +267,7 @@ impl ClusterQueue {
         tenant: &Arc<str>,
         deadline: Instant,
     ) -> Result<Permit, (ErrorKind, String)> {
-        let class = ClassId(
-            Priority::ALL
-                .iter()
-                .position(|p| *p == priority)
-                .unwrap_or(1) as u8,
-        );
+        let class = class_of(priority);
         let now = self.clock.now();
         let deadline_ns = self.clock.nanos_at(deadline);
         let (tenant_id, rx, ticket) = {
@@ -413,6 +409,16 @@ fn sample_outcome(outcome: Option<Outcome>, shed_mark: bool) -> Option<SampleOut
         Outcome::Failed(_) => Some(SampleOutcome::Dropped),
     }
 }
+
+/// The queue's class for a priority: classes are configured in
+/// `Priority::ALL` order, most important first.
+fn class_of(priority: Priority) -> ClassId {
+    let position = Priority::ALL.iter().position(|p| *p == priority);
+    ClassId(position.map_or(DEFAULT_CLASS, |i| i as u8))
+}
+
+/// The class of `Priority::Default`.
+const DEFAULT_CLASS: u8 = 1;
 
 fn shed(reason: RejectReason, priority: Priority) -> (ErrorKind, String) {
     (

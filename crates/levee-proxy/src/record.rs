@@ -112,7 +112,7 @@ impl Drop for Completion {
                 self.outcome = Outcome::Grpc(code);
             }
         }
-        let class = self.outcome.status_class_index();
+        let class = self.outcome.status_class();
         self.conn.shared().metrics.in_flight.dec();
         self.conn
             .request_finished(self.conn.shared().clock.nanos_at(end));
@@ -120,7 +120,7 @@ impl Drop for Completion {
             ep.in_flight.dec();
         }
         if let Some(route) = &self.route {
-            route.metrics.requests[class].inc();
+            route.metrics.requests.of(class).inc();
             route.metrics.latency.observe_nanos(nanos);
             for slo in route.slos.iter() {
                 slo.record(self.outcome, nanos, self.tenant.as_deref());

@@ -23,6 +23,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use levee_config::{HashOn, UpstreamProtocol};
+use levee_core::outcome::StatusClass;
 use levee_core::{deadline, ErrorKind, Outcome};
 use levee_policy::hash::hash64;
 use std::sync::Arc;
@@ -359,9 +360,8 @@ impl AttemptPlan<'_> {
             let rtt_ns = rtt.as_nanos() as u64;
             cluster.observe_latency(&endpoint, rtt_ns, now);
             cluster.metrics.latency.observe_nanos(rtt_ns);
-            cluster.metrics.upstream_requests
-                [levee_core::outcome::status_class_index(resp.status().as_u16())]
-            .inc();
+            let class = StatusClass::of(resp.status().as_u16());
+            cluster.metrics.upstream_requests.of(class).inc();
             if let Some(h) = &self.route.hedge {
                 h.latency.observe(rtt_ns, now);
             }
