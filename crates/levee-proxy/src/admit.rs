@@ -82,7 +82,9 @@ pub(crate) async fn request<'a, B>(
     let caller_timeout = route
         .config
         .honor_deadlines
-        .then(|| crate::headers::caller_deadline(headers))
+        .then(|| {
+            crate::headers::caller_deadline(headers, &route.request_remove, &route.request_set)
+        })
         .flatten();
     let dispatching = route
         .retry

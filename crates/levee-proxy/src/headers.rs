@@ -53,21 +53,49 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// The caller's deadline: the shorter of `grpc-timeout` and
-/// `levee-deadline-ms`, when either is present and valid.
-pub(crate) fn caller_deadline(headers: &HeaderMap) -> Option<std::time::Duration> {
+/// `levee-deadline-ms` as they will be forwarded (after hop-by-hop removal
+/// and the route's `remove`/`set` edits), when either is present and valid.
+pub(crate) fn caller_deadline(
+    headers: &HeaderMap,
+    remove: &[HeaderName],
+    set: &[(HeaderName, HeaderValue)],
+) -> Option<std::time::Duration> {
     use levee_core::deadline;
-    let grpc = headers
-        .get(GRPC_TIMEOUT)
+    let grpc = forwarded(headers, remove, set, &GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(deadline::parse_grpc_timeout);
-    let levee = headers
-        .get(LEVEE_DEADLINE)
+    let levee = forwarded(headers, remove, set, &LEVEE_DEADLINE)
         .and_then(|v| v.to_str().ok())
         .and_then(deadline::parse_levee_deadline);
     match (grpc, levee) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// A request header as the upstream will get it, without editing the
+/// request: a name the route sets, else none if the route removes it or
+/// the `Connection` header lists it (hop-by-hop), else the client's.
+fn forwarded<'h>(
+    headers: &'h HeaderMap,
+    remove: &[HeaderName],
+    set: &'h [(HeaderName, HeaderValue)],
+    name: &HeaderName,
+) -> Option<&'h HeaderValue> {
+    if let Some((_, value)) = set.iter().rev().find(|(n, _)| n == name) {
+        return Some(value);
+    }
+    if remove.contains(name) {
+        return None;
+    }
+    let value = headers.get(name)?;
+    let hop_by_hop = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()));
+    (!hop_by_hop).then_some(value)
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket).
@@ -304,5 +332,26 @@ mod tests {
         assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
         assert_eq!(h.get(header::HOST).unwrap(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_caller_deadline_is_read_as_it_will_be_forwarded() {
+        use std::time::Duration;
+        let mut h = HeaderMap::new();
+        h.insert(GRPC_TIMEOUT, HeaderValue::from_static("2S"));
+        assert_eq!(caller_deadline(&h, &[], &[]), Some(Duration::from_secs(2)));
+        // The route removes it, or sets a shorter one.
+        assert_eq!(caller_deadline(&h, &[GRPC_TIMEOUT], &[]), None);
+        let set = [(LEVEE_DEADLINE, HeaderValue::from_static("500"))];
+        assert_eq!(
+            caller_deadline(&h, &[], &set),
+            Some(Duration::from_millis(500))
+        );
+        // Named by Connection, it is hop-by-hop and never forwarded.
+        h.insert(header::CONNECTION, HeaderValue::from_static("Grpc-Timeout"));
+        assert_eq!(caller_deadline(&h, &[], &[]), None);
+        let mut forwarded = h.clone();
+        remove_hop_by_hop(&mut forwarded, false);
+        assert!(!forwarded.contains_key(GRPC_TIMEOUT));
     }
 }

@@ -453,12 +453,12 @@ pub(crate) struct Dispatched {
 
 /// The request as a fallback cluster would get it.
 pub(crate) struct Again {
-    pub(crate) parts: http::request::Parts,
-    pub(crate) body: SecondBody,
+    parts: http::request::Parts,
+    body: SecondBody,
 }
 
 /// The request body kept for a fallback cluster.
-pub(crate) enum SecondBody {
+enum SecondBody {
     /// Read before the first attempt.
     Read(bytes::Bytes),
     /// Copied while streaming; usable if it ended within the buffer.
