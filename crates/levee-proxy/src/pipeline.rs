@@ -1,18 +1,18 @@
-//! The life of a request, top to bottom: [`handle`] is the one function to
+//! The life of a request, top to bottom: `handle` is the one function to
 //! read, the seven steps of DESIGN.md as seven calls. Each step is a call
 //! into a module with a small API; what the steps decide about a request
-//! travels down as one [`RequestContext`], and what is recorded about it
+//! travels down as one `RequestContext`, and what is recorded about it
 //! travels with the response as one `Completion`.
 //!
 //! | step | where |
 //! |---|---|
-//! | 1. accept | [`accept`] here (and the listener's codec limits) |
-//! | 2. route | [`route`] here, over `router.rs` |
-//! | 3. faults | [`faults`] here: the marked place for fault injection |
+//! | 1. accept | `accept` here (and the listener's codec limits) |
+//! | 2. route | `route` here, over `router.rs` |
+//! | 3. faults | `faults` here: the marked place for fault injection |
 //! | 4. admit | `admit::request`: tenant, overload guard, rate limits, then the cluster's breaker, bulkheads, concurrency limit and queue |
 //! | 5. dispatch | `attempt::dispatch`: attempts, retries, hedges |
 //! | 6. degrade | `degrade::fallback`: stale copy, fallback cluster, fixed response |
-//! | 7. record | [`record`] here: the answer's last headers; `record.rs` writes the record when the body ends |
+//! | 7. record | `record` here: the answer's last headers; `record.rs` writes the record when the body ends |
 //!
 //! Answers the gateway writes itself come from `respond`.
 
