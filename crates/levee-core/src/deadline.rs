@@ -1,7 +1,8 @@
 //! Deadlines carried by requests: gRPC's `grpc-timeout` header (an integer
 //! of at most 8 digits and a unit: H, M, S, m, u, n) and Levee's own
 //! `levee-deadline-ms` (milliseconds left). Parsing and formatting only; the
-//! proxy decides what to do with them (`pipeline::dispatch`).
+//! proxy decides what to do with them (the request's deadline is set when
+//! it is admitted, and relayed upstream with each attempt).
 
 use std::time::Duration;
 

@@ -82,6 +82,45 @@ pub mod names {
     pub const CAPACITY_UTILISATION: &str = "levee_capacity_utilisation_ratio";
     /// Utilisation of a route's rate limits: the request rate over the limit.
     pub const RATE_LIMIT_UTILISATION: &str = "levee_rate_limit_utilisation_ratio";
+    /// Rate-limit decisions, by route, limit and result (`allowed`,
+    /// `limited`, `dry_run_limited`).
+    pub const RATELIMIT_DECISIONS: &str = "levee_ratelimit_decisions_total";
+    /// Global rate-limit calls to Redis that failed or timed out.
+    pub const REDIS_FAILURES: &str = "levee_redis_failures_total";
+    /// Global rate-limit decisions made without Redis (its fallback).
+    pub const REDIS_FALLBACK_DECISIONS: &str = "levee_redis_fallback_decisions_total";
+    /// Global rate-limit decisions made in Redis.
+    pub const REDIS_DECISIONS: &str = "levee_redis_decisions_total";
+    /// 1 once the gateway has a connection to Redis.
+    pub const REDIS_CONNECTED: &str = "levee_redis_connected";
+    /// Process pressure level of the overload guard (0 to 3).
+    pub const OVERLOAD_LEVEL: &str = "levee_overload_level";
+    /// Resident memory of the gateway process.
+    pub const RESIDENT_MEMORY: &str = "levee_process_resident_memory_bytes";
+    /// A cluster's current concurrency limit.
+    pub const CLUSTER_CONCURRENCY_LIMIT: &str = "levee_cluster_concurrency_limit";
+    /// Requests holding a place under a cluster's concurrency limit.
+    pub const CLUSTER_ADMITTED_IN_FLIGHT: &str = "levee_cluster_admitted_in_flight";
+    /// Requests waiting in a cluster's admission queue.
+    pub const CLUSTER_QUEUED: &str = "levee_cluster_queued_requests";
+    /// Requests a cluster's admission queue shed, by reason.
+    pub const CLUSTER_SHED: &str = "levee_cluster_shed_total";
+    /// Requests waiting for an in-flight slot of a cluster (bulkhead).
+    pub const CLUSTER_PENDING: &str = "levee_cluster_pending_requests";
+    /// Retries and hedges in flight to a cluster (bulkhead).
+    pub const CLUSTER_RETRIES_IN_FLIGHT: &str = "levee_cluster_retries_in_flight";
+    /// Open HTTP/1.1 connections to a cluster's endpoints (bulkhead).
+    pub const CLUSTER_UPSTREAM_CONNECTIONS: &str = "levee_cluster_upstream_connections";
+    /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
+    pub const BREAKER_STATE: &str = "levee_circuit_breaker_state";
+    /// Times a circuit breaker opened.
+    pub const BREAKER_OPENED: &str = "levee_circuit_breaker_opened_total";
+    /// Hedged attempts sent, by route.
+    pub const HEDGES: &str = "levee_hedges_total";
+    /// Requests whose hedge answered first, by route.
+    pub const HEDGE_WINS: &str = "levee_hedge_wins_total";
+    /// Requests answered by a fallback, by route and kind.
+    pub const FALLBACKS: &str = "levee_fallbacks_total";
 }
 
 /// A monotonically increasing count.

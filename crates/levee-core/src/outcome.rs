@@ -1,5 +1,6 @@
-//! The one classification of a finished attempt. Metrics, balancer feedback
-//! and (later) breakers, outlier detection and SLIs all read the same value.
+//! The one classification of a finished attempt. Metrics, balancer feedback,
+//! breakers, outlier detection, the concurrency limiter and SLIs all read the
+//! same value.
 
 use crate::ErrorKind;
 
@@ -45,9 +46,9 @@ impl Outcome {
         }
     }
 
-    /// Index of the status class: 0 for 1xx ... 4 for 5xx.
-    pub fn status_class_index(self) -> usize {
-        status_class_index(self.status())
+    /// The class of the status the client saw.
+    pub fn status_class(self) -> StatusClass {
+        StatusClass::of(self.status())
     }
 
     /// The gateway's reason, if it answered itself.
@@ -59,17 +60,52 @@ impl Outcome {
     }
 }
 
-/// Status class labels, indexed by [`status_class_index`].
-pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The class of an HTTP status, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 1xx.
+    Informational,
+    /// 2xx.
+    Success,
+    /// 3xx.
+    Redirection,
+    /// 4xx.
+    ClientError,
+    /// 5xx, and anything out of range.
+    ServerError,
+}
 
-/// 0 for 1xx ... 4 for 5xx; anything out of range counts as 5xx.
-pub fn status_class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
+impl StatusClass {
+    /// Every class, in declaration order: `class as usize` indexes arrays
+    /// built from this one.
+    pub const ALL: [StatusClass; 5] = [
+        StatusClass::Informational,
+        StatusClass::Success,
+        StatusClass::Redirection,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+    ];
+
+    /// The class of `status`; anything out of range counts as 5xx.
+    pub fn of(status: u16) -> Self {
+        match status {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+
+    /// Its metric label: `1xx` ... `5xx`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusClass::Informational => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+        }
     }
 }
 
@@ -83,7 +119,11 @@ mod tests {
         assert!(!Outcome::Response(404).is_server_failure());
         assert!(Outcome::Failed(ErrorKind::ConnectRefused).is_server_failure());
         assert!(!Outcome::Failed(ErrorKind::PayloadTooLarge).is_server_failure());
-        assert_eq!(Outcome::Response(204).status_class_index(), 1);
+        assert_eq!(Outcome::Response(204).status_class(), StatusClass::Success);
+        assert_eq!(StatusClass::of(99), StatusClass::ServerError);
+        for (i, class) in StatusClass::ALL.into_iter().enumerate() {
+            assert_eq!(class as usize, i, "ALL is in declaration order");
+        }
         assert_eq!(Outcome::Failed(ErrorKind::UpstreamTimeout).status(), 504);
         assert!(Outcome::Grpc(14).is_server_failure());
         assert!(Outcome::Grpc(13).is_server_failure());

@@ -1,22 +1,209 @@
-//! Step 4 of the life of a request: admission. For now, a route's rate
-//! limits (GCRA per key, `levee_policy::ratelimit`): every limit must pass;
-//! a refusal is answered 429 with `Retry-After` and the IETF `RateLimit` /
-//! `RateLimit-Policy` headers, and every answer on a limited route reports
-//! the most constrained limit. A dry-run limit only counts what it would
-//! refuse. Global limits decide in Redis (`global.rs`) and fall back as
-//! configured when it cannot answer. Limiters are built once per route and
-//! kept across reloads while their settings are unchanged.
+//! Step 4 of the life of a request: admission, in one place, in this order.
+//! [`request`] resolves who the request is for (its tenant, `tenant.rs`; 401
+//! on bad credentials) and its priority class, asks the process overload
+//! guard (`pressure.rs`; sheddable requests are refused first), applies the
+//! route's rate limits, then asks the route's cluster ([`cluster`]): its
+//! breaker and bulkheads (`guard.rs`), then its concurrency limit and
+//! admission queue (`queue.rs`). The cluster's refusals are not answered
+//! here: they go on to step 6, where a route's fallbacks may answer them.
+//!
+//! Rate limits are GCRA per key (`levee_policy::ratelimit`): every limit
+//! must pass; a refusal is answered 429 with `Retry-After` and the IETF
+//! `RateLimit` / `RateLimit-Policy` headers, and every answer on a limited
+//! route reports the most constrained limit. A dry-run limit only counts
+//! what it would refuse. Global limits decide in Redis (`global.rs`) and fall
+//! back as configured when it cannot answer. Limiters are built once per
+//! route and kept across reloads while their settings are unchanged.
 
 use crate::global::GlobalLimits;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use levee_config::OnRedisFailure;
+use crate::pipeline::attempt::{prepare, Prepared};
+use crate::pipeline::respond::Refusal;
+use crate::pipeline::{Arrival, RequestContext};
+use crate::record::Completion;
+use crate::retry::{ActiveRequest, RouteRetry};
+use crate::router::CompiledRoute;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Version};
+use hyper::body::Incoming;
+use levee_config::{OnRedisFailure, Priority};
 use levee_config::{RateKey, RateLimit};
-use levee_core::metrics::{Counter, Registry};
-use levee_core::Nanos;
+use levee_core::metrics::{names, Counter, Registry};
+use levee_core::time::Instant;
+use levee_core::{ErrorKind, Nanos};
 use levee_policy::hash::{hash64, mix64};
 use levee_policy::ratelimit::{Decision, Gcra, KeyedLimiter, WarmState, WarmUp};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Admits a request for `route` (step 4): on success, the request's context
+/// for the steps that follow, the cluster's answer, and the request ready
+/// to go out.
+pub(crate) async fn request<'a>(
+    arrival: Arrival<'a>,
+    route: &'a CompiledRoute,
+    req: Request<Incoming>,
+    done: &mut Completion,
+) -> Result<(RequestContext<'a>, ClusterAdmission<'a>, Prepared), Refusal<'a>> {
+    let headers = req.headers();
+    let shared = arrival.conn.shared();
+    // Who it is for: a verified JWT, an API key, a trusted header, or the
+    // default tenant.
+    let tenant = arrival
+        .listener
+        .tenants
+        .resolve(headers, unix_now)
+        .map_err(|why| Refusal::new(ErrorKind::Unauthorized, why))?;
+    done.tenant = Some(tenant.clone());
+    let priority = request_priority(route, headers);
+    done.priority = Some(priority);
+
+    // The process overload guard sheds the least important work first.
+    let pressure = shared.pressure.level();
+    if pressure >= crate::pressure::SHED && priority == Priority::Sheddable {
+        return Err(Refusal::new(
+            ErrorKind::Overloaded,
+            "the gateway is under memory or connection pressure: sheddable requests are refused",
+        ));
+    }
+    let close_after = pressure >= crate::pressure::CLOSE && req.version() < Version::HTTP_2;
+
+    // The route's rate limits.
+    let mut rate_limit = None;
+    if !route.rate_limits.is_empty() {
+        let now = shared.clock.nanos_at(arrival.start);
+        let client = arrival.conn.peer.ip();
+        match check(&route.rate_limits, headers, client, &tenant, now).await {
+            LimitVerdict::Limited(report) => {
+                let detail = format!("rate limit `{}` exceeded", report.limit.config.name);
+                return Err(Refusal::new(ErrorKind::RateLimited, detail).reporting(Some(report)));
+            }
+            LimitVerdict::Admitted(report) => rate_limit = report,
+        }
+    }
+
+    let upgrade = crate::headers::is_upgrade_request(headers) && req.version() == Version::HTTP_11;
+    let caller_timeout = route
+        .config
+        .honor_deadlines
+        .then(|| {
+            crate::headers::caller_deadline(headers, &route.request_remove, &route.request_set)
+        })
+        .flatten();
+    let dispatching = route
+        .retry
+        .as_ref()
+        .filter(|_| !upgrade)
+        .map(RouteRetry::enter);
+    // A body the route may send twice is read before the cluster is asked,
+    // so a slow upload holds no place in it.
+    let body_limit = arrival.listener.limits.max_request_body_bytes;
+    let prepared = prepare(route, arrival.conn, upgrade, body_limit, req).await?;
+    // The cluster, last: its places are held until the response ends.
+    let admission = cluster(route, caller_timeout, priority, &tenant, done)
+        .await
+        .counting(dispatching);
+    let ctx = RequestContext {
+        conn: arrival.conn,
+        request_id: arrival.request_id,
+        grpc: arrival.grpc,
+        body_limit,
+        route,
+        tenant,
+        priority,
+        caller_timeout,
+        deadline: admission.deadline,
+        close_after,
+        rate_limit,
+    };
+    Ok((ctx, admission, prepared))
+}
+
+/// A cluster's answer to one request, carried from step 4 to step 5.
+#[derive(Debug)]
+pub(crate) struct ClusterAdmission<'a> {
+    /// Until when the cluster may answer: the route's total timeout (or
+    /// the cluster's), shortened by the caller's.
+    pub(crate) deadline: Instant,
+    /// Why the cluster refused (breaker open, bulkheads full, shed by its
+    /// queue, a deadline too short to try), for step 6's fallbacks; `None`
+    /// when it admitted the request (its places are held by the record).
+    pub(crate) refused: Option<(ErrorKind, String)>,
+    /// The request counted in dispatch on its route, for the retry budget.
+    _dispatching: Option<ActiveRequest<'a>>,
+}
+
+impl<'a> ClusterAdmission<'a> {
+    fn counting(self, dispatching: Option<ActiveRequest<'a>>) -> Self {
+        Self {
+            _dispatching: dispatching,
+            ..self
+        }
+    }
+}
+
+/// Asks `route`'s cluster to take a request: the deadline first (a caller
+/// that leaves less than the route's `min_attempt_time` is not sent), then
+/// the cluster's breaker and bulkheads, then its concurrency limit and
+/// admission queue. Also used for a fallback cluster (step 6).
+pub(crate) async fn cluster(
+    route: &CompiledRoute,
+    caller_timeout: Option<Duration>,
+    priority: Priority,
+    tenant: &Arc<str>,
+    done: &mut Completion,
+) -> ClusterAdmission<'static> {
+    let start = Instant::now();
+    let cluster = &route.cluster;
+    let route_total = route.config.timeout.unwrap_or(cluster.config.timeout);
+    let total = caller_timeout.map_or(route_total, |c| c.min(route_total));
+    let deadline = start + total;
+    let refused = async {
+        if caller_timeout.is_some_and(|c| c < route.config.min_attempt_time) {
+            return Err((
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "the caller's deadline leaves less than the route's min_attempt_time ({})",
+                    levee_config::format_duration(route.config.min_attempt_time)
+                ),
+            ));
+        }
+        cluster.admit_breaker(cluster.nanos_at(start))?;
+        done.request_slot = cluster.bulkheads.admit(deadline).await?;
+        if let Some(queue) = &cluster.queue {
+            done.admission = Some(queue.admit(priority, tenant, deadline).await?);
+        }
+        Ok(())
+    }
+    .await
+    .err();
+    ClusterAdmission {
+        deadline,
+        refused,
+        _dispatching: None,
+    }
+}
+
+/// The request's priority class: the route's, lowered (never raised) by the
+/// route's priority header when the caller sent one.
+fn request_priority(route: &CompiledRoute, headers: &HeaderMap) -> Priority {
+    let asked = route
+        .config
+        .priority_header
+        .as_deref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Priority::from_name(v.trim()));
+    match asked {
+        Some(p) if p > route.config.priority => p,
+        _ => route.config.priority,
+    }
+}
+
+/// Seconds since the Unix epoch, for token expiry (read only when a JWT is
+/// checked).
+fn unix_now() -> u64 {
+    levee_core::time::unix_secs()
+}
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -72,7 +259,7 @@ impl RouteLimit {
         .unwrap_or_else(|_| HeaderValue::from_static("\"limit\""));
         let counter = |result: &str| {
             registry.counter(
-                "levee_ratelimit_decisions_total",
+                names::RATELIMIT_DECISIONS,
                 "Rate-limit decisions, by route, limit and result.",
                 &[
                     ("route", route),
@@ -129,7 +316,7 @@ impl RouteLimit {
 
     /// Writes `RateLimit-Policy` and `RateLimit` for `decision` (and
     /// `Retry-After` when it refused).
-    pub(crate) fn write_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
+    fn write_headers(&self, headers: &mut HeaderMap, decision: &Decision) {
         let secs = |ns: u64| ns.div_ceil(1_000_000_000);
         headers.insert(RATELIMIT_POLICY, self.policy.clone());
         if let Ok(v) = HeaderValue::from_str(&format!(
@@ -149,12 +336,27 @@ impl RouteLimit {
     }
 }
 
-/// The outcome of a route's limits for one request.
-pub(crate) enum Admission<'a> {
+/// One limit's decision, reported on the answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LimitReport<'a> {
+    pub(crate) limit: &'a RouteLimit,
+    pub(crate) decision: Decision,
+}
+
+impl LimitReport<'_> {
+    /// Writes `RateLimit-Policy` and `RateLimit` (and `Retry-After` when
+    /// the limit refused).
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
+        self.limit.write_headers(headers, &self.decision);
+    }
+}
+
+/// The verdict of a route's limits on one request.
+enum LimitVerdict<'a> {
     /// Go ahead; report this limit's state on the response (if any limit).
-    Admitted(Option<(&'a RouteLimit, Decision)>),
+    Admitted(Option<LimitReport<'a>>),
     /// Refused by this limit.
-    Limited(&'a RouteLimit, Decision),
+    Limited(LimitReport<'a>),
 }
 
 impl RouteLimit {
@@ -194,14 +396,14 @@ impl RouteLimit {
 }
 
 /// Applies every limit of a route to a request at `now`.
-pub(crate) async fn check<'a>(
+async fn check<'a>(
     limits: &'a [Arc<RouteLimit>],
     headers: &HeaderMap,
     client: IpAddr,
     tenant: &str,
     now: Nanos,
-) -> Admission<'a> {
-    let mut tightest: Option<(&RouteLimit, Decision)> = None;
+) -> LimitVerdict<'a> {
+    let mut tightest: Option<LimitReport<'a>> = None;
     for limit in limits {
         let decision = limit.decide(limit.key(headers, client, tenant), now).await;
         if !decision.allowed {
@@ -210,12 +412,12 @@ pub(crate) async fn check<'a>(
                 continue;
             }
             limit.limited.inc();
-            return Admission::Limited(limit, decision);
+            return LimitVerdict::Limited(LimitReport { limit, decision });
         }
         limit.allowed.inc();
-        if tightest.is_none_or(|(_, d)| decision.remaining < d.remaining) {
-            tightest = Some((limit, decision));
+        if tightest.is_none_or(|t| decision.remaining < t.decision.remaining) {
+            tightest = Some(LimitReport { limit, decision });
         }
     }
-    Admission::Admitted(tightest)
+    LimitVerdict::Admitted(tightest)
 }

@@ -861,8 +861,8 @@ impl ClusterRuntime {
                 names::ENDPOINT_HEALTHY,
                 names::ENDPOINT_IN_FLIGHT,
                 names::ENDPOINT_EJECTED,
-                crate::guard::names::BREAKER_STATE,
-                crate::guard::names::BREAKER_OPENED,
+                names::BREAKER_STATE,
+                names::BREAKER_OPENED,
             ] {
                 self.registry.remove_series(name, "endpoint", &gone.label);
             }

@@ -1,16 +1,23 @@
 //! Step 6 of the life of a request: graceful degradation. When every attempt
 //! failed, a breaker is open or the cluster shed the request, a route's
-//! fallbacks answer instead, in order: a stale copy of an earlier successful
-//! GET (RFC 5861 stale-if-error, marked `levee-degraded: stale`), another
-//! cluster, or a fixed response.
+//! fallbacks answer instead ([`fallback`]), in order: a stale copy of an
+//! earlier successful GET (RFC 5861 stale-if-error, marked
+//! `levee-degraded: stale`), another cluster (admitted by it and dispatched
+//! like the first), or a fixed response. Successful GETs on routes that
+//! serve stale are copied into the cache as they stream ([`Tee`]).
 //!
 //! The stale cache is bounded by entries and bytes, keyed by host and target,
 //! and kept across reloads while the route's cache settings stay the same.
 
+use crate::body::ProxyBody;
+use crate::pipeline::attempt::{self, Dispatched};
+use crate::pipeline::respond::Refusal;
+use crate::pipeline::RequestContext;
+use crate::record::Completion;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use levee_config::{Fallback, ServeStale, StaticBody, StaticResponse};
-use levee_core::metrics::{Counter, Registry};
+use levee_core::metrics::{names, Counter, Registry};
 use levee_core::Nanos;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -18,6 +25,114 @@ use std::sync::{Arc, Mutex};
 
 /// The header that tells the client it got a degraded answer, and which.
 pub(crate) const LEVEE_DEGRADED: HeaderName = HeaderName::from_static("levee-degraded");
+
+/// Step 6: the cluster's answer, or the route's fallbacks' when the
+/// cluster failed (an answer with a status the route lists, or a failure
+/// that is not the client's own). A good answer to a GET on a route that
+/// serves stale is copied into the cache as it streams.
+pub(crate) async fn fallback(
+    ctx: &RequestContext<'_>,
+    dispatched: Dispatched,
+    done: &mut Completion,
+) -> Result<Response<ProxyBody>, Refusal<'static>> {
+    let Dispatched {
+        result,
+        again,
+        stale_key,
+        authorized,
+    } = dispatched;
+    let Some(f) = ctx.route.fallback.as_deref() else {
+        return result.map_err(Refusal::from);
+    };
+    let failed = match &result {
+        Ok(resp) => f.fails(resp.status().as_u16()),
+        Err((kind, _)) => kind.side() != levee_core::Side::Downstream,
+    };
+    match result {
+        Ok(mut resp) if !failed => {
+            if let (Some(key), Some(cache)) = (stale_key, &f.stale) {
+                if storable(resp.status(), resp.headers(), authorized) {
+                    let tee = Tee::new(
+                        cache.clone(),
+                        key,
+                        resp.status(),
+                        resp.headers().clone(),
+                        ctx.route.cluster.now(),
+                    );
+                    resp.body_mut().tee(tee);
+                }
+            }
+            Ok(resp)
+        }
+        result if failed => match degrade(f, ctx, stale_key.as_deref(), again, done).await {
+            Some(degraded) => Ok(degraded),
+            None => result.map_err(Refusal::from),
+        },
+        result => result.map_err(Refusal::from),
+    }
+}
+
+/// Tries the route's fallbacks in order (stale copy, fallback cluster,
+/// static response) after its cluster failed; `None` when none can answer.
+async fn degrade(
+    fallback: &RouteFallback,
+    ctx: &RequestContext<'_>,
+    stale_key: Option<&str>,
+    again: Option<attempt::Again>,
+    done: &mut Completion,
+) -> Option<Response<ProxyBody>> {
+    let route = ctx.route;
+    if let (Some(key), Some(cache)) = (stale_key, &fallback.stale) {
+        let now = route.cluster.now();
+        if let Some(entry) = cache.get(key, now) {
+            fallback.count(FallbackKind::Stale);
+            let mut resp = Response::new(ProxyBody::full(entry.body));
+            *resp.status_mut() = entry.status;
+            *resp.headers_mut() = entry.headers;
+            // Age adds the copy's time here to any age it arrived with.
+            let upstream_age = resp
+                .headers()
+                .get(header::AGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let age = upstream_age + now.saturating_sub(entry.stored_at) / 1_000_000_000;
+            resp.headers_mut()
+                .insert(header::AGE, HeaderValue::from(age));
+            resp.headers_mut()
+                .insert(LEVEE_DEGRADED, FallbackKind::Stale.header_value());
+            return Some(resp);
+        }
+    }
+    let request = again.and_then(attempt::Again::outbound);
+    if let (Some(other), Some(request)) = (&route.fallback_route, request) {
+        done.cluster = Some(other.cluster.clone());
+        let admission =
+            crate::admit::cluster(other, ctx.caller_timeout, ctx.priority, &ctx.tenant, done).await;
+        let sent = match admission.refused {
+            None => attempt::send(ctx, other, admission.deadline, request, done).await,
+            Some(refused) => Err(refused),
+        };
+        if let Ok(mut resp) = sent {
+            if !fallback.fails(resp.status().as_u16()) {
+                fallback.count(FallbackKind::Cluster);
+                resp.headers_mut()
+                    .insert(LEVEE_DEGRADED, FallbackKind::Cluster.header_value());
+                return Some(resp);
+            }
+        }
+    }
+    let fixed = fallback.response.as_ref()?;
+    fallback.count(FallbackKind::Static);
+    let mut resp = Response::new(ProxyBody::full(fixed.body.clone()));
+    *resp.status_mut() = fixed.status;
+    for (k, v) in &fixed.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp.headers_mut()
+        .insert(LEVEE_DEGRADED, FallbackKind::Static.header_value());
+    Some(resp)
+}
 
 /// One cached response.
 #[derive(Debug, Clone)]
@@ -229,11 +344,39 @@ pub(crate) struct RouteFallback {
     pub(crate) config: Fallback,
     pub(crate) stale: Option<Arc<StaleCache>>,
     pub(crate) response: Option<PreparedResponse>,
-    pub(crate) served: [Arc<Counter>; 3],
+    /// Requests each kind answered, indexed by [`FallbackKind`].
+    served: [Arc<Counter>; FallbackKind::ALL.len()],
 }
 
-/// The kinds of fallback, as metric labels and `levee-degraded` values.
-pub(crate) const KINDS: [&str; 3] = ["stale", "cluster", "static"];
+/// The kinds of fallback, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FallbackKind {
+    Stale,
+    Cluster,
+    Static,
+}
+
+impl FallbackKind {
+    /// Every kind, in declaration order (the order of `served`).
+    const ALL: [FallbackKind; 3] = [
+        FallbackKind::Stale,
+        FallbackKind::Cluster,
+        FallbackKind::Static,
+    ];
+
+    /// Its metric label and `levee-degraded` value.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FallbackKind::Stale => "stale",
+            FallbackKind::Cluster => "cluster",
+            FallbackKind::Static => "static",
+        }
+    }
+
+    fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.name())
+    }
+}
 
 /// A fixed response with its body loaded.
 #[derive(Debug, Clone)]
@@ -268,14 +411,19 @@ impl RouteFallback {
             config: config.clone(),
             stale,
             response,
-            served: KINDS.map(|kind| {
+            served: FallbackKind::ALL.map(|kind| {
                 registry.counter(
-                    "levee_fallbacks_total",
+                    names::FALLBACKS,
                     "Requests answered by a fallback, by route and kind.",
-                    &[("route", route), ("kind", kind)],
+                    &[("route", route), ("kind", kind.name())],
                 )
             }),
         })
+    }
+
+    /// Counts a request `kind` answered.
+    fn count(&self, kind: FallbackKind) {
+        self.served[kind as usize].inc();
     }
 
     /// Whether an upstream answer with `status` calls for the fallback.

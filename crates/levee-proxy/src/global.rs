@@ -8,7 +8,7 @@
 
 use arc_swap::ArcSwapOption;
 use levee_config::{OnRedisFailure, Redis};
-use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::metrics::{names, Counter, Gauge, Registry};
 use levee_core::{Clock, MonotonicClock, Nanos};
 use levee_policy::ratelimit::{Decision, Gcra};
 use redis::aio::ConnectionManager;
@@ -70,22 +70,22 @@ impl GlobalLimits {
             clock,
             fallback_until: AtomicU64::new(0),
             failures: registry.counter(
-                "levee_redis_failures_total",
+                names::REDIS_FAILURES,
                 "Redis calls for global limits that failed or timed out.",
                 &[],
             ),
             fallbacks: registry.counter(
-                "levee_redis_fallback_decisions_total",
+                names::REDIS_FALLBACK_DECISIONS,
                 "Global rate-limit decisions made without Redis (its fallback).",
                 &[],
             ),
             decisions: registry.counter(
-                "levee_redis_decisions_total",
+                names::REDIS_DECISIONS,
                 "Global rate-limit decisions made in Redis.",
                 &[],
             ),
             connected: registry.gauge(
-                "levee_redis_connected",
+                names::REDIS_CONNECTED,
                 "1 once the gateway has a connection to Redis.",
                 &[],
             ),

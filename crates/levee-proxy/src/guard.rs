@@ -1,11 +1,11 @@
-//! Step 5's admission to a cluster: the bulkheads (caps on requests in
+//! A cluster's part of step 4, admission: the bulkheads (caps on requests in
 //! flight, requests waiting for a slot, retries in flight and open
 //! connections) and the cluster-wide circuit breaker. Overflow is answered
 //! at once with its own reason; nothing here waits except a request that
 //! found a free place in the bounded pending queue.
 
 use levee_config::{BreakerSettings, ClusterLimits};
-use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::metrics::{names, Counter, Gauge, Registry};
 use levee_core::time::Instant;
 use levee_core::{ErrorKind, Nanos, Outcome};
 use levee_policy::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
@@ -13,15 +13,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Metric names owned by this module.
-pub(crate) mod names {
-    pub(crate) const PENDING: &str = "levee_cluster_pending_requests";
-    pub(crate) const ACTIVE_RETRIES: &str = "levee_cluster_retries_in_flight";
-    pub(crate) const CONNECTIONS: &str = "levee_cluster_upstream_connections";
-    pub(crate) const BREAKER_STATE: &str = "levee_circuit_breaker_state";
-    pub(crate) const BREAKER_OPENED: &str = "levee_circuit_breaker_opened_total";
-}
 
 /// The breaker settings in the policy crate's terms.
 pub(crate) fn breaker_config(s: &BreakerSettings) -> BreakerConfig {
@@ -39,20 +30,28 @@ pub(crate) fn breaker_config(s: &BreakerSettings) -> BreakerConfig {
     }
 }
 
+/// The gauge value of a closed breaker.
+const CLOSED: i64 = 0;
+/// The gauge value of an open breaker.
+const OPEN: i64 = 1;
+/// The gauge value of a half-open breaker (an open one whose time is up
+/// counts as half-open: its next call is a probe).
+const HALF_OPEN: i64 = 2;
+
 /// The gauge value of a breaker state: 0 closed, 1 open, 2 half-open.
 pub(crate) fn state_value(state: BreakerState, now: Nanos) -> i64 {
     match state {
-        BreakerState::Closed => 0,
-        BreakerState::Open { until } if now < until => 1,
-        BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => 2,
+        BreakerState::Closed => CLOSED,
+        BreakerState::Open { until } if now < until => OPEN,
+        BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => HALF_OPEN,
     }
 }
 
 /// The admin API's word for a breaker state.
 pub(crate) fn state_name(value: i64) -> &'static str {
     match value {
-        0 => "closed",
-        1 => "open",
+        CLOSED => "closed",
+        OPEN => "open",
         _ => "half_open",
     }
 }
@@ -169,14 +168,14 @@ impl Bulkheads {
             max_pending: limits.max_pending.unwrap_or(0),
             pending: AtomicU32::new(0),
             pending_gauge: registry.gauge(
-                names::PENDING,
+                names::CLUSTER_PENDING,
                 "Requests waiting for an in-flight slot of the cluster.",
                 &labels,
             ),
             max_retries: limits.max_retries,
             retries: AtomicU32::new(0),
             retries_gauge: registry.gauge(
-                names::ACTIVE_RETRIES,
+                names::CLUSTER_RETRIES_IN_FLIGHT,
                 "Retries and hedges in flight to the cluster.",
                 &labels,
             ),
@@ -184,7 +183,7 @@ impl Bulkheads {
                 max: limits.max_connections,
                 open: AtomicU32::new(0),
                 gauge: registry.gauge(
-                    names::CONNECTIONS,
+                    names::CLUSTER_UPSTREAM_CONNECTIONS,
                     "Open HTTP/1.1 connections to the cluster's endpoints, idle included.",
                     &labels,
                 ),

@@ -1,6 +1,7 @@
-//! Header rules at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1),
-//! `X-Forwarded-*`, request ids, the Host the upstream sees, and the route's
-//! own header edits.
+//! Header rules at the proxy boundary: the request head's size and declared
+//! body, hop-by-hop removal (RFC 9110 §7.6.1), `X-Forwarded-*`, request ids,
+//! the caller's deadline, the Host the upstream sees, and the route's own
+//! header edits.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use levee_config::HostHeader;
@@ -25,6 +26,77 @@ pub const LEVEE_ERROR: HeaderName = HeaderName::from_static("levee-error");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The gRPC deadline header, read from callers and relayed upstream.
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// Levee's own deadline header (milliseconds left).
+pub(crate) const LEVEE_DEADLINE: HeaderName =
+    HeaderName::from_static(levee_core::deadline::LEVEE_DEADLINE_HEADER);
+
+/// The size of the request head as sent: request line and header lines.
+pub(crate) fn head_size<B>(req: &http::Request<B>) -> u64 {
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    (line + headers) as u64
+}
+
+/// The declared `Content-Length`, when present and valid.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The caller's deadline: the shorter of `grpc-timeout` and
+/// `levee-deadline-ms` as they will be forwarded (after hop-by-hop removal
+/// and the route's `remove`/`set` edits), when either is present and valid.
+pub(crate) fn caller_deadline(
+    headers: &HeaderMap,
+    remove: &[HeaderName],
+    set: &[(HeaderName, HeaderValue)],
+) -> Option<std::time::Duration> {
+    use levee_core::deadline;
+    let grpc = forwarded(headers, remove, set, &GRPC_TIMEOUT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse_grpc_timeout);
+    let levee = forwarded(headers, remove, set, &LEVEE_DEADLINE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(deadline::parse_levee_deadline);
+    match (grpc, levee) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A request header as the upstream will get it, without editing the
+/// request: a name the route sets, else none if the route removes it or
+/// the `Connection` header lists it (hop-by-hop), else the client's.
+fn forwarded<'h>(
+    headers: &'h HeaderMap,
+    remove: &[HeaderName],
+    set: &'h [(HeaderName, HeaderValue)],
+    name: &HeaderName,
+) -> Option<&'h HeaderValue> {
+    if let Some((_, value)) = set.iter().rev().find(|(n, _)| n == name) {
+        return Some(value);
+    }
+    if remove.contains(name) {
+        return None;
+    }
+    let value = headers.get(name)?;
+    let hop_by_hop = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()));
+    (!hop_by_hop).then_some(value)
+}
 
 /// Whether the request asks for a protocol upgrade (WebSocket).
 pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -260,5 +332,26 @@ mod tests {
         assert_eq!(h.get(X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(h.get(X_FORWARDED_HOST).unwrap(), "api.example.com");
         assert_eq!(h.get(header::HOST).unwrap(), "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn the_caller_deadline_is_read_as_it_will_be_forwarded() {
+        use std::time::Duration;
+        let mut h = HeaderMap::new();
+        h.insert(GRPC_TIMEOUT, HeaderValue::from_static("2S"));
+        assert_eq!(caller_deadline(&h, &[], &[]), Some(Duration::from_secs(2)));
+        // The route removes it, or sets a shorter one.
+        assert_eq!(caller_deadline(&h, &[GRPC_TIMEOUT], &[]), None);
+        let set = [(LEVEE_DEADLINE, HeaderValue::from_static("500"))];
+        assert_eq!(
+            caller_deadline(&h, &[], &set),
+            Some(Duration::from_millis(500))
+        );
+        // Named by Connection, it is hop-by-hop and never forwarded.
+        h.insert(header::CONNECTION, HeaderValue::from_static("Grpc-Timeout"));
+        assert_eq!(caller_deadline(&h, &[], &[]), None);
+        let mut forwarded = h.clone();
+        remove_hop_by_hop(&mut forwarded, false);
+        assert!(!forwarded.contains_key(GRPC_TIMEOUT));
     }
 }

@@ -4,7 +4,7 @@
 //! rotating generations, so recording takes no lock and old traffic ages out.
 
 use levee_config::Hedge;
-use levee_core::metrics::{Counter, Registry};
+use levee_core::metrics::{names, Counter, Registry};
 use levee_core::Nanos;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,9 +22,18 @@ const MIN_SAMPLES: u64 = 20;
 #[derive(Debug)]
 pub(crate) struct LatencyQuantile {
     generations: [[AtomicU64; BUCKETS]; 2],
-    /// Which generation takes new samples, and since when (high bit: index).
+    /// Which generation takes new samples (the [`GENERATION_BIT`]), and
+    /// since when (the other bits).
     epoch: AtomicU64,
     window_ns: u64,
+}
+
+/// The bit of `epoch` that says which generation takes new samples.
+const GENERATION_BIT: u64 = 1 << 63;
+
+/// The generation `epoch` names.
+fn generation_of(epoch: u64) -> usize {
+    usize::from(epoch & GENERATION_BIT != 0)
 }
 
 fn bucket_of(latency_ns: u64) -> usize {
@@ -66,13 +75,13 @@ impl LatencyQuantile {
     /// current generation's index.
     fn rotate(&self, now: Nanos) -> usize {
         let epoch = self.epoch.load(Ordering::Acquire);
-        let index = (epoch >> 63) as usize;
-        let since = epoch & !(1 << 63);
+        let current = generation_of(epoch);
+        let since = epoch & !GENERATION_BIT;
         if now.saturating_sub(since) < self.window_ns {
-            return index;
+            return current;
         }
-        let next = 1 - index;
-        let stamped = (now & !(1 << 63)) | ((next as u64) << 63);
+        let next = 1 - current;
+        let stamped = (now & !GENERATION_BIT) | if next == 1 { GENERATION_BIT } else { 0 };
         if self
             .epoch
             .compare_exchange(epoch, stamped, Ordering::AcqRel, Ordering::Acquire)
@@ -85,7 +94,7 @@ impl LatencyQuantile {
             }
             next
         } else {
-            (self.epoch.load(Ordering::Acquire) >> 63) as usize
+            generation_of(self.epoch.load(Ordering::Acquire))
         }
     }
 
@@ -94,8 +103,10 @@ impl LatencyQuantile {
     pub(crate) fn quantile(&self, q: f64) -> Option<Duration> {
         let counts: Vec<u64> = (0..BUCKETS)
             .map(|i| {
-                self.generations[0][i].load(Ordering::Relaxed)
-                    + self.generations[1][i].load(Ordering::Relaxed)
+                self.generations
+                    .iter()
+                    .map(|g| g[i].load(Ordering::Relaxed))
+                    .sum()
             })
             .collect();
         let total: u64 = counts.iter().sum();
@@ -131,12 +142,12 @@ impl HedgePolicy {
             config,
             latency: LatencyQuantile::new(Duration::from_secs(30)),
             sent: registry.counter(
-                "levee_hedges_total",
+                names::HEDGES,
                 "Hedged attempts sent, by route.",
                 &[("route", route)],
             ),
             won: registry.counter(
-                "levee_hedge_wins_total",
+                names::HEDGE_WINS,
                 "Requests whose hedge answered first, by route.",
                 &[("route", route)],
             ),

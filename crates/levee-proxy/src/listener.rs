@@ -178,6 +178,11 @@ impl std::fmt::Debug for PendingUpgrade {
 }
 
 impl ConnInfo {
+    /// The gateway's shared state.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Whether the connection task (not hyper) completes upgrades.
     pub(crate) fn manual_upgrades(&self) -> bool {
         self.manual_upgrades.load(Ordering::Relaxed)
@@ -423,12 +428,11 @@ async fn serve_http1_parking(
             }
         }
 
-        let service_shared = shared.clone();
         let service_conn = conn_info.clone();
         let service_drain = drain.clone();
         let service = hyper::service::service_fn(move |req| {
             let version = req.version();
-            let handled = pipeline::handle(service_shared.clone(), service_conn.clone(), req);
+            let handled = pipeline::handle(service_conn.clone(), req);
             let drain = service_drain.clone();
             Box::pin(async move {
                 let resp = handled.await?;
@@ -647,12 +651,11 @@ where
 {
     let peer = conn_info.peer;
     let mut drain = shared.drain_signal();
-    let service_shared = shared.clone();
     let service_conn = conn_info.clone();
     let service_drain = drain.clone();
     let service = hyper::service::service_fn(move |req| {
         let version = req.version();
-        let handled = pipeline::handle(service_shared.clone(), service_conn.clone(), req);
+        let handled = pipeline::handle(service_conn.clone(), req);
         let drain = service_drain.clone();
         async move {
             let resp = handled.await?;

@@ -2,25 +2,44 @@
 //! when a snapshot is built, so the request path only does atomic adds.
 
 use levee_core::metrics::{names, Counter, Gauge, Histogram, Registry};
-use levee_core::outcome::STATUS_CLASSES;
+use levee_core::outcome::StatusClass;
 use levee_core::ErrorKind;
 use std::sync::Arc;
+
+/// One counter per status class.
+#[derive(Debug)]
+pub(crate) struct PerStatusClass([Arc<Counter>; StatusClass::ALL.len()]);
+
+impl PerStatusClass {
+    fn new(counter: impl FnMut(StatusClass) -> Arc<Counter>) -> Self {
+        Self(StatusClass::ALL.map(counter))
+    }
+
+    /// The counter of `class`.
+    pub(crate) fn of(&self, class: StatusClass) -> &Counter {
+        &self.0[class as usize]
+    }
+}
 
 /// Per-route handles.
 #[derive(Debug)]
 pub(crate) struct RouteMetrics {
-    pub(crate) requests: [Arc<Counter>; 5],
+    pub(crate) requests: PerStatusClass,
     pub(crate) latency: Arc<Histogram>,
 }
 
 impl RouteMetrics {
     pub(crate) fn new(registry: &Registry, route: &str, cluster: &str) -> Self {
         Self {
-            requests: STATUS_CLASSES.map(|class| {
+            requests: PerStatusClass::new(|class| {
                 registry.counter(
                     names::REQUESTS,
                     "Requests answered, by route, cluster and status class.",
-                    &[("route", route), ("cluster", cluster), ("code", class)],
+                    &[
+                        ("route", route),
+                        ("cluster", cluster),
+                        ("code", class.label()),
+                    ],
                 )
             }),
             latency: registry.histogram(
@@ -35,7 +54,7 @@ impl RouteMetrics {
 /// Per-cluster handles.
 #[derive(Debug)]
 pub(crate) struct ClusterMetrics {
-    pub(crate) upstream_requests: [Arc<Counter>; 5],
+    pub(crate) upstream_requests: PerStatusClass,
     pub(crate) latency: Arc<Histogram>,
     errors: Vec<Arc<Counter>>,
     pub(crate) panic_mode: Arc<Gauge>,
@@ -46,11 +65,11 @@ pub(crate) struct ClusterMetrics {
 impl ClusterMetrics {
     pub(crate) fn new(registry: &Registry, cluster: &str) -> Self {
         Self {
-            upstream_requests: STATUS_CLASSES.map(|class| {
+            upstream_requests: PerStatusClass::new(|class| {
                 registry.counter(
                     names::UPSTREAM_REQUESTS,
                     "Responses received from upstreams, by cluster and status class.",
-                    &[("cluster", cluster), ("code", class)],
+                    &[("cluster", cluster), ("code", class.label())],
                 )
             }),
             latency: registry.histogram(

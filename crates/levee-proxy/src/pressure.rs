@@ -6,7 +6,7 @@
 //! background task samples every 100 ms.
 
 use levee_config::OverloadGuard;
-use levee_core::metrics::{Gauge, Registry};
+use levee_core::metrics::{names, Gauge, Registry};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,12 +33,12 @@ impl Pressure {
         Self {
             level: AtomicU8::new(NORMAL),
             gauge: registry.gauge(
-                "levee_overload_level",
+                names::OVERLOAD_LEVEL,
                 "Process pressure: 0 normal, 1 shedding sheddable requests, 2 closing connections after each response, 3 refusing connections.",
                 &[],
             ),
             memory: registry.gauge(
-                "levee_process_resident_memory_bytes",
+                names::RESIDENT_MEMORY,
                 "Resident memory of the gateway process.",
                 &[],
             ),

@@ -1,4 +1,5 @@
-//! A cluster's concurrency limit with its admission queue (step 5, before
+//! A cluster's concurrency limit with its admission queue (the last part of
+//! step 4, admission, after the cluster's breaker and bulkheads and before
 //! any endpoint is chosen). The limit adapts to the upstream's latency and
 //! drops (`levee_policy::concurrency`), or is fixed; requests over it wait
 //! in a queue that serves priority classes strictly and tenants fairly
@@ -11,7 +12,7 @@
 //! and the in-flight count are mirrored in atomics for lock-free reads.
 
 use levee_config::{Concurrency, ConcurrencyAlgorithm, Priority};
-use levee_core::metrics::{Counter, Gauge, Registry};
+use levee_core::metrics::{names, Counter, Gauge, Registry};
 use levee_core::time::Instant;
 use levee_core::{Clock, ErrorKind, MonotonicClock, Outcome};
 use levee_policy::admission::{
@@ -172,17 +173,17 @@ impl ClusterQueue {
             in_flight: AtomicU32::new(0),
             clock,
             limit_gauge: registry.gauge(
-                "levee_cluster_concurrency_limit",
+                names::CLUSTER_CONCURRENCY_LIMIT,
                 "The cluster's current concurrency limit.",
                 &labels,
             ),
             in_flight_gauge: registry.gauge(
-                "levee_cluster_admitted_in_flight",
+                names::CLUSTER_ADMITTED_IN_FLIGHT,
                 "Requests holding a place under the cluster's concurrency limit.",
                 &labels,
             ),
             queued_gauge: registry.gauge(
-                "levee_cluster_queued_requests",
+                names::CLUSTER_QUEUED,
                 "Requests waiting in the cluster's admission queue.",
                 &labels,
             ),
@@ -192,7 +193,7 @@ impl ClusterQueue {
                     (
                         *r,
                         registry.counter(
-                            "levee_cluster_shed_total",
+                            names::CLUSTER_SHED,
                             "Requests the admission queue shed, by cluster and reason.",
                             &[("cluster", cluster), ("reason", r.as_str())],
                         ),
@@ -267,12 +268,7 @@ impl ClusterQueue {
         tenant: &Arc<str>,
         deadline: Instant,
     ) -> Result<Permit, (ErrorKind, String)> {
-        let class = ClassId(
-            Priority::ALL
-                .iter()
-                .position(|p| *p == priority)
-                .unwrap_or(1) as u8,
-        );
+        let class = class_of(priority);
         let now = self.clock.now();
         let deadline_ns = self.clock.nanos_at(deadline);
         let (tenant_id, rx, ticket) = {
@@ -414,6 +410,16 @@ fn sample_outcome(outcome: Option<Outcome>, shed_mark: bool) -> Option<SampleOut
         Outcome::Failed(_) => Some(SampleOutcome::Dropped),
     }
 }
+
+/// The queue's class for a priority: classes are configured in
+/// `Priority::ALL` order, most important first.
+fn class_of(priority: Priority) -> ClassId {
+    let position = Priority::ALL.iter().position(|p| *p == priority);
+    ClassId(position.map_or(DEFAULT_CLASS, |i| i as u8))
+}
+
+/// The class of `Priority::Default`.
+const DEFAULT_CLASS: u8 = 1;
 
 fn shed(reason: RejectReason, priority: Priority) -> (ErrorKind, String) {
     (

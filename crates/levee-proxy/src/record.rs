@@ -4,8 +4,8 @@
 //! log from the same outcome, so they never disagree.
 
 use crate::cluster::{ClusterRuntime, EndpointState};
-use crate::gateway::Shared;
 use crate::listener::ConnInfo;
+use crate::pipeline::Arrival;
 use crate::router::CompiledRoute;
 use levee_core::time::Instant;
 use levee_core::{ErrorKind, Outcome};
@@ -14,7 +14,6 @@ use std::sync::Arc;
 /// Everything known about a request by the time its response is sent.
 #[derive(Debug)]
 pub(crate) struct Completion {
-    pub(crate) shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     pub(crate) start: Instant,
     pub(crate) method: http::Method,
@@ -51,23 +50,20 @@ pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
 }
 
 impl Completion {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
+    /// Opens the record of a request that just arrived.
+    pub(crate) fn new<B>(
         conn: Arc<ConnInfo>,
-        start: Instant,
-        method: http::Method,
-        uri: http::Uri,
-        version: http::Version,
+        arrival: &Arrival<'_>,
+        req: &http::Request<B>,
     ) -> Self {
-        shared.metrics.in_flight.inc();
-        conn.request_started(version);
+        conn.shared().metrics.in_flight.inc();
+        conn.request_started(req.version());
         Self {
-            shared,
             conn,
-            start,
-            method,
-            uri,
-            request_id: None,
+            start: arrival.start,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: Some(arrival.request_id.clone()),
             route: None,
             cluster: None,
             endpoint: None,
@@ -80,10 +76,17 @@ impl Completion {
             tenant: None,
             priority: None,
             admission: None,
-            grpc: false,
+            grpc: arrival.grpc,
             grpc_status: None,
             detail: None,
         }
+    }
+
+    /// Notes the route (and its cluster) the request is for.
+    pub(crate) fn routed(&mut self, route: Arc<CompiledRoute>) -> Arc<CompiledRoute> {
+        self.cluster = Some(route.cluster.clone());
+        self.route = Some(route.clone());
+        route
     }
 
     /// Claims an in-flight slot on `endpoint`, released when this record is
@@ -109,14 +112,15 @@ impl Drop for Completion {
                 self.outcome = Outcome::Grpc(code);
             }
         }
-        let class = self.outcome.status_class_index();
-        self.shared.metrics.in_flight.dec();
-        self.conn.request_finished(self.shared.clock.nanos_at(end));
+        let class = self.outcome.status_class();
+        self.conn.shared().metrics.in_flight.dec();
+        self.conn
+            .request_finished(self.conn.shared().clock.nanos_at(end));
         if let Some(ep) = &self.endpoint {
             ep.in_flight.dec();
         }
         if let Some(route) = &self.route {
-            route.metrics.requests[class].inc();
+            route.metrics.requests.of(class).inc();
             route.metrics.latency.observe_nanos(nanos);
             for slo in route.slos.iter() {
                 slo.record(self.outcome, nanos, self.tenant.as_deref());
@@ -124,7 +128,8 @@ impl Drop for Completion {
             if let Outcome::Grpc(code) = self.outcome {
                 // Only failed calls reach the registry (and its lock).
                 let code = code.to_string();
-                self.shared
+                self.conn
+                    .shared()
                     .registry
                     .counter(
                         levee_core::metrics::names::GRPC_STATUS,
@@ -140,10 +145,10 @@ impl Drop for Completion {
         if let Some(kind) = self.outcome.error() {
             match &self.cluster {
                 Some(c) => c.metrics.error(kind).inc(),
-                None => self.shared.metrics.error(kind).inc(),
+                None => self.conn.shared().metrics.error(kind).inc(),
             }
         }
-        if !self.shared.access_log() {
+        if !self.conn.shared().access_log() {
             return;
         }
         let none = "-";

@@ -61,7 +61,8 @@ impl RouteRetry {
         }
     }
 
-    /// Counts a request in dispatch until the guard drops.
+    /// Counts a request in dispatch (from its admission by the cluster)
+    /// until the guard drops.
     pub(crate) fn enter(&self) -> ActiveRequest<'_> {
         self.active.fetch_add(1, Ordering::AcqRel);
         ActiveRequest(&self.active)
