@@ -5,8 +5,10 @@
 //! sockets; waits use `eventually`, and durations appear only as generous
 //! upper bounds or as the slowness of a scripted upstream.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{eventually, Client, ClientReply, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    eventually, Client, ClientReply, Cluster, FakeUpstream, GatewayConfig, Reply, Route,
+    TestGateway,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,16 +19,6 @@ const SLOW: Duration = Duration::from_secs(2);
 /// How long `eventually` waits for state that should follow within
 /// milliseconds.
 const SOON: Duration = Duration::from_secs(10);
-
-/// One route `r` (with `route_extra` lines) to cluster `c` (with
-/// `cluster_extra` lines) over `endpoints`.
-fn config(endpoints: &[SocketAddr], route_extra: &str, cluster_extra: &str) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n{route_extra}\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\n{cluster_extra}\n",
-        eps.join(", ")
-    )
-}
 
 /// Cluster `c` as `GET /api/v1/clusters` shows it.
 async fn cluster(gw: &TestGateway) -> serde_json::Value {
@@ -97,11 +89,7 @@ async fn an_endpoint_breaker_opens_probes_and_closes() {
         .await;
     let flaky_addr = flaky.addr();
     let good = FakeUpstream::start("good").await;
-    let gw = TestGateway::start(&config(
-        &[flaky_addr, good.addr()],
-        "",
-        "circuit_breaker = { endpoint = { consecutive_failures = 3, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 1, ramp_time = \"0s\" } }",
-    ))
+    let gw = TestGateway::start(&GatewayConfig::new().route(Route::new("r", "c")).cluster(Cluster::new("c").endpoints([flaky_addr, good.addr()]).raw("circuit_breaker = { endpoint = { consecutive_failures = 3, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 1, ramp_time = \"0s\" } }")).toml())
     .await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
@@ -172,11 +160,7 @@ async fn a_cluster_breaker_sheds_everything_until_the_cluster_recovers() {
         .start()
         .await;
     let (a_addr, b_addr) = (a.addr(), b.addr());
-    let gw = TestGateway::start(&config(
-        &[a_addr, b_addr],
-        "",
-        "circuit_breaker = { cluster = { consecutive_failures = 4, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 2, ramp_time = \"0s\" } }",
-    ))
+    let gw = TestGateway::start(&GatewayConfig::new().route(Route::new("r", "c")).cluster(Cluster::new("c").endpoints([a_addr, b_addr]).raw("circuit_breaker = { cluster = { consecutive_failures = 4, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 2, ramp_time = \"0s\" } }")).toml())
     .await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
@@ -240,11 +224,7 @@ async fn every_endpoint_breaker_open_means_circuit_open() {
         .otherwise(Reply::status(503))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        "",
-        "circuit_breaker = { endpoint = { consecutive_failures = 2, base_open_time = \"10s\", max_open_time = \"20s\" } }",
-    ))
+    let gw = TestGateway::start(&GatewayConfig::new().route(Route::new("r", "c")).cluster(Cluster::new("c").endpoints([a.addr(), b.addr()]).raw("circuit_breaker = { endpoint = { consecutive_failures = 2, base_open_time = \"10s\", max_open_time = \"20s\" } }")).toml())
     .await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
@@ -282,11 +262,16 @@ async fn slow_and_fast(name: &str) -> FakeUpstream {
 #[tokio::test]
 async fn requests_beyond_max_requests_are_shed_at_once() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "",
-        "limits = { max_requests = 2, max_pending = 0 }",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c"))
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([up.addr()])
+                    .limits("max_requests = 2, max_pending = 0"),
+            )
+            .toml(),
+    )
     .await;
     let base = gw.url("public");
     let slow: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/slow"))).collect();
@@ -316,11 +301,16 @@ async fn requests_beyond_max_requests_are_shed_at_once() {
 #[tokio::test]
 async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "",
-        "limits = { max_requests = 2, max_pending = 2 }",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c"))
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([up.addr()])
+                    .limits("max_requests = 2, max_pending = 2"),
+            )
+            .toml(),
+    )
     .await;
     let base = gw.url("public");
     let slow: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/slow"))).collect();
@@ -362,11 +352,16 @@ async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
 #[tokio::test]
 async fn max_connections_caps_upstream_connections() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "",
-        "limits = { max_connections = 1 }",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c"))
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([up.addr()])
+                    .limits("max_connections = 1"),
+            )
+            .toml(),
+    )
     .await;
     let base = gw.url("public");
     let slow = spawn_get(format!("{base}/slow"));
@@ -417,11 +412,19 @@ async fn failures_racing_for_retries(
         .otherwise(Reply::ok().latency(SLOW))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        &format!("retry = {{ attempts = 2, retry_on = [\"5xx\"]{retry_extra} }}"),
-        cluster_extra,
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(
+                Route::new("r", "c")
+                    .retry(&format!("attempts = 2, retry_on = [\"5xx\"]{retry_extra}")),
+            )
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([a.addr(), b.addr()])
+                    .raw(cluster_extra),
+            )
+            .toml(),
+    )
     .await;
     let base = gw.url("public");
     let handles: Vec<_> = (0..n).map(|_| spawn_get(format!("{base}/x"))).collect();
@@ -502,11 +505,12 @@ async fn hedging_setup() -> (FakeUpstream, FakeUpstream, TestGateway) {
         .start()
         .await;
     let fast = FakeUpstream::start("fast").await;
-    let gw = TestGateway::start(&config(
-        &[slow.addr(), fast.addr()],
-        "hedge = { delay = \"50ms\" }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c").hedge("delay = \"50ms\""))
+            .cluster(Cluster::new("c").endpoints([slow.addr(), fast.addr()]))
+            .toml(),
+    )
     .await;
     (slow, fast, gw)
 }
@@ -588,7 +592,13 @@ async fn a_client_that_goes_away_leaves_nothing_in_flight() {
         .otherwise(Reply::ok().latency(SLOW))
         .start()
         .await;
-    let gw = TestGateway::start(&config(&[slow.addr()], "", "")).await;
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c"))
+            .cluster(Cluster::new("c").endpoints([slow.addr()]))
+            .toml(),
+    )
+    .await;
     // The client gives up long before the upstream answers.
     let r = crate::raw_exchange(
         gw.addr("public"),
@@ -621,11 +631,15 @@ async fn retry_after_beyond_the_cap_stops_retries() {
     };
     let a = upstream("a").start().await;
     let b = upstream("b").start().await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        "retry = { attempts = 2, retry_on = [\"5xx\"], retry_after_max = \"1s\" }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(
+                Route::new("r", "c")
+                    .retry("attempts = 2, retry_on = [\"5xx\"], retry_after_max = \"1s\""),
+            )
+            .cluster(Cluster::new("c").endpoints([a.addr(), b.addr()]))
+            .toml(),
+    )
     .await;
     let c = Client::http1();
     let base = gw.url("public");
@@ -663,11 +677,12 @@ async fn responses_marked_overloaded_are_never_retried() {
     };
     let a = upstream("a").start().await;
     let b = upstream("b").start().await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        "retry = { attempts = 3, retry_on = [\"5xx\"] }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c").retry("attempts = 3, retry_on = [\"5xx\"]"))
+            .cluster(Cluster::new("c").endpoints([a.addr(), b.addr()]))
+            .toml(),
+    )
     .await;
     let c = Client::http1();
     let base = gw.url("public");
@@ -698,11 +713,12 @@ async fn an_outer_levee_does_not_retry_what_an_inner_levee_shed() {
         "limits = { max_requests = 1, max_pending = 0 }",
     ))
     .await;
-    let outer = TestGateway::start(&config(
-        &[inner.addr("public")],
-        "retry = { attempts = 3, retry_on = [\"5xx\"] }",
-        "",
-    ))
+    let outer = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c").retry("attempts = 3, retry_on = [\"5xx\"]"))
+            .cluster(Cluster::new("c").endpoints([inner.addr("public")]))
+            .toml(),
+    )
     .await;
     let slow = spawn_get(format!("{}/slow", outer.url("public")));
     eventually(SOON, "the inner slot is taken", || async {
@@ -742,12 +758,20 @@ async fn grpc_unavailable_in_the_head_is_retried_on_another_endpoint() {
         .otherwise(grpc("0"))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[down.addr(), up.addr()],
-        // gRPC calls are POSTs: the route declares them safe to repeat.
-        "retry = { attempts = 2, retry_on = [\"grpc\"], idempotent = true }",
-        "protocol = \"http2\"",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            // gRPC calls are POSTs: the route declares them safe to repeat.
+            .route(
+                Route::new("r", "c")
+                    .retry("attempts = 2, retry_on = [\"grpc\"], idempotent = true"),
+            )
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([down.addr(), up.addr()])
+                    .protocol("http2"),
+            )
+            .toml(),
+    )
     .await;
     let c = Client::h2c();
     let call = |method: &str| {
