@@ -584,6 +584,20 @@ impl Slo {
         self.key("runbook", quote(url))
     }
 
+    /// `description = TEXT`.
+    pub fn description(self, text: &str) -> Self {
+        self.key("description", quote(text))
+    }
+
+    /// `labels = { NAME = VALUE, ... }`.
+    pub fn labels(self, labels: &[(&str, &str)]) -> Self {
+        let pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{} = {}", quote(k), quote(v)))
+            .collect();
+        self.key("labels", format!("{{ {} }}", pairs.join(", ")))
+    }
+
     /// `alerting = { INLINE }`.
     pub fn alerting(self, inline: &str) -> Self {
         self.key("alerting", format!("{{ {inline} }}"))
@@ -686,6 +700,8 @@ mod tests {
             .slo(
                 Slo::availability("r-availability", "r", "99%")
                     .period("1h")
+                    .description("Says \"hi\"")
+                    .labels(&[("team", "payments")])
                     .alerting("page = []"),
             )
             .table("alerting", "evaluate_every = \"1s\"")
