@@ -96,9 +96,9 @@ async fn peak_ewma_prefers_the_faster_endpoint() {
         "slow endpoint got {} of 100",
         slow.requests()
     );
-    let ewma =
-        |e: Option<serde_json::Value>| e.and_then(|e| e["ewma_latency_seconds"].as_f64()).unwrap();
-    assert!(ewma(gw.endpoint(slow.addr()).await) > ewma(gw.endpoint(fast.addr()).await));
+    let cluster = gw.admin_api().cluster("c").await;
+    let ewma = |up: &FakeUpstream| cluster.endpoint(up.addr()).unwrap().ewma_latency_seconds;
+    assert!(ewma(&slow) > ewma(&fast));
 }
 
 async fn hashing_case(

@@ -209,7 +209,7 @@ async fn pooled_connections_closed_by_the_upstream_are_not_used() {
     let url = format!("{}/", gw.url("public"));
     assert_eq!(c.get(&url).await.body, "first");
     assert_eq!(
-        gw.endpoints().await[0]["idle_connections"],
+        gw.admin_api().cluster("c").await.endpoints[0].idle_connections,
         1,
         "the connection was pooled"
     );

@@ -86,15 +86,9 @@ async fn invalid_reload_keeps_the_running_config_and_reports_every_error() {
     )
     .toml();
     std::fs::write(&path, broken).unwrap();
-    let r = post_reload(&gw).await;
-    assert_eq!(r.status, 422);
-    let json = r.json();
-    let rendered: Vec<String> = json["rendered"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let (status, outcome) = gw.admin_api().reload().await;
+    assert_eq!(status, 422);
+    let rendered = outcome.rendered;
     assert_eq!(rendered.len(), 2, "{rendered:?}");
     assert!(rendered
         .iter()
@@ -112,11 +106,8 @@ async fn invalid_reload_keeps_the_running_config_and_reports_every_error() {
         1.0
     );
     assert_eq!(gw.metric("levee_config_last_reload_error_count"), 2.0);
-    let status = Client::http1()
-        .get(&format!("{}/api/v1/reload", gw.admin_url()))
-        .await
-        .json();
-    assert_eq!(status["last_errors"].as_array().unwrap().len(), 2);
+    let status = gw.admin_api().reload_status().await;
+    assert_eq!(status.last_errors.len(), 2);
 }
 
 #[tokio::test]
@@ -357,27 +348,23 @@ async fn rejected_reload_changes_no_shared_state(failure: LateFailure) {
         ..a
     };
     std::fs::write(&path, b.render()).unwrap();
-    let r = post_reload(&gw).await;
-    assert_eq!(r.status, 422, "{failure:?}: {}", r.body);
-    assert_eq!(r.json()["status"], "rejected");
-    let status = gw.gateway.reload_status();
+    let (status, r) = gw.admin_api().reload().await;
+    assert_eq!(status, 422, "{failure:?}: {r:?}");
+    assert_eq!(r.status, "rejected");
+    let status = gw.admin_api().reload_status().await;
     assert!(status.last_failure.is_some(), "{failure:?}: {status:?}");
 
     // The SLO engine still evaluates the running objective, and the
     // rejected webhook was never set up.
     gw.gateway.evaluate_slos().await;
-    let slos = c
-        .get(&format!("{}/api/v1/slos", gw.admin_url()))
-        .await
-        .json();
-    let objectives: Vec<f64> = slos["slos"]
-        .as_array()
-        .unwrap()
+    let slos = gw.admin_api().slos().await;
+    let objectives: Vec<f64> = slos
+        .slos
         .iter()
-        .filter(|s| s["slo"] == "all-availability")
-        .map(|s| s["objective"].as_f64().unwrap())
+        .filter(|s| s.slo == "all-availability")
+        .map(|s| s.objective)
         .collect();
-    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos}");
+    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos:?}");
     let metrics = gw.gateway.registry().encode();
     let objective_line = metrics
         .lines()
@@ -438,10 +425,7 @@ async fn an_invalid_config_fills_last_failure() {
     let path = gw.config_path.clone().unwrap();
     std::fs::write(&path, "[[routes]]\nname = 3\n").unwrap();
     assert_eq!(post_reload(&gw).await.status, 422);
-    let status = Client::http1()
-        .get(&format!("{}/api/v1/reload", gw.admin_url()))
-        .await
-        .json();
-    let failure = status["last_failure"].as_str().unwrap_or_default();
-    assert!(failure.contains("invalid"), "{status}");
+    let status = gw.admin_api().reload_status().await;
+    let failure = status.last_failure.clone().unwrap_or_default();
+    assert!(failure.contains("invalid"), "{status:?}");
 }

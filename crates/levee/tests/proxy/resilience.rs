@@ -6,8 +6,8 @@
 //! upper bounds or as the slowness of a scripted upstream.
 
 use levee_testkit::{
-    eventually, Client, ClientReply, Cluster, FakeUpstream, GatewayConfig, Reply, Route,
-    TestGateway,
+    eventually, Client, ClientReply, Cluster, ClusterState, EndpointState, FakeUpstream,
+    GatewayConfig, Reply, Route, TestGateway,
 };
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,33 +21,32 @@ const SLOW: Duration = Duration::from_secs(2);
 const SOON: Duration = Duration::from_secs(10);
 
 /// Cluster `c` as `GET /api/v1/clusters` shows it.
-async fn cluster(gw: &TestGateway) -> serde_json::Value {
-    let v = Client::http1()
-        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+async fn cluster(gw: &TestGateway) -> ClusterState {
+    gw.admin_api().cluster("c").await
+}
+
+/// The endpoint at `addr` as `GET /api/v1/clusters` shows it.
+async fn endpoint(gw: &TestGateway, addr: SocketAddr) -> EndpointState {
+    gw.admin_api()
+        .endpoint(addr)
         .await
-        .json();
-    v["clusters"][0].clone()
+        .unwrap_or_else(|| panic!("{addr} is not listed"))
 }
 
 /// The state of the breaker of the endpoint at `addr`, as the admin API says.
 async fn endpoint_breaker(gw: &TestGateway, addr: SocketAddr) -> String {
-    let e = gw
-        .endpoint(addr)
-        .await
-        .unwrap_or_else(|| panic!("{addr} is not listed"));
-    e["circuit_breaker"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e}"))
-        .to_string()
+    let e = endpoint(gw, addr).await;
+    e.circuit_breaker
+        .clone()
+        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e:?}"))
 }
 
 /// The state of the cluster's breaker, as the admin API says.
 async fn cluster_breaker(gw: &TestGateway) -> String {
     let c = cluster(gw).await;
-    c["circuit_breaker"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no cluster breaker state: {c}"))
-        .to_string()
+    c.circuit_breaker
+        .clone()
+        .unwrap_or_else(|| panic!("no cluster breaker state: {c:?}"))
 }
 
 fn endpoint_breaker_series(metric: &str, addr: SocketAddr) -> String {
@@ -279,7 +278,7 @@ async fn requests_beyond_max_requests_are_shed_at_once() {
         up.requests() == 2
     })
     .await;
-    assert_eq!(cluster(&gw).await["bulkheads"]["requests_in_flight"], 2);
+    assert_eq!(cluster(&gw).await.bulkheads.requests_in_flight, Some(2));
 
     let shed = join_all((0..3).map(|_| spawn_get(format!("{base}/fast"))).collect()).await;
     for r in &shed {
@@ -291,7 +290,7 @@ async fn requests_beyond_max_requests_are_shed_at_once() {
     assert_eq!(up.requests(), 2, "shed requests never reached the upstream");
     assert_eq!(gw.metric(&errors_series("overflow_requests")), 3.0);
     eventually(SOON, "the in-flight slots are released", || async {
-        cluster(&gw).await["bulkheads"]["requests_in_flight"] == 0
+        cluster(&gw).await.bulkheads.requests_in_flight == Some(0)
     })
     .await;
     let r = Client::http1().get(&format!("{base}/fast")).await;
@@ -320,7 +319,7 @@ async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
     .await;
     let queued: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/fast"))).collect();
     eventually(SOON, "two requests queued", || async {
-        cluster(&gw).await["bulkheads"]["pending"] == 2
+        cluster(&gw).await.bulkheads.pending == 2
     })
     .await;
     assert_eq!(
@@ -374,7 +373,7 @@ async fn max_connections_caps_upstream_connections() {
         &Client::http1().get(&format!("{base}/fast")).await,
         "overflow_connections",
     );
-    assert_eq!(cluster(&gw).await["bulkheads"]["connections"], 1);
+    assert_eq!(cluster(&gw).await.bulkheads.connections, 1);
     assert_eq!(
         gw.metric("levee_cluster_upstream_connections{cluster=\"c\"}"),
         1.0
@@ -383,7 +382,7 @@ async fn max_connections_caps_upstream_connections() {
 
     // Once idle, the connection is reused.
     eventually(SOON, "the connection is idle in the pool", || async {
-        gw.endpoint(up.addr()).await.unwrap()["idle_connections"] == 1
+        endpoint(&gw, up.addr()).await.idle_connections == 1
     })
     .await;
     for _ in 0..3 {
@@ -433,13 +432,13 @@ async fn failures_racing_for_retries(
         gw.metric(gauge) == 1.0
     })
     .await;
-    assert_eq!(cluster(&gw).await["bulkheads"]["retries_in_flight"], 1);
+    assert_eq!(cluster(&gw).await.bulkheads.retries_in_flight, 1);
     let replies = join_all(handles).await;
     eventually(SOON, "no retry in flight", || async {
         gw.metric(gauge) == 0.0
     })
     .await;
-    assert_eq!(cluster(&gw).await["bulkheads"]["retries_in_flight"], 0);
+    assert_eq!(cluster(&gw).await.bulkheads.retries_in_flight, 0);
     (gw, a, b, replies)
 }
 
@@ -581,7 +580,7 @@ async fn cancelled_hedged_attempts_leave_nothing_in_flight() {
         slow.addr()
     );
     eventually(SOON, "the slow endpoint has nothing in flight", || async {
-        gw.endpoint(slow.addr()).await.unwrap()["in_flight"] == 0 && gw.metric(&series) == 0.0
+        endpoint(&gw, slow.addr()).await.in_flight == 0 && gw.metric(&series) == 0.0
     })
     .await;
 }
@@ -612,7 +611,7 @@ async fn a_client_that_goes_away_leaves_nothing_in_flight() {
     })
     .await;
     eventually(SOON, "the endpoint has nothing in flight", || async {
-        gw.endpoint(slow.addr()).await.unwrap()["in_flight"] == 0
+        endpoint(&gw, slow.addr()).await.in_flight == 0
     })
     .await;
 }

@@ -280,10 +280,10 @@ async fn dns_named_endpoints_are_resolved() {
     let c = Client::http1();
     // localhost may resolve to ::1 as well, where nothing listens; the
     // IPv4 endpoint must be among those resolved and serve.
-    let eps = gw.endpoints().await;
-    assert!(eps.iter().all(|e| e["configured"] == named.as_str()));
+    let eps = gw.admin_api().cluster("c").await.endpoints;
+    assert!(eps.iter().all(|e| e.configured == named));
     assert!(
-        eps.iter().any(|e| e["address"] == up.addr().to_string()),
+        eps.iter().any(|e| e.address == up.addr().to_string()),
         "{eps:?}"
     );
     let mut served = 0;
@@ -295,5 +295,5 @@ async fn dns_named_endpoints_are_resolved() {
     assert!(served >= 3, "the resolved endpoint serves ({served}/6)");
     // Re-resolution keeps the endpoints (same answer, same state).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(gw.endpoints().await.len(), eps.len());
+    assert_eq!(gw.admin_api().cluster("c").await.endpoints.len(), eps.len());
 }
