@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 /// reload explicitly).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
+    admin_listen: String,
     admin_token: Option<String>,
     runtime: Vec<String>,
     listeners: Vec<Listener>,
@@ -51,6 +52,7 @@ impl GatewayConfig {
     /// Admin on `127.0.0.1:0`, no listener yet.
     pub fn without_listeners() -> Self {
         Self {
+            admin_listen: "127.0.0.1:0".into(),
             admin_token: None,
             runtime: vec!["access_log = false".into(), "watch_config = false".into()],
             listeners: Vec::new(),
@@ -59,6 +61,12 @@ impl GatewayConfig {
             slos: Vec::new(),
             tables: Vec::new(),
         }
+    }
+
+    /// The admin API listens on `addr` instead of a free loopback port.
+    pub fn admin_listen(mut self, addr: impl ToString) -> Self {
+        self.admin_listen = addr.to_string();
+        self
     }
 
     /// Requires this bearer token on the admin API.
@@ -123,7 +131,8 @@ impl GatewayConfig {
 
     /// The config as TOML.
     pub fn toml(&self) -> String {
-        let mut out = String::from("[admin]\nlisten = \"127.0.0.1:0\"\n");
+        let mut out = String::from("[admin]\n");
+        key(&mut out, "listen", &quote(&self.admin_listen));
         if let Some(token) = &self.admin_token {
             line(&mut out, &format!("token = {}", quote(token)));
         }
@@ -185,6 +194,16 @@ impl Listener {
         self.raw(&format!("limits = {{ {inline} }}"))
     }
 
+    /// Serves TLS with the PEM files at `cert` and `key`.
+    pub fn tls(self, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        self.raw(&format!(
+            "tls = {{ cert = {}, key = {} }}",
+            quote(&cert),
+            quote(&key)
+        ))
+    }
+
     /// Raw TOML in this listener's table.
     pub fn raw(mut self, toml: &str) -> Self {
         self.raw.push(toml.to_string());
@@ -238,6 +257,13 @@ impl Route {
             "match",
             format!("{{ path = {{ prefix = {} }} }}", quote(prefix)),
         )
+    }
+
+    /// `match = { INLINE }`, for matches [`prefix`](Self::prefix) and
+    /// [`hosts`](Self::hosts) do not cover (exact paths, regexes,
+    /// methods, headers, several at once).
+    pub fn matches(self, inline: &str) -> Self {
+        self.key("match", format!("{{ {inline} }}"))
     }
 
     /// `match = { hosts = [HOSTS] }`.

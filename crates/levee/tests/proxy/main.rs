@@ -28,13 +28,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Admin on a free port, access log off (tests run many requests).
-pub const PREAMBLE: &str =
-    "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\naccess_log = false\nwatch_config = false\n";
-
-/// A listener named `public` on a free port with default limits.
-pub const LISTENER: &str = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n";
-
 /// A config with one catch-all route (`all`) to cluster `c` with
 /// `endpoints` and extra cluster settings `cluster_extra` (TOML lines).
 pub fn single_cluster(endpoints: &[std::net::SocketAddr], cluster_extra: &str) -> String {
