@@ -646,24 +646,9 @@ impl Slo {
     }
 }
 
-/// A TOML basic string.
+/// A TOML string, quoted and escaped.
 fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    toml::Value::String(s.to_string()).to_string()
 }
 
 /// A TOML array of strings.
@@ -727,7 +712,7 @@ mod tests {
                 Slo::availability("r-availability", "r", "99%")
                     .period("1h")
                     .description("Says \"hi\"")
-                    .labels(&[("team", "payments")])
+                    .labels(&[("team", "pay\\ments \"a'b\""), ("yes", "line\nbreak")])
                     .alerting("page = []"),
             )
             .table("alerting", "evaluate_every = \"1s\"")
@@ -736,5 +721,15 @@ mod tests {
         assert_eq!(c.listeners.len(), 2);
         assert_eq!(c.routes.len(), 2);
         assert_eq!(c.clusters.len(), 2);
+        let labels: Vec<(&str, &str)> = c.slos[0]
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [("team", "pay\\ments \"a'b\""), ("yes", "line\nbreak")],
+            "{toml}"
+        );
     }
 }

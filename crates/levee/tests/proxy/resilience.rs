@@ -250,6 +250,15 @@ async fn every_endpoint_breaker_open_means_circuit_open() {
 // ---------------------------------------------------------------------------
 // Bulkheads
 
+/// Route `r` to cluster `c` at `up`, with cluster `limits` (an inline
+/// table's keys).
+fn with_limits(up: &FakeUpstream, limits: &str) -> String {
+    GatewayConfig::new()
+        .route(Route::new("r", "c"))
+        .cluster(Cluster::new("c").endpoint(up).limits(limits))
+        .toml()
+}
+
 /// An upstream whose `/slow` takes [`SLOW`] and whose other paths answer at once.
 async fn slow_and_fast(name: &str) -> FakeUpstream {
     FakeUpstream::builder(name)
@@ -261,17 +270,7 @@ async fn slow_and_fast(name: &str) -> FakeUpstream {
 #[tokio::test]
 async fn requests_beyond_max_requests_are_shed_at_once() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(
-        &GatewayConfig::new()
-            .route(Route::new("r", "c"))
-            .cluster(
-                Cluster::new("c")
-                    .endpoints([up.addr()])
-                    .limits("max_requests = 2, max_pending = 0"),
-            )
-            .toml(),
-    )
-    .await;
+    let gw = TestGateway::start(&with_limits(&up, "max_requests = 2, max_pending = 0")).await;
     let base = gw.url("public");
     let slow: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/slow"))).collect();
     eventually(SOON, "two requests in flight", || async {
@@ -300,17 +299,7 @@ async fn requests_beyond_max_requests_are_shed_at_once() {
 #[tokio::test]
 async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(
-        &GatewayConfig::new()
-            .route(Route::new("r", "c"))
-            .cluster(
-                Cluster::new("c")
-                    .endpoints([up.addr()])
-                    .limits("max_requests = 2, max_pending = 2"),
-            )
-            .toml(),
-    )
-    .await;
+    let gw = TestGateway::start(&with_limits(&up, "max_requests = 2, max_pending = 2")).await;
     let base = gw.url("public");
     let slow: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/slow"))).collect();
     eventually(SOON, "two requests in flight", || async {
@@ -351,17 +340,7 @@ async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
 #[tokio::test]
 async fn max_connections_caps_upstream_connections() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(
-        &GatewayConfig::new()
-            .route(Route::new("r", "c"))
-            .cluster(
-                Cluster::new("c")
-                    .endpoints([up.addr()])
-                    .limits("max_connections = 1"),
-            )
-            .toml(),
-    )
-    .await;
+    let gw = TestGateway::start(&with_limits(&up, "max_connections = 1")).await;
     let base = gw.url("public");
     let slow = spawn_get(format!("{base}/slow"));
     eventually(SOON, "one request in flight", || async {
