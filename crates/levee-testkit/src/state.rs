@@ -27,8 +27,8 @@ pub struct ClusterState {
     pub name: String,
     /// Whether panic mode (all endpoints used despite health) is on.
     pub panic_mode: bool,
-    /// The cluster breaker's state (`closed`, `open`, `half_open`), if it
-    /// has one.
+    /// The cluster breaker's state (`closed`, `open` or `half_open`), if
+    /// it has one.
     pub circuit_breaker: Option<String>,
     /// Bulkhead usage now.
     pub bulkheads: Bulkheads,
@@ -86,7 +86,7 @@ pub struct EndpointState {
     pub healthy: bool,
     /// Whether outlier detection took it out.
     pub ejected: bool,
-    /// Why it was ejected (`latency`, `consecutive_5xx`...).
+    /// Why it was ejected (`consecutive_5xx`, `latency`...), while it is.
     pub ejection_cause: Option<String>,
     /// Requests in flight to it.
     pub in_flight: i64,
@@ -142,7 +142,7 @@ pub struct SloState {
     pub labels: BTreeMap<String, String>,
     /// Its runbook, if any.
     pub runbook: Option<String>,
-    /// `ok`, `warning`, `burning`, `exhausted` or `no_data`.
+    /// `ok`, `burning` (an alert fires), `exhausted` or `no_data`.
     pub status: String,
     /// Events over the period.
     pub events: u64,
@@ -207,7 +207,7 @@ pub struct Incident {
     pub slo: String,
     /// The severity that opened it.
     pub severity: String,
-    /// `open`, `recovered` or `closed`.
+    /// `open`, `recovered`, `alert_resolved` or `closed`.
     pub state: String,
     /// When the failures began (RFC 3339).
     pub start: String,
@@ -364,8 +364,14 @@ pub struct AdminApi {
 impl AdminApi {
     /// The admin API at `addr`.
     pub fn at(addr: SocketAddr) -> Self {
+        Self::at_url(&format!("http://{addr}"))
+    }
+
+    /// The admin API at `base` (`http://HOST:PORT`), as a process's banner
+    /// or log names it.
+    pub fn at_url(base: &str) -> Self {
         Self {
-            base: format!("http://{addr}"),
+            base: base.trim_end_matches('/').to_string(),
             token: None,
             client: Client::http1(),
         }
