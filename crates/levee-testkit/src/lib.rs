@@ -10,11 +10,21 @@
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
 mod client;
+mod config;
+mod promtool;
 mod redis;
+mod state;
 mod upstream;
 
 pub use client::{Client, Reply as ClientReply};
+pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
+pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};
 pub use redis::RedisServer;
+pub use state::{
+    AdminApi, Alert, Budget, Bulkheads, Capacity, ClusterCapacity, ClusterState, Clusters,
+    DurationSummary, EndpointCapacity, EndpointState, Incident, Incidents, Level,
+    RateLimitCapacity, ReloadOutcome, ReloadStatus, Resource, SloState, Slos, Window,
+};
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Reply};
 
 use levee_control::Control;

@@ -266,6 +266,29 @@ impl FakeUpstream {
         Self::builder(name).start().await
     }
 
+    /// One upstream per name, each answering 200 with its name everywhere
+    /// (`let [a, b] = FakeUpstream::start_each(["a", "b"]).await;`).
+    pub async fn start_each<const N: usize>(names: [&str; N]) -> [FakeUpstream; N] {
+        let mut out = Vec::with_capacity(N);
+        for name in names {
+            out.push(Self::start(name).await);
+        }
+        match out.try_into() {
+            Ok(all) => all,
+            Err(_) => unreachable!("one upstream per name"),
+        }
+    }
+
+    /// `n` upstreams named `PREFIX0`, `PREFIX1`..., each answering 200 with
+    /// its name everywhere.
+    pub async fn start_many(prefix: &str, n: usize) -> Vec<FakeUpstream> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            out.push(Self::start(&format!("{prefix}{i}")).await);
+        }
+        out
+    }
+
     /// Its address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

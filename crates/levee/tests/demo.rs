@@ -7,7 +7,7 @@
 mod common;
 
 use common::{scratch_dir, Spawned};
-use levee_testkit::{eventually, Client};
+use levee_testkit::{eventually, AdminApi, Client};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -63,19 +63,13 @@ async fn get_json(url: &str) -> Value {
     reply.json()
 }
 
-/// The SLO with `id` in `/api/v1/slos`, if listed.
-fn slo<'a>(slos: &'a Value, id: &str) -> Option<&'a Value> {
-    slos["slos"].as_array()?.iter().find(|s| s["id"] == id)
-}
-
+/// Events and bad events of `catalog-availability` (0 and 0 until listed).
 async fn availability_events(admin: &str) -> (u64, u64) {
-    let slos = get_json(&format!("{admin}/api/v1/slos")).await;
-    slo(&slos, "catalog-availability").map_or((0, 0), |s| {
-        (
-            s["events"].as_u64().unwrap_or(0),
-            s["bad_events"].as_u64().unwrap_or(0),
-        )
-    })
+    let slos = AdminApi::at_url(admin).slos().await;
+    slos.slos
+        .iter()
+        .find(|s| s.id == "catalog-availability")
+        .map_or((0, 0), |s| (s.events, s.bad_events))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +119,6 @@ async fn the_banner_lists_every_page_and_the_failing_replica_burns_the_budget() 
 
     // The built-in client's traffic alone is counted by the SLOs (the
     // requests above were few and are not enough for this).
-    let slos_url = format!("{admin}/api/v1/slos");
     eventually(
         Duration::from_secs(60),
         "the demo's own traffic is counted",
@@ -138,14 +131,18 @@ async fn the_banner_lists_every_page_and_the_failing_replica_burns_the_budget() 
         },
     )
     .await;
-    let slos = get_json(&slos_url).await;
+    let slos = AdminApi::at_url(&admin).slos().await;
     for id in [
         "catalog-availability",
         "catalog-latency:250ms",
         "catalog-latency:1s",
     ] {
-        let s = slo(&slos, id).unwrap_or_else(|| panic!("{id} is listed: {slos:#}"));
-        assert!(s["events"].as_u64().unwrap() > 0, "{s:#}");
+        let s = slos
+            .slos
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{id} is listed: {slos:#?}"));
+        assert!(s.events > 0, "{s:#?}");
     }
 
     // More traffic, so that catalog-c's 4% failures surely show: 1,500
@@ -178,11 +175,11 @@ async fn the_banner_lists_every_page_and_the_failing_replica_burns_the_budget() 
         },
     )
     .await;
-    let slos = get_json(&slos_url).await;
-    let availability = slo(&slos, "catalog-availability").unwrap();
+    let slos = AdminApi::at_url(&admin).slos().await;
+    let availability = slos.get("catalog-availability");
     assert!(
-        availability["budget"]["remaining_ratio"].as_f64().unwrap() < 1.0,
-        "{availability:#}"
+        availability.budget.remaining_ratio.unwrap() < 1.0,
+        "{availability:#?}"
     );
     let status = Client::http1().get(&status_url).await.body;
     assert!(
@@ -213,13 +210,13 @@ async fn without_traffic_it_stays_quiet_and_a_store_file_keeps_its_history() {
         .clone();
 
     // An evaluation passes and nothing was counted: nobody sent anything.
-    let first = get_json(&format!("{admin}/api/v1/slos")).await["evaluated_at"].clone();
+    let first = AdminApi::at_url(&admin).slos().await.evaluated_at;
     eventually(Duration::from_secs(30), "a later evaluation", || {
         let (admin, first) = (admin.clone(), first.clone());
         async move {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = get_json(&format!("{admin}/api/v1/slos")).await["evaluated_at"].clone();
-            now.is_string() && now != first
+            let now = AdminApi::at_url(&admin).slos().await.evaluated_at;
+            now.is_some() && now != first
         }
     })
     .await;

@@ -8,7 +8,9 @@ mod common;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use levee_testkit::{eventually, FakeUpstream};
+use levee_testkit::{
+    eventually, AdminApi, Cluster, FakeUpstream, GatewayConfig, Listener, Route, Slo,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,43 +77,23 @@ fn address_in(line: &str) -> SocketAddr {
 
 /// A config answering with `x-served-by: MARKER`, an availability SLO on
 /// its route, and the handover socket in the config's directory.
-fn config(upstream: SocketAddr, marker: &str, extra: &str) -> String {
-    format!(
-        r#"[admin]
-listen = "127.0.0.1:0"
-
-[runtime]
-watch_config = false
-drain_timeout = "10s"
-access_log = false
-handover_socket = "handover.sock"
-
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
-{extra}
-[[routes]]
-name = "r"
-cluster = "c"
-response_headers = {{ set = {{ "x-served-by" = "{marker}" }} }}
-
-[[clusters]]
-name = "c"
-endpoints = ["{upstream}"]
-
-[[slos]]
-name = "r-availability"
-sli = "availability"
-route = "r"
-objective = "99%"
-period = "1h"
-alerting = {{ page = [] }}
-
-[alerting]
-evaluate_every = "1s"
-bucket = "1s"
-"#
-    )
+/// `extra` listeners, if any, come after `public`.
+fn config(upstream: SocketAddr, marker: &str, extra: Option<Listener>) -> String {
+    let config = GatewayConfig::new()
+        .runtime("drain_timeout = \"10s\"\nhandover_socket = \"handover.sock\"")
+        .route(Route::new("r", "c").response_header("x-served-by", marker))
+        .cluster(Cluster::new("c").endpoint(upstream))
+        .slo(
+            Slo::availability("r-availability", "r", "99%")
+                .period("1h")
+                .alerting("page = []"),
+        )
+        .table("alerting", "evaluate_every = \"1s\"\nbucket = \"1s\"");
+    match extra {
+        Some(listener) => config.listener(listener),
+        None => config,
+    }
+    .toml()
 }
 
 /// What the client load saw.
@@ -232,10 +214,6 @@ fn start_load(
     tasks
 }
 
-async fn get_json(url: &str) -> serde_json::Value {
-    levee_testkit::Client::http1().get(url).await.json()
-}
-
 struct Scene {
     _upstream: FakeUpstream,
     upstream: SocketAddr,
@@ -256,7 +234,7 @@ async fn scene(test: &str) -> Scene {
 }
 
 impl Scene {
-    fn write(&self, marker: &str, extra: &str) {
+    fn write(&self, marker: &str, extra: Option<Listener>) {
         std::fs::write(&self.path, config(self.upstream, marker, extra)).unwrap();
     }
 
@@ -271,7 +249,7 @@ impl Scene {
 
     /// Starts A and returns it with its listener and admin addresses.
     fn run_a(&self) -> (Levee, SocketAddr, SocketAddr) {
-        self.write("A", "");
+        self.write("A", None);
         let mut a = self.run(false);
         let public = address_in(&a.wait_for("listener=public"));
         let admin = address_in(&a.wait_for("admin API listening"));
@@ -294,7 +272,7 @@ async fn takeover_under_load_fails_no_request_and_refuses_no_connection() {
     })
     .await;
 
-    s.write("B", "");
+    s.write("B", None);
     let mut b = s.run(true);
     b.wait_for("received the running gateway's sockets");
     let a_status = a.wait_exit();
@@ -335,18 +313,18 @@ async fn takeover_under_load_fails_no_request_and_refuses_no_connection() {
         .await;
     assert_eq!(health.status, 200);
     let total = by_a + by_b;
-    let slos_url = format!("http://{admin}/api/v1/slos");
+    let api = AdminApi::at(admin);
     eventually(
         Duration::from_secs(20),
         "the SLO history counts every request once",
         || {
-            let url = slos_url.clone();
+            let api = api.clone();
             async move {
-                let slos = get_json(&url).await;
-                slos["slos"]
-                    .as_array()
-                    .and_then(|l| l.iter().find(|x| x["slo"] == "r-availability"))
-                    .and_then(|x| x["events"].as_u64())
+                let slos = api.slos().await;
+                slos.slos
+                    .iter()
+                    .find(|x| x.slo == "r-availability")
+                    .map(|x| x.events)
                     == Some(total)
             }
         },
@@ -380,11 +358,8 @@ async fn failed_takeovers_leave_the_old_process_serving() {
     // A new listener whose port is taken: B gets the sockets, cannot bind,
     // exits 1; A never hears `ready` and keeps serving.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let extra = format!(
-        "\n[[listeners]]\nname = \"second\"\nlisten = \"{}\"\n",
-        taken.local_addr().unwrap()
-    );
-    s.write("B", &extra);
+    let extra = Listener::new("second").listen(taken.local_addr().unwrap());
+    s.write("B", Some(extra));
     let mut b = s.run(true);
     b.wait_for("received the running gateway's sockets");
     let status = b.wait_exit();
@@ -399,7 +374,7 @@ async fn failed_takeovers_leave_the_old_process_serving() {
     }
 
     // The control socket still works: a good takeover succeeds.
-    s.write("B", "");
+    s.write("B", None);
     let mut b = s.run(true);
     b.wait_for("SLO history loaded after the handover");
     assert_eq!(a.wait_exit().code(), Some(0), "{}", a.output());
@@ -412,7 +387,7 @@ async fn failed_takeovers_leave_the_old_process_serving() {
 fn takeover_without_a_running_levee_exits_1() {
     let dir = common::scratch_dir("handover", "none");
     let path = dir.join("levee.toml");
-    std::fs::write(&path, config("127.0.0.1:9".parse().unwrap(), "B", "")).unwrap();
+    std::fs::write(&path, config("127.0.0.1:9".parse().unwrap(), "B", None)).unwrap();
     common::levee(&["run", "-c", path.to_str().unwrap(), "--takeover"], &dir)
         .expect_code(1)
         .expect_stderr("no running Levee to take over");

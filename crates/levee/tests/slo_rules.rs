@@ -9,41 +9,12 @@
 //! it). Without it the promtool tests fail when `CI` is set, and otherwise
 //! say loudly that they skipped.
 
-use std::io::Write as _;
+use levee_testkit::Promtool;
 use std::path::Path;
-use std::process::Command;
 
 mod common;
 
-use common::{levee, repo_root, run};
-
-/// Whether promtool can run. Missing, it fails the test under CI and
-/// otherwise prints a skip note that cannot be overlooked.
-fn have_promtool(test: &str) -> bool {
-    match Command::new("promtool").arg("--version").output() {
-        Ok(out) if out.status.success() => true,
-        result => {
-            let why = match result {
-                Ok(out) => format!("`promtool --version` exited with {}", out.status),
-                Err(e) => format!("cannot run promtool: {e}"),
-            };
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{why}; CI must install it (Debian package `prometheus`, see .ci/run)"
-            );
-            // Straight to stderr: the test harness captures `eprintln!`
-            // of passing tests, and this note must not be missed.
-            let note = format!(
-                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !!! SKIPPED {test}: {why}.\n\
-                 !!! Install promtool (`apt-get install prometheus`) to run this test.\n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-            );
-            let _ = std::io::stderr().write_all(note.as_bytes());
-            false
-        }
-    }
-}
+use common::{levee, repo_root};
 
 /// `levee slo rules` on `config` (a path relative to `cwd`), expected to
 /// succeed silently.
@@ -54,12 +25,10 @@ fn rules(config: &str, cwd: &Path) -> String {
     run.stdout
 }
 
-/// `promtool check rules FILE`, expected to pass with `rules` rules.
-fn promtool_check(dir: &Path, file: &str, rules: usize) {
-    let run = run("promtool", &["check", "rules", file], dir);
-    run.expect_code(0).expect(
-        run.stdout
-            .contains(&format!("SUCCESS: {rules} rules found")),
+/// `promtool check rules` on `yaml`, expected to pass with `rules` rules.
+fn promtool_check(promtool: &Promtool, yaml: &str, rules: usize) {
+    promtool.check_rules(yaml).expect_success(
+        &format!("SUCCESS: {rules} rules found"),
         &format!("promtool did not find {rules} rules"),
     );
 }
@@ -126,12 +95,12 @@ fn example_rules_pass_promtool_check() {
     let written = std::fs::read_to_string(&out).expect("read -o file");
     assert_eq!(written, yaml, "-o differs from stdout");
 
-    if have_promtool("example_rules_pass_promtool_check") {
+    if let Some(promtool) = Promtool::find("example_rules_pass_promtool_check") {
         // Per objective: 8 SLI windows (11 for catalog-availability, with
         // its custom 20m, 4h and 2d), 7 meta recordings, and an alert per
         // severity with rules (catalog-latency only tickets).
         let expected = 5 * (8 + 7) + 3 + 4 * 2 + 1;
-        promtool_check(&dir, "rules.yaml", expected);
+        promtool_check(&promtool, &written, expected);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -321,15 +290,13 @@ alerting = { min_events = 0 }
     }
     assert!(!yaml.contains("clash"), "a sloth_ label overrode Sloth's");
     assert!(!yaml.contains("and on()"), "min_events = 0 needs no guard");
-    if have_promtool("labels_and_names_are_escaped") {
-        std::fs::write(dir.join("rules.yaml"), &yaml).expect("write rules");
-        promtool_check(&dir, "rules.yaml", 8 + 7 + 2);
+    if let Some(promtool) = Promtool::find("labels_and_names_are_escaped") {
+        promtool_check(&promtool, &yaml, 8 + 7 + 2);
         // Every request failing: the page fires, and its labels and
         // annotations come out exactly as configured, braces and all.
-        std::fs::write(dir.join("test.yaml"), ESCAPE_TEST).expect("write test");
-        let run = run("promtool", &["test", "rules", "test.yaml"], &dir);
-        run.expect_code(0)
-            .expect(run.stdout.contains("SUCCESS"), "promtool test rules failed");
+        promtool
+            .test_rules(&yaml, ESCAPE_TEST)
+            .expect_success("SUCCESS", "promtool test rules failed");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -381,9 +348,8 @@ fn no_slos_make_an_empty_valid_file() {
     .expect("write config");
     let yaml = rules("levee.yaml", &dir);
     assert!(yaml.ends_with("\ngroups: []\n"), "{yaml}");
-    if have_promtool("no_slos_make_an_empty_valid_file") {
-        std::fs::write(dir.join("rules.yaml"), &yaml).expect("write rules");
-        promtool_check(&dir, "rules.yaml", 0);
+    if let Some(promtool) = Promtool::find("no_slos_make_an_empty_valid_file") {
+        promtool_check(&promtool, &yaml, 0);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -483,12 +449,12 @@ const HEALTHY_MINUTES: u64 = 420;
 
 #[test]
 fn page_fires_when_the_workbook_predicts() {
-    if !have_promtool("page_fires_when_the_workbook_predicts") {
+    let Some(promtool) = Promtool::find("page_fires_when_the_workbook_predicts") else {
         return;
-    }
+    };
     let dir = common::scratch_dir("slo-rules", "burn");
     std::fs::write(dir.join("levee.toml"), BURN_CONFIG).expect("write config");
-    std::fs::write(dir.join("rules.yaml"), rules("levee.toml", &dir)).expect("write rules");
+    let yaml = rules("levee.toml", &dir);
 
     // Checkout: two replicas, 500 requests a minute each, 10% failing from
     // minute HEALTHY_MINUTES on (the first failures land in the scrape at
@@ -605,10 +571,8 @@ group_eval_order:
         ),
         unguarded = firing("LeveeSLOPageBurn", 30, &[page("unguarded", "")]),
     );
-    std::fs::write(dir.join("test.yaml"), &test).expect("write test");
-    let run = run("promtool", &["test", "rules", "test.yaml"], &dir);
-    run.expect_code(0).expect(
-        run.stdout.contains("SUCCESS"),
+    promtool.test_rules(&yaml, &test).expect_success(
+        "SUCCESS",
         &format!("promtool test rules failed; test.yaml:\n{test}"),
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,7 +8,9 @@
 //! print a note and pass, except under CI (`CI` set), where they fail.
 
 use levee_store::{Batch, BucketRow, Store as _};
-use levee_testkit::{eventually, Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    eventually, Client, Cluster, FakeUpstream, GatewayConfig, Reply, Route, Slo, TestGateway,
+};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,56 +134,22 @@ fn assert_public(text: &str) {
 }
 
 fn config(upstream: SocketAddr, store: &Path) -> String {
-    format!(
-        r#"[admin]
-listen = "127.0.0.1:0"
-[runtime]
-access_log = false
-watch_config = false
-
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
-
-[[routes]]
-name = "checkout"
-cluster = "shop"
-tier = "core"
-match = {{ path = {{ prefix = "/" }} }}
-
-[[clusters]]
-name = "shop"
-endpoints = ["{upstream}"]
-
-[[slos]]
-name = "checkout-availability"
-display_name = "Checkout"
-sli = "availability"
-route = "checkout"
-objective = "99%"
-period = "1h"
-runbook = "https://runbooks.example.com/checkout"
-alerting = {{ min_events = 5, page = [{{ long = "4s", short = "2s", factor = 10 }}], ticket = [] }}
-
-[alerting]
-evaluate_every = "1s"
-bucket = "1s"
-
-[store]
-path = "{}"
-
-[status_page]
-title = "Shop status"
-"#,
-        store.display()
-    )
-}
-
-async fn admin_json(gw: &TestGateway, path: &str) -> Value {
-    Client::http1()
-        .get(&format!("{}{path}", gw.admin_url()))
-        .await
-        .json()
+    GatewayConfig::new()
+        .route(Route::new("checkout", "shop").tier("core").prefix("/"))
+        .cluster(Cluster::new("shop").endpoint(upstream))
+        .slo(
+            Slo::availability("checkout-availability", "checkout", "99%")
+                .raw("display_name = \"Checkout\"")
+                .period("1h")
+                .runbook("https://runbooks.example.com/checkout")
+                .alerting(
+                    "min_events = 5, page = [{ long = \"4s\", short = \"2s\", factor = 10 }], ticket = []",
+                ),
+        )
+        .table("alerting", "evaluate_every = \"1s\"\nbucket = \"1s\"")
+        .store(&store.display().to_string())
+        .table("status_page", "title = \"Shop status\"")
+        .toml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,8 +180,10 @@ async fn a_fresh_page_has_no_data_and_an_incident_shows_its_display_name() {
                 let _ = client.get(&format!("{url}/fail")).await;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            admin_json(gw, "/api/v1/incidents").await["incidents"][0]["slo"]
-                == "checkout-availability"
+            let incidents = gw.admin_api().incidents().await.incidents;
+            incidents
+                .first()
+                .is_some_and(|i| i.slo == "checkout-availability")
         }
     })
     .await;
@@ -281,7 +251,7 @@ async fn an_overspent_tier_reads_budget_exhausted_never_a_negative_downtime() {
     let upstream = FakeUpstream::start("shop").await;
     let gw = TestGateway::start(&config(upstream.addr(), &db)).await;
     gw.control.evaluate_slos().await;
-    let status = admin_json(&gw, "/api/v1/status").await;
+    let status: Value = gw.admin_api().json("/api/v1/status").await;
     let core = &status["tiers"][0];
     assert_eq!(core["no_data"], false, "{status:#}");
     assert_eq!(core["budget_exhausted"], true, "{status:#}");

@@ -1,8 +1,7 @@
 //! The admin API: health, readiness, metrics, config (redacted), clusters,
 //! and the bearer token.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{Client, FakeUpstream, TestGateway};
+use levee_testkit::{Client, FakeUpstream, GatewayConfig, TestGateway};
 
 #[tokio::test]
 async fn admin_endpoints_publish_state() {
@@ -55,7 +54,8 @@ async fn token_protects_everything_but_probes_and_is_never_shown() {
     let up = FakeUpstream::start("u").await;
     let token = "s3cret-token-0123456789";
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n[runtime]\naccess_log = false\n{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{token}\"\n[runtime]\naccess_log = false\n\
+         [[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
         up.addr()
     );
     let gw = TestGateway::start(&config).await;
@@ -96,10 +96,7 @@ async fn token_protects_everything_but_probes_and_is_never_shown() {
 
 #[test]
 fn non_loopback_admin_without_token_is_refused() {
-    let config = format!(
-        "[admin]\nlisten = \"0.0.0.0:9901\"\n{PREAMBLE_NO_ADMIN}{LISTENER}",
-        PREAMBLE_NO_ADMIN = PREAMBLE.replace("[admin]\nlisten = \"127.0.0.1:0\"\n", "")
-    );
+    let config = GatewayConfig::new().admin_listen("0.0.0.0:9901").toml();
     let err = levee_config::load_str(&config, levee_config::Format::Toml, "t.toml").unwrap_err();
     assert!(err.to_string().contains("admin.token"), "{err}");
 }

@@ -1,31 +1,22 @@
 //! Each balancer's distribution over real upstreams.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    Client, Cluster, Endpoint, FakeUpstream, GatewayConfig, Reply, Route, TestGateway,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
-async fn upstreams(n: usize) -> Vec<FakeUpstream> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(FakeUpstream::start(&format!("u{i}")).await);
-    }
-    out
-}
-
 #[tokio::test]
 async fn weighted_round_robin_gives_exact_shares() {
-    let ups = upstreams(3).await;
-    let eps: Vec<String> = ups
+    let ups = FakeUpstream::start_many("u", 3).await;
+    let eps = ups
         .iter()
         .zip([1, 2, 3])
-        .map(|(u, w)| format!("{{ address = \"{}\", weight = {w} }}", u.addr()))
-        .collect();
-    let config = format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\nbalancer = {{ kind = \"round_robin\" }}\n",
-        eps.join(", ")
-    );
-    let gw = TestGateway::start(&config).await;
+        .map(|(u, w)| Endpoint::new(u.addr()).weight(w));
+    let config = GatewayConfig::new()
+        .route(Route::new("r", "c"))
+        .cluster(Cluster::new("c").endpoints(eps).balancer("round_robin"));
+    let gw = TestGateway::start(&config.toml()).await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
     for _ in 0..600 {
@@ -96,9 +87,9 @@ async fn peak_ewma_prefers_the_faster_endpoint() {
         "slow endpoint got {} of 100",
         slow.requests()
     );
-    let ewma =
-        |e: Option<serde_json::Value>| e.and_then(|e| e["ewma_latency_seconds"].as_f64()).unwrap();
-    assert!(ewma(gw.endpoint(slow.addr()).await) > ewma(gw.endpoint(fast.addr()).await));
+    let cluster = gw.admin_api().cluster("c").await;
+    let ewma = |up: &FakeUpstream| cluster.endpoint(up.addr()).unwrap().ewma_latency_seconds;
+    assert!(ewma(&slow) > ewma(&fast));
 }
 
 async fn hashing_case(
@@ -107,7 +98,7 @@ async fn hashing_case(
     request_for_key: impl Fn(&str) -> Vec<(String, String)>,
     path_for_key: impl Fn(&str) -> String,
 ) {
-    let ups = upstreams(4).await;
+    let ups = FakeUpstream::start_many("u", 4).await;
     let addrs: Vec<_> = ups.iter().map(FakeUpstream::addr).collect();
     let gw = TestGateway::start(&crate::single_cluster(
         &addrs,
@@ -175,7 +166,7 @@ async fn maglev_on_path_is_sticky_and_spread() {
 
 #[tokio::test]
 async fn hashing_on_client_ip_sends_one_client_to_one_endpoint() {
-    let ups = upstreams(3).await;
+    let ups = FakeUpstream::start_many("u", 3).await;
     let addrs: Vec<_> = ups.iter().map(FakeUpstream::addr).collect();
     let gw = TestGateway::start(&crate::single_cluster(
         &addrs,

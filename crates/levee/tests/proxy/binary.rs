@@ -1,7 +1,7 @@
 //! The real binary: `levee demo` serves and stops on Ctrl-C; `levee run`
 //! reloads on SIGHUP and drains on SIGTERM.
 
-use levee_testkit::{eventually, Client, FakeUpstream, TempDir};
+use levee_testkit::{eventually, AdminApi, Client, FakeUpstream, TempDir};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -234,16 +234,16 @@ async fn backup_while_running_then_verify_and_restore_keep_slo_history() {
     for _ in 0..30 {
         assert_eq!(c.get(&url).await.status, 200);
     }
-    let events = |c: Client, admin: String| async move {
-        let v = c.get(&format!("{admin}/api/v1/slos")).await.json();
-        v["slos"][0]["events"].as_u64().unwrap_or(0)
+    let events = |admin: String| async move {
+        let slos = AdminApi::at_url(&admin).slos().await;
+        slos.slos.first().map_or(0, |s| s.events)
     };
     eventually(
         Duration::from_secs(10),
         "the SLO counted the requests",
         || {
-            let (c, admin) = (c.clone(), admin.clone());
-            async move { events(c, admin).await == 30 }
+            let admin = admin.clone();
+            async move { events(admin).await == 30 }
         },
     )
     .await;
@@ -298,8 +298,8 @@ async fn backup_while_running_then_verify_and_restore_keep_slo_history() {
         Duration::from_secs(10),
         "the restored history is served",
         || {
-            let (c, admin) = (c.clone(), admin.clone());
-            async move { events(c, admin).await == 30 }
+            let admin = admin.clone();
+            async move { events(admin).await == 30 }
         },
     )
     .await;

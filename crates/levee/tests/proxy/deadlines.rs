@@ -2,15 +2,16 @@
 //! shortens the route's timeout, the remaining time travels upstream, and a
 //! request whose deadline leaves no time is answered 504 at once.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{Client, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TestGateway};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-fn config(upstream: SocketAddr, route_extra: &str) -> String {
-    format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\ntimeout = \"10s\"\n{route_extra}\n[[clusters]]\nname = \"c\"\nendpoints = [\"{upstream}\"]\n"
-    )
+/// `route` (to cluster `c`) with a 10 s timeout, and cluster `c` at `upstream`.
+fn config(upstream: SocketAddr, route: Route) -> String {
+    GatewayConfig::new()
+        .route(route.timeout("10s"))
+        .cluster(Cluster::new("c").endpoint(upstream))
+        .toml()
 }
 
 fn millis(reply: &levee_testkit::ClientReply, header: &str) -> u64 {
@@ -24,7 +25,7 @@ fn millis(reply: &levee_testkit::ClientReply, header: &str) -> u64 {
 #[tokio::test]
 async fn an_expired_deadline_is_answered_at_once() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(up.addr(), "")).await;
+    let gw = TestGateway::start(&config(up.addr(), Route::new("r", "c"))).await;
     let r = Client::http1()
         .get_with(&format!("{}/", gw.url("public")), &[("grpc-timeout", "1m")])
         .await;
@@ -39,7 +40,7 @@ async fn the_remaining_time_travels_upstream() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let gw = TestGateway::start(&config(up.addr(), "")).await;
+    let gw = TestGateway::start(&config(up.addr(), Route::new("r", "c"))).await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
     // Without a caller deadline: the route's 10 s.
@@ -69,7 +70,7 @@ async fn a_short_caller_deadline_cuts_a_slow_upstream() {
         .otherwise(Reply::ok().latency(Duration::from_secs(3)))
         .start()
         .await;
-    let gw = TestGateway::start(&config(slow.addr(), "")).await;
+    let gw = TestGateway::start(&config(slow.addr(), Route::new("r", "c"))).await;
     let r = Client::http1()
         .get_with(
             &format!("{}/", gw.url("public")),
@@ -89,8 +90,8 @@ async fn deadlines_shrink_across_two_levee_hops() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let inner = TestGateway::start(&config(echo.addr(), "")).await;
-    let outer = TestGateway::start(&config(inner.addr("public"), "")).await;
+    let inner = TestGateway::start(&config(echo.addr(), Route::new("r", "c"))).await;
+    let outer = TestGateway::start(&config(inner.addr("public"), Route::new("r", "c"))).await;
     let r = Client::http1()
         .get_with(
             &format!("{}/", outer.url("public")),
@@ -108,7 +109,11 @@ async fn routes_may_ignore_caller_deadlines() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let gw = TestGateway::start(&config(up.addr(), "honor_deadlines = false")).await;
+    let gw = TestGateway::start(&config(
+        up.addr(),
+        Route::new("r", "c").raw("honor_deadlines = false"),
+    ))
+    .await;
     let r = Client::http1()
         .get_with(
             &format!("{}/", gw.url("public")),

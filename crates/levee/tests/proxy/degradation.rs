@@ -5,10 +5,12 @@
 //! Every check is on what a client sees over real sockets; durations appear
 //! only as generous upper bounds or as the slowness of a scripted upstream.
 
-use crate::{LISTENER, PREAMBLE};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use levee_testkit::{eventually, Client, ClientReply, FakeUpstream, Reply, TempDir, TestGateway};
+use levee_testkit::{
+    eventually, Client, ClientReply, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TempDir,
+    TestGateway,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,19 +22,18 @@ const SOON: Duration = Duration::from_secs(10);
 /// two-core machine finishes the rest of a test step well within it.
 const SLOW: Duration = Duration::from_secs(2);
 
-fn quoted(endpoints: &[SocketAddr]) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    eps.join(", ")
+/// One route `r` to cluster `c` over `endpoints`, with `fallback` as the
+/// body of its `[routes.fallback]`.
+fn config(endpoints: &[SocketAddr], fallback: &str) -> GatewayConfig {
+    with_cluster(fallback, Cluster::new("c").endpoints(endpoints))
 }
 
-/// One route `r` to cluster `c` over `endpoints`, with `route_extra` TOML
-/// after the route's keys (sub-tables such as `[routes.fallback]` welcome)
-/// and `rest` TOML at the end (more clusters, cluster settings).
-fn config(endpoints: &[SocketAddr], route_extra: &str, rest: &str) -> String {
-    format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n{route_extra}\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\n{rest}\n",
-        quoted(endpoints)
-    )
+/// One route `r` to `cluster` (named `c`), with `fallback` as the body of
+/// its `[routes.fallback]`.
+fn with_cluster(fallback: &str, cluster: Cluster) -> GatewayConfig {
+    GatewayConfig::new()
+        .route(Route::new("r", "c").fallback(fallback))
+        .cluster(cluster)
 }
 
 fn fallbacks_series(kind: &str) -> String {
@@ -77,12 +78,8 @@ async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
         .start()
         .await;
     let addr = up.addr();
-    let gw = TestGateway::start(&config(
-        &[addr],
-        "[routes.fallback]\nserve_stale = { max_entries = 100 }",
-        "",
-    ))
-    .await;
+    let gw =
+        TestGateway::start(&config(&[addr], "serve_stale = { max_entries = 100 }").toml()).await;
     let c = Client::http1();
     let base = gw.url("public");
 
@@ -158,12 +155,9 @@ async fn a_copy_older_than_max_stale_is_not_served() {
         .route("/item", Reply::statuses(&[200, 503]))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "[routes.fallback]\nserve_stale = { max_stale = \"1s\" }",
-        "",
-    ))
-    .await;
+    let gw =
+        TestGateway::start(&config(&[up.addr()], "serve_stale = { max_stale = \"1s\" }").toml())
+            .await;
     let c = Client::http1();
     let url = format!("{}/item", gw.url("public"));
     assert_eq!(c.get(&url).await.body, "v1");
@@ -189,12 +183,9 @@ async fn a_copy_made_for_one_authorized_client_is_not_served_to_another() {
         )
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "[routes.fallback]\nserve_stale = { max_entries = 100 }",
-        "",
-    ))
-    .await;
+    let gw =
+        TestGateway::start(&config(&[up.addr()], "serve_stale = { max_entries = 100 }").toml())
+            .await;
     let c = Client::http1();
     let url = format!("{}/me", gw.url("public"));
     let alice = c.get_with(&url, &[("authorization", "Bearer alice")]).await;
@@ -216,11 +207,9 @@ async fn bodies_over_max_entry_bytes_are_not_kept() {
         )
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "[routes.fallback]\nserve_stale = { max_entry_bytes = \"1KiB\" }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &config(&[up.addr()], "serve_stale = { max_entry_bytes = \"1KiB\" }").toml(),
+    )
     .await;
     let c = Client::http1();
     let base = gw.url("public");
@@ -244,13 +233,14 @@ async fn the_stale_cache_survives_a_reload_that_keeps_its_settings() {
         .start()
         .await;
     let cfg = |marker: &str, max_entries: u32| {
-        config(
-            &[up.addr()],
-            &format!(
-                "response_headers = {{ set = {{ \"x-marker\" = \"{marker}\" }} }}\n[routes.fallback]\nserve_stale = {{ max_entries = {max_entries} }}"
-            ),
-            "",
-        )
+        GatewayConfig::new()
+            .route(
+                Route::new("r", "c")
+                    .response_header("x-marker", marker)
+                    .fallback(&format!("serve_stale = {{ max_entries = {max_entries} }}")),
+            )
+            .cluster(Cluster::new("c").endpoint(&up))
+            .toml()
     };
     let gw = TestGateway::start_from_file(&cfg("one", 100)).await;
     let path = gw.config_path.clone().unwrap();
@@ -281,7 +271,7 @@ async fn the_stale_cache_survives_a_reload_that_keeps_its_settings() {
 // ---------------------------------------------------------------------------
 // Static response
 
-const STATIC: &str = "[routes.fallback]\nresponse = { status = 503, headers = { \"retry-after\" = \"5\", \"content-type\" = \"application/json\" }, body = \"{\\\"degraded\\\":true}\" }";
+const STATIC: &str = "response = { status = 503, headers = { \"retry-after\" = \"5\", \"content-type\" = \"application/json\" }, body = \"{\\\"degraded\\\":true}\" }";
 
 fn assert_static(r: &ClientReply) {
     assert_eq!(r.status, 503, "{r:?}");
@@ -295,7 +285,7 @@ fn assert_static(r: &ClientReply) {
 #[tokio::test]
 async fn a_dead_cluster_is_answered_with_the_static_response() {
     let dead = crate::closed_port().await;
-    let gw = TestGateway::start(&config(&[dead], STATIC, "")).await;
+    let gw = TestGateway::start(&config(&[dead], STATIC).toml()).await;
     let c = Client::http1();
     for _ in 0..3 {
         assert_static(&c.get(&format!("{}/x", gw.url("public"))).await);
@@ -316,7 +306,7 @@ async fn only_statuses_in_on_statuses_fall_back() {
         .route("/teapot", Reply::status(418))
         .start()
         .await;
-    let gw = TestGateway::start(&config(&[up.addr()], STATIC, "")).await;
+    let gw = TestGateway::start(&config(&[up.addr()], STATIC).toml()).await;
     let c = Client::http1();
     let base = gw.url("public");
     assert_static(&c.get(&format!("{base}/boom")).await);
@@ -326,12 +316,9 @@ async fn only_statuses_in_on_statuses_fall_back() {
     assert_eq!(c.get(&format!("{base}/ok")).await.body, "u");
 
     // A route listing its own failure statuses.
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        &format!("{STATIC}\non_statuses = [418]"),
-        "",
-    ))
-    .await;
+    let gw =
+        TestGateway::start(&config(&[up.addr()], &format!("{STATIC}\non_statuses = [418]")).toml())
+            .await;
     let base = gw.url("public");
     assert_static(&c.get(&format!("{base}/teapot")).await);
     let r = c.get(&format!("{base}/boom")).await;
@@ -354,9 +341,9 @@ async fn a_body_file_is_read_relative_to_the_config_file() {
         &path,
         config(
             &[dead],
-            "[routes.fallback]\nresponse = { status = 200, headers = { \"content-type\" = \"text/html\" }, body_file = \"pages/maintenance.html\" }",
-            "",
-        ),
+            "response = { status = 200, headers = { \"content-type\" = \"text/html\" }, body_file = \"pages/maintenance.html\" }",
+        )
+        .toml(),
     )
     .unwrap();
     let loaded = levee_config::load_file(&path).unwrap_or_else(|d| panic!("{d}"));
@@ -385,14 +372,11 @@ async fn with_fallback_cluster(primary_reply: Reply) -> (FakeUpstream, FakeUpstr
         .otherwise(Reply::echo())
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[primary.addr()],
-        "[routes.fallback]\ncluster = \"dr\"",
-        &format!(
-            "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
-            dr.addr()
-        ),
-    ))
+    let gw = TestGateway::start(
+        &config(&[primary.addr()], "cluster = \"dr\"")
+            .cluster(Cluster::new("dr").endpoint(&dr))
+            .toml(),
+    )
     .await;
     (primary, dr, gw)
 }
@@ -480,14 +464,14 @@ async fn fallbacks_are_tried_in_order_stale_cluster_static() {
         .start()
         .await;
     let dr = FakeUpstream::start("dr").await;
-    let gw = TestGateway::start(&config(
-        &[primary.addr()],
-        &format!("{STATIC}\nserve_stale = {{ max_entries = 10 }}\ncluster = \"dr\""),
-        &format!(
-            "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
-            dr.addr()
-        ),
-    ))
+    let gw = TestGateway::start(
+        &config(
+            &[primary.addr()],
+            &format!("{STATIC}\nserve_stale = {{ max_entries = 10 }}\ncluster = \"dr\""),
+        )
+        .cluster(Cluster::new("dr").endpoint(&dr))
+        .toml(),
+    )
     .await;
     let c = Client::http1();
     let base = gw.url("public");
@@ -517,11 +501,15 @@ async fn a_request_shed_by_a_bulkhead_gets_the_static_response() {
         .route("/slow", Reply::ok().latency(SLOW))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        STATIC,
-        "limits = { max_requests = 1, max_pending = 0 }",
-    ))
+    let gw = TestGateway::start(
+        &with_cluster(
+            STATIC,
+            Cluster::new("c")
+                .endpoint(&up)
+                .limits("max_requests = 1, max_pending = 0"),
+        )
+        .toml(),
+    )
     .await;
     let base = gw.url("public");
     let slow = tokio::spawn({
@@ -548,11 +536,15 @@ async fn an_open_cluster_breaker_is_answered_with_the_static_response() {
         .otherwise(Reply::status(503))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        STATIC,
-        "circuit_breaker = { cluster = { consecutive_failures = 3, base_open_time = \"30s\", max_open_time = \"60s\" } }",
-    ))
+    let gw = TestGateway::start(
+        &with_cluster(
+            STATIC,
+            Cluster::new("c").endpoint(&up).raw(
+                "circuit_breaker = { cluster = { consecutive_failures = 3, base_open_time = \"30s\", max_open_time = \"60s\" } }",
+            ),
+        )
+        .toml(),
+    )
     .await;
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
@@ -575,35 +567,33 @@ async fn an_open_cluster_breaker_is_answered_with_the_static_response() {
 #[tokio::test]
 async fn bad_fallback_configs_are_refused_with_a_diagnostic() {
     let up = FakeUpstream::start("u").await;
-    let rest = format!(
-        "[[clusters]]\nname = \"dr\"\nendpoints = [\"{}\"]",
-        up.addr()
-    );
-    let load = |route_extra: &str| {
+    let load = |fallback: &str| {
         levee_config::load_str(
-            &config(&[up.addr()], route_extra, &rest),
+            &config(&[up.addr()], fallback)
+                .cluster(Cluster::new("dr").endpoint(&up))
+                .toml(),
             levee_config::Format::Toml,
             "levee.toml",
         )
     };
-    let err = load("[routes.fallback]\ncluster = \"dr-east\"")
+    let err = load("cluster = \"dr-east\"")
         .expect_err("unknown fallback cluster")
         .to_string();
     assert!(err.contains("routes[0].fallback.cluster"), "{err}");
     assert!(err.contains("unknown cluster `dr-east`"), "{err}");
-    let err = load("[routes.fallback]\ncluster = \"drr\"")
+    let err = load("cluster = \"drr\"")
         .expect_err("misspelt fallback cluster")
         .to_string();
     assert!(err.contains("unknown cluster `drr`"), "{err}");
     assert!(err.contains("did you mean `dr`?"), "{err}");
 
-    let err = load("[routes.fallback]\ncluster = \"c\"")
+    let err = load("cluster = \"c\"")
         .expect_err("fallback to the route's own cluster")
         .to_string();
     assert!(err.contains("routes[0].fallback.cluster"), "{err}");
     assert!(err.contains("own cluster"), "{err}");
 
-    let err = load("[routes.fallback]\non_statuses = [503]")
+    let err = load("on_statuses = [503]")
         .expect_err("a fallback with nothing to answer")
         .to_string();
     assert!(
@@ -611,14 +601,12 @@ async fn bad_fallback_configs_are_refused_with_a_diagnostic() {
         "{err}"
     );
 
-    let err = load(
-        "[routes.fallback]\nresponse = { status = 503, body = \"x\", body_file = \"x.html\" }",
-    )
-    .expect_err("both body and body_file")
-    .to_string();
+    let err = load("response = { status = 503, body = \"x\", body_file = \"x.html\" }")
+        .expect_err("both body and body_file")
+        .to_string();
     assert!(err.contains("either body or body_file"), "{err}");
 
-    assert!(load("[routes.fallback]\ncluster = \"dr\"").is_ok());
+    assert!(load("cluster = \"dr\"").is_ok());
 }
 
 #[tokio::test]
@@ -630,9 +618,9 @@ async fn a_missing_body_file_stops_the_gateway_from_starting() {
         &path,
         config(
             &[up.addr()],
-            "[routes.fallback]\nresponse = { status = 503, body_file = \"missing-page.html\" }",
-            "",
-        ),
+            "response = { status = 503, body_file = \"missing-page.html\" }",
+        )
+        .toml(),
     )
     .unwrap();
     let loaded = levee_config::load_file(&path).expect("the file itself is valid");
@@ -668,24 +656,15 @@ async fn a_stalled_response_body_is_cut_by_the_stream_idle_timeout() {
         )
         .start()
         .await;
-    let toml = format!(
-        "{PREAMBLE}{LISTENER}
-[[routes]]
-name = \"short\"
-cluster = \"c\"
-match = {{ path = {{ prefix = \"/short/\" }} }}
-stream_idle_timeout = \"200ms\"
-
-[[routes]]
-name = \"long\"
-cluster = \"c\"
-
-[[clusters]]
-name = \"c\"
-endpoints = [\"{}\"]
-",
-        up.addr()
-    );
+    let toml = GatewayConfig::new()
+        .route(
+            Route::new("short", "c")
+                .prefix("/short/")
+                .raw("stream_idle_timeout = \"200ms\""),
+        )
+        .route(Route::new("long", "c"))
+        .cluster(Cluster::new("c").endpoint(&up))
+        .toml();
     let gw = TestGateway::start(&toml).await;
 
     // Head and first chunk arrive; then the body ends in an error, long

@@ -4,7 +4,7 @@
 use crate::single_cluster;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{Client, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TestGateway};
 use std::time::Duration;
 
 fn assert_gateway_error(r: &levee_testkit::ClientReply, status: u16, reason: &str) {
@@ -57,26 +57,11 @@ async fn route_timeout_overrides_cluster_timeout() {
         .otherwise(Reply::ok().latency(Duration::from_millis(400)))
         .start()
         .await;
-    let config = format!(
-        r#"{}{}
-[[routes]]
-name = "strict"
-cluster = "c"
-timeout = "100ms"
-match = {{ path = {{ prefix = "/strict" }} }}
-[[routes]]
-name = "lenient"
-cluster = "c"
-[[clusters]]
-name = "c"
-endpoints = ["{}"]
-timeout = "5s"
-"#,
-        crate::PREAMBLE,
-        crate::LISTENER,
-        up.addr()
-    );
-    let gw = TestGateway::start(&config).await;
+    let config = GatewayConfig::new()
+        .route(Route::new("strict", "c").timeout("100ms").prefix("/strict"))
+        .route(Route::new("lenient", "c"))
+        .cluster(Cluster::new("c").endpoint(&up).timeout("5s"));
+    let gw = TestGateway::start(&config.toml()).await;
     let c = Client::http1();
     assert_gateway_error(
         &c.get(&format!("{}/strict", gw.url("public"))).await,
@@ -108,26 +93,20 @@ async fn unanswered_connect_is_504_connect_timeout() {
             _ => break,
         }
     }
-    let config = format!(
-        r#"{}{}
-[[routes]]
-name = "strict"
-cluster = "c"
-connect_timeout = "200ms"
-match = {{ path = {{ prefix = "/strict" }} }}
-[[routes]]
-name = "default"
-cluster = "c"
-[[clusters]]
-name = "c"
-endpoints = ["{addr}"]
-connect_timeout = "300ms"
-timeout = "1h"
-"#,
-        crate::PREAMBLE,
-        crate::LISTENER,
-    );
-    let gw = TestGateway::start(&config).await;
+    let config = GatewayConfig::new()
+        .route(
+            Route::new("strict", "c")
+                .raw("connect_timeout = \"200ms\"")
+                .prefix("/strict"),
+        )
+        .route(Route::new("default", "c"))
+        .cluster(
+            Cluster::new("c")
+                .endpoint(addr)
+                .raw("connect_timeout = \"300ms\"")
+                .timeout("1h"),
+        );
+    let gw = TestGateway::start(&config.toml()).await;
     let c = Client::http1();
     assert_gateway_error(
         &c.get(&format!("{}/", gw.url("public"))).await,
@@ -209,7 +188,7 @@ async fn pooled_connections_closed_by_the_upstream_are_not_used() {
     let url = format!("{}/", gw.url("public"));
     assert_eq!(c.get(&url).await.body, "first");
     assert_eq!(
-        gw.endpoints().await[0]["idle_connections"],
+        gw.admin_api().cluster("c").await.endpoints[0].idle_connections,
         1,
         "the connection was pooled"
     );

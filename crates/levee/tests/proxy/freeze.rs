@@ -3,8 +3,9 @@
 //! answers) stops getting new requests once its waiting requests say so,
 //! for round robin and least request, and gets them again once it answers.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{eventually, Client, FakeUpstream, TestGateway};
+use levee_testkit::{
+    eventually, Client, Cluster, Endpoint, FakeUpstream, GatewayConfig, Route, TestGateway,
+};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -91,26 +92,22 @@ impl Drop for PythonUpstream {
 }
 
 async fn frozen_endpoint_is_avoided(balancer: &str) {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
     let frozen = PythonUpstream::start().await;
-    let gw = TestGateway::start(&format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "all"
-cluster = "c"
-timeout = "5s"
-retry = {{ attempts = 3, per_try_timeout = "500ms", retry_on = ["timeout", "connect-failure", "reset"] }}
-[[clusters]]
-name = "c"
-endpoints = ["{}", "{}", "127.0.0.1:{}"]
-balancer = {{ kind = "{balancer}" }}
-stall_detection = {{ factor = 8, min = "20ms" }}
-"#,
-        a.addr(),
-        b.addr(),
-        frozen.port
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("all", "c").timeout("5s").retry(
+                r#"attempts = 3, per_try_timeout = "500ms", retry_on = ["timeout", "connect-failure", "reset"]"#,
+            ))
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([a.addr(), b.addr()])
+                    .endpoint(Endpoint::new(format!("127.0.0.1:{}", frozen.port)))
+                    .balancer(balancer)
+                    .raw(r#"stall_detection = { factor = 8, min = "20ms" }"#),
+            )
+            .toml(),
+    )
     .await;
     let url = format!("{}/x", gw.url("public"));
     let c = Client::http1();

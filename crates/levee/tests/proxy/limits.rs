@@ -1,27 +1,22 @@
 //! Listener limits and their answers: 431, 413, max connections, header read
 //! timeout (slowloris), idle keep-alive timeout, HTTP/2 stream limit.
 
-use crate::{closed_by_server, raw_exchange, PREAMBLE};
-use levee_testkit::{eventually, Client, FakeUpstream, Reply, TestGateway};
+use crate::{closed_by_server, raw_exchange};
+use levee_testkit::{
+    eventually, Client, Cluster, FakeUpstream, GatewayConfig, Listener, Reply, Route, TestGateway,
+};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+/// Listener `public` with `limits` (an inline table's keys), every request
+/// to cluster `c` at `upstream`.
 fn limited(upstream: std::net::SocketAddr, limits: &str) -> String {
-    format!(
-        r#"{PREAMBLE}
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
-limits = {{ {limits} }}
-[[routes]]
-name = "all"
-cluster = "c"
-[[clusters]]
-name = "c"
-endpoints = ["{upstream}"]
-"#
-    )
+    GatewayConfig::without_listeners()
+        .listener(Listener::new("public").limits(limits))
+        .route(Route::new("all", "c"))
+        .cluster(Cluster::new("c").endpoint(upstream))
+        .toml()
 }
 
 #[tokio::test]

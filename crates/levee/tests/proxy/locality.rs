@@ -7,8 +7,10 @@
 //! appear only as generous upper bounds, as the slowness of a scripted
 //! upstream, or as waits past a configured window.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{eventually, Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    eventually, Client, Cluster, ClusterState, Endpoint, FakeUpstream, GatewayConfig, Reply, Route,
+    TestGateway,
+};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,28 +24,20 @@ const SOON: Duration = Duration::from_secs(10);
 
 /// Probes every 100ms; an endpoint flips after two failures or two successes
 /// in a row.
-const HC: &str = "health_check = { path = \"/healthz\", interval = \"100ms\", jitter = \"10ms\", timeout = \"100ms\", healthy_threshold = 2, unhealthy_threshold = 2 }";
+const HC: &str = "path = \"/healthz\", interval = \"100ms\", jitter = \"10ms\", timeout = \"100ms\", healthy_threshold = 2, unhealthy_threshold = 2";
 
-/// An endpoint entry: `{ address = "ADDR", EXTRA }`.
-fn ep(addr: SocketAddr, extra: &str) -> String {
-    if extra.is_empty() {
-        format!("{{ address = \"{addr}\" }}")
-    } else {
-        format!("{{ address = \"{addr}\", {extra} }}")
-    }
+/// A catch-all route to `cluster` (named `c`); the gateway runs in `zone`.
+fn config(zone: Option<&str>, cluster: Cluster) -> String {
+    let config = match zone {
+        Some(z) => GatewayConfig::new().zone(z),
+        None => GatewayConfig::new(),
+    };
+    config.route(Route::new("r", "c")).cluster(cluster).toml()
 }
 
-/// A catch-all route to cluster `c` with `endpoints` (entries as [`ep`]
-/// writes them) and `cluster_extra` lines; the gateway runs in `zone`.
-fn config(zone: Option<&str>, endpoints: &[String], cluster_extra: &str) -> String {
-    let preamble = match zone {
-        Some(z) => PREAMBLE.replace("[runtime]\n", &format!("[runtime]\nzone = \"{z}\"\n")),
-        None => PREAMBLE.to_string(),
-    };
-    format!(
-        "{preamble}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n\n[[clusters]]\nname = \"c\"\nendpoints = [\n  {}\n]\n{cluster_extra}\n",
-        endpoints.join(",\n  ")
-    )
+/// Cluster `c` over `endpoints`, health-checked every 100ms.
+fn checked(endpoints: impl IntoIterator<Item = Endpoint>) -> Cluster {
+    Cluster::new("c").endpoints(endpoints).health_check(HC)
 }
 
 /// An upstream on `addr` (a restart on the same port) that answers traffic
@@ -62,37 +56,18 @@ async fn restarted(name: &str, addr: SocketAddr) -> FakeUpstream {
 }
 
 /// Cluster `c` as `GET /api/v1/clusters` shows it.
-async fn cluster(gw: &TestGateway) -> serde_json::Value {
-    let v = Client::http1()
-        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
-        .await
-        .json();
-    v["clusters"][0].clone()
-}
-
-/// Each priority level's load, in level order.
-fn loads(cluster: &serde_json::Value) -> Vec<f64> {
-    cluster["locality"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no locality: {cluster}"))
-        .iter()
-        .map(|l| l["load"].as_f64().expect("a load"))
-        .collect()
+async fn cluster(gw: &TestGateway) -> ClusterState {
+    gw.admin_api().cluster("c").await
 }
 
 /// The zone probabilities of priority level 0.
-fn zones(cluster: &serde_json::Value) -> Vec<(String, f64)> {
-    cluster["locality"][0]["zones"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no zones: {cluster}"))
-        .iter()
-        .map(|z| {
-            (
-                z[0].as_str().expect("a zone name").to_string(),
-                z[1].as_f64().expect("a probability"),
-            )
-        })
-        .collect()
+fn zones(cluster: &ClusterState) -> Vec<(String, f64)> {
+    cluster
+        .locality
+        .first()
+        .unwrap_or_else(|| panic!("no zones: {cluster:?}"))
+        .zones
+        .clone()
 }
 
 fn close_to(actual: &[f64], expected: &[f64]) -> bool {
@@ -104,14 +79,8 @@ fn close_to(actual: &[f64], expected: &[f64]) -> bool {
 }
 
 /// Whether the admin API lists the endpoint at `addr` with `healthy`.
-fn endpoint_healthy(cluster: &serde_json::Value, addr: SocketAddr) -> bool {
-    let addr = addr.to_string();
-    cluster["endpoints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e["address"] == addr.as_str())
-        .is_some_and(|e| e["healthy"] == true)
+fn endpoint_healthy(cluster: &ClusterState, addr: SocketAddr) -> bool {
+    cluster.endpoint(addr).is_some_and(|e| e.healthy)
 }
 
 /// Polls `check` until it yields a value, failing the test after `timeout`.
@@ -160,26 +129,23 @@ fn count(counts: &HashMap<String, usize>, prefix: &str) -> usize {
 
 #[tokio::test]
 async fn traffic_fails_over_to_the_next_priority_and_back_after_the_failback_delay() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
-    let c = FakeUpstream::start("c").await;
+    let [a, b, c] = FakeUpstream::start_each(["a", "b", "c"]).await;
     let (a_addr, b_addr) = (a.addr(), b.addr());
     let gw = TestGateway::start(&config(
         None,
-        &[ep(a_addr, ""), ep(b_addr, ""), ep(c.addr(), "priority = 1")],
-        &format!("{HC}\nlocality = {{ failback_delay = \"1s\" }}"),
+        checked([
+            Endpoint::new(a_addr),
+            Endpoint::new(b_addr),
+            Endpoint::new(c.addr()).priority(1),
+        ])
+        .raw("locality = { failback_delay = \"1s\" }"),
     ))
     .await;
     let cl = cluster(&gw).await;
-    assert_eq!(loads(&cl), [1.0, 0.0], "{cl}");
-    assert_eq!(cl["locality"][0]["priority"], 0);
-    assert_eq!(cl["locality"][1]["priority"], 1);
-    let priorities: Vec<_> = cl["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["priority"].as_u64().unwrap())
-        .collect();
+    assert_eq!(cl.loads(), [1.0, 0.0], "{cl:?}");
+    assert_eq!(cl.locality[0].priority, 0);
+    assert_eq!(cl.locality[1].priority, 1);
+    let priorities: Vec<_> = cl.endpoints.iter().map(|e| e.priority).collect();
     assert_eq!(priorities, [0, 0, 1]);
 
     let n = burst(&gw, 20).await;
@@ -191,7 +157,7 @@ async fn traffic_fails_over_to_the_next_priority_and_back_after_the_failback_del
     let a = failing_checks("a", a_addr).await;
     let b = failing_checks("b", b_addr).await;
     eventually(SOON, "level 1 takes all traffic", || async {
-        close_to(&loads(&cluster(&gw).await), &[0.0, 1.0])
+        close_to(&cluster(&gw).await.loads(), &[0.0, 1.0])
     })
     .await;
     let n = burst(&gw, 20).await;
@@ -208,15 +174,15 @@ async fn traffic_fails_over_to_the_next_priority_and_back_after_the_failback_del
     .await;
     // The view that shows both healthy still holds the failback (1s, from
     // the moment the second one passed: a few polls ago).
-    let held = loads(&cl);
-    assert!(held[1] > 0.0, "failback is held: {cl}");
+    let held = cl.loads();
+    assert!(held[1] > 0.0, "failback is held: {cl:?}");
     let n = burst(&gw, 5).await;
     assert!(
         n.get("c") > Some(&0),
         "level 1 still takes traffic right after recovery: {n:?}"
     );
     eventually(SOON, "traffic returns to level 0", || async {
-        close_to(&loads(&cluster(&gw).await), &[1.0, 0.0])
+        close_to(&cluster(&gw).await.loads(), &[1.0, 0.0])
     })
     .await;
     let before = (a.requests_to("/work"), b.requests_to("/work"));
@@ -239,19 +205,19 @@ async fn a_partly_healthy_level_keeps_its_overprovisioned_share() {
             b = b.route("/healthz", Reply::status(503));
         }
         let up = b.start().await;
-        endpoints.push(ep(up.addr(), ""));
+        endpoints.push(Endpoint::new(up.addr()));
         ups.push(up);
     }
     // Level 1: two healthy endpoints.
     for i in 0..2 {
         let up = FakeUpstream::start(&format!("p1-{i}")).await;
-        endpoints.push(ep(up.addr(), "priority = 1"));
+        endpoints.push(Endpoint::new(up.addr()).priority(1));
         ups.push(up);
     }
-    let gw = TestGateway::start(&config(None, &endpoints, HC)).await;
+    let gw = TestGateway::start(&config(None, checked(endpoints))).await;
     // 2 of 5 healthy: 40% × 1.4 = 56% stays on level 0, 44% fails over.
     eventually(SOON, "loads of 0.56 and 0.44", || async {
-        close_to(&loads(&cluster(&gw).await), &[0.56, 0.44])
+        close_to(&cluster(&gw).await.loads(), &[0.56, 0.44])
     })
     .await;
     let n = burst(&gw, 60).await;
@@ -266,13 +232,13 @@ async fn a_partly_healthy_level_keeps_its_overprovisioned_share() {
 // Zones
 
 /// Starts upstreams `a1..` in zone a and `b1..` in zone b.
-async fn zoned(per_zone: usize) -> (Vec<FakeUpstream>, Vec<FakeUpstream>, Vec<String>) {
+async fn zoned(per_zone: usize) -> (Vec<FakeUpstream>, Vec<FakeUpstream>, Vec<Endpoint>) {
     let mut endpoints = Vec::new();
     let mut zones = (Vec::new(), Vec::new());
     for zone in ["a", "b"] {
         for i in 1..=per_zone {
             let up = FakeUpstream::start(&format!("{zone}{i}")).await;
-            endpoints.push(ep(up.addr(), &format!("zone = \"{zone}\"")));
+            endpoints.push(Endpoint::new(up.addr()).zone(zone));
             if zone == "a" {
                 zones.0.push(up);
             } else {
@@ -300,12 +266,12 @@ async fn zone_aware_routing_stays_local_and_spills_by_spare_capacity() {
     // Four endpoints per zone: after two of zone a fail, six stay healthy,
     // still at min_cluster_size (6).
     let (mut a, _b, endpoints) = zoned(4).await;
-    let gw = TestGateway::start(&config(Some("a"), &endpoints, HC)).await;
+    let gw = TestGateway::start(&config(Some("a"), checked(endpoints))).await;
     let cl = cluster(&gw).await;
     assert_eq!(
         zones(&cl),
         [("a".to_string(), 1.0), ("b".to_string(), 0.0)],
-        "{cl}"
+        "{cl:?}"
     );
     let n = burst(&gw, 30).await;
     assert_eq!(count(&n, "a"), 30, "all traffic stays in zone a: {n:?}");
@@ -329,12 +295,12 @@ async fn zone_aware_routing_stays_local_and_spills_by_spare_capacity() {
 async fn zone_awareness_is_off_below_min_cluster_size() {
     // Three per zone: six healthy endpoints, zone-aware.
     let (mut a, _b, endpoints) = zoned(3).await;
-    let gw = TestGateway::start(&config(Some("a"), &endpoints, HC)).await;
+    let gw = TestGateway::start(&config(Some("a"), checked(endpoints))).await;
     let cl = cluster(&gw).await;
     assert_eq!(
         zones(&cl),
         [("a".to_string(), 1.0), ("b".to_string(), 0.0)],
-        "{cl}"
+        "{cl:?}"
     );
     let n = burst(&gw, 30).await;
     assert_eq!(count(&n, "a"), 30, "{n:?}");
@@ -354,12 +320,12 @@ async fn zone_awareness_is_off_below_min_cluster_size() {
 
     // Too small from the start: both zones share the traffic.
     let (_a, _b, endpoints) = zoned(2).await;
-    let gw = TestGateway::start(&config(Some("a"), &endpoints, "")).await;
+    let gw = TestGateway::start(&config(Some("a"), Cluster::new("c").endpoints(endpoints))).await;
     let cl = cluster(&gw).await;
     assert_eq!(
         zones(&cl),
         [("a".to_string(), 0.5), ("b".to_string(), 0.5)],
-        "{cl}"
+        "{cl:?}"
     );
     let n = burst(&gw, 20).await;
     assert_eq!(count(&n, "a"), 10, "round robin over all four: {n:?}");
@@ -371,8 +337,7 @@ async fn zone_awareness_is_off_below_min_cluster_size() {
 
 #[tokio::test]
 async fn a_slow_endpoint_is_ejected_for_its_latency() {
-    let fast1 = FakeUpstream::start("fast1").await;
-    let fast2 = FakeUpstream::start("fast2").await;
+    let [fast1, fast2] = FakeUpstream::start_each(["fast1", "fast2"]).await;
     let slow = FakeUpstream::builder("slow")
         .otherwise(Reply::ok().latency(Duration::from_millis(300)))
         .start()
@@ -382,7 +347,8 @@ async fn a_slow_endpoint_is_ejected_for_its_latency() {
         "outlier_detection = { consecutive_5xx = 0, consecutive_gateway_errors = 0, interval = \"200ms\", base_ejection_time = \"60s\", max_ejection_time = \"60s\", latency_factor = 3, latency_min_hosts = 3, latency_min_requests = 5 }",
     ))
     .await;
-    assert_eq!(gw.endpoint(slow.addr()).await.unwrap()["ejected"], false);
+    let admin = gw.admin_api();
+    assert!(!admin.endpoint(slow.addr()).await.unwrap().ejected);
 
     // Steady concurrent traffic, so that every endpoint (the slow one too)
     // answers at least five requests within one 200ms interval.
@@ -404,21 +370,22 @@ async fn a_slow_endpoint_is_ejected_for_its_latency() {
         })
         .collect();
     eventually(SOON, "the slow endpoint is ejected", || async {
-        gw.endpoint(slow.addr()).await.unwrap()["ejected"] == true
+        admin.endpoint(slow.addr()).await.unwrap().ejected
     })
     .await;
     stop.store(true, Ordering::Relaxed);
-    let status = gw.endpoint(slow.addr()).await.unwrap();
-    if let Some(cause) = status.get("ejection_cause") {
-        assert_eq!(cause, "latency", "{status}");
-    }
+    let status = admin.endpoint(slow.addr()).await.unwrap();
+    assert_eq!(
+        status.ejection_cause.as_deref(),
+        Some("latency"),
+        "{status:?}"
+    );
     for w in workers {
         assert_eq!(w.await.unwrap(), 0, "no request failed");
     }
     for fast in [&fast1, &fast2] {
-        assert_eq!(
-            gw.endpoint(fast.addr()).await.unwrap()["ejected"],
-            false,
+        assert!(
+            !admin.endpoint(fast.addr()).await.unwrap().ejected,
             "fast endpoints stay"
         );
     }
@@ -442,16 +409,16 @@ async fn a_slow_endpoint_is_ejected_for_its_latency() {
 /// after it returned, and of a burst after the 6s window (long enough that
 /// the early burst stays early on a loaded machine).
 async fn slow_start_shares(weight: u32, balancer: &str) -> (f64, f64) {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
     let b_addr = b.addr();
-    let w = format!("weight = {weight}");
     let gw = TestGateway::start(&config(
         None,
-        &[ep(a.addr(), &w), ep(b_addr, &w)],
-        &format!(
-            "{HC}\nbalancer = {{ kind = \"{balancer}\" }}\nslow_start = {{ window = \"6s\", min_weight_percent = 10 }}"
-        ),
+        checked([
+            Endpoint::new(a.addr()).weight(weight),
+            Endpoint::new(b_addr).weight(weight),
+        ])
+        .balancer(balancer)
+        .raw("slow_start = { window = \"6s\", min_weight_percent = 10 }"),
     ))
     .await;
     let n = burst(&gw, 20).await;

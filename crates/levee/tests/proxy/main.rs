@@ -23,35 +23,18 @@ mod slo;
 mod streaming;
 mod tls;
 
+use levee_testkit::{Cluster, GatewayConfig, Route};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Admin on a free port, access log off (tests run many requests).
-pub const PREAMBLE: &str =
-    "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\naccess_log = false\nwatch_config = false\n";
-
-/// A listener named `public` on a free port with default limits.
-pub const LISTENER: &str = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n";
-
-/// A config with one catch-all route to cluster `c` with `endpoints` and
-/// extra cluster settings `cluster_extra` (TOML lines).
+/// A config with one catch-all route (`all`) to cluster `c` with
+/// `endpoints` and extra cluster settings `cluster_extra` (TOML lines).
 pub fn single_cluster(endpoints: &[std::net::SocketAddr], cluster_extra: &str) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "{PREAMBLE}{LISTENER}
-[[routes]]
-name = \"all\"
-cluster = \"c\"
-match = {{ path = {{ prefix = \"/\" }} }}
-
-[[clusters]]
-name = \"c\"
-endpoints = [{}]
-{cluster_extra}
-",
-        eps.join(", ")
-    )
+    GatewayConfig::new()
+        .route(Route::new("all", "c").prefix("/"))
+        .cluster(Cluster::new("c").endpoints(endpoints).raw(cluster_extra))
+        .toml()
 }
 
 /// Writes raw bytes to `addr` and reads until the server closes or `wait`

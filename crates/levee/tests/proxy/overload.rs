@@ -2,23 +2,26 @@
 //! sheddable requests are refused, then connections close after each
 //! response, then new connections are refused; and it all recovers.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{eventually, Client, FakeUpstream, TestGateway};
+use levee_testkit::{eventually, Client, Cluster, FakeUpstream, GatewayConfig, Route, TestGateway};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
     let up = FakeUpstream::start("u").await;
-    let src = format!(
-        "{PREAMBLE}[runtime.overload]\nmax_connections = 10\nshed_at = \"30%\"\nclose_at = \"60%\"\nrefuse_at = \"90%\"\n\
-         {LISTENER}\
-         [[routes]]\nname = \"cheap\"\ncluster = \"c\"\npriority = \"sheddable\"\nmatch = {{ path = {{ prefix = \"/cheap\" }} }}\n\
-         [[routes]]\nname = \"main\"\ncluster = \"c\"\n\
-         [[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
-        up.addr()
-    );
-    let gw = TestGateway::start(&src).await;
+    let src = GatewayConfig::new()
+        .table(
+            "runtime.overload",
+            "max_connections = 10\nshed_at = \"30%\"\nclose_at = \"60%\"\nrefuse_at = \"90%\"",
+        )
+        .route(
+            Route::new("cheap", "c")
+                .raw("priority = \"sheddable\"")
+                .prefix("/cheap"),
+        )
+        .route(Route::new("main", "c"))
+        .cluster(Cluster::new("c").endpoint(&up));
+    let gw = TestGateway::start(&src.toml()).await;
     let base = gw.url("public");
     let fresh = || async { Client::http1() };
     assert_eq!(
@@ -125,16 +128,18 @@ async fn overload_sheds_the_least_important_work_first_and_shares_fairly() {
         .otherwise(levee_testkit::Reply::ok().latency(Duration::from_millis(100)))
         .start()
         .await;
-    let src = format!(
-        "{PREAMBLE}{LISTENER}\
-         [tenants]\nheader = \"x-tenant\"\n\
-         [[routes]]\nname = \"api\"\ncluster = \"c\"\npriority = \"critical\"\npriority_header = \"x-priority\"\ntimeout = \"5s\"\n\
-         [[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\ntimeout = \"5s\"\n\
-         [clusters.concurrency]\nalgorithm = \"fixed\"\nlimit = 2\nmin_limit = 1\nmax_queue_len = 40\ntenant_quota = \"50%\"\n\
-         [clusters.concurrency.classes]\ncritical = {{ max_queue_time = \"2s\" }}\ndefault = {{ max_queue_time = \"600ms\" }}\nsheddable = {{ max_queue_time = \"50ms\" }}\n",
-        up.addr()
-    );
-    let gw = TestGateway::start(&src).await;
+    let src = GatewayConfig::new()
+        .table("tenants", "header = \"x-tenant\"")
+        .route(
+            Route::new("api", "c")
+                .raw("priority = \"critical\"\npriority_header = \"x-priority\"")
+                .timeout("5s"),
+        )
+        .cluster(Cluster::new("c").endpoint(&up).timeout("5s").raw(
+            "[clusters.concurrency]\nalgorithm = \"fixed\"\nlimit = 2\nmin_limit = 1\nmax_queue_len = 40\ntenant_quota = \"50%\"\n\
+             [clusters.concurrency.classes]\ncritical = { max_queue_time = \"2s\" }\ndefault = { max_queue_time = \"600ms\" }\nsheddable = { max_queue_time = \"50ms\" }",
+        ));
+    let gw = TestGateway::start(&src.toml()).await;
     let url = format!("{}/work", gw.url("public"));
     for load in [2u32, 5, 10] {
         let per_second = 20 * load;

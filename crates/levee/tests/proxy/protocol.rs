@@ -2,29 +2,30 @@
 //! oversized streamed HTTP/2 bodies, Host rules (RFC 9112 §3.2), request
 //! ids on every answer, Bearer case, and heads the codec refuses.
 
-use crate::{raw_exchange, LISTENER, PREAMBLE};
+use crate::raw_exchange;
 use bytes::Bytes;
-use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    Client, Cluster, FakeUpstream, GatewayConfig, Listener, Reply, Route, TestGateway,
+};
 use std::time::Duration;
 
-fn config(upstream: std::net::SocketAddr, cluster_extra: &str, listener: &str) -> String {
-    format!(
-        r#"{PREAMBLE}{listener}
-[[routes]]
-name = "hosted"
-cluster = "c"
-match = {{ hosts = ["a.example"] }}
-response_headers = {{ set = {{ "x-route" = "hosted" }} }}
-[[routes]]
-name = "all"
-cluster = "c"
-response_headers = {{ set = {{ "x-route" = "all" }} }}
-[[clusters]]
-name = "c"
-endpoints = ["{upstream}"]
-{cluster_extra}
-"#
-    )
+/// On `listener`, route `hosted` (Host `a.example`) and then route `all`
+/// to `cluster` (named `c`); each route names itself in `x-route`.
+fn config(listener: Listener, cluster: Cluster) -> GatewayConfig {
+    GatewayConfig::without_listeners()
+        .listener(listener)
+        .route(
+            Route::new("hosted", "c")
+                .hosts(&["a.example"])
+                .response_header("x-route", "hosted"),
+        )
+        .route(Route::new("all", "c").response_header("x-route", "all"))
+        .cluster(cluster)
+}
+
+/// [`config`] on listener `public` with `up` as the only endpoint.
+fn plain(up: &FakeUpstream) -> GatewayConfig {
+    config(Listener::new("public"), Cluster::new("c").endpoint(up))
 }
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -53,7 +54,7 @@ async fn invalid_chunked_bodies_get_400_and_the_connection_closes() {
         .otherwise(Reply::echo_body())
         .start()
         .await;
-    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let gw = TestGateway::start(&plain(&up).toml()).await;
     let addr = gw.addr("public");
     let head = "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     let cases = [
@@ -94,8 +95,14 @@ async fn an_oversized_streamed_http2_body_to_an_http2_upstream_gets_413() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let listener = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\nlimits = { max_request_body_bytes = \"1MiB\" }\n";
-    let gw = TestGateway::start(&config(up.addr(), "protocol = \"http2\"", listener)).await;
+    let gw = TestGateway::start(
+        &config(
+            Listener::new("public").limits("max_request_body_bytes = \"1MiB\""),
+            Cluster::new("c").endpoint(&up).protocol("http2"),
+        )
+        .toml(),
+    )
+    .await;
     let mut send = h2_connection(gw.addr("public")).await;
     // 3 MiB in 64 KiB frames, with no content-length.
     let (mut tx, body) =
@@ -136,7 +143,7 @@ async fn http1_requests_need_exactly_one_host() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let gw = TestGateway::start(&plain(&up).toml()).await;
     let addr = gw.addr("public");
     for (what, request) in [
         ("no Host", "GET / HTTP/1.1\r\n\r\n"),
@@ -165,7 +172,7 @@ async fn the_request_target_authority_wins_over_host() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let gw = TestGateway::start(&plain(&up).toml()).await;
     let addr = gw.addr("public");
     let text = raw_exchange(
         addr,
@@ -194,7 +201,7 @@ async fn the_request_target_authority_wins_over_host() {
 #[tokio::test]
 async fn every_response_carries_the_request_id() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let gw = TestGateway::start(&plain(&up).toml()).await;
     let c = Client::http1();
     let fresh = c.get(&format!("{}/x", gw.url("public"))).await;
     assert_eq!(fresh.status, 200);
@@ -212,11 +219,8 @@ async fn every_response_carries_the_request_id() {
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive_for_the_admin_token() {
     let up = FakeUpstream::start("u").await;
-    let src = config(up.addr(), "", LISTENER).replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n",
-        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef0123456789abcdef\"\n",
-    );
-    let gw = TestGateway::start(&src).await;
+    let src = plain(&up).admin_token("0123456789abcdef0123456789abcdef");
+    let gw = TestGateway::start(&src.toml()).await;
     let url = format!("{}/api/v1/clusters", gw.admin_url());
     let c = Client::http1();
     for scheme in ["Bearer", "bearer", "BEARER"] {
@@ -236,7 +240,7 @@ async fn the_bearer_scheme_is_case_insensitive_for_the_admin_token() {
 #[tokio::test]
 async fn heads_the_codec_refuses_are_counted() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(up.addr(), "", LISTENER)).await;
+    let gw = TestGateway::start(&plain(&up).toml()).await;
     let huge = "a".repeat(200 * 1024);
     let request = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {huge}\r\n\r\n");
     let text = raw_exchange(gw.addr("public"), request.as_bytes(), WAIT).await;

@@ -2,24 +2,30 @@
 //! Retry-After and the IETF RateLimit headers, dry run, and accuracy over
 //! time.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{Client, FakeUpstream, TestGateway};
+use levee_testkit::{Client, Cluster, FakeUpstream, GatewayConfig, RateLimit, Route, TestGateway};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-fn config(upstream: SocketAddr, limits: &str) -> String {
-    format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n{limits}\n[[clusters]]\nname = \"c\"\nendpoints = [\"{upstream}\"]\n"
-    )
+/// Route `r` with rate `limits` to cluster `c` at `upstream`.
+fn config(upstream: SocketAddr, limits: impl IntoIterator<Item = RateLimit>) -> GatewayConfig {
+    let route = limits
+        .into_iter()
+        .fold(Route::new("r", "c"), Route::rate_limit);
+    GatewayConfig::new()
+        .route(route)
+        .cluster(Cluster::new("c").endpoint(upstream))
 }
 
 #[tokio::test]
 async fn a_burst_over_the_limit_gets_429_with_rate_limit_headers() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(
-        up.addr(),
-        "[[routes.rate_limits]]\nname = \"per-route\"\nrate = 5\nper = \"10s\"\nburst = 5",
-    ))
+    let gw = TestGateway::start(
+        &config(
+            up.addr(),
+            [RateLimit::new("per-route", 5).per("10s").burst(5)],
+        )
+        .toml(),
+    )
     .await;
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
@@ -62,11 +68,18 @@ async fn a_burst_over_the_limit_gets_429_with_rate_limit_headers() {
 #[tokio::test]
 async fn keys_are_counted_apart_and_every_limit_must_pass() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(
-        up.addr(),
-        "[[routes.rate_limits]]\nname = \"per-key\"\nrate = 2\nper = \"1m\"\nkey = [\"header:x-api-key\"]\n\
-         [[routes.rate_limits]]\nname = \"total\"\nrate = 5\nper = \"1m\"",
-    ))
+    let gw = TestGateway::start(
+        &config(
+            up.addr(),
+            [
+                RateLimit::new("per-key", 2)
+                    .per("1m")
+                    .keyed_by(&["header:x-api-key"]),
+                RateLimit::new("total", 5).per("1m"),
+            ],
+        )
+        .toml(),
+    )
     .await;
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
@@ -93,10 +106,9 @@ async fn keys_are_counted_apart_and_every_limit_must_pass() {
 #[tokio::test]
 async fn a_dry_run_limit_counts_but_refuses_nothing() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(
-        up.addr(),
-        "[[routes.rate_limits]]\nname = \"trial\"\nrate = 3\nper = \"1m\"\ndry_run = true",
-    ))
+    let gw = TestGateway::start(
+        &config(up.addr(), [RateLimit::new("trial", 3).per("1m").dry_run()]).toml(),
+    )
     .await;
     let c = Client::http1();
     for _ in 0..8 {
@@ -111,11 +123,8 @@ async fn a_dry_run_limit_counts_but_refuses_nothing() {
 #[tokio::test]
 async fn admitted_requests_follow_the_configured_rate() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(
-        up.addr(),
-        "[[routes.rate_limits]]\nname = \"r20\"\nrate = 20\nburst = 1",
-    ))
-    .await;
+    let gw =
+        TestGateway::start(&config(up.addr(), [RateLimit::new("r20", 20).burst(1)]).toml()).await;
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
     let start = Instant::now();
@@ -145,16 +154,19 @@ async fn admitted_requests_follow_the_configured_rate() {
 #[tokio::test]
 async fn limits_per_tenant_and_bad_credentials_get_401() {
     let up = FakeUpstream::start("u").await;
-    let src = format!(
-        "{}[tenants]\ndefault = \"anonymous\"\nheader = \"x-tenant\"\n\
-         api_keys = {{ header = \"x-api-key\", keys = [{{ tenant = \"acme\", sha256 = \"{ACME_KEY_SHA256}\" }}] }}\n\
-         jwt = {{ hs256_secrets = [\"0123456789abcdef0123456789abcdef\"] }}\n",
-        config(
-            up.addr(),
-            "[[routes.rate_limits]]\nname = \"per-tenant\"\nrate = 2\nper = \"1m\"\nkey = [\"tenant\"]",
-        )
+    let src = config(
+        up.addr(),
+        [RateLimit::new("per-tenant", 2).per("1m").keyed_by(&["tenant"])],
+    )
+    .table(
+        "tenants",
+        &format!(
+            "default = \"anonymous\"\nheader = \"x-tenant\"\n\
+             api_keys = {{ header = \"x-api-key\", keys = [{{ tenant = \"acme\", sha256 = \"{ACME_KEY_SHA256}\" }}] }}\n\
+             jwt = {{ hs256_secrets = [\"0123456789abcdef0123456789abcdef\"] }}"
+        ),
     );
-    let gw = TestGateway::start(&src).await;
+    let gw = TestGateway::start(&src.toml()).await;
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
     let get = |h: &'static [(&'static str, &'static str)]| {
@@ -194,14 +206,15 @@ async fn limits_per_tenant_and_bad_credentials_get_401() {
 /// sha256("k-acme").
 const ACME_KEY_SHA256: &str = "0b131655124822cb1cf254042086d2bf26a4f1c6cd82727aab583e915346aca3";
 
-fn global_config(upstream: SocketAddr, redis: &str, rate: &str) -> String {
-    format!(
-        "{}[redis]\nurl = \"{redis}\"\ntimeout = \"200ms\"\nreplicas = 3\nretry_after = \"200ms\"\n",
-        config(
-            upstream,
-            &format!("[[routes.rate_limits]]\nname = \"shared\"\n{rate}\nglobal = true"),
+fn global_config(upstream: SocketAddr, redis: &str, limit: RateLimit) -> String {
+    config(upstream, [limit.global()])
+        .table(
+            "redis",
+            &format!(
+                "url = \"{redis}\"\ntimeout = \"200ms\"\nreplicas = 3\nretry_after = \"200ms\""
+            ),
         )
-    )
+        .toml()
 }
 
 async fn connected(gw: &TestGateway) {
@@ -219,7 +232,11 @@ async fn connected(gw: &TestGateway) {
 async fn three_gateways_share_a_global_limit_through_redis() {
     let redis = levee_testkit::RedisServer::start().await;
     let up = FakeUpstream::start("u").await;
-    let src = global_config(up.addr(), &redis.url(), "rate = 12\nper = \"1h\"");
+    let src = global_config(
+        up.addr(),
+        &redis.url(),
+        RateLimit::new("shared", 12).per("1h"),
+    );
     let gateways = [
         TestGateway::start(&src).await,
         TestGateway::start(&src).await,
@@ -251,7 +268,12 @@ async fn requests_keep_flowing_when_redis_dies_and_return_to_it() {
     let mut redis = levee_testkit::RedisServer::start().await;
     let port = redis.port();
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&global_config(up.addr(), &redis.url(), "rate = 100000")).await;
+    let gw = TestGateway::start(&global_config(
+        up.addr(),
+        &redis.url(),
+        RateLimit::new("shared", 100000),
+    ))
+    .await;
     connected(&gw).await;
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
@@ -283,10 +305,15 @@ async fn requests_keep_flowing_when_redis_dies_and_return_to_it() {
 #[tokio::test]
 async fn a_cold_limit_with_warm_up_starts_slow() {
     let up = FakeUpstream::start("u").await;
-    let gw = TestGateway::start(&config(
-        up.addr(),
-        "[[routes.rate_limits]]\nname = \"warm\"\nrate = 10\nburst = 10\nwarm_up = { cold_factor = 5, period = \"30s\" }",
-    ))
+    let gw = TestGateway::start(
+        &config(
+            up.addr(),
+            [RateLimit::new("warm", 10)
+                .burst(10)
+                .raw("warm_up = { cold_factor = 5, period = \"30s\" }")],
+        )
+        .toml(),
+    )
     .await;
     let c = Client::http1();
     let mut admitted = 0;

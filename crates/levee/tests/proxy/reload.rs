@@ -2,32 +2,37 @@
 //! failed requests, keeping pools of unchanged clusters; invalid reloads keep
 //! the running config and report every diagnostic.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{eventually, Client, FakeUpstream, TestGateway};
+use levee_testkit::{
+    eventually, Client, Cluster, FakeUpstream, GatewayConfig, Listener, RateLimit, Route, Slo,
+    TestGateway,
+};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn config(a: std::net::SocketAddr, b: std::net::SocketAddr, marker: &str) -> String {
-    format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "b"
-cluster = "b"
-match = {{ path = {{ prefix = "/b" }} }}
-response_headers = {{ set = {{ "x-marker" = "{marker}" }} }}
-[[routes]]
-name = "a"
-cluster = "a"
-response_headers = {{ set = {{ "x-marker" = "{marker}" }} }}
-[[clusters]]
-name = "a"
-endpoints = ["{a}"]
-[[clusters]]
-name = "b"
-endpoints = ["{b}"]
-"#
+/// Route `b` (paths under `/b`) to cluster `b`, every other path to
+/// cluster `a`; both routes answer with `x-marker: MARKER`.
+fn config(a: SocketAddr, b: SocketAddr, marker: &str) -> GatewayConfig {
+    shaped(
+        marker,
+        "b",
+        Cluster::new("a").endpoint(a),
+        Cluster::new("b").endpoint(b),
     )
+}
+
+/// [`config`] with route `b` going to `b_route_to` and the clusters given.
+fn shaped(marker: &str, b_route_to: &str, a: Cluster, b: Cluster) -> GatewayConfig {
+    GatewayConfig::new()
+        .route(
+            Route::new("b", b_route_to)
+                .prefix("/b")
+                .response_header("x-marker", marker),
+        )
+        .route(Route::new("a", "a").response_header("x-marker", marker))
+        .cluster(a)
+        .cluster(b)
 }
 
 async fn post_reload(gw: &TestGateway) -> levee_testkit::ClientReply {
@@ -43,16 +48,15 @@ async fn post_reload(gw: &TestGateway) -> levee_testkit::ClientReply {
 
 #[tokio::test]
 async fn admin_reload_applies_a_new_config_and_keeps_unchanged_pools() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
-    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one")).await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one").toml()).await;
     let path = gw.config_path.clone().unwrap();
     let c = Client::http1();
     let url = format!("{}/x", gw.url("public"));
     assert_eq!(c.get(&url).await.header("x-marker"), Some("one"));
     let conns_before = a.connections();
 
-    std::fs::write(&path, config(a.addr(), b.addr(), "two")).unwrap();
+    std::fs::write(&path, config(a.addr(), b.addr(), "two").toml()).unwrap();
     let r = post_reload(&gw).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let after = c.get(&url).await;
@@ -71,26 +75,20 @@ async fn admin_reload_applies_a_new_config_and_keeps_unchanged_pools() {
 
 #[tokio::test]
 async fn invalid_reload_keeps_the_running_config_and_reports_every_error() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
-    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one")).await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one").toml()).await;
     let path = gw.config_path.clone().unwrap();
-    let broken = config(a.addr(), b.addr(), "two")
-        .replace("cluster = \"b\"\nmatch", "cluster = \"bb\"\nmatch")
-        .replace(
-            "name = \"a\"\nendpoints",
-            "name = \"a\"\ntimeout = \"soon\"\nendpoints",
-        );
+    let broken = shaped(
+        "two",
+        "bb",
+        Cluster::new("a").endpoint(&a).timeout("soon"),
+        Cluster::new("b").endpoint(&b),
+    )
+    .toml();
     std::fs::write(&path, broken).unwrap();
-    let r = post_reload(&gw).await;
-    assert_eq!(r.status, 422);
-    let json = r.json();
-    let rendered: Vec<String> = json["rendered"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let (status, outcome) = gw.admin_api().reload().await;
+    assert_eq!(status, 422);
+    let rendered = outcome.rendered;
     assert_eq!(rendered.len(), 2, "{rendered:?}");
     assert!(rendered
         .iter()
@@ -108,18 +106,14 @@ async fn invalid_reload_keeps_the_running_config_and_reports_every_error() {
         1.0
     );
     assert_eq!(gw.metric("levee_config_last_reload_error_count"), 2.0);
-    let status = Client::http1()
-        .get(&format!("{}/api/v1/reload", gw.admin_url()))
-        .await
-        .json();
-    assert_eq!(status["last_errors"].as_array().unwrap().len(), 2);
+    let status = gw.admin_api().reload_status().await;
+    assert_eq!(status.last_errors.len(), 2);
 }
 
 #[tokio::test]
 async fn reload_under_load_fails_no_request() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
-    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "m0")).await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "m0").toml()).await;
     let path = gw.config_path.clone().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -152,14 +146,13 @@ async fn reload_under_load_fails_no_request() {
         })
         .await;
         // Alternate between changing only headers and changing cluster b.
-        let mut text = config(a.addr(), b.addr(), &format!("m{round}"));
+        let mut cluster_b = Cluster::new("b").endpoint(&b);
         if round % 2 == 0 {
-            text = text.replace(
-                "name = \"b\"\nendpoints",
-                "name = \"b\"\nconnect_timeout = \"1s\"\nendpoints",
-            );
+            cluster_b = cluster_b.raw("connect_timeout = \"1s\"");
         }
-        std::fs::write(&path, text).unwrap();
+        let marker = format!("m{round}");
+        let text = shaped(&marker, "b", Cluster::new("a").endpoint(&a), cluster_b);
+        std::fs::write(&path, text.toml()).unwrap();
         assert_eq!(post_reload(&gw).await.status, 200);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -185,12 +178,11 @@ async fn reload_under_load_fails_no_request() {
 
 #[tokio::test]
 async fn file_change_triggers_a_reload() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
-    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "before")).await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "before").toml()).await;
     gw.gateway.watch_config_file().unwrap();
     let path = gw.config_path.clone().unwrap();
-    std::fs::write(&path, config(a.addr(), b.addr(), "after")).unwrap();
+    std::fs::write(&path, config(a.addr(), b.addr(), "after").toml()).unwrap();
     let url = format!("{}/x", gw.url("public"));
     eventually(
         Duration::from_secs(10),
@@ -205,13 +197,11 @@ async fn file_change_triggers_a_reload() {
 
 #[tokio::test]
 async fn reload_adds_and_removes_listeners() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
     let base = config(a.addr(), b.addr(), "x");
-    let gw = TestGateway::start_from_file(&base).await;
+    let gw = TestGateway::start_from_file(&base.toml()).await;
     let path = gw.config_path.clone().unwrap();
-    let with_second =
-        format!("{base}\n[[listeners]]\nname = \"second\"\nlisten = \"127.0.0.1:0\"\n");
+    let with_second = base.clone().listener(Listener::new("second")).toml();
     std::fs::write(&path, &with_second).unwrap();
     assert_eq!(post_reload(&gw).await.status, 200);
     let second = gw.addr("second");
@@ -222,7 +212,7 @@ async fn reload_adds_and_removes_listeners() {
             .body,
         "a"
     );
-    std::fs::write(&path, &base).unwrap();
+    std::fs::write(&path, base.toml()).unwrap();
     assert_eq!(post_reload(&gw).await.status, 200);
     assert!(gw.gateway.listener_addr("second").is_none());
     eventually(
@@ -248,11 +238,11 @@ enum LateFailure {
 /// an SLO and its objective, a webhook, a stale cache, a rate-limit table
 /// and a Redis client.
 struct Shapes<'a> {
-    upstream: std::net::SocketAddr,
+    upstream: SocketAddr,
     redis: &'a str,
     objective: &'a str,
     webhook: &'a str,
-    rate: u32,
+    rate: u64,
     stale_entries: u32,
     extra: &'a str,
 }
@@ -268,41 +258,27 @@ impl Shapes<'_> {
             stale_entries,
             extra,
         } = self;
-        format!(
-            r#"{PREAMBLE}{LISTENER}{extra}
-[redis]
-url = "{redis}"
-timeout = "500ms"
-[[routes]]
-name = "item"
-cluster = "c"
-match = {{ path = {{ prefix = "/item" }} }}
-[routes.fallback]
-serve_stale = {{ max_entries = {stale_entries} }}
-[[routes]]
-name = "limited"
-cluster = "c"
-match = {{ path = {{ prefix = "/limited" }} }}
-[[routes.rate_limits]]
-name = "per-route"
-rate = {rate}
-per = "1h"
-[[routes]]
-name = "all"
-cluster = "c"
-[[clusters]]
-name = "c"
-endpoints = ["{upstream}"]
-[[slos]]
-name = "all-availability"
-sli = "availability"
-route = "all"
-objective = "{objective}"
-period = "1h"
-[alerting]
-webhooks = [{{ name = "{webhook}", url = "http://127.0.0.1:9/alerts" }}]
-"#
-        )
+        GatewayConfig::new()
+            .table("redis", &format!("url = \"{redis}\"\ntimeout = \"500ms\""))
+            .route(Route::new("item", "c").prefix("/item").fallback(&format!(
+                "serve_stale = {{ max_entries = {stale_entries} }}"
+            )))
+            .route(
+                Route::new("limited", "c")
+                    .prefix("/limited")
+                    .rate_limit(RateLimit::new("per-route", *rate).per("1h")),
+            )
+            .route(Route::new("all", "c"))
+            .cluster(Cluster::new("c").endpoint(*upstream))
+            .slo(Slo::availability("all-availability", "all", objective).period("1h"))
+            .table(
+                "alerting",
+                &format!(
+                    "webhooks = [{{ name = \"{webhook}\", url = \"http://127.0.0.1:9/alerts\" }}]"
+                ),
+            )
+            .raw(extra)
+            .toml()
     }
 }
 
@@ -372,27 +348,23 @@ async fn rejected_reload_changes_no_shared_state(failure: LateFailure) {
         ..a
     };
     std::fs::write(&path, b.render()).unwrap();
-    let r = post_reload(&gw).await;
-    assert_eq!(r.status, 422, "{failure:?}: {}", r.body);
-    assert_eq!(r.json()["status"], "rejected");
-    let status = gw.gateway.reload_status();
+    let (status, r) = gw.admin_api().reload().await;
+    assert_eq!(status, 422, "{failure:?}: {r:?}");
+    assert_eq!(r.status, "rejected");
+    let status = gw.admin_api().reload_status().await;
     assert!(status.last_failure.is_some(), "{failure:?}: {status:?}");
 
     // The SLO engine still evaluates the running objective, and the
     // rejected webhook was never set up.
     gw.control.evaluate_slos().await;
-    let slos = c
-        .get(&format!("{}/api/v1/slos", gw.admin_url()))
-        .await
-        .json();
-    let objectives: Vec<f64> = slos["slos"]
-        .as_array()
-        .unwrap()
+    let slos = gw.admin_api().slos().await;
+    let objectives: Vec<f64> = slos
+        .slos
         .iter()
-        .filter(|s| s["slo"] == "all-availability")
-        .map(|s| s["objective"].as_f64().unwrap())
+        .filter(|s| s.slo == "all-availability")
+        .map(|s| s.objective)
         .collect();
-    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos}");
+    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos:?}");
     let metrics = gw.gateway.registry().encode();
     let objective_line = metrics
         .lines()
@@ -448,16 +420,12 @@ async fn a_reload_rejected_for_a_bad_tenant_key_file_changes_no_shared_state() {
 
 #[tokio::test]
 async fn an_invalid_config_fills_last_failure() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
-    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one")).await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "one").toml()).await;
     let path = gw.config_path.clone().unwrap();
     std::fs::write(&path, "[[routes]]\nname = 3\n").unwrap();
     assert_eq!(post_reload(&gw).await.status, 422);
-    let status = Client::http1()
-        .get(&format!("{}/api/v1/reload", gw.admin_url()))
-        .await
-        .json();
-    let failure = status["last_failure"].as_str().unwrap_or_default();
-    assert!(failure.contains("invalid"), "{status}");
+    let status = gw.admin_api().reload_status().await;
+    let failure = status.last_failure.clone().unwrap_or_default();
+    assert!(failure.contains("invalid"), "{status:?}");
 }

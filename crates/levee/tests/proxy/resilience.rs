@@ -5,8 +5,10 @@
 //! sockets; waits use `eventually`, and durations appear only as generous
 //! upper bounds or as the slowness of a scripted upstream.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{eventually, Client, ClientReply, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    eventually, Client, ClientReply, Cluster, ClusterState, EndpointState, FakeUpstream,
+    GatewayConfig, Reply, Route, TestGateway,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,44 +20,33 @@ const SLOW: Duration = Duration::from_secs(2);
 /// milliseconds.
 const SOON: Duration = Duration::from_secs(10);
 
-/// One route `r` (with `route_extra` lines) to cluster `c` (with
-/// `cluster_extra` lines) over `endpoints`.
-fn config(endpoints: &[SocketAddr], route_extra: &str, cluster_extra: &str) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n{route_extra}\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\n{cluster_extra}\n",
-        eps.join(", ")
-    )
+/// Cluster `c` as `GET /api/v1/clusters` shows it.
+async fn cluster(gw: &TestGateway) -> ClusterState {
+    gw.admin_api().cluster("c").await
 }
 
-/// Cluster `c` as `GET /api/v1/clusters` shows it.
-async fn cluster(gw: &TestGateway) -> serde_json::Value {
-    let v = Client::http1()
-        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+/// The endpoint at `addr` as `GET /api/v1/clusters` shows it.
+async fn endpoint(gw: &TestGateway, addr: SocketAddr) -> EndpointState {
+    gw.admin_api()
+        .endpoint(addr)
         .await
-        .json();
-    v["clusters"][0].clone()
+        .unwrap_or_else(|| panic!("{addr} is not listed"))
 }
 
 /// The state of the breaker of the endpoint at `addr`, as the admin API says.
 async fn endpoint_breaker(gw: &TestGateway, addr: SocketAddr) -> String {
-    let e = gw
-        .endpoint(addr)
-        .await
-        .unwrap_or_else(|| panic!("{addr} is not listed"));
-    e["circuit_breaker"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e}"))
-        .to_string()
+    let e = endpoint(gw, addr).await;
+    e.circuit_breaker
+        .clone()
+        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e:?}"))
 }
 
 /// The state of the cluster's breaker, as the admin API says.
 async fn cluster_breaker(gw: &TestGateway) -> String {
     let c = cluster(gw).await;
-    c["circuit_breaker"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no cluster breaker state: {c}"))
-        .to_string()
+    c.circuit_breaker
+        .clone()
+        .unwrap_or_else(|| panic!("no cluster breaker state: {c:?}"))
 }
 
 fn endpoint_breaker_series(metric: &str, addr: SocketAddr) -> String {
@@ -97,11 +88,7 @@ async fn an_endpoint_breaker_opens_probes_and_closes() {
         .await;
     let flaky_addr = flaky.addr();
     let good = FakeUpstream::start("good").await;
-    let gw = TestGateway::start(&config(
-        &[flaky_addr, good.addr()],
-        "",
-        "circuit_breaker = { endpoint = { consecutive_failures = 3, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 1, ramp_time = \"0s\" } }",
-    ))
+    let gw = TestGateway::start(&GatewayConfig::new().route(Route::new("r", "c")).cluster(Cluster::new("c").endpoints([flaky_addr, good.addr()]).raw("circuit_breaker = { endpoint = { consecutive_failures = 3, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 1, ramp_time = \"0s\" } }")).toml())
     .await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
@@ -172,11 +159,7 @@ async fn a_cluster_breaker_sheds_everything_until_the_cluster_recovers() {
         .start()
         .await;
     let (a_addr, b_addr) = (a.addr(), b.addr());
-    let gw = TestGateway::start(&config(
-        &[a_addr, b_addr],
-        "",
-        "circuit_breaker = { cluster = { consecutive_failures = 4, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 2, ramp_time = \"0s\" } }",
-    ))
+    let gw = TestGateway::start(&GatewayConfig::new().route(Route::new("r", "c")).cluster(Cluster::new("c").endpoints([a_addr, b_addr]).raw("circuit_breaker = { cluster = { consecutive_failures = 4, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 2, ramp_time = \"0s\" } }")).toml())
     .await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
@@ -240,11 +223,7 @@ async fn every_endpoint_breaker_open_means_circuit_open() {
         .otherwise(Reply::status(503))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        "",
-        "circuit_breaker = { endpoint = { consecutive_failures = 2, base_open_time = \"10s\", max_open_time = \"20s\" } }",
-    ))
+    let gw = TestGateway::start(&GatewayConfig::new().route(Route::new("r", "c")).cluster(Cluster::new("c").endpoints([a.addr(), b.addr()]).raw("circuit_breaker = { endpoint = { consecutive_failures = 2, base_open_time = \"10s\", max_open_time = \"20s\" } }")).toml())
     .await;
     let c = Client::http1();
     let url = format!("{}/", gw.url("public"));
@@ -271,6 +250,15 @@ async fn every_endpoint_breaker_open_means_circuit_open() {
 // ---------------------------------------------------------------------------
 // Bulkheads
 
+/// Route `r` to cluster `c` at `up`, with cluster `limits` (an inline
+/// table's keys).
+fn with_limits(up: &FakeUpstream, limits: &str) -> String {
+    GatewayConfig::new()
+        .route(Route::new("r", "c"))
+        .cluster(Cluster::new("c").endpoint(up).limits(limits))
+        .toml()
+}
+
 /// An upstream whose `/slow` takes [`SLOW`] and whose other paths answer at once.
 async fn slow_and_fast(name: &str) -> FakeUpstream {
     FakeUpstream::builder(name)
@@ -282,19 +270,14 @@ async fn slow_and_fast(name: &str) -> FakeUpstream {
 #[tokio::test]
 async fn requests_beyond_max_requests_are_shed_at_once() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "",
-        "limits = { max_requests = 2, max_pending = 0 }",
-    ))
-    .await;
+    let gw = TestGateway::start(&with_limits(&up, "max_requests = 2, max_pending = 0")).await;
     let base = gw.url("public");
     let slow: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/slow"))).collect();
     eventually(SOON, "two requests in flight", || async {
         up.requests() == 2
     })
     .await;
-    assert_eq!(cluster(&gw).await["bulkheads"]["requests_in_flight"], 2);
+    assert_eq!(cluster(&gw).await.bulkheads.requests_in_flight, Some(2));
 
     let shed = join_all((0..3).map(|_| spawn_get(format!("{base}/fast"))).collect()).await;
     for r in &shed {
@@ -306,7 +289,7 @@ async fn requests_beyond_max_requests_are_shed_at_once() {
     assert_eq!(up.requests(), 2, "shed requests never reached the upstream");
     assert_eq!(gw.metric(&errors_series("overflow_requests")), 3.0);
     eventually(SOON, "the in-flight slots are released", || async {
-        cluster(&gw).await["bulkheads"]["requests_in_flight"] == 0
+        cluster(&gw).await.bulkheads.requests_in_flight == Some(0)
     })
     .await;
     let r = Client::http1().get(&format!("{base}/fast")).await;
@@ -316,12 +299,7 @@ async fn requests_beyond_max_requests_are_shed_at_once() {
 #[tokio::test]
 async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "",
-        "limits = { max_requests = 2, max_pending = 2 }",
-    ))
-    .await;
+    let gw = TestGateway::start(&with_limits(&up, "max_requests = 2, max_pending = 2")).await;
     let base = gw.url("public");
     let slow: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/slow"))).collect();
     eventually(SOON, "two requests in flight", || async {
@@ -330,7 +308,7 @@ async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
     .await;
     let queued: Vec<_> = (0..2).map(|_| spawn_get(format!("{base}/fast"))).collect();
     eventually(SOON, "two requests queued", || async {
-        cluster(&gw).await["bulkheads"]["pending"] == 2
+        cluster(&gw).await.bulkheads.pending == 2
     })
     .await;
     assert_eq!(
@@ -362,12 +340,7 @@ async fn pending_requests_wait_for_a_slot_and_the_queue_is_bounded() {
 #[tokio::test]
 async fn max_connections_caps_upstream_connections() {
     let up = slow_and_fast("u").await;
-    let gw = TestGateway::start(&config(
-        &[up.addr()],
-        "",
-        "limits = { max_connections = 1 }",
-    ))
-    .await;
+    let gw = TestGateway::start(&with_limits(&up, "max_connections = 1")).await;
     let base = gw.url("public");
     let slow = spawn_get(format!("{base}/slow"));
     eventually(SOON, "one request in flight", || async {
@@ -379,7 +352,7 @@ async fn max_connections_caps_upstream_connections() {
         &Client::http1().get(&format!("{base}/fast")).await,
         "overflow_connections",
     );
-    assert_eq!(cluster(&gw).await["bulkheads"]["connections"], 1);
+    assert_eq!(cluster(&gw).await.bulkheads.connections, 1);
     assert_eq!(
         gw.metric("levee_cluster_upstream_connections{cluster=\"c\"}"),
         1.0
@@ -388,7 +361,7 @@ async fn max_connections_caps_upstream_connections() {
 
     // Once idle, the connection is reused.
     eventually(SOON, "the connection is idle in the pool", || async {
-        gw.endpoint(up.addr()).await.unwrap()["idle_connections"] == 1
+        endpoint(&gw, up.addr()).await.idle_connections == 1
     })
     .await;
     for _ in 0..3 {
@@ -417,11 +390,19 @@ async fn failures_racing_for_retries(
         .otherwise(Reply::ok().latency(SLOW))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        &format!("retry = {{ attempts = 2, retry_on = [\"5xx\"]{retry_extra} }}"),
-        cluster_extra,
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(
+                Route::new("r", "c")
+                    .retry(&format!("attempts = 2, retry_on = [\"5xx\"]{retry_extra}")),
+            )
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([a.addr(), b.addr()])
+                    .raw(cluster_extra),
+            )
+            .toml(),
+    )
     .await;
     let base = gw.url("public");
     let handles: Vec<_> = (0..n).map(|_| spawn_get(format!("{base}/x"))).collect();
@@ -430,13 +411,13 @@ async fn failures_racing_for_retries(
         gw.metric(gauge) == 1.0
     })
     .await;
-    assert_eq!(cluster(&gw).await["bulkheads"]["retries_in_flight"], 1);
+    assert_eq!(cluster(&gw).await.bulkheads.retries_in_flight, 1);
     let replies = join_all(handles).await;
     eventually(SOON, "no retry in flight", || async {
         gw.metric(gauge) == 0.0
     })
     .await;
-    assert_eq!(cluster(&gw).await["bulkheads"]["retries_in_flight"], 0);
+    assert_eq!(cluster(&gw).await.bulkheads.retries_in_flight, 0);
     (gw, a, b, replies)
 }
 
@@ -502,11 +483,12 @@ async fn hedging_setup() -> (FakeUpstream, FakeUpstream, TestGateway) {
         .start()
         .await;
     let fast = FakeUpstream::start("fast").await;
-    let gw = TestGateway::start(&config(
-        &[slow.addr(), fast.addr()],
-        "hedge = { delay = \"50ms\" }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c").hedge("delay = \"50ms\""))
+            .cluster(Cluster::new("c").endpoints([slow.addr(), fast.addr()]))
+            .toml(),
+    )
     .await;
     (slow, fast, gw)
 }
@@ -577,7 +559,7 @@ async fn cancelled_hedged_attempts_leave_nothing_in_flight() {
         slow.addr()
     );
     eventually(SOON, "the slow endpoint has nothing in flight", || async {
-        gw.endpoint(slow.addr()).await.unwrap()["in_flight"] == 0 && gw.metric(&series) == 0.0
+        endpoint(&gw, slow.addr()).await.in_flight == 0 && gw.metric(&series) == 0.0
     })
     .await;
 }
@@ -588,7 +570,13 @@ async fn a_client_that_goes_away_leaves_nothing_in_flight() {
         .otherwise(Reply::ok().latency(SLOW))
         .start()
         .await;
-    let gw = TestGateway::start(&config(&[slow.addr()], "", "")).await;
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c"))
+            .cluster(Cluster::new("c").endpoints([slow.addr()]))
+            .toml(),
+    )
+    .await;
     // The client gives up long before the upstream answers.
     let r = crate::raw_exchange(
         gw.addr("public"),
@@ -602,7 +590,7 @@ async fn a_client_that_goes_away_leaves_nothing_in_flight() {
     })
     .await;
     eventually(SOON, "the endpoint has nothing in flight", || async {
-        gw.endpoint(slow.addr()).await.unwrap()["in_flight"] == 0
+        endpoint(&gw, slow.addr()).await.in_flight == 0
     })
     .await;
 }
@@ -621,11 +609,15 @@ async fn retry_after_beyond_the_cap_stops_retries() {
     };
     let a = upstream("a").start().await;
     let b = upstream("b").start().await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        "retry = { attempts = 2, retry_on = [\"5xx\"], retry_after_max = \"1s\" }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(
+                Route::new("r", "c")
+                    .retry("attempts = 2, retry_on = [\"5xx\"], retry_after_max = \"1s\""),
+            )
+            .cluster(Cluster::new("c").endpoints([a.addr(), b.addr()]))
+            .toml(),
+    )
     .await;
     let c = Client::http1();
     let base = gw.url("public");
@@ -663,11 +655,12 @@ async fn responses_marked_overloaded_are_never_retried() {
     };
     let a = upstream("a").start().await;
     let b = upstream("b").start().await;
-    let gw = TestGateway::start(&config(
-        &[a.addr(), b.addr()],
-        "retry = { attempts = 3, retry_on = [\"5xx\"] }",
-        "",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c").retry("attempts = 3, retry_on = [\"5xx\"]"))
+            .cluster(Cluster::new("c").endpoints([a.addr(), b.addr()]))
+            .toml(),
+    )
     .await;
     let c = Client::http1();
     let base = gw.url("public");
@@ -698,11 +691,12 @@ async fn an_outer_levee_does_not_retry_what_an_inner_levee_shed() {
         "limits = { max_requests = 1, max_pending = 0 }",
     ))
     .await;
-    let outer = TestGateway::start(&config(
-        &[inner.addr("public")],
-        "retry = { attempts = 3, retry_on = [\"5xx\"] }",
-        "",
-    ))
+    let outer = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("r", "c").retry("attempts = 3, retry_on = [\"5xx\"]"))
+            .cluster(Cluster::new("c").endpoints([inner.addr("public")]))
+            .toml(),
+    )
     .await;
     let slow = spawn_get(format!("{}/slow", outer.url("public")));
     eventually(SOON, "the inner slot is taken", || async {
@@ -742,12 +736,20 @@ async fn grpc_unavailable_in_the_head_is_retried_on_another_endpoint() {
         .otherwise(grpc("0"))
         .start()
         .await;
-    let gw = TestGateway::start(&config(
-        &[down.addr(), up.addr()],
-        // gRPC calls are POSTs: the route declares them safe to repeat.
-        "retry = { attempts = 2, retry_on = [\"grpc\"], idempotent = true }",
-        "protocol = \"http2\"",
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            // gRPC calls are POSTs: the route declares them safe to repeat.
+            .route(
+                Route::new("r", "c")
+                    .retry("attempts = 2, retry_on = [\"grpc\"], idempotent = true"),
+            )
+            .cluster(
+                Cluster::new("c")
+                    .endpoints([down.addr(), up.addr()])
+                    .protocol("http2"),
+            )
+            .toml(),
+    )
     .await;
     let c = Client::h2c();
     let call = |method: &str| {

@@ -1,22 +1,21 @@
 //! Retries: only listed failures, only when safe, to another endpoint,
 //! within the per-try timeout, the deadline and the retry budget.
 
-use crate::{LISTENER, PREAMBLE};
-use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{Client, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TestGateway};
 use std::net::SocketAddr;
 
+/// Route `r` with `retry` (an inline table's keys) to cluster `c` over
+/// `endpoints`.
 fn config(endpoints: &[SocketAddr], retry: &str) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\nretry = {{ {retry} }}\n[[clusters]]\nname = \"c\"\nendpoints = [{}]\n",
-        eps.join(", ")
-    )
+    GatewayConfig::new()
+        .route(Route::new("r", "c").retry(retry))
+        .cluster(Cluster::new("c").endpoints(endpoints))
+        .toml()
 }
 
 #[tokio::test]
 async fn a_dead_endpoint_costs_no_failed_request() {
-    let a = FakeUpstream::start("a").await;
-    let b = FakeUpstream::start("b").await;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
     let dead = crate::closed_port().await;
     let gw = TestGateway::start(&config(
         &[a.addr(), dead, b.addr()],

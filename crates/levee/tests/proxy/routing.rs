@@ -1,8 +1,8 @@
 //! Routing: host, path, method and header matches in declared order, rewrites,
 //! header edits, forwarding headers, request ids, Host handling, 404.
 
-use crate::{raw_exchange, LISTENER, PREAMBLE};
-use levee_testkit::{Client, FakeUpstream, Reply, TestGateway};
+use crate::raw_exchange;
+use levee_testkit::{Client, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TestGateway};
 use std::time::Duration;
 
 /// Method, host, path, extra headers, expected upstream (None: 404).
@@ -16,50 +16,37 @@ type Case<'a> = (
 
 #[tokio::test]
 async fn routes_match_in_declared_order_by_host_path_method_and_header() {
-    let names = ["exact", "wild", "regex", "method", "header", "fallback"];
+    let matches = [
+        (
+            "exact",
+            r#"hosts = ["api.example.com"], path = { exact = "/v1/items" }"#,
+        ),
+        (
+            "wild",
+            r#"hosts = ["*.example.com"], path = { prefix = "/v1/" }"#,
+        ),
+        ("regex", r#"path = { regex = "/users/[0-9]+" }"#),
+        ("method", r#"methods = ["DELETE"]"#),
+        (
+            "header",
+            r#"headers = [{ name = "x-canary", exact = "on" }]"#,
+        ),
+        ("fallback", r#"path = { prefix = "/static/" }"#),
+    ];
+    // Each route goes to a cluster of its own name, served by an upstream
+    // of that name.
+    let mut config = GatewayConfig::new();
     let mut ups = Vec::new();
-    for n in names {
-        ups.push(FakeUpstream::start(n).await);
+    for (name, _) in matches {
+        ups.push(FakeUpstream::start(name).await);
     }
-    let clusters: String = names
-        .iter()
-        .zip(&ups)
-        .map(|(n, u)| {
-            format!(
-                "[[clusters]]\nname = \"{n}\"\nendpoints = [\"{}\"]\n",
-                u.addr()
-            )
-        })
-        .collect();
-    let config = format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "exact"
-cluster = "exact"
-match = {{ hosts = ["api.example.com"], path = {{ exact = "/v1/items" }} }}
-[[routes]]
-name = "wild"
-cluster = "wild"
-match = {{ hosts = ["*.example.com"], path = {{ prefix = "/v1/" }} }}
-[[routes]]
-name = "regex"
-cluster = "regex"
-match = {{ path = {{ regex = "/users/[0-9]+" }} }}
-[[routes]]
-name = "method"
-cluster = "method"
-match = {{ methods = ["DELETE"] }}
-[[routes]]
-name = "header"
-cluster = "header"
-match = {{ headers = [{{ name = "x-canary", exact = "on" }}] }}
-[[routes]]
-name = "fallback"
-cluster = "fallback"
-match = {{ path = {{ prefix = "/static/" }} }}
-{clusters}"#
-    );
-    let gw = TestGateway::start(&config).await;
+    for (name, m) in matches {
+        config = config.route(Route::new(name, name).matches(m));
+    }
+    for ((name, _), up) in matches.iter().zip(&ups) {
+        config = config.cluster(Cluster::new(name).endpoint(up));
+    }
+    let gw = TestGateway::start(&config.toml()).await;
     let base = gw.url("public");
     let c = Client::http1();
     let cases: [Case<'_>; 9] = [
@@ -116,22 +103,14 @@ async fn rewrite_and_header_edits_apply() {
         .otherwise(Reply::echo().header("x-internal", "secret"))
         .start()
         .await;
-    let config = format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "api"
-cluster = "c"
-match = {{ path = {{ prefix = "/api" }} }}
-rewrite = {{ strip_prefix = "/api", add_prefix = "/v2" }}
-request_headers = {{ set = {{ "x-env" = "test" }}, remove = ["x-drop-me"] }}
-response_headers = {{ set = {{ "x-served-by" = "levee" }}, remove = ["x-internal"] }}
-[[clusters]]
-name = "c"
-endpoints = ["{}"]
-"#,
-        up.addr()
-    );
-    let gw = TestGateway::start(&config).await;
+    let config = GatewayConfig::new()
+        .route(Route::new("api", "c").prefix("/api").raw(
+            r#"rewrite = { strip_prefix = "/api", add_prefix = "/v2" }
+request_headers = { set = { "x-env" = "test" }, remove = ["x-drop-me"] }
+response_headers = { set = { "x-served-by" = "levee" }, remove = ["x-internal"] }"#,
+        ))
+        .cluster(Cluster::new("c").endpoint(&up));
+    let gw = TestGateway::start(&config.toml()).await;
     let reply = Client::http1()
         .get_with(
             &format!("{}/api/items?page=2", gw.url("public")),
@@ -191,28 +170,20 @@ async fn host_header_is_preserved_or_rewritten_per_cluster() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let config = format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "endpoint"
-cluster = "endpoint"
-match = {{ path = {{ prefix = "/endpoint" }} }}
-[[routes]]
-name = "fixed"
-cluster = "fixed"
-match = {{ path = {{ prefix = "/fixed" }} }}
-[[clusters]]
-name = "endpoint"
-endpoints = ["{a}"]
-host_header = "endpoint"
-[[clusters]]
-name = "fixed"
-endpoints = ["{a}"]
-host_rewrite = "catalog.internal"
-"#,
-        a = up.addr()
-    );
-    let gw = TestGateway::start(&config).await;
+    let config = GatewayConfig::new()
+        .route(Route::new("endpoint", "endpoint").prefix("/endpoint"))
+        .route(Route::new("fixed", "fixed").prefix("/fixed"))
+        .cluster(
+            Cluster::new("endpoint")
+                .endpoint(&up)
+                .raw("host_header = \"endpoint\""),
+        )
+        .cluster(
+            Cluster::new("fixed")
+                .endpoint(&up)
+                .raw("host_rewrite = \"catalog.internal\""),
+        );
+    let gw = TestGateway::start(&config.toml()).await;
     let c = Client::http1();
     let r = c
         .get_with(
@@ -237,27 +208,12 @@ async fn h2c_clients_are_served_and_upstream_protocol_follows_the_cluster() {
         .otherwise(Reply::echo())
         .start()
         .await;
-    let config = format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "h1"
-cluster = "h1"
-match = {{ path = {{ prefix = "/h1" }} }}
-[[routes]]
-name = "h2"
-cluster = "h2"
-match = {{ path = {{ prefix = "/h2" }} }}
-[[clusters]]
-name = "h1"
-endpoints = ["{a}"]
-[[clusters]]
-name = "h2"
-endpoints = ["{a}"]
-protocol = "http2"
-"#,
-        a = up.addr()
-    );
-    let gw = TestGateway::start(&config).await;
+    let config = GatewayConfig::new()
+        .route(Route::new("h1", "h1").prefix("/h1"))
+        .route(Route::new("h2", "h2").prefix("/h2"))
+        .cluster(Cluster::new("h1").endpoint(&up))
+        .cluster(Cluster::new("h2").endpoint(&up).protocol("http2"));
+    let gw = TestGateway::start(&config.toml()).await;
     let h2 = Client::h2c();
     let r = h2.get(&format!("{}/h1", gw.url("public"))).await;
     assert_eq!(r.status, 200);
@@ -273,17 +229,19 @@ protocol = "http2"
 async fn dns_named_endpoints_are_resolved() {
     let up = FakeUpstream::start("named").await;
     let named = format!("localhost:{}", up.addr().port());
-    let config = format!(
-        "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n[[clusters]]\nname = \"c\"\nendpoints = [\"{named}\"]\ndns_refresh = \"100ms\"\n"
+    let config = GatewayConfig::new().route(Route::new("r", "c")).cluster(
+        Cluster::new("c")
+            .endpoint(levee_testkit::Endpoint::new(&named))
+            .raw("dns_refresh = \"100ms\""),
     );
-    let gw = TestGateway::start(&config).await;
+    let gw = TestGateway::start(&config.toml()).await;
     let c = Client::http1();
     // localhost may resolve to ::1 as well, where nothing listens; the
     // IPv4 endpoint must be among those resolved and serve.
-    let eps = gw.endpoints().await;
-    assert!(eps.iter().all(|e| e["configured"] == named.as_str()));
+    let eps = gw.admin_api().cluster("c").await.endpoints;
+    assert!(eps.iter().all(|e| e.configured == named));
     assert!(
-        eps.iter().any(|e| e["address"] == up.addr().to_string()),
+        eps.iter().any(|e| e.address == up.addr().to_string()),
         "{eps:?}"
     );
     let mut served = 0;
@@ -295,5 +253,5 @@ async fn dns_named_endpoints_are_resolved() {
     assert!(served >= 3, "the resolved endpoint serves ({served}/6)");
     // Re-resolution keeps the endpoints (same answer, same state).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(gw.endpoints().await.len(), eps.len());
+    assert_eq!(gw.admin_api().cluster("c").await.endpoints.len(), eps.len());
 }

@@ -5,13 +5,15 @@
 //! and incidents. Buckets and windows are seconds long so the test runs in
 //! seconds; the math is the same as with the workbook's hours.
 
-use crate::{LISTENER, PREAMBLE};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use levee_testkit::{eventually, Client, FakeUpstream, Reply, TestGateway};
+use levee_testkit::{
+    eventually, Client, Cluster, FakeUpstream, GatewayConfig, RateLimit, Reply, Route, Slo,
+    TestGateway,
+};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -99,53 +101,39 @@ impl Receiver {
 }
 
 fn config(upstream: SocketAddr, receiver: SocketAddr) -> String {
-    format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "checkout"
-cluster = "shop"
-tier = "core"
-match = {{ path = {{ prefix = "/" }} }}
-
-[[clusters]]
-name = "shop"
-endpoints = ["{upstream}"]
-
-[[slos]]
-name = "checkout-availability"
-description = "Checkout answers without server errors"
-sli = "availability"
-route = "checkout"
-objective = "99%"
-period = "1h"
-runbook = "https://runbooks.example.com/checkout"
-labels = {{ team = "payments" }}
-alerting = {{ min_events = 5, page = [{{ long = "4s", short = "2s", factor = 10 }}], ticket = [] }}
-
-[[slos]]
-name = "checkout-latency"
-sli = "latency"
-route = "checkout"
-objectives = [{{ threshold = "1s", objective = "90%" }}, {{ threshold = "5s", objective = "99%" }}]
-period = "1h"
-alerting = {{ page = [] }}
-
-[alerting]
-evaluate_every = "1s"
+    GatewayConfig::new()
+        .route(Route::new("checkout", "shop").tier("core").prefix("/"))
+        .cluster(Cluster::new("shop").endpoint(upstream))
+        .slo(
+            Slo::availability("checkout-availability", "checkout", "99%")
+                .description("Checkout answers without server errors")
+                .period("1h")
+                .runbook("https://runbooks.example.com/checkout")
+                .labels(&[("team", "payments")])
+                .alerting(
+                    "min_events = 5, page = [{ long = \"4s\", short = \"2s\", factor = 10 }], ticket = []",
+                ),
+        )
+        .slo(
+            Slo::new("checkout-latency", "latency", "checkout")
+                .raw("objectives = [{ threshold = \"1s\", objective = \"90%\" }, { threshold = \"5s\", objective = \"99%\" }]")
+                .period("1h")
+                .alerting("page = []"),
+        )
+        .table(
+            "alerting",
+            &format!(
+                r#"evaluate_every = "1s"
 bucket = "1s"
 webhooks = [
   {{ name = "am", url = "http://{receiver}/api/v2/alerts", backoff = "50ms", max_attempts = 5 }},
   {{ name = "raw", url = "http://{receiver}/levee", format = "levee" }},
-]
-
-[store]
-path = "state.db"
-
-[status_page]
-title = "Shop <status>"
-period = "1h"
-"#
-    )
+]"#
+            ),
+        )
+        .store("state.db")
+        .table("status_page", "title = \"Shop <status>\"\nperiod = \"1h\"")
+        .toml()
 }
 
 /// Sends `n` requests to `path`, spread over about `over`.
@@ -155,13 +143,6 @@ async fn traffic(gw_url: &str, path: &str, n: usize, over: Duration) {
         let _ = client.get(&format!("{gw_url}{path}")).await;
         tokio::time::sleep(over / n as u32).await;
     }
-}
-
-async fn admin_json(gw: &TestGateway, path: &str) -> Value {
-    Client::http1()
-        .get(&format!("{}{path}", gw.admin_url()))
-        .await
-        .json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +159,11 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
     // Healthy traffic: no alert.
     traffic(&url, "/ok", 40, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let slos = admin_json(&gw, "/api/v1/slos").await;
-    let availability = &slos["slos"][0];
-    assert_eq!(availability["id"], "checkout-availability");
-    assert_eq!(availability["status"], "ok", "{availability:#}");
-    assert_eq!(availability["bad_events"], 0);
+    let slos = gw.admin_api().slos().await;
+    let availability = &slos.slos[0];
+    assert_eq!(availability.id, "checkout-availability");
+    assert_eq!(availability.status, "ok", "{availability:#?}");
+    assert_eq!(availability.bad_events, 0);
     assert!(receiver.accepted().is_empty());
 
     // The upstream starts failing: every request answers 500.
@@ -249,23 +230,23 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
 
     // The incident is in the API, opened by the page, starting when the
     // failures did (to the bucket) and detected after.
-    let incidents = admin_json(&gw, "/api/v1/incidents").await;
-    let incident = incidents["incidents"][0].clone();
-    assert_eq!(incident["slo"], "checkout-availability", "{incidents:#}");
-    assert_eq!(incident["severity"], "page");
-    assert_eq!(incident["runbook"], "https://runbooks.example.com/checkout");
-    let start = incident["start"].as_str().unwrap().to_string();
-    let detect = incident["detect"].as_str().unwrap().to_string();
-    assert!(start <= detect, "{incident:#}");
+    let incidents = gw.admin_api().incidents().await;
+    let incident = incidents.incidents[0].clone();
+    assert_eq!(incident.slo, "checkout-availability", "{incidents:#?}");
+    assert_eq!(incident.severity, "page");
+    assert_eq!(
+        incident.runbook.as_deref(),
+        Some("https://runbooks.example.com/checkout")
+    );
+    let start = incident.start.clone();
+    let detect = incident.detect.clone();
+    assert!(start <= detect, "{incident:#?}");
     assert!(
         start.as_str() >= &failing_from[..19],
         "start {start} is not before the failures began at {failing_from}"
     );
-    assert!(
-        incident["time_to_detect_seconds"].as_f64().unwrap() <= 6.0,
-        "{incident:#}"
-    );
-    assert!(incident["bad_events"].as_u64().unwrap() > 0);
+    assert!(incident.time_to_detect_seconds <= 6.0, "{incident:#?}");
+    assert!(incident.bad_events > 0);
 
     // Healthy again: the alert resolves (a second webhook), the incident
     // recovers and resolves.
@@ -274,13 +255,10 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
         tokio::spawn(async move { traffic(&url, "/ok", 300, Duration::from_secs(15)).await })
     };
     eventually(Duration::from_secs(15), "the incident is closed", || {
-        let gw_admin = gw.admin_url();
+        let admin = gw.admin_api();
         async move {
-            let v: Value = Client::http1()
-                .get(&format!("{gw_admin}/api/v1/incidents"))
-                .await
-                .json();
-            v["incidents"][0]["state"] == "closed"
+            let v = admin.incidents().await;
+            v.incidents.first().is_some_and(|i| i.state == "closed")
         }
     })
     .await;
@@ -293,34 +271,32 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
         }
     })
     .await;
-    let incidents = admin_json(&gw, "/api/v1/incidents").await;
-    let incident = incidents["incidents"][0].clone();
-    assert!(incident["recover"].is_string(), "{incident:#}");
-    assert!(incident["time_to_recover_seconds"].as_f64().unwrap() > 0.0);
-    assert_eq!(incidents["mttd"]["count"], 1);
-    assert_eq!(incidents["mttr"]["count"], 1);
+    let incidents = gw.admin_api().incidents().await;
+    let incident = incidents.incidents[0].clone();
+    assert!(incident.recover.is_some(), "{incident:#?}");
+    assert!(incident.time_to_recover_seconds.unwrap() > 0.0);
+    assert_eq!(incidents.mttd.map(|m| m.count), Some(1));
+    assert_eq!(incidents.mttr.map(|m| m.count), Some(1));
 
     // SLO figures, metrics and the status page.
     gw.control.evaluate_slos().await;
-    let slos = admin_json(&gw, "/api/v1/slos").await;
-    let availability = slos["slos"][0].clone();
-    let budget_left = availability["budget"]["remaining_ratio"].as_f64().unwrap();
-    assert!(budget_left < 1.0, "{availability:#}");
-    assert!(availability["budget"]["remaining_seconds"].is_number());
-    let windows: Vec<&str> = availability["windows"]
-        .as_array()
-        .unwrap()
+    let slos = gw.admin_api().slos().await;
+    let availability = slos.slos[0].clone();
+    let budget_left = availability.budget.remaining_ratio.unwrap();
+    assert!(budget_left < 1.0, "{availability:#?}");
+    assert!(availability.budget.remaining_seconds.is_some());
+    let windows: Vec<&str> = availability
+        .windows
         .iter()
-        .map(|w| w["window"].as_str().unwrap())
+        .map(|w| w.window.as_str())
         .collect();
     assert_eq!(windows, ["2s", "4s"]);
-    assert_eq!(availability["alerts"][0]["severity"], "page");
-    let latency: Vec<&str> = slos["slos"]
-        .as_array()
-        .unwrap()
+    assert_eq!(availability.alerts[0].severity, "page");
+    let latency: Vec<&str> = slos
+        .slos
         .iter()
-        .filter(|s| s["sli"] == "latency")
-        .map(|s| s["id"].as_str().unwrap())
+        .filter(|s| s.sli == "latency")
+        .map(|s| s.id.as_str())
         .collect();
     assert_eq!(latency, ["checkout-latency:1s", "checkout-latency:5s"]);
     let metrics = Client::http1()
@@ -336,7 +312,7 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
         .contains("levee_slo_alert_firing{slo=\"checkout-availability\",severity=\"page\"} 0"));
     assert!(metrics.contains("levee_slo_incidents_total{slo=\"checkout-availability\"} 1"));
     assert!(metrics.contains("levee_tier_uptime_ratio{tier=\"core\"}"));
-    let status = admin_json(&gw, "/api/v1/status").await;
+    let status: Value = gw.admin_api().json("/api/v1/status").await;
     let core = status["tiers"]
         .as_array()
         .unwrap()
@@ -369,33 +345,21 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
     assert!(html.contains("Recent incidents"));
 
     // Restart: events, budget, alert states and the incident survive.
-    let before_events = availability["events"].as_u64().unwrap();
-    let before_bad = availability["bad_events"].as_u64().unwrap();
+    let before_events = availability.events;
+    let before_bad = availability.bad_events;
     let gw = gw.restart().await;
     gw.control.evaluate_slos().await;
-    let after = admin_json(&gw, "/api/v1/slos").await["slos"][0].clone();
-    assert_eq!(
-        after["events"].as_u64().unwrap(),
-        before_events,
-        "{after:#}"
-    );
-    assert_eq!(after["bad_events"].as_u64().unwrap(), before_bad);
-    assert_eq!(
-        after["alerts"][0]["state"],
-        availability["alerts"][0]["state"]
-    );
-    let after_incidents = admin_json(&gw, "/api/v1/incidents").await;
-    assert_eq!(after_incidents["incidents"][0]["id"], incident["id"]);
-    assert_eq!(after_incidents["incidents"][0]["start"], incident["start"]);
-    assert_eq!(
-        after_incidents["incidents"][0]["detect"],
-        incident["detect"]
-    );
-    assert_eq!(
-        after_incidents["incidents"][0]["resolve"],
-        incident["resolve"]
-    );
-    assert_eq!(after_incidents["mttr"]["count"], 1);
+    let after = gw.admin_api().slos().await.slos[0].clone();
+    assert_eq!(after.events, before_events, "{after:#?}");
+    assert_eq!(after.bad_events, before_bad);
+    assert_eq!(after.alerts[0].state, availability.alerts[0].state);
+    let after_incidents = gw.admin_api().incidents().await;
+    let after_incident = &after_incidents.incidents[0];
+    assert_eq!(after_incident.id, incident.id);
+    assert_eq!(after_incident.start, incident.start);
+    assert_eq!(after_incident.detect, incident.detect);
+    assert_eq!(after_incident.resolve, incident.resolve);
+    assert_eq!(after_incidents.mttr.map(|m| m.count), Some(1));
 }
 
 fn unix_nanos() -> u64 {
@@ -415,39 +379,23 @@ async fn capacity_shows_limits_in_use_with_warning_levels() {
         .start()
         .await;
     let fast = FakeUpstream::start("fast").await;
-    let gw = TestGateway::start(&format!(
-        r#"{PREAMBLE}{LISTENER}
-[[routes]]
-name = "slow"
-cluster = "shop"
-match = {{ path = {{ prefix = "/slow" }} }}
-
-[[routes]]
-name = "metered"
-cluster = "fast"
-match = {{ path = {{ prefix = "/metered" }} }}
-[[routes.rate_limits]]
-name = "all"
-rate = 10
-per = "1s"
-burst = 10
-
-[[clusters]]
-name = "shop"
-endpoints = ["{}"]
-limits = {{ max_requests = 4 }}
-
-[[clusters]]
-name = "fast"
-endpoints = ["{}"]
-
-[capacity]
-warn_at = "50%"
-critical_at = "90%"
-"#,
-        slow.addr(),
-        fast.addr()
-    ))
+    let gw = TestGateway::start(
+        &GatewayConfig::new()
+            .route(Route::new("slow", "shop").prefix("/slow"))
+            .route(
+                Route::new("metered", "fast")
+                    .prefix("/metered")
+                    .rate_limit(RateLimit::new("all", 10).per("1s").burst(10)),
+            )
+            .cluster(
+                Cluster::new("shop")
+                    .endpoint(&slow)
+                    .limits("max_requests = 4"),
+            )
+            .cluster(Cluster::new("fast").endpoint(&fast))
+            .table("capacity", "warn_at = \"50%\"\ncritical_at = \"90%\"")
+            .toml(),
+    )
     .await;
     let url = gw.url("public");
     // Four slow requests hold the cluster's four places.
@@ -467,36 +415,28 @@ critical_at = "90%"
         Duration::from_secs(15),
         "capacity shows the cluster full",
         || {
-            let admin = gw.admin_url();
+            let admin = gw.admin_api();
             async move {
-                let v: Value = Client::http1()
-                    .get(&format!("{admin}/api/v1/capacity"))
-                    .await
-                    .json();
-                let shop = &v["clusters"][1];
-                let limit = &v["rate_limits"][0];
-                shop["status"] == "critical"
-                    && shop["endpoints"][0]["status"] == "critical"
-                    && limit["status"] == "warning"
+                let v = admin.capacity().await;
+                let shop = &v.clusters[1];
+                let limit = &v.rate_limits[0];
+                shop.status == "critical"
+                    && shop.endpoints[0].status == "critical"
+                    && limit.status == "warning"
             }
         },
     )
     .await;
-    let v = admin_json(&gw, "/api/v1/capacity").await;
-    let shop = &v["clusters"][1];
-    assert_eq!(shop["name"], "shop");
-    let requests = shop["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["resource"] == "requests")
-        .unwrap();
-    assert_eq!(requests["used"], 4.0, "{v:#}");
-    assert_eq!(requests["limit"], 4.0);
-    assert_eq!(shop["endpoints"][0]["limit"], 4.0);
-    assert_eq!(v["clusters"][0]["status"], "unlimited", "{v:#}");
-    let rate = v["rate_limits"][0]["utilisation"].as_f64().unwrap();
-    assert!((0.5..0.9).contains(&rate), "{v:#}");
+    let v = gw.admin_api().capacity().await;
+    let shop = &v.clusters[1];
+    assert_eq!(shop.name, "shop");
+    let requests = shop.resource("requests");
+    assert_eq!(requests.used, 4.0, "{v:#?}");
+    assert_eq!(requests.limit, 4.0);
+    assert_eq!(shop.endpoints[0].limit, Some(4.0));
+    assert_eq!(v.clusters[0].status, "unlimited", "{v:#?}");
+    let rate = v.rate_limits[0].utilisation;
+    assert!((0.5..0.9).contains(&rate), "{v:#?}");
     assert!(
         gw.metric(
             "levee_capacity_utilisation_ratio{cluster=\"shop\",endpoint=\"\",resource=\"requests\"}"

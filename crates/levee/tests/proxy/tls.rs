@@ -1,10 +1,11 @@
 //! TLS listeners with ALPN: h2 and http/1.1 over rustls.
 
-use crate::PREAMBLE;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use levee_testkit::{FakeUpstream, Reply, TempDir, TestGateway};
+use levee_testkit::{
+    Cluster, FakeUpstream, GatewayConfig, Listener, Reply, Route, TempDir, TestGateway,
+};
 use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
 use std::sync::Arc;
 
@@ -57,24 +58,14 @@ async fn tls_listener_negotiates_h2_and_http1_by_alpn() {
         .start()
         .await;
     let certs = certs();
-    let config = format!(
-        r#"{PREAMBLE}
-[[listeners]]
-name = "tls"
-listen = "127.0.0.1:0"
-tls = {{ cert = "{}", key = "{}" }}
-[[routes]]
-name = "r"
-cluster = "c"
-[[clusters]]
-name = "c"
-endpoints = ["{}"]
-"#,
-        certs.dir.path.join("cert.pem").display(),
-        certs.dir.path.join("key.pem").display(),
-        up.addr()
-    );
-    let gw = TestGateway::start(&config).await;
+    let config = GatewayConfig::without_listeners()
+        .listener(Listener::new("tls").tls(
+            &certs.dir.path.join("cert.pem"),
+            &certs.dir.path.join("key.pem"),
+        ))
+        .route(Route::new("r", "c"))
+        .cluster(Cluster::new("c").endpoint(&up));
+    let gw = TestGateway::start(&config.toml()).await;
     let addr = gw.addr("tls");
 
     let tls = tls_client(addr, &certs.cert_pem, b"h2").await;
@@ -114,11 +105,9 @@ async fn bad_certificate_files_fail_start_with_the_file_named() {
     let key = dir.path.join("key.pem");
     std::fs::write(&cert, "not a certificate").unwrap();
     std::fs::write(&key, "not a key").unwrap();
-    let config = format!(
-        "{PREAMBLE}[[listeners]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
-        cert.display(),
-        key.display()
-    );
+    let config = GatewayConfig::without_listeners()
+        .listener(Listener::new("tls").tls(&cert, &key))
+        .toml();
     let config = levee_config::load_str(&config, levee_config::Format::Toml, "t.toml").unwrap();
     let err = levee_proxy::Gateway::start(config, None)
         .await
