@@ -3,12 +3,13 @@
 //! runs the real executable; a failure prints the command, its working
 //! directory, exit status, stdout and stderr.
 
+use levee_core::time::Instant;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 

@@ -37,13 +37,13 @@ impl Levee {
 
     /// The exit status, within 30 s.
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = levee_core::time::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.0.process().try_wait().unwrap() {
                 return status;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                levee_core::time::now() < deadline,
                 "levee did not exit:\n{}",
                 self.output()
             );

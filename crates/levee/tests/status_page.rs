@@ -236,10 +236,7 @@ async fn an_overspent_tier_reads_budget_exhausted_never_a_negative_downtime() {
     let db = dir.join("state.db");
     // Ten minutes of core traffic with one request in ten failing, ending
     // a minute ago: far more than 99.9% allows.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = levee_core::time::unix_secs();
     let mut store = levee_store::SqliteStore::open(&db).unwrap();
     store
         .write(&Batch {

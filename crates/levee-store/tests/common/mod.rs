@@ -6,7 +6,6 @@
 use levee_store::{AlertRow, Batch, BucketRow, IncidentRow};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A fresh directory under the system's temporary directory, removed with
 /// everything in it when dropped.
@@ -15,10 +14,7 @@ pub struct TestDir(PathBuf);
 impl TestDir {
     pub fn new(name: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+        let nanos = levee_core::time::unix_nanos();
         let dir = std::env::temp_dir().join(format!(
             "levee-store-test-{name}-{}-{nanos}-{}",
             std::process::id(),

@@ -180,9 +180,9 @@ impl Spawned {
     /// Lines up to and including the first containing `needle`, read
     /// within `wait`; panics with everything seen otherwise.
     pub(crate) fn lines_until(&mut self, needle: &str, wait: std::time::Duration) -> Vec<String> {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = levee_core::time::now() + wait;
         let mut out = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        while let Some(left) = deadline.checked_duration_since(levee_core::time::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());

@@ -45,9 +45,9 @@ fn start(args: &[&str]) -> Running {
 impl Running {
     /// The first line containing `needle`, within 20 s; panics with what was seen.
     fn wait_for(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = levee_core::time::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
-        while std::time::Instant::now() < deadline {
+        while levee_core::time::now() < deadline {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
                 if line.contains(needle) {
                     return line;
@@ -70,12 +70,12 @@ impl Running {
     }
 
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = levee_core::time::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "levee did not exit");
+            assert!(levee_core::time::now() < deadline, "levee did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

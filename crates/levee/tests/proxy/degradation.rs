@@ -7,12 +7,13 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use levee_core::time::Instant;
 use levee_testkit::{
     eventually, Client, ClientReply, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TempDir,
     TestGateway,
 };
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long `eventually` waits for state that should follow within
 /// milliseconds.

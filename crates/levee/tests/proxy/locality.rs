@@ -7,6 +7,7 @@
 //! appear only as generous upper bounds, as the slowness of a scripted
 //! upstream, or as waits past a configured window.
 
+use levee_core::time::Instant;
 use levee_testkit::{
     eventually, Client, Cluster, ClusterState, Endpoint, FakeUpstream, GatewayConfig, Reply, Route,
     TestGateway,
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long `eventually` waits for state that should follow within a few
 /// health-check rounds.

@@ -163,7 +163,7 @@ async fn overload_sheds_the_least_important_work_first_and_shares_fairly() {
             };
             let url = url.clone();
             tasks.push(tokio::spawn(async move {
-                let started = std::time::Instant::now();
+                let started = levee_core::time::now();
                 let r = Client::http1()
                     .get_with(&url, &[("x-priority", class), ("x-tenant", tenant)])
                     .await;

@@ -2,9 +2,9 @@
 //! Retry-After and the IETF RateLimit headers, dry run, and accuracy over
 //! time.
 
+use levee_core::time::Instant;
 use levee_testkit::{Client, Cluster, FakeUpstream, GatewayConfig, RateLimit, Route, TestGateway};
 use std::net::SocketAddr;
-use std::time::Instant;
 
 /// Route `r` with rate `limits` to cluster `c` at `upstream`.
 fn config(upstream: SocketAddr, limits: impl IntoIterator<Item = RateLimit>) -> GatewayConfig {

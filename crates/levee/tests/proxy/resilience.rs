@@ -5,12 +5,13 @@
 //! sockets; waits use `eventually`, and durations appear only as generous
 //! upper bounds or as the slowness of a scripted upstream.
 
+use levee_core::time::Instant;
 use levee_testkit::{
     eventually, Client, ClientReply, Cluster, ClusterState, EndpointState, FakeUpstream,
     GatewayConfig, Reply, Route, TestGateway,
 };
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the scripted slow upstreams take: long enough that a loaded
 /// two-core machine finishes the rest of a test step well within it.

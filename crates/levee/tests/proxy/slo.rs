@@ -363,10 +363,7 @@ async fn a_failing_upstream_pages_with_the_runbook_opens_an_incident_and_a_resta
 }
 
 fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    levee_core::time::unix_nanos()
 }
 
 /// Capacity: a cluster at its request limit is `critical`, its endpoint at
