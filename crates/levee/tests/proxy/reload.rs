@@ -3,8 +3,7 @@
 //! the running config and report every diagnostic.
 
 use levee_testkit::{
-    eventually, Client, Cluster, FakeUpstream, GatewayConfig, Listener, RateLimit, Route, Slo,
-    TestGateway,
+    eventually, Client, Cluster, FakeUpstream, GatewayConfig, Listener, Route, TestGateway,
 };
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -223,6 +222,13 @@ async fn reload_adds_and_removes_listeners() {
     .await;
 }
 
+// The rejected-reload tests below are kept as issue 10 wrote them (TOML
+// by hand), so that the all-or-nothing property is checked by the very
+// same tests across the move of the SLO engine into levee-control.
+const PREAMBLE: &str =
+    "[admin]\nlisten = \"127.0.0.1:0\"\n[runtime]\naccess_log = false\nwatch_config = false\n";
+const LISTENER: &str = "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n";
+
 /// How a reload can fail after the config itself was found valid.
 #[derive(Clone, Copy, Debug)]
 enum LateFailure {
@@ -238,11 +244,11 @@ enum LateFailure {
 /// an SLO and its objective, a webhook, a stale cache, a rate-limit table
 /// and a Redis client.
 struct Shapes<'a> {
-    upstream: SocketAddr,
+    upstream: std::net::SocketAddr,
     redis: &'a str,
     objective: &'a str,
     webhook: &'a str,
-    rate: u64,
+    rate: u32,
     stale_entries: u32,
     extra: &'a str,
 }
@@ -258,27 +264,41 @@ impl Shapes<'_> {
             stale_entries,
             extra,
         } = self;
-        GatewayConfig::new()
-            .table("redis", &format!("url = \"{redis}\"\ntimeout = \"500ms\""))
-            .route(Route::new("item", "c").prefix("/item").fallback(&format!(
-                "serve_stale = {{ max_entries = {stale_entries} }}"
-            )))
-            .route(
-                Route::new("limited", "c")
-                    .prefix("/limited")
-                    .rate_limit(RateLimit::new("per-route", *rate).per("1h")),
-            )
-            .route(Route::new("all", "c"))
-            .cluster(Cluster::new("c").endpoint(*upstream))
-            .slo(Slo::availability("all-availability", "all", objective).period("1h"))
-            .table(
-                "alerting",
-                &format!(
-                    "webhooks = [{{ name = \"{webhook}\", url = \"http://127.0.0.1:9/alerts\" }}]"
-                ),
-            )
-            .raw(extra)
-            .toml()
+        format!(
+            r#"{PREAMBLE}{LISTENER}{extra}
+[redis]
+url = "{redis}"
+timeout = "500ms"
+[[routes]]
+name = "item"
+cluster = "c"
+match = {{ path = {{ prefix = "/item" }} }}
+[routes.fallback]
+serve_stale = {{ max_entries = {stale_entries} }}
+[[routes]]
+name = "limited"
+cluster = "c"
+match = {{ path = {{ prefix = "/limited" }} }}
+[[routes.rate_limits]]
+name = "per-route"
+rate = {rate}
+per = "1h"
+[[routes]]
+name = "all"
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = ["{upstream}"]
+[[slos]]
+name = "all-availability"
+sli = "availability"
+route = "all"
+objective = "{objective}"
+period = "1h"
+[alerting]
+webhooks = [{{ name = "{webhook}", url = "http://127.0.0.1:9/alerts" }}]
+"#
+        )
     }
 }
 
@@ -348,23 +368,27 @@ async fn rejected_reload_changes_no_shared_state(failure: LateFailure) {
         ..a
     };
     std::fs::write(&path, b.render()).unwrap();
-    let (status, r) = gw.admin_api().reload().await;
-    assert_eq!(status, 422, "{failure:?}: {r:?}");
-    assert_eq!(r.status, "rejected");
-    let status = gw.admin_api().reload_status().await;
+    let r = post_reload(&gw).await;
+    assert_eq!(r.status, 422, "{failure:?}: {}", r.body);
+    assert_eq!(r.json()["status"], "rejected");
+    let status = gw.gateway.reload_status();
     assert!(status.last_failure.is_some(), "{failure:?}: {status:?}");
 
     // The SLO engine still evaluates the running objective, and the
     // rejected webhook was never set up.
     gw.control.evaluate_slos().await;
-    let slos = gw.admin_api().slos().await;
-    let objectives: Vec<f64> = slos
-        .slos
+    let slos = c
+        .get(&format!("{}/api/v1/slos", gw.admin_url()))
+        .await
+        .json();
+    let objectives: Vec<f64> = slos["slos"]
+        .as_array()
+        .unwrap()
         .iter()
-        .filter(|s| s.slo == "all-availability")
-        .map(|s| s.objective)
+        .filter(|s| s["slo"] == "all-availability")
+        .map(|s| s["objective"].as_f64().unwrap())
         .collect();
-    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos:?}");
+    assert_eq!(objectives, vec![0.999], "{failure:?}: {slos}");
     let metrics = gw.gateway.registry().encode();
     let objective_line = metrics
         .lines()
