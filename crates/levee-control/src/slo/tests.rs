@@ -209,12 +209,9 @@ fn core_tier(engine: &SloEngine) -> TierStatus {
         .unwrap()
 }
 
-/// In virtual time: a tier's uptime needs 100 requests spread over
-/// 5 minutes; before that it has no data, unless most requests fail
-/// (an outage shows at once).
-#[tokio::test]
-async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
-    let e = SloEngine::new(
+/// An engine with no store, configured with [`config`].
+async fn memory_engine() -> SloEngine {
+    let engine = SloEngine::new(
         None,
         Arc::default(),
         config(),
@@ -222,7 +219,16 @@ async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
         false,
     )
     .unwrap();
-    e.configure(config()).await;
+    engine.configure(config()).await;
+    engine
+}
+
+/// In virtual time: a tier's uptime needs 100 requests spread over
+/// 5 minutes; before that it has no data, unless most requests fail
+/// (an outage shows at once).
+#[tokio::test]
+async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
+    let e = memory_engine().await;
     for k in 0..60 {
         tier_second(&e, k, 10, 0).await;
     }
@@ -239,15 +245,7 @@ async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
     assert_eq!(t.observed_seconds, 300.0);
 
     // Few requests over a long time: still no data.
-    let sparse = SloEngine::new(
-        None,
-        Arc::default(),
-        config(),
-        Arc::new(Registry::new()),
-        false,
-    )
-    .unwrap();
-    sparse.configure(config()).await;
+    let sparse = memory_engine().await;
     for k in 0..600 {
         tier_second(&sparse, k, u32::from(k % 10 == 0), 0).await;
     }
@@ -255,15 +253,7 @@ async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
     assert_eq!((t.events, t.no_data, t.status), (60, true, "no_data"));
 
     // Failing from the start: an outage, data or not.
-    let failing = SloEngine::new(
-        None,
-        Arc::default(),
-        config(),
-        Arc::new(Registry::new()),
-        false,
-    )
-    .unwrap();
-    failing.configure(config()).await;
+    let failing = memory_engine().await;
     for k in 0..20 {
         tier_second(&failing, k, 1, 9).await;
     }
