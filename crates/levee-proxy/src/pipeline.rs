@@ -15,11 +15,11 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use levee_config::{HashOn, UpstreamProtocol};
+use levee_core::time::Instant;
 use levee_core::{deadline, ErrorKind, Outcome};
 use levee_policy::hash::hash64;
 use std::convert::Infallible;
 use std::sync::Arc;
-use levee_core::time::Instant;
 
 /// Serves one request.
 pub(crate) async fn handle(
