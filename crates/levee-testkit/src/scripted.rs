@@ -336,10 +336,18 @@ async fn respond(
         Action::Hang => std::future::pending().await,
         Action::ResetMidBody => {
             head = head.header("content-length", "1000000");
-            let chunks = futures_util::stream::iter([
-                Ok(Frame::data(Bytes::from_static(b"partial"))),
-                Err(std::io::Error::other("scripted reset mid-body")),
-            ]);
+            // The pause lets hyper flush the head and first bytes before
+            // the error makes it drop the connection.
+            let chunks = futures_util::stream::unfold(0u8, |step| async move {
+                match step {
+                    0 => Some((Ok(Frame::data(Bytes::from_static(b"partial"))), 1)),
+                    1 => {
+                        tokio::task::yield_now().await;
+                        Some((Err(std::io::Error::other("scripted reset mid-body")), 2))
+                    }
+                    _ => None,
+                }
+            });
             StreamBody::new(chunks).boxed()
         }
         Action::Respond => Full::new(step.body.unwrap_or_else(|| Bytes::from(name)))

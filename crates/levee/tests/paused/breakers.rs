@@ -1,1 +1,107 @@
-//! placeholder
+//! An endpoint's circuit breaker on paused time: it opens after its
+//! consecutive failures, refuses for its open time (2 s plus up to 25%
+//! jitter), lets a probe through within a maintenance tick once that time
+//! is up, and closes on the probe's success.
+
+use crate::{config, gateway, get, now};
+use levee_testkit::{ScriptedUpstream, Step, TestGateway};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const MS: Duration = Duration::from_millis(1);
+
+/// The breaker state of the endpoint at `addr`, as the admin API says.
+async fn breaker(gw: &TestGateway, addr: SocketAddr) -> String {
+    let e = gw
+        .endpoint(addr)
+        .await
+        .unwrap_or_else(|| panic!("{addr} is not listed"));
+    e["circuit_breaker"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e}"))
+        .to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_breaker_opens_refuses_for_its_open_time_then_probes_and_closes() {
+    let up = ScriptedUpstream::new();
+    let flaky = up.endpoint("flaky");
+    let good = up.endpoint("good");
+    up.script(flaky, [Step::status(503)]);
+    let gw = gateway(
+        &up,
+        &config(
+            &[flaky, good],
+            "",
+            "circuit_breaker = { endpoint = { consecutive_failures = 3, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 1, ramp_time = \"0s\" } }",
+        ),
+    )
+    .await;
+    assert_eq!(breaker(&gw, flaky).await, "closed");
+
+    // Round robin: every other request fails until the third failure in a
+    // row opens the breaker.
+    for _ in 0..6 {
+        get(&gw, "/x").await;
+    }
+    let opened = now();
+    assert_eq!(
+        up.requests(flaky),
+        3,
+        "opened after three failures in a row"
+    );
+    assert_eq!(breaker(&gw, flaky).await, "open");
+    assert_eq!(breaker(&gw, good).await, "closed");
+    let series = format!(
+        "levee_circuit_breaker_opened_total{{cluster=\"c\",endpoint=\"{flaky}\",scope=\"endpoint\"}}"
+    );
+    assert_eq!(gw.metric(&series), 1.0);
+
+    // The endpoint recovers, but the breaker refuses it for its open time:
+    // up to the last millisecond of it, nothing reaches the endpoint.
+    up.script(flaky, [Step::ok()]);
+    tokio::time::sleep_until(opened + Duration::from_secs(2) - MS).await;
+    for _ in 0..10 {
+        let (r, _) = get(&gw, "/x").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, "good");
+    }
+    assert_eq!(up.requests(flaky), 3, "no request reaches an open breaker");
+    assert_eq!(breaker(&gw, flaky).await, "open");
+
+    // The open time is 2 s plus up to 25% jitter: it turns half-open
+    // somewhere in [2 s, 2.5 s] (found to the 10 ms), and the next
+    // maintenance tick (every 200 ms, a tenth of the open time) puts the
+    // endpoint back in rotation, where the first request is the probe.
+    tokio::time::sleep_until(opened + Duration::from_secs(2)).await;
+    let half_open = loop {
+        if breaker(&gw, flaky).await == "half_open" {
+            break now();
+        }
+        assert!(now() - opened <= Duration::from_millis(2500), "still open");
+        tokio::time::sleep(10 * MS).await;
+    };
+    assert_eq!(up.requests(flaky), 3, "nothing reached it while open");
+    tokio::time::sleep(200 * MS).await;
+    let mut probe_at = None;
+    for _ in 0..2 {
+        let (r, _) = get(&gw, "/x").await;
+        assert_eq!(r.status, 200, "{r:?}");
+        if r.body == "flaky" {
+            probe_at = Some(now());
+        }
+    }
+    let probe_at = probe_at.expect("a request probed the half-open endpoint");
+    assert!(
+        probe_at - half_open <= 210 * MS,
+        "probed within a tick: {:?}",
+        probe_at - half_open
+    );
+    assert_eq!(up.requests(flaky), 4);
+    assert_eq!(breaker(&gw, flaky).await, "closed", "one success closes it");
+    for _ in 0..10 {
+        assert_eq!(get(&gw, "/x").await.0.status, 200);
+    }
+    assert_eq!(up.requests(flaky), 4 + 5, "back in rotation");
+    assert_eq!(gw.metric(&series), 1.0, "it opened once");
+}
