@@ -86,12 +86,28 @@ impl TestGateway {
 
     /// Starts from TOML written to a real file, so reloads can read it.
     pub async fn start_from_file(toml: &str) -> TestGateway {
+        Self::file_with(toml, None).await
+    }
+
+    /// Like [`TestGateway::start_from_file`], with clusters' HTTP/1.1
+    /// connections opened by `connector` (kept across [`TestGateway::restart`]).
+    pub async fn start_from_file_with_connector(
+        toml: &str,
+        connector: Arc<dyn levee_proxy::Connector>,
+    ) -> TestGateway {
+        Self::file_with(toml, Some(connector)).await
+    }
+
+    async fn file_with(
+        toml: &str,
+        connector: Option<Arc<dyn levee_proxy::Connector>>,
+    ) -> TestGateway {
         let dir = TempDir::new();
         let path = dir.path.join("levee.toml");
         std::fs::write(&path, toml).expect("write config");
         let config = levee_config::load_file(&path)
             .unwrap_or_else(|d| panic!("test config is invalid:\n{d}"));
-        Self::from_config(config, Some(path), Some(dir), None).await
+        Self::from_config(config, Some(path), Some(dir), connector).await
     }
 
     async fn from_config(

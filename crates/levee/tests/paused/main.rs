@@ -12,6 +12,7 @@
 mod attempts;
 mod breakers;
 mod queue;
+mod slo;
 
 use levee_testkit::{Client, ClientReply, ScriptedUpstream, TestGateway};
 use std::net::SocketAddr;
