@@ -153,6 +153,10 @@ struct Endpoint {
     default: Script,
     paths: HashMap<String, Script>,
     connects: u64,
+    /// Requests it works on at once, when limited.
+    capacity: Option<Arc<tokio::sync::Semaphore>>,
+    /// Bumped to close every open connection.
+    closer: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -193,6 +197,8 @@ impl ScriptedUpstream {
                 default: Script::new(vec![Step::ok()]),
                 paths: HashMap::new(),
                 connects: 0,
+                capacity: None,
+                closer: tokio::sync::watch::Sender::new(0),
             },
         );
         addr
@@ -225,6 +231,19 @@ impl ScriptedUpstream {
     /// How `addr` takes new connections from now on (open ones stay).
     pub fn set_connect(&self, addr: SocketAddr, connect: Connect) {
         self.with(addr, |ep| ep.connect = connect);
+    }
+
+    /// `addr` works on at most `n` requests at once; the others wait their
+    /// turn before their step's delay starts (a fixed-capacity server).
+    pub fn capacity(&self, addr: SocketAddr, n: usize) {
+        let sem = Arc::new(tokio::sync::Semaphore::new(n));
+        self.with(addr, |ep| ep.capacity = Some(sem));
+    }
+
+    /// Closes every open connection to `addr` (as a process that exits
+    /// would); with [`Connect::Refuse`] the endpoint is then down.
+    pub fn close_connections(&self, addr: SocketAddr) {
+        self.with(addr, |ep| ep.closer.send_modify(|g| *g += 1));
     }
 
     /// Requests `addr` received (every path).
@@ -261,7 +280,11 @@ impl ScriptedUpstream {
     }
 
     /// Records a request and picks its step.
-    fn arrive(&self, addr: SocketAddr, path: &str) -> (String, Step) {
+    fn arrive(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+    ) -> (String, Step, Option<Arc<tokio::sync::Semaphore>>) {
         let mut state = self.lock();
         state.arrivals.push(Arrival {
             addr,
@@ -273,7 +296,7 @@ impl ScriptedUpstream {
             Some(script) => script.take(),
             None => ep.default.take(),
         };
-        (ep.name.clone(), step)
+        (ep.name.clone(), step, ep.capacity.clone())
     }
 }
 
@@ -283,20 +306,20 @@ impl Connector for ScriptedUpstream {
             let mut state = self.lock();
             state.endpoints.get_mut(&addr).map(|ep| {
                 ep.connects += 1;
-                ep.connect
+                (ep.connect, ep.closer.subscribe())
             })
         };
         let upstream = self.clone();
         Box::pin(async move {
             match connect {
-                None | Some(Connect::Refuse) => Err(std::io::Error::new(
+                None | Some((Connect::Refuse, _)) => Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionRefused,
                     format!("scripted: {addr} refuses connections"),
                 )),
-                Some(Connect::Never) => std::future::pending().await,
-                Some(Connect::Accept) => {
+                Some((Connect::Never, _)) => std::future::pending().await,
+                Some((Connect::Accept, closed)) => {
                     let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
-                    tokio::spawn(serve(upstream, addr, theirs));
+                    tokio::spawn(serve(upstream, addr, theirs, closed));
                     Ok(UpstreamIo::Memory(ours))
                 }
             }
@@ -304,15 +327,24 @@ impl Connector for ScriptedUpstream {
     }
 }
 
-/// Serves one in-memory connection with hyper's HTTP/1.1 server.
-async fn serve(upstream: ScriptedUpstream, addr: SocketAddr, io: tokio::io::DuplexStream) {
+/// Serves one in-memory connection with hyper's HTTP/1.1 server, until
+/// it ends or the endpoint's connections are closed.
+async fn serve(
+    upstream: ScriptedUpstream,
+    addr: SocketAddr,
+    io: tokio::io::DuplexStream,
+    mut closed: tokio::sync::watch::Receiver<u64>,
+) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let upstream = upstream.clone();
         async move { respond(&upstream, addr, req).await }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = conn => {}
+        _ = closed.changed() => {}
+    }
 }
 
 async fn respond(
@@ -320,9 +352,13 @@ async fn respond(
     addr: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, Infallible> {
-    let (name, step) = upstream.arrive(addr, req.uri().path());
+    let (name, step, capacity) = upstream.arrive(addr, req.uri().path());
     // Read the request body, as a real server would, before answering.
     let _ = req.into_body().collect().await;
+    let _slot = match capacity {
+        Some(sem) => sem.acquire_owned().await.ok(),
+        None => None,
+    };
     if !step.delay.is_zero() {
         tokio::time::sleep(step.delay).await;
     }

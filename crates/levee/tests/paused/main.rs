@@ -11,6 +11,7 @@
 
 mod attempts;
 mod breakers;
+mod converted;
 mod queue;
 mod slo;
 
