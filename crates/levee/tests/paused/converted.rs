@@ -541,3 +541,144 @@ async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
 fn levee_proxy_sample_every() -> Duration {
     Duration::from_millis(100)
 }
+
+/// One request's class, tenant and result.
+struct Shot {
+    class: &'static str,
+    tenant: &'static str,
+    status: u16,
+    reason: Option<String>,
+    latency: Duration,
+}
+
+fn success(shots: &[Shot], keep: impl Fn(&Shot) -> bool) -> (usize, usize) {
+    let picked: Vec<&Shot> = shots.iter().filter(|s| keep(s)).collect();
+    (
+        picked.iter().filter(|s| s.status == 200).count(),
+        picked.len(),
+    )
+}
+
+fn rate((ok, n): (usize, usize)) -> f64 {
+    if n == 0 {
+        1.0
+    } else {
+        ok as f64 / n as f64
+    }
+}
+
+// ---------------------------------------------------------------------------
+// overload.rs: admission under overload
+
+/// A fixed-capacity upstream (2 at once, 100 ms each: 20 requests/s)
+/// driven at 2×, 5× and 10× its capacity with three priority classes and
+/// three tenants, one of them abusive: critical traffic keeps succeeding,
+/// sheddable work is shed first, the abusive tenant does not starve the
+/// others, and admitted requests keep a bounded latency.
+#[tokio::test(start_paused = true)]
+async fn overload_sheds_the_least_important_work_first_and_shares_fairly() {
+    let up = ScriptedUpstream::new();
+    let u = up.endpoint("u");
+    up.capacity(u, 2);
+    up.script(u, [Step::ok().after(Duration::from_millis(100))]);
+    let src = format!(
+        "{PREAMBLE}{LISTENER}\
+         [tenants]\nheader = \"x-tenant\"\n\
+         [[routes]]\nname = \"api\"\ncluster = \"c\"\npriority = \"critical\"\npriority_header = \"x-priority\"\ntimeout = \"5s\"\n\
+         [[clusters]]\nname = \"c\"\nendpoints = [\"{}\"]\ntimeout = \"5s\"\n\
+         [clusters.concurrency]\nalgorithm = \"fixed\"\nlimit = 2\nmin_limit = 1\nmax_queue_len = 40\ntenant_quota = \"50%\"\n\
+         [clusters.concurrency.classes]\ncritical = {{ max_queue_time = \"2s\" }}\ndefault = {{ max_queue_time = \"600ms\" }}\nsheddable = {{ max_queue_time = \"50ms\" }}\n",
+        u
+    );
+    let gw = gateway(&up, &src).await;
+    let url = format!("{}/work", gw.url("public"));
+    for load in [2u32, 5, 10] {
+        let per_second = 20 * load;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(per_second));
+        let total = per_second as usize * 3 / 2; // 1.5 s of arrivals
+        let mut tasks = Vec::new();
+        let mut tick = tokio::time::interval(interval);
+        for i in 0..total {
+            tick.tick().await;
+            // 10% critical, 45% default, 45% sheddable; default traffic is
+            // 20% tenant a, 20% tenant b, 60% the abusive tenant c.
+            let class = match i % 20 {
+                0 | 10 => "critical",
+                n if n % 2 == 1 => "default",
+                _ => "sheddable",
+            };
+            let tenant = match i % 5 {
+                0 => "a",
+                1 => "b",
+                _ => "c",
+            };
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let started = now();
+                let r = Client::http1()
+                    .get_with(&url, &[("x-priority", class), ("x-tenant", tenant)])
+                    .await;
+                Shot {
+                    class,
+                    tenant,
+                    status: r.status.as_u16(),
+                    reason: r.header("levee-error").map(str::to_string),
+                    latency: now() - started,
+                }
+            }));
+        }
+        let mut shots = Vec::new();
+        for t in tasks {
+            shots.push(t.await.unwrap());
+        }
+        let critical = rate(success(&shots, |s| s.class == "critical"));
+        let default = rate(success(&shots, |s| s.class == "default"));
+        let sheddable = rate(success(&shots, |s| s.class == "sheddable"));
+        let summary = format!(
+            "at {load}x: critical {critical:.2}, default {default:.2}, sheddable {sheddable:.2}"
+        );
+        eprintln!("{summary}");
+        assert!(critical >= 0.9, "critical keeps succeeding {summary}");
+        assert!(
+            sheddable <= default + 0.05,
+            "sheddable is shed first {summary}"
+        );
+        if load >= 5 {
+            assert!(sheddable < 0.25, "{summary}");
+        }
+        // Inside the default class, the abusive tenant gets no more than a
+        // fair share: the light tenants succeed at least as often.
+        let light = rate(success(&shots, |s| s.class == "default" && s.tenant != "c"));
+        let abusive = rate(success(&shots, |s| s.class == "default" && s.tenant == "c"));
+        assert!(
+            light + 0.05 >= abusive,
+            "light {light:.2} vs abusive {abusive:.2} {summary}"
+        );
+        for s in &shots {
+            if s.status == 200 {
+                assert!(
+                    s.latency < Duration::from_secs(4),
+                    "admitted latency is bounded: {:?}",
+                    s.latency
+                );
+            } else {
+                assert_eq!(s.status, 503, "{summary}");
+                assert_eq!(s.reason.as_deref(), Some("overloaded"), "{summary}");
+            }
+        }
+        // Admitted requests waited at most the critical class's queue time
+        // (2 s) plus their own 100 ms, on the virtual clock.
+        let slowest = shots
+            .iter()
+            .filter(|s| s.status == 200)
+            .map(|s| s.latency)
+            .max();
+        assert!(
+            slowest.is_some_and(|l| l <= Duration::from_millis(2100)),
+            "{slowest:?} {summary}"
+        );
+        // Let the queue drain before the next level.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(gw.metric("levee_cluster_shed_total{cluster=\"c\",reason=\"queue_timeout\"}") > 0.0);
+}
