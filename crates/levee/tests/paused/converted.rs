@@ -438,7 +438,6 @@ async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
     let base = gw.url("public");
     let fresh = || async { Client::http1() };
     let level = || gw.metric("levee_overload_level");
-    let sample = levee_proxy_sample_every();
     assert_eq!(
         fresh().await.get(&format!("{base}/cheap")).await.status,
         200
@@ -447,20 +446,7 @@ async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
     // Three idle connections: 30% of 10 → sheddable work is refused, from
     // the guard's next sample on.
     let mut idle = Vec::new();
-    for _ in 0..3 {
-        idle.push(
-            tokio::net::TcpStream::connect(gw.addr("public"))
-                .await
-                .unwrap(),
-        );
-    }
-    let opened = now();
-    let raised = when(SOON, MS, "level 1", || async { level() >= 1.0 }).await;
-    assert!(
-        raised - opened <= sample + MS,
-        "within a sample: {:?}",
-        raised - opened
-    );
+    more_pressure(&gw, &mut idle, 1.0).await;
     let shed = fresh().await.get(&format!("{base}/cheap")).await;
     assert_eq!(shed.status, 503, "{shed:?}");
     assert_eq!(shed.header("levee-error"), Some("overloaded"));
@@ -471,39 +457,13 @@ async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
     assert_eq!(kept.header("connection"), None);
 
     // Six: connections close after their response.
-    for _ in 0..3 {
-        idle.push(
-            tokio::net::TcpStream::connect(gw.addr("public"))
-                .await
-                .unwrap(),
-        );
-    }
-    let opened = now();
-    let raised = when(SOON, MS, "level 2", || async { level() >= 2.0 }).await;
-    assert!(
-        raised - opened <= sample + MS,
-        "within a sample: {:?}",
-        raised - opened
-    );
+    more_pressure(&gw, &mut idle, 2.0).await;
     let r = fresh().await.get(&format!("{base}/main")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), Some("close"));
 
     // Nine: new connections are refused.
-    for _ in 0..3 {
-        idle.push(
-            tokio::net::TcpStream::connect(gw.addr("public"))
-                .await
-                .unwrap(),
-        );
-    }
-    let opened = now();
-    let raised = when(SOON, MS, "level 3", || async { level() >= 3.0 }).await;
-    assert!(
-        raised - opened <= sample + MS,
-        "within a sample: {:?}",
-        raised - opened
-    );
+    more_pressure(&gw, &mut idle, 3.0).await;
     let rejected = || gw.metric("levee_downstream_connections_rejected_total{listener=\"public\"}");
     let rejected_before = rejected();
     let mut s = tokio::net::TcpStream::connect(gw.addr("public"))
@@ -526,7 +486,7 @@ async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
     let dropped = now();
     let calm = when(SOON, MS, "level 0", || async { level() == 0.0 }).await;
     assert!(
-        calm - dropped <= sample + MS,
+        calm - dropped <= SAMPLE_EVERY + MS,
         "within a sample: {:?}",
         calm - dropped
     );
@@ -536,10 +496,27 @@ async fn pressure_sheds_sheddable_then_closes_then_refuses_and_recovers() {
     );
 }
 
-/// How often the overload guard samples (`levee_proxy::pressure::SAMPLE_EVERY`,
-/// which is private): the bound on how late a level change may show.
-fn levee_proxy_sample_every() -> Duration {
-    Duration::from_millis(100)
+/// How often the overload guard samples (`pressure::SAMPLE_EVERY` in
+/// levee-proxy, private): the bound on how late a level change may show.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// Opens three more idle connections to the gateway and checks that the
+/// guard reaches `level` at its next sample.
+async fn more_pressure(gw: &TestGateway, idle: &mut Vec<tokio::net::TcpStream>, level: f64) {
+    for _ in 0..3 {
+        let s = tokio::net::TcpStream::connect(gw.addr("public")).await;
+        idle.push(s.expect("connect"));
+    }
+    let opened = now();
+    let raised = when(SOON, MS, "the next level", || async {
+        gw.metric("levee_overload_level") >= level
+    })
+    .await;
+    assert!(
+        raised - opened <= SAMPLE_EVERY + MS,
+        "level {level} within a sample: {:?}",
+        raised - opened
+    );
 }
 
 /// One request's class, tenant and result.
