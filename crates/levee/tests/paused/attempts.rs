@@ -202,6 +202,43 @@ async fn a_slow_first_attempt_is_hedged_after_the_delay_and_the_hedge_wins() {
             assert_eq!(pair[1].at - pair[0].at, 50 * MS);
         }
     }
+    // The lost attempts were cancelled at once: nothing is left in flight.
+    assert_eq!(
+        gw.metric("levee_cluster_retries_in_flight{cluster=\"c\"}"),
+        0.0
+    );
+    let in_flight =
+        format!("levee_endpoint_requests_in_flight{{cluster=\"c\",endpoint=\"{slow}\"}}");
+    assert_eq!(gw.metric(&in_flight), 0.0);
+    assert_eq!(gw.endpoint(slow).await.unwrap()["in_flight"], 0);
+
+    // A POST is not idempotent: it is never hedged and waits for its
+    // endpoint (2 s on `slow`).
+    let url = format!("{}/x", gw.url("public"));
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let post = http::Request::post(url.clone())
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .unwrap();
+        let started = crate::now();
+        let r = levee_testkit::Client::http1().send(post).await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        answers.push((r.body, crate::now() - started));
+    }
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            ("fast".to_string(), Duration::ZERO),
+            ("slow".to_string(), Duration::from_secs(2))
+        ],
+        "one POST waited for the slow endpoint"
+    );
+    assert_eq!(
+        gw.metric("levee_hedges_total{route=\"r\"}"),
+        hedged as f64,
+        "no POST was hedged"
+    );
 }
 
 #[tokio::test(start_paused = true)]

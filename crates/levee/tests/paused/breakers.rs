@@ -55,7 +55,11 @@ async fn an_endpoint_breaker_opens_refuses_for_its_open_time_then_probes_and_clo
     let series = format!(
         "levee_circuit_breaker_opened_total{{cluster=\"c\",endpoint=\"{flaky}\",scope=\"endpoint\"}}"
     );
+    let state = format!(
+        "levee_circuit_breaker_state{{cluster=\"c\",endpoint=\"{flaky}\",scope=\"endpoint\"}}"
+    );
     assert_eq!(gw.metric(&series), 1.0);
+    assert_eq!(gw.metric(&state), 1.0);
 
     // The endpoint recovers, but the breaker refuses it for its open time:
     // up to the last millisecond of it, nothing reaches the endpoint.
@@ -82,6 +86,7 @@ async fn an_endpoint_breaker_opens_refuses_for_its_open_time_then_probes_and_clo
         tokio::time::sleep(10 * MS).await;
     };
     assert_eq!(up.requests(flaky), 3, "nothing reached it while open");
+    assert_eq!(gw.metric(&state), 2.0);
     tokio::time::sleep(200 * MS).await;
     let mut probe_at = None;
     for _ in 0..2 {
@@ -99,6 +104,7 @@ async fn an_endpoint_breaker_opens_refuses_for_its_open_time_then_probes_and_clo
     );
     assert_eq!(up.requests(flaky), 4);
     assert_eq!(breaker(&gw, flaky).await, "closed", "one success closes it");
+    assert_eq!(gw.metric(&state), 0.0);
     for _ in 0..10 {
         assert_eq!(get(&gw, "/x").await.0.status, 200);
     }
