@@ -11,12 +11,14 @@
 
 mod attempts;
 mod breakers;
+mod bulkheads;
 mod converted;
 mod queue;
 mod slo;
 
 use levee_testkit::{Client, ClientReply, ScriptedUpstream, TestGateway};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Admin on a free port, access log off, no file watch.
@@ -58,6 +60,26 @@ pub async fn get(gw: &TestGateway, path: &str) -> (ClientReply, Duration) {
         .get(&format!("{}{path}", gw.url("public")))
         .await;
     (r, now() - started)
+}
+
+/// Starts a GET of `path` in the background, with its own connection.
+pub async fn spawn_get(
+    gw: &Arc<TestGateway>,
+    path: &'static str,
+) -> tokio::task::JoinHandle<(ClientReply, Duration)> {
+    let gw = gw.clone();
+    tokio::spawn(async move { get(&gw, path).await })
+}
+
+/// Lets other tasks run (without moving the clock) until `done` holds.
+pub async fn settle(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,8 +2,8 @@
 //! with a limit of 1, a queued request is admitted the moment the first
 //! finishes, and one that waits past its class's queue time is shed.
 
-use crate::{config, gateway, get, now};
-use levee_testkit::{ClientReply, ScriptedUpstream, Step, TestGateway};
+use crate::{config, gateway, get, now, settle, spawn_get};
+use levee_testkit::{ClientReply, ScriptedUpstream, Step};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,27 +14,6 @@ fn limit_one(max_queue_time: &str) -> String {
         "[clusters.concurrency]\nalgorithm = \"fixed\"\nlimit = 1\nmin_limit = 1\nmax_queue_len = 10\n\
          [clusters.concurrency.classes]\ndefault = {{ max_queue_time = \"{max_queue_time}\" }}\n"
     )
-}
-
-/// Starts a GET in the background, once `up` has seen `seen` requests
-/// (so requests reach the gateway in a known order).
-async fn spawn_get(
-    gw: &Arc<TestGateway>,
-    path: &'static str,
-) -> tokio::task::JoinHandle<(ClientReply, Duration)> {
-    let gw = gw.clone();
-    tokio::spawn(async move { get(&gw, path).await })
-}
-
-/// Lets other tasks run (without moving the clock) until `done` holds.
-async fn settle(what: &str, done: impl Fn() -> bool) {
-    for _ in 0..100_000 {
-        if done() {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("never happened: {what}");
 }
 
 #[tokio::test(start_paused = true)]
