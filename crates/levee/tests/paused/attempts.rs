@@ -3,7 +3,7 @@
 //! hedging, each asserted to the virtual millisecond.
 
 use crate::{config, gateway, get};
-use levee_testkit::{ScriptedUpstream, Step};
+use levee_testkit::{ClientReply, ScriptedUpstream, Step, TestGateway};
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
@@ -298,4 +298,158 @@ async fn refused_and_unfinished_connects_and_a_reset_body_are_classified() {
         2,
         "a broken connection is not pooled"
     );
+}
+
+/// `n` concurrent GETs to a cluster of `a`, which answers 503 at once, and
+/// `b`, which answers 200 after 2 s, on a route that retries 5xx once.
+/// Requests whose first attempt hit `a` want a retry; the first one granted
+/// goes to `b` and stays in flight for 2 s, while the others ask.
+async fn failures_racing_for_retries(
+    retry_extra: &str,
+    cluster_extra: &str,
+    n: usize,
+) -> (
+    TestGateway,
+    ScriptedUpstream,
+    [std::net::SocketAddr; 2],
+    Vec<ClientReply>,
+) {
+    let up = ScriptedUpstream::new();
+    let a = up.endpoint("a");
+    let b = up.endpoint("b");
+    up.script(a, [Step::status(503)]);
+    up.script(b, [Step::ok().after(Duration::from_secs(2))]);
+    let gw = std::sync::Arc::new(
+        gateway(
+            &up,
+            &config(
+                &[a, b],
+                &format!("retry = {{ attempts = 2, retry_on = [\"5xx\"]{retry_extra} }}"),
+                cluster_extra,
+            ),
+        )
+        .await,
+    );
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        handles.push(crate::spawn_get(&gw, "/x").await);
+    }
+    let gauge = "levee_cluster_retries_in_flight{cluster=\"c\"}";
+    // The retry waits its backoff (25 ms at most) first: step the clock.
+    for _ in 0..25 {
+        if gw.metric(gauge) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(MS).await;
+    }
+    assert_eq!(gw.metric(gauge), 1.0, "a retry in flight");
+    let mut replies = Vec::new();
+    for h in handles {
+        replies.push(h.await.unwrap().0);
+    }
+    assert_eq!(gw.metric(gauge), 0.0, "no retry in flight");
+    let gw = std::sync::Arc::into_inner(gw).expect("the requests are done");
+    (gw, up, [a, b], replies)
+}
+
+/// What both concurrent retry caps guarantee in [`failures_racing_for_retries`]:
+/// exactly one retry, and every other failure answered as it was.
+fn assert_one_retry(
+    gw: &TestGateway,
+    up: &ScriptedUpstream,
+    [a, b]: [std::net::SocketAddr; 2],
+    replies: &[ClientReply],
+) {
+    let n = replies.len();
+    let failed_first = up.requests(a);
+    assert!(failed_first >= 2, "several first attempts went to a");
+    assert_eq!(gw.metric("levee_retries_total{route=\"r\"}"), 1.0);
+    assert_eq!(up.requests(b), n - failed_first + 1, "one retry went to b");
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let unavailable = replies
+        .iter()
+        .filter(|r| r.status == 503 && r.header("levee-error").is_none())
+        .count();
+    assert_eq!(ok, n - failed_first + 1, "{replies:?}");
+    assert_eq!(unavailable, failed_first - 1, "{replies:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_retries_caps_retries_in_flight_for_the_cluster() {
+    // The route's own concurrent cap is far away: the cluster's applies.
+    let (gw, up, eps, replies) = failures_racing_for_retries(
+        ", budget = { min_concurrent = 100 }",
+        "limits = { max_retries = 1 }",
+        6,
+    )
+    .await;
+    assert_one_retry(&gw, &up, eps, &replies);
+    // Refused by the bulkhead, not by the route's budget.
+    assert_eq!(
+        gw.metric("levee_retry_budget_exhausted_total{route=\"r\"}"),
+        0.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_route_budget_caps_concurrent_retries() {
+    let (gw, up, eps, replies) = failures_racing_for_retries(
+        ", budget = { max_concurrent_ratio = \"0%\", min_concurrent = 1 }",
+        "",
+        6,
+    )
+    .await;
+    assert_one_retry(&gw, &up, eps, &replies);
+    assert_eq!(
+        gw.metric("levee_retry_budget_exhausted_total{route=\"r\"}"),
+        (up.requests(eps[0]) - 1) as f64,
+        "every refused retry is counted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_beyond_the_cap_stops_retries() {
+    let up = ScriptedUpstream::new();
+    let eps = [up.endpoint("a"), up.endpoint("b")];
+    for e in eps {
+        up.script(e, [Step::status(503)]);
+        up.script_path(e, "/later", [Step::status(503).header("retry-after", "30")]);
+        up.script_path(e, "/soon", [Step::status(503).header("retry-after", "1")]);
+        up.script_path(e, "/now", [Step::status(503).header("retry-after", "0")]);
+    }
+    let gw = gateway(
+        &up,
+        &config(
+            &eps,
+            "retry = { attempts = 2, retry_on = [\"5xx\"], retry_after_max = \"1s\" }",
+            "",
+        ),
+    )
+    .await;
+    let sent = |path: &str| up.requests_to(eps[0], path) + up.requests_to(eps[1], path);
+    for _ in 0..4 {
+        let (r, took) = get(&gw, "/later").await;
+        assert_eq!(r.status, 503);
+        assert!(took.is_zero(), "nothing waited: {took:?}");
+    }
+    assert_eq!(
+        sent("/later"),
+        4,
+        "a 30 s wait is beyond retry_after_max: no retry"
+    );
+    assert_eq!(gw.metric("levee_retries_total{route=\"r\"}"), 0.0);
+    for path in ["/now", "/plain"] {
+        for _ in 0..4 {
+            let (r, took) = get(&gw, path).await;
+            assert_eq!(r.status, 503);
+            assert!(took <= 25 * MS, "at most the default backoff: {took:?}");
+        }
+        assert_eq!(sent(path), 8, "{path} is retried once per request");
+    }
+    // Within the cap, the retry waits as asked (exactly 1 s), then goes.
+    let (r, took) = get(&gw, "/soon").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(took, Duration::from_secs(1));
+    assert_eq!(sent("/soon"), 2);
+    assert_eq!(gw.metric("levee_retries_total{route=\"r\"}"), 9.0);
 }

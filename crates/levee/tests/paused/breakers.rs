@@ -111,3 +111,89 @@ async fn an_endpoint_breaker_opens_refuses_for_its_open_time_then_probes_and_clo
     assert_eq!(up.requests(flaky), 4 + 5, "back in rotation");
     assert_eq!(gw.metric(&series), 1.0, "it opened once");
 }
+
+/// The cluster breaker's state, as the admin API says.
+async fn cluster_breaker(gw: &TestGateway) -> String {
+    let v = levee_testkit::Client::http1()
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    v["clusters"][0]["circuit_breaker"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cluster breaker state: {v}"))
+        .to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_breaker_sheds_everything_until_the_cluster_recovers() {
+    let up = ScriptedUpstream::new();
+    let a = up.endpoint("a");
+    let b = up.endpoint("b");
+    up.script(a, [Step::status(503)]);
+    up.script(b, [Step::status(503)]);
+    let gw = gateway(
+        &up,
+        &config(
+            &[a, b],
+            "",
+            "circuit_breaker = { cluster = { consecutive_failures = 4, base_open_time = \"2s\", max_open_time = \"10s\", half_open_probes = 2, ramp_time = \"0s\" } }",
+        ),
+    )
+    .await;
+    assert_eq!(cluster_breaker(&gw).await, "closed");
+
+    // Four upstream failures in a row, passed through as they are...
+    for _ in 0..4 {
+        let (r, _) = get(&gw, "/").await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("levee-error"), None, "the upstream's own 503");
+    }
+    let opened = now();
+    // ...then the cluster's breaker answers for it, without contacting it.
+    for _ in 0..10 {
+        let (r, _) = get(&gw, "/").await;
+        assert_eq!(r.status, 503, "{r:?}");
+        assert_eq!(r.header("levee-error"), Some("circuit_open"), "{r:?}");
+        assert_eq!(r.header("levee-overloaded"), Some("true"), "{r:?}");
+    }
+    assert_eq!(
+        up.requests(a) + up.requests(b),
+        4,
+        "no request passed the open breaker"
+    );
+    assert_eq!(cluster_breaker(&gw).await, "open");
+    let state = "levee_circuit_breaker_state{cluster=\"c\",scope=\"cluster\"}";
+    let opened_total = "levee_circuit_breaker_opened_total{cluster=\"c\",scope=\"cluster\"}";
+    assert_eq!(gw.metric(state), 1.0);
+    assert_eq!(gw.metric(opened_total), 1.0);
+    assert_eq!(
+        gw.metric("levee_errors_total{cluster=\"c\",reason=\"circuit_open\"}"),
+        10.0
+    );
+
+    // The upstream recovers: still open until 2 s (plus up to 25% jitter)
+    // have passed, half-open then, and two good probes close it.
+    up.script(a, [Step::ok()]);
+    up.script(b, [Step::ok()]);
+    tokio::time::sleep_until(opened + Duration::from_secs(2) - MS).await;
+    assert_eq!(cluster_breaker(&gw).await, "open");
+    assert_eq!(
+        get(&gw, "/").await.0.header("levee-error"),
+        Some("circuit_open")
+    );
+    tokio::time::sleep_until(opened + Duration::from_millis(2500)).await;
+    assert_eq!(cluster_breaker(&gw).await, "half_open");
+    for _ in 0..2 {
+        assert_eq!(get(&gw, "/").await.0.status, 200);
+    }
+    assert_eq!(cluster_breaker(&gw).await, "closed");
+    assert_eq!(gw.metric(state), 0.0);
+    for _ in 0..10 {
+        assert_eq!(get(&gw, "/").await.0.status, 200);
+    }
+    assert!(
+        up.requests(a) > 2 && up.requests(b) > 2,
+        "both take traffic again"
+    );
+    assert_eq!(gw.metric(opened_total), 1.0);
+}
