@@ -129,3 +129,80 @@ async fn max_connections_caps_upstream_connections() {
     assert_eq!(up.requests(u), 4);
     assert_eq!(errors(&gw, "overflow_connections"), 1.0);
 }
+
+/// A fixed response for what the cluster cannot answer.
+const STATIC: &str = "[routes.fallback]\nresponse = { status = 503, headers = { \"retry-after\" = \"5\", \"content-type\" = \"application/json\" }, body = \"{\\\"degraded\\\":true}\" }";
+
+#[tokio::test(start_paused = true)]
+async fn a_request_shed_by_a_bulkhead_gets_the_static_response() {
+    let up = ScriptedUpstream::new();
+    let u = slow_and_fast(&up);
+    let gw = Arc::new(
+        gateway(
+            &up,
+            &config(
+                &[u],
+                STATIC,
+                "limits = { max_requests = 1, max_pending = 0 }",
+            ),
+        )
+        .await,
+    );
+    let slow = spawn_get(&gw, "/slow").await;
+    settle("the only slot is taken", || up.requests_to(u, "/slow") == 1).await;
+    let (r, took) = get(&gw, "/fast").await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body, "{\"degraded\":true}", "{r:?}");
+    assert_eq!(r.header("levee-degraded"), Some("static"), "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("5"), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    assert_eq!(r.header("levee-error"), None, "{r:?}");
+    assert_eq!(r.header("levee-overloaded"), None, "{r:?}");
+    assert!(took.is_zero(), "answered at once: {took:?}");
+    assert_eq!(
+        up.requests_to(u, "/fast"),
+        0,
+        "the shed request went nowhere"
+    );
+    let (r, took) = slow.await.unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("levee-degraded"), None, "{r:?}");
+    assert_eq!(took, SLOW);
+    assert_eq!(
+        gw.metric("levee_fallbacks_total{route=\"r\",kind=\"static\"}"),
+        1.0
+    );
+}
+
+/// From `tests/proxy/ratelimit.rs`: on the virtual clock the count is exact.
+#[tokio::test(start_paused = true)]
+async fn admitted_requests_follow_the_configured_rate() {
+    let up = ScriptedUpstream::new();
+    let u = up.endpoint("u");
+    let gw = gateway(
+        &up,
+        &config(
+            &[u],
+            "[[routes.rate_limits]]\nname = \"r20\"\nrate = 20\nburst = 1",
+            "",
+        ),
+    )
+    .await;
+    let c = levee_testkit::Client::http1();
+    let url = format!("{}/x", gw.url("public"));
+    let start = crate::now();
+    let mut admitted = 0;
+    while crate::now() - start < Duration::from_millis(1500) {
+        let r = c.get(&url).await;
+        if r.status == 200 {
+            admitted += 1;
+        } else {
+            assert_eq!(r.status, 429, "{r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // One at once (the burst), then one every 50 ms for 1.5 s: at 0, 50,
+    // ..., 1450 ms.
+    assert_eq!(admitted, 30, "exactly the rate over 1.5 s");
+    assert_eq!(up.requests(u), admitted);
+}
