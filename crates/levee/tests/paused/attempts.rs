@@ -335,8 +335,13 @@ async fn failures_racing_for_retries(
         handles.push(crate::spawn_get(&gw, "/x").await);
     }
     let gauge = "levee_cluster_retries_in_flight{cluster=\"c\"}";
-    // The retry waits its backoff (25 ms at most) first: step the clock.
-    for _ in 0..25 {
+    // Every first attempt arrives before the clock moves; then the retries
+    // wait their backoff (25 ms at most): step the clock through it.
+    crate::settle("every first attempt arrives", || {
+        up.requests(a) + up.requests(b) >= n
+    })
+    .await;
+    for _ in 0..30 {
         if gw.metric(gauge) == 1.0 {
             break;
         }
