@@ -350,13 +350,8 @@ async fn failures_racing_for_retries(
         tokio::time::sleep(MS).await;
     }
     assert_eq!(gw.metric(gauge), 1.0, "a retry in flight");
-    let retries_in_flight = || async {
-        let v = levee_testkit::Client::http1()
-            .get(&format!("{}/api/v1/clusters", gw.admin_url()))
-            .await
-            .json();
-        v["clusters"][0]["bulkheads"]["retries_in_flight"].clone()
-    };
+    let retries_in_flight =
+        || async { crate::cluster(&gw).await["bulkheads"]["retries_in_flight"].clone() };
     assert_eq!(retries_in_flight().await, 1);
     let mut replies = Vec::new();
     for h in handles {

@@ -114,13 +114,10 @@ async fn an_endpoint_breaker_opens_refuses_for_its_open_time_then_probes_and_clo
 
 /// The cluster breaker's state, as the admin API says.
 async fn cluster_breaker(gw: &TestGateway) -> String {
-    let v = levee_testkit::Client::http1()
-        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
-        .await
-        .json();
-    v["clusters"][0]["circuit_breaker"]
+    let c = crate::cluster(gw).await;
+    c["circuit_breaker"]
         .as_str()
-        .unwrap_or_else(|| panic!("no cluster breaker state: {v}"))
+        .unwrap_or_else(|| panic!("no cluster breaker state: {c}"))
         .to_string()
 }
 

@@ -37,11 +37,7 @@ fn assert_shed(r: &ClientReply, reason: &str) {
 }
 
 async fn bulkheads(gw: &TestGateway) -> serde_json::Value {
-    let v = levee_testkit::Client::http1()
-        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
-        .await
-        .json();
-    v["clusters"][0]["bulkheads"].clone()
+    crate::cluster(gw).await["bulkheads"].clone()
 }
 
 #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@
 //! clock. Endpoints leave rotation the way production sees it: their
 //! health checks fail (scripted on `/healthz`) while they still answer.
 
-use crate::{gateway, now, LISTENER, PREAMBLE};
+use crate::{cluster, gateway, now, LISTENER, PREAMBLE};
 use levee_testkit::{
     eventually, Client, ClientReply, Connect, ScriptedUpstream, Step, TestGateway,
 };
@@ -39,15 +39,6 @@ fn locality_config(endpoints: &[String], cluster_extra: &str) -> String {
         "{PREAMBLE}{LISTENER}[[routes]]\nname = \"r\"\ncluster = \"c\"\n\n[[clusters]]\nname = \"c\"\nendpoints = [\n  {}\n]\n{cluster_extra}\n",
         endpoints.join(",\n  ")
     )
-}
-
-/// Cluster `c` as `GET /api/v1/clusters` shows it.
-async fn cluster(gw: &TestGateway) -> serde_json::Value {
-    let v = Client::http1()
-        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
-        .await
-        .json();
-    v["clusters"][0].clone()
 }
 
 /// Each priority level's load, in level order.

@@ -48,6 +48,15 @@ pub async fn gateway(up: &ScriptedUpstream, toml: &str) -> TestGateway {
     TestGateway::start_with_connector(toml, up.connector()).await
 }
 
+/// Cluster `c` (the first) as `GET /api/v1/clusters` shows it.
+pub async fn cluster(gw: &TestGateway) -> serde_json::Value {
+    let v = Client::http1()
+        .get(&format!("{}/api/v1/clusters", gw.admin_url()))
+        .await
+        .json();
+    v["clusters"][0].clone()
+}
+
 /// Virtual time now.
 pub fn now() -> levee_core::time::Instant {
     levee_core::time::now()
