@@ -9,11 +9,18 @@
 //! they cost no wall time.
 //!
 //! ```ignore
-//! let up = ScriptedUpstream::new();
-//! let a = up.endpoint("a"); // 192.0.2.1:80, answers 200 "a"
-//! up.script(a, [Step::status(503), Step::ok().after(Duration::from_secs(2))]);
-//! let gw = TestGateway::start_with_connector(&toml_naming(a), up.connector()).await;
-//! assert_eq!(up.requests(a), 0);
+//! #[tokio::test(start_paused = true)]
+//! async fn slow_then_fine() {
+//!     let up = ScriptedUpstream::new();
+//!     let a = up.endpoint("a"); // 192.0.2.1:80, answers 200 "a"
+//!     up.script(a, [Step::status(503), Step::ok().after(Duration::from_secs(2))]);
+//!     up.script_path(a, "/healthz", [Step::ok()]);
+//!     let gw = TestGateway::start_with_connector(&config_naming(a), up.connector()).await;
+//!     // ... requests over real loopback sockets; 2 s pass in no wall time ...
+//!     assert_eq!(up.requests_to(a, "/work"), 2);
+//!     up.set_connect(a, Connect::Refuse); // new connections refused
+//!     up.close_connections(a);            // and the open ones dropped
+//! }
 //! ```
 
 use bytes::Bytes;
