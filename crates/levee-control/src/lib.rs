@@ -48,6 +48,9 @@ pub struct StartOptions {
     /// this resolves: when the predecessor has written its last events.
     /// Until then the data plane counts in memory.
     pub slo_store_after: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// How clusters open HTTP/1.1 connections (see
+    /// `levee_proxy::StartOptions::connector`); TCP when not given.
+    pub connector: Option<Arc<dyn levee_proxy::Connector>>,
 }
 
 /// The control plane of one gateway: its loops and what they publish.
@@ -110,6 +113,7 @@ pub async fn start(
             inherited: options.inherited,
             slo_counters: counters,
             control: Some(engine.clone()),
+            connector: options.connector,
         },
     )
     .await?;

@@ -11,7 +11,7 @@
 use crate::body::UpstreamBody;
 use crate::guard::{breaker_verdict, Bulkheads, GuardedBreaker};
 use crate::metrics::ClusterMetrics;
-use crate::upstream::{Http1Conn, IdleConnections, Transport};
+use crate::upstream::{Connector, Http1Conn, IdleConnections, Transport};
 use crate::view::{level_health, ClusterView, ViewContext};
 use arc_swap::ArcSwap;
 use levee_config::{BalancerKind, Cluster, HashOn};
@@ -301,12 +301,14 @@ async fn resolve(config: &Cluster) -> Vec<(SocketAddr, &levee_config::Endpoint)>
 }
 
 impl ClusterRuntime {
-    /// Builds the cluster (resolving DNS names) and starts its background tasks.
+    /// Builds the cluster (resolving DNS names) and starts its background
+    /// tasks. Its HTTP/1.1 connections are opened by `connector`.
     pub(crate) async fn start(
         config: Cluster,
         context: ClusterContext,
         registry: Arc<Registry>,
         clock: MonotonicClock,
+        connector: Arc<dyn Connector>,
     ) -> Arc<Self> {
         let resolved = resolve(&config).await;
         let now = clock.now();
@@ -346,7 +348,7 @@ impl ClusterRuntime {
         metrics.panic_mode.set(i64::from(view.panic));
         let bulkheads = Bulkheads::new(&config.limits, &registry, &config.name);
         let runtime = Arc::new(Self {
-            transport: Transport::new(&config, bulkheads.connections.clone()),
+            transport: Transport::new(&config, bulkheads.connections.clone(), connector),
             breaker: config.circuit_breaker.cluster.as_ref().map(|b| {
                 GuardedBreaker::new(
                     b,

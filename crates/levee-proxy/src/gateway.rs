@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     capacity: ArcSwap<crate::capacity::CapacityReport>,
     /// Listening sockets a predecessor handed over, until listeners claim them.
     inherited: Mutex<crate::handover::InheritedSockets>,
+    /// Opens clusters' HTTP/1.1 connections (TCP outside tests).
+    connector: Arc<dyn crate::upstream::Connector>,
 }
 
 impl Shared {
@@ -137,6 +139,10 @@ pub struct StartOptions {
     pub slo_counters: Arc<crate::slo::SloCounters>,
     /// The control loops each reload commits its config to.
     pub control: Option<Arc<dyn crate::control::ControlPlane>>,
+    /// How clusters open HTTP/1.1 connections (HTTP/2 clusters always use
+    /// TCP); [`crate::TcpConnector`] when not given. Tests pass an
+    /// in-memory upstream here.
+    pub connector: Option<Arc<dyn crate::upstream::Connector>>,
 }
 
 /// A running gateway. Cheap to clone.
@@ -281,6 +287,9 @@ impl Gateway {
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
             inherited: Mutex::new(options.inherited),
+            connector: options
+                .connector
+                .unwrap_or_else(|| Arc::new(crate::upstream::TcpConnector)),
         });
         let gateway = Gateway { shared };
         let applied = gateway.apply(config).await;
@@ -316,6 +325,7 @@ impl Gateway {
                         context.clone(),
                         shared.registry.clone(),
                         shared.clock,
+                        shared.connector.clone(),
                     )
                     .await
                 }

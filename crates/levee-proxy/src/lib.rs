@@ -38,6 +38,7 @@ pub use gateway::{
     ReloadStatus, StartOptions,
 };
 pub use headers::LEVEE_ERROR;
+pub use upstream::{ConnectFuture, Connector, TcpConnector, UpstreamIo};
 
 /// Route matching exposed for benchmarks only; not a stable API.
 #[doc(hidden)]
@@ -62,6 +63,7 @@ pub mod bench_support {
                     Default::default(),
                     registry.clone(),
                     levee_core::MonotonicClock::new(),
+                    Arc::new(crate::upstream::TcpConnector),
                 )
                 .await;
                 clusters.insert(c.name.clone(), rt);

@@ -262,6 +262,7 @@ mod tests {
             Default::default(),
             registry.clone(),
             levee_core::MonotonicClock::new(),
+            Arc::new(crate::upstream::TcpConnector),
         )
         .await;
         Router::new(

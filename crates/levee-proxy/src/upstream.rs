@@ -12,6 +12,15 @@
 //! HTTP/2 (and gRPC): hyper-util's client multiplexes streams over pooled
 //! connections in their own tasks. WebSocket upgrades use a fresh HTTP/1.1
 //! connection in its own task, which hands the socket over after the 101.
+//!
+//! The transport seam: HTTP/1.1 connections (requests, health checks,
+//! upgrades) are opened by a [`Connector`], [`TcpConnector`] unless the
+//! gateway was started with another (`StartOptions::connector`). A connector
+//! yields an [`UpstreamIo`], an enum rather than a boxed trait object, so
+//! the hyper connection type stays concrete and the request path pays no
+//! dynamic dispatch per read or write. Tests plug in an in-memory upstream
+//! and drive everything after the socket (codec, pools, timeouts, retries,
+//! hedges, breakers) on paused time. HTTP/2 clusters connect by TCP only.
 
 use crate::body::{BodyError, UpstreamBody};
 use crate::guard::{ConnectionCap, ConnectionSlot};
@@ -29,7 +38,103 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-type Http1Connection = http1::Connection<TokioIo<TcpStream>, UpstreamBody>;
+type Http1Connection = http1::Connection<TokioIo<UpstreamIo>, UpstreamBody>;
+
+/// What [`Connector::connect`] returns: a connection, or the error a TCP
+/// connect would give (`ConnectionRefused` and `TimedOut` are classified as
+/// such; a future that never completes meets the cluster's connect timeout).
+pub type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<UpstreamIo>> + Send>>;
+
+/// Opens HTTP/1.1 connections to upstream endpoints. Called only when a
+/// request finds no idle pooled connection (and for health checks and
+/// upgrades, which go through the same path), so the boxed future costs one
+/// allocation per new connection, beside a TCP handshake.
+pub trait Connector: std::fmt::Debug + Send + Sync + 'static {
+    /// Connects to the endpoint at `addr`.
+    fn connect(&self, addr: SocketAddr) -> ConnectFuture;
+}
+
+/// The production connector: TCP with `TCP_NODELAY`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, addr: SocketAddr) -> ConnectFuture {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            Ok(UpstreamIo::Tcp(stream))
+        })
+    }
+}
+
+/// An upstream connection's byte stream: a TCP socket, or one end of an
+/// in-memory pipe (tests). Reads and writes dispatch by `match`.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// An in-memory connection whose other end a test serves.
+    Memory(tokio::io::DuplexStream),
+}
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Memory(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Memory(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Tcp(s) => s.is_write_vectored(),
+            UpstreamIo::Memory(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Memory(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Memory(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A failure to get a response head, already classified.
 pub(crate) type SendError = (ErrorKind, String);
@@ -127,17 +232,25 @@ pub(crate) enum Transport {
     Http1 {
         idle_timeout: Duration,
         connections: Arc<ConnectionCap>,
+        connector: Arc<dyn Connector>,
     },
     /// HTTP/2 through hyper-util's pooled client.
     Http2(Box<hyper_util::client::legacy::Client<HttpConnector, UpstreamBody>>),
 }
 
 impl Transport {
-    pub(crate) fn new(config: &levee_config::Cluster, connections: Arc<ConnectionCap>) -> Self {
+    /// The cluster's transport; HTTP/1.1 connections are opened by
+    /// `connector`, HTTP/2 ones always by TCP.
+    pub(crate) fn new(
+        config: &levee_config::Cluster,
+        connections: Arc<ConnectionCap>,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
         match config.protocol {
             levee_config::UpstreamProtocol::Http1 => Transport::Http1 {
                 idle_timeout: config.pool.idle_timeout,
                 connections,
+                connector,
             },
             levee_config::UpstreamProtocol::Http2 => {
                 let mut connector = HttpConnector::new();
@@ -179,12 +292,24 @@ impl Transport {
                 Ok(resp) => Ok((resp, None)),
                 Err(e) => Err((classify_legacy(&e), error_chain(&e))),
             },
-            Transport::Http1 { connections, .. } if upgrade => {
-                Box::pin(send_upgrade(addr, req, connect_timeout, connections)).await
+            Transport::Http1 {
+                connections,
+                connector,
+                ..
+            } if upgrade => {
+                Box::pin(send_upgrade(
+                    addr,
+                    req,
+                    connect_timeout,
+                    connections,
+                    &**connector,
+                ))
+                .await
             }
             Transport::Http1 {
                 idle_timeout,
                 connections,
+                connector,
             } => {
                 let mut req = req;
                 origin_form(&mut req);
@@ -192,7 +317,10 @@ impl Transport {
                 for attempt in 0..2 {
                     let mut conn = match idle.checkout(*idle_timeout) {
                         Some(c) if attempt == 0 => c,
-                        _ => Box::pin(connect(addr, connect_timeout, connections)).await?,
+                        _ => {
+                            Box::pin(connect(addr, connect_timeout, connections, &**connector))
+                                .await?
+                        }
                     };
                     match exchange(&mut conn, req).await {
                         Ok(resp) => return Ok((resp, Some(conn))),
@@ -218,9 +346,10 @@ async fn send_upgrade(
     mut req: http::Request<UpstreamBody>,
     connect_timeout: Duration,
     connections: &Arc<ConnectionCap>,
+    connector: &dyn Connector,
 ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
     origin_form(&mut req);
-    let mut conn = connect(addr, connect_timeout, connections).await?;
+    let mut conn = connect(addr, connect_timeout, connections, connector).await?;
     let send = conn.send.send_request(req);
     tokio::spawn(async move {
         if let Err(e) = conn.conn.with_upgrades().await {
@@ -251,6 +380,7 @@ async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     connections: &Arc<ConnectionCap>,
+    connector: &dyn Connector,
 ) -> Result<Http1Conn, SendError> {
     let Some(slot) = connections.open() else {
         return Err((
@@ -261,7 +391,7 @@ async fn connect(
             ),
         ));
     };
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let stream = match tokio::time::timeout(timeout, connector.connect(addr)).await {
         Err(_) => {
             return Err((
                 ErrorKind::ConnectTimeout,
@@ -281,7 +411,6 @@ async fn connect(
         }
         Ok(Ok(s)) => s,
     };
-    let _ = stream.set_nodelay(true);
     let (send, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -4,6 +4,10 @@
 //!   path ([`Reply`]: status or status sequence, latency, body size, streamed
 //!   chunks, trailers, connection reset, hang, close after headers, echo) and
 //!   request counters.
+//! - [`ScriptedUpstream`]: endpoints in memory behind the gateway's transport
+//!   seam ([`levee_proxy::Connector`]), scripted per request ([`Step`]:
+//!   status after a delay, hang, reset mid-body) and per connect
+//!   ([`Connect`]: refuse, never complete), for tests on paused time.
 //! - [`TestGateway`]: a gateway plus admin API in process, built from a config
 //!   string.
 //! - [`eventually`]: waits for asynchronous state with a deadline.
@@ -13,6 +17,7 @@ mod client;
 mod config;
 mod promtool;
 mod redis;
+mod scripted;
 mod state;
 mod upstream;
 
@@ -20,6 +25,7 @@ pub use client::{Client, Reply as ClientReply};
 pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
 pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};
 pub use redis::RedisServer;
+pub use scripted::{Arrival, Connect, ScriptedUpstream, Step};
 pub use state::{
     AdminApi, Alert, Budget, Bulkheads, Capacity, ClusterCapacity, ClusterState, Clusters,
     DurationSummary, EndpointCapacity, EndpointState, Incident, Incidents, Level,
@@ -65,6 +71,8 @@ pub struct TestGateway {
     pub config_path: Option<std::path::PathBuf>,
     _admin_stop: tokio::sync::oneshot::Sender<()>,
     _dir: Option<TempDir>,
+    /// How clusters connect (TCP when `None`); kept for [`TestGateway::restart`].
+    connector: Option<Arc<dyn levee_proxy::Connector>>,
 }
 
 impl TestGateway {
@@ -72,23 +80,51 @@ impl TestGateway {
     pub async fn start(toml: &str) -> TestGateway {
         let config = levee_config::load_str(toml, levee_config::Format::Toml, "test.toml")
             .unwrap_or_else(|d| panic!("test config is invalid:\n{d}"));
-        Self::from_config(config, None, None).await
+        Self::from_config(config, None, None, None).await
+    }
+
+    /// Starts from TOML text, with clusters' HTTP/1.1 connections opened by
+    /// `connector` (a [`ScriptedUpstream`] for tests on paused time).
+    pub async fn start_with_connector(
+        toml: &str,
+        connector: Arc<dyn levee_proxy::Connector>,
+    ) -> TestGateway {
+        let config = levee_config::load_str(toml, levee_config::Format::Toml, "test.toml")
+            .unwrap_or_else(|d| panic!("test config is invalid:\n{d}"));
+        Self::from_config(config, None, None, Some(connector)).await
     }
 
     /// Starts from TOML written to a real file, so reloads can read it.
     pub async fn start_from_file(toml: &str) -> TestGateway {
+        Self::file_with(toml, None).await
+    }
+
+    /// Like [`TestGateway::start_from_file`], with clusters' HTTP/1.1
+    /// connections opened by `connector` (kept across [`TestGateway::restart`]).
+    pub async fn start_from_file_with_connector(
+        toml: &str,
+        connector: Arc<dyn levee_proxy::Connector>,
+    ) -> TestGateway {
+        Self::file_with(toml, Some(connector)).await
+    }
+
+    async fn file_with(
+        toml: &str,
+        connector: Option<Arc<dyn levee_proxy::Connector>>,
+    ) -> TestGateway {
         let dir = TempDir::new();
         let path = dir.path.join("levee.toml");
         std::fs::write(&path, toml).expect("write config");
         let config = levee_config::load_file(&path)
             .unwrap_or_else(|d| panic!("test config is invalid:\n{d}"));
-        Self::from_config(config, Some(path), Some(dir)).await
+        Self::from_config(config, Some(path), Some(dir), connector).await
     }
 
     async fn from_config(
         config: levee_config::Config,
         path: Option<std::path::PathBuf>,
         dir: Option<TempDir>,
+        connector: Option<Arc<dyn levee_proxy::Connector>>,
     ) -> TestGateway {
         let admin_addr = config.admin.listen;
         let token = config.admin.token.clone();
@@ -96,7 +132,10 @@ impl TestGateway {
             config,
             path.clone(),
             Arc::new(Registry::new()),
-            Default::default(),
+            levee_control::StartOptions {
+                connector: connector.clone(),
+                ..Default::default()
+            },
         )
         .await
         .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
@@ -119,6 +158,7 @@ impl TestGateway {
             config_path: path,
             _admin_stop: tx,
             _dir: dir,
+            connector,
         }
     }
 
@@ -132,10 +172,11 @@ impl TestGateway {
             .clone()
             .expect("restart needs a gateway started from a file");
         let dir = self._dir.take();
+        let connector = self.connector.take();
         drop(self);
         let config = levee_config::load_file(&path)
             .unwrap_or_else(|d| panic!("test config is invalid:\n{d}"));
-        Self::from_config(config, Some(path), dir).await
+        Self::from_config(config, Some(path), dir, connector).await
     }
 
     /// The bound address of listener `name`.

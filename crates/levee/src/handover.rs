@@ -49,6 +49,7 @@ pub(crate) async fn take_over(path: &Path) -> anyhow::Result<Inherited> {
         options: levee_control::StartOptions {
             inherited: proto::InheritedSockets::new(sockets.listeners),
             slo_store_after: Some(store_after),
+            connector: None,
         },
         admin: sockets.admin,
         pending: PendingReady {

@@ -9,8 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use levee_core::time::Instant;
 use levee_testkit::{
-    eventually, Client, ClientReply, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TempDir,
-    TestGateway,
+    Client, ClientReply, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TempDir, TestGateway,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,10 +17,6 @@ use std::time::Duration;
 /// How long `eventually` waits for state that should follow within
 /// milliseconds.
 const SOON: Duration = Duration::from_secs(10);
-
-/// How long the scripted slow upstreams take: long enough that a loaded
-/// two-core machine finishes the rest of a test step well within it.
-const SLOW: Duration = Duration::from_secs(2);
 
 /// One route `r` to cluster `c` over `endpoints`, with `fallback` as the
 /// body of its `[routes.fallback]`.
@@ -66,111 +61,6 @@ fn post(url: &str, body: &'static [u8]) -> http::Request<Full<Bytes>> {
 
 // ---------------------------------------------------------------------------
 // Serve stale
-
-#[tokio::test]
-async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
-    let up = FakeUpstream::builder("v1")
-        .route("/item", Reply::statuses(&[200, 503]))
-        .route(
-            "/private",
-            Reply::statuses(&[200, 503]).header("cache-control", "no-store"),
-        )
-        .otherwise(Reply::status(503))
-        .start()
-        .await;
-    let addr = up.addr();
-    let gw =
-        TestGateway::start(&config(&[addr], "serve_stale = { max_entries = 100 }").toml()).await;
-    let c = Client::http1();
-    let base = gw.url("public");
-
-    let fresh = c.get(&format!("{base}/item")).await;
-    assert_eq!(fresh.status, 200, "{fresh:?}");
-    assert_eq!(fresh.body, "v1");
-    assert_not_degraded(&fresh);
-    assert_eq!(fresh.header("age"), None);
-
-    // The upstream now answers 503: the copy answers instead.
-    let stale = c.get(&format!("{base}/item")).await;
-    let age = assert_stale(&stale, "v1");
-    assert!(age < 60, "{stale:?}");
-    assert_eq!(
-        stale.header("x-upstream"),
-        Some("v1"),
-        "the copy keeps the upstream's headers"
-    );
-    assert_eq!(up.requests_to("/item"), 2, "the upstream was asked first");
-
-    // Nothing was ever fetched here: the upstream's own 503 comes through.
-    let never = c.get(&format!("{base}/never")).await;
-    assert_eq!(never.status, 503, "{never:?}");
-    assert_not_degraded(&never);
-
-    // A response that says `no-store` is not kept.
-    let private = c.get(&format!("{base}/private")).await;
-    assert_eq!(private.status, 200, "{private:?}");
-    let private = c.get(&format!("{base}/private")).await;
-    assert_eq!(private.status, 503, "no-store is never served stale");
-    assert_not_degraded(&private);
-    assert_eq!(gw.metric(&fallbacks_series("stale")), 1.0);
-
-    // The age grows with the copy (whole seconds).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let older = c.get(&format!("{base}/item")).await;
-    assert!(assert_stale(&older, "v1") >= 1, "{older:?}");
-
-    // The upstream goes away (connection refused): still the copy...
-    drop(up);
-    let r = c.get(&format!("{base}/item")).await;
-    assert_stale(&r, "v1");
-    // ...but nothing for a target never fetched: the gateway's own error.
-    let r = c.get(&format!("{base}/unknown")).await;
-    assert!(r.status.is_server_error(), "{r:?}");
-    assert!(r.header("levee-error").is_some(), "{r:?}");
-    assert_not_degraded(&r);
-
-    // Back (same port, new content): fresh answers again.
-    let up = FakeUpstream::builder("v2").bind(addr).start().await;
-    eventually(
-        SOON,
-        "fresh answers from the restarted upstream",
-        || async {
-            let r = c.get(&format!("{base}/item")).await;
-            r.status == 200 && r.body == "v2" && r.header("levee-degraded").is_none()
-        },
-    )
-    .await;
-    let r = c.get(&format!("{base}/item")).await;
-    assert_eq!(r.body, "v2");
-    assert_not_degraded(&r);
-    // The copy was refreshed along the way.
-    drop(up);
-    let r = c.get(&format!("{base}/item")).await;
-    assert_stale(&r, "v2");
-    assert!(gw.metric(&fallbacks_series("stale")) >= 4.0);
-}
-
-#[tokio::test]
-async fn a_copy_older_than_max_stale_is_not_served() {
-    let up = FakeUpstream::builder("v1")
-        .route("/item", Reply::statuses(&[200, 503]))
-        .start()
-        .await;
-    let gw =
-        TestGateway::start(&config(&[up.addr()], "serve_stale = { max_stale = \"1s\" }").toml())
-            .await;
-    let c = Client::http1();
-    let url = format!("{}/item", gw.url("public"));
-    assert_eq!(c.get(&url).await.body, "v1");
-    assert_stale(&c.get(&url).await, "v1");
-
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = c.get(&url).await;
-    assert_eq!(r.status, 503, "the copy is too old: {r:?}");
-    assert_not_degraded(&r);
-    assert_eq!(up.requests_to("/item"), 3);
-    assert_eq!(gw.metric(&fallbacks_series("stale")), 1.0);
-}
 
 #[tokio::test]
 async fn a_copy_made_for_one_authorized_client_is_not_served_to_another() {
@@ -495,41 +385,6 @@ async fn fallbacks_are_tried_in_order_stale_cluster_static() {
 
 // ---------------------------------------------------------------------------
 // Shed requests
-
-#[tokio::test]
-async fn a_request_shed_by_a_bulkhead_gets_the_static_response() {
-    let up = FakeUpstream::builder("u")
-        .route("/slow", Reply::ok().latency(SLOW))
-        .start()
-        .await;
-    let gw = TestGateway::start(
-        &with_cluster(
-            STATIC,
-            Cluster::new("c")
-                .endpoint(&up)
-                .limits("max_requests = 1, max_pending = 0"),
-        )
-        .toml(),
-    )
-    .await;
-    let base = gw.url("public");
-    let slow = tokio::spawn({
-        let url = format!("{base}/slow");
-        async move { Client::http1().get(&url).await }
-    });
-    eventually(SOON, "the only slot is taken", || async {
-        up.requests_to("/slow") == 1
-    })
-    .await;
-    let r = Client::http1().get(&format!("{base}/fast")).await;
-    assert_static(&r);
-    assert_eq!(r.header("levee-overloaded"), None, "{r:?}");
-    assert_eq!(up.requests_to("/fast"), 0, "the shed request went nowhere");
-    let r = slow.await.unwrap();
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_not_degraded(&r);
-    assert_eq!(gw.metric(&fallbacks_series("static")), 1.0);
-}
 
 #[tokio::test]
 async fn an_open_cluster_breaker_is_answered_with_the_static_response() {

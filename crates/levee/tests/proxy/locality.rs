@@ -5,15 +5,15 @@
 //! endpoint still answers, or live latency), and every check is on which
 //! upstream answered, on what the admin API reports, or both. Durations
 //! appear only as generous upper bounds, as the slowness of a scripted
-//! upstream, or as waits past a configured window.
+//! upstream, or as waits past a configured window. What is timed (the
+//! failback hold, slow-start ramps) is tested on paused time in
+//! `tests/paused/converted.rs`.
 
-use levee_core::time::Instant;
 use levee_testkit::{
     eventually, Client, Cluster, ClusterState, Endpoint, FakeUpstream, GatewayConfig, Reply, Route,
     TestGateway,
 };
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,11 +51,6 @@ async fn failing_checks(name: &str, addr: SocketAddr) -> FakeUpstream {
         .await
 }
 
-/// An upstream that answers everything (health checks included) on `addr`.
-async fn restarted(name: &str, addr: SocketAddr) -> FakeUpstream {
-    FakeUpstream::builder(name).bind(addr).start().await
-}
-
 /// Cluster `c` as `GET /api/v1/clusters` shows it.
 async fn cluster(gw: &TestGateway) -> ClusterState {
     gw.admin_api().cluster("c").await
@@ -77,29 +72,6 @@ fn close_to(actual: &[f64], expected: &[f64]) -> bool {
             .iter()
             .zip(expected)
             .all(|(a, e)| (a - e).abs() < 0.01)
-}
-
-/// Whether the admin API lists the endpoint at `addr` with `healthy`.
-fn endpoint_healthy(cluster: &ClusterState, addr: SocketAddr) -> bool {
-    cluster.endpoint(addr).is_some_and(|e| e.healthy)
-}
-
-/// Polls `check` until it yields a value, failing the test after `timeout`.
-async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Sends `n` GETs one after another; each must succeed. Returns how many
@@ -127,73 +99,6 @@ fn count(counts: &HashMap<String, usize>, prefix: &str) -> usize {
 
 // ---------------------------------------------------------------------------
 // Priority levels
-
-#[tokio::test]
-async fn traffic_fails_over_to_the_next_priority_and_back_after_the_failback_delay() {
-    let [a, b, c] = FakeUpstream::start_each(["a", "b", "c"]).await;
-    let (a_addr, b_addr) = (a.addr(), b.addr());
-    let gw = TestGateway::start(&config(
-        None,
-        checked([
-            Endpoint::new(a_addr),
-            Endpoint::new(b_addr),
-            Endpoint::new(c.addr()).priority(1),
-        ])
-        .raw("locality = { failback_delay = \"1s\" }"),
-    ))
-    .await;
-    let cl = cluster(&gw).await;
-    assert_eq!(cl.loads(), [1.0, 0.0], "{cl:?}");
-    assert_eq!(cl.locality[0].priority, 0);
-    assert_eq!(cl.locality[1].priority, 1);
-    let priorities: Vec<_> = cl.endpoints.iter().map(|e| e.priority).collect();
-    assert_eq!(priorities, [0, 0, 1]);
-
-    let n = burst(&gw, 20).await;
-    assert_eq!(n.get("c"), None, "level 1 is idle while level 0 is healthy");
-    assert!(n.get("a") > Some(&0) && n.get("b") > Some(&0), "{n:?}");
-
-    // Level 0 fails its health checks (while still answering traffic).
-    drop((a, b));
-    let a = failing_checks("a", a_addr).await;
-    let b = failing_checks("b", b_addr).await;
-    eventually(SOON, "level 1 takes all traffic", || async {
-        close_to(&cluster(&gw).await.loads(), &[0.0, 1.0])
-    })
-    .await;
-    let n = burst(&gw, 20).await;
-    assert_eq!(n.get("c"), Some(&20), "{n:?}");
-
-    // Level 0 recovers: traffic stays on level 1 for the failback delay.
-    drop((a, b));
-    let a = restarted("a", a_addr).await;
-    let b = restarted("b", b_addr).await;
-    let cl = poll(SOON, "a and b healthy again", || async {
-        let cl = cluster(&gw).await;
-        (endpoint_healthy(&cl, a_addr) && endpoint_healthy(&cl, b_addr)).then_some(cl)
-    })
-    .await;
-    // The view that shows both healthy still holds the failback (1s, from
-    // the moment the second one passed: a few polls ago).
-    let held = cl.loads();
-    assert!(held[1] > 0.0, "failback is held: {cl:?}");
-    let n = burst(&gw, 5).await;
-    assert!(
-        n.get("c") > Some(&0),
-        "level 1 still takes traffic right after recovery: {n:?}"
-    );
-    eventually(SOON, "traffic returns to level 0", || async {
-        close_to(&cluster(&gw).await.loads(), &[1.0, 0.0])
-    })
-    .await;
-    let before = (a.requests_to("/work"), b.requests_to("/work"));
-    let n = burst(&gw, 20).await;
-    assert_eq!(n.get("c"), None, "level 1 is idle again: {n:?}");
-    assert!(
-        a.requests_to("/work") > before.0 && b.requests_to("/work") > before.1,
-        "{n:?}"
-    );
-}
 
 #[tokio::test]
 async fn a_partly_healthy_level_keeps_its_overprovisioned_share() {
@@ -404,70 +309,3 @@ async fn a_slow_endpoint_is_ejected_for_its_latency() {
 
 // ---------------------------------------------------------------------------
 // Slow start
-
-/// Two endpoints with `weight` and `balancer`; the second fails its health
-/// checks, then passes again. Returns the share of a burst it gets right
-/// after it returned, and of a burst after the 6s window (long enough that
-/// the early burst stays early on a loaded machine).
-async fn slow_start_shares(weight: u32, balancer: &str) -> (f64, f64) {
-    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
-    let b_addr = b.addr();
-    let gw = TestGateway::start(&config(
-        None,
-        checked([
-            Endpoint::new(a.addr()).weight(weight),
-            Endpoint::new(b_addr).weight(weight),
-        ])
-        .balancer(balancer)
-        .raw("slow_start = { window = \"6s\", min_weight_percent = 10 }"),
-    ))
-    .await;
-    let n = burst(&gw, 20).await;
-    assert!(n.get("b") > Some(&0) && n.get("a") > Some(&0), "{n:?}");
-
-    drop(b);
-    let b = failing_checks("b", b_addr).await;
-    eventually(SOON, "b leaves rotation", || async {
-        !endpoint_healthy(&cluster(&gw).await, b_addr)
-    })
-    .await;
-    assert_eq!(burst(&gw, 10).await.get("b"), None);
-
-    drop(b);
-    let _b = restarted("b", b_addr).await;
-    eventually(SOON, "b returns", || async {
-        endpoint_healthy(&cluster(&gw).await, b_addr)
-    })
-    .await;
-    let returned = Instant::now();
-    let n = burst(&gw, 20).await;
-    let early = n.get("b").copied().unwrap_or(0) as f64 / 20.0;
-
-    // Past the window (6s from the return, which the admin API showed
-    // shortly after it happened).
-    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(returned.elapsed())).await;
-    let n = burst(&gw, 40).await;
-    let late = n.get("b").copied().unwrap_or(0) as f64 / 40.0;
-    (early, late)
-}
-
-#[tokio::test]
-async fn a_returning_endpoint_ramps_up_over_the_slow_start_window() {
-    let (early, late) = slow_start_shares(1, "round_robin").await;
-    assert!(early < 0.35, "right after its return: {early}");
-    assert!((0.35..=0.65).contains(&late), "after the window: {late}");
-}
-
-#[tokio::test]
-async fn a_returning_heavy_endpoint_ramps_up_over_the_slow_start_window() {
-    let (early, late) = slow_start_shares(100, "round_robin").await;
-    assert!(early < 0.35, "right after its return: {early}");
-    assert!((0.35..=0.65).contains(&late), "after the window: {late}");
-}
-
-#[tokio::test]
-async fn a_returning_endpoint_ramps_up_with_least_request_too() {
-    let (early, late) = slow_start_shares(100, "least_request").await;
-    assert!(early < 0.35, "right after its return: {early}");
-    assert!((0.2..=0.8).contains(&late), "after the window: {late}");
-}

@@ -12,14 +12,12 @@ mod freeze;
 mod health;
 mod limits;
 mod locality;
-mod overload;
 mod protocol;
 mod ratelimit;
 mod reload;
 mod resilience;
 mod retries;
 mod routing;
-mod slo;
 mod streaming;
 mod tls;
 
