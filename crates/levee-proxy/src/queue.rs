@@ -45,6 +45,9 @@ pub(crate) struct ClusterQueue {
     limiter: Option<Mutex<AdaptiveLimit>>,
     limit: AtomicU32,
     in_flight: AtomicU32,
+    /// Each class's `max_queue_time`, by class id: how long a queued
+    /// request may wait before it is shed.
+    max_queue_time: Vec<Duration>,
     clock: MonotonicClock,
     limit_gauge: Arc<Gauge>,
     in_flight_gauge: Arc<Gauge>,
@@ -157,7 +160,9 @@ impl ClusterQueue {
             max_total_len: config.max_queue_len,
             tenant_quota_share: config.tenant_quota,
         });
+        let max_queue_time = config.classes.iter().map(|c| c.max_queue_time).collect();
         let me = Arc::new(Self {
+            max_queue_time,
             state: Mutex::new(State {
                 queue,
                 in_flight: 0,
@@ -327,7 +332,16 @@ impl ClusterQueue {
             tenant: tenant_id,
             armed: true,
         };
-        let max_wait = deadline.saturating_duration_since(Instant::now());
+        // Until the deadline or the class's queue time, whichever is first:
+        // a waiting request is shed the moment its queue time is up.
+        let class_wait = self
+            .max_queue_time
+            .get(usize::from(class.0))
+            .copied()
+            .unwrap_or(Duration::MAX);
+        let max_wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(class_wait);
         let woke = tokio::time::timeout(max_wait, rx).await;
         match woke {
             Ok(Ok(Ok(()))) => {
@@ -338,7 +352,7 @@ impl ClusterQueue {
                 waiting.armed = false;
                 Err(shed(reason, priority))
             }
-            // Timed out (the deadline), or the sender vanished: the drop of
+            // Timed out (queue time or deadline), or the sender vanished: the drop of
             // `waiting` leaves the queue or gives back a late slot.
             _ => {
                 self.count_shed(RejectReason::QueueTimeout);
