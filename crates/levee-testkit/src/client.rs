@@ -30,6 +30,25 @@ impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
+
+    /// Asserts that this is an answer from the route's cluster, not a
+    /// fallback.
+    pub fn assert_not_degraded(&self) {
+        assert_eq!(self.header("levee-degraded"), None, "{self:?}");
+    }
+
+    /// Asserts that this is a stale copy with `body`, and returns its age
+    /// in seconds.
+    pub fn assert_stale(&self, body: &str) -> u64 {
+        assert_eq!(self.status, 200, "{self:?}");
+        assert_eq!(self.body, body, "{self:?}");
+        assert_eq!(self.header("levee-degraded"), Some("stale"), "{self:?}");
+        let age = self
+            .header("age")
+            .unwrap_or_else(|| panic!("a stale copy carries its age: {self:?}"));
+        age.parse()
+            .unwrap_or_else(|_| panic!("age is whole seconds: {self:?}"))
+    }
 }
 
 /// A pooled HTTP client.
@@ -53,6 +72,19 @@ impl Client {
                 .http2_only(true)
                 .build_http(),
         }
+    }
+
+    /// Sends `n` GETs to `url` one after another; each must succeed.
+    /// Returns how many each body answered (upstreams that answer with
+    /// their name: how many each upstream served).
+    pub async fn burst(&self, url: &str, n: usize) -> std::collections::HashMap<String, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..n {
+            let r = self.get(url).await;
+            assert_eq!(r.status, 200, "no request fails: {r:?}");
+            *counts.entry(r.body).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// GET `url`.

@@ -8,9 +8,7 @@
 //! health checks fail (scripted on `/healthz`) while they still answer.
 
 use crate::{cluster, gateway, now, LISTENER, PREAMBLE};
-use levee_testkit::{
-    eventually, Client, ClientReply, Connect, ScriptedUpstream, Step, TestGateway,
-};
+use levee_testkit::{eventually, Client, Connect, ScriptedUpstream, Step, TestGateway};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,20 +68,6 @@ fn endpoint_healthy(cluster: &serde_json::Value, addr: SocketAddr) -> bool {
         .is_some_and(|e| e["healthy"] == true)
 }
 
-/// Sends `n` GETs one after another; each must succeed. Returns how many
-/// each endpoint answered (endpoints answer with their name).
-async fn burst(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
-    let c = Client::http1();
-    let url = format!("{}/work", gw.url("public"));
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let r = c.get(&url).await;
-        assert_eq!(r.status, 200, "no request fails: {r:?}");
-        *counts.entry(r.body).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Steps the virtual clock by `step` until `check` holds; returns when.
 async fn when<F, Fut>(
     limit: Duration,
@@ -110,6 +94,13 @@ where
 
 // ---------------------------------------------------------------------------
 // locality.rs: the failback hold
+
+/// `n` GETs to `/work`, each answered: how many each upstream served.
+async fn burst(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
+    Client::http1()
+        .burst(&format!("{}/work", gw.url("public")), n)
+        .await
+}
 
 #[tokio::test(start_paused = true)]
 async fn traffic_fails_over_to_the_next_priority_and_back_after_the_failback_delay() {
@@ -282,22 +273,6 @@ fn fallbacks_stale() -> &'static str {
     "levee_fallbacks_total{route=\"r\",kind=\"stale\"}"
 }
 
-fn assert_not_degraded(r: &ClientReply) {
-    assert_eq!(r.header("levee-degraded"), None, "{r:?}");
-}
-
-/// Asserts that `r` is a stale copy with `body`, and returns its age.
-fn assert_stale(r: &ClientReply, body: &str) -> u64 {
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.body, body, "{r:?}");
-    assert_eq!(r.header("levee-degraded"), Some("stale"), "{r:?}");
-    let age = r
-        .header("age")
-        .unwrap_or_else(|| panic!("a stale copy carries its age: {r:?}"));
-    age.parse()
-        .unwrap_or_else(|_| panic!("age is whole seconds: {r:?}"))
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
     let up = ScriptedUpstream::new();
@@ -319,16 +294,12 @@ async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
     let fresh = c.get(&format!("{base}/item")).await;
     assert_eq!(fresh.status, 200, "{fresh:?}");
     assert_eq!(fresh.body, "v1");
-    assert_not_degraded(&fresh);
+    fresh.assert_not_degraded();
     assert_eq!(fresh.header("age"), None);
 
     // The upstream now answers 503: the copy answers instead.
     let stale = c.get(&format!("{base}/item")).await;
-    assert_eq!(
-        assert_stale(&stale, "v1"),
-        0,
-        "no time has passed: {stale:?}"
-    );
+    assert_eq!(stale.assert_stale("v1"), 0, "no time has passed: {stale:?}");
     assert_eq!(
         stale.header("x-upstream"),
         Some("v1"),
@@ -343,34 +314,34 @@ async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
     // Nothing was ever fetched here: the upstream's own 503 comes through.
     let never = c.get(&format!("{base}/never")).await;
     assert_eq!(never.status, 503, "{never:?}");
-    assert_not_degraded(&never);
+    never.assert_not_degraded();
 
     // A response that says `no-store` is not kept.
     let private = c.get(&format!("{base}/private")).await;
     assert_eq!(private.status, 200, "{private:?}");
     let private = c.get(&format!("{base}/private")).await;
     assert_eq!(private.status, 503, "no-store is never served stale");
-    assert_not_degraded(&private);
+    private.assert_not_degraded();
     assert_eq!(gw.metric(fallbacks_stale()), 1.0);
 
     // The age grows with the copy, in whole seconds.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let older = c.get(&format!("{base}/item")).await;
-    assert_eq!(assert_stale(&older, "v1"), 1, "{older:?}");
+    assert_eq!(older.assert_stale("v1"), 1, "{older:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let older = c.get(&format!("{base}/item")).await;
-    assert_eq!(assert_stale(&older, "v1"), 6, "{older:?}");
+    assert_eq!(older.assert_stale("v1"), 6, "{older:?}");
 
     // The upstream goes away (connection refused): still the copy...
     up.set_connect(addr, Connect::Refuse);
     up.close_connections(addr);
     let r = c.get(&format!("{base}/item")).await;
-    assert_stale(&r, "v1");
+    r.assert_stale("v1");
     // ...but nothing for a target never fetched: the gateway's own error.
     let r = c.get(&format!("{base}/unknown")).await;
     assert!(r.status.is_server_error(), "{r:?}");
     assert_eq!(r.header("levee-error"), Some("connect_refused"), "{r:?}");
-    assert_not_degraded(&r);
+    r.assert_not_degraded();
 
     // Back, with new content: fresh answers again...
     up.script_path(addr, "/item", [Step::ok().body("v2")]);
@@ -378,12 +349,12 @@ async fn a_failing_upstream_is_answered_with_the_last_good_copy() {
     let r = c.get(&format!("{base}/item")).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, "v2");
-    assert_not_degraded(&r);
+    r.assert_not_degraded();
     // ...and the copy was refreshed along the way.
     up.set_connect(addr, Connect::Refuse);
     up.close_connections(addr);
     let r = c.get(&format!("{base}/item")).await;
-    assert_eq!(assert_stale(&r, "v2"), 0, "{r:?}");
+    assert_eq!(r.assert_stale("v2"), 0, "{r:?}");
     assert_eq!(gw.metric(fallbacks_stale()), 5.0);
 }
 
@@ -397,16 +368,16 @@ async fn a_copy_older_than_max_stale_is_not_served() {
     let url = format!("{}/item", gw.url("public"));
     let stored = now();
     assert_eq!(c.get(&url).await.body, "v1");
-    assert_stale(&c.get(&url).await, "v1");
+    c.get(&url).await.assert_stale("v1");
 
     // Served up to exactly `max_stale` after it was fetched...
     tokio::time::sleep_until(stored + Duration::from_secs(1)).await;
-    assert_eq!(assert_stale(&c.get(&url).await, "v1"), 1);
+    assert_eq!(c.get(&url).await.assert_stale("v1"), 1);
     // ...and not a millisecond longer.
     tokio::time::sleep(MS).await;
     let r = c.get(&url).await;
     assert_eq!(r.status, 503, "the copy is too old: {r:?}");
-    assert_not_degraded(&r);
+    r.assert_not_degraded();
     assert_eq!(up.requests_to(addr, "/item"), 4);
     assert_eq!(gw.metric(fallbacks_stale()), 2.0);
 }

@@ -36,23 +36,6 @@ fn fallbacks_series(kind: &str) -> String {
     format!("levee_fallbacks_total{{route=\"r\",kind=\"{kind}\"}}")
 }
 
-/// Asserts that `r` is an answer from the route's cluster, not a fallback.
-fn assert_not_degraded(r: &ClientReply) {
-    assert_eq!(r.header("levee-degraded"), None, "{r:?}");
-}
-
-/// Asserts that `r` is a stale copy with `body`, and returns its age.
-fn assert_stale(r: &ClientReply, body: &str) -> u64 {
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.body, body, "{r:?}");
-    assert_eq!(r.header("levee-degraded"), Some("stale"), "{r:?}");
-    let age = r
-        .header("age")
-        .unwrap_or_else(|| panic!("a stale copy carries its age: {r:?}"));
-    age.parse()
-        .unwrap_or_else(|_| panic!("age is whole seconds: {r:?}"))
-}
-
 fn post(url: &str, body: &'static [u8]) -> http::Request<Full<Bytes>> {
     http::Request::post(url)
         .body(Full::new(Bytes::from_static(body)))
@@ -84,7 +67,7 @@ async fn a_copy_made_for_one_authorized_client_is_not_served_to_another() {
     let bob = c.get_with(&url, &[("authorization", "Bearer bob")]).await;
     // Bob sees the upstream's own 503, not a copy of Alice's 200.
     assert_eq!(bob.status, 503, "Bob got Alice's cached answer: {bob:?}");
-    assert_not_degraded(&bob);
+    bob.assert_not_degraded();
 }
 
 #[tokio::test]
@@ -109,11 +92,11 @@ async fn bodies_over_max_entry_bytes_are_not_kept() {
         assert_eq!(r.status, 200, "{path}: {r:?}");
     }
     let r = c.get(&format!("{base}/small")).await;
-    assert_eq!(assert_stale(&r, &"x".repeat(1000)), 0);
+    assert_eq!(r.assert_stale(&"x".repeat(1000)), 0);
     for path in ["/large", "/streamed"] {
         let r = c.get(&format!("{base}{path}")).await;
         assert_eq!(r.status, 503, "{path} was too large to keep: {r:?}");
-        assert_not_degraded(&r);
+        r.assert_not_degraded();
     }
 }
 
@@ -143,7 +126,7 @@ async fn the_stale_cache_survives_a_reload_that_keeps_its_settings() {
     std::fs::write(&path, cfg("two", 100)).unwrap();
     gw.gateway.reload_from_file().await.expect("reload");
     let r = c.get(&url).await;
-    assert_stale(&r, "v1");
+    r.assert_stale("v1");
     assert_eq!(
         r.header("x-marker"),
         Some("two"),
@@ -155,7 +138,7 @@ async fn the_stale_cache_survives_a_reload_that_keeps_its_settings() {
     gw.gateway.reload_from_file().await.expect("reload");
     let r = c.get(&url).await;
     assert_eq!(r.status, 503, "{r:?}");
-    assert_not_degraded(&r);
+    r.assert_not_degraded();
     assert_eq!(r.header("x-marker"), Some("three"));
 }
 
@@ -203,7 +186,7 @@ async fn only_statuses_in_on_statuses_fall_back() {
     assert_static(&c.get(&format!("{base}/boom")).await);
     let r = c.get(&format!("{base}/missing")).await;
     assert_eq!(r.status, 404, "a 404 is an answer, not a failure: {r:?}");
-    assert_not_degraded(&r);
+    r.assert_not_degraded();
     assert_eq!(c.get(&format!("{base}/ok")).await.body, "u");
 
     // A route listing its own failure statuses.
@@ -214,7 +197,7 @@ async fn only_statuses_in_on_statuses_fall_back() {
     assert_static(&c.get(&format!("{base}/teapot")).await);
     let r = c.get(&format!("{base}/boom")).await;
     assert_eq!(r.status, 500, "500 is not listed: {r:?}");
-    assert_not_degraded(&r);
+    r.assert_not_degraded();
 }
 
 #[tokio::test]
@@ -369,7 +352,9 @@ async fn fallbacks_are_tried_in_order_stale_cluster_static() {
     assert_eq!(c.get(&format!("{base}/cached")).await.body, "primary");
 
     // A copy exists: it comes before the fallback cluster.
-    assert_stale(&c.get(&format!("{base}/cached")).await, "primary");
+    c.get(&format!("{base}/cached"))
+        .await
+        .assert_stale("primary");
     assert_eq!(dr.requests(), 0);
     // No copy: the fallback cluster.
     let r = c.get(&format!("{base}/fresh")).await;

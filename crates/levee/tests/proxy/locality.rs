@@ -74,20 +74,6 @@ fn close_to(actual: &[f64], expected: &[f64]) -> bool {
             .all(|(a, e)| (a - e).abs() < 0.01)
 }
 
-/// Sends `n` GETs one after another; each must succeed. Returns how many
-/// each upstream answered (upstreams answer with their name).
-async fn burst(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
-    let c = Client::http1();
-    let url = format!("{}/work", gw.url("public"));
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let r = c.get(&url).await;
-        assert_eq!(r.status, 200, "no request fails: {r:?}");
-        *counts.entry(r.body).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Requests answered by upstreams whose name starts with `prefix`.
 fn count(counts: &HashMap<String, usize>, prefix: &str) -> usize {
     counts
@@ -99,6 +85,13 @@ fn count(counts: &HashMap<String, usize>, prefix: &str) -> usize {
 
 // ---------------------------------------------------------------------------
 // Priority levels
+
+/// `n` GETs to `/work`, each answered: how many each upstream served.
+async fn burst(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
+    Client::http1()
+        .burst(&format!("{}/work", gw.url("public")), n)
+        .await
+}
 
 #[tokio::test]
 async fn a_partly_healthy_level_keeps_its_overprovisioned_share() {
