@@ -143,6 +143,17 @@ enum SloCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Write the config's SLOs as OpenSLO v1 (one `kind: SLO` document
+    /// each, measured by the `Levee` metric source), which `slo import`
+    /// reads back into the same SLOs.
+    Export {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -211,6 +222,15 @@ fn main() -> ExitCode {
             command: SloCommand::Import { file, output },
         } => match levee_config::openslo::import_file(&file) {
             Ok(imported) => write_output(output.as_deref(), &imported.toml),
+            Err(diags) => print_diagnostics(&diags),
+        },
+        Command::Slo {
+            command: SloCommand::Export { config, output },
+        } => match levee_config::load_file(&config) {
+            Ok(c) => {
+                let yaml = levee_config::openslo::export(&c, &config.display().to_string());
+                write_output(output.as_deref(), &yaml)
+            }
             Err(diags) => print_diagnostics(&diags),
         },
         Command::Backup { config, file } => backup(&config, &file),

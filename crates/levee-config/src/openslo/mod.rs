@@ -15,7 +15,8 @@
 //!
 //! The stream is read in `documents`, each SLO mapped in `map` (its SLI
 //! in `map::indicator`, its alerting in `map::alerting`), and the TOML
-//! written in `render`.
+//! written in `render`. The other way, `export` writes Levee's SLOs as
+//! OpenSLO v1 that this importer reads back unchanged.
 //!
 //! # The Levee metric source
 //!
@@ -75,8 +76,11 @@
 //! them once the entries are in a config.
 
 mod documents;
+mod export;
 mod map;
 mod render;
+
+pub use export::export;
 
 use crate::diag::Decoder;
 use crate::{Diagnostic, Diagnostics};

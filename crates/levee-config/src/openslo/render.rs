@@ -29,7 +29,7 @@ fn percent_text(ppm: u32) -> String {
 }
 
 /// A burn-rate factor in thousandths as a TOML float: 14_400 is `14.4`.
-fn factor_text(milli: u32) -> String {
+pub(super) fn factor_text(milli: u32) -> String {
     let (whole, frac) = (milli / 1000, milli % 1000);
     let digits = format!("{frac:03}");
     let frac = digits.trim_end_matches('0');
