@@ -8,8 +8,16 @@
 //!   seam ([`levee_proxy::Connector`]), scripted per request ([`Step`]:
 //!   status after a delay, hang, reset mid-body) and per connect
 //!   ([`Connect`]: refuse, never complete), for tests on paused time.
-//! - [`TestGateway`]: a gateway plus admin API in process, built from a config
-//!   string.
+//! - [`ScriptedUpstream`]: endpoints on in-memory pipes that follow scripts
+//!   ([`Step`]: a status after a delay, hang, reset mid-body; [`Connect`]:
+//!   refuse or never connect), for tests on paused time.
+//! - [`TestGateway`]: a gateway (started through `levee_control::start`,
+//!   so with its control plane) plus admin API in process, built from a
+//!   config string, optionally on a [`ScriptedUpstream`]'s connector.
+//! - [`GatewayConfig`] and its tables: a typed config builder.
+//! - [`AdminApi`]: typed admin API state, read over HTTP.
+//! - [`Promtool`]: runs promtool on rules, failing under CI without it.
+//! - [`RedisServer`]: a real redis-server on a free port.
 //! - [`eventually`]: waits for asynchronous state with a deadline.
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
@@ -194,27 +202,6 @@ impl TestGateway {
     /// `http://ADMIN`.
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin)
-    }
-
-    /// The first cluster's endpoints as `GET /api/v1/clusters` shows them.
-    pub async fn endpoints(&self) -> Vec<serde_json::Value> {
-        let v = Client::http1()
-            .get(&format!("{}/api/v1/clusters", self.admin_url()))
-            .await
-            .json();
-        v["clusters"][0]["endpoints"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The admin API's entry for the endpoint at `addr`, if listed.
-    pub async fn endpoint(&self, addr: SocketAddr) -> Option<serde_json::Value> {
-        let addr = addr.to_string();
-        self.endpoints()
-            .await
-            .into_iter()
-            .find(|e| e["address"] == addr.as_str())
     }
 
     /// The value of the metric series whose line starts with `prefix`

@@ -212,7 +212,7 @@ async fn a_slow_first_attempt_is_hedged_after_the_delay_and_the_hedge_wins() {
     let in_flight =
         format!("levee_endpoint_requests_in_flight{{cluster=\"c\",endpoint=\"{slow}\"}}");
     assert_eq!(gw.metric(&in_flight), 0.0);
-    assert_eq!(gw.endpoint(slow).await.unwrap()["in_flight"], 0);
+    assert_eq!(gw.admin_api().endpoint(slow).await.unwrap().in_flight, 0);
 
     // A POST is not idempotent: it is never hedged and waits for its
     // endpoint (2 s on `slow`).

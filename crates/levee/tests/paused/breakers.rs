@@ -13,13 +13,13 @@ const MS: Duration = Duration::from_millis(1);
 /// The breaker state of the endpoint at `addr`, as the admin API says.
 async fn breaker(gw: &TestGateway, addr: SocketAddr) -> String {
     let e = gw
+        .admin_api()
         .endpoint(addr)
         .await
         .unwrap_or_else(|| panic!("{addr} is not listed"));
-    e["circuit_breaker"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e}"))
-        .to_string()
+    e.circuit_breaker
+        .clone()
+        .unwrap_or_else(|| panic!("no breaker state for {addr}: {e:?}"))
 }
 
 #[tokio::test(start_paused = true)]

@@ -116,7 +116,10 @@ async fn max_connections_caps_upstream_connections() {
     assert_eq!(slow.await.unwrap().0.status, 200);
 
     // Once idle, the connection is reused.
-    assert_eq!(gw.endpoint(u).await.unwrap()["idle_connections"], 1);
+    assert_eq!(
+        gw.admin_api().endpoint(u).await.unwrap().idle_connections,
+        1
+    );
     for _ in 0..3 {
         let (r, _) = get(&gw, "/fast").await;
         assert_eq!(r.status, 200, "{r:?}");
