@@ -44,7 +44,10 @@ impl SloEngine {
             absorb(series, end, ledger.batch);
             let transitions = series.alerts.evaluate(
                 &series.def.policy,
-                &series.buckets,
+                series
+                    .slices
+                    .as_ref()
+                    .map_or(&series.buckets, |s| s.buckets()),
                 series.def.objective,
                 end,
             );
