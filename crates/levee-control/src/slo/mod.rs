@@ -299,7 +299,7 @@ impl SloEngine {
                             .unwrap_or_default()
                             .into_iter()
                             .map(|(coarse, start, c)| BucketRow {
-                                slo: slices_key(&def.id),
+                                slo: slices_key(&def),
                                 coarse,
                                 start_ns: start,
                                 good: c.good,
@@ -309,7 +309,7 @@ impl SloEngine {
                         Some(_) => Vec::new(),
                         None => state
                             .stored_buckets
-                            .remove(&slices_key(&def.id))
+                            .remove(&slices_key(&def))
                             .unwrap_or_default(),
                     };
                     let slices = def.slices(layout, slice_rows);

@@ -153,10 +153,18 @@ impl SeriesDef {
     }
 }
 
-/// The store key of an objective's judged slices: its id and a suffix no
-/// objective id can carry (ids are names, `[a-z0-9_-]` and `:`).
-pub(super) fn slices_key(id: &str) -> String {
-    format!("{id}#slices")
+/// The store key of an objective's judged slices: its id, and how they
+/// were judged, after a `#` no objective id can carry (ids are names and
+/// `:`), so slices judged another way are never restored as these.
+pub(super) fn slices_key(def: &SeriesDef) -> String {
+    let how = match def.budgeting {
+        Budgeting::Occurrences => String::new(),
+        Budgeting::Timeslices { slice, target_ppm } => {
+            format!("timeslices:{}:{target_ppm}", slice.as_millis())
+        }
+        Budgeting::RatioTimeslices { slice } => format!("ratio_timeslices:{}", slice.as_millis()),
+    };
+    format!("{}#{how}", def.id)
 }
 
 /// An SLO period as of one moment.
@@ -365,7 +373,7 @@ pub(super) fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch) {
     let Some(slices) = series.slices.as_mut() else {
         return;
     };
-    let key = slices_key(&series.def.id);
+    let key = slices_key(&series.def);
     for (start, verdict) in slices.catch_up(&series.buckets, end) {
         if verdict.is_none() {
             continue;
