@@ -343,6 +343,15 @@ impl NaiveSlices {
         })
     }
 
+    /// The same rule for the averaged SLO: the slices' mean shortfall is
+    /// strictly above 20 % in both windows.
+    fn ratio_pages(&self, now: u64) -> bool {
+        [60, 20].iter().all(|&w| {
+            let (sum, n) = self.ratios(now, w);
+            n > 0 && (n * 1_000_000 - sum) * 5 > n * 1_000_000
+        })
+    }
+
     /// Sum of the slices' floored ppm ratios, and their count.
     fn ratios(&self, now: u64, window: u64) -> (u64, u64) {
         let s = self.slices(now, window);
@@ -378,7 +387,7 @@ async fn time_slices_replay_against_a_naive_model() {
         (seed >> 33) % n
     };
     let step = 600;
-    let mut fired_at = None;
+    let (mut fired_at, mut y_fired_at) = (None, None);
     for k in 0..step + 120 {
         let (good, bad) = if k >= step && k < step + 60 {
             (1, 9) // the outage: every slice bad
@@ -434,6 +443,11 @@ async fn time_slices_replay_against_a_naive_model() {
         assert_eq!(y.bad_slices, Some((n * 1_000_000 - sum) / 1_000_000));
         if n > 0 {
             assert_eq!(y.sli_value, Some(sum as f64 / (n * 1_000_000) as f64));
+        }
+        let y_firing = y.alerts[0].state == "firing";
+        assert_eq!(y_firing, naive.ratio_pages(now), "averaged page at {now} s");
+        if y_firing && y_fired_at.is_none() && now > step {
+            y_fired_at = Some(now - step);
         }
     }
     assert_eq!(

@@ -264,6 +264,14 @@ fn notification(series: &Series, announcement: Announcement, now: Nanos) -> Noti
         ),
         None => format!("{} availability", percent(def.objective.ppm())),
     };
+    let what = match def.budgeting.slice() {
+        Some(slice) => format!(
+            "{what}, {} over {} slices",
+            def.budgeting.name(),
+            levee_config::format_duration(slice)
+        ),
+        None => what,
+    };
     let summary = if firing {
         format!(
             "SLO {} is burning its error budget ({})",
