@@ -244,6 +244,36 @@ mod tests {
         assert_eq!(allowed_bad_slices(o, month, Duration::from_secs(60)), 432);
     }
 
+    /// Slices are events to the burn and budget math: a window's burn rate
+    /// is its bad-slice share over `1 − objective`, the budget counts bad
+    /// slices against the judged ones, and the time left runs out at the
+    /// current bad-slice rate.
+    #[test]
+    fn burn_and_budget_read_slices() {
+        use crate::burn::{Budget, Burn, Exhaustion};
+        let o = Objective::from_ppm(990_000).unwrap();
+        // A 5-minute window of one-minute slices, two of them bad: 40 %
+        // of slices bad against a 1 % budget burns at 40.
+        let Burn::Rate(rate) = Burn::new(Counts::new(3, 5), o, 1) else {
+            panic!("five judged slices are data");
+        };
+        assert_eq!(rate.milli(), 40_000);
+        // 30 days, 43,200 minutes all judged, 108 bad: a quarter of the
+        // 432 allowed, so three quarters left: 324 minutes of full outage.
+        let month = Duration::from_secs(30 * 86_400);
+        let Budget::Known(b) = Budget::new(Counts::new(43_200 - 108, 43_200), o, 0) else {
+            panic!("known");
+        };
+        assert_eq!(b.remaining_ppm(), 750_000);
+        assert_eq!(b.remaining_time_ns(month), 324 * 60 * 1_000_000_000);
+        assert_eq!(allowed_bad_slices(o, month, Duration::from_secs(60)), 432);
+        // At 40 % bad slices the 324 minutes last 810 minutes.
+        assert_eq!(
+            b.time_to_exhaustion(month, &rate),
+            Exhaustion::After(Duration::from_secs(810 * 60))
+        );
+    }
+
     #[test]
     fn slices_are_judged_once_as_they_end() {
         let mut events = Buckets::new(layout()).unwrap();

@@ -1,6 +1,9 @@
 //! One objective's series: its definition from the config (`SeriesDef`),
 //! its buckets, alerts and Prometheus series (`Series`), how a tick's
-//! events are absorbed into it, and how its alert states are stored.
+//! events are absorbed into it, and how its alert states are stored. A
+//! time-slice series also judges its slices from its buckets as each tick
+//! absorbs events, and its alerts, budget and burn rates read those
+//! ([`levee_slo::timeslice`]); they are stored beside its buckets.
 
 use levee_config::{Budgeting, Sli, Slo, SloObjective, SloPeriod, Tier};
 use levee_core::metrics::{names, Counter, FloatGauge, Registry};
