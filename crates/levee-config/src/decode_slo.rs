@@ -46,6 +46,13 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     });
     let period = d.opt(&mut t, "period", decode_period);
     let rate_limited_is_bad = d.opt(&mut t, "rate_limited_is_bad", Decoder::bool);
+    let budgeting = d.opt(&mut t, "budgeting", |d, n, p| {
+        d.choice(n, p, &["occurrences", "timeslices", "ratio_timeslices"])
+    });
+    let timeslice = d.opt(&mut t, "timeslice", Decoder::duration);
+    let timeslice_target = d.opt(&mut t, "timeslice_target", slice_target_ppm);
+    let wrote_timeslice = t.has("timeslice");
+    let wrote_timeslice_target = t.has("timeslice_target");
     let runbook = d.opt(&mut t, "runbook", |d, n, p| {
         let s = d.string(n, p)?;
         if s.starts_with("https://") || s.starts_with("http://") {
@@ -145,6 +152,15 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             return None;
         }
     };
+    let budgeting = decode_budgeting(
+        d,
+        path,
+        loc,
+        &at,
+        budgeting,
+        (timeslice, wrote_timeslice),
+        (timeslice_target, wrote_timeslice_target),
+    )?;
     let mut alerting = alerting.unwrap_or(SloAlerting {
         rules: None,
         min_events: u64::MAX,
@@ -188,10 +204,178 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
         sli,
         objectives,
         period,
+        budgeting,
         alerting,
         runbook,
         labels: labels.unwrap_or_default(),
     })
+}
+
+/// The budgeting method from its three fields: `timeslice` is required
+/// with either time-slice method, `timeslice_target` with `timeslices`
+/// alone. How the slice fits the bucket layout and the alert windows is
+/// checked in [`check_slos`], once `[alerting]` is known.
+fn decode_budgeting(
+    d: &mut Decoder<'_>,
+    path: &str,
+    loc: crate::node::Loc,
+    at: &dyn Fn(&str) -> crate::node::Loc,
+    method: Option<&str>,
+    (slice, wrote_slice): (Option<Duration>, bool),
+    (target, wrote_target): (Option<u32>, bool),
+) -> Option<Budgeting> {
+    let method = method.unwrap_or("occurrences");
+    let time_sliced = method != "occurrences";
+    if !time_sliced && wrote_slice {
+        d.error_help(
+            at("timeslice"),
+            &format!("{path}.timeslice"),
+            "`timeslice` needs a time-slice budgeting method",
+            "add `budgeting = \"timeslices\"` (or `\"ratio_timeslices\"`), or remove `timeslice`",
+        );
+    }
+    if method != "timeslices" && wrote_target {
+        d.error_help(
+            at("timeslice_target"),
+            &format!("{path}.timeslice_target"),
+            format!("`timeslice_target` only applies to `budgeting = \"timeslices\"`, not `{method}`"),
+            if method == "ratio_timeslices" {
+                "a ratio_timeslices SLO averages the slices' ratios and judges no slice: remove `timeslice_target`"
+            } else {
+                "add `budgeting = \"timeslices\"`, or remove `timeslice_target`"
+            },
+        );
+    }
+    if !time_sliced {
+        return (!wrote_slice && !wrote_target).then_some(Budgeting::Occurrences);
+    }
+    if slice.is_none() {
+        if !wrote_slice {
+            d.error_help(
+                loc,
+                &format!("{path}.timeslice"),
+                format!("missing required field `timeslice` (the slice width of `budgeting = \"{method}\"`)"),
+                "for example `timeslice = \"1m\"`",
+            );
+        }
+        return None;
+    }
+    let slice = slice?;
+    if method == "ratio_timeslices" {
+        return (!wrote_target).then_some(Budgeting::RatioTimeslices { slice });
+    }
+    match target {
+        Some(target_ppm) => Some(Budgeting::Timeslices { slice, target_ppm }),
+        None => {
+            if !wrote_target {
+                d.error_help(
+                    loc,
+                    &format!("{path}.timeslice_target"),
+                    "missing required field `timeslice_target` (the share of good events a slice needs to be good)",
+                    "for example `timeslice_target = \"95%\"`",
+                );
+            }
+            None
+        }
+    }
+}
+
+/// A slice's target such as `"95%"`: above 0 %, up to 100 % (a slice may
+/// require every event to be good), to a millionth.
+fn slice_target_ppm(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<u32> {
+    let share = d.percent(n, p)?;
+    let ppm = (share * 1e6).round() as u32;
+    if ppm == 0 || ppm > 1_000_000 {
+        d.error_help(
+            n.loc,
+            p,
+            "a slice target must be above 0% and at most 100%",
+            "for example `timeslice_target = \"95%\"`: a slice is good when 95% of its events are",
+        );
+        return None;
+    }
+    Some(ppm)
+}
+
+/// The shortest alert window of the SRE Workbook's default rules (the
+/// first page rule's short window), whatever the period.
+const DEFAULT_SHORTEST_WINDOW: Duration = Duration::from_secs(300);
+
+/// A time-slice SLO's slice must be whole buckets, tile the hour (so
+/// slices never straddle the hourly coarse buckets that hold the period),
+/// and fit in the shortest alert window (a window must hold a whole slice
+/// to judge anything).
+fn check_timeslice(
+    d: &mut Decoder<'_>,
+    root: &Node,
+    slo: &Slo,
+    raw_slo_names: &[String],
+    bucket: Duration,
+) {
+    let Some(slice) = slo.budgeting.slice() else {
+        return;
+    };
+    let i = raw_slo_names
+        .iter()
+        .position(|n| *n == slo.name)
+        .unwrap_or(0);
+    let path = format!("slos[{i}].timeslice");
+    let loc = root.loc_of(&[&path]);
+    let (slice_ns, bucket_ns) = (slice.as_nanos(), bucket.as_nanos().max(1));
+    if slice_ns == 0 || !slice_ns.is_multiple_of(bucket_ns) {
+        d.error_help(
+            loc,
+            &path,
+            format!(
+                "a slice must be a whole number of buckets ({}), got {}",
+                format_duration(bucket),
+                format_duration(slice)
+            ),
+            format!(
+                "use a multiple of `[alerting] bucket`, such as `{}`",
+                format_duration(bucket.max(Duration::from_secs(60)))
+            ),
+        );
+        return;
+    }
+    if !(3_600_000_000_000u128).is_multiple_of(slice_ns) {
+        d.error_help(
+            loc,
+            &path,
+            format!(
+                "a slice must divide an hour evenly, got {}",
+                format_duration(slice)
+            ),
+            "`1m` and `5m` are usual; `10s`, `30s` and `2m` also work",
+        );
+        return;
+    }
+    let (shortest, field) = match slo.alerting.rules.as_deref() {
+        Some(rules) => match rules
+            .iter()
+            .zip(rule_fields(rules))
+            .min_by_key(|(r, _)| r.short)
+        {
+            Some((r, field)) => (r.short, format!("`{field}.short`")),
+            None => return,
+        },
+        None => (
+            DEFAULT_SHORTEST_WINDOW,
+            "the default rules' first page window".to_string(),
+        ),
+    };
+    if slice > shortest {
+        d.error_help(
+            loc,
+            &path,
+            format!(
+                "the slice {} is longer than the shortest alert window ({}, {field})",
+                format_duration(slice),
+                format_duration(shortest)
+            ),
+            "a window must hold whole slices: shorten the slice, or lengthen the window",
+        );
+    }
 }
 
 /// Each rule's field path below its SLO (`alerting.ticket[0]`): the rules
@@ -656,6 +840,7 @@ pub(crate) fn check_slos(
         );
     }
     for slo in &config.slos {
+        check_timeslice(d, root, slo, raw_slo_names, bucket);
         let rules = slo.alerting.rules.as_deref().unwrap_or_default();
         let too_short = rules
             .iter()
@@ -816,8 +1001,59 @@ warn_at = "70%"
         assert_eq!(c.store.path, None);
         assert_eq!(c.status_page.optional_objective_ppm, 995_000);
         assert_eq!(c.capacity.warn_at, 0.7);
+        assert_eq!(a.budgeting, Budgeting::Occurrences, "the default");
         // Secrets stay out of the serialized config.
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("secret-key"), "{json}");
+    }
+
+    #[test]
+    fn time_slice_budgeting_decodes() {
+        let c = load(
+            r#"
+[[slos]]
+name = "sliced"
+sli = "availability"
+objective = "99%"
+budgeting = "timeslices"
+timeslice = "1m"
+timeslice_target = "95%"
+
+[[slos]]
+name = "ratio"
+sli = "latency"
+threshold = "300ms"
+objective = "99%"
+budgeting = "ratio_timeslices"
+timeslice = "5m"
+
+[[slos]]
+name = "events"
+sli = "availability"
+objective = "99%"
+budgeting = "occurrences"
+"#,
+        );
+        assert_eq!(
+            c.slos[0].budgeting,
+            Budgeting::Timeslices {
+                slice: Duration::from_secs(60),
+                target_ppm: 950_000
+            }
+        );
+        assert_eq!(
+            c.slos[1].budgeting,
+            Budgeting::RatioTimeslices {
+                slice: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(c.slos[1].budgeting.slice(), Some(Duration::from_secs(300)));
+        assert_eq!(c.slos[2].budgeting, Budgeting::Occurrences);
+        assert_eq!(c.slos[0].budgeting.name(), "timeslices");
+        let json = serde_json::to_value(c.slos[0].budgeting).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "method": "timeslices", "slice": "1m", "target_ppm": 950000 })
+        );
     }
 }

@@ -1106,6 +1106,8 @@ pub struct Slo {
     pub objectives: Vec<SloObjective>,
     /// The period the objective and the error budget are measured over.
     pub period: SloPeriod,
+    /// What the objective counts: events, or time slices judged one by one.
+    pub budgeting: Budgeting,
     /// How budget burn becomes alerts.
     pub alerting: SloAlerting,
     /// A link passed into every alert of this SLO.
@@ -1166,6 +1168,54 @@ pub struct SloObjective {
     /// Latency SLIs: the threshold an answer must be within.
     #[serde(serialize_with = "ser_opt_duration")]
     pub threshold: Option<Duration>,
+}
+
+/// What an SLO's objective and budget count (OpenSLO's `budgetingMethod`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "method")]
+pub enum Budgeting {
+    /// Every event counts once: the SLI is good events over all events.
+    Occurrences,
+    /// Time is cut into slices of `slice`; a slice is good when the share
+    /// of good events in it meets `target_ppm`, and the SLI is good slices
+    /// over judged slices (slices without events are not judged).
+    Timeslices {
+        /// The slice width: a whole multiple of `alerting.bucket`.
+        #[serde(serialize_with = "ser_duration")]
+        slice: Duration,
+        /// The share of good events a slice needs to be good, in parts
+        /// per million (up to 1,000,000).
+        target_ppm: u32,
+    },
+    /// Time is cut into slices of `slice`, and the SLI is the average of
+    /// the slices' good-event ratios (slices without events are not
+    /// judged).
+    RatioTimeslices {
+        /// The slice width: a whole multiple of `alerting.bucket`.
+        #[serde(serialize_with = "ser_duration")]
+        slice: Duration,
+    },
+}
+
+impl Budgeting {
+    /// The slice width, for the time-slice methods.
+    pub fn slice(self) -> Option<Duration> {
+        match self {
+            Budgeting::Occurrences => None,
+            Budgeting::Timeslices { slice, .. } | Budgeting::RatioTimeslices { slice } => {
+                Some(slice)
+            }
+        }
+    }
+
+    /// Its name in config and in the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Budgeting::Occurrences => "occurrences",
+            Budgeting::Timeslices { .. } => "timeslices",
+            Budgeting::RatioTimeslices { .. } => "ratio_timeslices",
+        }
+    }
 }
 
 /// The period an SLO's budget is measured over.

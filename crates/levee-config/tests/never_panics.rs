@@ -483,6 +483,9 @@ fn config_shape() -> Shape {
                     "period",
                     "rate_limited_is_bad",
                     "runbook",
+                    "budgeting",
+                    "timeslice",
+                    "timeslice_target",
                 ]),
                 vec![
                     ("objectives", list(t(scalars(&["threshold", "objective"])))),

@@ -56,13 +56,30 @@
 //! `sum(increase(levee_slo_events_total{slo="<id>"}[<short>])) >= N`. The
 //! long window holds the short one, so guarding the short one suffices.
 //!
+//! **Time slices.** For `budgeting = "timeslices"` the window ratios are
+//! bad-slice shares: `avg_over_time((<slice is bad>)[<window>:<slice>])`,
+//! where a slice is bad when its error ratio (`increase` over the slice,
+//! summed over replicas) is above `1 − timeslice_target` (`> bool`); for
+//! `ratio_timeslices` the subquery averages the slices' error ratios. The
+//! subquery's steps fall on multiples of the slice since the epoch, as
+//! Levee's slices do, and a slice without events has no sample, so it is
+//! not counted, as in Levee. The meta recordings and alerts read those
+//! ratios unchanged; the `min_events` guard is left out (Levee needs one
+//! judged slice). What PromQL cannot express is said in a comment above
+//! the objective's groups and by [`notes`] (the command prints them on
+//! stderr): `increase` extrapolates to the slice's edges, so a slice close
+//! to its target may be judged otherwise than Levee's exact counts judge
+//! it; a late scrape can change a slice already judged; and the period's
+//! ratio is the average of the 5m ratios, not a count of bad slices over
+//! the period.
+//!
 //! The YAML is written by hand: every string is double-quoted and escaped,
 //! label values in PromQL are escaped for PromQL, and text that Prometheus
 //! expands as a template (alert labels and annotations) has its `{{`
 //! escaped.
 
 use crate::policy::{alert_policy, nominal_period};
-use levee_config::{AlertSeverity, Config, Sli, Slo, SloObjective, SloPeriod};
+use levee_config::{AlertSeverity, Budgeting, Config, Sli, Slo, SloObjective, SloPeriod};
 use levee_core::metrics::names;
 use std::time::Duration;
 
@@ -123,6 +140,21 @@ pub fn render(config: &Config) -> String {
         target.write(&mut y);
     }
     y.out
+}
+
+/// What the rules for `config`'s time-slice SLOs cannot express exactly,
+/// one line per objective, for the command to print on stderr (the rules
+/// file carries the same text as comments).
+pub fn notes(config: &Config) -> Vec<String> {
+    config
+        .slos
+        .iter()
+        .flat_map(|slo| slo.objectives.iter().map(move |o| Target::new(slo, o)))
+        .filter_map(|t| {
+            t.slice_limits()
+                .map(|l| format!("SLO {}: {}", t.id(), l.join(" ")))
+        })
+        .collect()
 }
 
 /// One multiwindow burn-rate rule of the SLO's alert policy, with the
@@ -252,9 +284,46 @@ impl<'a> Target<'a> {
 
     fn write(&self, y: &mut Yaml) {
         y.line(0, &format!("# {}", self.headline()));
+        for line in self.slice_limits().unwrap_or_default() {
+            y.line(0, &format!("# {line}"));
+        }
         self.write_sli_group(y);
         self.write_meta_group(y);
         self.write_alert_group(y);
+    }
+
+    /// What the rules of a time-slice objective cannot express, as
+    /// sentences; `None` for occurrences.
+    fn slice_limits(&self) -> Option<Vec<String>> {
+        let slice = levee_config::format_duration(self.slo.budgeting.slice()?);
+        Some(vec![
+            format!("Time slices of {slice}, judged by PromQL, not exactly as Levee judges them:"),
+            "increase() extrapolates to the slice's edges, so a slice close to its target"
+                .to_string(),
+            "may be judged otherwise; a late scrape can change a slice already judged;".to_string(),
+            "and the period's ratio averages the 5m ratios rather than counting bad slices."
+                .to_string(),
+            "Levee's own figures (GET /api/v1/slos) are exact.".to_string(),
+        ])
+    }
+
+    /// The error ratio of the slice ending at each subquery step, and, for
+    /// `timeslices`, whether it fell short of the slice target (1 or 0);
+    /// `None` for occurrences.
+    fn slice_expr(&self) -> Option<String> {
+        let slice = self.slo.budgeting.slice()?;
+        let bad = self.counter(names::SLO_BAD_EVENTS, whole_millis(slice));
+        let all = self.counter(names::SLO_EVENTS, whole_millis(slice));
+        let ratio = format!(
+            "(sum(increase({bad})) or (0 * sum(increase({all}))))\n  /\n  (sum(increase({all})) > 0)"
+        );
+        Some(match self.slo.budgeting {
+            Budgeting::Timeslices { target_ppm, .. } => format!(
+                "(\n  {ratio}\n) > bool {}",
+                decimal(u64::from(1_000_000 - target_ppm.min(1_000_000)), 6)
+            ),
+            _ => ratio,
+        })
     }
 
     /// A comment line naming the objective and what it promises.
@@ -288,7 +357,18 @@ impl<'a> Target<'a> {
                 "over a calendar month (evaluated over a rolling 30d)".to_string()
             }
         };
-        format!("{objective}% of requests {what}, {period}")
+        match self.slo.budgeting {
+            Budgeting::Occurrences => format!("{objective}% of requests {what}, {period}"),
+            Budgeting::Timeslices { slice, target_ppm } => format!(
+                "{objective}% of {} slices with {}% of requests {what}, {period}",
+                levee_config::format_duration(slice),
+                decimal(u64::from(target_ppm), 4)
+            ),
+            Budgeting::RatioTimeslices { slice } => format!(
+                "{objective}% of requests {what} on average over {} slices, {period}",
+                levee_config::format_duration(slice)
+            ),
+        }
     }
 
     fn write_sli_group(&self, y: &mut Yaml) {
@@ -300,11 +380,20 @@ impl<'a> Target<'a> {
                 .rules
                 .iter()
                 .any(|r| whole_millis(r.long) == window || whole_millis(r.short) == window);
+            let slices = self.slice_expr();
             let expr = if window == whole_millis(self.period) && !alerted {
                 let series = format!("{base}{}[{w}]", self.filter());
                 format!(
                     "sum_over_time({series})\n/ ignoring ({WINDOW_LABEL})\ncount_over_time({series})"
                 )
+            } else if let Some(slice_expr) = &slices {
+                let step = prom_duration(self.slo.budgeting.slice().unwrap_or(window));
+                // A millisecond short of the window: Prometheus 2 closes a
+                // subquery's range at both ends, which would count one
+                // slice too many; 3 opens it on the left. Either way this
+                // takes exactly the window's slices.
+                let range = prom_duration(window.saturating_sub(Duration::from_millis(1)));
+                format!("avg_over_time((\n  {slice_expr}\n)[{range}:{step}])")
             } else {
                 // No replica may have counted a bad event yet, and a
                 // missing numerator would read as "no data" rather than
@@ -443,7 +532,11 @@ impl<'a> Target<'a> {
     fn alert_expr(&self, rules: &[Rule]) -> String {
         let filter = self.filter();
         let budget = decimal(u64::from(1_000_000 - self.objective.objective_ppm), 6);
-        let min_events = self.slo.alerting.min_events;
+        // A time-slice window with no judged slice has no ratio already.
+        let min_events = match self.slo.budgeting {
+            Budgeting::Occurrences => self.slo.alerting.min_events,
+            _ => 0,
+        };
         let parts: Vec<String> = rules
             .iter()
             .map(|rule| {
@@ -482,9 +575,13 @@ impl<'a> Target<'a> {
         }
         let budget = u64::from(1_000_000 - self.objective.objective_ppm);
         text.push_str(&format!(
-            "Objective: {}. Error budget: {}% of events. Fires when the error ratio is above ",
+            "Objective: {}. Error budget: {}% of {}. Fires when the error ratio is above ",
             self.promise(),
-            decimal(budget, 4)
+            decimal(budget, 4),
+            match self.slo.budgeting {
+                Budgeting::Occurrences => "events",
+                _ => "slices",
+            }
         ));
         let clauses: Vec<String> = rules
             .iter()
@@ -498,7 +595,7 @@ impl<'a> Target<'a> {
             })
             .collect();
         text.push_str(&clauses.join(", or "));
-        if self.slo.alerting.min_events > 0 {
+        if self.slo.alerting.min_events > 0 && self.slo.budgeting == Budgeting::Occurrences {
             text.push_str(&format!(
                 "; the short window needs at least {} events",
                 self.slo.alerting.min_events

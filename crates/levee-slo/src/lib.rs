@@ -11,6 +11,9 @@
 //!   that reports each transition once.
 //! - [`calendar`]: UTC calendar months and RFC 3339 times, on Unix
 //!   nanoseconds.
+//! - [`timeslice`]: time-slice budgeting (OpenSLO's `Timeslices` and
+//!   `RatioTimeslices`): slices judged from the event buckets as they end,
+//!   counted as events of their own buckets.
 //! - [`incident`]: incidents rebuilt from alert transitions and the bucket
 //!   history (start, detection, recovery, resolution, budget spent), and
 //!   the MTTD and MTTR distributions.
@@ -24,11 +27,13 @@ pub mod buckets;
 pub mod burn;
 pub mod calendar;
 pub mod incident;
+pub mod timeslice;
 
 pub use alert::{AlertState, Alerts, Policy, Rule, Severity, Transition};
 pub use buckets::{Buckets, Counts, Layout, LayoutError};
 pub use burn::{Budget, Burn, BurnRate, ErrorBudget, Exhaustion, Factor, Objective};
 pub use incident::{Incident, IncidentOptions, Summary};
+pub use timeslice::{Method, SliceCounts, Slices};
 
 /// A duration in nanoseconds, saturating rather than wrapping past 584
 /// years, so an absurd setting cannot turn into a small one.

@@ -215,7 +215,12 @@ fn main() -> ExitCode {
         Command::Slo {
             command: SloCommand::Rules { config, output },
         } => match levee_config::load_file(&config) {
-            Ok(c) => write_output(output.as_deref(), &levee_control::rules::render(&c)),
+            Ok(c) => {
+                for note in levee_control::rules::notes(&c) {
+                    eprintln!("note: {note}");
+                }
+                write_output(output.as_deref(), &levee_control::rules::render(&c))
+            }
             Err(diags) => print_diagnostics(&diags),
         },
         Command::Slo {

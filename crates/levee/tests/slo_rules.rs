@@ -577,3 +577,131 @@ group_eval_order:
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const SLICES_CONFIG: &str = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:8080"
+
+[[routes]]
+name = "checkout"
+cluster = "shop"
+
+[[clusters]]
+name = "shop"
+endpoints = ["127.0.0.1:9001"]
+
+[[slos]]
+name = "minutes"
+sli = "availability"
+objective = "99%"
+budgeting = "timeslices"
+timeslice = "1m"
+timeslice_target = "95%"
+
+[[slos]]
+name = "averaged"
+sli = "latency"
+threshold = "300ms"
+objective = "99%"
+budgeting = "ratio_timeslices"
+timeslice = "1m"
+"#;
+
+/// A time-slice SLO's rules pass `promtool check rules`, say on stderr and
+/// in the file what PromQL cannot express, and, on synthetic counters,
+/// count bad one-minute slices: 10 % errors from minute 420 on (above the
+/// 5 % a slice allows) make every slice after it bad, so the 5m ratio is 1
+/// and the 1h ratio 10 bad slices of 60 ten minutes on, while the averaged
+/// SLO's ratio is the slices' mean error ratio, 0.1; the page fires at
+/// the slice the multiwindow formula names.
+#[test]
+fn time_slice_rules_count_bad_slices() {
+    let dir = common::scratch_dir("slo-rules", "slices");
+    std::fs::write(dir.join("levee.toml"), SLICES_CONFIG).expect("write config");
+    let run = levee(&["slo", "rules", "-c", "levee.toml"], &dir);
+    run.expect_code(0);
+    for id in ["minutes", "averaged"] {
+        run.expect(
+            run.stderr.contains(&format!(
+                "note: SLO {id}: Time slices of 1m, judged by PromQL"
+            )),
+            "the limits are said on stderr",
+        );
+    }
+    let yaml = run.stdout.clone();
+    assert!(
+        yaml.contains("# Time slices of 1m, judged by PromQL, not exactly as Levee judges them:"),
+        "{yaml}"
+    );
+    assert!(yaml.contains(") > bool 0.05\n"), "{yaml}");
+    assert!(yaml.contains(")[4m59s999ms:1m])"), "{yaml}");
+    assert!(
+        !yaml.contains("increase(levee_slo_events_total{slo=\"minutes\"}[5m])) >="),
+        "no min_events guard on slices:\n{yaml}"
+    );
+    let Some(promtool) = Promtool::find("time_slice_rules_count_bad_slices") else {
+        return;
+    };
+    // Per objective: 8 SLI windows, 7 meta recordings, page and ticket.
+    promtool_check(&promtool, &yaml, 2 * (8 + 7 + 2));
+    let ratio = |window: &str, id: &str, at: &str, value: &str| {
+        format!(
+            "      - expr: 'slo:sli_error:ratio_rate{window}{{sloth_slo=\"{id}\"}}'\n        eval_time: {at}\n        exp_samples:\n          - labels: 'slo:sli_error:ratio_rate{window}{{sloth_id=\"levee-{id}\",sloth_service=\"levee\",sloth_slo=\"{id}\",sloth_window=\"{window}\"}}'\n            value: {value}\n"
+        )
+    };
+    let mut order = String::new();
+    for id in ["minutes", "averaged"] {
+        for kind in ["sli-recordings", "meta-recordings", "alerts"] {
+            order.push_str(&format!("  - sloth-slo-{kind}-{id}\n"));
+        }
+    }
+    let mut exprs = String::new();
+    for id in ["minutes", "averaged"] {
+        exprs.push_str(&ratio("5m", id, "418m", "0"));
+    }
+    exprs.push_str(&ratio("5m", "minutes", "430m", "1"));
+    exprs.push_str(&ratio("1h", "minutes", "430m", "0.16666666666666666"));
+    exprs.push_str(&ratio("5m", "averaged", "430m", "0.1"));
+    // The page (1h / 5m at 14.4, β = 1 %) fires when the workbook's
+    // formula says, in slices: t = β / e · W · f = 0.01 / 1 · 60 min · 14.4
+    // = 8.64 min after the onset, so at the end of the ninth bad slice.
+    let page = |at: &str, firing: bool| {
+        let mut s = format!(
+            "      - expr: 'ALERTS{{alertname=\"LeveeSLOPageBurn\",alertstate=\"firing\"}}'\n        eval_time: {at}\n        exp_samples:"
+        );
+        if firing {
+            s.push_str("\n          - labels: 'ALERTS{alertname=\"LeveeSLOPageBurn\",alertstate=\"firing\",severity=\"page\",slo=\"minutes\",sloth_id=\"levee-minutes\",sloth_service=\"levee\",sloth_severity=\"page\",sloth_slo=\"minutes\"}'\n            value: 1\n");
+        } else {
+            s.push_str(" []\n");
+        }
+        s
+    };
+    exprs.push_str(&page("428m", false));
+    exprs.push_str(&page("429m", true));
+    // 15 s scrapes, 150 events each, 15 bad from minute 420 on (every
+    // page window starts out full and clean).
+    let test = format!(
+        r#"rule_files: [rules.yaml]
+evaluation_interval: 1m
+group_eval_order:
+{order}tests:
+  - interval: 15s
+    input_series:
+      - series: 'levee_slo_events_total{{slo="minutes",instance="a"}}'
+        values: '0+150x2000'
+      - series: 'levee_slo_bad_events_total{{slo="minutes",instance="a"}}'
+        values: '0x1680 15+15x319'
+      - series: 'levee_slo_events_total{{slo="averaged",instance="a"}}'
+        values: '0+150x2000'
+      - series: 'levee_slo_bad_events_total{{slo="averaged",instance="a"}}'
+        values: '0x1680 15+15x319'
+    promql_expr_test:
+{exprs}"#
+    );
+    promtool.test_rules(&yaml, &test).expect_success(
+        "SUCCESS",
+        &format!("promtool test rules failed; test.yaml:\n{test}"),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,7 +36,7 @@ use levee_proxy::slo::SloCounters;
 use levee_slo::{Alerts, Buckets, Counts};
 use levee_store::{AlertRow, Batch, BucketRow, Snapshot, Store};
 use report::build_report;
-use series::{absorb, layout, restore_alerts, Series, SeriesDef, SeriesMetrics};
+use series::{absorb, layout, restore_alerts, slices_key, Series, SeriesDef, SeriesMetrics};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -241,6 +241,10 @@ impl SloEngine {
             let state = &mut *state;
             match state.series.get_mut(&def.id) {
                 Some(s) if s.buckets.layout() == layout => {
+                    if s.def.budgeting != def.budgeting {
+                        // Other slices, or none: judged afresh from now.
+                        s.slices = def.slices(layout, Vec::new());
+                    }
                     if s.def != def {
                         s.metrics = SeriesMetrics::new(&def, &self.registry);
                         s.def = def;
@@ -286,6 +290,29 @@ impl SloEngine {
                     if dropped > 0 {
                         tracing::warn!(slo = %def.id, dropped, "stored SLO buckets did not fit the bucket layout");
                     }
+                    // Slices judged in the same widths and way carry over.
+                    let slice_rows = match state.series.get(&def.id) {
+                        Some(old) if old.def.budgeting == def.budgeting => old
+                            .slices
+                            .as_ref()
+                            .map(|s| s.buckets().non_empty())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(coarse, start, c)| BucketRow {
+                                slo: slices_key(&def),
+                                coarse,
+                                start_ns: start,
+                                good: c.good,
+                                total: c.total,
+                            })
+                            .collect(),
+                        Some(_) => Vec::new(),
+                        None => state
+                            .stored_buckets
+                            .remove(&slices_key(&def))
+                            .unwrap_or_default(),
+                    };
+                    let slices = def.slices(layout, slice_rows);
                     let mut alerts = Alerts::new();
                     if let Some(rows) = state.stored_alerts.remove(&def.id) {
                         restore_alerts(&mut alerts, &rows);
@@ -299,6 +326,7 @@ impl SloEngine {
                             alerts: previous_alerts.unwrap_or(alerts),
                             def,
                             buckets,
+                            slices,
                             counter,
                             metrics,
                             active: true,

@@ -5,10 +5,11 @@
 
 use super::series::{alert_state_parts, period_at, severity_name, tier_name, PeriodAt, Series};
 use super::{EngineState, HOUR};
-use levee_config::SloPeriod;
+use levee_config::{Budgeting, SloPeriod};
 use levee_core::Nanos;
 use levee_slo::{
-    calendar, incident, AlertState, Buckets, Budget, Burn, Counts, Exhaustion, Factor, Severity,
+    calendar, incident, timeslice, AlertState, Buckets, Budget, Burn, Counts, Exhaustion, Factor,
+    Severity,
 };
 use levee_store::IncidentRow;
 use serde::Serialize;
@@ -77,8 +78,30 @@ pub struct SloStatus {
     pub events: u64,
     /// Bad events over the period so far.
     pub bad_events: u64,
-    /// The SLI over the period (good / events), absent without data.
+    /// The SLI over the period (good / events; with time slices, good
+    /// slices / judged slices, or their average ratio), absent without data.
     pub sli_value: Option<f64>,
+    /// `occurrences`, `timeslices` or `ratio_timeslices`: what the SLI,
+    /// budget, burn rates and alerts count.
+    pub budgeting: &'static str,
+    /// Time slices: the slice width (`1m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeslice: Option<String>,
+    /// `timeslices`: the share of good events a good slice needs (0.95).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeslice_target: Option<f64>,
+    /// Time slices: the slices judged over the period so far (slices
+    /// without events are not judged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<u64>,
+    /// Time slices: the bad slices over the period so far (for
+    /// `ratio_timeslices`, the slices' shortfall in whole slices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad_slices: Option<u64>,
+    /// Time slices: the bad slices the whole period allows when every
+    /// slice is judged, `⌊(1 − objective) · period / slice⌋`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_bad_slices: Option<u64>,
     /// The error budget.
     pub budget: BudgetStatus,
     /// Burn rate and SLI per alert window.
@@ -114,10 +137,18 @@ pub struct WindowStatus {
     pub events: u64,
     /// Bad events in it.
     pub bad_events: u64,
-    /// Good / events; absent without data.
+    /// Good / events (with time slices, over the judged slices); absent
+    /// without data.
     pub sli: Option<f64>,
-    /// The burn rate; absent when the window has fewer than `min_events`.
+    /// The burn rate; absent when the window has fewer than `min_events`
+    /// (with time slices: no judged slice).
     pub burn_rate: Option<f64>,
+    /// Time slices: the slices judged in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slices: Option<u64>,
+    /// Time slices: the bad slices in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad_slices: Option<u64>,
 }
 
 /// One alert's state.
@@ -266,12 +297,12 @@ pub(super) fn budget_status(series: &Series, now: Nanos) -> BudgetStatus {
         reach,
         length: full,
     } = period_at(def.period, now);
-    let counts = series.buckets.counts(now, reach);
+    let counts = series.judged().counts(now, reach);
     let Budget::Known(b) = Budget::new(counts, def.objective, 0) else {
         return BudgetStatus::default();
     };
     let shortest = def.windows().first().copied().unwrap_or(HOUR);
-    let current = Burn::new(series.buckets.counts(now, shortest), def.objective, 0);
+    let current = Burn::new(series.judged().counts(now, shortest), def.objective, 0);
     let remaining = b.remaining_time_ns(full) as f64 / 1e9;
     let (exhaustion, exhaustion_seconds) = match current {
         Burn::Rate(rate) => match b.time_to_exhaustion(full, &rate) {
@@ -296,25 +327,32 @@ pub(super) fn series_status(series: &Series, now: Nanos) -> SloStatus {
     let def = &series.def;
     let reach = period_at(def.period, now).reach;
     let counts = series.buckets.counts(now, reach);
+    let judged = series.judged().counts(now, reach);
+    let slice_counts = |len| series.slices.as_ref().map(|s| s.counts(now, len));
     let budget = budget_status(series, now);
     let windows: Vec<WindowStatus> = def
         .windows()
         .into_iter()
         .map(|w| {
             let c = series.buckets.counts(now, w);
-            let burn = match Burn::new(c, def.objective, def.policy.min_events) {
+            let j = series.judged().counts(now, w);
+            let burn = match Burn::new(j, def.objective, def.policy.min_events) {
                 Burn::Rate(r) => Some(r.to_f64()),
                 Burn::NoData => None,
             };
+            let sc = slice_counts(w);
             WindowStatus {
                 window: levee_config::format_duration(w),
                 events: c.total,
                 bad_events: c.bad(),
-                sli: ratio(c),
+                sli: ratio(j),
                 burn_rate: burn,
+                slices: sc.map(|s| s.judged),
+                bad_slices: sc.map(|s| s.bad),
             }
         })
         .collect();
+    let period_slices = slice_counts(reach);
     let alerts: Vec<AlertStatus> = Severity::ALL
         .iter()
         .filter(|s| def.policy.rules.iter().any(|r| r.severity == **s))
@@ -352,7 +390,18 @@ pub(super) fn series_status(series: &Series, now: Nanos) -> SloStatus {
         status,
         events: counts.total,
         bad_events: counts.bad(),
-        sli_value: ratio(counts),
+        sli_value: ratio(judged),
+        budgeting: def.budgeting.name(),
+        timeslice: def.budgeting.slice().map(levee_config::format_duration),
+        timeslice_target: match def.budgeting {
+            Budgeting::Timeslices { target_ppm, .. } => Some(f64::from(target_ppm) / 1e6),
+            _ => None,
+        },
+        slices: period_slices.map(|s| s.judged),
+        bad_slices: period_slices.map(|s| s.bad),
+        allowed_bad_slices: def.budgeting.slice().map(|w| {
+            timeslice::allowed_bad_slices(def.objective, period_at(def.period, now).length, w)
+        }),
         budget,
         windows,
         alerts,
@@ -406,7 +455,7 @@ pub(super) fn build_report(state: &EngineState, now: Nanos) -> SloReport {
         m.budget_seconds
             .set(status.budget.remaining_seconds.unwrap_or(f64::NAN));
         for (w, sli, burn) in &m.windows {
-            let c = series.buckets.counts(now, *w);
+            let c = series.judged().counts(now, *w);
             sli.set(ratio(c).unwrap_or(f64::NAN));
             match Burn::new(c, series.def.objective, series.def.policy.min_events) {
                 Burn::Rate(r) => burn.set(r.to_f64()),

@@ -1,13 +1,17 @@
 //! One objective's series: its definition from the config (`SeriesDef`),
 //! its buckets, alerts and Prometheus series (`Series`), how a tick's
-//! events are absorbed into it, and how its alert states are stored.
+//! events are absorbed into it, and how its alert states are stored. A
+//! time-slice series also judges its slices from its buckets as each tick
+//! absorbs events, and its alerts, budget and burn rates read those
+//! ([`levee_slo::timeslice`]); they are stored beside its buckets.
 
-use levee_config::{Sli, Slo, SloObjective, SloPeriod, Tier};
+use levee_config::{Budgeting, Sli, Slo, SloObjective, SloPeriod, Tier};
 use levee_core::metrics::{names, Counter, FloatGauge, Registry};
 use levee_core::Nanos;
 use levee_proxy::slo::{tier_series_id, SloCounter};
 use levee_slo::{
-    calendar, AlertState, Alerts, Buckets, IncidentOptions, Layout, Objective, Policy, Severity,
+    calendar, AlertState, Alerts, Buckets, Counts, IncidentOptions, Layout, Method, Objective,
+    Policy, Severity, Slices,
 };
 use levee_store::{AlertRow, Batch, BucketRow};
 use std::sync::Arc;
@@ -25,6 +29,8 @@ pub(super) struct SeriesDef {
     pub(super) threshold: Option<Duration>,
     pub(super) objective: Objective,
     pub(super) period: SloPeriod,
+    /// Events, or time slices: what the budget, burn rates and alerts count.
+    pub(super) budgeting: Budgeting,
     pub(super) policy: Policy,
     pub(super) labels: Vec<(String, String)>,
     pub(super) runbook: Option<String>,
@@ -35,7 +41,13 @@ pub(super) struct SeriesDef {
 
 impl SeriesDef {
     pub(super) fn of(slo: &Slo, objective: &SloObjective) -> Self {
-        let policy = crate::policy::alert_policy(slo);
+        let mut policy = crate::policy::alert_policy(slo);
+        if slo.budgeting.slice().is_some() {
+            // Windows count judged slices, not events: one judged slice is
+            // data (`min_events` counts events, and a 5-minute window holds
+            // five one-minute slices).
+            policy.min_events = 1;
+        }
         Self {
             id: objective.id.clone(),
             slo: slo.name.clone(),
@@ -49,6 +61,7 @@ impl SeriesDef {
             objective: Objective::from_ppm(objective.objective_ppm)
                 .unwrap_or(Objective::from_ppm(999_000).expect("valid")),
             period: slo.period,
+            budgeting: slo.budgeting,
             policy,
             labels: slo.labels.clone(),
             runbook: slo.runbook.clone(),
@@ -71,6 +84,7 @@ impl SeriesDef {
             objective: Objective::from_ppm(ppm)
                 .unwrap_or(Objective::from_ppm(999_000).expect("valid")),
             period: SloPeriod::Rolling(status.period),
+            budgeting: Budgeting::Occurrences,
             policy: Policy {
                 rules: Vec::new(),
                 min_events: 0,
@@ -110,6 +124,29 @@ impl SeriesDef {
         w
     }
 
+    /// The judged slices' store for this definition in `layout`, restored
+    /// from `rows` (stored under [`slices_key`]); `None` for occurrences.
+    pub(super) fn slices(&self, layout: Layout, rows: Vec<BucketRow>) -> Option<Slices> {
+        let (width, method) = match self.budgeting {
+            Budgeting::Occurrences => return None,
+            Budgeting::Timeslices { slice, target_ppm } => {
+                (slice, Method::Timeslices { target_ppm })
+            }
+            Budgeting::RatioTimeslices { slice } => (slice, Method::RatioTimeslices),
+        };
+        let mut slices = match Slices::new(width, method, layout) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(slo = %self.id, error = %e, "invalid SLO time-slice layout");
+                return None;
+            }
+        };
+        for row in rows {
+            slices.restore(row.coarse, row.start_ns, Counts::new(row.good, row.total));
+        }
+        Some(slices)
+    }
+
     pub(super) fn incident_options(&self, now: Nanos) -> IncidentOptions {
         IncidentOptions {
             window: self.incident_window(),
@@ -117,6 +154,20 @@ impl SeriesDef {
             period: period_at(self.period, now).length,
         }
     }
+}
+
+/// The store key of an objective's judged slices: its id, and how they
+/// were judged, after a `#` no objective id can carry (ids are names and
+/// `:`), so slices judged another way are never restored as these.
+pub(super) fn slices_key(def: &SeriesDef) -> String {
+    let how = match def.budgeting {
+        Budgeting::Occurrences => String::new(),
+        Budgeting::Timeslices { slice, target_ppm } => {
+            format!("timeslices:{}:{target_ppm}", slice.as_millis())
+        }
+        Budgeting::RatioTimeslices { slice } => format!("ratio_timeslices:{}", slice.as_millis()),
+    };
+    format!("{}#{how}", def.id)
 }
 
 /// An SLO period as of one moment.
@@ -278,12 +329,22 @@ pub(super) fn tier_name(t: Tier) -> &'static str {
 pub(super) struct Series {
     pub(super) def: SeriesDef,
     pub(super) buckets: Buckets,
+    /// Time-slice budgeting: the slices judged from `buckets`.
+    pub(super) slices: Option<Slices>,
     pub(super) alerts: Alerts,
     pub(super) counter: Arc<SloCounter>,
     pub(super) metrics: SeriesMetrics,
     /// Whether the series is in the current config (removed ones keep
     /// their history in the store but are no longer evaluated).
     pub(super) active: bool,
+}
+
+impl Series {
+    /// What the budget, burn rates and alerts count: judged slices for
+    /// time-slice budgeting, events otherwise.
+    pub(super) fn judged(&self) -> &Buckets {
+        self.slices.as_ref().map_or(&self.buckets, Slices::buckets)
+    }
 }
 
 /// Drains the series' counter into the bucket ending at `end` (adding
@@ -310,11 +371,41 @@ pub(super) fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch) {
             good: c.good,
             total: c.total,
         };
-        batch
-            .buckets
-            .retain(|r| !(r.slo == row.slo && r.coarse == coarse && r.start_ns == start));
-        batch.buckets.push(row);
+        stage(batch, row);
     }
+    let Some(slices) = series.slices.as_mut() else {
+        return;
+    };
+    let key = slices_key(&series.def);
+    for (start, verdict) in slices.catch_up(&series.buckets, end) {
+        if verdict.is_none() {
+            continue;
+        }
+        let buckets = slices.buckets();
+        for (coarse, (start, c)) in [
+            (false, buckets.fine_bucket(start)),
+            (true, buckets.coarse_bucket(start)),
+        ] {
+            stage(
+                batch,
+                BucketRow {
+                    slo: key.clone(),
+                    coarse,
+                    start_ns: start,
+                    good: c.good,
+                    total: c.total,
+                },
+            );
+        }
+    }
+}
+
+/// Queues a bucket row, replacing an older one for the same bucket.
+fn stage(batch: &mut Batch, row: BucketRow) {
+    batch
+        .buckets
+        .retain(|r| !(r.slo == row.slo && r.coarse == row.coarse && r.start_ns == row.start_ns));
+    batch.buckets.push(row);
 }
 
 pub(super) fn restore_alerts(alerts: &mut Alerts, rows: &[AlertRow]) {

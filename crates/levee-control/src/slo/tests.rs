@@ -260,3 +260,220 @@ async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
     let t = core_tier(&failing);
     assert_eq!((t.no_data, t.status), (true, "outage"));
 }
+
+/// Two time-slice SLOs on one route, 10 s slices on 1 s buckets: `x`
+/// judges each slice against 90 % good events (an objective of 90 % of
+/// slices, one page rule 60 s / 20 s at factor 2); `y` averages the
+/// slices' ratios.
+fn sliced_config() -> Arc<Config> {
+    let src = r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+[[routes]]
+name = "r"
+cluster = "c"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:9"]
+[[slos]]
+name = "x"
+sli = "availability"
+route = "r"
+objective = "90%"
+period = "1h"
+budgeting = "timeslices"
+timeslice = "10s"
+timeslice_target = "90%"
+alerting = { page = [{ long = "60s", short = "20s", factor = 2 }], ticket = [] }
+[[slos]]
+name = "y"
+sli = "availability"
+route = "r"
+objective = "90%"
+period = "1h"
+budgeting = "ratio_timeslices"
+timeslice = "10s"
+alerting = { page = [{ long = "60s", short = "20s", factor = 2 }], ticket = [] }
+[alerting]
+evaluate_every = "1s"
+bucket = "1s"
+"#;
+    Arc::new(levee_config::load_str(src, levee_config::Format::Toml, "t.toml").unwrap())
+}
+
+/// The naive model of a time-slice SLO: the per-second events kept whole,
+/// slices recounted from them at every tick.
+struct NaiveSlices {
+    /// (good, total) per second since T0.
+    seconds: Vec<(u64, u64)>,
+}
+
+impl NaiveSlices {
+    const WIDTH: u64 = 10;
+
+    /// The slices that ended by second `now` and started at or after
+    /// `now − window` (seconds since T0), as (good, total) events each.
+    fn slices(&self, now: u64, window: u64) -> Vec<(u64, u64)> {
+        (0..now / Self::WIDTH)
+            .map(|j| j * Self::WIDTH)
+            .filter(|&start| start + window >= now)
+            .map(|start| {
+                self.seconds[start as usize..(start + Self::WIDTH) as usize]
+                    .iter()
+                    .fold((0, 0), |a, s| (a.0 + s.0, a.1 + s.1))
+            })
+            .filter(|&(_, total)| total > 0)
+            .collect()
+    }
+
+    /// (judged, bad) slices against a 90 % slice target.
+    fn judged(&self, now: u64, window: u64) -> (u64, u64) {
+        let s = self.slices(now, window);
+        let bad = s.iter().filter(|(g, t)| g * 10 < t * 9).count() as u64;
+        (s.len() as u64, bad)
+    }
+
+    /// The 60 s / 20 s rule at factor 2 with a 10 % budget: both windows
+    /// hold a judged slice and a bad share strictly above 20 %.
+    fn pages(&self, now: u64) -> bool {
+        [60, 20].iter().all(|&w| {
+            let (judged, bad) = self.judged(now, w);
+            judged > 0 && bad * 5 > judged
+        })
+    }
+
+    /// The same rule for the averaged SLO: the slices' mean shortfall is
+    /// strictly above 20 % in both windows.
+    fn ratio_pages(&self, now: u64) -> bool {
+        [60, 20].iter().all(|&w| {
+            let (sum, n) = self.ratios(now, w);
+            n > 0 && (n * 1_000_000 - sum) * 5 > n * 1_000_000
+        })
+    }
+
+    /// Sum of the slices' floored ppm ratios, and their count.
+    fn ratios(&self, now: u64, window: u64) -> (u64, u64) {
+        let s = self.slices(now, window);
+        (
+            s.iter().map(|(g, t)| g * 1_000_000 / t).sum(),
+            s.len() as u64,
+        )
+    }
+}
+
+/// Proof of time-slice budgeting through the engine, on virtual time: a
+/// stream of per-second events (quiet seconds, whole quiet slices, noise
+/// under and over the slice target, a clean minute, then an outage) is replayed tick by
+/// tick, and at every tick the slices judged and bad, the SLI, the budget
+/// left and the page alert's state equal the naive model's. The page
+/// fires when the multiwindow formula says: after a step to all-bad
+/// slices, the long window's bad share passes 20 % at
+/// t = (β / e) · W · f = 0.1 / 1 · 60 s · 2 = 12 s, so at the end of the
+/// first slice after it (20 s). A new engine on the same store reports the
+/// same slices.
+#[tokio::test]
+async fn time_slices_replay_against_a_naive_model() {
+    let db = temp_db();
+    let e = engine_with(&db, sliced_config()).await;
+    let mut naive = NaiveSlices {
+        seconds: Vec::new(),
+    };
+    let mut seed: u64 = 0x5eed;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let step = 600;
+    let (mut fired_at, mut y_fired_at) = (None, None);
+    for k in 0..step + 120 {
+        let (good, bad) = if k >= step && k < step + 60 {
+            (1, 9) // the outage: every slice bad
+        } else if (step - 60..step).contains(&k) {
+            (10, 0) // a clean minute before it, as the formula assumes
+        } else if (200..220).contains(&k) || next(5) == 0 {
+            (0, 0) // quiet seconds, and two whole quiet slices
+        } else {
+            let total = 1 + next(20);
+            let bad = if next(8) == 0 { next(total + 1) } else { 0 };
+            (total - bad, bad)
+        };
+        naive.seconds.push((good, good + bad));
+        for id in ["x", "y"] {
+            let counter = e.counters.get(id);
+            (0..good).for_each(|_| counter.record(true));
+            (0..bad).for_each(|_| counter.record(false));
+        }
+        e.tick(T0 + (k + 1) * S + 5_000_000).await;
+
+        let now = k + 1;
+        let report = e.report();
+        let x = report.slos.iter().find(|s| s.id == "x").unwrap();
+        let (judged, bad_slices) = naive.judged(now, 3600);
+        assert_eq!(x.budgeting, "timeslices");
+        assert_eq!(
+            (x.slices, x.bad_slices),
+            (Some(judged), Some(bad_slices)),
+            "at {now} s"
+        );
+        if judged > 0 {
+            assert_eq!(
+                x.sli_value,
+                Some((judged - bad_slices) as f64 / judged as f64)
+            );
+            // 1 − B / (β · N), floored to the millionth.
+            let ppm = (judged as i64 * 100_000 - bad_slices as i64 * 1_000_000) * 1_000_000;
+            let ppm = ppm.div_euclid(judged as i64 * 100_000);
+            assert_eq!(
+                x.budget.remaining_ratio,
+                Some(ppm as f64 / 1e6),
+                "at {now} s"
+            );
+        }
+        let firing = x.alerts[0].state == "firing";
+        assert_eq!(firing, naive.pages(now), "page state at {now} s");
+        if firing && fired_at.is_none() && now > step {
+            fired_at = Some(now - step);
+        }
+        let y = report.slos.iter().find(|s| s.id == "y").unwrap();
+        let (sum, n) = naive.ratios(now, 3600);
+        assert_eq!(y.slices, Some(n), "at {now} s");
+        assert_eq!(y.bad_slices, Some((n * 1_000_000 - sum) / 1_000_000));
+        if n > 0 {
+            assert_eq!(y.sli_value, Some(sum as f64 / (n * 1_000_000) as f64));
+        }
+        let y_firing = y.alerts[0].state == "firing";
+        assert_eq!(y_firing, naive.ratio_pages(now), "averaged page at {now} s");
+        if y_firing && y_fired_at.is_none() && now > step {
+            y_fired_at = Some(now - step);
+        }
+    }
+    assert_eq!(
+        fired_at,
+        Some(20),
+        "pages at the end of the second bad slice"
+    );
+    let report = e.report();
+    let x = report.slos.iter().find(|s| s.id == "x").unwrap();
+    assert_eq!(x.timeslice.as_deref(), Some("10s"));
+    assert_eq!(x.timeslice_target, Some(0.9));
+    // 10 % of the hour's 360 slices.
+    assert_eq!(x.allowed_bad_slices, Some(36));
+    let (slices, bad) = (x.slices, x.bad_slices);
+    assert!(bad > Some(6), "the outage's six slices, and the noise's");
+    assert_eq!(incident(&e).map(|i| i.slo), Some("x".to_string()));
+    drop(e);
+
+    let again = engine_with(&db, sliced_config()).await;
+    again.tick(T0 + (step + 120) * S + 5_000_000).await;
+    let restored = again.report();
+    let x = restored.slos.iter().find(|s| s.id == "x").unwrap();
+    assert_eq!(
+        (x.slices, x.bad_slices),
+        (slices, bad),
+        "restored from the store"
+    );
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}

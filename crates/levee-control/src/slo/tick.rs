@@ -44,7 +44,10 @@ impl SloEngine {
             absorb(series, end, ledger.batch);
             let transitions = series.alerts.evaluate(
                 &series.def.policy,
-                &series.buckets,
+                series
+                    .slices
+                    .as_ref()
+                    .map_or(&series.buckets, |s| s.buckets()),
                 series.def.objective,
                 end,
             );
@@ -260,6 +263,14 @@ fn notification(series: &Series, announcement: Announcement, now: Nanos) -> Noti
             levee_config::format_duration(t)
         ),
         None => format!("{} availability", percent(def.objective.ppm())),
+    };
+    let what = match def.budgeting.slice() {
+        Some(slice) => format!(
+            "{what}, {} over {} slices",
+            def.budgeting.name(),
+            levee_config::format_duration(slice)
+        ),
+        None => what,
     };
     let summary = if firing {
         format!(
