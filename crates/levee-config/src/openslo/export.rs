@@ -10,7 +10,7 @@
 //! than a minute (OpenSLO's smallest unit), which are rounded up.
 
 use super::render::factor_text;
-use crate::model::{AlertSeverity, Config, Sli, Slo, SloPeriod, Tier};
+use crate::model::{AlertSeverity, Budgeting, Config, Sli, Slo, SloPeriod, Tier};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ fn write_slo(out: &mut String, slo: &Slo, config: &Config) {
     }
     write_indicator(&mut y, slo);
     write_time_window(&mut y, slo.period);
-    y.line(1, "budgetingMethod: Occurrences");
+    write_budgeting(&mut y, slo.budgeting, &mut notes);
     write_objectives(&mut y, slo);
     write_alerting(&mut y, slo, config.alerting.min_events, &mut notes);
     for note in notes {
@@ -160,6 +160,24 @@ fn write_time_window(y: &mut Yaml, period: SloPeriod) {
     }
 }
 
+fn write_budgeting(y: &mut Yaml, budgeting: Budgeting, notes: &mut Vec<String>) {
+    let (method, slice) = match budgeting {
+        Budgeting::Occurrences => ("Occurrences", None),
+        Budgeting::Timeslices { slice, .. } => ("Timeslices", Some(slice)),
+        Budgeting::RatioTimeslices { slice } => ("RatioTimeslices", Some(slice)),
+    };
+    if let Some(slice) = slice.filter(|s| s.as_secs() % 60 != 0 || s.subsec_nanos() != 0) {
+        notes.push(format!(
+            "timeslice = {} is not whole minutes, OpenSLO's smallest unit; written as {}",
+            crate::format_duration(slice),
+            window_text(slice)
+        ));
+    }
+    y.line(1, &format!("budgetingMethod: {method}"));
+}
+
+/// The objectives; a time-slice SLO's slice width and target go on each,
+/// where OpenSLO puts them.
 fn write_objectives(y: &mut Yaml, slo: &Slo) {
     y.line(1, "objectives:");
     let thresholds = slo.sli == Sli::Latency && slo.objectives.len() > 1;
@@ -168,6 +186,16 @@ fn write_objectives(y: &mut Yaml, slo: &Slo) {
         if let (true, Some(t)) = (thresholds, o.threshold) {
             y.line(3, "op: lte");
             y.line(3, &format!("value: {}", millis_text(t)));
+        }
+        match slo.budgeting {
+            Budgeting::Occurrences => {}
+            Budgeting::Timeslices { slice, target_ppm } => {
+                y.line(3, &format!("timeSliceTarget: {}", target_text(target_ppm)));
+                y.line(3, &format!("timeSliceWindow: {}", window_text(slice)));
+            }
+            Budgeting::RatioTimeslices { slice } => {
+                y.line(3, &format!("timeSliceWindow: {}", window_text(slice)));
+            }
         }
     }
 }
@@ -252,10 +280,12 @@ fn window_text(d: Duration) -> String {
 
 /// An objective in ppm as OpenSLO's `target`: 999_500 is `0.9995`.
 fn target_text(ppm: u32) -> String {
-    let digits = format!("{ppm:06}");
-    format!("0.{}", digits.trim_end_matches('0'))
-        .trim_end_matches('.')
-        .to_string()
+    let (whole, fraction) = (ppm / 1_000_000, ppm % 1_000_000);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// A latency threshold in milliseconds: `300`, or `0.5` below a millisecond.
@@ -299,6 +329,7 @@ mod tests {
         assert_eq!(target_text(999_500), "0.9995");
         assert_eq!(target_text(990_000), "0.99");
         assert_eq!(target_text(1), "0.000001");
+        assert_eq!(target_text(1_000_000), "1");
         assert_eq!(window_text(Duration::from_secs(3600)), "1h");
         assert_eq!(window_text(Duration::from_secs(28 * 86_400)), "4w");
         assert_eq!(window_text(Duration::from_secs(300)), "5m");

@@ -6,9 +6,9 @@
 //! wires it, with time passed in (Unix nanoseconds), so a restart
 //! continues where the stored history ends.
 //!
-//! By job: [`series`] (an objective's definition, buckets and metrics),
-//! [`tick`] (one evaluation), [`incidents`] (tracing and closing them),
-//! [`report`] (what the API shows), [`run`] (the loop); this file holds the
+//! By job: `series` (an objective's definition, buckets and metrics),
+//! `tick` (one evaluation), `incidents` (tracing and closing them),
+//! `report` (what the API shows), `run` (the loop); this file holds the
 //! engine's state, loading and configuration.
 
 mod incidents;
