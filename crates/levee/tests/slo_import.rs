@@ -223,7 +223,7 @@ fn every_problem_is_listed_in_one_run() {
             "22:19",
             "SLO checkout",
             "spec.indicator.spec.ratioMetric.total.metricSource.type",
-            "\"Prometheus\" cannot be measured by Levee",
+            "\"Prometheus\" cannot be combined with a Levee metric source",
         ),
         (
             "33:20",
@@ -303,11 +303,9 @@ fn every_problem_is_listed_in_one_run() {
             run.context()
         );
     }
-    run.expect_stderr(
-        "  help: Levee measures its own traffic: use `type: Levee` with `spec.route`",
-    )
-    .expect_stderr("  help: Levee budgets by events: use `budgetingMethod: Occurrences`")
-    .expect_stderr("such as `team_name`");
+    run.expect_stderr("  help: give every metric source of the ratio `type: Levee`, or none")
+        .expect_stderr("  help: Levee budgets by events: use `budgetingMethod: Occurrences`")
+        .expect_stderr("such as `team_name`");
 }
 
 #[test]

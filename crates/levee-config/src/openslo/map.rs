@@ -7,6 +7,9 @@
 mod alerting;
 mod indicator;
 
+use super::mapping::Options;
+use crate::Diagnostic;
+
 use super::document_path;
 use super::documents::Doc;
 use crate::decode::is_name;
@@ -37,6 +40,9 @@ pub(super) struct Entry {
     pub(super) runbook: Option<String>,
     pub(super) labels: Labels,
     pub(super) alerting: Option<Alerting>,
+    /// Each note as a diagnostic, for `--strict`: at what it is about when
+    /// that is known, else at the SLO.
+    pub(super) note_diags: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,6 +125,25 @@ struct Source {
     rate_limited_is_bad: Option<bool>,
     threshold: Option<Duration>,
     unit: Option<&'static str>,
+    /// A metric source Levee cannot measure: its type and queries.
+    foreign: Option<Foreign>,
+}
+
+/// A metric source of another system, mapped to a Levee scope by the
+/// import's `Mapping`.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Foreign {
+    ty: String,
+    /// Every string in its `spec` (queries), as (field path, location, text).
+    queries: Vec<(String, Loc, String)>,
+}
+
+/// The names the SLO being mapped is known by, for the `Mapping`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Current {
+    pub(super) slo: String,
+    pub(super) sli: Option<String>,
+    pub(super) service: Option<String>,
 }
 
 const DAY: u64 = 86_400;
@@ -136,15 +161,64 @@ pub(super) struct Importer<'a, 'n, 'f> {
     pub(super) d: Decoder<'f>,
     /// `(kind, name)` of every document an SLO used.
     pub(super) used: HashSet<(&'static str, String)>,
+    pub(super) opts: Options,
+    file: String,
+    pub(super) current: Current,
+    /// Notes found while mapping parts of the current SLO (its SLI).
+    pub(super) pending: Vec<String>,
+    /// Notes that point at what they are about, with that position.
+    positioned: Vec<(String, Diagnostic)>,
 }
 
 impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
-    pub(super) fn new(docs: &'a [Doc<'n>], d: Decoder<'f>) -> Self {
+    pub(super) fn new(docs: &'a [Doc<'n>], d: Decoder<'f>, file: &str, opts: Options) -> Self {
         Self {
             docs,
             d,
             used: HashSet::new(),
+            opts,
+            file: file.to_string(),
+            current: Current::default(),
+            pending: Vec::new(),
+            positioned: Vec::new(),
         }
+    }
+
+    /// A note on what could not carry over, naming where it was written
+    /// (`file:line:col: SLO x: path: ...`); `--strict` makes it an error.
+    pub(super) fn note_at(&mut self, doc: &str, loc: Loc, path: &str, message: String) {
+        let diag = Diagnostic {
+            file: self.file.clone(),
+            line: loc.line,
+            col: loc.col,
+            path: document_path(doc, path),
+            message,
+            help: None,
+        };
+        let text = diag.to_string();
+        self.pending.push(text.clone());
+        self.positioned.push((text, diag));
+    }
+
+    /// Every note of an SLO as a diagnostic, for `--strict`.
+    pub(super) fn note_diags(&self, notes: &[String], doc: &str, loc: Loc) -> Vec<Diagnostic> {
+        notes
+            .iter()
+            .map(|n| {
+                self.positioned
+                    .iter()
+                    .find(|(t, _)| t == n)
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_else(|| Diagnostic {
+                        file: self.file.clone(),
+                        line: loc.line,
+                        col: loc.col,
+                        path: doc.to_string(),
+                        message: n.clone(),
+                        help: None,
+                    })
+            })
+            .collect()
     }
 
     // --- problems and typed access, at a path inside document `doc` -------
@@ -197,7 +271,12 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         }
     }
 
+    /// A list; YAML files often leave an empty one as null (`alertPolicies:`),
+    /// which is read as empty.
     fn list<'x>(&mut self, doc: &str, n: &'x Node, path: &str) -> Option<&'x [Node]> {
+        if matches!(n.value, Value::Null) {
+            return Some(&[]);
+        }
         self.d.items(n, &document_path(doc, path))
     }
 
@@ -272,7 +351,27 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         if !self.is_map(doc, spec, "spec") {
             return None;
         }
+        let text = |n: Option<&Node>| match n {
+            Some(Node {
+                value: Value::Str(s),
+                ..
+            }) => Some(s.clone()),
+            _ => None,
+        };
+        self.current = Current {
+            slo: d.name.clone(),
+            sli: text(spec.get("indicatorRef")).or_else(|| {
+                text(
+                    spec.get("indicator")
+                        .and_then(|i| i.get("metadata"))
+                        .and_then(|m| m.get("name")),
+                )
+            }),
+            service: text(spec.get("service")),
+        };
+        self.pending.clear();
         let indicator = self.indicator(doc, spec);
+        notes.append(&mut self.pending);
         let period = self.period(doc, spec, &mut notes);
         self.budgeting(doc, spec);
         // When the SLI is broken, its shape still decides how objectives
@@ -312,8 +411,10 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                     .into(),
             );
         }
+        let note_diags = self.note_diags(&notes, doc, d.loc);
         Some(Entry {
             origin: format!("{} (line {})", d.label, d.loc.line),
+            note_diags,
             notes,
             name: d.name.clone(),
             description,

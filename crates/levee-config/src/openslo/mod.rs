@@ -76,7 +76,10 @@
 
 mod documents;
 mod map;
+mod mapping;
 mod render;
+
+pub use mapping::{Mapping, Options};
 
 use crate::diag::Decoder;
 use crate::{Diagnostic, Diagnostics};
@@ -98,18 +101,18 @@ pub struct Imported {
 }
 
 /// Imports the OpenSLO file at `path`, or gives every problem found.
-pub fn import_file(path: &Path) -> Result<Imported, Diagnostics> {
+pub fn import_file(path: &Path, opts: &Options) -> Result<Imported, Diagnostics> {
     let file = path.display().to_string();
     let src = std::fs::read_to_string(path).map_err(|e| {
         let message = format!("cannot read the OpenSLO file: {e}");
         Diagnostics(vec![Diagnostic::whole_file(&file, message, None)])
     })?;
-    import_str(&src, &file)
+    import_str(&src, &file, opts)
 }
 
 /// Imports OpenSLO YAML text; `file` names it in diagnostics and in the
 /// TOML's header.
-pub fn import_str(src: &str, file: &str) -> Result<Imported, Diagnostics> {
+pub fn import_str(src: &str, file: &str, opts: &Options) -> Result<Imported, Diagnostics> {
     let roots = crate::node::parse_yaml_documents(src).map_err(|e| {
         Diagnostics(vec![Diagnostic {
             file: file.to_string(),
@@ -122,7 +125,7 @@ pub fn import_str(src: &str, file: &str) -> Result<Imported, Diagnostics> {
     })?;
     let mut decoder = Decoder::literal(file);
     let docs = documents::index_documents(&mut decoder, &roots);
-    let mut importer = map::Importer::new(&docs, decoder);
+    let mut importer = map::Importer::new(&docs, decoder, file, opts.clone());
     let entries: Vec<map::Entry> = docs
         .iter()
         .filter(|d| d.kind == "SLO")
@@ -130,7 +133,12 @@ pub fn import_str(src: &str, file: &str) -> Result<Imported, Diagnostics> {
         .collect();
     // A problem in a document that several SLOs use is listed once.
     let mut diags: Vec<Diagnostic> = Vec::new();
-    for d in importer.d.diags {
+    let strict: Vec<Diagnostic> = if opts.strict {
+        entries.iter().flat_map(|e| e.note_diags.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    for d in importer.d.diags.into_iter().chain(strict) {
         if !diags.contains(&d) {
             diags.push(d);
         }
@@ -234,8 +242,12 @@ spec:
 
     #[test]
     fn imports_into_toml_with_notes_per_slo() {
-        let imported = import_str(&slo_with_sli("Checkout ${NOT_AN_ENV}", "Levee"), "in.yaml")
-            .unwrap_or_else(|d| panic!("{d}"));
+        let imported = import_str(
+            &slo_with_sli("Checkout ${NOT_AN_ENV}", "Levee"),
+            "in.yaml",
+            &Options::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
         assert!(imported.toml.contains("[[slos]]\nname = \"checkout\"\n"));
         assert!(
             imported
@@ -264,25 +276,137 @@ spec:
 
     #[test]
     fn problems_are_diagnostics_naming_the_document() {
-        let diags = import_str(&slo_with_sli("Checkout", "Prometheus"), "in.yaml").unwrap_err();
-        let at = |line, part: &str| Diagnostic {
-            file: "in.yaml".into(),
-            line,
-            col: 15,
-            path: format!("SLI answers: spec.ratioMetric.{part}.metricSource.type"),
-            message: "\"Prometheus\" cannot be measured by Levee".into(),
-            help: Some(map::LEVEE_SOURCE_HELP.into()),
-        };
+        let diags = import_str(
+            &slo_with_sli("Checkout", "Prometheus"),
+            "in.yaml",
+            &Options::default(),
+        )
+        .unwrap_err();
+        let at = |line, col, doc: &str| (line, col, format!("{doc}: spec.ratioMetric"));
+        let found: Vec<(usize, usize, String)> = diags
+            .0
+            .iter()
+            .map(|d| (d.line, d.col, d.path.clone()))
+            .collect();
         assert_eq!(
-            diags.0,
-            [at(30, "good"), at(34, "total")],
-            "the shared SLI's problems are listed once, though both SLOs use it"
+            found,
+            [at(30, 15, "SLI answers"), at(30, 15, "SLI answers")],
+            "each SLO that uses the SLI needs its own scope"
+        );
+        assert!(diags.0[1]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("--map checkout-again=route:NAME"));
+        assert!(
+            diags.0[0]
+                .message
+                .starts_with("no Levee scope for this \"Prometheus\" metric source"),
+            "{diags}"
+        );
+        assert!(diags.0[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("--map checkout=route:NAME"));
+    }
+
+    #[test]
+    fn foreign_sources_map_by_rule_or_route_name() {
+        let src = slo_with_sli("Checkout", "Prometheus");
+        let mut opts = Options::default();
+        opts.mapping.add_flag("answers=tier:core").unwrap();
+        let imported = import_str(&src, "in.yaml", &opts).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            imported.toml.matches("tier = \"core\"").count(),
+            2,
+            "{}",
+            imported.toml
+        );
+        let notes = &imported.slo_notes[0].1;
+        assert!(
+            notes.iter().any(|n| n.starts_with("in.yaml:31:24: SLI answers: spec.ratioMetric.good.metricSource.spec.route: the Prometheus route `checkout` is not carried over: Levee measures tier core itself (mapped by --map answers=tier:core)")),
+            "{notes:?}"
+        );
+
+        let mut opts = Options::default();
+        opts.mapping.add_routes(["checkout".to_string()]);
+        let diags = import_str(&src, "in.yaml", &opts).unwrap_err();
+        assert_eq!(diags.0.len(), 1, "checkout-again has no route: {diags}");
+        assert!(diags.0[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .contains("checkout-again"));
+
+        opts.mapping
+            .add_flag("checkout-again=route:checkout,latency:250ms")
+            .unwrap();
+        let imported = import_str(&src, "in.yaml", &opts).unwrap_or_else(|d| panic!("{d}"));
+        assert!(
+            imported
+                .toml
+                .contains("route = \"checkout\"\nthreshold = \"250ms\"\nobjective = \"99%\""),
+            "{}",
+            imported.toml
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_latency_and_strict_refuses_notes() {
+        let src = "apiVersion: openslo/v1
+kind: SLO
+metadata: { name: search }
+spec:
+  budgetingMethod: Occurrences
+  timeWindow:
+  alertPolicies:
+  indicator:
+    metadata: { name: search-fast }
+    spec:
+      ratioMetric:
+        good:
+          metricSource:
+            type: Prometheus
+            spec:
+              query: sum(rate(http_request_duration_seconds_bucket{le=\"0.3\"}[5m]))
+        total:
+          metricSource:
+            type: Prometheus
+            spec:
+              query: sum(rate(http_request_duration_seconds_count[5m]))
+  objectives:
+    - target: 0.99
+";
+        let mut opts = Options::default();
+        opts.mapping.add_flag("search=route:search").unwrap();
+        let imported = import_str(src, "in.yaml", &opts).unwrap_or_else(|d| panic!("{d}"));
+        assert!(
+            imported
+                .toml
+                .contains("sli = \"latency\"\nroute = \"search\"\nthreshold = \"300ms\""),
+            "{}",
+            imported.toml
+        );
+        assert!(imported.toml.contains("# Note: in.yaml:16:22: SLO search: spec.indicator.spec.ratioMetric.good.metricSource.spec.query: the Prometheus query `sum(rate("), "{}", imported.toml);
+        assert!(
+            imported.toml.contains("# Note: No alertPolicies"),
+            "null is an empty list"
+        );
+
+        opts.strict = true;
+        let diags = import_str(src, "in.yaml", &opts).unwrap_err();
+        let at: Vec<(usize, usize)> = diags.0.iter().map(|d| (d.line, d.col)).collect();
+        assert_eq!(
+            at,
+            [(1, 1), (1, 1), (14, 19), (16, 22), (21, 22)],
+            "{diags}"
         );
     }
 
     #[test]
     fn files_without_slos_are_refused() {
-        let diags = import_str("", "empty.yaml").unwrap_err();
+        let diags = import_str("", "empty.yaml", &Options::default()).unwrap_err();
         assert_eq!(
             diags.0,
             [Diagnostic::whole_file(
@@ -291,7 +415,7 @@ spec:
                 Some(NO_SLO_HELP.into())
             )]
         );
-        let diags = import_str("a: [1\n", "broken.yaml").unwrap_err();
+        let diags = import_str("a: [1\n", "broken.yaml", &Options::default()).unwrap_err();
         assert_eq!((diags.0[0].line, diags.0[0].col), (2, 1));
         assert!(diags.0[0].message.starts_with("not valid YAML: "));
     }
