@@ -226,12 +226,6 @@ fn every_problem_is_listed_in_one_run() {
             "\"Prometheus\" cannot be combined with a Levee metric source",
         ),
         (
-            "33:20",
-            "SLO search",
-            "spec.budgetingMethod",
-            "`Timeslices` cannot be mapped",
-        ),
-        (
             "34:17",
             "SLO search",
             "spec.indicatorRef",
@@ -242,6 +236,12 @@ fn every_problem_is_listed_in_one_run() {
             "SLO search",
             "spec.timeWindow[0].duration",
             "a calendar-aligned window of `1Q` cannot be mapped",
+        ),
+        (
+            "44:24",
+            "SLO search",
+            "spec.objectives[0].timeSliceWindow",
+            "`soon` is not a time slice width",
         ),
         (
             "49:9",
@@ -304,7 +304,7 @@ fn every_problem_is_listed_in_one_run() {
         );
     }
     run.expect_stderr("  help: give every metric source of the ratio `type: Levee`, or none")
-        .expect_stderr("  help: Levee budgets by events: use `budgetingMethod: Occurrences`")
+        .expect_stderr("  help: write a duration such as `1m` or `5m`")
         .expect_stderr("such as `team_name`");
 }
 

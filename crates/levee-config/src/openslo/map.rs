@@ -37,12 +37,22 @@ pub(super) struct Entry {
     pub(super) indicator: Indicator,
     pub(super) objectives: Objectives,
     pub(super) period: Option<Period>,
+    pub(super) budgeting: Budgeting,
     pub(super) runbook: Option<String>,
     pub(super) labels: Labels,
     pub(super) alerting: Option<Alerting>,
     /// Each note as a diagnostic, for `--strict`: at what it is about when
     /// that is known, else at the SLO.
     pub(super) note_diags: Vec<Diagnostic>,
+}
+
+/// How the error budget is counted: events, or time slices of `slice`
+/// (good when the SLI meets `target_ppm`, or weighted by their ratio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Budgeting {
+    Occurrences,
+    Timeslices { slice: Duration, target_ppm: u32 },
+    RatioTimeslices { slice: Duration },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -373,7 +383,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         let indicator = self.indicator(doc, spec);
         notes.append(&mut self.pending);
         let period = self.period(doc, spec, &mut notes);
-        self.budgeting(doc, spec);
+        let budgeting = self.budgeting(doc, spec, &mut notes);
         // When the SLI is broken, its shape still decides how objectives
         // are checked, so their problems are reported in the same run.
         let kind = indicator
@@ -421,6 +431,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             indicator,
             objectives: objectives?.0,
             period: period?,
+            budgeting: budgeting?,
             runbook: runbook?,
             labels: labels?,
             alerting: alerting?,
@@ -524,9 +535,12 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         }
     }
 
-    fn budgeting(&mut self, doc: &str, spec: &Node) {
+    /// `budgetingMethod`, with the time slice and its target for
+    /// `Timeslices` and `RatioTimeslices` (from the objectives'
+    /// `timeSliceWindow` and `timeSliceTarget`, which Levee has once per SLO).
+    fn budgeting(&mut self, doc: &str, spec: &Node, notes: &mut Vec<String>) -> Option<Budgeting> {
         let path = "spec.budgetingMethod";
-        let help = "Levee budgets by events: use `budgetingMethod: Occurrences`";
+        let help = "the methods are `Occurrences`, `Timeslices` and `RatioTimeslices`";
         let Some(n) = spec.get("budgetingMethod") else {
             self.error_help(
                 doc,
@@ -535,23 +549,14 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                 "missing required field `budgetingMethod`",
                 help,
             );
-            return;
+            return None;
         };
-        let Some(m) = self.string(doc, n, path) else {
-            return;
-        };
-        if m.eq_ignore_ascii_case("occurrences") {
-            return;
-        }
-        if m.eq_ignore_ascii_case("timeslices") || m.eq_ignore_ascii_case("ratiotimeslices") {
-            self.error_help(
-                doc,
-                n.loc,
-                path,
-                format!("`{m}` cannot be mapped: Levee's error budget counts events (good over all), not time slices"),
-                help,
-            );
-        } else {
+        let m = self.string(doc, n, path)?;
+        let method = m.to_ascii_lowercase();
+        if !matches!(
+            method.as_str(),
+            "occurrences" | "timeslices" | "ratiotimeslices"
+        ) {
             self.error_help(
                 doc,
                 n.loc,
@@ -559,6 +564,139 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                 format!("unknown budgeting method `{m}`"),
                 help,
             );
+            return None;
+        }
+        // Every objective's slice settings, as (window, target).
+        let mut windows: Vec<(Duration, Loc, String)> = Vec::new();
+        let mut targets: Vec<(u32, Loc, String)> = Vec::new();
+        let mut ok = true;
+        if let Some(Node {
+            value: Value::Seq(items),
+            ..
+        }) = spec.get("objectives")
+        {
+            for (i, o) in items.iter().enumerate() {
+                let Value::Map(entries) = &o.value else {
+                    continue;
+                };
+                for (k, _, v) in entries {
+                    let p = format!("spec.objectives[{i}].{k}");
+                    if k.eq_ignore_ascii_case("timeSliceWindow") {
+                        let d = match &v.value {
+                            Value::Str(s) => crate::parse_duration(s).ok().filter(|d| !d.is_zero()),
+                            _ => None,
+                        };
+                        match d {
+                            Some(d) => windows.push((d, v.loc, p)),
+                            None => {
+                                self.error_help(
+                                    doc,
+                                    v.loc,
+                                    &p,
+                                    format!("{} is not a time slice width", describe(v)),
+                                    "write a duration such as `1m` or `5m`",
+                                );
+                                ok = false;
+                            }
+                        }
+                    } else if k.eq_ignore_ascii_case("timeSliceTarget") {
+                        let ppm = self.number(doc, v, &p).map(|x| (x * 1e6).round());
+                        match ppm {
+                            Some(ppm) if (1.0..1e6).contains(&ppm) => {
+                                targets.push((ppm as u32, v.loc, p))
+                            }
+                            Some(_) => {
+                                self.error_help(
+                                    doc,
+                                    v.loc,
+                                    &p,
+                                    "a time slice target must be above 0 and below 1",
+                                    "for example `timeSliceTarget: 0.95`",
+                                );
+                                ok = false;
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+            }
+        }
+        for (what, values) in [
+            (
+                "timeSliceWindow",
+                windows
+                    .iter()
+                    .map(|w| (w.0.as_nanos() as u64, w.1, &w.2))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "timeSliceTarget",
+                targets
+                    .iter()
+                    .map(|t| (u64::from(t.0), t.1, &t.2))
+                    .collect(),
+            ),
+        ] {
+            if let Some((first, _, first_path)) = values.first() {
+                if let Some((_, loc, p)) = values.iter().find(|(v, _, _)| v != first) {
+                    let p = (*p).clone();
+                    let first_path = (*first_path).clone();
+                    self.error(
+                        doc,
+                        *loc,
+                        &p,
+                        format!("Levee has one {what} per SLO; {first_path} gives another"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let window = windows.first().map(|w| w.0);
+        let target = targets.first().map(|t| t.0);
+        let missing = |this: &mut Self, key: &str, example: &str| {
+            this.error_help(
+                doc,
+                n.loc,
+                path,
+                format!("`{m}` needs the objectives' `{key}`"),
+                format!("add `{key}: {example}` to the objective"),
+            );
+        };
+        match method.as_str() {
+            "occurrences" => {
+                if window.is_some() || target.is_some() {
+                    notes.push("The objectives' timeSliceWindow and timeSliceTarget are not used: the budget counts occurrences.".into());
+                }
+                Some(Budgeting::Occurrences)
+            }
+            "timeslices" => match (window, target) {
+                (Some(slice), Some(target_ppm)) => {
+                    Some(Budgeting::Timeslices { slice, target_ppm })
+                }
+                (None, _) => {
+                    missing(self, "timeSliceWindow", "1m");
+                    None
+                }
+                (_, None) => {
+                    missing(self, "timeSliceTarget", "0.95");
+                    None
+                }
+            },
+            _ => match window {
+                Some(slice) => {
+                    if target.is_some() {
+                        notes.push("timeSliceTarget is not used: with RatioTimeslices each slice counts by its ratio.".into());
+                    }
+                    Some(Budgeting::RatioTimeslices { slice })
+                }
+                None => {
+                    missing(self, "timeSliceWindow", "1m");
+                    None
+                }
+            },
         }
     }
 

@@ -405,6 +405,74 @@ spec:
     }
 
     #[test]
+    fn time_slice_budgets_are_rendered() {
+        let doc = |method: &str, extra: &str| {
+            format!(
+                "apiVersion: openslo/v1
+kind: SLO
+metadata: {{ name: api }}
+spec:
+  budgetingMethod: {method}
+  indicator:
+    spec:
+      ratioMetric:
+        good: {{ metricSource: {{ type: Levee, spec: {{ route: api }} }} }}
+        total: {{ metricSource: {{ type: Levee, spec: {{ route: api }} }} }}
+  objectives:
+    - target: 0.99
+{extra}"
+            )
+        };
+        let toml = |src: &str| {
+            import_str(src, "in.yaml", &Options::default())
+                .unwrap_or_else(|d| panic!("{d}"))
+                .toml
+        };
+        let both = "      timeSliceTarget: 0.95\n      timeSliceWindow: 1m\n";
+        assert!(toml(&doc("Timeslices", both)).contains(
+            "objective = \"99%\"\nbudgeting = \"timeslices\"\ntimeslice = \"1m\"\ntimeslice_target = \"95%\"\n"
+        ));
+        let ratio = toml(&doc("RatioTimeslices", both));
+        assert!(
+            ratio.contains("budgeting = \"ratio_timeslices\"\ntimeslice = \"1m\"\n"),
+            "{ratio}"
+        );
+        assert!(
+            ratio.contains("# Note: timeSliceTarget is not used"),
+            "{ratio}"
+        );
+        let occurrences = toml(&doc("Occurrences", both));
+        assert!(!occurrences.contains("budgeting"), "{occurrences}");
+
+        let diags = import_str(
+            &doc("Timeslices", "      timeSliceWindow: 5m\n"),
+            "in.yaml",
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert_eq!(diags.0.len(), 1, "{diags}");
+        assert_eq!((diags.0[0].line, diags.0[0].col), (5, 20));
+        assert!(diags.0[0]
+            .message
+            .contains("needs the objectives' `timeSliceTarget`"));
+        let diags = import_str(
+            &format!(
+                "{}    - target: 0.9\n      timeSliceWindow: 5m\n",
+                doc("RatioTimeslices", "      timeSliceWindow: 1m\n")
+            ),
+            "in.yaml",
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert!(
+            diags.0.iter().any(|d| d
+                .message
+                .starts_with("Levee has one timeSliceWindow per SLO")),
+            "{diags}"
+        );
+    }
+
+    #[test]
     fn files_without_slos_are_refused() {
         let diags = import_str("", "empty.yaml", &Options::default()).unwrap_err();
         assert_eq!(

@@ -533,7 +533,9 @@ pub(super) fn bucket_threshold(query: &str) -> Option<Duration> {
     let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let secs: f64 = rest[..end].parse().ok()?;
     let nanos = (secs * 1e9).round();
-    (1e6..=3600e9).contains(&nanos).then(|| Duration::from_nanos(nanos as u64))
+    (1e6..=3600e9)
+        .contains(&nanos)
+        .then(|| Duration::from_nanos(nanos as u64))
 }
 
 /// How a scope is said in notes: `route checkout, tenant acme`.
