@@ -329,16 +329,36 @@ fn yaml_that_is_not_openslo_is_refused() {
     let file = fixture("not_openslo.yaml").display().to_string();
     run.expect_code(1)
         .expect_stderr(&format!(
-            "{file}:2:13: document 1: apiVersion: not an OpenSLO document: the apiVersion is `apps/v1`, not `openslo/v1`"
+            "{file}:3:13: document 1: apiVersion: not an OpenSLO document: the apiVersion is `apps/v1`, not `openslo/v1`"
+        ))
+        // A Sloth spec is read, and what it lacks is said.
+        .expect_stderr(&format!(
+            "{file}:13:5: Sloth service checkout: slos[0].sli: missing required field `sli`"
         ))
         .expect_stderr(&format!(
-            "{file}:9:1: document 2: not an OpenSLO document: missing `apiVersion`"
+            "{file}:16:1: document 3: not an OpenSLO document: missing `apiVersion`"
         ))
-        .expect_stderr(&format!("{file}:1:1: no OpenSLO SLO document found"));
+        .expect_stderr("3 errors found");
     assert!(
         !run.stderr.contains("Deployment"),
         "one problem per foreign document\n{}",
         run.context()
     );
     assert!(run.stdout.is_empty(), "{}", run.context());
+}
+
+#[test]
+fn a_file_without_slos_is_refused() {
+    let path = common::scratch_dir("slo-import", "no-slos").join("service.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: openslo/v1\nkind: Service\nmetadata:\n  name: checkout\nspec: {}\n",
+    )
+    .expect("write the file");
+    levee(&["slo", "import", path.to_str().unwrap()])
+        .expect_code(1)
+        .expect_stderr(&format!(
+            "{}:1:1: no OpenSLO SLO document found",
+            path.display()
+        ));
 }

@@ -6,6 +6,7 @@
 
 mod alerting;
 mod indicator;
+mod sloth;
 
 use super::mapping::Options;
 use crate::Diagnostic;

@@ -78,6 +78,7 @@ mod documents;
 mod map;
 mod mapping;
 mod render;
+mod v1alpha;
 
 pub use mapping::{Mapping, Options};
 
@@ -85,7 +86,7 @@ use crate::diag::Decoder;
 use crate::{Diagnostic, Diagnostics};
 use std::path::Path;
 
-const NO_SLO_HELP: &str = "an OpenSLO v1 file holds documents such as `apiVersion: openslo/v1` with `kind: SLO`, separated by `---`";
+const NO_SLO_HELP: &str = "an OpenSLO file holds documents such as `apiVersion: openslo/v1` with `kind: SLO`, separated by `---`; a Sloth file starts with `version: prometheus/v1` or `apiVersion: sloth.slok.dev/v1`";
 
 /// What an OpenSLO file becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,14 +124,19 @@ pub fn import_str(src: &str, file: &str, opts: &Options) -> Result<Imported, Dia
             help: None,
         }])
     })?;
+    let roots: Vec<crate::node::Node> = roots.into_iter().map(v1alpha::upgrade).collect();
     let mut decoder = Decoder::literal(file);
     let docs = documents::index_documents(&mut decoder, &roots);
     let mut importer = map::Importer::new(&docs, decoder, file, opts.clone());
-    let entries: Vec<map::Entry> = docs
-        .iter()
-        .filter(|d| d.kind == "SLO")
-        .filter_map(|d| importer.slo(d))
-        .collect();
+    let is_slo = |kind: &str| matches!(kind, "SLO" | documents::SLOTH | documents::SLOTH_K8S);
+    let mut entries: Vec<map::Entry> = Vec::new();
+    for d in &docs {
+        match d.kind {
+            "SLO" => entries.extend(importer.slo(d)),
+            documents::SLOTH | documents::SLOTH_K8S => entries.extend(importer.sloth(d)),
+            _ => {}
+        }
+    }
     // A problem in a document that several SLOs use is listed once.
     let mut diags: Vec<Diagnostic> = Vec::new();
     let strict: Vec<Diagnostic> = if opts.strict {
@@ -144,7 +150,7 @@ pub fn import_str(src: &str, file: &str, opts: &Options) -> Result<Imported, Dia
         }
     }
     diags.sort_by_key(|d| (d.line, d.col));
-    if !docs.iter().any(|d| d.kind == "SLO") {
+    if !docs.iter().any(|d| is_slo(d.kind)) {
         diags.push(Diagnostic::whole_file(
             file,
             "no OpenSLO SLO document found".into(),

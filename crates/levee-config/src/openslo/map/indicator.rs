@@ -509,7 +509,8 @@ fn strings(n: &Node, path: &str, out: &mut Vec<(String, Loc, String)>, depth: us
     match &n.value {
         Value::Str(s) => out.push((path.to_string(), n.loc, s.clone())),
         Value::Map(entries) if depth < 8 => {
-            for (k, _, v) in entries {
+            // `queryType: promql` says how to read a query; it is not one.
+            for (k, _, v) in entries.iter().filter(|(k, _, _)| k != "queryType") {
                 strings(v, &join_path(path, k), out, depth + 1);
             }
         }
@@ -593,7 +594,7 @@ impl Importer<'_, '_, '_> {
         None
     }
 
-    fn foreign_indicator(
+    pub(super) fn foreign_indicator(
         &mut self,
         doc: &str,
         loc: Loc,
