@@ -1,15 +1,21 @@
-//! OpenSLO v1 documents into Levee's `[[slos]]` (`levee slo import`).
+//! OpenSLO and Sloth documents into Levee's `[[slos]]` (`levee slo import`).
 //!
-//! The input is one YAML file of `apiVersion: openslo/v1` documents,
-//! separated by `---` (a document that is a list of objects also works).
-//! Kinds `SLO`, `SLI`, `AlertPolicy` and `AlertCondition` are read;
-//! `Service`, `DataSource`, `AlertNotificationTarget` and `BudgetAdjustment`
-//! may appear and are skipped (a `DataSource` is consulted only to find the
-//! `type` of a metric source that names it by `metricSourceRef`). The output
-//! is TOML to paste into a Levee config: a header comment naming the input,
-//! then one `[[slos]]` entry per SLO, each preceded by `#` notes on what was
-//! approximated or ignored. Anything that cannot be mapped is an error; every
-//! error in the file is reported in one run, as the config's [`Diagnostic`]s
+//! The input is one YAML file of documents separated by `---` (a document
+//! that is a list of objects also works): OpenSLO `v1`, OpenSLO `v1alpha`
+//! (rewritten into the v1 shape first, in `v1alpha`), Sloth's
+//! `prometheus/v1` and its Kubernetes `PrometheusServiceLevel` (in
+//! `map::sloth`). OpenSLO kinds `SLO`, `SLI`, `AlertPolicy` and
+//! `AlertCondition` are read; `Service`, `DataSource`,
+//! `AlertNotificationTarget` and `BudgetAdjustment` may appear and are
+//! skipped (a `DataSource` is consulted only to find the `type` of a metric
+//! source that names it by `metricSourceRef`). Lists and mappings left as
+//! YAML null are empty. The output is TOML to paste into a Levee config: a
+//! header comment naming the input, then one `[[slos]]` entry per SLO, each
+//! preceded by `#` notes on what was approximated or did not carry over;
+//! notes about something written in the file start with its position
+//! (`file:line:col: SLO x: field.path: ...`), and `Options::strict` makes
+//! every SLO's notes errors. What cannot be mapped is an error; every error
+//! in the file is reported in one run, as the config's [`Diagnostic`]s
 //! (file, line, column, field path, message, help), whose field path starts
 //! with the document: `file:line:col: SLO checkout: spec.indicatorRef: ...`.
 //!
@@ -17,12 +23,12 @@
 //! in `map::indicator`, its alerting in `map::alerting`), and the TOML
 //! written in `render`.
 //!
-//! # The Levee metric source
+//! # Metric sources
 //!
-//! Levee measures its SLIs itself, from the requests it routes, so a metric
-//! source cannot be a query. Every metric source of an imported SLI must be
-//! `type: Levee` (any case; or a `metricSourceRef` to a `DataSource` of that
-//! type), and its `spec` says which traffic it covers:
+//! Levee measures its SLIs itself, from the requests it routes, so a query
+//! is never run. A metric source of `type: Levee` (any case; or a
+//! `metricSourceRef` to a `DataSource` of that type) says in its `spec`
+//! which traffic it covers:
 //!
 //! ```yaml
 //! metricSource:
@@ -39,6 +45,14 @@
 //! In a `ratioMetric`, `good`, `bad`, `total` and `raw` must all carry the
 //! same Levee spec: Levee counts good and all events over the same requests.
 //!
+//! Any other source (Prometheus, Datadog, `Any`, Sloth's queries) is mapped
+//! to a scope by the import's [`Mapping`] (`mapping`): `--map` rules,
+//! a mapping file, or a route named like the SLO, its SLI or its service.
+//! Its kind comes from the mapping, else from the queries (one that reads a
+//! histogram bucket `le="0.3"` is latency within 300ms; other ratios are
+//! availability; a `thresholdMetric` is latency in milliseconds). Every
+//! string of its `spec` (the queries) becomes a note.
+//!
 //! # Mapping
 //!
 //! | OpenSLO | Levee |
@@ -54,8 +68,9 @@
 //! | `timeWindow` calendar `1M` (`isRolling: false`) | `period = "calendar_month"` (UTC; another `timeZone` gets a note) |
 //! | other calendar windows | error |
 //! | no `timeWindow` | no `period` (Levee's 30d default), with a note |
-//! | `budgetingMethod: Occurrences` | (how Levee budgets) |
-//! | `Timeslices`, `RatioTimeslices` | error |
+//! | `budgetingMethod: Occurrences` | (Levee's default budgeting) |
+//! | `Timeslices` | `budgeting = "timeslices"`, `timeslice` (objectives' `timeSliceWindow`), `timeslice_target` (`timeSliceTarget`); one of each per SLO |
+//! | `RatioTimeslices` | `budgeting = "ratio_timeslices"`, `timeslice` |
 //! | objective `target` (0.999) or `targetPercent` (99.9) | `objective = "99.9%"`, to a millionth |
 //! | several objectives | `objectives = [{ threshold, objective }, ...]` (thresholdMetric only; a ratio SLI has one) |
 //! | `metadata.labels` | `labels` (Prometheus label names; a list value is joined with `,`) |
@@ -67,7 +82,7 @@
 //! | `lookbackWindow` | `long`; `short` is a twelfth of it, the SRE Workbook's ratio (1h and 5m) |
 //! | `alertAfter` | `pending_for` (one per SLO: the shortest, with a note when they differ) |
 //! | `severity` page, critical, high / ticket, warning, medium, low | `page` / `ticket` rules; others are errors |
-//! | no `alertPolicies` | no `alerting` (the Workbook's default rules), with a note |
+//! | no `alertPolicies` (or null, or empty) | no `alerting` (the Workbook's default rules), with a note |
 //! | `notificationTargets`, `alertWhenNoData` | ignored with a note: Levee's webhooks are global in `[alerting]` |
 //! | `alertWhenBreaching: false` | the policy is skipped, with a note |
 //!
