@@ -254,8 +254,10 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         self.d.type_error(n, &document_path(doc, path), expected);
     }
 
+    /// Whether `n` is a mapping; null is an empty one, whose required
+    /// fields are then reported as missing.
     fn is_map(&mut self, doc: &str, n: &Node, path: &str) -> bool {
-        let ok = matches!(n.value, Value::Map(_));
+        let ok = matches!(n.value, Value::Map(_) | Value::Null);
         if !ok {
             self.type_error(doc, n, path, "a mapping");
         }

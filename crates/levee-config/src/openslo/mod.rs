@@ -494,6 +494,67 @@ spec:
     }
 
     #[test]
+    fn lists_and_mappings_left_null_are_empty() {
+        let src = "apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: api
+  labels:
+  annotations:
+spec:
+  budgetingMethod: Occurrences
+  timeWindow:
+  indicator:
+    metadata:
+    spec:
+      ratioMetric:
+        good: { metricSource: { type: Levee, spec: { route: api } } }
+        total: { metricSource: { type: Levee, spec: { route: api } } }
+  objectives:
+    - target: 0.99
+  alertPolicies:
+    - kind: AlertPolicy
+      metadata: { name: quiet }
+      spec:
+        notificationTargets:
+        conditions:
+";
+        let imported =
+            import_str(src, "in.yaml", &Options::default()).unwrap_or_else(|d| panic!("{d}"));
+        let notes = &imported.slo_notes[0].1;
+        assert!(
+            notes.iter().any(|n| n.starts_with("No timeWindow")),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("No burn-rate condition applies")),
+            "{notes:?}"
+        );
+        assert!(
+            imported.toml.contains("page = [], ticket = []"),
+            "{}",
+            imported.toml
+        );
+
+        // A null that stands for something required says what is missing.
+        let diags = import_str(
+            &src.replace("      ratioMetric:\n        good: { metricSource: { type: Levee, spec: { route: api } } }\n        total: { metricSource: { type: Levee, spec: { route: api } } }\n", ""),
+            "in.yaml",
+            &Options::default(),
+        )
+        .unwrap_err();
+        assert_eq!(diags.0.len(), 1, "{diags}");
+        assert!(
+            diags.0[0]
+                .message
+                .contains("missing `ratioMetric` or `thresholdMetric`"),
+            "{diags}"
+        );
+    }
+
+    #[test]
     fn files_without_slos_are_refused() {
         let diags = import_str("", "empty.yaml", &Options::default()).unwrap_err();
         assert_eq!(
