@@ -173,6 +173,8 @@ pub(super) struct Importer<'a, 'n, 'f> {
     /// `(kind, name)` of every document an SLO used.
     pub(super) used: HashSet<(&'static str, String)>,
     pub(super) opts: Options,
+    /// The mapping rules some SLO used, by index.
+    pub(super) used_rules: HashSet<usize>,
     file: String,
     pub(super) current: Current,
     /// Notes found while mapping parts of the current SLO (its SLI).
@@ -188,6 +190,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             d,
             used: HashSet::new(),
             opts,
+            used_rules: HashSet::new(),
             file: file.to_string(),
             current: Current::default(),
             pending: Vec::new(),

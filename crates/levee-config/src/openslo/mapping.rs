@@ -155,7 +155,7 @@ impl Mapping {
 
     /// The first rule for these names: a rule on the SLO, then on its SLI,
     /// then on its service (a `--map` rule matches any of them).
-    pub(super) fn find(&self, names: &Names<'_>) -> Option<&Rule> {
+    pub(super) fn find(&self, names: &Names<'_>) -> Option<(usize, &Rule)> {
         let wanted = [
             (On::Slo, Some(names.slo)),
             (On::Sli, names.sli),
@@ -165,7 +165,8 @@ impl Mapping {
             let name = (*name)?;
             self.rules
                 .iter()
-                .find(|r| (r.on == *on || r.on == On::Any) && r.name == name)
+                .enumerate()
+                .find(|(_, r)| (r.on == *on || r.on == On::Any) && r.name == name)
         })
     }
 

@@ -192,6 +192,14 @@ pub fn import_str(src: &str, file: &str, opts: &Options) -> Result<Imported, Dia
             _ => {}
         }
     }
+    for (i, rule) in opts.mapping.rules.iter().enumerate() {
+        if !importer.used_rules.contains(&i) {
+            file_notes.push(format!(
+                "The mapping `{}` ({}) matched no SLO that needed one.",
+                rule.name, rule.origin
+            ));
+        }
+    }
     if !skipped.is_empty() {
         file_notes.push(format!(
             "Skipped, Levee has no counterpart: {}.",
@@ -337,7 +345,12 @@ spec:
         let src = slo_with_sli("Checkout", "Prometheus");
         let mut opts = Options::default();
         opts.mapping.add_flag("answers=tier:core").unwrap();
+        opts.mapping.add_flag("answer=route:typo").unwrap();
         let imported = import_str(&src, "in.yaml", &opts).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            imported.file_notes,
+            ["The mapping `answer` (--map answer=route:typo) matched no SLO that needed one."]
+        );
         assert_eq!(
             imported.toml.matches("tier = \"core\"").count(),
             2,

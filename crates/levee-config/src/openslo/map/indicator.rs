@@ -571,8 +571,10 @@ impl Importer<'_, '_, '_> {
             sli: cur.sli.as_deref(),
             service: cur.service.as_deref(),
         };
-        if let Some(rule) = self.opts.mapping.find(&names) {
-            return Some((rule.scope.clone(), rule.sli, rule.origin.clone()));
+        if let Some((i, rule)) = self.opts.mapping.find(&names) {
+            let found = (rule.scope.clone(), rule.sli, rule.origin.clone());
+            self.used_rules.insert(i);
+            return Some(found);
         }
         if let Some(route) = self.opts.mapping.route_named(&names) {
             let scope = Scope {
