@@ -246,6 +246,13 @@ fn openslo_v1alpha() {
     );
     assert_eq!(a.objectives[0].objective_ppm, 995_000);
     assert_eq!(a.description.as_deref(), Some("Searches that do not fail"));
+
+    let by_hand = import("v1alpha.yaml", &["--map", "search=route:search,latency:1s"]);
+    assert!(
+        by_hand.contains("the mapping's threshold 1s is not used: a thresholdMetric's thresholds are its objectives' values"),
+        "{by_hand}"
+    );
+    assert!(by_hand.contains("threshold = \"400ms\""), "{by_hand}");
 }
 
 #[test]

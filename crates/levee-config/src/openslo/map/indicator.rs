@@ -646,6 +646,17 @@ impl Importer<'_, '_, '_> {
                 path,
                 "the objectives' values are read as milliseconds of latency".into(),
             );
+            if let Some(SliChoice::Latency(Some(t))) = choice {
+                self.note_at(
+                    doc,
+                    loc,
+                    path,
+                    format!(
+                        "the mapping's threshold {} is not used: a thresholdMetric's thresholds are its objectives' values",
+                        format_duration(t)
+                    ),
+                );
+            }
             SliKind::LatencyThreshold { unit_ms: 1.0 }
         };
         let scope_desc = scope_text(&scope);
