@@ -72,7 +72,7 @@ fn full_example_imports_into_a_config_levee_accepts() {
         .expect_stdout("ticket = [{ long = \"3d\", short = \"6h\", factor = 1.0 }]")
         .expect_stdout("objectives = [{ threshold = \"100ms\", objective = \"90%\" }, { threshold = \"1s\", objective = \"99%\" }]")
         // What was left out is said, as comments.
-        .expect_stdout("# Note: AlertPolicy burn-fast-and-slow: notificationTargets are not imported")
+        .expect_stdout(":77:5: AlertPolicy burn-fast-and-slow: spec.notificationTargets: notificationTargets are not imported")
         .expect_stdout("# Note: Skipped, Levee has no counterpart: Service checkout, AlertNotificationTarget pager");
     assert!(run.stderr.is_empty(), "{}", run.context());
 
@@ -151,11 +151,11 @@ fn full_example_imports_into_a_config_levee_accepts() {
 fn less_common_shapes_import_with_notes() {
     let run = import("variants.yaml");
     run.expect_code(0)
-        .expect_stdout("# Note: The rolling window `1M` is read as 30d")
+        .expect_stdout(":34:19: SLO checkout-fast: spec.timeWindow[0].duration: the rolling window `1M` is read as 30d")
         .expect_stdout("# Note: The label `team` has several values; they are joined as `payments,web`.")
-        .expect_stdout("# Note: AlertPolicy fast-page: alertWhenNoData is not applied")
+        .expect_stdout(":46:20: AlertPolicy fast-page: spec.alertWhenNoData: alertWhenNoData is not applied")
         .expect_stdout("takes the shortest, 1m.")
-        .expect_stdout("# Note: Levee's calendar months run in UTC; the time zone Europe/Berlin is not applied.")
+        .expect_stdout(":109:19: SLO everything-monthly: spec.timeWindow[0].calendar.timeZone: Levee's calendar months run in UTC; the time zone Europe/Berlin is not applied.")
         .expect_stdout("# Note: No alertPolicies: Levee's default burn-rate alerts")
         .expect_stdout("covers every routed request")
         .expect_stdout("# Note: AlertCondition unused (line 77) is not used by any SLO; not imported.");

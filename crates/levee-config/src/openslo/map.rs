@@ -427,6 +427,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                     .into(),
             );
         }
+        notes.append(&mut self.pending);
         let note_diags = self.note_diags(&notes, doc, d.loc);
         Some(Entry {
             origin: format!("{} (line {})", d.label, d.loc.line),
@@ -505,26 +506,39 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             let tz = calendar.and_then(|c| c.get("timeZone"));
             if let Some(Node {
                 value: Value::Str(tz),
-                ..
+                loc,
             }) = tz
             {
                 if !matches!(tz.as_str(), "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "Z") {
-                    notes.push(format!(
-                        "Levee's calendar months run in UTC; the time zone {tz} is not applied."
-                    ));
+                    self.note_at(
+                        doc,
+                        *loc,
+                        &format!("{wpath}.calendar.timeZone"),
+                        format!("Levee's calendar months run in UTC; the time zone {tz} is not applied."),
+                    );
                 }
             }
             return Some(Some(Period::CalendarMonth));
         }
-        if calendar.is_some() {
-            notes.push("The calendar of a rolling time window is not used.".into());
+        if let Some(c) = calendar {
+            self.note_at(
+                doc,
+                c.loc,
+                &format!("{wpath}.calendar"),
+                "the calendar of a rolling time window is not used.".into(),
+            );
         }
         let len = shorthand_len(n, unit);
         if matches!(unit, 'M' | 'Q' | 'Y') {
-            notes.push(format!(
-                "The rolling window `{text}` is read as {} (a month is 30 days, a quarter 90, a year 365, as OpenSLO's reference library counts them).",
-                len.map_or("?".to_string(), format_duration)
-            ));
+            self.note_at(
+                doc,
+                dur.loc,
+                &dpath,
+                format!(
+                    "the rolling window `{text}` is read as {} (a month is 30 days, a quarter 90, a year 365, as OpenSLO's reference library counts them).",
+                    len.map_or("?".to_string(), format_duration)
+                ),
+            );
         }
         match len {
             Some(len) if PERIODS.contains(&len) => Some(Some(Period::Rolling(len))),
