@@ -531,7 +531,9 @@ pub(super) fn bucket_threshold(query: &str) -> Option<Duration> {
     }
     let at = query.find("le=")?;
     let rest = query[at + 3..].trim_start_matches(['"', '\'', '~']);
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
     let secs: f64 = rest[..end].parse().ok()?;
     let nanos = (secs * 1e9).round();
     (1e6..=3600e9)
