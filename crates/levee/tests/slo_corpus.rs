@@ -342,7 +342,7 @@ fn strict_turns_notes_into_errors() {
             path.display()
         ))
         .expect_stderr(&format!(
-            "{}:8:5: Sloth service checkout: Sloth sets the SLO period",
+            "{}:8:5: Sloth service checkout: slos[0]: Sloth sets the SLO period",
             path.display()
         ));
     assert!(run.stdout.is_empty(), "{}", run.context());

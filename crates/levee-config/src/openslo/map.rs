@@ -215,7 +215,8 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
     }
 
     /// Every note of an SLO as a diagnostic, for `--strict`.
-    pub(super) fn note_diags(&self, notes: &[String], doc: &str, loc: Loc) -> Vec<Diagnostic> {
+    /// `at` names the SLO (`SLO x`, or `Sloth service y: slos[0]`).
+    pub(super) fn note_diags(&self, notes: &[String], at: &str, loc: Loc) -> Vec<Diagnostic> {
         notes
             .iter()
             .map(|n| {
@@ -227,7 +228,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                         file: self.file.clone(),
                         line: loc.line,
                         col: loc.col,
-                        path: doc.to_string(),
+                        path: at.to_string(),
                         message: n.clone(),
                         help: None,
                     })

@@ -175,7 +175,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             return None;
         }
         let line = slo.loc.line;
-        let note_diags = self.note_diags(&notes, doc, slo.loc);
+        let note_diags = self.note_diags(&notes, &document_path(doc, p), slo.loc);
         let indicator = indicator?;
         let threshold = match indicator.kind {
             SliKind::LatencyRatio { threshold } => Some(threshold),
