@@ -134,14 +134,31 @@ enum SloCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Convert OpenSLO v1 documents (SLO, SLI, AlertPolicy) into Levee's
-    /// `[[slos]]` TOML; exit 1 listing what cannot be mapped.
+    /// Convert OpenSLO (v1, v1alpha) and Sloth (prometheus/v1,
+    /// PrometheusServiceLevel) documents into Levee's `[[slos]]` TOML; exit 1
+    /// listing what cannot be mapped.
     Import {
-        /// The OpenSLO YAML file (several documents allowed).
+        /// The YAML file (several documents allowed).
         file: PathBuf,
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Map an SLO, SLI or service measured elsewhere to Levee traffic:
+        /// `NAME=route:checkout` (or tier:, tenant:, cluster:), optionally
+        /// `,latency:300ms` or `,availability`. Repeatable.
+        #[arg(long = "map", value_name = "NAME=TARGET")]
+        map: Vec<String>,
+        /// A mapping file (TOML or YAML `[[map]]` tables).
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
+        /// A Levee config whose route names map SLOs and services of the
+        /// same name.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Fail (exit 1) on anything that cannot carry over, instead of
+        /// writing it as a note.
+        #[arg(long)]
+        strict: bool,
     },
     /// Write the config's SLOs as OpenSLO v1 (one `kind: SLO` document
     /// each, measured by the `Levee` metric source), which `slo import`
@@ -224,11 +241,44 @@ fn main() -> ExitCode {
             Err(diags) => print_diagnostics(&diags),
         },
         Command::Slo {
-            command: SloCommand::Import { file, output },
-        } => match levee_config::openslo::import_file(&file) {
-            Ok(imported) => write_output(output.as_deref(), &imported.toml),
-            Err(diags) => print_diagnostics(&diags),
-        },
+            command:
+                SloCommand::Import {
+                    file,
+                    output,
+                    map,
+                    mapping,
+                    config,
+                    strict,
+                },
+        } => {
+            let mut opts = levee_config::openslo::Options {
+                strict,
+                ..Default::default()
+            };
+            for flag in &map {
+                if let Err(e) = opts.mapping.add_flag(flag) {
+                    eprintln!("error: --map {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            if let Some(path) = &mapping {
+                if let Err(diags) = opts.mapping.add_file(path) {
+                    return print_diagnostics(&diags);
+                }
+            }
+            if let Some(path) = &config {
+                match levee_config::load_file(path) {
+                    Ok(c) => opts
+                        .mapping
+                        .add_routes(c.routes.iter().map(|r| r.name.clone())),
+                    Err(diags) => return print_diagnostics(&diags),
+                }
+            }
+            match levee_config::openslo::import_file(&file, &opts) {
+                Ok(imported) => write_output(output.as_deref(), &imported.toml),
+                Err(diags) => print_diagnostics(&diags),
+            }
+        }
         Command::Slo {
             command: SloCommand::Export { config, output },
         } => match levee_config::load_file(&config) {

@@ -72,7 +72,7 @@ fn full_example_imports_into_a_config_levee_accepts() {
         .expect_stdout("ticket = [{ long = \"3d\", short = \"6h\", factor = 1.0 }]")
         .expect_stdout("objectives = [{ threshold = \"100ms\", objective = \"90%\" }, { threshold = \"1s\", objective = \"99%\" }]")
         // What was left out is said, as comments.
-        .expect_stdout("# Note: AlertPolicy burn-fast-and-slow: notificationTargets are not imported")
+        .expect_stdout(":77:5: AlertPolicy burn-fast-and-slow: spec.notificationTargets: notificationTargets are not imported")
         .expect_stdout("# Note: Skipped, Levee has no counterpart: Service checkout, AlertNotificationTarget pager");
     assert!(run.stderr.is_empty(), "{}", run.context());
 
@@ -151,11 +151,11 @@ fn full_example_imports_into_a_config_levee_accepts() {
 fn less_common_shapes_import_with_notes() {
     let run = import("variants.yaml");
     run.expect_code(0)
-        .expect_stdout("# Note: The rolling window `1M` is read as 30d")
+        .expect_stdout(":34:19: SLO checkout-fast: spec.timeWindow[0].duration: the rolling window `1M` is read as 30d")
         .expect_stdout("# Note: The label `team` has several values; they are joined as `payments,web`.")
-        .expect_stdout("# Note: AlertPolicy fast-page: alertWhenNoData is not applied")
+        .expect_stdout(":46:20: AlertPolicy fast-page: spec.alertWhenNoData: alertWhenNoData is not applied")
         .expect_stdout("takes the shortest, 1m.")
-        .expect_stdout("# Note: Levee's calendar months run in UTC; the time zone Europe/Berlin is not applied.")
+        .expect_stdout(":109:19: SLO everything-monthly: spec.timeWindow[0].calendar.timeZone: Levee's calendar months run in UTC; the time zone Europe/Berlin is not applied.")
         .expect_stdout("# Note: No alertPolicies: Levee's default burn-rate alerts")
         .expect_stdout("covers every routed request")
         .expect_stdout("# Note: AlertCondition unused (line 77) is not used by any SLO; not imported.");
@@ -223,13 +223,7 @@ fn every_problem_is_listed_in_one_run() {
             "22:19",
             "SLO checkout",
             "spec.indicator.spec.ratioMetric.total.metricSource.type",
-            "\"Prometheus\" cannot be measured by Levee",
-        ),
-        (
-            "33:20",
-            "SLO search",
-            "spec.budgetingMethod",
-            "`Timeslices` cannot be mapped",
+            "\"Prometheus\" cannot be combined with a Levee metric source",
         ),
         (
             "34:17",
@@ -242,6 +236,12 @@ fn every_problem_is_listed_in_one_run() {
             "SLO search",
             "spec.timeWindow[0].duration",
             "a calendar-aligned window of `1Q` cannot be mapped",
+        ),
+        (
+            "44:24",
+            "SLO search",
+            "spec.objectives[0].timeSliceWindow",
+            "`soon` is not a time slice width",
         ),
         (
             "49:9",
@@ -303,11 +303,9 @@ fn every_problem_is_listed_in_one_run() {
             run.context()
         );
     }
-    run.expect_stderr(
-        "  help: Levee measures its own traffic: use `type: Levee` with `spec.route`",
-    )
-    .expect_stderr("  help: Levee budgets by events: use `budgetingMethod: Occurrences`")
-    .expect_stderr("such as `team_name`");
+    run.expect_stderr("  help: give every metric source of the ratio `type: Levee`, or none")
+        .expect_stderr("  help: write a duration such as `1m` or `5m`")
+        .expect_stderr("such as `team_name`");
 }
 
 #[test]
@@ -331,16 +329,36 @@ fn yaml_that_is_not_openslo_is_refused() {
     let file = fixture("not_openslo.yaml").display().to_string();
     run.expect_code(1)
         .expect_stderr(&format!(
-            "{file}:2:13: document 1: apiVersion: not an OpenSLO document: the apiVersion is `apps/v1`, not `openslo/v1`"
+            "{file}:3:13: document 1: apiVersion: not an OpenSLO document: the apiVersion is `apps/v1`, not `openslo/v1`"
+        ))
+        // A Sloth spec is read, and what it lacks is said.
+        .expect_stderr(&format!(
+            "{file}:13:5: Sloth service checkout: slos[0].sli: missing required field `sli`"
         ))
         .expect_stderr(&format!(
-            "{file}:9:1: document 2: not an OpenSLO document: missing `apiVersion`"
+            "{file}:16:1: document 3: not an OpenSLO document: missing `apiVersion`"
         ))
-        .expect_stderr(&format!("{file}:1:1: no OpenSLO SLO document found"));
+        .expect_stderr("3 errors found");
     assert!(
         !run.stderr.contains("Deployment"),
         "one problem per foreign document\n{}",
         run.context()
     );
     assert!(run.stdout.is_empty(), "{}", run.context());
+}
+
+#[test]
+fn a_file_without_slos_is_refused() {
+    let path = common::scratch_dir("slo-import", "no-slos").join("service.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: openslo/v1\nkind: Service\nmetadata:\n  name: checkout\nspec: {}\n",
+    )
+    .expect("write the file");
+    levee(&["slo", "import", path.to_str().unwrap()])
+        .expect_code(1)
+        .expect_stderr(&format!(
+            "{}:1:1: no OpenSLO SLO document found",
+            path.display()
+        ));
 }

@@ -7,6 +7,12 @@ use super::document_path;
 use crate::diag::Decoder;
 use crate::node::{Loc, Node, Value};
 
+/// A Sloth `prometheus/v1` file (no `apiVersion`; `version`, `service`,
+/// `slos`), named by its service.
+pub(super) const SLOTH: &str = "Sloth";
+/// Sloth's Kubernetes resource (`apiVersion: sloth.slok.dev/v1`).
+pub(super) const SLOTH_K8S: &str = "PrometheusServiceLevel";
+
 /// The kinds of OpenSLO v1, as written.
 const KINDS: [&str; 8] = [
     "SLO",
@@ -60,15 +66,106 @@ pub(super) fn index_documents<'n>(d: &mut Decoder<'_>, roots: &'n [Node]) -> Vec
             );
             continue;
         }
+        if let (
+            None,
+            Some(Node {
+                value: Value::Str(v),
+                loc: vloc,
+            }),
+        ) = (node.get("apiVersion"), node.get("version"))
+        {
+            if v != "prometheus/v1" {
+                report(
+                    d,
+                    *vloc,
+                    &at,
+                    "version",
+                    &format!("only Sloth's `prometheus/v1` can be imported, found `{v}`"),
+                    None,
+                );
+                continue;
+            }
+            let name = match node.get("service") {
+                Some(Node {
+                    value: Value::Str(s),
+                    ..
+                }) if !s.is_empty() => s.clone(),
+                Some(n) => {
+                    d.type_error(n, &document_path(&at, "service"), "a service name");
+                    continue;
+                }
+                None => {
+                    report(
+                        d,
+                        node.loc,
+                        &at,
+                        "service",
+                        "missing required field `service`",
+                        None,
+                    );
+                    continue;
+                }
+            };
+            docs.push(Doc {
+                kind: SLOTH,
+                label: format!("Sloth service {name}"),
+                name,
+                node,
+                loc: node.loc,
+            });
+            continue;
+        }
         match node.get("apiVersion").map(|n| (n, &n.value)) {
             Some((_, Value::Str(v))) if v == "openslo/v1" => {}
+            Some((_, Value::Str(v))) if v == "sloth.slok.dev/v1" => {
+                match (
+                    node.get("kind"),
+                    node.get("metadata").and_then(|m| m.get("name")),
+                ) {
+                    (
+                        Some(Node {
+                            value: Value::Str(k),
+                            ..
+                        }),
+                        Some(Node {
+                            value: Value::Str(name),
+                            ..
+                        }),
+                    ) if k == SLOTH_K8S => {
+                        docs.push(Doc {
+                            kind: SLOTH_K8S,
+                            label: format!("{SLOTH_K8S} {name}"),
+                            name: name.clone(),
+                            node,
+                            loc: node.loc,
+                        });
+                    }
+                    (Some(k), _) if k.value != Value::Str(SLOTH_K8S.into()) => report(
+                        d,
+                        k.loc,
+                        &at,
+                        "kind",
+                        &format!("only Sloth's `kind: {SLOTH_K8S}` can be imported"),
+                        None,
+                    ),
+                    _ => report(
+                        d,
+                        node.loc,
+                        &at,
+                        "metadata.name",
+                        "missing required field `metadata.name`",
+                        None,
+                    ),
+                }
+                continue;
+            }
             Some((n, Value::Str(v))) if v.starts_with("openslo/") => {
                 report(
                     d,
                     n.loc,
                     &at,
                     "apiVersion",
-                    &format!("only OpenSLO v1 can be imported, found `{v}`"),
+                    &format!("only OpenSLO v1 and v1alpha can be imported, found `{v}`"),
                     Some("write the documents as `apiVersion: openslo/v1`"),
                 );
                 continue;

@@ -6,6 +6,10 @@
 
 mod alerting;
 mod indicator;
+mod sloth;
+
+use super::mapping::Options;
+use crate::Diagnostic;
 
 use super::document_path;
 use super::documents::Doc;
@@ -34,9 +38,22 @@ pub(super) struct Entry {
     pub(super) indicator: Indicator,
     pub(super) objectives: Objectives,
     pub(super) period: Option<Period>,
+    pub(super) budgeting: Budgeting,
     pub(super) runbook: Option<String>,
     pub(super) labels: Labels,
     pub(super) alerting: Option<Alerting>,
+    /// Each note as a diagnostic, for `--strict`: at what it is about when
+    /// that is known, else at the SLO.
+    pub(super) note_diags: Vec<Diagnostic>,
+}
+
+/// How the error budget is counted: events, or time slices of `slice`
+/// (good when the SLI meets `target_ppm`, or weighted by their ratio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Budgeting {
+    Occurrences,
+    Timeslices { slice: Duration, target_ppm: u32 },
+    RatioTimeslices { slice: Duration },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,6 +136,25 @@ struct Source {
     rate_limited_is_bad: Option<bool>,
     threshold: Option<Duration>,
     unit: Option<&'static str>,
+    /// A metric source Levee cannot measure: its type and queries.
+    foreign: Option<Foreign>,
+}
+
+/// A metric source of another system, mapped to a Levee scope by the
+/// import's `Mapping`.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Foreign {
+    ty: String,
+    /// Every string in its `spec` (queries), as (field path, location, text).
+    queries: Vec<(String, Loc, String)>,
+}
+
+/// The names the SLO being mapped is known by, for the `Mapping`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Current {
+    pub(super) slo: String,
+    pub(super) sli: Option<String>,
+    pub(super) service: Option<String>,
 }
 
 const DAY: u64 = 86_400;
@@ -136,15 +172,68 @@ pub(super) struct Importer<'a, 'n, 'f> {
     pub(super) d: Decoder<'f>,
     /// `(kind, name)` of every document an SLO used.
     pub(super) used: HashSet<(&'static str, String)>,
+    pub(super) opts: Options,
+    /// The mapping rules some SLO used, by index.
+    pub(super) used_rules: HashSet<usize>,
+    file: String,
+    pub(super) current: Current,
+    /// Notes found while mapping parts of the current SLO (its SLI).
+    pub(super) pending: Vec<String>,
+    /// Notes that point at what they are about, with that position.
+    positioned: Vec<(String, Diagnostic)>,
 }
 
 impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
-    pub(super) fn new(docs: &'a [Doc<'n>], d: Decoder<'f>) -> Self {
+    pub(super) fn new(docs: &'a [Doc<'n>], d: Decoder<'f>, file: &str, opts: Options) -> Self {
         Self {
             docs,
             d,
             used: HashSet::new(),
+            opts,
+            used_rules: HashSet::new(),
+            file: file.to_string(),
+            current: Current::default(),
+            pending: Vec::new(),
+            positioned: Vec::new(),
         }
+    }
+
+    /// A note on what could not carry over, naming where it was written
+    /// (`file:line:col: SLO x: path: ...`); `--strict` makes it an error.
+    pub(super) fn note_at(&mut self, doc: &str, loc: Loc, path: &str, message: String) {
+        let diag = Diagnostic {
+            file: self.file.clone(),
+            line: loc.line,
+            col: loc.col,
+            path: document_path(doc, path),
+            message,
+            help: None,
+        };
+        let text = diag.to_string();
+        self.pending.push(text.clone());
+        self.positioned.push((text, diag));
+    }
+
+    /// Every note of an SLO as a diagnostic, for `--strict`.
+    /// `at` names the SLO (`SLO x`, or `Sloth service y: slos[0]`).
+    pub(super) fn note_diags(&self, notes: &[String], at: &str, loc: Loc) -> Vec<Diagnostic> {
+        notes
+            .iter()
+            .map(|n| {
+                self.positioned
+                    .iter()
+                    .find(|(t, _)| t == n)
+                    .map(|(_, d)| d.clone())
+                    .unwrap_or_else(|| Diagnostic {
+                        file: self.file.clone(),
+                        line: loc.line,
+                        col: loc.col,
+                        path: at.to_string(),
+                        message: n.clone(),
+                        help: None,
+                    })
+            })
+            .collect()
     }
 
     // --- problems and typed access, at a path inside document `doc` -------
@@ -169,8 +258,10 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         self.d.type_error(n, &document_path(doc, path), expected);
     }
 
+    /// Whether `n` is a mapping; null is an empty one, whose required
+    /// fields are then reported as missing.
     fn is_map(&mut self, doc: &str, n: &Node, path: &str) -> bool {
-        let ok = matches!(n.value, Value::Map(_));
+        let ok = matches!(n.value, Value::Map(_) | Value::Null);
         if !ok {
             self.type_error(doc, n, path, "a mapping");
         }
@@ -197,7 +288,12 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         }
     }
 
+    /// A list; YAML files often leave an empty one as null (`alertPolicies:`),
+    /// which is read as empty.
     fn list<'x>(&mut self, doc: &str, n: &'x Node, path: &str) -> Option<&'x [Node]> {
+        if matches!(n.value, Value::Null) {
+            return Some(&[]);
+        }
         self.d.items(n, &document_path(doc, path))
     }
 
@@ -272,9 +368,29 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         if !self.is_map(doc, spec, "spec") {
             return None;
         }
+        let text = |n: Option<&Node>| match n {
+            Some(Node {
+                value: Value::Str(s),
+                ..
+            }) => Some(s.clone()),
+            _ => None,
+        };
+        self.current = Current {
+            slo: d.name.clone(),
+            sli: text(spec.get("indicatorRef")).or_else(|| {
+                text(
+                    spec.get("indicator")
+                        .and_then(|i| i.get("metadata"))
+                        .and_then(|m| m.get("name")),
+                )
+            }),
+            service: text(spec.get("service")),
+        };
+        self.pending.clear();
         let indicator = self.indicator(doc, spec);
+        notes.append(&mut self.pending);
         let period = self.period(doc, spec, &mut notes);
-        self.budgeting(doc, spec);
+        let budgeting = self.budgeting(doc, spec, &mut notes);
         // When the SLI is broken, its shape still decides how objectives
         // are checked, so their problems are reported in the same run.
         let kind = indicator
@@ -312,14 +428,18 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                     .into(),
             );
         }
+        notes.append(&mut self.pending);
+        let note_diags = self.note_diags(&notes, doc, d.loc);
         Some(Entry {
             origin: format!("{} (line {})", d.label, d.loc.line),
+            note_diags,
             notes,
             name: d.name.clone(),
             description,
             indicator,
             objectives: objectives?.0,
             period: period?,
+            budgeting: budgeting?,
             runbook: runbook?,
             labels: labels?,
             alerting: alerting?,
@@ -387,26 +507,39 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             let tz = calendar.and_then(|c| c.get("timeZone"));
             if let Some(Node {
                 value: Value::Str(tz),
-                ..
+                loc,
             }) = tz
             {
                 if !matches!(tz.as_str(), "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "Z") {
-                    notes.push(format!(
-                        "Levee's calendar months run in UTC; the time zone {tz} is not applied."
-                    ));
+                    self.note_at(
+                        doc,
+                        *loc,
+                        &format!("{wpath}.calendar.timeZone"),
+                        format!("Levee's calendar months run in UTC; the time zone {tz} is not applied."),
+                    );
                 }
             }
             return Some(Some(Period::CalendarMonth));
         }
-        if calendar.is_some() {
-            notes.push("The calendar of a rolling time window is not used.".into());
+        if let Some(c) = calendar {
+            self.note_at(
+                doc,
+                c.loc,
+                &format!("{wpath}.calendar"),
+                "the calendar of a rolling time window is not used.".into(),
+            );
         }
         let len = shorthand_len(n, unit);
         if matches!(unit, 'M' | 'Q' | 'Y') {
-            notes.push(format!(
-                "The rolling window `{text}` is read as {} (a month is 30 days, a quarter 90, a year 365, as OpenSLO's reference library counts them).",
-                len.map_or("?".to_string(), format_duration)
-            ));
+            self.note_at(
+                doc,
+                dur.loc,
+                &dpath,
+                format!(
+                    "the rolling window `{text}` is read as {} (a month is 30 days, a quarter 90, a year 365, as OpenSLO's reference library counts them).",
+                    len.map_or("?".to_string(), format_duration)
+                ),
+            );
         }
         match len {
             Some(len) if PERIODS.contains(&len) => Some(Some(Period::Rolling(len))),
@@ -423,9 +556,12 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         }
     }
 
-    fn budgeting(&mut self, doc: &str, spec: &Node) {
+    /// `budgetingMethod`, with the time slice and its target for
+    /// `Timeslices` and `RatioTimeslices` (from the objectives'
+    /// `timeSliceWindow` and `timeSliceTarget`, which Levee has once per SLO).
+    fn budgeting(&mut self, doc: &str, spec: &Node, notes: &mut Vec<String>) -> Option<Budgeting> {
         let path = "spec.budgetingMethod";
-        let help = "Levee budgets by events: use `budgetingMethod: Occurrences`";
+        let help = "the methods are `Occurrences`, `Timeslices` and `RatioTimeslices`";
         let Some(n) = spec.get("budgetingMethod") else {
             self.error_help(
                 doc,
@@ -434,23 +570,14 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                 "missing required field `budgetingMethod`",
                 help,
             );
-            return;
+            return None;
         };
-        let Some(m) = self.string(doc, n, path) else {
-            return;
-        };
-        if m.eq_ignore_ascii_case("occurrences") {
-            return;
-        }
-        if m.eq_ignore_ascii_case("timeslices") || m.eq_ignore_ascii_case("ratiotimeslices") {
-            self.error_help(
-                doc,
-                n.loc,
-                path,
-                format!("`{m}` cannot be mapped: Levee's error budget counts events (good over all), not time slices"),
-                help,
-            );
-        } else {
+        let m = self.string(doc, n, path)?;
+        let method = m.to_ascii_lowercase();
+        if !matches!(
+            method.as_str(),
+            "occurrences" | "timeslices" | "ratiotimeslices"
+        ) {
             self.error_help(
                 doc,
                 n.loc,
@@ -458,6 +585,139 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                 format!("unknown budgeting method `{m}`"),
                 help,
             );
+            return None;
+        }
+        // Every objective's slice settings, as (window, target).
+        let mut windows: Vec<(Duration, Loc, String)> = Vec::new();
+        let mut targets: Vec<(u32, Loc, String)> = Vec::new();
+        let mut ok = true;
+        if let Some(Node {
+            value: Value::Seq(items),
+            ..
+        }) = spec.get("objectives")
+        {
+            for (i, o) in items.iter().enumerate() {
+                let Value::Map(entries) = &o.value else {
+                    continue;
+                };
+                for (k, _, v) in entries {
+                    let p = format!("spec.objectives[{i}].{k}");
+                    if k.eq_ignore_ascii_case("timeSliceWindow") {
+                        let d = match &v.value {
+                            Value::Str(s) => crate::parse_duration(s).ok().filter(|d| !d.is_zero()),
+                            _ => None,
+                        };
+                        match d {
+                            Some(d) => windows.push((d, v.loc, p)),
+                            None => {
+                                self.error_help(
+                                    doc,
+                                    v.loc,
+                                    &p,
+                                    format!("{} is not a time slice width", describe(v)),
+                                    "write a duration such as `1m` or `5m`",
+                                );
+                                ok = false;
+                            }
+                        }
+                    } else if k.eq_ignore_ascii_case("timeSliceTarget") {
+                        let ppm = self.number(doc, v, &p).map(|x| (x * 1e6).round());
+                        match ppm {
+                            Some(ppm) if (1.0..1e6).contains(&ppm) => {
+                                targets.push((ppm as u32, v.loc, p))
+                            }
+                            Some(_) => {
+                                self.error_help(
+                                    doc,
+                                    v.loc,
+                                    &p,
+                                    "a time slice target must be above 0 and below 1",
+                                    "for example `timeSliceTarget: 0.95`",
+                                );
+                                ok = false;
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+            }
+        }
+        for (what, values) in [
+            (
+                "timeSliceWindow",
+                windows
+                    .iter()
+                    .map(|w| (w.0.as_nanos() as u64, w.1, &w.2))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "timeSliceTarget",
+                targets
+                    .iter()
+                    .map(|t| (u64::from(t.0), t.1, &t.2))
+                    .collect(),
+            ),
+        ] {
+            if let Some((first, _, first_path)) = values.first() {
+                if let Some((_, loc, p)) = values.iter().find(|(v, _, _)| v != first) {
+                    let p = (*p).clone();
+                    let first_path = (*first_path).clone();
+                    self.error(
+                        doc,
+                        *loc,
+                        &p,
+                        format!("Levee has one {what} per SLO; {first_path} gives another"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        let window = windows.first().map(|w| w.0);
+        let target = targets.first().map(|t| t.0);
+        let missing = |this: &mut Self, key: &str, example: &str| {
+            this.error_help(
+                doc,
+                n.loc,
+                path,
+                format!("`{m}` needs the objectives' `{key}`"),
+                format!("add `{key}: {example}` to the objective"),
+            );
+        };
+        match method.as_str() {
+            "occurrences" => {
+                if window.is_some() || target.is_some() {
+                    notes.push("The objectives' timeSliceWindow and timeSliceTarget are not used: the budget counts occurrences.".into());
+                }
+                Some(Budgeting::Occurrences)
+            }
+            "timeslices" => match (window, target) {
+                (Some(slice), Some(target_ppm)) => {
+                    Some(Budgeting::Timeslices { slice, target_ppm })
+                }
+                (None, _) => {
+                    missing(self, "timeSliceWindow", "1m");
+                    None
+                }
+                (_, None) => {
+                    missing(self, "timeSliceTarget", "0.95");
+                    None
+                }
+            },
+            _ => match window {
+                Some(slice) => {
+                    if target.is_some() {
+                        notes.push("timeSliceTarget is not used: with RatioTimeslices each slice counts by its ratio.".into());
+                    }
+                    Some(Budgeting::RatioTimeslices { slice })
+                }
+                None => {
+                    missing(self, "timeSliceWindow", "1m");
+                    None
+                }
+            },
         }
     }
 

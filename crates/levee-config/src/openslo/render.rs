@@ -3,7 +3,7 @@
 //! approximated or left out. Numbers are written from Levee's integers
 //! (ppm, thousandths), never through a float.
 
-use super::map::{Entry, Period, SliKind};
+use super::map::{Budgeting, Entry, Period, SliKind};
 use crate::format_duration;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -130,6 +130,22 @@ pub(super) fn render(file: &str, header_notes: &[String], entries: &[Entry]) -> 
             }
             Some(Period::CalendarMonth) => out.push_str("period = \"calendar_month\"\n"),
             None => {}
+        }
+        match e.budgeting {
+            Budgeting::Occurrences => {}
+            Budgeting::Timeslices { slice, target_ppm } => {
+                out.push_str("budgeting = \"timeslices\"\n");
+                let _ = writeln!(out, "timeslice = {}", toml_str(&format_duration(slice)));
+                let _ = writeln!(
+                    out,
+                    "timeslice_target = {}",
+                    toml_str(&percent_text(target_ppm))
+                );
+            }
+            Budgeting::RatioTimeslices { slice } => {
+                out.push_str("budgeting = \"ratio_timeslices\"\n");
+                let _ = writeln!(out, "timeslice = {}", toml_str(&format_duration(slice)));
+            }
         }
         if let SliKind::Availability {
             rate_limited_is_bad: Some(b),

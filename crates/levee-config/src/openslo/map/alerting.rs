@@ -52,7 +52,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             };
             ok &= match reference {
                 Some((name, loc, rp)) => match self.find("AlertPolicy", name) {
-                    Some(pd) => self.policy(&pd.label, pd.node, "", &mut conds, notes),
+                    Some(pd) => self.policy(&pd.label, pd.node, "", &mut conds),
                     None => {
                         self.error_help(
                             doc,
@@ -64,7 +64,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                         false
                     }
                 },
-                None => self.policy(doc, item, &p, &mut conds, notes),
+                None => self.policy(doc, item, &p, &mut conds),
             };
         }
         if !ok {
@@ -123,32 +123,15 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
     }
 
     /// One AlertPolicy (a document, or inline at `prefix` of `doc`); its
-    /// conditions are appended to `conds`. False on error.
-    fn policy(
-        &mut self,
-        doc: &str,
-        node: &Node,
-        prefix: &str,
-        conds: &mut Vec<Condition>,
-        notes: &mut Vec<String>,
-    ) -> bool {
+    /// conditions are appended to `conds`, its notes to the pending ones.
+    /// False on error.
+    fn policy(&mut self, doc: &str, node: &Node, prefix: &str, conds: &mut Vec<Condition>) -> bool {
         if !self.is_map(doc, node, prefix) {
             return false;
         }
         if !self.inline_kind(doc, node, prefix, "AlertPolicy") {
             return false;
         }
-        let name = match node.get("metadata").and_then(|m| m.get("name")) {
-            Some(Node {
-                value: Value::Str(s),
-                ..
-            }) if prefix.is_empty() => format!("AlertPolicy {s}"),
-            Some(Node {
-                value: Value::Str(s),
-                ..
-            }) => format!("AlertPolicy {s} ({doc})"),
-            _ => format!("The AlertPolicy at {prefix} ({doc})"),
-        };
         let sp = join_path(prefix, "spec");
         let Some(spec) = self.required(doc, node, prefix, "spec") else {
             return false;
@@ -167,26 +150,36 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         else {
             return false;
         };
+        let at = |key: &str| spec.get(key).map_or(spec.loc, |n| n.loc);
         if breaching == Some(false) {
-            notes.push(format!(
-                "{name} has alertWhenBreaching: false; its conditions are not imported."
-            ));
+            self.note_at(
+                doc,
+                at("alertWhenBreaching"),
+                &join_path(&sp, "alertWhenBreaching"),
+                "alertWhenBreaching is false: this policy's conditions are not imported.".into(),
+            );
             return true;
         }
         if no_data == Some(true) {
-            notes.push(format!(
-                "{name}: alertWhenNoData is not applied; Levee alerts on budget burn, and `min_events` keeps quiet windows from alerting."
-            ));
+            self.note_at(
+                doc,
+                at("alertWhenNoData"),
+                &join_path(&sp, "alertWhenNoData"),
+                "alertWhenNoData is not applied; Levee alerts on budget burn, and `min_events` keeps quiet windows from alerting.".into(),
+            );
         }
         if let Some(Node {
             value: Value::Seq(targets),
-            ..
+            loc,
         }) = spec.get("notificationTargets")
         {
             if !targets.is_empty() {
-                notes.push(format!(
-                    "{name}: notificationTargets are not imported; Levee sends every alert to the webhooks in [alerting]."
-                ));
+                self.note_at(
+                    doc,
+                    *loc,
+                    &join_path(&sp, "notificationTargets"),
+                    "notificationTargets are not imported; Levee sends every alert to the webhooks in [alerting].".into(),
+                );
             }
         }
         let Some(cn) = self.required(doc, spec, &sp, "conditions") else {

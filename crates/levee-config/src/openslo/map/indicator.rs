@@ -2,6 +2,7 @@
 //! `ratioMetric` or `thresholdMetric`, and the Levee metric source that
 //! says which traffic it covers.
 
+use super::super::mapping::{Names, SliChoice};
 use super::*;
 use crate::decode_slo::RATE_LIMITED_IS_AVAILABILITY_ONLY;
 use crate::parse_duration;
@@ -121,6 +122,9 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                 let ms = self.required(doc, t, &tpath, "metricSource")?;
                 let mpath = join_path(&tpath, "metricSource");
                 let (src, spec_loc) = self.levee_source(doc, ms, &mpath)?;
+                if let Some(f) = src.foreign {
+                    return self.foreign_indicator(doc, spec_loc, &mpath, f, false);
+                }
                 let spath = join_path(&mpath, "spec");
                 let mut ok = true;
                 if src.sli == Some("availability") {
@@ -179,8 +183,38 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                 continue;
             };
             let mpath = join_path(&ppath, "metricSource");
-            match (self.levee_source(doc, ms, &mpath), &first) {
+            match (self.levee_source(doc, ms, &mpath), &mut first) {
                 (Some((src, loc)), None) => first = Some((src, loc, join_path(&mpath, "spec"))),
+                (Some((src, _)), Some((f, _, _)))
+                    if src.foreign.is_some() && f.foreign.is_some() =>
+                {
+                    // Queries of another system: each part is its own query,
+                    // and all of them become one Levee scope.
+                    if let (Some(add), Some(to)) = (src.foreign, f.foreign.as_mut()) {
+                        to.queries.extend(add.queries);
+                    }
+                }
+                (Some((src, loc)), Some((f, floc, fpath)))
+                    if src.foreign.is_some() != f.foreign.is_some() =>
+                {
+                    // Point at the foreign one, whichever came first.
+                    let (ty, at, path) = match (&src.foreign, &f.foreign) {
+                        (Some(x), _) => (x.ty.clone(), loc, join_path(&mpath, "type")),
+                        (_, Some(x)) => {
+                            let first = fpath.strip_suffix(".spec").unwrap_or(fpath);
+                            (x.ty.clone(), *floc, join_path(first, "type"))
+                        }
+                        _ => unreachable!("one of them is foreign"),
+                    };
+                    self.error_help(
+                        doc,
+                        at,
+                        &path,
+                        format!("{ty:?} cannot be combined with a Levee metric source in one ratio"),
+                        "give every metric source of the ratio `type: Levee`, or none (and map the SLI with `--map`)",
+                    );
+                    ok = false;
+                }
                 (Some((src, _)), Some((f, _, fpath))) => {
                     if src != *f {
                         let fpath = fpath.clone();
@@ -209,6 +243,9 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
         let (src, spec_loc, spath) = first?;
         if !ok {
             return None;
+        }
+        if let Some(f) = src.foreign {
+            return self.foreign_indicator(doc, spec_loc, rpath, f, true);
         }
         let kind = if src.sli == Some("latency") {
             if src.rate_limited_is_bad.is_some() {
@@ -281,14 +318,7 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             (Some(t), _) => {
                 let ty = self.string(doc, t, &type_path)?;
                 if !ty.eq_ignore_ascii_case("levee") {
-                    self.error_help(
-                        doc,
-                        t.loc,
-                        &type_path,
-                        format!("{ty:?} cannot be measured by Levee"),
-                        LEVEE_SOURCE_HELP,
-                    );
-                    return None;
+                    return Some((foreign_source(ty, ms, path), t.loc));
                 }
             }
             (None, Some(r)) => {
@@ -313,17 +343,8 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
                         _ => None,
                     });
                 if !ty.is_some_and(|t| t.eq_ignore_ascii_case("levee")) {
-                    self.error_help(
-                        doc,
-                        r.loc,
-                        &ref_path,
-                        format!(
-                            "DataSource `{name}` has type {}, which cannot be measured by Levee",
-                            ty.map_or("(none)".to_string(), |t| format!("{t:?}"))
-                        ),
-                        LEVEE_SOURCE_HELP,
-                    );
-                    return None;
+                    let ty = ty.unwrap_or(name);
+                    return Some((foreign_source(ty, ms, path), r.loc));
                 }
             }
             (None, None) => {
@@ -465,5 +486,222 @@ impl<'a, 'n, 'f> Importer<'a, 'n, 'f> {
             );
         }
         found
+    }
+}
+
+/// A metric source of another system: its type and every string of its
+/// `spec` (the queries), which Levee does not run.
+fn foreign_source(ty: &str, ms: &Node, path: &str) -> Source {
+    let mut queries = Vec::new();
+    if let Some(spec) = ms.get("spec") {
+        strings(spec, &join_path(path, "spec"), &mut queries, 0);
+    }
+    Source {
+        foreign: Some(Foreign {
+            ty: ty.to_string(),
+            queries,
+        }),
+        ..Source::default()
+    }
+}
+
+fn strings(n: &Node, path: &str, out: &mut Vec<(String, Loc, String)>, depth: usize) {
+    match &n.value {
+        Value::Str(s) => out.push((path.to_string(), n.loc, s.clone())),
+        Value::Map(entries) if depth < 8 => {
+            // `queryType: promql` says how to read a query; it is not one.
+            for (k, _, v) in entries.iter().filter(|(k, _, _)| k != "queryType") {
+                strings(v, &join_path(path, k), out, depth + 1);
+            }
+        }
+        Value::Seq(items) if depth < 8 => {
+            for (i, v) in items.iter().enumerate() {
+                strings(v, &format!("{path}[{i}]"), out, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The latency threshold a query counts within, when it reads a histogram
+/// bucket: `le="0.3"` (seconds, as Prometheus histograms are) is 300ms.
+pub(super) fn bucket_threshold(query: &str) -> Option<Duration> {
+    if !query.contains("_bucket") {
+        return None;
+    }
+    let at = query.find("le=")?;
+    let rest = query[at + 3..].trim_start_matches(['"', '\'', '~']);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let secs: f64 = rest[..end].parse().ok()?;
+    let nanos = (secs * 1e9).round();
+    (1e6..=3600e9)
+        .contains(&nanos)
+        .then(|| Duration::from_nanos(nanos as u64))
+}
+
+/// How a scope is said in notes: `route checkout, tenant acme`.
+pub(super) fn scope_text(scope: &Scope) -> String {
+    let parts: Vec<String> = [
+        ("route", &scope.route),
+        ("tier", &scope.tier),
+        ("tenant", &scope.tenant),
+        ("cluster", &scope.cluster),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+    .collect();
+    parts.join(", ")
+}
+
+impl Importer<'_, '_, '_> {
+    /// The Levee scope of an SLO's foreign metric source, from the mapping
+    /// rules or a route of the same name; its kind from the mapping or, when
+    /// the queries read a histogram bucket, latency within that bucket.
+    /// `loc`/`path`: the metric source, for problems and notes.
+    pub(super) fn foreign_resolve(
+        &mut self,
+        doc: &str,
+        loc: Loc,
+        path: &str,
+        ty: &str,
+    ) -> Option<(Scope, Option<SliChoice>, String)> {
+        let cur = self.current.clone();
+        let names = Names {
+            slo: &cur.slo,
+            sli: cur.sli.as_deref(),
+            service: cur.service.as_deref(),
+        };
+        if let Some((i, rule)) = self.opts.mapping.find(&names) {
+            let found = (rule.scope.clone(), rule.sli, rule.origin.clone());
+            self.used_rules.insert(i);
+            return Some(found);
+        }
+        if let Some(route) = self.opts.mapping.route_named(&names) {
+            let scope = Scope {
+                route: Some(route.to_string()),
+                ..Scope::default()
+            };
+            return Some((scope, None, format!("the config's route `{route}`")));
+        }
+        self.error_help(
+            doc,
+            loc,
+            path,
+            format!("no Levee scope for this {ty:?} metric source: Levee measures its own traffic"),
+            format!(
+                "map it: `--map {}=route:NAME` (or tier:, tenant:, cluster:), a `--mapping` file, or `--config` with a route named `{}`",
+                cur.slo, cur.slo
+            ),
+        );
+        None
+    }
+
+    pub(super) fn foreign_indicator(
+        &mut self,
+        doc: &str,
+        loc: Loc,
+        path: &str,
+        f: Foreign,
+        ratio: bool,
+    ) -> Option<Indicator> {
+        let (scope, choice, how) = self.foreign_resolve(doc, loc, path, &f.ty)?;
+        let inferred = f.queries.iter().find_map(|(_, _, q)| bucket_threshold(q));
+        let kind = if ratio {
+            match (choice, inferred) {
+                (Some(SliChoice::Availability), _) => SliKind::Availability {
+                    rate_limited_is_bad: None,
+                },
+                (Some(SliChoice::Latency(Some(threshold))), _)
+                | (Some(SliChoice::Latency(None)) | None, Some(threshold)) => {
+                    SliKind::LatencyRatio { threshold }
+                }
+                (Some(SliChoice::Latency(None)), None) => {
+                    self.error_help(
+                        doc,
+                        loc,
+                        path,
+                        "a latency SLI needs the threshold a good answer is within",
+                        "give it in the mapping: `latency:300ms`",
+                    );
+                    return None;
+                }
+                (None, None) => SliKind::Availability {
+                    rate_limited_is_bad: None,
+                },
+            }
+        } else {
+            if choice == Some(SliChoice::Availability) {
+                self.error_help(
+                    doc,
+                    loc,
+                    path,
+                    "a thresholdMetric measures latency, but the mapping says availability",
+                    "map it with `latency`, or measure availability with a ratio",
+                );
+                return None;
+            }
+            self.note_at(
+                doc,
+                loc,
+                path,
+                "the objectives' values are read as milliseconds of latency".into(),
+            );
+            if let Some(SliChoice::Latency(Some(t))) = choice {
+                self.note_at(
+                    doc,
+                    loc,
+                    path,
+                    format!(
+                        "the mapping's threshold {} is not used: a thresholdMetric's thresholds are its objectives' values",
+                        format_duration(t)
+                    ),
+                );
+            }
+            SliKind::LatencyThreshold { unit_ms: 1.0 }
+        };
+        let scope_desc = scope_text(&scope);
+        for (qpath, qloc, text) in &f.queries {
+            let key = qpath.rsplit('.').next().unwrap_or(qpath);
+            let mut shown: String = text.chars().take(80).collect();
+            if shown.len() < text.len() {
+                shown.push_str("...");
+            }
+            self.note_at(
+                doc,
+                *qloc,
+                qpath,
+                format!(
+                    "the {} {key} `{shown}` is not carried over: Levee measures {scope_desc} itself (mapped by {how})",
+                    f.ty
+                ),
+            );
+        }
+        if f.queries.is_empty() {
+            self.note_at(
+                doc,
+                loc,
+                path,
+                format!(
+                    "the {} metric source is not carried over: Levee measures {scope_desc} itself (mapped by {how})",
+                    f.ty
+                ),
+            );
+        }
+        if let (SliKind::LatencyRatio { threshold }, None | Some(SliChoice::Latency(None))) =
+            (kind, choice)
+        {
+            self.note_at(
+                doc,
+                loc,
+                path,
+                format!(
+                    "read as a latency SLI within {}: the query counts a histogram bucket",
+                    format_duration(threshold)
+                ),
+            );
+        }
+        Some(Indicator { kind, scope })
     }
 }
