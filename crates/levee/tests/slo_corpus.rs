@@ -7,7 +7,7 @@
 //! `levee check`, and `levee slo rules` on it must pass
 //! `promtool check rules`.
 
-use levee_config::{Config, Sli, SloPeriod};
+use levee_config::{Budgeting, Config, Sli, SloPeriod};
 use levee_testkit::Promtool;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -235,10 +235,14 @@ fn openslo_v1alpha() {
         ),
         "{toml}"
     );
-    // The Timeslices SLO waits for the config to know `budgeting`; the
-    // Occurrences one is checked now.
-    let occurrences = toml.split("\n# From SLO search-latency").next().unwrap();
-    let config = check_and_rules("v1alpha", occurrences);
+    let config = check_and_rules("v1alpha", &toml);
+    assert!(matches!(
+        slo(&config, "search-latency").budgeting,
+        Budgeting::Timeslices {
+            target_ppm: 900_000,
+            ..
+        }
+    ));
     let a = slo(&config, "search-availability");
     assert_eq!(
         a.period,
@@ -322,6 +326,21 @@ fn time_slice_budgets_are_written() {
             "objective = \"98%\"\nbudgeting = \"ratio_timeslices\"\ntimeslice = \"5m\"\n"
         ),
         "{toml}"
+    );
+    // Levee takes them as they are: `levee check`, and rules promtool reads.
+    let config = check_and_rules("timeslices", &toml);
+    assert_eq!(
+        slo(&config, "checkout-minutes").budgeting,
+        Budgeting::Timeslices {
+            slice: Duration::from_secs(60),
+            target_ppm: 950_000
+        }
+    );
+    assert_eq!(
+        slo(&config, "search-ratio-minutes").budgeting,
+        Budgeting::RatioTimeslices {
+            slice: Duration::from_secs(300)
+        }
     );
 }
 

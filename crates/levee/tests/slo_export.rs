@@ -39,7 +39,8 @@ endpoints = ["127.0.0.1:9001"]
 
 /// SLOs in every shape OpenSLO can carry: scopes, both SLIs, one and
 /// several thresholds, rolling and calendar periods, own and default
-/// alert rules, labels, a service, a runbook and a description.
+/// alert rules, labels, a service, a runbook, a description, and both
+/// time-slice budgets.
 const SLOS: &str = r#"
 [[slos]]
 name = "checkout-availability"
@@ -68,6 +69,25 @@ route = "search"
 threshold = "250ms"
 objective = "95%"
 period = "7d"
+
+[[slos]]
+name = "checkout-minutes"
+sli = "availability"
+route = "checkout"
+objective = "99%"
+period = "7d"
+budgeting = "timeslices"
+timeslice = "1m"
+timeslice_target = "95%"
+
+[[slos]]
+name = "search-ratio-minutes"
+sli = "availability"
+route = "search"
+objective = "98%"
+period = "7d"
+budgeting = "ratio_timeslices"
+timeslice = "5m"
 "#;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -103,7 +123,9 @@ fn a_config_exported_and_imported_gives_its_slos_back() {
     let original = checked(&dir, "original.toml", SLOS);
     let yaml = export(&dir.join("original.toml"));
     assert!(yaml.contains("apiVersion: openslo/v1"), "{yaml}");
-    assert_eq!(yaml.matches("kind: SLO\n").count(), 3, "{yaml}");
+    assert_eq!(yaml.matches("kind: SLO\n").count(), 5, "{yaml}");
+    assert!(yaml.contains("budgetingMethod: Timeslices"), "{yaml}");
+    assert!(yaml.contains("timeSliceTarget: 0.95"), "{yaml}");
     assert!(yaml.contains("type: Levee"), "{yaml}");
     // Everything here has an OpenSLO form, so nothing is noted.
     assert!(!yaml.contains("no OpenSLO field"), "{yaml}");
