@@ -12,8 +12,8 @@ fn config() -> Arc<Config> {
     config_with(ONE_RULE)
 }
 
-fn config_with(page_rules: &str) -> Arc<Config> {
-    let src = r#"
+/// A listener, route `r` and cluster `c`, for the SLOs of each test.
+const ROUTE: &str = r#"
 [[listeners]]
 name = "public"
 listen = "127.0.0.1:0"
@@ -23,6 +23,16 @@ cluster = "c"
 [[clusters]]
 name = "c"
 endpoints = ["127.0.0.1:9"]
+"#;
+
+/// Loads ROUTE plus `slos`.
+fn load(slos: &str) -> Arc<Config> {
+    let src = format!("{ROUTE}{slos}");
+    Arc::new(levee_config::load_str(&src, levee_config::Format::Toml, "t.toml").unwrap())
+}
+
+fn config_with(page_rules: &str) -> Arc<Config> {
+    let src = r#"
 [[slos]]
 name = "x"
 sli = "availability"
@@ -36,7 +46,7 @@ evaluate_every = "1s"
 bucket = "1s"
 "#
     .replace("PAGE_RULES", page_rules);
-    Arc::new(levee_config::load_str(&src, levee_config::Format::Toml, "t.toml").unwrap())
+    load(&src)
 }
 
 fn temp_db() -> std::path::PathBuf {
@@ -267,15 +277,6 @@ async fn a_tier_has_no_data_until_enough_requests_over_enough_time() {
 /// slices' ratios.
 fn sliced_config() -> Arc<Config> {
     let src = r#"
-[[listeners]]
-name = "public"
-listen = "127.0.0.1:0"
-[[routes]]
-name = "r"
-cluster = "c"
-[[clusters]]
-name = "c"
-endpoints = ["127.0.0.1:9"]
 [[slos]]
 name = "x"
 sli = "availability"
@@ -299,7 +300,7 @@ alerting = { page = [{ long = "60s", short = "20s", factor = 2 }], ticket = [] }
 evaluate_every = "1s"
 bucket = "1s"
 "#;
-    Arc::new(levee_config::load_str(src, levee_config::Format::Toml, "t.toml").unwrap())
+    load(src)
 }
 
 /// The naive model of a time-slice SLO: the per-second events kept whole,
