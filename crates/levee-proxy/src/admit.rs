@@ -152,7 +152,7 @@ pub(crate) async fn cluster(
     tenant: &Arc<str>,
     done: &mut Completion,
 ) -> ClusterAdmission<'static> {
-    let start = Instant::now();
+    let start = levee_core::time::now();
     let cluster = &route.cluster;
     let route_total = route.config.timeout.unwrap_or(cluster.config.timeout);
     let total = caller_timeout.map_or(route_total, |c| c.min(route_total));

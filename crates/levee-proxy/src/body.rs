@@ -362,7 +362,7 @@ impl ProxyBody {
         if let Some(timer) = self.idle_timer.as_mut() {
             timer
                 .as_mut()
-                .reset(tokio::time::Instant::now() + self.idle_timeout);
+                .reset(levee_core::time::now() + self.idle_timeout);
         }
     }
 

@@ -246,7 +246,7 @@ impl Sampler {
             });
         }
         out.clusters.sort_by(|a, b| a.name.cmp(&b.name));
-        let now = Instant::now();
+        let now = levee_core::time::now();
         for (route, limit) in limits {
             let (allowed, limited) = limit.decisions();
             let key = (route.clone(), limit.config.name.clone());

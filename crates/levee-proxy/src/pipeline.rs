@@ -85,7 +85,7 @@ pub(crate) struct Arrival<'a> {
 impl<'a> Arrival<'a> {
     fn new(conn: &'a ConnInfo, listener: &'a ListenerConfig, req: &mut Request<Incoming>) -> Self {
         Self {
-            start: Instant::now(),
+            start: levee_core::time::now(),
             conn,
             listener,
             request_id: headers::ensure_request_id(req.headers_mut()),

@@ -66,7 +66,9 @@ pub(crate) struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let held = self.since.elapsed().as_nanos() as u64;
+        let held = levee_core::time::now()
+            .saturating_duration_since(self.since)
+            .as_nanos() as u64;
         let mut state = self.owner.lock();
         state.queue.finished(self.tenant);
         state.queue.observe_service_time(held);
@@ -340,7 +342,7 @@ impl ClusterQueue {
             .copied()
             .unwrap_or(Duration::MAX);
         let max_wait = deadline
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(levee_core::time::now())
             .min(class_wait);
         let woke = tokio::time::timeout(max_wait, rx).await;
         match woke {
@@ -365,7 +367,7 @@ impl ClusterQueue {
         Permit {
             owner: self.clone(),
             tenant,
-            since: Instant::now(),
+            since: levee_core::time::now(),
         }
     }
 

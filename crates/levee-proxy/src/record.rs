@@ -102,7 +102,7 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        let end = Instant::now();
+        let end = levee_core::time::now();
         let elapsed = end.duration_since(self.start);
         let nanos = elapsed.as_nanos() as u64;
         // A gRPC call ended by a non-zero status counts as that status,

@@ -191,7 +191,9 @@ impl IdleConnections {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(mut c) = conns.pop() {
             // An expired or upstream-closed connection is dropped (closing it).
-            if c.idle_since.elapsed() < idle_timeout && c.reusable() {
+            if levee_core::time::now().saturating_duration_since(c.idle_since) < idle_timeout
+                && c.reusable()
+            {
                 return Some(c);
             }
         }
@@ -203,7 +205,7 @@ impl IdleConnections {
         if max_idle == 0 || !conn.reusable() {
             return;
         }
-        let now = Instant::now();
+        let now = levee_core::time::now();
         conn.idle_since = now;
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         // The stack is ordered by age, oldest at the bottom: expired ones,
@@ -419,7 +421,7 @@ async fn connect(
         send,
         conn: Box::new(conn),
         finished: false,
-        idle_since: Instant::now(),
+        idle_since: levee_core::time::now(),
         _slot: slot,
     })
 }

@@ -55,12 +55,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = levee_core::time::now() + timeout;
     loop {
         if check().await {
             return;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if levee_core::time::now() >= deadline {
             panic!("timed out after {timeout:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -3,7 +3,6 @@
 //! runs the real executable; a failure prints the command, its working
 //! directory, exit status, stdout and stderr.
 
-use levee_core::time::Instant;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -231,9 +230,9 @@ match = { path = { prefix = "/api/" } }
     };
 
     // Wait for startup.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = levee_core::time::now() + Duration::from_secs(30);
     while !log.iter().any(|l| l.contains("admin API listening")) {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(levee_core::time::now());
         match rx.recv_timeout(left) {
             Ok(line) => log.push(line),
             Err(_) => {
@@ -290,11 +289,13 @@ match = { path = { prefix = "/api/" } }
         kill(&mut child);
         panic!("`kill -TERM {pid}` failed: {kill_status:?}");
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = levee_core::time::now() + Duration::from_secs(20);
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) if levee_core::time::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
             Ok(None) => {
                 kill(&mut child);
                 log.extend(rx.try_iter());

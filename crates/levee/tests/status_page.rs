@@ -76,13 +76,13 @@ async fn rendered_text(browser: &Path, url: &str, scratch: &Path) -> String {
         let _ = std::io::Read::read_to_string(&mut stdout, &mut dom);
         dom
     });
-    let deadline = tokio::time::Instant::now() + CHROMIUM_WAIT;
+    let deadline = levee_core::time::now() + CHROMIUM_WAIT;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert!(status.success(), "chromium failed on {url}: {status}");
             break;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if levee_core::time::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!("chromium did not render {url} within {CHROMIUM_WAIT:?}");

@@ -264,7 +264,7 @@ impl AttemptPlan<'_> {
         headers: http::HeaderMap,
     ) -> Attempt {
         let cluster = self.cluster;
-        let sent = Instant::now();
+        let sent = levee_core::time::now();
         let body_fault = body.fault();
         let mut upstream_req = Request::new(body);
         *upstream_req.method_mut() = self.method.clone();
@@ -340,7 +340,7 @@ impl AttemptPlan<'_> {
             Err(_) => None,
         };
         drop(counted);
-        let finished = Instant::now();
+        let finished = levee_core::time::now();
         let rtt = finished.duration_since(sent);
         let now = cluster.nanos_at(finished);
         // A timeout is no sign of life; an answer or a quick refusal is.
@@ -416,7 +416,7 @@ impl AttemptPlan<'_> {
                 },
                 () = &mut timer, if hedges_left > 0 => {
                     hedges_left -= 1;
-                    let now = Instant::now();
+                    let now = levee_core::time::now();
                     timer.as_mut().reset(now + delay);
                     let Some(slot) = cluster.bulkheads.try_retry() else { continue };
                     let Some(budget) = retry.withdraw(cluster.nanos_at(now)) else { continue };
@@ -582,7 +582,7 @@ pub(crate) async fn send(
     request: Outbound,
     done: &mut Completion,
 ) -> Result<Response<ProxyBody>, (ErrorKind, String)> {
-    let start = Instant::now();
+    let start = levee_core::time::now();
     let cluster = &route.cluster;
     let conn = ctx.conn;
     let Outbound {
@@ -716,7 +716,7 @@ pub(crate) async fn send(
             Err((kind, _)) => (r.retries_error(*kind), kind.nothing_sent(), Ok(None)),
         };
         let safe = nothing_sent || (idempotent && body.replayable());
-        let now = Instant::now();
+        let now = levee_core::time::now();
         let wait = match asked_wait {
             Ok(asked) => asked.map_or(r.backoff(attempt - 1), |a| a.max(r.backoff(attempt - 1))),
             // The upstream asked for longer than the route will wait.
@@ -732,7 +732,7 @@ pub(crate) async fn send(
         // meanwhile: it is the reply if no retry can be sent after all.
         _retry_guards = None;
         tokio::time::sleep(wait).await;
-        let now = cluster.nanos_at(Instant::now());
+        let now = cluster.nanos_at(levee_core::time::now());
         let Some(slot) = cluster.bulkheads.try_retry() else {
             break outcome;
         };

@@ -49,7 +49,7 @@ pub async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8], wait: Dura
 /// closed the connection.
 pub async fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
     let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = levee_core::time::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return true,
