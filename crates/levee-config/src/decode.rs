@@ -2,6 +2,7 @@
 //! sections (unique names, references between routes, listeners and clusters,
 //! the admin token rule). Every problem is collected.
 
+use crate::decode_release;
 use crate::decode_slo;
 use crate::diag::{closest, Decoder, Table};
 use crate::model::*;
@@ -291,6 +292,9 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
             .and_then(Priority::from_name)
     });
     let priority_header = d.opt(&mut t, "priority_header", header_name);
+    let split = d.opt(&mut t, "split", decode_release::decode_split);
+    let rollout = d.opt(&mut t, "rollout", decode_release::decode_rollout);
+    let mirror = d.opt(&mut t, "mirror", decode_release::decode_mirror);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -315,6 +319,9 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         },
         priority: priority.unwrap_or(Priority::Default),
         priority_header,
+        split,
+        rollout,
+        mirror,
     })
 }
 
@@ -1048,6 +1055,10 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
                 );
             }
         }
+    }
+    let slo_names: Vec<&str> = config.slos.iter().map(|s| s.name.as_str()).collect();
+    for (i, r) in config.routes.iter().enumerate() {
+        decode_release::check_route(d, root, i, r, &cluster_names, &slo_names);
     }
     let raw_slos = raw_names(root, "slos");
     decode_slo::check_slos(d, root, config, &raw_slos, &route_names, &cluster_names);

@@ -8,6 +8,7 @@
 //! typed [`Config`] ([`model`]), which cannot hold invalid states.
 
 mod decode;
+mod decode_release;
 mod decode_slo;
 mod diag;
 mod discover;

@@ -414,6 +414,12 @@ pub struct Route {
     /// A header through which a caller may lower (never raise) a request's
     /// priority.
     pub priority_header: Option<String>,
+    /// A fixed share of traffic sent to a second cluster (A/B, static canary).
+    pub split: Option<Split>,
+    /// How a change of `cluster` is rolled out (progressively, judged).
+    pub rollout: Option<Rollout>,
+    /// A share of requests copied to a shadow cluster.
+    pub mirror: Option<Mirror>,
 }
 
 /// How much a route matters to the product.
@@ -1413,4 +1419,330 @@ impl Default for Capacity {
             critical_at: 0.95,
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Releases: traffic splits, rollouts and mirroring (docs/releases.md).
+
+/// Weights are kept in basis points of a percent: 10,000 is all traffic,
+/// 1 is 0.01%.
+pub const WEIGHT_SCALE: u32 = 10_000;
+
+/// What keeps a caller on one version across requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case", tag = "by", content = "name")]
+pub enum Stickiness {
+    /// Each request is drawn on its own.
+    #[default]
+    Request,
+    /// The client's address (the direct peer).
+    ClientAddress,
+    /// A request header, such as a user id; requests without it are drawn
+    /// on their own.
+    Header(String),
+    /// A cookie; Levee sets it (with a random value) when it is missing.
+    Cookie(String),
+}
+
+/// Which version a forcing rule sends a request to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Version {
+    /// The version serving most traffic.
+    Stable,
+    /// The new version.
+    Canary,
+}
+
+/// How a forcing rule compares a value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueMatch {
+    /// Equal to this.
+    Exact(String),
+    /// Starting with this.
+    Prefix(String),
+    /// Matching this expression anywhere (anchor with `^...$`).
+    Regex(Pattern),
+}
+
+impl ValueMatch {
+    /// Whether `value` satisfies the rule.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatch::Exact(e) => value == e,
+            ValueMatch::Prefix(p) => value.starts_with(p.as_str()),
+            ValueMatch::Regex(r) => r.regex().is_match(value),
+        }
+    }
+}
+
+/// Where a forcing rule looks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "in", content = "name")]
+pub enum ForceSource {
+    /// A request header (lowercase).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// A header or cookie that sends a request to one version whatever the
+/// weights say (A/B groups, previews: `x-canary: always`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForceRule {
+    /// Where the value is read.
+    pub source: ForceSource,
+    /// What it must be.
+    pub value: ValueMatch,
+    /// The version it sends the request to.
+    pub to: Version,
+}
+
+/// How a route's traffic is divided between two versions, shared by
+/// static splits and rollouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct SplitPolicy {
+    /// What keeps a caller on one version.
+    pub stickiness: Stickiness,
+    /// Rules that force a version, tried in order before the weights.
+    pub force: Vec<ForceRule>,
+}
+
+/// A fixed split: `weight` of the route's traffic goes to `cluster`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Split {
+    /// The second version's cluster.
+    pub cluster: String,
+    /// Its share, in basis points of a percent (see [`WEIGHT_SCALE`]).
+    pub weight: u32,
+    /// Stickiness and forcing rules.
+    pub policy: SplitPolicy,
+}
+
+/// How a rollout moves traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Strategy {
+    /// Steps of weight, each held and judged before the next.
+    Canary {
+        /// The steps, in order; promotion follows the last.
+        steps: Vec<CanaryStep>,
+    },
+    /// Preview traffic (forced by a header or cookie) is judged, then all
+    /// traffic switches at once; the old version is kept warm for
+    /// `keep_old`, during which switching back is instant.
+    BlueGreen {
+        /// How long preview traffic is judged before the switch.
+        #[serde(serialize_with = "ser_duration")]
+        preview: Duration,
+        /// How long the old version stays ready after the switch.
+        #[serde(serialize_with = "ser_duration")]
+        keep_old: Duration,
+    },
+    /// A header or cookie group (the forcing rules) is served by the new
+    /// version for a fixed time or number of requests, then judged.
+    Ab {
+        /// How long the group is served, at most.
+        #[serde(serialize_with = "ser_opt_duration")]
+        duration: Option<Duration>,
+        /// How many of the group's requests end the test.
+        requests: Option<u64>,
+    },
+}
+
+/// One canary step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CanaryStep {
+    /// The canary's share during the step (basis points of a percent).
+    pub weight: u32,
+    /// How long the step is held (and judged) at least.
+    #[serde(serialize_with = "ser_duration")]
+    pub pause: Duration,
+    /// Wait for `levee rollout resume` after the pause.
+    pub manual: bool,
+}
+
+/// What the analysis compares, and how sure it must be.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Analysis {
+    /// How often the judge looks.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Confidence of a failing verdict (0.98: 2% of identical versions may
+    /// be failed at most).
+    pub confidence: f64,
+    /// Requests each side needs before anything passes.
+    pub min_samples: u64,
+    /// The canary's error rate may not exceed this (0..1).
+    pub max_error_rate: Option<f64>,
+    /// ...nor the baseline's by more than this (0..1, absolute points).
+    pub max_error_increase: Option<f64>,
+    /// The canary's latencies may be this much slower than the baseline's
+    /// (relative, 0.1 = 10%), judged by a rank test.
+    pub latency_tolerance: Option<f64>,
+    /// Percentile limits, absolute or relative to the baseline.
+    pub latency: Vec<LatencyLimit>,
+    /// Mirrored requests whose answer differed (status class or body) may
+    /// not exceed this share (0..1).
+    pub max_mirror_mismatch: Option<f64>,
+    /// What a failed analysis does.
+    pub on_failure: OnFailure,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            confidence: 0.98,
+            min_samples: 50,
+            max_error_rate: Some(0.01),
+            max_error_increase: Some(0.01),
+            latency_tolerance: Some(0.10),
+            latency: Vec::new(),
+            max_mirror_mismatch: None,
+            on_failure: OnFailure::Rollback,
+        }
+    }
+}
+
+/// A limit on one latency percentile of the canary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyLimit {
+    /// The percentile, as a fraction (0.99).
+    pub quantile: f64,
+    /// At most this long.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub max: Option<Duration>,
+    /// At most this many times the baseline's same percentile.
+    pub max_ratio: Option<f64>,
+}
+
+/// What a failed analysis (or webhook) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Send all traffic back to the stable version at once.
+    Rollback,
+    /// Hold the current weights and wait for a person.
+    Pause,
+}
+
+/// Error-budget gates of a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gates {
+    /// The SLOs whose budget is read; empty: every SLO that names the route.
+    pub slos: Vec<String>,
+    /// Do not start or advance while less than this share of budget is left.
+    pub min_budget_left: f64,
+    /// Do not start or advance while a page alert fires.
+    pub block_on_page: bool,
+    /// Roll back once the canary has spent this share of the budget that
+    /// was left when it started.
+    pub max_budget_spend: f64,
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Self {
+            slos: Vec::new(),
+            min_budget_left: 0.25,
+            block_on_page: true,
+            max_budget_spend: 0.10,
+        }
+    }
+}
+
+/// The phases a rollout webhook can be called at, as Flagger names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookPhase {
+    /// Before anything moves; not 2xx holds the rollout.
+    ConfirmRollout,
+    /// Before the first step; not 2xx fails (or holds) it.
+    PreRollout,
+    /// At each analysis; not 2xx counts as a failed check.
+    Rollout,
+    /// Before promotion; not 2xx holds it.
+    ConfirmPromotion,
+    /// After promotion.
+    PostRollout,
+    /// After a rollback.
+    Rollback,
+    /// Every event, for information.
+    Event,
+}
+
+impl HookPhase {
+    /// The name in config and payloads.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookPhase::ConfirmRollout => "confirm-rollout",
+            HookPhase::PreRollout => "pre-rollout",
+            HookPhase::Rollout => "rollout",
+            HookPhase::ConfirmPromotion => "confirm-promotion",
+            HookPhase::PostRollout => "post-rollout",
+            HookPhase::Rollback => "rollback",
+            HookPhase::Event => "event",
+        }
+    }
+}
+
+/// A rollout webhook.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutHook {
+    /// When it is called.
+    pub phase: HookPhase,
+    /// Where (plain `http://`).
+    pub url: String,
+    /// How long an answer may take; no answer is not 2xx.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// What not 2xx does at a phase that can fail: hold or fail.
+    pub on_failure: HookFailure,
+}
+
+/// What a webhook's refusal does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookFailure {
+    /// Wait and ask again at the next analysis.
+    Hold,
+    /// Fail the rollout (and act as `analysis.on_failure` says).
+    Fail,
+}
+
+/// A rollout policy: applies when the route's `cluster` changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rollout {
+    /// How traffic moves.
+    pub strategy: Strategy,
+    /// Stickiness and forcing rules during the rollout.
+    pub policy: SplitPolicy,
+    /// How the new version is judged.
+    pub analysis: Analysis,
+    /// Error-budget gates.
+    pub gates: Gates,
+    /// Webhooks by phase.
+    pub webhooks: Vec<RolloutHook>,
+}
+
+/// Copies of a share of requests sent to a shadow cluster; answers are
+/// compared with the primary's and discarded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mirror {
+    /// The shadow cluster.
+    pub cluster: String,
+    /// Share of requests mirrored (basis points of a percent).
+    pub weight: u32,
+    /// Requests with larger (or unknown-length) bodies are not mirrored.
+    pub max_body_bytes: u64,
+    /// Mirrors in flight at once; the excess is dropped and counted.
+    pub max_in_flight: u32,
+    /// How long a mirrored request may take.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Compare response bodies (by hash) up to this size; 0: status and
+    /// latency only.
+    pub compare_body_bytes: u64,
 }

@@ -142,6 +142,9 @@ fn with(mut base: Vec<(&'static str, Shape)>, more: Vec<(&'static str, Shape)>) 
 }
 
 /// Every section and field of Levee's config, as the decoder reads them.
+/// The keys of a forcing rule (`split.force`, `rollout.force`).
+const FORCE_KEYS: &[&str] = &["header", "cookie", "exact", "prefix", "regex", "to"];
+
 fn config_shape() -> Shape {
     let headers = || t(scalars(&["x-a", "Bad Header", "x-b"]));
     let header_ops = || {
@@ -311,6 +314,78 @@ fn config_shape() -> Shape {
                                 ("warm_up", t(scalars(&["cold_factor", "period"]))),
                             ],
                         )),
+                    ),
+                    (
+                        "split",
+                        with(
+                            scalars(&["cluster", "weight", "stickiness"]),
+                            vec![("force", list(t(scalars(FORCE_KEYS))))],
+                        ),
+                    ),
+                    (
+                        "rollout",
+                        with(
+                            scalars(&[
+                                "strategy",
+                                "step_weight",
+                                "max_weight",
+                                "step_interval",
+                                "preview",
+                                "keep_old",
+                                "duration",
+                                "requests",
+                                "stickiness",
+                            ]),
+                            vec![
+                                ("steps", list(t(scalars(&["weight", "pause", "manual"])))),
+                                ("force", list(t(scalars(FORCE_KEYS)))),
+                                (
+                                    "analysis",
+                                    with(
+                                        scalars(&[
+                                            "interval",
+                                            "confidence",
+                                            "min_samples",
+                                            "max_error_rate",
+                                            "max_error_increase",
+                                            "latency_tolerance",
+                                            "max_mirror_mismatch",
+                                            "on_failure",
+                                        ]),
+                                        vec![(
+                                            "latency",
+                                            list(t(scalars(&["percentile", "max", "max_ratio"]))),
+                                        )],
+                                    ),
+                                ),
+                                (
+                                    "gates",
+                                    with(
+                                        scalars(&[
+                                            "min_budget_left",
+                                            "block_on_page",
+                                            "max_budget_spend",
+                                        ]),
+                                        vec![("slos", list(Shape::Scalar))],
+                                    ),
+                                ),
+                                (
+                                    "webhooks",
+                                    list(t(scalars(&["phase", "url", "timeout", "on_failure"]))),
+                                ),
+                            ],
+                        ),
+                    ),
+                    (
+                        "mirror",
+                        t(scalars(&[
+                            "cluster",
+                            "weight",
+                            "max_body_bytes",
+                            "max_in_flight",
+                            "timeout",
+                            "compare_body_bytes",
+                        ])),
                     ),
                 ],
             )),
