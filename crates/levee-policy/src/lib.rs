@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod concurrency;
 pub mod ewma;
 pub mod hash;
+pub mod judge;
 pub mod locality;
 pub mod outlier;
 pub mod ratelimit;

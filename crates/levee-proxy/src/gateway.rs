@@ -98,6 +98,9 @@ pub(crate) struct Shared {
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
     /// The SLO counters requests feed; a control loop drains them.
     slo_counters: Arc<crate::slo::SloCounters>,
+    /// Routes' releases (two versions and the weights between them), kept
+    /// across reloads while the route, both clusters and the kind are.
+    releases: Mutex<HashMap<String, Arc<crate::release::Release>>>,
     /// The control loops that take each committed config.
     control: Option<Arc<dyn crate::control::ControlPlane>>,
     /// Capacity utilisation as last sampled.
@@ -284,6 +287,7 @@ impl Gateway {
             config_path,
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
+            releases: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
             inherited: Mutex::new(options.inherited),
@@ -397,6 +401,40 @@ impl Gateway {
         // new objectives only at the commit below).
         let slo_bindings = shared.slo_counters.bind(&config);
 
+        // Releases: routes served by two versions (a fixed split, or a
+        // rollout from the cluster the control plane last saw fully
+        // serving the route), each kept while unchanged.
+        let previous_releases = lock(&shared.releases).clone();
+        let releases: HashMap<String, Arc<crate::release::Release>> = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let (stable, canary, kind, weights) = release_plan(r, shared.control.as_deref())?;
+                if !clusters.contains_key(&stable) || !clusters.contains_key(&canary) {
+                    return None;
+                }
+                let kept = previous_releases
+                    .get(&r.name)
+                    .filter(|rel| rel.is_for(&r.name, &stable, &canary, kind))
+                    .cloned();
+                let release = match kept {
+                    Some(rel) => {
+                        rel.weights().reconcile(weights);
+                        rel
+                    }
+                    None => Arc::new(crate::release::Release::new(
+                        &r.name,
+                        &stable,
+                        &canary,
+                        kind,
+                        weights,
+                        &crate::release::slo_thresholds(&config, r),
+                    )),
+                };
+                Some((r.name.clone(), release))
+            })
+            .collect();
+
         // Listener configs (TLS acceptors and routers), built before any swap.
         let mut listener_configs = Vec::new();
         for l in &config.listeners {
@@ -412,28 +450,47 @@ impl Gateway {
                 .iter()
                 .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .filter_map(|r| {
-                    let cluster = clusters.get(&r.cluster)?.clone();
-                    let route = CompiledRoute::new(r.clone(), cluster, &shared.registry);
-                    let route = match fallbacks.get(&r.name) {
-                        Some(f) => {
-                            let other = r
-                                .fallback
-                                .as_ref()
-                                .and_then(|f| f.cluster.as_ref())
-                                .and_then(|c| clusters.get(c).cloned());
-                            route.with_fallback(f.clone(), other, &shared.registry)
-                        }
-                        None => route,
+                    // The route as sent to one cluster, with its fallbacks,
+                    // limits and SLOs (shared by both versions of a split).
+                    let compile = |cluster_name: &str| {
+                        let cluster = clusters.get(cluster_name)?.clone();
+                        let config = levee_config::Route {
+                            cluster: cluster_name.to_string(),
+                            ..r.clone()
+                        };
+                        let route = CompiledRoute::new(config, cluster, &shared.registry);
+                        let route = match fallbacks.get(&r.name) {
+                            Some(f) => {
+                                let other = r
+                                    .fallback
+                                    .as_ref()
+                                    .and_then(|f| f.cluster.as_ref())
+                                    .and_then(|c| clusters.get(c).cloned());
+                                route.with_fallback(f.clone(), other, &shared.registry)
+                            }
+                            None => route,
+                        };
+                        let route = match limits.get(&r.name) {
+                            Some(l) => route.with_rate_limits(l.clone()),
+                            None => route,
+                        };
+                        Some(match slo_bindings.get(&r.name) {
+                            Some(b) => route.with_slos(b.clone()),
+                            None => route,
+                        })
                     };
-                    let route = match limits.get(&r.name) {
-                        Some(l) => route.with_rate_limits(l.clone()),
-                        None => route,
+                    let Some(release) = releases.get(&r.name) else {
+                        return compile(&r.cluster).map(Arc::new);
                     };
-                    let route = match slo_bindings.get(&r.name) {
-                        Some(b) => route.with_slos(b.clone()),
-                        None => route,
+                    let stable = compile(release.stable_cluster())?;
+                    let canary = Arc::new(compile(release.canary_cluster())?);
+                    let policy = match (&r.split, &r.rollout) {
+                        (Some(split), _) => split.policy.clone(),
+                        (None, Some(rollout)) => rollout.policy.clone(),
+                        (None, None) => Default::default(),
                     };
-                    Some(Arc::new(route))
+                    let split = crate::release::RouteSplit::new(release.clone(), canary, &policy);
+                    Some(Arc::new(stable.with_split(split)))
                 })
                 .collect();
             listener_configs.push(ListenerConfig {
@@ -494,6 +551,7 @@ impl Gateway {
         }
         *lock(&shared.global) = global;
         *lock(&shared.rate_limits) = limits;
+        *lock(&shared.releases) = releases;
         let config = Arc::new(config);
         if let Some(control) = &shared.control {
             control.commit(&config).await;
@@ -680,6 +738,16 @@ impl Gateway {
         self.shared.capacity.load_full()
     }
 
+    /// Every route's release (routes served by two versions), as committed.
+    pub fn releases(&self) -> Vec<Arc<crate::release::Release>> {
+        lock(&self.shared.releases).values().cloned().collect()
+    }
+
+    /// The release of `route`, when two versions serve it.
+    pub fn release(&self, route: &str) -> Option<Arc<crate::release::Release>> {
+        lock(&self.shared.releases).get(route).cloned()
+    }
+
     /// The SLO counters requests feed, for the loop that drains them.
     pub fn slo_counters(&self) -> &Arc<crate::slo::SloCounters> {
         &self.shared.slo_counters
@@ -773,6 +841,35 @@ impl Gateway {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+}
+
+/// Whether `route` is served by two versions, and which: a fixed split
+/// (the route's cluster and the split's), or a rollout from the cluster
+/// the control plane last saw fully serving the route to the configured
+/// one. Returns (stable, canary, kind, configured weights).
+fn release_plan(
+    route: &levee_config::Route,
+    control: Option<&dyn crate::control::ControlPlane>,
+) -> Option<(String, String, crate::release::ReleaseKind, crate::release::Weights)> {
+    use crate::release::{ReleaseKind, Weights};
+    if let Some(split) = &route.split {
+        return Some((
+            route.cluster.clone(),
+            split.cluster.clone(),
+            ReleaseKind::Split,
+            Weights::canary(split.weight),
+        ));
+    }
+    route.rollout.as_ref()?;
+    let stable = control?.stable_cluster(&route.name)?;
+    (stable != route.cluster).then(|| {
+        (
+            stable,
+            route.cluster.clone(),
+            ReleaseKind::Rollout,
+            Weights::default(),
+        )
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -23,6 +23,7 @@ pub mod pipeline;
 mod pressure;
 mod queue;
 mod record;
+pub mod release;
 mod retry;
 mod router;
 pub mod slo;

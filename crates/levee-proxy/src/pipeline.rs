@@ -47,9 +47,13 @@ pub(crate) async fn handle(
     if let Err(refused) = accept(&listener, &mut req) {
         return Ok(respond::refuse(done, refused));
     }
-    // 2. Route: the first of the listener's routes that takes the request.
+    // 2. Route: the first of the listener's routes that takes the request,
+    //    then, on a route with two versions, which version serves it.
     let route = match route(&listener, &req) {
-        Ok(route) => done.routed(route),
+        Ok(route) => {
+            let route = version(route, &req, &conn, &mut done);
+            done.routed(route)
+        }
         Err(refused) => return Ok(respond::refuse(done, refused)),
     };
     // 3. Faults: none are configured yet.
@@ -150,6 +154,23 @@ fn route(
     })
 }
 
+/// Step 2, on a route with two versions: the version that serves the
+/// request (`release.rs`), noted in the record for the judge's counts.
+fn version(
+    route: Arc<CompiledRoute>,
+    req: &Request<Incoming>,
+    conn: &ConnInfo,
+    done: &mut Completion,
+) -> Arc<CompiledRoute> {
+    let Some(split) = &route.split else {
+        return route;
+    };
+    let choice = split.choose(req, conn.peer.ip());
+    done.release = Some((split.release.clone(), choice.arm));
+    done.set_cookie = choice.set_cookie;
+    choice.route.unwrap_or(route)
+}
+
 /// Step 3: the marked place for fault injection (delay or abort, when
 /// chaos experiments exist); nothing is injected today.
 fn faults(_route: &CompiledRoute) -> Result<(), Refusal<'static>> {
@@ -184,6 +205,10 @@ fn record(
     }
     resp.headers_mut()
         .insert(REQUEST_ID, ctx.request_id.clone());
+    if let Some(cookie) = done.set_cookie.take() {
+        // Keeps a caller on the version drawn for it (cookie stickiness).
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     if ctx.grpc {
         // A trailers-only answer carries its status in the head.
         done.grpc_status = crate::record::grpc_status(resp.headers());

@@ -41,6 +41,11 @@ pub(crate) struct Completion {
     /// What went wrong, in full, when the gateway answered itself: for the
     /// log, never for the client.
     pub(crate) detail: Option<String>,
+    /// On a route with two versions: the release and where it counts this
+    /// request.
+    pub(crate) release: Option<(Arc<crate::release::Release>, crate::release::Arm)>,
+    /// A stickiness cookie step 2 drew for a caller without one.
+    pub(crate) set_cookie: Option<http::HeaderValue>,
 }
 
 /// The `grpc-status` in `headers`, if present and valid.
@@ -79,6 +84,8 @@ impl Completion {
             grpc: arrival.grpc,
             grpc_status: None,
             detail: None,
+            release: None,
+            set_cookie: None,
         }
     }
 
@@ -124,6 +131,9 @@ impl Drop for Completion {
             route.metrics.latency.observe_nanos(nanos);
             for slo in route.slos.iter() {
                 slo.record(self.outcome, nanos, self.tenant.as_deref());
+            }
+            if let Some((release, arm)) = &self.release {
+                release.counters(*arm).record(self.outcome, nanos);
             }
             if let Outcome::Grpc(code) = self.outcome {
                 // Only failed calls reach the registry (and its lock).
