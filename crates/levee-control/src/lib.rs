@@ -58,6 +58,34 @@ pub struct StartOptions {
 #[derive(Debug, Clone)]
 pub struct Control {
     slo: Arc<SloEngine>,
+    rollouts: Arc<Rollouts>,
+}
+
+/// The loops a gateway commits each config to: the SLO engine and the
+/// rollouts.
+#[derive(Debug)]
+struct Loops {
+    slo: Arc<SloEngine>,
+    rollouts: Arc<Rollouts>,
+}
+
+impl levee_proxy::ControlPlane for Loops {
+    fn commit<'a>(&'a self, config: &'a Arc<Config>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.slo.configure(config.clone()).await;
+            self.rollouts.commit(config);
+        })
+    }
+
+    fn rollout_base(&self, route: &str) -> Option<(String, levee_proxy::release::Weights)> {
+        self.rollouts.base(route)
+    }
+
+    fn drained(&self) -> BoxFuture<'_, ()> {
+        // The last events, alert states and incidents, persisted; rollouts
+        // are written as they change.
+        Box::pin(self.slo.flush_now(slo::unix_nanos()))
+    }
 }
 
 impl Control {
@@ -70,6 +98,25 @@ impl Control {
     /// result; the loop does this on its own every `evaluate_every`.
     pub async fn evaluate_slos(&self) {
         self.slo.flush_now(slo::unix_nanos()).await;
+    }
+
+    /// Every rollout, by route.
+    pub fn rollouts(&self) -> Vec<RolloutState> {
+        self.rollouts.report()
+    }
+
+    /// One route's rollout.
+    pub fn rollout(&self, route: &str) -> Option<RolloutState> {
+        self.rollouts.get(route)
+    }
+
+    /// Carries out a rollout command given by hand.
+    pub async fn rollout_command(
+        &self,
+        route: &str,
+        command: RolloutCommand,
+    ) -> Result<RolloutState, CommandError> {
+        self.rollouts.command(route, command).await
     }
 
     /// Where the SLO state is kept, for logs.
@@ -105,6 +152,18 @@ pub async fn start(
         "SLO state store opened"
     );
     let engine = Arc::new(engine);
+    // The rollouts keep their own connection to the same store, so a
+    // decision is written at once, not at the SLO engine's next tick.
+    let rollout_store = store::open_store(&config, config_path.as_deref())
+        .map_err(|message| StartError::Store { message })?;
+    let rollouts = Arc::new(
+        Rollouts::new(rollout_store, Arc::new(config.clone()), &registry)
+            .map_err(|message| StartError::Store { message })?,
+    );
+    let loops = Arc::new(Loops {
+        slo: engine.clone(),
+        rollouts: rollouts.clone(),
+    });
     let gateway = Gateway::start_with(
         config,
         config_path,
@@ -112,7 +171,7 @@ pub async fn start(
         levee_proxy::StartOptions {
             inherited: options.inherited,
             slo_counters: counters,
-            control: Some(engine.clone()),
+            control: Some(loops),
             connector: options.connector,
         },
     )
@@ -128,5 +187,12 @@ pub async fn start(
         }
         slo::run(weak, drain).await;
     });
-    Ok((gateway, Control { slo: engine }))
+    rollout::spawn(&rollouts, &engine, &gateway);
+    Ok((
+        gateway,
+        Control {
+            slo: engine,
+            rollouts,
+        },
+    ))
 }

@@ -55,6 +55,21 @@ pub mod names {
     pub const RETRIES: &str = "levee_retries_total";
     /// Retries refused by the route's retry budget.
     pub const RETRY_BUDGET_EXHAUSTED: &str = "levee_retry_budget_exhausted_total";
+    /// 1 for a route's rollout phase now, 0 for the others (labels `route`,
+    /// `phase`).
+    pub const ROLLOUT_PHASE: &str = "levee_rollout_phase";
+    /// The canary's share of a route's traffic (0..1).
+    pub const ROLLOUT_WEIGHT: &str = "levee_rollout_canary_weight_ratio";
+    /// The current step of a route's rollout (from 0).
+    pub const ROLLOUT_STEP: &str = "levee_rollout_step";
+    /// An analysis value of a rollout (labels `route`, `check`).
+    pub const ROLLOUT_ANALYSIS_VALUE: &str = "levee_rollout_analysis_value";
+    /// The threshold an analysis value is held against.
+    pub const ROLLOUT_ANALYSIS_THRESHOLD: &str = "levee_rollout_analysis_threshold";
+    /// Rollout decisions by outcome (labels `route`, `outcome`).
+    pub const ROLLOUT_DECISIONS: &str = "levee_rollout_decisions_total";
+    /// The share of the starting error budget a rollout's canary spent.
+    pub const ROLLOUT_BUDGET_SPENT: &str = "levee_rollout_budget_spent_ratio";
     /// Events counted by an SLO objective (label `slo`: the objective's id).
     pub const SLO_EVENTS: &str = "levee_slo_events_total";
     /// Bad events counted by an SLO objective.

@@ -55,6 +55,9 @@ pub struct Weights {
     pub canary: u32,
     /// The baseline slice of stable traffic just above it.
     pub baseline: u32,
+    /// Whether the forcing rules apply (off before a rollout starts and
+    /// after it ends).
+    pub forcing: bool,
 }
 
 impl Weights {
@@ -64,6 +67,7 @@ impl Weights {
         Self {
             canary,
             baseline: canary.min(WEIGHT_SCALE - canary),
+            forcing: true,
         }
     }
 }
@@ -335,7 +339,9 @@ impl RouteSplit {
     /// Picks the version for `req`: forcing rules, then the weights. The
     /// stable version is the route itself (`route: None`).
     pub(crate) fn choose<B>(&self, req: &Request<B>, peer: IpAddr) -> Choice {
-        for rule in &self.force {
+        let weights = **self.release.weights.get();
+        let rules = if weights.forcing { &self.force[..] } else { &[] };
+        for rule in rules {
             let hit = match &rule.source {
                 Source::Header(name) => req
                     .headers()
@@ -354,7 +360,6 @@ impl RouteSplit {
                 };
             }
         }
-        let weights = **self.release.weights.get();
         if weights.canary == 0 && weights.baseline == 0 {
             return self.to(Arm::Stable, None);
         }
@@ -473,9 +478,10 @@ mod tests {
 
     #[test]
     fn a_baseline_is_as_large_as_the_canary_until_stable_runs_out() {
-        assert_eq!(Weights::canary(500), Weights { canary: 500, baseline: 500 });
-        assert_eq!(Weights::canary(7_000), Weights { canary: 7_000, baseline: 3_000 });
-        assert_eq!(Weights::canary(20_000), Weights { canary: 10_000, baseline: 0 });
+        let w = |c: u32| (Weights::canary(c).canary, Weights::canary(c).baseline);
+        assert_eq!(w(500), (500, 500));
+        assert_eq!(w(7_000), (7_000, 3_000));
+        assert_eq!(w(20_000), (10_000, 0));
     }
 
     #[test]

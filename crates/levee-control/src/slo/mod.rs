@@ -404,13 +404,3 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl levee_proxy::ControlPlane for SloEngine {
-    fn commit<'a>(&'a self, config: &'a Arc<Config>) -> BoxFuture<'a, ()> {
-        Box::pin(self.configure(config.clone()))
-    }
-
-    fn drained(&self) -> BoxFuture<'_, ()> {
-        // The last events, alert states and incidents, persisted.
-        Box::pin(self.flush_now(unix_nanos()))
-    }
-}

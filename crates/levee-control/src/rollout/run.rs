@@ -1,0 +1,246 @@
+//! The rollout loop: every analysis interval, for each active rollout,
+//! gather the judge's verdict, the gates and the webhooks' answers, let
+//! the state machine decide, turn the release's weights, persist and
+//! publish. Also the `levee_rollout_*` metrics.
+
+use super::machine::{Effect, HookAnswer, Inputs};
+use super::{analysis, hooks, Phase, RolloutState, Rollouts};
+use crate::slo::SloEngine;
+use levee_config::HookPhase;
+use levee_core::metrics::{names, Registry};
+use levee_proxy::Gateway;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often the loop wakes; each rollout is analysed at its own
+/// `analysis.interval` (never more often than this).
+const TICK: Duration = Duration::from_millis(250);
+
+/// The loop, until the gateway drains.
+pub(crate) async fn run(
+    rollouts: Weak<Rollouts>,
+    slo: Weak<SloEngine>,
+    gateway: Gateway,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last_analysis: HashMap<String, levee_core::time::Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = drain.changed() => {}
+        }
+        if *drain.borrow() {
+            return;
+        }
+        let (Some(rollouts), Some(slo)) = (rollouts.upgrade(), slo.upgrade()) else {
+            return;
+        };
+        let now = levee_core::time::now();
+        let active: Vec<String> = rollouts
+            .lock()
+            .values()
+            .filter(|s| s.phase.is_active())
+            .map(|s| s.route.clone())
+            .collect();
+        for route in active {
+            let Some(policy) = rollouts.policy(&route) else {
+                continue;
+            };
+            let due = last_analysis
+                .get(&route)
+                .is_none_or(|at| now.duration_since(*at) >= policy.analysis.interval);
+            if !due {
+                continue;
+            }
+            last_analysis.insert(route.clone(), now);
+            rollouts.analyse(&route, &policy, &gateway, &slo).await;
+        }
+        rollouts.publish();
+    }
+}
+
+impl Rollouts {
+    /// One analysis of `route`'s rollout and the decision on it.
+    async fn analyse(
+        &self,
+        route: &str,
+        policy: &levee_config::Rollout,
+        gateway: &Gateway,
+        slo: &SloEngine,
+    ) {
+        let Some(release) = gateway.release(route) else {
+            return;
+        };
+        let Some(state) = self.get(route) else { return };
+        if state.canary.as_deref() != Some(release.canary_cluster())
+            || state.stable != release.stable_cluster()
+        {
+            // The data plane has not (yet) built this rollout's versions.
+            return;
+        }
+        let config = gateway.config();
+        let report = slo.report();
+        // Mirror comparisons join when the mirror lands.
+        let mirror: Option<(u64, f64)> = None;
+        let analysed = analysis::analyse(&policy.analysis, &release, mirror);
+        let gate_hold = analysis::gate_hold(&policy.gates, route, &report);
+        let (spent, budget_exceeded) =
+            analysis::budget_spent(&config, &policy.gates, &state, &analysed.canary);
+        let gate_hooks = match state.pending_gate(policy) {
+            Some(HookPhase::ConfirmRollout) => {
+                hooks::gate(
+                    policy,
+                    &[HookPhase::ConfirmRollout, HookPhase::PreRollout],
+                    &state,
+                )
+                .await
+            }
+            Some(phase) => hooks::gate(policy, &[phase], &state).await,
+            None => HookAnswer::Pass,
+        };
+        let analysis_hooks = if state.phase == Phase::Progressing {
+            hooks::gate(policy, &[HookPhase::Rollout], &state).await
+        } else {
+            HookAnswer::Pass
+        };
+        let inputs = Inputs {
+            now: levee_core::time::unix_nanos(),
+            judgement: analysed.judgement,
+            checks: analysed.checks,
+            gate_hold,
+            budget_exceeded,
+            gate_hooks,
+            analysis_hooks,
+            canary_requests: analysed.canary.total,
+        };
+        let (after, effects) = {
+            let mut states = self.lock();
+            let Some(state) = states.get_mut(route) else {
+                return;
+            };
+            let was_waiting = state.phase == Phase::Waiting;
+            let decisions_before = state.decisions.len();
+            let effects = state.advance(policy, &inputs);
+            if was_waiting && state.phase == Phase::Progressing {
+                state.budget_at_start = analysis::budget_at_start(&policy.gates, route, &report);
+            }
+            state.canary_requests = analysed.canary.total;
+            state.canary_bad = analysed.canary.bad;
+            state.budget_spent = spent;
+            for d in &state.decisions[decisions_before.min(state.decisions.len())..] {
+                self.metrics.decision(route, &d.outcome);
+                tracing::info!(
+                    target: "levee::rollout",
+                    route,
+                    outcome = %d.outcome,
+                    step = d.step + 1,
+                    weight_percent = f64::from(d.weight) / 100.0,
+                    reason = %d.reason,
+                    "rollout decision"
+                );
+            }
+            (state.clone(), effects)
+        };
+        self.apply_effects(route, &after, &effects).await;
+        let changed = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Weights(_) | Effect::Promoted))
+            || after.decisions.len() != state.decisions.len()
+            || after.phase != state.phase;
+        if changed {
+            self.persist(&[route.to_string()], &[]);
+        }
+    }
+
+    /// Publishes every rollout's gauges.
+    fn publish(&self) {
+        for state in self.report() {
+            self.metrics.publish(&state);
+        }
+    }
+}
+
+/// Handles to the `levee_rollout_*` metrics.
+pub(crate) struct RolloutMetrics {
+    registry: Arc<Registry>,
+}
+
+impl RolloutMetrics {
+    pub(crate) fn new(registry: &Arc<Registry>) -> Self {
+        Self {
+            registry: registry.clone(),
+        }
+    }
+
+    fn decision(&self, route: &str, outcome: &str) {
+        self.registry
+            .counter(
+                names::ROLLOUT_DECISIONS,
+                "Rollout decisions by route and outcome.",
+                &[("route", route), ("outcome", outcome)],
+            )
+            .inc();
+    }
+
+    fn publish(&self, state: &RolloutState) {
+        let route = state.route.as_str();
+        for phase in Phase::ALL {
+            self.registry
+                .gauge(
+                    names::ROLLOUT_PHASE,
+                    "1 for the phase a route's rollout is in.",
+                    &[("route", route), ("phase", phase.name())],
+                )
+                .set(i64::from(phase == state.phase));
+        }
+        self.registry
+            .float_gauge(
+                names::ROLLOUT_WEIGHT,
+                "The canary's share of the route's traffic.",
+                &[("route", route)],
+            )
+            .set(f64::from(state.weight) / f64::from(levee_config::WEIGHT_SCALE));
+        self.registry
+            .gauge(
+                names::ROLLOUT_STEP,
+                "The current step of the route's rollout, from 0.",
+                &[("route", route)],
+            )
+            .set(i64::try_from(state.step).unwrap_or(i64::MAX));
+        self.registry
+            .float_gauge(
+                names::ROLLOUT_BUDGET_SPENT,
+                "Share of the starting error budget the canary spent.",
+                &[("route", route)],
+            )
+            .set(state.budget_spent);
+        for check in &state.last_checks {
+            self.registry
+                .float_gauge(
+                    names::ROLLOUT_ANALYSIS_VALUE,
+                    "A rollout analysis value.",
+                    &[("route", route), ("check", &check.name)],
+                )
+                .set(check.value);
+            self.registry
+                .float_gauge(
+                    names::ROLLOUT_ANALYSIS_THRESHOLD,
+                    "The threshold a rollout analysis value is held against.",
+                    &[("route", route), ("check", &check.name)],
+                )
+                .set(check.threshold);
+        }
+    }
+}
+
+/// Starts the loop for `gateway`.
+pub(crate) fn spawn(rollouts: &Arc<Rollouts>, slo: &Arc<SloEngine>, gateway: &Gateway) {
+    rollouts.attach(gateway.clone());
+    tokio::spawn(run(
+        Arc::downgrade(rollouts),
+        Arc::downgrade(slo),
+        gateway.clone(),
+        gateway.drain_signal(),
+    ));
+}
