@@ -1,5 +1,5 @@
-//! Levee's persistence: what the SLO engine must keep across restarts, in
-//! an embedded SQLite file by default.
+//! Levee's persistence: what the SLO engine and the rollouts must keep
+//! across restarts, in an embedded SQLite file by default.
 //!
 //! - [`Store`]: the trait the engine writes through, one [`Batch`] per
 //!   flush (all or nothing) and one [`Snapshot`] on start. The row types
@@ -8,6 +8,10 @@
 //!   with its own `application_id` and schema version so that another
 //!   program's database is refused rather than changed, migrated by an
 //!   ordered list of steps, and bounded in size by [`Retention`].
+//! - Rollouts: [`Store::load_rollouts`] and [`Store::write_rollouts`]
+//!   keep each route's [`RolloutRow`], so a gateway restarted in the middle
+//!   of a rollout resumes at the same step. They are apart from
+//!   [`Snapshot`] and [`Batch`], which are the SLO engine's.
 //! - [`backup()`], [`verify()`] and [`restore()`]: the library side of
 //!   `levee backup FILE` and `levee restore FILE --verify`. A backup is
 //!   taken online (a running gateway keeps writing) and carries a manifest
@@ -32,6 +36,7 @@
 //! | `slo_alerts` | `(slo, severity)` | alert state and when it began |
 //! | `slo_incidents` | `id` | one row per incident |
 //! | `slo_incident_labels` | `(incident_id, position)` | an incident's labels in order, deleted with it |
+//! | `rollouts` | `route` | a route's rollout state (opaque JSON, kept as is) and when it was written; since schema version 2 |
 //!
 //! All tables are `STRICT`. A backup adds a `backup_manifest` table (see
 //! [`backup()`]), which a restore removes.
@@ -106,7 +111,19 @@ pub struct IncidentRow {
     pub labels: Vec<(String, String)>,
 }
 
-/// Everything a store holds, as [`Store::load`] returns it.
+/// One route's rollout state, as the control plane saves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutRow {
+    /// The route's name; the primary key.
+    pub route: String,
+    /// The rollout's state: a JSON document the store keeps as is,
+    /// without parsing or validating it.
+    pub state: String,
+    /// When the state was written, in nanoseconds since the UNIX epoch.
+    pub updated_ns: u64,
+}
+
+/// Everything the SLO engine keeps, as [`Store::load`] returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// In primary-key order: by SLO, fine before coarse, then start.
@@ -160,13 +177,27 @@ pub struct Retention {
     pub max_incidents: usize,
 }
 
-/// Where the SLO engine keeps its state.
+/// Where the control plane keeps its state: the SLO engine's and the
+/// rollouts'.
 pub trait Store: Send + 'static {
-    /// Reads everything stored.
+    /// Reads everything the SLO engine stored (not the rollouts).
     fn load(&mut self) -> Result<Snapshot, StoreError>;
 
     /// Applies one batch in one transaction: all of it or, on error, none.
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Reads every route's rollout state, ordered by route (byte order).
+    fn load_rollouts(&mut self) -> Result<Vec<RolloutRow>, StoreError>;
+
+    /// In one transaction, all or nothing: upserts `upsert` by route (the
+    /// state and time replace the stored ones), then deletes the routes in
+    /// `remove` (a route in both ends up removed; an unknown one is no
+    /// error).
+    fn write_rollouts(
+        &mut self,
+        upsert: &[RolloutRow],
+        remove: &[String],
+    ) -> Result<(), StoreError>;
 
     /// Where the store is, for logs, e.g. `sqlite:/var/lib/levee/levee.db`.
     fn describe(&self) -> String;

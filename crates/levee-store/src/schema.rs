@@ -64,6 +64,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (incident_id, position)
     ) STRICT, WITHOUT ROWID;
     ",
+    // 2: each route's rollout state, an opaque JSON document.
+    "
+    CREATE TABLE rollouts (
+        route TEXT NOT NULL PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The data tables with the order that lists each by primary key, as
@@ -74,6 +82,7 @@ pub(crate) const DATA_TABLES: &[(&str, &str)] = &[
     ("slo_alerts", "slo, severity"),
     ("slo_incidents", "id"),
     ("slo_incident_labels", "incident_id, position"),
+    ("rollouts", "route"),
 ];
 
 /// What a file claims to be, read from its header.

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{sql, StoreError};
-use crate::{schema, AlertRow, Batch, BucketRow, IncidentRow, Retention, Snapshot, Store};
+use crate::{
+    schema, AlertRow, Batch, BucketRow, IncidentRow, Retention, RolloutRow, Snapshot, Store,
+};
 
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +46,10 @@ const UPSERT_INCIDENT: &str = "
         detect_ns = excluded.detect_ns, recover_ns = excluded.recover_ns,
         resolve_ns = excluded.resolve_ns, bad_events = excluded.bad_events,
         budget_spent_ppm = excluded.budget_spent_ppm, runbook = excluded.runbook";
+const UPSERT_ROLLOUT: &str = "
+    INSERT INTO rollouts (route, state, updated_ns) VALUES (?1, ?2, ?3)
+    ON CONFLICT (route) DO UPDATE SET state = excluded.state, updated_ns = excluded.updated_ns";
+const DELETE_ROLLOUT: &str = "DELETE FROM rollouts WHERE route = ?1";
 const DELETE_LABELS: &str = "DELETE FROM slo_incident_labels WHERE incident_id = ?1";
 const INSERT_LABEL: &str =
     "INSERT INTO slo_incident_labels (incident_id, position, name, value) VALUES (?1, ?2, ?3, ?4)";
@@ -193,6 +199,42 @@ impl SqliteStore {
         tx.commit()
     }
 
+    fn write_rollout_rows(
+        &mut self,
+        upsert: &[RolloutRow],
+        remove: &[String],
+    ) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !upsert.is_empty() {
+            let mut st = tx.prepare_cached(UPSERT_ROLLOUT)?;
+            for r in upsert {
+                st.execute(params![r.route, r.state, to_sql(r.updated_ns)])?;
+            }
+        }
+        if !remove.is_empty() {
+            let mut st = tx.prepare_cached(DELETE_ROLLOUT)?;
+            for route in remove {
+                st.execute([route])?;
+            }
+        }
+        tx.commit()
+    }
+
+    fn read_rollouts(&mut self) -> rusqlite::Result<Vec<RolloutRow>> {
+        self.conn
+            .prepare_cached("SELECT route, state, updated_ns FROM rollouts ORDER BY route")?
+            .query_map([], |r| {
+                Ok(RolloutRow {
+                    route: r.get(0)?,
+                    state: r.get(1)?,
+                    updated_ns: from_sql(r.get(2)?),
+                })
+            })?
+            .collect()
+    }
+
     fn read_all(&mut self) -> rusqlite::Result<Snapshot> {
         let tx = self.conn.transaction()?;
         let buckets = tx
@@ -290,6 +332,24 @@ impl Store for SqliteStore {
         let path = self.path.clone();
         self.write_batch(batch)
             .map_err(sql(&path, "writing a batch"))
+    }
+
+    fn load_rollouts(&mut self) -> Result<Vec<RolloutRow>, StoreError> {
+        let path = self.path.clone();
+        self.read_rollouts().map_err(sql(&path, "loading rollouts"))
+    }
+
+    fn write_rollouts(
+        &mut self,
+        upsert: &[RolloutRow],
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        if upsert.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.write_rollout_rows(upsert, remove)
+            .map_err(sql(&path, "writing rollouts"))
     }
 
     fn describe(&self) -> String {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{bucket, incident, sample_batch, TestDir, SEC, T0};
-use levee_store::{backup, restore, verify, Batch, SqliteStore, Store, StoreError};
+use levee_store::{backup, restore, verify, Batch, SqliteStore, Store, StoreError, SCHEMA_VERSION};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,7 +55,8 @@ fn backup_verify_restore_round_trip() {
             ("slo_buckets", 10_003),
             ("slo_alerts", 2),
             ("slo_incidents", 49),
-            ("slo_incident_labels", 98)
+            ("slo_incident_labels", 98),
+            ("rollouts", 0)
         ]
     );
     assert!(!dir.path("levee.bak.tmp").exists());
@@ -72,7 +73,7 @@ fn backup_verify_restore_round_trip() {
     );
     assert_eq!(verified.checksum, Some(report.checksum));
     assert_eq!(verified.rows, report.rows);
-    assert_eq!(verified.schema_version, Some(1));
+    assert_eq!(verified.schema_version, Some(SCHEMA_VERSION));
     assert_eq!(verified.created_at_ns, Some(report.created_at_ns));
 
     // Restore into a new path: the same snapshot, and a usable store.

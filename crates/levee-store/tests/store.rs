@@ -1,11 +1,13 @@
 //! `SqliteStore` on real files: round trips, upserts, atomic batches,
-//! retention, and refusing files that are not Levee stores.
+//! retention, rollouts, migrating an older schema, and refusing files that
+//! are not Levee stores.
 
 mod common;
 
 use common::{alert, bucket, incident, sample_batch, TestDir, SEC, T0};
 use levee_store::{
-    Batch, IncidentRow, Retention, Snapshot, SqliteStore, Store, StoreError, APPLICATION_ID,
+    backup, verify, Batch, IncidentRow, Retention, RolloutRow, Snapshot, SqliteStore, Store,
+    StoreError, APPLICATION_ID, SCHEMA_VERSION,
 };
 use rusqlite::Connection;
 
@@ -330,14 +332,15 @@ fn a_newer_schema_is_refused() {
     drop(SqliteStore::open(&path).unwrap());
     Connection::open(&path)
         .unwrap()
-        .pragma_update(None, "user_version", 7)
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
         .unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: not a Levee store (schema version 7, expected 1)",
-            path.display()
+            "{}: not a Levee store (schema version {}, expected {SCHEMA_VERSION})",
+            path.display(),
+            SCHEMA_VERSION + 1
         )
     );
 }
@@ -383,7 +386,12 @@ fn a_new_store_is_marked_and_in_wal_mode() {
         .unwrap();
     assert_eq!(
         (app, version, mode.as_str(), meta),
-        (APPLICATION_ID, 1, "wal", 1)
+        (
+            APPLICATION_ID,
+            i64::from(SCHEMA_VERSION),
+            "wal",
+            i64::from(SCHEMA_VERSION)
+        )
     );
 }
 
@@ -426,4 +434,277 @@ fn incidents_keep_label_order() {
         })
         .unwrap();
     assert_eq!(store.load().unwrap().incidents, vec![i]);
+}
+
+fn rollout(route: &str, state: &str, updated_ns: u64) -> RolloutRow {
+    RolloutRow {
+        route: route.to_owned(),
+        state: state.to_owned(),
+        updated_ns,
+    }
+}
+
+#[test]
+fn rollouts_round_trip_and_survive_a_reopen() {
+    let dir = TestDir::new("rollouts");
+    let path = dir.path("levee.db");
+    let checkout = rollout("checkout", r#"{"phase":"canary","step":2,"weight":20}"#, T0);
+    let search = rollout(
+        "search",
+        r#"{"phase":"blue_green","active":"green"}"#,
+        T0 + SEC,
+    );
+    let edge = rollout("api/édge ✓", "{\"s\":\"\\u0000\"}", u64::MAX);
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load_rollouts().unwrap(), vec![]);
+        // Inserted out of order; loaded by route. Removing an unknown route
+        // is no error.
+        store
+            .write_rollouts(
+                &[search.clone(), edge.clone(), checkout.clone()],
+                &["never-there".to_owned()],
+            )
+            .unwrap();
+        assert_eq!(
+            store.load_rollouts().unwrap(),
+            vec![edge.clone(), checkout.clone(), search.clone()]
+        );
+        // Nothing to do is a no-op, and the SLO engine's data is apart.
+        store.write_rollouts(&[], &[]).unwrap();
+        assert_eq!(store.load().unwrap(), Snapshot::default());
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.load_rollouts().unwrap(),
+        vec![edge.clone(), checkout.clone(), search.clone()]
+    );
+
+    // Update one, remove another, in one call.
+    let next = rollout(
+        "checkout",
+        r#"{"phase":"canary","step":3,"weight":40}"#,
+        T0 + 60 * SEC,
+    );
+    store
+        .write_rollouts(std::slice::from_ref(&next), &["search".to_owned()])
+        .unwrap();
+    assert_eq!(
+        store.load_rollouts().unwrap(),
+        vec![edge.clone(), next.clone()]
+    );
+    // A route both upserted and removed ends up removed.
+    store
+        .write_rollouts(&[rollout("checkout", "{}", T0)], &["checkout".to_owned()])
+        .unwrap();
+    drop(store);
+
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load_rollouts().unwrap(), vec![edge]);
+    assert_eq!(
+        count(&path, "SELECT updated_ns FROM rollouts"),
+        -1,
+        "u64::MAX is stored with the same bits"
+    );
+}
+
+#[test]
+fn a_failing_rollout_write_leaves_nothing_behind() {
+    let dir = TestDir::new("rollouts-atomic");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let kept = rollout("checkout", r#"{"step":1}"#, T0);
+    store
+        .write_rollouts(std::slice::from_ref(&kept), &[])
+        .unwrap();
+
+    // Another connection holds a trigger that rejects one route: the upsert
+    // before it and the removal after it must both be rolled back.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON rollouts WHEN new.route = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let err = store
+        .write_rollouts(
+            &[rollout("fine", "{}", T0), rollout("bad", "{}", T0)],
+            &["checkout".to_owned()],
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("{}: writing rollouts:", path.display())),
+        "{msg}"
+    );
+    assert_eq!(store.load_rollouts().unwrap(), vec![kept]);
+}
+
+/// Migration 1 as released: a version-1 store, made by hand.
+const SCHEMA_V1: &str = "
+    CREATE TABLE meta (
+        key TEXT NOT NULL PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE slo_buckets (
+        slo TEXT NOT NULL,
+        coarse INTEGER NOT NULL CHECK (coarse IN (0, 1)),
+        start_ns INTEGER NOT NULL,
+        good INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        CHECK (CASE WHEN (total < 0) = (good < 0) THEN total >= good ELSE total < 0 END),
+        PRIMARY KEY (slo, coarse, start_ns)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE slo_alerts (
+        slo TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        since_ns INTEGER NOT NULL,
+        PRIMARY KEY (slo, severity)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE slo_incidents (
+        id INTEGER PRIMARY KEY,
+        slo TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        start_ns INTEGER NOT NULL,
+        start_clipped INTEGER NOT NULL CHECK (start_clipped IN (0, 1)),
+        detect_ns INTEGER NOT NULL,
+        recover_ns INTEGER,
+        resolve_ns INTEGER,
+        bad_events INTEGER NOT NULL,
+        budget_spent_ppm INTEGER NOT NULL,
+        runbook TEXT
+    ) STRICT;
+
+    CREATE TABLE slo_incident_labels (
+        incident_id INTEGER NOT NULL REFERENCES slo_incidents (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (incident_id, position)
+    ) STRICT, WITHOUT ROWID;
+
+    INSERT INTO meta (key, value) VALUES ('schema_version', 1);
+";
+
+#[test]
+fn a_version_1_store_is_migrated_and_keeps_its_data() {
+    let dir = TestDir::new("migrate-v1");
+    let path = dir.path("levee.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.execute(
+            "INSERT INTO slo_buckets (slo, coarse, start_ns, good, total) VALUES (?1, 0, ?2, 9, 10)",
+            rusqlite::params!["checkout-availability", T0 as i64],
+        )
+        .unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    assert_eq!(
+        count(
+            &path,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'rollouts'"
+        ),
+        0
+    );
+
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.load().unwrap().buckets,
+        vec![bucket("checkout-availability", false, T0, 9, 10)]
+    );
+    assert_eq!(store.load_rollouts().unwrap(), vec![]);
+    let r = rollout("checkout", r#"{"step":1}"#, T0);
+    store.write_rollouts(std::slice::from_ref(&r), &[]).unwrap();
+    drop(store);
+
+    // To version 2 at least: to whatever this build writes.
+    const { assert!(SCHEMA_VERSION >= 2) };
+    let version = i64::from(SCHEMA_VERSION);
+    assert_eq!(count(&path, "PRAGMA user_version"), version);
+    assert_eq!(
+        count(&path, "SELECT value FROM meta WHERE key = 'schema_version'"),
+        version
+    );
+    assert_eq!(
+        count(&path, "PRAGMA application_id"),
+        i64::from(APPLICATION_ID)
+    );
+    // Opening again migrates nothing more and loses nothing.
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load().unwrap().buckets.len(), 1);
+    assert_eq!(store.load_rollouts().unwrap(), vec![r]);
+}
+
+#[test]
+fn backups_count_and_checksum_the_rollouts() {
+    let dir = TestDir::new("rollouts-backup");
+    let db = dir.path("levee.db");
+    let mut store = SqliteStore::open(&db).unwrap();
+    store.write(&sample_batch(T0)).unwrap();
+    store
+        .write_rollouts(
+            &[
+                rollout("checkout", r#"{"step":2}"#, T0),
+                rollout("search", r#"{"step":5}"#, T0 + SEC),
+            ],
+            &[],
+        )
+        .unwrap();
+    drop(store);
+
+    let bak = dir.path("levee.bak");
+    let report = backup(&db, &bak).unwrap();
+    let rows = |rows: &[(String, u64)]| rows.iter().find(|(t, _)| t == "rollouts").map(|(_, n)| *n);
+    assert_eq!(rows(&report.rows), Some(2));
+    let manifest: i64 = Connection::open(&bak)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM backup_manifest WHERE item = 'rows:rollouts'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(manifest, 2);
+    let verified = verify(&bak).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert_eq!(rows(&verified.rows), Some(2));
+    assert_eq!(verified.checksum, Some(report.checksum));
+    assert_eq!(verified.schema_version, Some(SCHEMA_VERSION));
+
+    // A changed rollout state, same row count: the checksum catches it.
+    Connection::open(&bak)
+        .unwrap()
+        .execute(
+            "UPDATE rollouts SET state = '{\"step\":3}' WHERE route = 'checkout'",
+            [],
+        )
+        .unwrap();
+    let changed = verify(&bak).unwrap();
+    assert_eq!(changed.problems.len(), 1, "{:?}", changed.problems);
+    assert!(
+        changed.problems[0].starts_with("checksum "),
+        "{:?}",
+        changed.problems
+    );
+    // A removed rollout: the count catches it too.
+    Connection::open(&bak)
+        .unwrap()
+        .execute("DELETE FROM rollouts WHERE route = 'search'", [])
+        .unwrap();
+    let removed = verify(&bak).unwrap();
+    assert!(
+        removed
+            .problems
+            .contains(&"rollouts: 1 rows, the manifest says 2".to_owned()),
+        "{:?}",
+        removed.problems
+    );
 }
