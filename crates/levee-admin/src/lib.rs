@@ -13,7 +13,7 @@
 
 mod status;
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +50,9 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/capacity", get(capacity))
+        .route("/api/v1/rollouts", get(rollouts))
+        .route("/api/v1/rollouts/{route}", get(rollout))
+        .route("/api/v1/rollouts/{route}/{action}", post(rollout_command))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -245,5 +248,142 @@ mod tests {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"ab"));
+    }
+}
+
+/// A rollout as the API shows it: the persisted state, the weights and
+/// counts the data plane has now, and the steps of its policy.
+fn rollout_view(state: &AdminState, rollout: &levee_control::RolloutState) -> serde_json::Value {
+    use levee_proxy::release::Arm;
+    let release = state.gateway.release(&rollout.route);
+    let version = |arm: Arm| {
+        release.as_ref().map(|r| {
+            let s = r.snapshot(arm);
+            json!({
+                "requests": s.total,
+                "bad": s.bad,
+                "p50_ms": s.latency.quantile(0.5).map(|d| d.as_secs_f64() * 1e3),
+                "p99_ms": s.latency.quantile(0.99).map(|d| d.as_secs_f64() * 1e3),
+            })
+        })
+    };
+    let weights = release.as_ref().map(|r| **r.weights().get());
+    let steps = state
+        .gateway
+        .config()
+        .routes
+        .iter()
+        .find(|r| r.name == rollout.route)
+        .and_then(|r| match r.rollout.as_ref().map(|p| &p.strategy) {
+            Some(levee_config::Strategy::Canary { steps }) => Some(
+                steps
+                    .iter()
+                    .map(|s| f64::from(s.weight) / 100.0)
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        });
+    json!({
+        "route": rollout.route,
+        "strategy": rollout.strategy,
+        "phase": rollout.phase.name(),
+        "stable": rollout.stable,
+        "canary": rollout.canary,
+        "previous_stable": rollout.previous_stable,
+        "step": rollout.step,
+        "steps_percent": steps,
+        "weight_percent": f64::from(rollout.weight) / 100.0,
+        "serving": weights.map(|w| json!({
+            "canary_percent": f64::from(w.canary) / 100.0,
+            "baseline_percent": f64::from(w.baseline) / 100.0,
+            "forcing": w.forcing,
+        })),
+        "reason": rollout.reason,
+        "paused_by": rollout.paused_by,
+        "analysis": rollout.last_checks,
+        "traffic": {
+            "canary": version(Arm::Canary),
+            "baseline": version(Arm::Baseline),
+            "stable": version(Arm::Stable),
+            "forced": release.as_ref().map(|r| r.forced()),
+        },
+        "canary_requests": rollout.canary_requests,
+        "canary_bad_requests": rollout.canary_bad,
+        "budget_spent_ratio": rollout.budget_spent,
+        "started": (rollout.started_ns > 0).then(|| levee_slo::calendar::rfc3339(rollout.started_ns)),
+        "updated": levee_slo::calendar::rfc3339(rollout.updated_ns),
+        "decisions": rollout.decisions.iter().map(|d| json!({
+            "at": levee_slo::calendar::rfc3339(d.at_ns),
+            "step": d.step,
+            "weight_percent": f64::from(d.weight) / 100.0,
+            "outcome": d.outcome,
+            "reason": d.reason,
+            "checks": d.checks,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn rollouts(State(state): State<AdminState>) -> Response {
+    let rollouts: Vec<_> = state
+        .control
+        .rollouts()
+        .iter()
+        .map(|r| rollout_view(&state, r))
+        .collect();
+    let splits: Vec<_> = state
+        .gateway
+        .releases()
+        .iter()
+        .filter(|r| r.kind() == levee_proxy::release::ReleaseKind::Split)
+        .map(|r| {
+            let w = **r.weights().get();
+            json!({
+                "route": r.route(),
+                "stable": r.stable_cluster(),
+                "canary": r.canary_cluster(),
+                "canary_percent": f64::from(w.canary) / 100.0,
+            })
+        })
+        .collect();
+    Json(json!({ "rollouts": rollouts, "splits": splits })).into_response()
+}
+
+fn no_rollout(route: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "not_found", "message": format!("no rollout for route `{route}`")})),
+    )
+        .into_response()
+}
+
+async fn rollout(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
+    match state.control.rollout(&route) {
+        Some(r) => Json(rollout_view(&state, &r)).into_response(),
+        None => no_rollout(&route),
+    }
+}
+
+async fn rollout_command(
+    State(state): State<AdminState>,
+    Path((route, action)): Path<(String, String)>,
+) -> Response {
+    let Some(command) = levee_control::RolloutCommand::parse(&action) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({
+                "error": "not_found",
+                "message": "rollout actions are pause, resume, promote, abort and undo",
+            })),
+        )
+            .into_response();
+    };
+    match state.control.rollout_command(&route, command).await {
+        Ok(r) => Json(rollout_view(&state, &r)).into_response(),
+        Err(levee_control::CommandError::NotFound(_)) => no_rollout(&route),
+        Err(e @ levee_control::CommandError::Refused(_)) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "conflict", "message": e.to_string()})),
+        )
+            .into_response(),
     }
 }

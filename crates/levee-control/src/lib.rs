@@ -12,15 +12,19 @@
 
 mod notify;
 pub mod policy;
+pub mod rollout;
 pub mod rules;
 pub mod slo;
 pub mod store;
 
+use futures_util::future::BoxFuture;
 use levee_config::Config;
 use levee_core::metrics::Registry;
 use levee_proxy::handover::InheritedSockets;
 use levee_proxy::slo::SloCounters;
 use levee_proxy::{ApplyError, Gateway};
+use rollout::Rollouts;
+pub use rollout::{Command as RolloutCommand, CommandError, Phase as RolloutPhase, RolloutState};
 use slo::{SloEngine, SloReport};
 use std::path::PathBuf;
 use std::sync::Arc;

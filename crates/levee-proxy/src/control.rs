@@ -29,13 +29,13 @@ pub trait ControlPlane: std::fmt::Debug + Send + Sync + 'static {
     /// more, and the listeners switch to it right after this returns.
     fn commit<'a>(&'a self, config: &'a Arc<Config>) -> BoxFuture<'a, ()>;
 
-    /// The cluster that last served all of `route`, when a rollout is in
-    /// progress or failed from it: a reload that built the route serves
-    /// this cluster as the stable version and the configured one as the
-    /// canary, at weight zero until the loop turns it. `None` serves the
-    /// configured cluster alone. Asked while a reload builds, so it must
-    /// not wait.
-    fn stable_cluster(&self, route: &str) -> Option<String> {
+    /// The cluster that last served all of `route`, and the weights of
+    /// its rollout now: when it is not the configured cluster, the reload
+    /// being built serves it as the stable version and the configured one
+    /// as the canary, at these weights until the loop turns them. `None`
+    /// serves the configured cluster alone. Asked while a reload builds,
+    /// so it must not wait.
+    fn rollout_base(&self, route: &str) -> Option<(String, crate::release::Weights)> {
         let _ = route;
         None
     }

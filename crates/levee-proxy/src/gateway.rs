@@ -850,7 +850,12 @@ impl Gateway {
 fn release_plan(
     route: &levee_config::Route,
     control: Option<&dyn crate::control::ControlPlane>,
-) -> Option<(String, String, crate::release::ReleaseKind, crate::release::Weights)> {
+) -> Option<(
+    String,
+    String,
+    crate::release::ReleaseKind,
+    crate::release::Weights,
+)> {
     use crate::release::{ReleaseKind, Weights};
     if let Some(split) = &route.split {
         return Some((
@@ -861,15 +866,9 @@ fn release_plan(
         ));
     }
     route.rollout.as_ref()?;
-    let stable = control?.stable_cluster(&route.name)?;
-    (stable != route.cluster).then(|| {
-        (
-            stable,
-            route.cluster.clone(),
-            ReleaseKind::Rollout,
-            Weights::default(),
-        )
-    })
+    let (stable, weights) = control?.rollout_base(&route.name)?;
+    (stable != route.cluster)
+        .then(|| (stable, route.cluster.clone(), ReleaseKind::Rollout, weights))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -111,7 +111,12 @@ impl VersionCounters {
             bad: AtomicU64::new(0),
             within: thresholds
                 .iter()
-                .map(|t| (u64::try_from(t.as_nanos()).unwrap_or(u64::MAX), AtomicU64::new(0)))
+                .map(|t| {
+                    (
+                        u64::try_from(t.as_nanos()).unwrap_or(u64::MAX),
+                        AtomicU64::new(0),
+                    )
+                })
                 .collect(),
             latency: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
@@ -206,7 +211,13 @@ impl Release {
 
     /// Whether this release can serve `route` between these clusters as
     /// this kind (else a reload builds a new one).
-    pub(crate) fn is_for(&self, route: &str, stable: &str, canary: &str, kind: ReleaseKind) -> bool {
+    pub(crate) fn is_for(
+        &self,
+        route: &str,
+        stable: &str,
+        canary: &str,
+        kind: ReleaseKind,
+    ) -> bool {
         self.route == route && self.stable == stable && self.canary == canary && self.kind == kind
     }
 
@@ -340,7 +351,11 @@ impl RouteSplit {
     /// stable version is the route itself (`route: None`).
     pub(crate) fn choose<B>(&self, req: &Request<B>, peer: IpAddr) -> Choice {
         let weights = **self.release.weights.get();
-        let rules = if weights.forcing { &self.force[..] } else { &[] };
+        let rules = if weights.forcing {
+            &self.force[..]
+        } else {
+            &[]
+        };
         for rule in rules {
             let hit = match &rule.source {
                 Source::Header(name) => req
@@ -348,7 +363,9 @@ impl RouteSplit {
                     .get_all(name)
                     .iter()
                     .any(|v| v.to_str().is_ok_and(|s| rule.value.matches(s))),
-                Source::Cookie(name) => cookie(req.headers(), name).is_some_and(|v| rule.value.matches(v)),
+                Source::Cookie(name) => {
+                    cookie(req.headers(), name).is_some_and(|v| rule.value.matches(v))
+                }
             };
             if hit {
                 return match rule.to {
@@ -443,7 +460,10 @@ fn random_u64() -> u64 {
 
 /// The distinct latency thresholds of the SLOs covering `route`, which the
 /// per-version counts track.
-pub(crate) fn slo_thresholds(config: &levee_config::Config, route: &levee_config::Route) -> Vec<Duration> {
+pub(crate) fn slo_thresholds(
+    config: &levee_config::Config,
+    route: &levee_config::Route,
+) -> Vec<Duration> {
     let mut out: Vec<Duration> = config
         .slos
         .iter()
@@ -463,7 +483,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }

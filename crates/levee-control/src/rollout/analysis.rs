@@ -107,9 +107,7 @@ pub(crate) fn analyse(
             .into(),
         });
         if failed {
-            judgement = Judgement::Fail(format!(
-                "mirror_mismatch {rate:.4} beyond {limit:.4}"
-            ));
+            judgement = Judgement::Fail(format!("mirror_mismatch {rate:.4} beyond {limit:.4}"));
         } else if !enough && judgement == Judgement::Pass {
             judgement = Judgement::Pending(format!(
                 "{compared} mirrored answers compared, {} needed",
@@ -176,7 +174,11 @@ pub(crate) fn gate_hold(gates: &Gates, route: &str, report: &SloReport) -> Optio
 
 /// The budget left of each gated objective, in bad events, as the
 /// rollout starts: remaining share × events × (1 − objective).
-pub(crate) fn budget_at_start(gates: &Gates, route: &str, report: &SloReport) -> Vec<(String, f64)> {
+pub(crate) fn budget_at_start(
+    gates: &Gates,
+    route: &str,
+    report: &SloReport,
+) -> Vec<(String, f64)> {
     gated(gates, route, report)
         .filter_map(|s| {
             let left = s.budget.remaining_ratio?.max(0.0);

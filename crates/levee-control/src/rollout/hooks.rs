@@ -58,7 +58,11 @@ async fn call(hook: &RolloutHook, body: Bytes) -> Result<(), String> {
 
 /// Calls every hook of the gating `phases`, in order; the first refusal
 /// decides.
-pub(crate) async fn gate(policy: &Rollout, phases: &[HookPhase], state: &RolloutState) -> HookAnswer {
+pub(crate) async fn gate(
+    policy: &Rollout,
+    phases: &[HookPhase],
+    state: &RolloutState,
+) -> HookAnswer {
     for phase in phases {
         for hook in policy.webhooks.iter().filter(|h| h.phase == *phase) {
             if let Err(why) = call(hook, payload(*phase, state)).await {

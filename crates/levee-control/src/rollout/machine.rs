@@ -100,7 +100,7 @@ impl RolloutState {
                 baseline: 0,
                 forcing: false,
             },
-            (_, Phase::Waiting | Phase::RolledBack) => Weights::default(),
+            (_, Phase::Idle | Phase::Waiting | Phase::RolledBack) => Weights::default(),
             (Strategy::Canary { steps }, _) => {
                 let w = steps.get(self.step).map_or(0, |s| s.weight);
                 Weights {
@@ -123,7 +123,7 @@ impl RolloutState {
             at_ns: now,
             step: self.step,
             weight: self.weight,
-            outcome,
+            outcome: outcome.to_string(),
             reason,
             checks: checks.to_vec(),
         });
@@ -159,7 +159,13 @@ impl RolloutState {
                         return effects;
                     }
                     HookAnswer::Fail(why) => {
-                        self.roll_back(policy, now, format!("a webhook refused the rollout: {why}"), inputs, &mut effects);
+                        self.roll_back(
+                            policy,
+                            now,
+                            format!("a webhook refused the rollout: {why}"),
+                            inputs,
+                            &mut effects,
+                        );
                         return effects;
                     }
                 }
@@ -177,10 +183,16 @@ impl RolloutState {
                     _ => 0,
                 };
                 if now.saturating_sub(self.step_started_ns) >= keep_old {
-                    self.finish_promotion(policy, now, "the old version's warm period ended", inputs, &mut effects);
+                    self.finish_promotion(
+                        policy,
+                        now,
+                        "the old version's warm period ended",
+                        inputs,
+                        &mut effects,
+                    );
                 }
             }
-            Phase::Paused | Phase::Promoted | Phase::RolledBack => {}
+            Phase::Idle | Phase::Paused | Phase::Promoted | Phase::RolledBack => {}
         }
         effects
     }
@@ -188,7 +200,11 @@ impl RolloutState {
     fn progress(&mut self, policy: &Rollout, inputs: &Inputs, effects: &mut Vec<Effect>) {
         let now = inputs.now;
         // Failures first: a failing canary is never held by a gate.
-        let failure = match (&inputs.judgement, &inputs.budget_exceeded, &inputs.analysis_hooks) {
+        let failure = match (
+            &inputs.judgement,
+            &inputs.budget_exceeded,
+            &inputs.analysis_hooks,
+        ) {
             (Judgement::Fail(why), _, _) => Some(format!("analysis failed: {why}")),
             (_, Some(why), _) => Some(why.clone()),
             (_, _, HookAnswer::Fail(why)) => Some(format!("a rollout webhook failed: {why}")),
@@ -200,7 +216,12 @@ impl RolloutState {
                 OnFailure::Pause => {
                     self.phase = Phase::Paused;
                     self.paused_by = Some("analysis".into());
-                    self.record(now, "pause", format!("{why}; paused for a person (on_failure = pause)"), &inputs.checks);
+                    self.record(
+                        now,
+                        "pause",
+                        format!("{why}; paused for a person (on_failure = pause)"),
+                        &inputs.checks,
+                    );
                 }
             }
             return;
@@ -242,7 +263,12 @@ impl RolloutState {
         if manual && self.paused_by.as_deref() != Some("resumed") {
             self.phase = Phase::Paused;
             self.paused_by = Some("step".into());
-            self.record(now, "pause", format!("step {} asks for `levee rollout resume`", self.step + 1), &inputs.checks);
+            self.record(
+                now,
+                "pause",
+                format!("step {} asks for `levee rollout resume`", self.step + 1),
+                &inputs.checks,
+            );
             return;
         }
         if !self.ready_to_finish(policy) {
@@ -261,7 +287,13 @@ impl RolloutState {
                 return;
             }
             HookAnswer::Fail(why) => {
-                self.roll_back(policy, now, format!("a webhook refused promotion: {why}"), inputs, effects);
+                self.roll_back(
+                    policy,
+                    now,
+                    format!("a webhook refused promotion: {why}"),
+                    inputs,
+                    effects,
+                );
                 return;
             }
         }
@@ -269,9 +301,20 @@ impl RolloutState {
             Strategy::BlueGreen { .. } => {
                 self.step_started_ns = now;
                 self.set_phase(policy, Phase::Switched, effects);
-                self.record(now, "switch", "preview passed; all traffic switched, the old version kept warm".into(), &inputs.checks);
+                self.record(
+                    now,
+                    "switch",
+                    "preview passed; all traffic switched, the old version kept warm".into(),
+                    &inputs.checks,
+                );
             }
-            _ => self.finish_promotion(policy, now, "analysis passed at the last step", inputs, effects),
+            _ => self.finish_promotion(
+                policy,
+                now,
+                "analysis passed at the last step",
+                inputs,
+                effects,
+            ),
         }
     }
 
@@ -289,7 +332,14 @@ impl RolloutState {
         self.record(now, "promote", format!("promoted: {why}"), &inputs.checks);
     }
 
-    fn roll_back(&mut self, policy: &Rollout, now: Nanos, why: String, inputs: &Inputs, effects: &mut Vec<Effect>) {
+    fn roll_back(
+        &mut self,
+        policy: &Rollout,
+        now: Nanos,
+        why: String,
+        inputs: &Inputs,
+        effects: &mut Vec<Effect>,
+    ) {
         self.set_phase(policy, Phase::RolledBack, effects);
         effects.push(Effect::Notify(levee_config::HookPhase::Rollback));
         self.rolled_back_ns = Some(now);
@@ -312,14 +362,20 @@ impl RolloutState {
                 self.record(now, "pause", "paused by hand".into(), &[]);
                 Ok(())
             }
-            other => Err(format!("a rollout that is {} cannot be paused", other.name())),
+            other => Err(format!(
+                "a rollout that is {} cannot be paused",
+                other.name()
+            )),
         }
     }
 
     /// `levee rollout resume`.
     pub(crate) fn resume(&mut self, policy: &Rollout, now: Nanos) -> Result<Vec<Effect>, String> {
         if self.phase != Phase::Paused {
-            return Err(format!("a rollout that is {} cannot be resumed", self.phase.name()));
+            return Err(format!(
+                "a rollout that is {} cannot be resumed",
+                self.phase.name()
+            ));
         }
         let mut effects = Vec::new();
         // A step that waited for a person goes on; one paused by hand or by
@@ -339,11 +395,19 @@ impl RolloutState {
     pub(crate) fn promote(&mut self, policy: &Rollout, now: Nanos) -> Result<Vec<Effect>, String> {
         match self.phase {
             Phase::Promoted => Err("the rollout is already promoted".into()),
-            Phase::RolledBack => Err("a rolled-back rollout is not promoted; change the config to try again".into()),
+            Phase::RolledBack => {
+                Err("a rolled-back rollout is not promoted; change the config to try again".into())
+            }
             _ => {
                 let mut effects = Vec::new();
                 let inputs = Inputs::idle(now);
-                self.finish_promotion(policy, now, "by hand, skipping steps and analysis", &inputs, &mut effects);
+                self.finish_promotion(
+                    policy,
+                    now,
+                    "by hand, skipping steps and analysis",
+                    &inputs,
+                    &mut effects,
+                );
                 Ok(effects)
             }
         }
@@ -353,7 +417,9 @@ impl RolloutState {
     pub(crate) fn abort(&mut self, policy: &Rollout, now: Nanos) -> Result<Vec<Effect>, String> {
         match self.phase {
             Phase::RolledBack => Err("the rollout is already rolled back".into()),
-            Phase::Promoted => Err("the rollout is promoted; `levee rollout undo` goes back".into()),
+            Phase::Promoted => {
+                Err("the rollout is promoted; `levee rollout undo` goes back".into())
+            }
             _ => {
                 let mut effects = Vec::new();
                 let inputs = Inputs::idle(now);
@@ -389,7 +455,12 @@ pub(crate) fn describe_step(policy: &Rollout, step: usize) -> String {
     match &policy.strategy {
         Strategy::Canary { steps } => {
             let w = steps.get(step).map_or(0, |s| s.weight);
-            format!("step {} of {} at {}%", step + 1, steps.len(), f64::from(w) / 100.0)
+            format!(
+                "step {} of {} at {}%",
+                step + 1,
+                steps.len(),
+                f64::from(w) / 100.0
+            )
         }
         Strategy::BlueGreen { .. } => "preview traffic only".into(),
         Strategy::Ab { .. } => "the A/B group only".into(),

@@ -291,7 +291,9 @@ impl Rollouts {
                     Ok(state) => {
                         states.insert(row.route, state);
                     }
-                    Err(e) => tracing::warn!(route = %row.route, error = %e, "a stored rollout could not be read; it starts afresh"),
+                    Err(e) => {
+                        tracing::warn!(route = %row.route, error = %e, "a stored rollout could not be read; it starts afresh")
+                    }
                 }
             }
         }
@@ -313,7 +315,11 @@ impl Rollouts {
     }
 
     fn policy(&self, route: &str) -> Option<Rollout> {
-        let config = self.config.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let config = self
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         config
             .routes
             .iter()
@@ -351,7 +357,9 @@ impl Rollouts {
                 keep
             });
             for route in config.routes.iter() {
-                let Some(policy) = &route.rollout else { continue };
+                let Some(policy) = &route.rollout else {
+                    continue;
+                };
                 let state = states.entry(route.name.clone()).or_insert_with(|| {
                     changed.push(route.name.clone());
                     RolloutState::idle(&route.name, &route.cluster, &policy.strategy, now)
@@ -397,7 +405,11 @@ impl Rollouts {
     }
 
     /// Carries out a command given by hand.
-    pub async fn command(&self, route: &str, command: Command) -> Result<RolloutState, CommandError> {
+    pub async fn command(
+        &self,
+        route: &str,
+        command: Command,
+    ) -> Result<RolloutState, CommandError> {
         let policy = self
             .policy(route)
             .ok_or_else(|| CommandError::NotFound(route.to_string()))?;
@@ -470,7 +482,10 @@ impl Rollouts {
                     if let Some(release) = gateway.and_then(|g| g.release(route)) {
                         let knob = release.weights();
                         if !knob.turn(*w, "rollout", knob.generation()) {
-                            tracing::warn!(route, "the config changed under the rollout; it decides again");
+                            tracing::warn!(
+                                route,
+                                "the config changed under the rollout; it decides again"
+                            );
                         }
                     }
                 }

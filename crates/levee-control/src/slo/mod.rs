@@ -27,7 +27,6 @@ pub(crate) use run::{run, unix_nanos};
 
 use crate::notify::Notifier;
 use arc_swap::ArcSwap;
-use futures_util::future::BoxFuture;
 use incidents::TrackedIncident;
 use levee_config::{Config, Tier};
 use levee_core::metrics::Registry;
@@ -403,4 +402,3 @@ impl SloEngine {
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
-

@@ -18,7 +18,9 @@ pub struct LatencyHistogram {
 impl LatencyHistogram {
     /// Empty.
     pub fn new() -> Self {
-        Self { counts: vec![0; BUCKETS] }
+        Self {
+            counts: vec![0; BUCKETS],
+        }
     }
     /// Adds.
     pub fn add_count(&mut self, bucket: usize, n: u64) {
@@ -27,5 +29,11 @@ impl LatencyHistogram {
     /// Total.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+}
+impl LatencyHistogram {
+    /// Stub.
+    pub fn quantile(&self, _q: f64) -> Option<std::time::Duration> {
+        None
     }
 }
