@@ -18,6 +18,7 @@ mod reload;
 mod resilience;
 mod retries;
 mod routing;
+mod split;
 mod streaming;
 mod tls;
 
