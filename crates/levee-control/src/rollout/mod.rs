@@ -21,6 +21,8 @@ mod analysis;
 mod hooks;
 pub(crate) mod machine;
 mod run;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use run::spawn;
 
