@@ -241,16 +241,6 @@ async fn reload(State(state): State<AdminState>) -> Response {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"ab"));
-    }
-}
-
 /// A rollout as the API shows it: the persisted state, the weights and
 /// counts the data plane has now, and the steps of its policy.
 fn rollout_view(state: &AdminState, rollout: &levee_control::RolloutState) -> serde_json::Value {
@@ -385,5 +375,15 @@ async fn rollout_command(
             Json(json!({"error": "conflict", "message": e.to_string()})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -25,6 +25,8 @@ type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 #[derive(Debug, Clone)]
 pub struct Reply {
     statuses: Vec<u16>,
+    /// Start the statuses over after the last, instead of repeating it.
+    cycle: bool,
     latency: Duration,
     body_size: Option<usize>,
     chunks: Option<(usize, usize, Duration)>,
@@ -47,6 +49,7 @@ impl Default for Reply {
     fn default() -> Self {
         Self {
             statuses: vec![200],
+            cycle: false,
             latency: Duration::ZERO,
             body_size: None,
             chunks: None,
@@ -73,6 +76,15 @@ impl Reply {
     pub fn statuses(statuses: &[u16]) -> Self {
         Self {
             statuses: statuses.to_vec(),
+            ..Self::default()
+        }
+    }
+    /// Answer with these statuses in turn, over and over (`[200, 500]`:
+    /// every second request fails).
+    pub fn cycle(statuses: &[u16]) -> Self {
+        Self {
+            statuses: statuses.to_vec(),
+            cycle: true,
             ..Self::default()
         }
     }
@@ -423,7 +435,8 @@ async fn respond(
     let status = {
         let mut seq = c.seq.lock().unwrap();
         let i = seq.entry(path.clone()).or_default();
-        let s = reply.statuses[(*i).min(reply.statuses.len() - 1)];
+        let n = reply.statuses.len();
+        let s = reply.statuses[if reply.cycle { *i % n } else { (*i).min(n - 1) }];
         *i += 1;
         s
     };

@@ -449,7 +449,9 @@ impl Rollouts {
                                 checks: Vec::new(),
                             });
                             rebuild = true;
-                            Ok(Vec::new())
+                            // At once where the data plane still serves
+                            // both versions; the rebuild covers the rest.
+                            Ok(vec![machine::Effect::Weights(Weights::default())])
                         }
                         None => Err("there is no earlier version to go back to".into()),
                     },

@@ -60,7 +60,10 @@ fn a_canary_walks_its_steps_and_is_promoted() {
     assert_eq!(s.phase, Phase::Waiting);
     let e = s.advance(&policy, &at(0, Judgement::Pending("none".into())));
     assert_eq!(s.phase, Phase::Progressing);
-    assert_eq!(weights_of(&e).map(|w| (w.canary, w.baseline)), Some((500, 500)));
+    assert_eq!(
+        weights_of(&e).map(|w| (w.canary, w.baseline)),
+        Some((500, 500))
+    );
     // Passing early does not cut the pause short.
     assert!(s.advance(&policy, &at(5, Judgement::Pass)).is_empty());
     assert_eq!(s.step, 0);
@@ -81,12 +84,22 @@ fn no_traffic_is_no_decision_and_never_a_pass() {
     let mut s = begun(&policy);
     s.advance(&policy, &at(0, Judgement::Pass));
     for t in 1..100 {
-        s.advance(&policy, &at(t, Judgement::Pending("canary has 0 of 50 samples".into())));
+        s.advance(
+            &policy,
+            &at(t, Judgement::Pending("canary has 0 of 50 samples".into())),
+        );
     }
     assert_eq!(s.phase, Phase::Progressing);
-    assert!(s.reason.as_deref().unwrap().contains("no decision yet"), "{:?}", s.reason);
+    assert!(
+        s.reason.as_deref().unwrap().contains("no decision yet"),
+        "{:?}",
+        s.reason
+    );
     // A long hold is one record, not one per look.
-    assert_eq!(s.decisions.iter().filter(|d| d.outcome == "hold").count(), 1);
+    assert_eq!(
+        s.decisions.iter().filter(|d| d.outcome == "hold").count(),
+        1
+    );
 }
 
 #[test]
@@ -155,7 +168,10 @@ fn spending_too_much_budget_rolls_back() {
 fn webhooks_hold_or_fail_the_start_and_the_promotion() {
     let policy = canary(&[(500, 1, false)]);
     let mut s = begun(&policy);
-    assert_eq!(s.pending_gate(&policy), Some(levee_config::HookPhase::ConfirmRollout));
+    assert_eq!(
+        s.pending_gate(&policy),
+        Some(levee_config::HookPhase::ConfirmRollout)
+    );
     let hold = Inputs {
         gate_hooks: HookAnswer::Hold("confirm-rollout answered 403".into()),
         ..at(0, Judgement::Pass)
@@ -163,7 +179,10 @@ fn webhooks_hold_or_fail_the_start_and_the_promotion() {
     s.advance(&policy, &hold);
     assert_eq!(s.phase, Phase::Waiting);
     s.advance(&policy, &at(1, Judgement::Pass));
-    assert_eq!(s.pending_gate(&policy), Some(levee_config::HookPhase::ConfirmPromotion));
+    assert_eq!(
+        s.pending_gate(&policy),
+        Some(levee_config::HookPhase::ConfirmPromotion)
+    );
     let hold = Inputs {
         gate_hooks: HookAnswer::Hold("not yet".into()),
         ..at(5, Judgement::Pass)
@@ -184,7 +203,10 @@ fn a_manual_step_waits_for_resume() {
     let mut s = begun(&policy);
     s.advance(&policy, &at(0, Judgement::Pass));
     s.advance(&policy, &at(2, Judgement::Pass));
-    assert_eq!((s.phase, s.paused_by.as_deref()), (Phase::Paused, Some("step")));
+    assert_eq!(
+        (s.phase, s.paused_by.as_deref()),
+        (Phase::Paused, Some("step"))
+    );
     let e = s.resume(&policy, T0 + 30 * SEC).unwrap();
     assert_eq!(weights_of(&e).map(|w| w.canary), Some(500));
     s.advance(&policy, &at(31, Judgement::Pass));
@@ -198,7 +220,10 @@ fn commands_skip_steps_and_refuse_what_does_not_apply() {
     s.advance(&policy, &at(0, Judgement::Pass));
     s.pause(T0 + SEC).unwrap();
     assert!(s.pause(T0 + 2 * SEC).is_err());
-    assert!(s.advance(&policy, &at(100, Judgement::Pass)).is_empty(), "paused");
+    assert!(
+        s.advance(&policy, &at(100, Judgement::Pass)).is_empty(),
+        "paused"
+    );
     let e = s.promote(&policy, T0 + 3 * SEC).unwrap();
     assert_eq!(s.phase, Phase::Promoted);
     assert!(e.contains(&Effect::Promoted));
@@ -233,7 +258,11 @@ fn blue_green_judges_the_preview_then_switches_and_keeps_the_old_version_warm() 
     s.advance(&policy, &at(60, Judgement::Pass));
     assert_eq!(s.phase, Phase::Switched, "the old version is still warm");
     let e = s.abort(&policy, T0 + 61 * SEC).unwrap();
-    assert_eq!(weights_of(&e), Some(Weights::default()), "instant switch back");
+    assert_eq!(
+        weights_of(&e),
+        Some(Weights::default()),
+        "instant switch back"
+    );
 
     let mut s = begun(&policy);
     s.advance(&policy, &at(0, Judgement::Pass));

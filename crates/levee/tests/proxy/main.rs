@@ -17,6 +17,7 @@ mod ratelimit;
 mod reload;
 mod resilience;
 mod retries;
+mod rollout;
 mod routing;
 mod split;
 mod streaming;

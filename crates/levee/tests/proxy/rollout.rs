@@ -1,0 +1,274 @@
+//! Rollouts end to end in one process: a route's cluster changed by a
+//! reload is moved progressively, judged on live traffic against its
+//! baseline, promoted or rolled back, gated by the error budget, and
+//! driven by hand through the admin API.
+
+use levee_testkit::{
+    eventually, Client, Cluster, FakeUpstream, GatewayConfig, Reply, Route, TestGateway,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Requests in a loop until stopped, counting answers by status and body.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<HashMap<(u16, String), usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(url: String, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let task = tokio::spawn({
+            let (stop, seen) = (stop.clone(), seen.clone());
+            async move {
+                let c = Client::http1();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c.get(&url).await;
+                    *seen
+                        .lock()
+                        .unwrap()
+                        .entry((r.status.as_u16(), r.body))
+                        .or_insert(0) += 1;
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
+        Self { stop, seen, task }
+    }
+
+    async fn finish(self) -> HashMap<(u16, String), usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        Arc::try_unwrap(self.seen).unwrap().into_inner().unwrap()
+    }
+}
+
+fn config(ups: &[FakeUpstream; 2], cluster: &str, rollout: &str, extra: &str) -> String {
+    GatewayConfig::new()
+        .route(Route::new("api", cluster).raw(&format!("rollout = {rollout}")))
+        .cluster(Cluster::new("v1").endpoint(&ups[0]))
+        .cluster(Cluster::new("v2").endpoint(&ups[1]))
+        .raw(extra)
+        .toml()
+}
+
+async fn move_to(gw: &TestGateway, toml: &str) {
+    let config = levee_config::load_str(toml, levee_config::Format::Toml, "t").unwrap();
+    gw.gateway.reload(config).await.unwrap();
+}
+
+async fn phase(gw: &TestGateway) -> String {
+    gw.control
+        .rollout("api")
+        .map(|r| r.phase.name().to_string())
+        .unwrap_or_default()
+}
+
+async fn wait_for_phase(gw: &TestGateway, want: &str, within: Duration) {
+    let what = format!("the rollout is {want}");
+    eventually(within, &what, || async { phase(gw).await == want }).await;
+}
+
+const FAST: &str = r#"{ steps = [{ weight = 20, pause = "1s" }, { weight = 50, pause = "1s" }], analysis = { min_samples = 20, interval = "200ms" } }"#;
+
+#[tokio::test]
+async fn an_identical_version_is_walked_through_its_steps_and_promoted() {
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2").start().await,
+    ];
+    let gw = TestGateway::start(&config(&ups, "v1", FAST, "")).await;
+    assert_eq!(phase(&gw).await, "idle");
+    let traffic = Traffic::start(gw.url("public"), Duration::from_millis(4));
+    move_to(&gw, &config(&ups, "v2", FAST, "")).await;
+    wait_for_phase(&gw, "promoted", Duration::from_secs(20)).await;
+    let seen = traffic.finish().await;
+    assert!(
+        seen.keys().all(|(status, _)| *status == 200),
+        "no request failed: {seen:?}"
+    );
+    let state = gw.control.rollout("api").unwrap();
+    assert_eq!(state.stable, "v2", "the new version is now the stable one");
+    assert_eq!(state.previous_stable.as_deref(), Some("v1"));
+    let outcomes: Vec<&str> = state.decisions.iter().map(|d| d.outcome.as_str()).collect();
+    assert!(
+        outcomes.contains(&"advance") && outcomes.ends_with(&["promote"]),
+        "{outcomes:?}"
+    );
+    assert!(
+        !state.last_checks.is_empty(),
+        "analysis values are recorded"
+    );
+    let counts = Client::http1().burst(&gw.url("public"), 20).await;
+    assert_eq!(counts.get("v2"), Some(&20), "{counts:?}");
+    // The API shows it with every value beside its threshold.
+    let api = Client::http1()
+        .get(&format!("{}/api/v1/rollouts/api", gw.admin_url()))
+        .await;
+    assert_eq!(api.status, 200);
+    let json = api.json();
+    assert_eq!(json["phase"], "promoted");
+    assert!(json["decisions"].as_array().unwrap().len() >= 3);
+    assert!(gw.metric("levee_rollout_phase{route=\"api\",phase=\"promoted\"}") == 1.0);
+}
+
+#[tokio::test]
+async fn a_version_that_fails_requests_is_rolled_back_and_stays_out() {
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2")
+            .otherwise(Reply::cycle(&[200, 200, 200, 200, 500]))
+            .start()
+            .await,
+    ];
+    let slow = r#"{ steps = [{ weight = 20, pause = "30s" }], analysis = { min_samples = 20, interval = "200ms" } }"#;
+    let gw = TestGateway::start(&config(&ups, "v1", slow, "")).await;
+    let traffic = Traffic::start(gw.url("public"), Duration::from_millis(4));
+    move_to(&gw, &config(&ups, "v2", slow, "")).await;
+    wait_for_phase(&gw, "rolled_back", Duration::from_secs(20)).await;
+    let seen = traffic.finish().await;
+    let state = gw.control.rollout("api").unwrap();
+    assert!(
+        state.reason.as_deref().unwrap_or("").contains("error"),
+        "{:?}",
+        state.reason
+    );
+    assert_eq!(state.stable, "v1");
+    assert!(
+        seen.keys().any(|(s, _)| *s == 500),
+        "v2 failed some: {seen:?}"
+    );
+    // Until the config changes again, the old version serves everything.
+    let counts = Client::http1().burst(&gw.url("public"), 20).await;
+    assert_eq!(counts.get("v1"), Some(&20), "{counts:?}");
+    move_to(&gw, &config(&ups, "v2", slow, "")).await;
+    assert_eq!(
+        phase(&gw).await,
+        "rolled_back",
+        "an unchanged config does not retry"
+    );
+}
+
+#[tokio::test]
+async fn commands_through_the_admin_api_pause_abort_and_undo() {
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2").start().await,
+    ];
+    let held = r#"{ steps = [{ weight = 20, pause = "1h" }], analysis = { min_samples = 20, interval = "200ms" } }"#;
+    let gw = TestGateway::start(&config(&ups, "v1", held, "")).await;
+    move_to(&gw, &config(&ups, "v2", held, "")).await;
+    wait_for_phase(&gw, "progressing", Duration::from_secs(5)).await;
+    let c = Client::http1();
+    let post = |action: &'static str| {
+        let url = format!("{}/api/v1/rollouts/api/{action}", gw.admin_url());
+        let c = c.clone();
+        async move {
+            c.send(http::Request::post(url).body(Default::default()).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post("pause").await.status, 200);
+    let again = post("pause").await;
+    assert_eq!(again.status, 409);
+    assert!(again.json()["message"].as_str().unwrap().contains("paused"));
+    assert_eq!(post("resume").await.status, 200);
+    assert_eq!(post("promote").await.status, 200);
+    assert_eq!(phase(&gw).await, "promoted");
+    assert_eq!(c.burst(&gw.url("public"), 10).await.get("v2"), Some(&10));
+    // Undo goes back to the version before the promotion at once.
+    let undone = post("undo").await;
+    assert_eq!(undone.status, 200, "{}", undone.body);
+    assert_eq!(undone.json()["phase"], "rolled_back");
+    assert_eq!(c.burst(&gw.url("public"), 10).await.get("v1"), Some(&10));
+    assert_eq!(post("bogus").await.status, 404);
+    let missing = c
+        .send(
+            http::Request::post(format!("{}/api/v1/rollouts/nope/abort", gw.admin_url()))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn a_rollout_does_not_start_while_the_error_budget_is_spent() {
+    let ups = [
+        FakeUpstream::builder("v1")
+            .route("/fail", Reply::status(500))
+            .start()
+            .await,
+        FakeUpstream::builder("v2").start().await,
+    ];
+    let slo = r#"
+[alerting]
+evaluate_every = "1s"
+
+[[slos]]
+name = "api-availability"
+route = "api"
+sli = "availability"
+objective = "99%"
+"#;
+    let gw = TestGateway::start(&config(&ups, "v1", FAST, slo)).await;
+    let c = Client::http1();
+    for _ in 0..50 {
+        c.get(&format!("{}/fail", gw.url("public"))).await;
+    }
+    gw.control.evaluate_slos().await;
+    move_to(&gw, &config(&ups, "v2", FAST, slo)).await;
+    let traffic = Traffic::start(gw.url("public"), Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = traffic.finish().await;
+    let state = gw.control.rollout("api").unwrap();
+    assert_eq!(state.phase.name(), "waiting", "{:?}", state.reason);
+    let reason = state.reason.unwrap_or_default();
+    assert!(
+        reason.contains("budget") || reason.contains("page alert"),
+        "{reason}"
+    );
+    assert!(
+        seen.keys().all(|(_, body)| body == "v1"),
+        "nothing reached v2: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_resumes_at_the_same_step() {
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2").start().await,
+    ];
+    let steps = r#"{ steps = [{ weight = 10, pause = "500ms" }, { weight = 50, pause = "1h" }], analysis = { min_samples = 10, interval = "100ms" } }"#;
+    let store = "[store]\npath = \"levee.db\"\n";
+    let gw = TestGateway::start_from_file(&config(&ups, "v1", steps, store)).await;
+    let path = gw.config_path.clone().unwrap();
+    std::fs::write(&path, config(&ups, "v2", steps, store)).unwrap();
+    gw.gateway.reload_from_file().await.unwrap();
+    let traffic = Traffic::start(gw.url("public"), Duration::from_millis(3));
+    eventually(
+        Duration::from_secs(15),
+        "the rollout reaches step 2",
+        || async { gw.control.rollout("api").is_some_and(|r| r.step == 1) },
+    )
+    .await;
+    traffic.finish().await;
+    let before = gw.control.rollout("api").unwrap();
+    let gw = gw.restart().await;
+    let after = gw.control.rollout("api").expect("restored from the store");
+    assert_eq!(
+        (after.phase, after.step, after.weight),
+        (before.phase, 1, 5_000)
+    );
+    assert_eq!(after.decisions, before.decisions);
+    let counts = Client::http1().burst(&gw.url("public"), 400).await;
+    let v2 = counts.get("v2").copied().unwrap_or(0);
+    assert!((140..=260).contains(&v2), "half to v2 at once: {counts:?}");
+}
