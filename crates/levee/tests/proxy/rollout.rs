@@ -272,3 +272,150 @@ async fn a_restart_in_the_middle_resumes_at_the_same_step() {
     let v2 = counts.get("v2").copied().unwrap_or(0);
     assert!((140..=260).contains(&v2), "half to v2 at once: {counts:?}");
 }
+
+#[tokio::test]
+async fn blue_green_judges_preview_traffic_then_switches_with_no_failed_request() {
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2").start().await,
+    ];
+    let bg = r#"{ strategy = "blue_green", preview = "1s", keep_old = "1h", force = [{ header = "x-preview", exact = "1" }], analysis = { min_samples = 20, interval = "100ms" } }"#;
+    let gw = TestGateway::start(&config(&ups, "v1", bg, "")).await;
+    let url = gw.url("public");
+    // The preview header means nothing before the rollout.
+    let c = Client::http1();
+    assert_eq!(c.get_with(&url, &[("x-preview", "1")]).await.body, "v1");
+    let traffic = Traffic::start(url.clone(), Duration::from_millis(3));
+    move_to(&gw, &config(&ups, "v2", bg, "")).await;
+    wait_for_phase(&gw, "progressing", Duration::from_secs(5)).await;
+    // Preview: only requests with the header reach the new version.
+    let previews = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let c = Client::http1();
+            let mut bodies = Vec::new();
+            for _ in 0..60 {
+                bodies.push(c.get_with(&url, &[("x-preview", "1")]).await.body);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            bodies
+        }
+    });
+    wait_for_phase(&gw, "switched", Duration::from_secs(15)).await;
+    let previews = previews.await.unwrap();
+    assert!(previews.iter().all(|b| b == "v2"), "{previews:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Switch back at once: `abort` while the old version is still warm.
+    let abort = c
+        .send(
+            http::Request::post(format!("{}/api/v1/rollouts/api/abort", gw.admin_url()))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(abort.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = traffic.finish().await;
+    assert!(
+        seen.keys().all(|(s, _)| *s == 200),
+        "no request failed: {seen:?}"
+    );
+    let plain: usize = seen
+        .iter()
+        .filter(|((_, b), _)| b == "v2")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(plain > 0, "after the switch everyone reached v2: {seen:?}");
+    assert_eq!(
+        c.burst(&url, 10).await.get("v1"),
+        Some(&10),
+        "switched back"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_gate_the_start_and_hear_the_rollback() {
+    use std::sync::atomic::AtomicU16;
+    // A hook receiver: answers `status` to every POST and records phases.
+    let status = Arc::new(AtomicU16::new(503));
+    let phases = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = listener.local_addr().unwrap();
+    tokio::spawn({
+        let (status, phases) = (status.clone(), phases.clone());
+        async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (status, phases) = (status.clone(), phases.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (status, phases) = (status.clone(), phases.clone());
+                            async move {
+                                use http_body_util::BodyExt;
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let json: serde_json::Value =
+                                    serde_json::from_slice(&body).unwrap();
+                                phases
+                                    .lock()
+                                    .unwrap()
+                                    .push(json["phase"].as_str().unwrap().to_string());
+                                let code = status.load(Ordering::Relaxed);
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(code)
+                                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    });
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2")
+            .otherwise(Reply::status(500))
+            .start()
+            .await,
+    ];
+    let hooked = format!(
+        r#"{{ steps = [{{ weight = 50, pause = "1h" }}], analysis = {{ min_samples = 10, interval = "100ms" }}, webhooks = [{{ phase = "confirm-rollout", url = "http://{hook_addr}/confirm" }}, {{ phase = "rollback", url = "http://{hook_addr}/rollback" }}] }}"#
+    );
+    let gw = TestGateway::start(&config(&ups, "v1", &hooked, "")).await;
+    move_to(&gw, &config(&ups, "v2", &hooked, "")).await;
+    let traffic = Traffic::start(gw.url("public"), Duration::from_millis(3));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        phase(&gw).await,
+        "waiting",
+        "a 503 from confirm-rollout holds the start"
+    );
+    let reason = gw.control.rollout("api").unwrap().reason.unwrap();
+    assert!(
+        reason.contains("confirm-rollout") && reason.contains("503"),
+        "{reason}"
+    );
+    status.store(200, Ordering::Relaxed);
+    wait_for_phase(&gw, "rolled_back", Duration::from_secs(10)).await;
+    traffic.finish().await;
+    eventually(
+        Duration::from_secs(5),
+        "the rollback hook is called",
+        || async { phases.lock().unwrap().iter().any(|p| p == "rollback") },
+    )
+    .await;
+    assert!(phases
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p == "confirm-rollout"));
+}
