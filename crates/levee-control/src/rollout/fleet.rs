@@ -1,0 +1,278 @@
+//! Rollouts across several gateways sharing one Redis: one replica leads
+//! each rollout, every replica serves the leader's weights.
+//!
+//! - **Lease**: `levee:rollout:{route}:leader` holds the leader's instance
+//!   id with a 3 s expiry, taken with `SET NX PX` and renewed every tick
+//!   only by its holder (a compare-and-extend script). A dead leader's
+//!   lease runs out and the next replica to ask takes it over, continuing
+//!   from the shared state.
+//! - **State**: the leader writes the whole `RolloutState` (JSON, with a
+//!   growing `revision`) to `levee:rollout:{route}:state` after each
+//!   decision; followers read it every tick and adopt a newer revision,
+//!   turning their own weights knob, so every replica serves the same
+//!   weights within a tick of a decision. A replica that starts mid-
+//!   rollout reads the state before it builds its routes.
+//! - **Counts**: each replica writes its per-version counts (canary and
+//!   baseline: requests, bad, within each threshold, latency buckets) to
+//!   the hash `levee:rollout:{route}:{stable}:{canary}:counts` under its
+//!   instance id; the leader judges the sum, so the verdict sees the whole
+//!   fleet's traffic.
+//! - **Commands** given to a follower are queued on
+//!   `levee:rollout:{route}:commands` for the leader to carry out.
+//!
+//! Redis being away never stops traffic: each replica keeps serving its
+//! last weights, and a leader that cannot renew its lease stops deciding.
+
+use super::{Command, RolloutState};
+use levee_policy::judge::histogram::LatencyHistogram;
+use levee_proxy::release::VersionSnapshot;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long a leader's lease lasts without renewal.
+pub(crate) const LEASE: Duration = Duration::from_secs(3);
+
+/// Extends the lease if `ARGV[1]` holds it, or takes it if free.
+const LEAD_LUA: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+elseif not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// One replica's counts of one version, as shared.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct SharedCounts {
+    pub(crate) total: u64,
+    pub(crate) bad: u64,
+    /// Good answers within each threshold, in nanoseconds.
+    pub(crate) within: Vec<(u64, u64)>,
+    /// Non-empty latency buckets: (bucket, count).
+    pub(crate) latency: Vec<(usize, u64)>,
+}
+
+impl SharedCounts {
+    pub(crate) fn of(s: &VersionSnapshot) -> Self {
+        let r = s.latency.occupied();
+        Self {
+            total: s.total,
+            bad: s.bad,
+            within: s
+                .within
+                .iter()
+                .map(|(d, n)| (u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), *n))
+                .collect(),
+            latency: s.latency.counts()[r.clone()]
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (r.start + i, *n))
+                .collect(),
+        }
+    }
+
+    /// Adds `other` into `into`.
+    pub(crate) fn add_to(&self, into: &mut VersionSnapshot) {
+        into.total += self.total;
+        into.bad += self.bad;
+        for (t, n) in &self.within {
+            let t = Duration::from_nanos(*t);
+            match into.within.iter_mut().find(|(d, _)| *d == t) {
+                Some((_, m)) => *m += n,
+                None => into.within.push((t, *n)),
+            }
+        }
+        for (bucket, n) in &self.latency {
+            if *bucket < levee_policy::judge::histogram::BUCKETS {
+                into.latency.add_count(*bucket, *n);
+            }
+        }
+    }
+}
+
+/// A replica's counts of a rollout's canary and baseline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ReplicaCounts {
+    pub(crate) canary: SharedCounts,
+    pub(crate) baseline: SharedCounts,
+}
+
+/// An empty snapshot to sum into.
+pub(crate) fn empty_snapshot() -> VersionSnapshot {
+    VersionSnapshot {
+        total: 0,
+        bad: 0,
+        within: Vec::new(),
+        latency: LatencyHistogram::new(),
+    }
+}
+
+/// This replica's link to the fleet.
+pub(crate) struct Fleet {
+    conn: ConnectionManager,
+    /// This replica's id: unique per process.
+    pub(crate) instance: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(route: &str, what: &str) -> String {
+    format!("levee:rollout:{route}:{what}")
+}
+
+impl Fleet {
+    /// Connects to `redis` (within a few timeouts); `None` when it cannot,
+    /// so the gateway starts anyway and rolls out on its own.
+    pub(crate) async fn connect(redis: &levee_config::Redis) -> Option<Self> {
+        let timeout = redis.timeout.max(Duration::from_millis(500));
+        let client = redis::Client::open(redis.url.expose()).ok()?;
+        let conn = tokio::time::timeout(timeout * 4, ConnectionManager::new(client))
+            .await
+            .ok()?
+            .ok()?;
+        let instance = format!(
+            "{}-{:016x}",
+            std::process::id(),
+            levee_policy::hash::mix64(levee_core::time::unix_nanos())
+        );
+        Some(Self {
+            conn,
+            instance,
+            timeout,
+        })
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(self.timeout, cmd.query_async(&mut conn))
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Takes or renews the lease of `route`'s rollout; true while this
+    /// replica leads it.
+    pub(crate) async fn lead(&self, route: &str) -> bool {
+        let script = redis::Script::new(LEAD_LUA);
+        let mut inv = script.key(key(route, "leader"));
+        inv.arg(&self.instance).arg(LEASE.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        let led: Option<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        led == Some(1)
+    }
+
+    /// Who leads `route`'s rollout now.
+    pub(crate) async fn leader(&self, route: &str) -> Option<String> {
+        self.run(redis::cmd("GET").arg(key(route, "leader"))).await
+    }
+
+    /// Gives the lease up (a clean shutdown), so another takes over now.
+    pub(crate) async fn resign(&self, route: &str) {
+        if self.leader(route).await.as_deref() == Some(self.instance.as_str()) {
+            let _: Option<i64> = self.run(redis::cmd("DEL").arg(key(route, "leader"))).await;
+        }
+    }
+
+    /// The shared state of `route`'s rollout.
+    pub(crate) async fn state(&self, route: &str) -> Option<RolloutState> {
+        let text: Option<String> = self.run(redis::cmd("GET").arg(key(route, "state"))).await?;
+        serde_json::from_str(&text?).ok()
+    }
+
+    /// Publishes `state` (the leader, after a decision).
+    pub(crate) async fn publish(&self, state: &RolloutState) -> bool {
+        let Ok(text) = serde_json::to_string(state) else {
+            return false;
+        };
+        self.run::<()>(redis::cmd("SET").arg(key(&state.route, "state")).arg(text))
+            .await
+            .is_some()
+    }
+
+    /// Forgets `route`'s shared rollout (it has no rollout policy any more).
+    pub(crate) async fn forget(&self, route: &str) {
+        let _: Option<i64> = self
+            .run(redis::cmd("DEL").arg(key(route, "state")).arg(key(route, "commands")))
+            .await;
+    }
+
+    fn counts_key(state: &RolloutState) -> String {
+        key(
+            &state.route,
+            &format!(
+                "{}:{}:counts",
+                state.stable,
+                state.canary.as_deref().unwrap_or("")
+            ),
+        )
+    }
+
+    /// Shares this replica's counts of the rollout in `state`.
+    pub(crate) async fn share_counts(&self, state: &RolloutState, counts: &ReplicaCounts) {
+        let Ok(text) = serde_json::to_string(counts) else {
+            return;
+        };
+        let _: Option<i64> = self
+            .run(
+                redis::cmd("HSET")
+                    .arg(Self::counts_key(state))
+                    .arg(&self.instance)
+                    .arg(text),
+            )
+            .await;
+    }
+
+    /// Every replica's counts of the rollout in `state`.
+    pub(crate) async fn fleet_counts(&self, state: &RolloutState) -> Option<Vec<ReplicaCounts>> {
+        let all: std::collections::HashMap<String, String> = self
+            .run(redis::cmd("HGETALL").arg(Self::counts_key(state)))
+            .await?;
+        Some(
+            all.values()
+                .filter_map(|v| serde_json::from_str(v).ok())
+                .collect(),
+        )
+    }
+
+    /// Queues `command` for the leader.
+    pub(crate) async fn queue(&self, route: &str, command: Command) -> bool {
+        self.run::<i64>(
+            redis::cmd("RPUSH")
+                .arg(key(route, "commands"))
+                .arg(command.name()),
+        )
+        .await
+        .is_some()
+    }
+
+    /// Takes the commands queued for `route` (the leader).
+    pub(crate) async fn take_commands(&self, route: &str) -> Vec<Command> {
+        let k = key(route, "commands");
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("LRANGE").arg(&k).arg(0).arg(-1).cmd("DEL").arg(&k).ignore();
+        let mut conn = self.conn.clone();
+        let taken: Option<(Vec<String>,)> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        taken
+            .map(|(names,)| names.iter().filter_map(|n| Command::parse(n)).collect())
+            .unwrap_or_default()
+    }
+}
