@@ -248,7 +248,11 @@ pub fn judge(config: &AnalysisConfig, canary: &VersionSample, baseline: &Version
     }
     for limit in &config.latency_limits {
         let (absolute_name, ratio_name) = quantile_names(limit.quantile);
-        let canary_ms = canary.latency.quantile_micros(limit.quantile).unwrap_or(0.0) / 1000.0;
+        let canary_ms = canary
+            .latency
+            .quantile_micros(limit.quantile)
+            .unwrap_or(0.0)
+            / 1000.0;
         let threshold_check = |name, value: f64, threshold: f64| Check {
             name,
             quantile: Some(limit.quantile),
@@ -272,7 +276,11 @@ pub fn judge(config: &AnalysisConfig, canary: &VersionSample, baseline: &Version
             ));
         }
         if let Some(max_ratio) = limit.max_ratio {
-            let baseline_ms = baseline.latency.quantile_micros(limit.quantile).unwrap_or(0.0) / 1000.0;
+            let baseline_ms = baseline
+                .latency
+                .quantile_micros(limit.quantile)
+                .unwrap_or(0.0)
+                / 1000.0;
             // Half a microsecond keeps an all-zero baseline from dividing by 0.
             let ratio = canary_ms / baseline_ms.max(0.0005);
             checks.push(threshold_check(ratio_name, ratio, max_ratio));
@@ -297,7 +305,12 @@ fn decide(
     let failed: Vec<String> = checks
         .iter()
         .filter(|check| check.outcome == CheckOutcome::Failed)
-        .map(|check| format!("{} {:.4} over {:.4}", check.name, check.value, check.threshold))
+        .map(|check| {
+            format!(
+                "{} {:.4} over {:.4}",
+                check.name, check.value, check.threshold
+            )
+        })
         .collect();
     if !failed.is_empty() {
         return (Decision::Fail, failed.join("; "));
@@ -318,7 +331,10 @@ fn decide(
         }
         return (Decision::Inconclusive, short.join("; "));
     }
-    (Decision::Pass, format!("all {} checks passed", checks.len()))
+    (
+        Decision::Pass,
+        format!("all {} checks passed", checks.len()),
+    )
 }
 
 /// Check names for a quantile: conventional ones spelled out, since names
@@ -335,7 +351,10 @@ fn quantile_names(quantile: f64) -> (&'static str, &'static str) {
     NAMED
         .iter()
         .find(|(q, _, _)| (q - quantile).abs() < 1e-9)
-        .map_or(("latency_quantile", "latency_quantile_ratio"), |(_, a, r)| (a, r))
+        .map_or(
+            ("latency_quantile", "latency_quantile_ratio"),
+            |(_, a, r)| (a, r),
+        )
 }
 
 #[cfg(test)]
@@ -362,7 +381,11 @@ mod tests {
     fn too_few_samples_is_inconclusive_and_says_why() {
         let h = spread(12, 10);
         let big = spread(80, 10);
-        let verdict = judge(&AnalysisConfig::default(), &sample(12, 0, &h), &sample(80, 0, &big));
+        let verdict = judge(
+            &AnalysisConfig::default(),
+            &sample(12, 0, &h),
+            &sample(80, 0, &big),
+        );
         assert_eq!(verdict.decision, Decision::Inconclusive);
         assert_eq!(verdict.reason, "canary has 12 of 50 samples");
     }
@@ -388,7 +411,11 @@ mod tests {
         let h = spread(5, 10);
         let verdict = judge(&config, &sample(5, 5, &h), &sample(5, 0, &h));
         assert_eq!(verdict.decision, Decision::Fail);
-        assert!(verdict.reason.starts_with("error_rate"), "{}", verdict.reason);
+        assert!(
+            verdict.reason.starts_with("error_rate"),
+            "{}",
+            verdict.reason
+        );
     }
 
     #[test]
@@ -409,19 +436,35 @@ mod tests {
         let fast = spread(60, 10);
         let verdict = judge(&config, &sample(60, 0, &slow), &sample(60, 0, &fast));
         assert_eq!(verdict.decision, Decision::Fail);
-        let p99 = verdict.checks.iter().find(|c| c.name == "latency_p99").unwrap();
+        let p99 = verdict
+            .checks
+            .iter()
+            .find(|c| c.name == "latency_p99")
+            .unwrap();
         assert_eq!(p99.outcome, CheckOutcome::Failed);
         assert!(p99.value > 29.0 && p99.value < 31.0, "{p99:?}");
-        let ratio = verdict.checks.iter().find(|c| c.name == "latency_p99_ratio").unwrap();
+        let ratio = verdict
+            .checks
+            .iter()
+            .find(|c| c.name == "latency_p99_ratio")
+            .unwrap();
         assert!((ratio.value - 2.0).abs() < 0.1, "{ratio:?}");
     }
 
     #[test]
     fn an_equal_canary_passes_with_values_beside_thresholds() {
         let h = spread(200, 10);
-        let verdict = judge(&AnalysisConfig::default(), &sample(200, 1, &h), &sample(200, 1, &h));
+        let verdict = judge(
+            &AnalysisConfig::default(),
+            &sample(200, 1, &h),
+            &sample(200, 1, &h),
+        );
         assert_eq!(verdict.decision, Decision::Pass, "{verdict:?}");
-        let rank = verdict.checks.iter().find(|c| c.name == "latency_rank").unwrap();
+        let rank = verdict
+            .checks
+            .iter()
+            .find(|c| c.name == "latency_rank")
+            .unwrap();
         assert!(rank.value.abs() < 0.02 && rank.threshold == 0.10);
         assert!((rank.statistic_limit.unwrap() - (2.0f64 / 0.02).ln()).abs() < 1e-9);
     }

@@ -119,7 +119,7 @@ pub fn mann_whitney(
     }
     let total = n + m;
     let variance = n * m / 12.0 * ((total + 1.0) - tie_sum / (total * (total - 1.0)));
-    if !(variance > 0.0) || !variance.is_finite() {
+    if !positive(variance) {
         return None;
     }
     let pairs = n * m;
@@ -172,7 +172,10 @@ fn scaled_counts(histogram: &LatencyHistogram, scale: f64) -> Vec<f64> {
 /// The Hodges-Lehmann estimate of how much slower the canary is, in
 /// microseconds: the median of the pairwise differences canary − baseline.
 /// `None` when either side is empty.
-pub fn hodges_lehmann_micros(canary: &LatencyHistogram, baseline: &LatencyHistogram) -> Option<f64> {
+pub fn hodges_lehmann_micros(
+    canary: &LatencyHistogram,
+    baseline: &LatencyHistogram,
+) -> Option<f64> {
     let canary_counts = canary.counts();
     let n = canary.count() as f64;
     let m = baseline.count() as f64;
@@ -200,8 +203,12 @@ pub fn hodges_lehmann_micros(canary: &LatencyHistogram, baseline: &LatencyHistog
         .filter(|(_, c)| **c > 0)
         .map(|(i, c)| (bucket_mid_micros(i), *c as f64))
         .collect();
-    let pairs_at_or_below =
-        |d: f64| -> f64 { baseline_points.iter().map(|(y, w)| w * canary_at_or_below(y + d)).sum() };
+    let pairs_at_or_below = |d: f64| -> f64 {
+        baseline_points
+            .iter()
+            .map(|(y, w)| w * canary_at_or_below(y + d))
+            .sum()
+    };
 
     let first = canary_counts.iter().position(|c| *c > 0)?;
     let last = canary_counts.iter().rposition(|c| *c > 0)?;
@@ -236,13 +243,14 @@ pub fn relative_shift(canary: &LatencyHistogram, baseline: &LatencyHistogram) ->
 /// H0 boundary by `excess` with variance `variance`, mixing scale
 /// `mixing_sd` (see the module doc). 0 for degenerate input.
 pub fn mixture_log_lr(excess: f64, variance: f64, mixing_sd: f64) -> f64 {
-    if !(variance > 0.0) || !(mixing_sd > 0.0) || !excess.is_finite() || !variance.is_finite() {
+    if !positive(variance) || !positive(mixing_sd) || !excess.is_finite() {
         return 0.0;
     }
     let s = mixing_sd * mixing_sd / variance;
     let z = excess / variance.sqrt();
     let r = s / (1.0 + s);
-    let log_lr = std::f64::consts::LN_2 - 0.5 * s.ln_1p() + 0.5 * z * z * r + ln_normal_cdf(z * r.sqrt());
+    let log_lr =
+        std::f64::consts::LN_2 - 0.5 * s.ln_1p() + 0.5 * z * z * r + ln_normal_cdf(z * r.sqrt());
     if log_lr.is_finite() {
         log_lr
     } else {
@@ -268,10 +276,10 @@ const ERROR_RATE_ODDS_RATIOS: [f64; 5] = [1.5, 2.0, 3.0, 5.0, 8.0];
 pub fn error_rate_log_lr(bad: u64, total: u64, limit: f64) -> f64 {
     let bad = bad.min(total) as f64;
     let good = total as f64 - bad;
-    if !(limit < 1.0) {
+    if limit.is_nan() || limit >= 1.0 {
         return 0.0;
     }
-    if !(limit > 0.0) {
+    if limit <= 0.0 {
         // Under "no errors at all" one error is proof; f64::MAX rather than
         // infinity so the number survives JSON.
         return if bad > 0.0 { f64::MAX } else { 0.0 };
@@ -338,6 +346,11 @@ pub fn error_difference(
     }
 }
 
+/// Whether `x` is a usable variance or scale: finite and above zero.
+fn positive(x: f64) -> bool {
+    x > 0.0 && x.is_finite()
+}
+
 /// ln Φ(y), accurate in both tails: Φ(y) = ½·erfc(−y/√2), with erfc from
 /// the Chebyshev fit in Numerical Recipes (relative error below 1.2e-7),
 /// which is already a logarithm before the exponential.
@@ -380,7 +393,12 @@ mod tests {
 
     #[test]
     fn normal_cdf_matches_known_values() {
-        for (y, p) in [(0.0, 0.5), (1.96, 0.975_002_1), (-1.96, 0.024_997_9), (-5.0, 2.866_515_7e-7)] {
+        for (y, p) in [
+            (0.0, 0.5),
+            (1.96, 0.975_002_1),
+            (-1.96, 0.024_997_9),
+            (-5.0, 2.866_515_7e-7),
+        ] {
             let got = ln_normal_cdf(y).exp();
             assert!((got - p).abs() / p < 1e-6, "Φ({y}) = {got}, want {p}");
         }
@@ -413,7 +431,10 @@ mod tests {
             .map(|(i, c)| c * bucket_mid_micros(i))
             .sum::<f64>()
             / 40.0;
-        assert!((weighted_mean / 15_000.0 - 1.0).abs() < 0.04, "{weighted_mean}");
+        assert!(
+            (weighted_mean / 15_000.0 - 1.0).abs() < 0.04,
+            "{weighted_mean}"
+        );
     }
 
     #[test]
