@@ -77,6 +77,8 @@
 //! Nothing here panics or returns NaN on empty, one-bucket or zero-variance
 //! input: those give `None` or a log-likelihood ratio of 0.
 
+use std::ops::Range;
+
 use super::histogram::{bucket_mid_micros, bucket_of_f64, bucket_span, LatencyHistogram, BUCKETS};
 
 /// The rank comparison of canary latency against (scaled) baseline latency.
@@ -101,17 +103,21 @@ pub fn mann_whitney(
     baseline: &LatencyHistogram,
     baseline_scale: f64,
 ) -> Option<RankComparison> {
-    let canary_counts: Vec<f64> = canary.counts().iter().map(|c| *c as f64).collect();
-    let baseline_counts = scaled_counts(baseline, baseline_scale);
-    let n: f64 = canary_counts.iter().sum();
-    let m: f64 = baseline_counts.iter().sum();
+    let n = canary.count() as f64;
+    let m = baseline.count() as f64;
     if n <= 0.0 || m <= 0.0 {
         return None;
     }
+    let (baseline_counts, baseline_occupied) = scaled_counts(baseline, baseline_scale);
+    let canary_counts = canary.counts();
+    let canary_occupied = canary.occupied();
     let mut u = 0.0;
     let mut baseline_below = 0.0;
     let mut tie_sum = 0.0;
-    for (a, b) in canary_counts.iter().zip(&baseline_counts) {
+    let from = canary_occupied.start.min(baseline_occupied.start);
+    let to = canary_occupied.end.max(baseline_occupied.end);
+    for i in from..to {
+        let (a, b) = (canary_counts[i] as f64, baseline_counts[i]);
         u += a * (baseline_below + b / 2.0);
         baseline_below += b;
         let t = a + b;
@@ -133,40 +139,43 @@ pub fn mann_whitney(
 
 /// The baseline's counts with every value multiplied by `scale`: each
 /// bucket's span is scaled and its count spread over the buckets the scaled
-/// span overlaps, in proportion to the overlap.
-fn scaled_counts(histogram: &LatencyHistogram, scale: f64) -> Vec<f64> {
+/// span overlaps, in proportion to the overlap. Also returns the buckets
+/// that may be non-empty.
+fn scaled_counts(histogram: &LatencyHistogram, scale: f64) -> (Vec<f64>, Range<usize>) {
     let counts = histogram.counts();
+    let occupied = histogram.occupied();
     if scale == 1.0 || !scale.is_finite() || scale <= 0.0 {
-        return counts.iter().map(|c| *c as f64).collect();
+        return (counts.iter().map(|c| *c as f64).collect(), occupied);
     }
     let mut scaled = vec![0.0; BUCKETS];
-    for (i, count) in counts.iter().enumerate() {
-        if *count == 0 {
+    let (mut first, mut end) = (BUCKETS, 0);
+    for i in occupied {
+        if counts[i] == 0 {
             continue;
         }
-        let count = *count as f64;
+        let count = counts[i] as f64;
         if i == BUCKETS - 1 {
             // Past the layout: it stays past the layout.
             scaled[i] += count;
+            first = first.min(i);
+            end = BUCKETS;
             continue;
         }
         let (from, to) = bucket_span(i);
         let (from, to) = ((from * scale).max(-0.5), to * scale);
         let width = to - from;
-        for (target, slot) in scaled
-            .iter_mut()
-            .enumerate()
-            .take(bucket_of_f64(to) + 1)
-            .skip(bucket_of_f64(from))
-        {
+        let targets = bucket_of_f64(from)..bucket_of_f64(to) + 1;
+        first = first.min(targets.start);
+        end = end.max(targets.end);
+        for target in targets {
             let (t_from, t_to) = bucket_span(target);
             let overlap = to.min(t_to) - from.max(t_from);
             if overlap > 0.0 {
-                *slot += count * overlap / width;
+                scaled[target] += count * overlap / width;
             }
         }
     }
-    scaled
+    (scaled, first.min(end)..end)
 }
 
 /// The Hodges-Lehmann estimate of how much slower the canary is, in
@@ -182,26 +191,31 @@ pub fn hodges_lehmann_micros(
     if n == 0.0 || m == 0.0 {
         return None;
     }
-    // Canary cumulative counts, for F_X in O(1).
-    let mut below = Vec::with_capacity(BUCKETS + 1);
+    // Canary cumulative counts over its occupied buckets, for F_X in O(1).
+    let occupied = canary.occupied();
+    let mut below = Vec::with_capacity(occupied.len());
     let mut running = 0.0;
-    below.push(0.0);
-    for c in canary_counts {
-        running += *c as f64;
+    for i in occupied.clone() {
         below.push(running);
+        running += canary_counts[i] as f64;
     }
     let canary_at_or_below = |x: f64| -> f64 {
         let i = bucket_of_f64(x);
+        if i < occupied.start {
+            return 0.0;
+        }
+        if i >= occupied.end {
+            return n;
+        }
         let (from, to) = bucket_span(i);
         let share = ((x - from) / (to - from)).clamp(0.0, 1.0);
-        below[i] + canary_counts[i] as f64 * share
+        below[i - occupied.start] + canary_counts[i] as f64 * share
     };
+    let baseline_counts = baseline.counts();
     let baseline_points: Vec<(f64, f64)> = baseline
-        .counts()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c > 0)
-        .map(|(i, c)| (bucket_mid_micros(i), *c as f64))
+        .occupied()
+        .filter(|i| baseline_counts[*i] > 0)
+        .map(|i| (bucket_mid_micros(i), baseline_counts[i] as f64))
         .collect();
     let pairs_at_or_below = |d: f64| -> f64 {
         baseline_points
@@ -210,15 +224,16 @@ pub fn hodges_lehmann_micros(
             .sum()
     };
 
-    let first = canary_counts.iter().position(|c| *c > 0)?;
-    let last = canary_counts.iter().rposition(|c| *c > 0)?;
     let (lowest_y, highest_y) = (baseline_points.first()?.0, baseline_points.last()?.0);
-    let mut low = bucket_span(first).0 - highest_y;
-    let mut high = bucket_span(last).1 - lowest_y;
+    let mut low = bucket_span(occupied.start).0 - highest_y;
+    let mut high = bucket_span(occupied.end - 1).1 - lowest_y;
     let half = n * m / 2.0;
-    // Half a microsecond is finer than any bucket; 60 steps bound the work.
+    // Buckets are up to 6% wide, so a thousandth of the smallest baseline
+    // value (or half a microsecond) is finer than the data; 60 steps bound
+    // the work whatever the input.
+    let precision = (lowest_y * 1e-3).max(0.5);
     for _ in 0..60 {
-        if high - low <= 0.5 {
+        if high - low <= precision {
             break;
         }
         let mid = (low + high) / 2.0;
@@ -423,7 +438,11 @@ mod tests {
     #[test]
     fn scaling_the_baseline_moves_it_and_keeps_its_count() {
         let baseline = histogram(&[10_000; 40]);
-        let scaled = scaled_counts(&baseline, 1.5);
+        let (scaled, occupied) = scaled_counts(&baseline, 1.5);
+        assert!(scaled[..occupied.start]
+            .iter()
+            .chain(&scaled[occupied.end..])
+            .all(|c| *c == 0.0));
         assert!((scaled.iter().sum::<f64>() - 40.0).abs() < 1e-9);
         let weighted_mean: f64 = scaled
             .iter()
@@ -454,6 +473,31 @@ mod tests {
         assert!(error_rate_log_lr(100, 1000, 0.01) > 50.0);
         assert!(error_rate_log_lr(1, 1, 0.0) > 20.0);
         assert_eq!(error_rate_log_lr(5, 5, 1.0), 0.0);
+    }
+
+    #[test]
+    fn mixture_formula_matches_the_integral_it_comes_from() {
+        // Λ = ∫₀^∞ exp(δx/V − δ²/(2V)) · 2φ(δ/τ)/τ dδ, by the midpoint rule.
+        for (x, variance, tau) in [(0.3, 0.01, 0.1), (-0.05, 0.004, 0.2), (0.02, 0.0004, 0.05)] {
+            let steps = 200_000;
+            let top = 12.0 * tau;
+            let step = top / steps as f64;
+            let integral: f64 = (0..steps)
+                .map(|i| {
+                    let delta = (i as f64 + 0.5) * step;
+                    let lr = (delta * x / variance - delta * delta / (2.0 * variance)).exp();
+                    let prior = 2.0 * (-(delta / tau).powi(2) / 2.0).exp()
+                        / (tau * (2.0 * std::f64::consts::PI).sqrt());
+                    lr * prior * step
+                })
+                .sum();
+            let closed = mixture_log_lr(x, variance, tau);
+            assert!(
+                (closed - integral.ln()).abs() < 1e-4,
+                "{x} {variance} {tau}: {closed} vs {}",
+                integral.ln()
+            );
+        }
     }
 
     #[test]
@@ -489,6 +533,37 @@ mod tests {
             prop_assert!(error_rate_log_lr(bad, total, limit).is_finite());
             let diff = error_difference(bad, total, total / 3, total, limit);
             prop_assert!(diff.difference.is_finite() && diff.log_lr.is_finite() && diff.z.is_finite());
+        }
+
+        #[test]
+        fn rank_test_matches_a_naive_count_with_midranks(
+            canary in prop::collection::vec(0u64..32, 1..40),
+            baseline in prop::collection::vec(0u64..32, 1..40),
+        ) {
+            // Values below 32 µs have buckets of their own, so bucketing is exact.
+            let naive_u: f64 = canary
+                .iter()
+                .flat_map(|x| baseline.iter().map(move |y| match x.cmp(y) {
+                    std::cmp::Ordering::Greater => 1.0,
+                    std::cmp::Ordering::Equal => 0.5,
+                    std::cmp::Ordering::Less => 0.0,
+                }))
+                .sum();
+            let (n, m) = (canary.len() as f64, baseline.len() as f64);
+            let all: Vec<u64> = canary.iter().chain(&baseline).copied().collect();
+            let ties: f64 = (0..32u64)
+                .map(|v| all.iter().filter(|a| **a == v).count() as f64)
+                .map(|t| t * t * t - t)
+                .sum();
+            let total = n + m;
+            let variance = n * m / 12.0 * (total + 1.0 - ties / (total * (total - 1.0)));
+            match mann_whitney(&histogram(&canary), &histogram(&baseline), 1.0) {
+                Some(rank) => {
+                    prop_assert!((rank.u - naive_u).abs() < 1e-9);
+                    prop_assert!((rank.z - (naive_u - n * m / 2.0) / variance.sqrt()).abs() < 1e-9);
+                }
+                None => prop_assert!(variance <= 1e-12),
+            }
         }
 
         #[test]
