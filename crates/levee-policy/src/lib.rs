@@ -7,7 +7,9 @@
 //! priority failover and zone-aware routing ([`locality`]), the weight ramp
 //! for returning endpoints ([`slow_start`]), GCRA rate limiting with a
 //! bounded keyed table ([`ratelimit`]), and the adaptive concurrency limit
-//! per cluster, by gradient, AIMD or Vegas ([`concurrency`]).
+//! per cluster, by gradient, AIMD or Vegas ([`concurrency`]), and the
+//! canary judge: the shared latency bucket layout and the sequential tests
+//! that fail a canary against its baseline ([`judge`]).
 
 pub mod admission;
 pub mod balancer;
