@@ -85,7 +85,7 @@ impl Default for AnalysisConfig {
 }
 
 /// One version's cumulative counts since the step began.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VersionSample<'a> {
     /// Requests.
     pub total: u64,
@@ -225,12 +225,18 @@ pub fn judge(config: &AnalysisConfig, canary: &VersionSample, baseline: &Version
     }
     if let Some(tolerance) = config.latency_tolerance {
         let (shift, log_lr) = if both_timed {
-            let log_lr = stats::mann_whitney(canary.latency, baseline.latency, 1.0 + tolerance)
-                .map_or(0.0, |rank| {
-                    stats::mixture_log_lr(rank.effect, rank.effect_variance, stats::RANK_MIXING_SD)
-                });
-            let shift = stats::relative_shift(canary.latency, baseline.latency).unwrap_or(0.0);
-            (shift, log_lr)
+            match stats::mann_whitney(canary.latency, baseline.latency, 1.0 + tolerance) {
+                Some(rank) => (
+                    rank.relative_shift,
+                    stats::mixture_log_lr(rank.effect, rank.effect_variance, stats::RANK_MIXING_SD),
+                ),
+                // Every request in one bucket: no rank evidence, but the
+                // shift is still worth showing.
+                None => (
+                    stats::relative_shift(canary.latency, baseline.latency).unwrap_or(0.0),
+                    0.0,
+                ),
+            }
         } else {
             // The shift estimate costs O(B) per bisection step; skip it
             // while it could not count anyway.
