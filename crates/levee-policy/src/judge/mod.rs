@@ -211,16 +211,20 @@ pub fn judge(config: &AnalysisConfig, canary: &VersionSample, baseline: &Version
             baseline.total,
             tolerance,
         );
-        // Normal approximation: no verdict either way on small samples.
-        let log_lr = if both_counted { comparison.log_lr } else { 0.0 };
         checks.push(Check {
             name: "error_increase",
             quantile: None,
             value: comparison.difference,
             threshold: tolerance,
-            statistic: Some(log_lr),
+            statistic: Some(comparison.log_lr),
             statistic_limit: Some(log_lr_limit),
-            outcome: sequential(log_lr, both_counted),
+            // A normal approximation: shown early, but no verdict either
+            // way on small samples.
+            outcome: if both_counted {
+                sequential(comparison.log_lr, true)
+            } else {
+                CheckOutcome::NotEnoughData
+            },
         });
     }
     if let Some(tolerance) = config.latency_tolerance {

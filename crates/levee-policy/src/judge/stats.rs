@@ -32,7 +32,7 @@
 //! It is found by bisection on d, counting pairs with X − Y ≤ d as
 //! Σⱼ bⱼ · F_X(yⱼ + d), with F_X the canary's bucketed distribution
 //! (uniform within a bucket) and yⱼ baseline bucket midpoints: O(B) per step,
-//! about 20 steps, instead of sorting O(B²) pair differences.
+//! a dozen or so steps, instead of sorting O(B²) pair differences.
 //!
 //! # Errors: one exact and one asymptotic test
 //!
@@ -72,7 +72,9 @@
 //! rate difference. Their validity is asymptotic (normal approximation with
 //! a plug-in variance); the judge lets them decide only past a minimum
 //! sample size. τ (the mixing scale) is where the test is most sensitive;
-//! larger values find big regressions sooner at the cost of small ones.
+//! larger values find big regressions sooner at the cost of small ones:
+//! τ = 0.1 for the rank effect ([`RANK_MIXING_SD`]) and 5 points for the
+//! error difference ([`ERROR_DIFFERENCE_MIXING_SD`]).
 //!
 //! Nothing here panics or returns NaN on empty, one-bucket or zero-variance
 //! input: those give `None` or a log-likelihood ratio of 0.
