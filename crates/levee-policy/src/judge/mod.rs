@@ -85,7 +85,7 @@ impl Default for AnalysisConfig {
 }
 
 /// One version's cumulative counts since the step began.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VersionSample<'a> {
     /// Requests.
     pub total: u64,
@@ -211,26 +211,36 @@ pub fn judge(config: &AnalysisConfig, canary: &VersionSample, baseline: &Version
             baseline.total,
             tolerance,
         );
-        // Normal approximation: no verdict either way on small samples.
-        let log_lr = if both_counted { comparison.log_lr } else { 0.0 };
         checks.push(Check {
             name: "error_increase",
             quantile: None,
             value: comparison.difference,
             threshold: tolerance,
-            statistic: Some(log_lr),
+            statistic: Some(comparison.log_lr),
             statistic_limit: Some(log_lr_limit),
-            outcome: sequential(log_lr, both_counted),
+            // A normal approximation: shown early, but no verdict either
+            // way on small samples.
+            outcome: if both_counted {
+                sequential(comparison.log_lr, true)
+            } else {
+                CheckOutcome::NotEnoughData
+            },
         });
     }
     if let Some(tolerance) = config.latency_tolerance {
         let (shift, log_lr) = if both_timed {
-            let log_lr = stats::mann_whitney(canary.latency, baseline.latency, 1.0 + tolerance)
-                .map_or(0.0, |rank| {
-                    stats::mixture_log_lr(rank.effect, rank.effect_variance, stats::RANK_MIXING_SD)
-                });
-            let shift = stats::relative_shift(canary.latency, baseline.latency).unwrap_or(0.0);
-            (shift, log_lr)
+            match stats::mann_whitney(canary.latency, baseline.latency, 1.0 + tolerance) {
+                Some(rank) => (
+                    rank.relative_shift,
+                    stats::mixture_log_lr(rank.effect, rank.effect_variance, stats::RANK_MIXING_SD),
+                ),
+                // Every request in one bucket: no rank evidence, but the
+                // shift is still worth showing.
+                None => (
+                    stats::relative_shift(canary.latency, baseline.latency).unwrap_or(0.0),
+                    0.0,
+                ),
+            }
         } else {
             // The shift estimate costs O(B) per bisection step; skip it
             // while it could not count anyway.
