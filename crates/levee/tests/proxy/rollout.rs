@@ -419,3 +419,38 @@ async fn webhooks_gate_the_start_and_hear_the_rollback() {
         .iter()
         .any(|p| p == "confirm-rollout"));
 }
+
+#[tokio::test]
+async fn a_version_twice_as_slow_is_rolled_back_by_the_rank_test() {
+    let ups = [
+        FakeUpstream::builder("v1")
+            .otherwise(Reply::ok().latency(Duration::from_millis(10)))
+            .start()
+            .await,
+        FakeUpstream::builder("v2")
+            .otherwise(Reply::ok().latency(Duration::from_millis(20)))
+            .start()
+            .await,
+    ];
+    let judged = r#"{ steps = [{ weight = 50, pause = "1h" }], analysis = { min_samples = 20, interval = "200ms" } }"#;
+    let gw = TestGateway::start(&config(&ups, "v1", judged, "")).await;
+    // Two callers, so the baseline and the canary see the same load.
+    let traffic = [
+        Traffic::start(gw.url("public"), Duration::from_millis(1)),
+        Traffic::start(gw.url("public"), Duration::from_millis(1)),
+    ];
+    move_to(&gw, &config(&ups, "v2", judged, "")).await;
+    wait_for_phase(&gw, "rolled_back", Duration::from_secs(20)).await;
+    for t in traffic {
+        t.finish().await;
+    }
+    let state = gw.control.rollout("api").unwrap();
+    let failed: Vec<&str> = state
+        .last_checks
+        .iter()
+        .filter(|c| c.outcome == "failed")
+        .map(|c| c.name.as_str())
+        .collect();
+    assert!(failed.iter().any(|n| n.contains("latency")), "{:?}", state.last_checks);
+    assert_eq!(state.canary_bad, 0, "no errors: latency alone failed it");
+}
