@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     stale_caches: Mutex<HashMap<String, Arc<crate::degrade::StaleCache>>>,
     /// Routes' rate limits, kept across reloads while unchanged.
     rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
+    /// Routes' mirrors, their counters kept while their config is unchanged.
+    mirrors: Mutex<HashMap<String, Arc<crate::mirror::RouteMirror>>>,
     /// The Redis client for global limits, kept while its settings are.
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
     /// The SLO counters requests feed; a control loop drains them.
@@ -284,6 +286,7 @@ impl Gateway {
             config_path,
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
             inherited: Mutex::new(options.inherited),
@@ -393,6 +396,14 @@ impl Gateway {
             })
             .collect();
 
+        // Mirrors, once per route, keeping the counters of unchanged ones.
+        let mirrors = crate::mirror::build(
+            &config,
+            &clusters,
+            &lock(&shared.mirrors).clone(),
+            &shared.registry,
+        );
+
         // SLOs: counters and bindings for each route (the engine takes the
         // new objectives only at the commit below).
         let slo_bindings = shared.slo_counters.bind(&config);
@@ -431,6 +442,10 @@ impl Gateway {
                     };
                     let route = match slo_bindings.get(&r.name) {
                         Some(b) => route.with_slos(b.clone()),
+                        None => route,
+                    };
+                    let route = match mirrors.get(&r.name) {
+                        Some(m) => route.with_mirror(m.clone()),
                         None => route,
                     };
                     Some(Arc::new(route))
@@ -494,6 +509,7 @@ impl Gateway {
         }
         *lock(&shared.global) = global;
         *lock(&shared.rate_limits) = limits;
+        *lock(&shared.mirrors) = mirrors;
         let config = Arc::new(config);
         if let Some(control) = &shared.control {
             control.commit(&config).await;
@@ -683,6 +699,11 @@ impl Gateway {
     /// The SLO counters requests feed, for the loop that drains them.
     pub fn slo_counters(&self) -> &Arc<crate::slo::SloCounters> {
         &self.shared.slo_counters
+    }
+
+    /// The mirror counters of route `route`, if it has a mirror.
+    pub fn mirror_stats(&self, route: &str) -> Option<crate::mirror::MirrorStats> {
+        lock(&self.shared.mirrors).get(route).map(|m| m.stats())
     }
 
     /// Turns true when draining begins.

@@ -41,6 +41,9 @@ pub(crate) struct Completion {
     /// What went wrong, in full, when the gateway answered itself: for the
     /// log, never for the client.
     pub(crate) detail: Option<String>,
+    /// A mirrored request's primary side: its body hashed as it streams,
+    /// told to the mirror task when this record is written (`mirror.rs`).
+    pub(crate) mirror: Option<Box<crate::mirror::PrimaryWatch>>,
 }
 
 /// The `grpc-status` in `headers`, if present and valid.
@@ -79,6 +82,7 @@ impl Completion {
             grpc: arrival.grpc,
             grpc_status: None,
             detail: None,
+            mirror: None,
         }
     }
 
@@ -111,6 +115,9 @@ impl Drop for Completion {
             if code != 0 {
                 self.outcome = Outcome::Grpc(code);
             }
+        }
+        if let Some(mirror) = self.mirror.take() {
+            mirror.finish(self.outcome, self.body_complete, end);
         }
         let class = self.outcome.status_class();
         self.conn.shared().metrics.in_flight.dec();

@@ -24,6 +24,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) rate_limits: Vec<Arc<crate::admit::RouteLimit>>,
     /// The SLO objectives (and tier series) this route's requests feed.
     pub(crate) slos: Arc<[crate::slo::SloBinding]>,
+    /// Copies of a share of requests to a shadow cluster (`mirror.rs`).
+    pub(crate) mirror: Option<Arc<crate::mirror::RouteMirror>>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -88,6 +90,7 @@ impl CompiledRoute {
             fallback_route: None,
             rate_limits: Vec::new(),
             slos: Arc::from(Vec::new()),
+            mirror: None,
             config,
             cluster,
             methods,
@@ -126,6 +129,12 @@ impl CompiledRoute {
     /// Adds the route's rate limits.
     pub(crate) fn with_rate_limits(mut self, limits: Vec<Arc<crate::admit::RouteLimit>>) -> Self {
         self.rate_limits = limits;
+        self
+    }
+
+    /// Adds the route's mirror.
+    pub(crate) fn with_mirror(mut self, mirror: Arc<crate::mirror::RouteMirror>) -> Self {
+        self.mirror = Some(mirror);
         self
     }
 
