@@ -463,3 +463,45 @@ async fn a_reload_keeps_the_counters_of_an_unchanged_mirror() {
     assert_eq!(c.get(&url).await.status, 200);
     assert_eq!(stats(&gw, "r").sent, 1);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_early_makes_the_comparison_incomplete_not_a_mismatch() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let primary = FakeUpstream::builder("primary")
+        .otherwise(Reply::ok().chunks(50, 1000, Duration::from_millis(50)))
+        .start()
+        .await;
+    let shadow = FakeUpstream::start("shadow").await;
+    let gw = TestGateway::start(&config(
+        &[primary.addr()],
+        &[shadow.addr()],
+        "timeout = \"20s\"",
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr("public"))
+        .await
+        .unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Gone after the head, long before the primary's body ends.
+    drop(s);
+    eventually(SOON, "the comparison is counted incomplete", || async {
+        stats(&gw, "r").incomplete == 1
+    })
+    .await;
+    let s = stats(&gw, "r");
+    assert_eq!(
+        (s.sent, s.compared, s.status_mismatch, s.body_mismatch),
+        (1, 0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        gw.metric("levee_mirror_comparisons_total{route=\"r\",result=\"incomplete\"}"),
+        1.0
+    );
+}
