@@ -22,7 +22,6 @@ use crate::headers::{self, ForwardContext};
 use crate::pipeline::attempt::Prepared;
 use crate::pipeline::RequestContext;
 use crate::record::Completion;
-use crate::router::CompiledRoute;
 use crate::upstream::Http1Conn;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
@@ -249,7 +248,7 @@ impl RouteMirror {
             state.metrics.dropped_in_flight.inc();
             return;
         };
-        let Some(head) = Head::new(ctx, ctx.route, parts) else {
+        let Some(head) = Head::new(ctx, parts) else {
             return;
         };
         bump(&state.counts.sent);
@@ -478,11 +477,8 @@ impl Head {
     /// stripped, `X-Forwarded-*` set, the route's edits and rewrite
     /// applied), marked `levee-mirror: 1`. `None` if the rewritten target
     /// is invalid (the primary fails the same way).
-    fn new(
-        ctx: &RequestContext<'_>,
-        route: &CompiledRoute,
-        parts: &http::request::Parts,
-    ) -> Option<Self> {
+    fn new(ctx: &RequestContext<'_>, parts: &http::request::Parts) -> Option<Self> {
+        let route = ctx.route;
         let path_and_query = match route.rewrite_path_and_query(&parts.uri) {
             Some(pq) => pq.parse().ok()?,
             None => parts
