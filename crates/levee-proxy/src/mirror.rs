@@ -11,10 +11,14 @@
 //! (atomics, read by the control plane as [`MirrorStats`]) and metrics.
 //!
 //! The primary is never delayed, failed or retried because of its mirror:
-//! the copy is spawned, takes none of the primary cluster's places (no
-//! admission, bulkhead, breaker or concurrency limit of either cluster) and
-//! feeds nothing back into the shadow cluster's passive health. A route
-//! without a mirror pays one `Option` check in dispatch.
+//! the copy is spawned and takes none of the primary cluster's places. Of
+//! the shadow cluster it skips admission (breaker, bulkheads, concurrency
+//! limit, queue); it only picks an endpoint (whose breaker is consulted)
+//! and opens or reuses a connection under the shadow's connection cap. It
+//! feeds nothing back into the shadow's passive health or latency
+//! estimates. A route without a mirror pays an `Option` check in dispatch
+//! (and the record's empty `mirror` slot: a check per response chunk and
+//! one when it is written).
 
 use crate::body::UpstreamBody;
 use crate::cluster::ClusterRuntime;
