@@ -136,6 +136,15 @@ pub mod names {
     pub const HEDGE_WINS: &str = "levee_hedge_wins_total";
     /// Requests answered by a fallback, by route and kind.
     pub const FALLBACKS: &str = "levee_fallbacks_total";
+    /// Requests considered for mirroring, by route and result (`sent`,
+    /// `skipped_body`, `dropped_in_flight`, `shadow_error`).
+    pub const MIRROR_REQUESTS: &str = "levee_mirror_requests_total";
+    /// Mirrored requests compared with the primary's answer, by route and
+    /// result (`match`, `status_mismatch`, `body_mismatch`, `incomplete`).
+    pub const MIRROR_COMPARISONS: &str = "levee_mirror_comparisons_total";
+    /// Time from a mirrored request's dispatch to the end of the shadow's
+    /// answer (or its failure), by route.
+    pub const MIRROR_LATENCY: &str = "levee_mirror_shadow_duration_seconds";
 }
 
 /// A monotonically increasing count.

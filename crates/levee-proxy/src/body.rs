@@ -422,6 +422,9 @@ impl Body for ProxyBody {
                 if let Some(data) = frame.data_ref() {
                     if let Some(c) = this.completion.as_mut() {
                         c.bytes += data.len() as u64;
+                        if let Some(mirror) = c.mirror.as_mut() {
+                            mirror.push(data);
+                        }
                     }
                     if this.tee.as_mut().is_some_and(|t| !t.push(data)) {
                         this.tee = None;

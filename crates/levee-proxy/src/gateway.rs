@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     stale_caches: Mutex<HashMap<String, Arc<crate::degrade::StaleCache>>>,
     /// Routes' rate limits, kept across reloads while unchanged.
     rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
+    /// Routes' mirrors, their counters kept while their config is unchanged.
+    mirrors: Mutex<HashMap<String, Arc<crate::mirror::RouteMirror>>>,
     /// The Redis client for global limits, kept while its settings are.
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
     /// The SLO counters requests feed; a control loop drains them.
@@ -288,6 +290,7 @@ impl Gateway {
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
             releases: Mutex::new(HashMap::new()),
+            mirrors: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
             inherited: Mutex::new(options.inherited),
@@ -397,6 +400,14 @@ impl Gateway {
             })
             .collect();
 
+        // Mirrors, once per route, keeping the counters of unchanged ones.
+        let mirrors = crate::mirror::build(
+            &config,
+            &clusters,
+            &lock(&shared.mirrors).clone(),
+            &shared.registry,
+        );
+
         // SLOs: counters and bindings for each route (the engine takes the
         // new objectives only at the commit below).
         let slo_bindings = shared.slo_counters.bind(&config);
@@ -472,6 +483,10 @@ impl Gateway {
                         };
                         let route = match limits.get(&r.name) {
                             Some(l) => route.with_rate_limits(l.clone()),
+                            None => route,
+                        };
+                        let route = match mirrors.get(&r.name) {
+                            Some(m) => route.with_mirror(m.clone()),
                             None => route,
                         };
                         Some(match slo_bindings.get(&r.name) {
@@ -552,6 +567,7 @@ impl Gateway {
         *lock(&shared.global) = global;
         *lock(&shared.rate_limits) = limits;
         *lock(&shared.releases) = releases;
+        *lock(&shared.mirrors) = mirrors;
         let config = Arc::new(config);
         if let Some(control) = &shared.control {
             control.commit(&config).await;
@@ -751,6 +767,11 @@ impl Gateway {
     /// The SLO counters requests feed, for the loop that drains them.
     pub fn slo_counters(&self) -> &Arc<crate::slo::SloCounters> {
         &self.shared.slo_counters
+    }
+
+    /// The mirror counters of route `route`, if it has a mirror.
+    pub fn mirror_stats(&self, route: &str) -> Option<crate::mirror::MirrorStats> {
+        lock(&self.shared.mirrors).get(route).map(|m| m.stats())
     }
 
     /// Turns true when draining begins.

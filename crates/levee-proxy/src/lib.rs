@@ -19,6 +19,7 @@ mod headers;
 mod hedge;
 mod listener;
 mod metrics;
+mod mirror;
 pub mod pipeline;
 mod pressure;
 mod queue;
@@ -39,6 +40,7 @@ pub use gateway::{
     ReloadStatus, StartOptions,
 };
 pub use headers::LEVEE_ERROR;
+pub use mirror::MirrorStats;
 pub use upstream::{ConnectFuture, Connector, TcpConnector, UpstreamIo};
 
 /// Route matching exposed for benchmarks only; not a stable API.

@@ -46,6 +46,9 @@ pub(crate) struct Completion {
     pub(crate) release: Option<(Arc<crate::release::Release>, crate::release::Arm)>,
     /// A stickiness cookie step 2 drew for a caller without one.
     pub(crate) set_cookie: Option<http::HeaderValue>,
+    /// A mirrored request's primary side: its body hashed as it streams,
+    /// told to the mirror task when this record is written (`mirror.rs`).
+    pub(crate) mirror: Option<Box<crate::mirror::PrimaryWatch>>,
 }
 
 /// The `grpc-status` in `headers`, if present and valid.
@@ -86,6 +89,7 @@ impl Completion {
             detail: None,
             release: None,
             set_cookie: None,
+            mirror: None,
         }
     }
 
@@ -118,6 +122,9 @@ impl Drop for Completion {
             if code != 0 {
                 self.outcome = Outcome::Grpc(code);
             }
+        }
+        if let Some(mirror) = self.mirror.take() {
+            mirror.finish(self.outcome, self.body_complete, end);
         }
         let class = self.outcome.status_class();
         self.conn.shared().metrics.in_flight.dec();

@@ -26,6 +26,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) slos: Arc<[crate::slo::SloBinding]>,
     /// A second version and how requests are drawn between the two.
     pub(crate) split: Option<crate::release::RouteSplit>,
+    /// Copies of a share of requests to a shadow cluster (`mirror.rs`).
+    pub(crate) mirror: Option<Arc<crate::mirror::RouteMirror>>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -91,6 +93,7 @@ impl CompiledRoute {
             rate_limits: Vec::new(),
             slos: Arc::from(Vec::new()),
             split: None,
+            mirror: None,
             config,
             cluster,
             methods,
@@ -135,6 +138,12 @@ impl CompiledRoute {
     /// Adds a second version (a split or a rollout's canary).
     pub(crate) fn with_split(mut self, split: crate::release::RouteSplit) -> Self {
         self.split = Some(split);
+        self
+    }
+
+    /// Adds the route's mirror.
+    pub(crate) fn with_mirror(mut self, mirror: Arc<crate::mirror::RouteMirror>) -> Self {
+        self.mirror = Some(mirror);
         self
     }
 

@@ -81,8 +81,9 @@ impl Rollouts {
         }
         let config = gateway.config();
         let report = slo.report();
-        // Mirror comparisons join when the mirror lands.
-        let mirror: Option<(u64, f64)> = None;
+        let mirror = gateway
+            .mirror_stats(route)
+            .and_then(|m| Some((m.compared, m.mismatch_rate()?)));
         let analysed = analysis::analyse(&policy.analysis, &release, mirror);
         let gate_hold = analysis::gate_hold(&policy.gates, route, &report);
         let (spent, budget_exceeded) =

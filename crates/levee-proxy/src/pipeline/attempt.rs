@@ -499,6 +499,22 @@ pub(crate) struct Prepared {
     authorized: bool,
 }
 
+impl Prepared {
+    /// What a mirror copies: the head, whether it is an upgrade, and the
+    /// body when known whole (none, or read in advance); `None` when it
+    /// streams.
+    pub(crate) fn for_mirror(&self) -> (&http::request::Parts, bool, Option<bytes::Bytes>) {
+        let body = match &self.request.body {
+            AttemptBody::Replay(bytes) => Some(bytes.clone()),
+            AttemptBody::Stream { body: Some(b), .. } if http_body::Body::is_end_stream(b) => {
+                Some(bytes::Bytes::new())
+            }
+            AttemptBody::Stream { .. } => None,
+        };
+        (&self.request.parts, self.request.upgrade, body)
+    }
+}
+
 /// Reads the body when the route may send it twice (retry, hedge,
 /// fallback cluster) and it is small enough, and keeps what a fallback
 /// would need. Part of admission (step 4), before the cluster is asked,
@@ -561,7 +577,13 @@ pub(crate) async fn dispatch(
     done: &mut Completion,
 ) -> Dispatched {
     let result = match admission.refused {
-        None => send(ctx, ctx.route, ctx.deadline, prepared.request, done).await,
+        None => {
+            // A copy for the route's shadow cluster, never waited for.
+            if let Some(mirror) = &ctx.route.mirror {
+                mirror.copy(ctx, &prepared, done);
+            }
+            send(ctx, ctx.route, ctx.deadline, prepared.request, done).await
+        }
         Some(refused) => Err(refused),
     };
     Dispatched {

@@ -12,6 +12,7 @@ mod freeze;
 mod health;
 mod limits;
 mod locality;
+mod mirror;
 mod protocol;
 mod ratelimit;
 mod reload;
