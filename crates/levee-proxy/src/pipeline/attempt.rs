@@ -95,11 +95,14 @@ fn replay_limit(route: &CompiledRoute, upgrade: bool) -> Option<u64> {
     if upgrade {
         return None;
     }
-    match (&route.retry, &route.fallback_route) {
+    let resend = match (&route.retry, &route.fallback_route) {
         (Some(r), _) => Some(r.policy.buffer_bytes),
         (None, Some(_)) => Some(levee_config::RetryPolicy::default().buffer_bytes),
         (None, None) => None,
-    }
+    };
+    // A mirrored route reads small bodies ahead too, so the copy has one.
+    let mirror = route.config.mirror.as_ref().map(|m| m.max_body_bytes);
+    resend.into_iter().chain(mirror).max()
 }
 
 /// Prepares the body for a route that may send it twice: empty bodies and

@@ -310,14 +310,14 @@ async fn copies_over_max_in_flight_are_dropped_and_the_primary_is_unaffected() {
 }
 
 #[tokio::test]
-async fn only_bodies_read_in_advance_and_within_max_body_bytes_are_mirrored() {
+async fn bodies_within_max_body_bytes_are_read_ahead_and_mirrored_larger_ones_are_not() {
     let primary = FakeUpstream::start("primary").await;
     let shadow = Recorder::start().await;
     let mirror = "max_body_bytes = 1024";
     let toml = GatewayConfig::new()
         // Retries read bodies up to 64 KiB in advance.
         .route(mirrored_route("buffered", "/buffered", mirror).retry("attempts = 2"))
-        // Without retries or a fallback cluster, bodies stream.
+        // Without retries, the mirror reads bodies within its bound ahead.
         .route(mirrored_route("streamed", "/streamed", mirror))
         .cluster(Cluster::new("c").endpoints([primary.addr()]))
         .cluster(Cluster::new("shadow").endpoints([shadow.addr]))
@@ -331,6 +331,7 @@ async fn only_bodies_read_in_advance_and_within_max_body_bytes_are_mirrored() {
         ("/buffered/small", small.clone()),
         ("/buffered/large", large.clone()),
         ("/streamed/small", small.clone()),
+        ("/streamed/large", large.clone()),
     ] {
         let r = c.send(post(&format!("{base}{path}"), body)).await.unwrap();
         assert_eq!(
@@ -339,9 +340,9 @@ async fn only_bodies_read_in_advance_and_within_max_body_bytes_are_mirrored() {
             "{path}: {r:?}"
         );
     }
-    assert_eq!(primary.requests(), 3);
-    eventually(SOON, "the small buffered body's copy arrives", || async {
-        !shadow.seen().is_empty()
+    assert_eq!(primary.requests(), 4);
+    eventually(SOON, "the small bodies' copies arrive", || async {
+        shadow.seen().len() == 2
     })
     .await;
     let buffered = stats(&gw, "buffered");
@@ -353,13 +354,18 @@ async fn only_bodies_read_in_advance_and_within_max_body_bytes_are_mirrored() {
     let streamed = stats(&gw, "streamed");
     assert_eq!(
         (streamed.sent, streamed.skipped_body),
-        (0, 1),
+        (1, 1),
         "{streamed:?}"
     );
-    let seen = shadow.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
+    let mut seen = shadow.seen();
+    seen.sort_by(|a, b| a.target.cmp(&b.target));
+    assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0].target, "/buffered/small");
-    assert_eq!(seen[0].body, small, "the copy carries the same body");
+    assert_eq!(seen[1].target, "/streamed/small");
+    assert!(
+        seen.iter().all(|s| s.body == small),
+        "the copies carry the same body"
+    );
     assert_eq!(
         gw.metric("levee_mirror_requests_total{route=\"buffered\",result=\"skipped_body\"}"),
         1.0

@@ -451,6 +451,10 @@ async fn a_version_twice_as_slow_is_rolled_back_by_the_rank_test() {
         .filter(|c| c.outcome == "failed")
         .map(|c| c.name.as_str())
         .collect();
-    assert!(failed.iter().any(|n| n.contains("latency")), "{:?}", state.last_checks);
+    assert!(
+        failed.iter().any(|n| n.contains("latency")),
+        "{:?}",
+        state.last_checks
+    );
     assert_eq!(state.canary_bad, 0, "no errors: latency alone failed it");
 }
