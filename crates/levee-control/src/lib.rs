@@ -164,6 +164,7 @@ pub async fn start(
         Rollouts::new(rollout_store, Arc::new(config.clone()), &registry)
             .map_err(|message| StartError::Store { message })?,
     );
+    rollouts.join_fleet(&config).await;
     let loops = Arc::new(Loops {
         slo: engine.clone(),
         rollouts: rollouts.clone(),

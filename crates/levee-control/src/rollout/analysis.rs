@@ -8,7 +8,7 @@ use super::{CheckValue, RolloutState};
 use crate::slo::SloReport;
 use levee_config::{Analysis, Config, Gates, Sli};
 use levee_policy::judge;
-use levee_proxy::release::{Arm, Release, VersionSnapshot};
+use levee_proxy::release::VersionSnapshot;
 
 /// The judge's view of a release now.
 pub(crate) struct Analysed {
@@ -39,11 +39,10 @@ fn judge_config(a: &Analysis) -> judge::AnalysisConfig {
 /// Judges the canary against the baseline on everything counted so far.
 pub(crate) fn analyse(
     analysis: &Analysis,
-    release: &Release,
+    canary: VersionSnapshot,
+    baseline: VersionSnapshot,
     mirror_mismatch: Option<(u64, f64)>,
 ) -> Analysed {
-    let canary = release.snapshot(Arm::Canary);
-    let baseline = release.snapshot(Arm::Baseline);
     let verdict = judge::judge(
         &judge_config(analysis),
         &judge::VersionSample {

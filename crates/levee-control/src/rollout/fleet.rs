@@ -208,7 +208,11 @@ impl Fleet {
     /// Forgets `route`'s shared rollout (it has no rollout policy any more).
     pub(crate) async fn forget(&self, route: &str) {
         let _: Option<i64> = self
-            .run(redis::cmd("DEL").arg(key(route, "state")).arg(key(route, "commands")))
+            .run(
+                redis::cmd("DEL")
+                    .arg(key(route, "state"))
+                    .arg(key(route, "commands")),
+            )
             .await;
     }
 
@@ -265,12 +269,20 @@ impl Fleet {
     pub(crate) async fn take_commands(&self, route: &str) -> Vec<Command> {
         let k = key(route, "commands");
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("LRANGE").arg(&k).arg(0).arg(-1).cmd("DEL").arg(&k).ignore();
+        pipe.atomic()
+            .cmd("LRANGE")
+            .arg(&k)
+            .arg(0)
+            .arg(-1)
+            .cmd("DEL")
+            .arg(&k)
+            .ignore();
         let mut conn = self.conn.clone();
-        let taken: Option<(Vec<String>,)> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let taken: Option<(Vec<String>,)> =
+            tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+                .await
+                .ok()
+                .and_then(Result::ok);
         taken
             .map(|(names,)| names.iter().filter_map(|n| Command::parse(n)).collect())
             .unwrap_or_default()

@@ -347,8 +347,22 @@ impl RolloutState {
     }
 
     fn hold(&mut self, now: Nanos, why: &str) {
-        // One record per change of reason, so a long hold is one line.
-        if self.reason.as_deref() != Some(why) {
+        // One record per kind of reason (the words before the first
+        // figure), so a long hold is one line while its counts grow.
+        let kind = |s: &str| {
+            s.split(|c: char| c.is_ascii_digit())
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let same = self
+            .decisions
+            .last()
+            .is_some_and(|d| d.outcome == "hold" && kind(&d.reason) == kind(why));
+        if same {
+            self.reason = Some(why.to_string());
+            self.updated_ns = now;
+        } else {
             self.record(now, "hold", why.to_string(), &[]);
         }
     }

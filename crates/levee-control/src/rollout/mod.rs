@@ -18,6 +18,7 @@
 //! so a restart resumes at the same step.
 
 mod analysis;
+mod fleet;
 mod hooks;
 pub(crate) mod machine;
 mod run;
@@ -168,10 +169,14 @@ pub struct RolloutState {
     pub canary_bad: u64,
     /// The share of the starting budget the canary spent.
     pub budget_spent: f64,
+    /// Grows with each decision a fleet's leader publishes; a replica
+    /// adopts a shared state with a larger one.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl RolloutState {
-    fn idle(route: &str, stable: &str, strategy: &Strategy, now: Nanos) -> Self {
+    pub(crate) fn idle(route: &str, stable: &str, strategy: &Strategy, now: Nanos) -> Self {
         Self {
             route: route.to_string(),
             stable: stable.to_string(),
@@ -193,6 +198,7 @@ impl RolloutState {
             canary_requests: 0,
             canary_bad: 0,
             budget_spent: 0.0,
+            revision: 0,
         }
     }
 
@@ -239,6 +245,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// Its name, as [`Command::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Promote => "promote",
+            Command::Abort => "abort",
+            Command::Undo => "undo",
+        }
+    }
+
     /// Parses `pause`, `resume`, `promote`, `abort`, `undo`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -261,6 +278,9 @@ pub enum CommandError {
     /// The rollout is not where the command applies.
     #[error("{0}")]
     Refused(String),
+    /// The fleet's leader did not carry the command out in time.
+    #[error("the replica leading this rollout did not answer; try again")]
+    NoLeader,
 }
 
 /// The rollouts of one gateway: their states, the store they are written
@@ -271,6 +291,10 @@ pub struct Rollouts {
     store: Mutex<Option<Box<dyn levee_store::Store>>>,
     gateway: OnceLock<Gateway>,
     metrics: run::RolloutMetrics,
+    /// The other gateways sharing rollouts through Redis, when configured.
+    fleet: OnceLock<fleet::Fleet>,
+    /// Routes whose rollout this replica leads now.
+    leading: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Rollouts {
@@ -305,7 +329,59 @@ impl Rollouts {
             store: Mutex::new(store),
             gateway: OnceLock::new(),
             metrics: run::RolloutMetrics::new(registry),
+            fleet: OnceLock::new(),
+            leading: Mutex::new(Default::default()),
         })
+    }
+
+    /// Joins the fleet on `config`'s Redis: adopts the shared state of
+    /// every rollout (a replica started mid-rollout joins at the current
+    /// step), before the routes are built. Without Redis, or when it cannot
+    /// be reached, this replica rolls out on its own.
+    pub(crate) async fn join_fleet(&self, config: &Config) {
+        let Some(redis) = &config.redis else { return };
+        let Some(fleet) = fleet::Fleet::connect(redis).await else {
+            tracing::warn!("cannot reach Redis: rollouts are decided by this replica alone");
+            return;
+        };
+        for route in config.routes.iter().filter(|r| r.rollout.is_some()) {
+            if let Some(shared) = fleet.state(&route.name).await {
+                self.adopt(shared);
+            }
+        }
+        tracing::info!(instance = %fleet.instance, "rollouts shared through Redis");
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// Takes a shared state newer than ours; returns it when taken.
+    fn adopt(&self, shared: RolloutState) -> Option<RolloutState> {
+        let mut states = self.lock();
+        let newer = states
+            .get(&shared.route)
+            .is_none_or(|s| shared.revision > s.revision);
+        if !newer {
+            return None;
+        }
+        states.insert(shared.route.clone(), shared.clone());
+        drop(states);
+        self.persist(&[shared.route.clone()], &[]);
+        Some(shared)
+    }
+
+    /// Whether this replica decides `route`'s rollout: always without a
+    /// fleet, else while it holds the lease.
+    pub(crate) fn leads(&self, route: &str) -> bool {
+        self.fleet.get().is_none()
+            || self
+                .leading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(route)
+    }
+
+    /// This replica's id in the fleet, when there is one.
+    pub fn instance(&self) -> Option<&str> {
+        self.fleet.get().map(|f| f.instance.as_str())
     }
 
     pub(crate) fn attach(&self, gateway: Gateway) {
@@ -415,6 +491,9 @@ impl Rollouts {
         let policy = self
             .policy(route)
             .ok_or_else(|| CommandError::NotFound(route.to_string()))?;
+        if let Some(fleet) = self.fleet.get().filter(|_| !self.leads(route)) {
+            return self.command_through_leader(fleet, route, command).await;
+        }
         let now = levee_core::time::unix_nanos();
         let mut rebuild = false;
         let (state, effects) = {
@@ -463,7 +542,7 @@ impl Rollouts {
         };
         tracing::info!(route, command = ?command, phase = state.phase.name(), "rollout command");
         self.apply_effects(route, &state, &effects).await;
-        self.persist(&[route.to_string()], &[]);
+        let state = self.publish_decision(route).await.unwrap_or(state);
         if rebuild {
             // The data plane builds the route between the two versions
             // again, now with the earlier one as stable.
@@ -475,6 +554,72 @@ impl Rollouts {
             }
         }
         Ok(state)
+    }
+
+    /// A command given to a follower: queued for the leader, answered
+    /// with the state once the leader has published a decision on it.
+    async fn command_through_leader(
+        &self,
+        fleet: &fleet::Fleet,
+        route: &str,
+        command: Command,
+    ) -> Result<RolloutState, CommandError> {
+        let before = self
+            .get(route)
+            .ok_or_else(|| CommandError::NotFound(route.to_string()))?
+            .revision;
+        if !fleet.queue(route, command).await {
+            return Err(CommandError::NoLeader);
+        }
+        let deadline = levee_core::time::now() + 2 * fleet::LEASE;
+        while levee_core::time::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Some(shared) = fleet.state(route).await {
+                if shared.revision > before {
+                    let taken = self.adopt(shared.clone()).unwrap_or(shared);
+                    self.sync_weights(&taken);
+                    return Ok(taken);
+                }
+            }
+        }
+        Err(CommandError::NoLeader)
+    }
+
+    /// After a decision on `route` (here, by the leader): persisted, and
+    /// published to the fleet with the next revision.
+    pub(crate) async fn publish_decision(&self, route: &str) -> Option<RolloutState> {
+        let state = {
+            let mut states = self.lock();
+            let state = states.get_mut(route)?;
+            state.revision += 1;
+            state.clone()
+        };
+        self.persist(&[route.to_string()], &[]);
+        if let Some(fleet) = self.fleet.get() {
+            if !fleet.publish(&state).await {
+                tracing::warn!(route, "could not share the rollout decision through Redis");
+            }
+        }
+        Some(state)
+    }
+
+    /// Serves the weights `state` says, where the data plane has the
+    /// release it is about.
+    pub(crate) fn sync_weights(&self, state: &RolloutState) {
+        let Some(policy) = self.policy(&state.route) else {
+            return;
+        };
+        let Some(release) = self.gateway.get().and_then(|g| g.release(&state.route)) else {
+            return;
+        };
+        if Some(release.canary_cluster()) != state.canary.as_deref() {
+            return;
+        }
+        let want = state.step_weights(&policy);
+        let knob = release.weights();
+        if **knob.get() != want {
+            knob.turn(want, "rollout", knob.generation());
+        }
     }
 
     /// Turns the release's knob and sends notifications for `effects`.

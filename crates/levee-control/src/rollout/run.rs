@@ -4,10 +4,11 @@
 //! publish. Also the `levee_rollout_*` metrics.
 
 use super::machine::{Effect, HookAnswer, Inputs};
-use super::{analysis, hooks, Phase, RolloutState, Rollouts};
+use super::{analysis, fleet, hooks, Phase, RolloutState, Rollouts};
 use crate::slo::SloEngine;
 use levee_config::HookPhase;
 use levee_core::metrics::{names, Registry};
+use levee_proxy::release::{Arm, Release, VersionSnapshot};
 use levee_proxy::Gateway;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -37,10 +38,11 @@ pub(crate) async fn run(
             return;
         };
         let now = levee_core::time::now();
+        rollouts.sync_fleet(&gateway).await;
         let active: Vec<String> = rollouts
             .lock()
             .values()
-            .filter(|s| s.phase.is_active())
+            .filter(|s| s.phase.is_active() && rollouts.leads(&s.route))
             .map(|s| s.route.clone())
             .collect();
         for route in active {
@@ -61,6 +63,82 @@ pub(crate) async fn run(
 }
 
 impl Rollouts {
+    /// With a fleet: shares this replica's counts, adopts newer shared
+    /// states (serving their weights), takes or renews the lease of each
+    /// active rollout, and, where it leads, carries out queued commands.
+    async fn sync_fleet(&self, gateway: &Gateway) {
+        let Some(fleet) = self.fleet.get() else {
+            return;
+        };
+        let routes: Vec<RolloutState> = self.lock().values().cloned().collect();
+        for state in routes {
+            let route = state.route.as_str();
+            if let Some(release) = gateway.release(route) {
+                if release.canary_cluster() == state.canary.as_deref().unwrap_or_default()
+                    && release.stable_cluster() == state.stable
+                {
+                    let counts = fleet::ReplicaCounts {
+                        canary: fleet::SharedCounts::of(&release.snapshot(Arm::Canary)),
+                        baseline: fleet::SharedCounts::of(&release.snapshot(Arm::Baseline)),
+                    };
+                    fleet.share_counts(&state, &counts).await;
+                }
+            }
+            if let Some(shared) = fleet.state(route).await {
+                if let Some(taken) = self.adopt(shared) {
+                    self.sync_weights(&taken);
+                }
+            }
+            let active = self.get(route).is_some_and(|s| s.phase.is_active());
+            let leads = active && fleet.lead(route).await;
+            {
+                let mut leading = self.leading.lock().unwrap_or_else(|e| e.into_inner());
+                if leads {
+                    if leading.insert(route.to_string()) {
+                        tracing::info!(route, instance = %fleet.instance, "this replica leads the rollout");
+                    }
+                } else {
+                    leading.remove(route);
+                }
+            }
+            if leads {
+                for command in fleet.take_commands(route).await {
+                    if let Err(e) = self.command(route, command).await {
+                        tracing::info!(route, command = command.name(), error = %e, "a queued rollout command was refused");
+                        // The follower that queued it waits for a new
+                        // revision: publish one so it hears the answer.
+                        self.publish_decision(route).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The canary's and the baseline's counts: this replica's, or with a
+    /// fleet, the sum of every replica's shared counts.
+    async fn counts(
+        &self,
+        release: &Release,
+        state: &RolloutState,
+    ) -> (VersionSnapshot, VersionSnapshot) {
+        let mine = (
+            release.snapshot(Arm::Canary),
+            release.snapshot(Arm::Baseline),
+        );
+        let Some(fleet) = self.fleet.get() else {
+            return mine;
+        };
+        let Some(all) = fleet.fleet_counts(state).await else {
+            return mine;
+        };
+        let (mut canary, mut baseline) = (fleet::empty_snapshot(), fleet::empty_snapshot());
+        for replica in &all {
+            replica.canary.add_to(&mut canary);
+            replica.baseline.add_to(&mut baseline);
+        }
+        (canary, baseline)
+    }
+
     /// One analysis of `route`'s rollout and the decision on it.
     async fn analyse(
         &self,
@@ -84,7 +162,8 @@ impl Rollouts {
         let mirror = gateway
             .mirror_stats(route)
             .and_then(|m| Some((m.compared, m.mismatch_rate()?)));
-        let analysed = analysis::analyse(&policy.analysis, &release, mirror);
+        let (canary, baseline) = self.counts(&release, &state).await;
+        let analysed = analysis::analyse(&policy.analysis, canary, baseline, mirror);
         let gate_hold = analysis::gate_hold(&policy.gates, route, &report);
         let (spent, budget_exceeded) =
             analysis::budget_spent(&config, &policy.gates, &state, &analysed.canary);
@@ -150,7 +229,7 @@ impl Rollouts {
             || after.decisions.len() != state.decisions.len()
             || after.phase != state.phase;
         if changed {
-            self.persist(&[route.to_string()], &[]);
+            self.publish_decision(route).await;
         }
     }
 

@@ -303,7 +303,19 @@ fn the_decision_log_is_bounded() {
     let mut s = begun(&policy);
     s.advance(&policy, &at(0, Judgement::Pass));
     for t in 1..1_000 {
-        s.advance(&policy, &at(t, Judgement::Pending(format!("look {t}"))));
+        // Alternating reasons: each change is a record.
+        let why = if t % 2 == 0 {
+            "canary slow"
+        } else {
+            "budget low"
+        };
+        s.advance(
+            &policy,
+            &Inputs {
+                gate_hold: Some(why.into()),
+                ..at(t, Judgement::Pass)
+            },
+        );
     }
     assert_eq!(s.decisions.len(), super::MAX_DECISIONS);
 }
