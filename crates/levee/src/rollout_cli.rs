@@ -278,9 +278,8 @@ fn target(args: &Args) -> Result<Target, Failure> {
 }
 
 fn read_token_file(path: &Path) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Failure::Usage(format!("cannot read --token-file {}: {e}", path.display()))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read --token-file {}: {e}", path.display())))?;
     let token = text.trim();
     if token.is_empty() {
         return Err(Failure::Usage(format!(
@@ -711,18 +710,30 @@ mod tests {
     #[test]
     fn admin_urls_take_a_scheme_or_not_and_keep_a_prefix() {
         let ok = |u: &str| parse_admin(u).unwrap_or_else(|_| panic!("{u} refused"));
-        assert_eq!(ok("http://127.0.0.1:9901"), ("127.0.0.1:9901".into(), "".into()));
+        assert_eq!(
+            ok("http://127.0.0.1:9901"),
+            ("127.0.0.1:9901".into(), "".into())
+        );
         assert_eq!(ok("127.0.0.1:9901"), ("127.0.0.1:9901".into(), "".into()));
-        assert_eq!(ok("http://admin.internal/levee/"), ("admin.internal:80".into(), "/levee".into()));
+        assert_eq!(
+            ok("http://admin.internal/levee/"),
+            ("admin.internal:80".into(), "/levee".into())
+        );
         assert_eq!(ok("http://[::1]:9901"), ("[::1]:9901".into(), "".into()));
         assert!(matches!(parse_admin("https://x:1"), Err(Failure::Usage(_))));
     }
 
     #[test]
     fn an_unspecified_listen_address_is_reached_on_loopback() {
-        assert_eq!(admin_url("0.0.0.0:9901".parse().unwrap()), "http://127.0.0.1:9901");
+        assert_eq!(
+            admin_url("0.0.0.0:9901".parse().unwrap()),
+            "http://127.0.0.1:9901"
+        );
         assert_eq!(admin_url("[::]:9901".parse().unwrap()), "http://[::1]:9901");
-        assert_eq!(admin_url("10.0.0.1:80".parse().unwrap()), "http://10.0.0.1:80");
+        assert_eq!(
+            admin_url("10.0.0.1:80".parse().unwrap()),
+            "http://10.0.0.1:80"
+        );
     }
 
     #[test]

@@ -81,9 +81,10 @@ steps = [{{ weight = 10, pause = "1s" }}, {{ weight = 50, pause = "1s" }}]
 fn logged_address(lines: &[String], message: &str, listener: Option<&str>) -> Option<SocketAddr> {
     lines.iter().find_map(|l| {
         let v: Value = serde_json::from_str(l).ok()?;
-        let matches =
-            v["message"] == message && listener.is_none_or(|name| v["listener"] == name);
-        matches.then(|| v["address"].as_str()?.parse().ok()).flatten()
+        let matches = v["message"] == message && listener.is_none_or(|name| v["listener"] == name);
+        matches
+            .then(|| v["address"].as_str()?.parse().ok())
+            .flatten()
     })
 }
 
@@ -95,10 +96,7 @@ impl Gateway {
         let config = dir.join("levee.toml");
         std::fs::write(&config, config_text(v1.addr(), v2.addr(), "v1")).expect("write config");
         let config_arg = config.to_str().expect("UTF-8 temp path").to_string();
-        let mut process = Spawned::levee(
-            &["--log-format", "json", "run", "-c", &config_arg],
-            &dir,
-        );
+        let mut process = Spawned::levee(&["--log-format", "json", "run", "-c", &config_arg], &dir);
         let lines = process.lines_until("admin API listening", Duration::from_secs(30));
         let proxy = logged_address(&lines, "listening", Some("public"))
             .unwrap_or_else(|| panic!("no listening line:\n{}", process.output()));
@@ -376,7 +374,14 @@ async fn tokens_addresses_and_unknown_routes() {
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
     let token_arg = token_file.to_str().expect("UTF-8 temp path");
     let run = cli(
-        &["rollout", "status", "--admin", &admin, "--token-file", token_arg],
+        &[
+            "rollout",
+            "status",
+            "--admin",
+            &admin,
+            "--token-file",
+            token_arg,
+        ],
         &gw.dir,
         Some(wrong),
     )
