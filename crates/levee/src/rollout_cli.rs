@@ -167,6 +167,8 @@ struct Target {
     base_path: String,
     /// The URL as shown in messages.
     shown: String,
+    /// Whether nothing named the address (neither `--admin` nor a config).
+    defaulted: bool,
     /// The bearer token (never printed) and where it came from.
     token: Option<(HeaderValue, TokenSource)>,
 }
@@ -256,6 +258,7 @@ fn target(args: &Args) -> Result<Target, Failure> {
             }
         }
     }
+    let defaulted = admin.is_none();
     let admin = admin.unwrap_or_else(|| DEFAULT_ADMIN.to_string());
     let (authority, base_path) = parse_admin(&admin)?;
     let token = match token {
@@ -271,6 +274,7 @@ fn target(args: &Args) -> Result<Target, Failure> {
     };
     Ok(Target {
         shown: format!("http://{authority}{base_path}"),
+        defaulted,
         authority,
         base_path,
         token,
@@ -363,8 +367,13 @@ fn encode(segment: &str) -> String {
 /// answer means.
 async fn exchange(target: &Target, method: Method, path: &str) -> Result<Bytes, Failure> {
     let unreachable = |why: String| {
+        let help = if target.defaulted {
+            "\n  help: no config was found to read `[admin] listen` from; name the API with --admin URL or the config with -c FILE"
+        } else {
+            ""
+        };
         Failure::Unreachable(format!(
-            "cannot reach the admin API at {}: {why}",
+            "cannot reach the admin API at {}: {why}{help}",
             target.shown
         ))
     };
@@ -530,7 +539,15 @@ fn render_detail(r: &Value) -> String {
         phase.push_str(&format!(" (by {by})"));
     }
     field("phase", phase);
-    field("versions", format!("{} (stable → canary)", versions(r)));
+    let both = r["canary"].as_str().is_some_and(|c| r["stable"] != c);
+    field(
+        "versions",
+        if both {
+            format!("{} (stable → canary)", versions(r))
+        } else {
+            format!("{} (stable)", versions(r))
+        },
+    );
     if let Some(previous) = r["previous_stable"].as_str() {
         field("previous", format!("{previous} (undo goes back to it)"));
     }
@@ -640,11 +657,13 @@ fn weight_and_steps(r: &Value) -> String {
     format!("{now}; steps {} → promote", shown.join(" → "))
 }
 
-/// `stable → canary`, or the stable one alone.
+/// `stable → canary`, or the stable one alone (before a rollout, and
+/// once the new version became the stable one).
 fn versions(r: &Value) -> String {
+    let stable = text(&r["stable"]);
     match r["canary"].as_str() {
-        Some(canary) => format!("{} → {canary}", text(&r["stable"])),
-        None => text(&r["stable"]),
+        Some(canary) if canary != stable => format!("{stable} → {canary}"),
+        _ => stable,
     }
 }
 

@@ -307,6 +307,11 @@ async fn status_pause_resume_abort_promote_and_undo() {
     let state = gw.wait_for_phase("promoted").await;
     assert_eq!(state["stable"], "v2", "{state:#}");
     gw.wait_for_all_on("v2", 10).await;
+    let run = gw.rollout(&["status", "api"]).await;
+    run.expect_code(0)
+        .expect_stdout("phase:     promoted")
+        .expect_stdout("versions:  v2 (stable)")
+        .expect_stdout("previous:  v1 (undo goes back to it)");
 
     let run = gw.rollout(&["undo", "api"]).await;
     run.expect_code(0)
