@@ -1,10 +1,11 @@
 //! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
-//! `backup`, `restore`, `completions`), logging set-up and the wiring of
-//! gateway, admin API, signals and file watching. Logic worth testing lives
-//! in the library crates.
+//! `rollout` (`rollout_cli`), `backup`, `restore`, `completions`), logging
+//! set-up and the wiring of gateway, admin API, signals and file watching.
+//! Logic worth testing lives in the library crates.
 
 mod demo;
 mod handover;
+mod rollout_cli;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand, ValueEnum};
@@ -92,6 +93,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         store: Option<PathBuf>,
     },
+    /// Watch and steer rollouts through the admin API: status, pause,
+    /// resume, promote, abort, undo. Exits 1 when the command is refused,
+    /// 3 when the admin API cannot be reached or refuses the token.
+    Rollout(rollout_cli::Args),
     /// SLO tooling: Prometheus rules, OpenSLO import.
     Slo {
         #[command(subcommand)]
@@ -288,6 +293,7 @@ fn main() -> ExitCode {
             }
             Err(diags) => print_diagnostics(&diags),
         },
+        Command::Rollout(args) => rollout_cli::main(args),
         Command::Backup { config, file } => backup(&config, &file),
         Command::Restore {
             file,

@@ -500,13 +500,14 @@ fn run_without_c_loads_the_discovered_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-const SUBCOMMANDS: [&str; 7] = [
+const SUBCOMMANDS: [&str; 8] = [
     "run",
     "check",
     "demo",
     "slo",
     "backup",
     "restore",
+    "rollout",
     "completions",
 ];
 
