@@ -290,6 +290,8 @@ fn rollout_view(state: &AdminState, rollout: &levee_control::RolloutState) -> se
         })),
         "reason": rollout.reason,
         "paused_by": rollout.paused_by,
+        "revision": rollout.revision,
+        "fleet": state.control.rollout_fleet(&rollout.route),
         "analysis": rollout.last_checks,
         "traffic": {
             "canary": version(Arm::Canary),
@@ -373,6 +375,11 @@ async fn rollout_command(
         Err(e @ levee_control::CommandError::Refused(_)) => (
             StatusCode::CONFLICT,
             Json(json!({"error": "conflict", "message": e.to_string()})),
+        )
+            .into_response(),
+        Err(e @ levee_control::CommandError::NoLeader) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "no_leader", "message": e.to_string()})),
         )
             .into_response(),
     }

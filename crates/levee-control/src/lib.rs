@@ -114,6 +114,16 @@ impl Control {
         self.rollouts.get(route)
     }
 
+    /// With rollouts shared through Redis: this replica's id and whether
+    /// it leads `route`'s rollout now.
+    pub fn rollout_fleet(&self, route: &str) -> Option<serde_json::Value> {
+        let instance = self.rollouts.instance()?;
+        Some(serde_json::json!({
+            "instance": instance,
+            "leader": self.rollouts.leads(route),
+        }))
+    }
+
     /// Carries out a rollout command given by hand.
     pub async fn rollout_command(
         &self,

@@ -319,7 +319,7 @@ async fn status_pause_resume_abort_promote_and_undo() {
     let state = gw.wait_for_phase("rolled_back").await;
     assert_eq!(state["stable"], "v1", "{state:#}");
     assert_eq!(state["weight_percent"], 0.0, "{state:#}");
-    // Which version serves after the undo: see the ignored test below.
+    // Which version serves after the undo: see the test below.
     let run = gw.rollout(&["undo", "api"]).await;
     run.expect_code(1)
         .expect_stderr("error: the rollout is already rolled back");
@@ -330,7 +330,6 @@ async fn status_pause_resume_abort_promote_and_undo() {
 /// the undo rebuilds the route through a reload whose configured weights
 /// did not change, so the knob keeps its turned value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in the rollout code: after promote then undo, the release keeps canary at 100%, so v2 still answers (levee-control rollout/mod.rs Command::Undo)"]
 async fn after_promote_and_undo_requests_are_answered_by_v1_again() {
     let mut gw = Gateway::start("undo-traffic").await;
     gw.move_route_to("v2").await;
