@@ -171,17 +171,43 @@ async fn listeners(State(state): State<AdminState>) -> Response {
 
 async fn slos(State(state): State<AdminState>) -> Response {
     let report = state.control.slo_report();
+    let rollouts = state.control.rollouts();
+    // Each SLO names the deploys on its routes and what they cost it.
+    let slos: Vec<serde_json::Value> = report
+        .slos
+        .iter()
+        .map(|slo| {
+            let mut v = serde_json::to_value(slo).unwrap_or_default();
+            v["deploys"] = json!(levee_control::rollout::report::deploys_for(slo, &rollouts));
+            v
+        })
+        .collect();
     Json(json!({
         "evaluated_at": report.evaluated_at,
-        "slos": report.slos,
+        "slos": slos,
     }))
     .into_response()
 }
 
 async fn incidents(State(state): State<AdminState>) -> Response {
     let report = state.control.slo_report();
+    let rollouts = state.control.rollouts();
+    // Each incident's timeline shows the deploys around it.
+    let incidents: Vec<serde_json::Value> = report
+        .incidents
+        .iter()
+        .map(|incident| {
+            let mut v = serde_json::to_value(incident).unwrap_or_default();
+            v["deploys"] = json!(levee_control::rollout::report::deploys_around(
+                incident,
+                &report.slos,
+                &rollouts
+            ));
+            v
+        })
+        .collect();
     Json(json!({
-        "incidents": report.incidents,
+        "incidents": incidents,
         "mttd": report.mttd,
         "mttr": report.mttr,
     }))

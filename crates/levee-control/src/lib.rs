@@ -87,8 +87,11 @@ impl levee_proxy::ControlPlane for Loops {
 
     fn drained(&self) -> BoxFuture<'_, ()> {
         // The last events, alert states and incidents, persisted; rollouts
-        // are written as they change.
-        Box::pin(self.slo.flush_now(slo::unix_nanos()))
+        // are written as they change, and their leases handed on.
+        Box::pin(async move {
+            self.rollouts.resign().await;
+            self.slo.flush_now(slo::unix_nanos()).await;
+        })
     }
 }
 

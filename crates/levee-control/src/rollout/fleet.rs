@@ -114,6 +114,7 @@ pub(crate) fn empty_snapshot() -> VersionSnapshot {
 }
 
 /// This replica's link to the fleet.
+#[derive(Clone)]
 pub(crate) struct Fleet {
     conn: ConnectionManager,
     /// This replica's id: unique per process.

@@ -21,6 +21,7 @@ mod analysis;
 mod fleet;
 mod hooks;
 pub(crate) mod machine;
+pub mod report;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -467,7 +468,32 @@ impl Rollouts {
                 changed.push(route.name.clone());
             }
         }
+        if let Some(fleet) = self.fleet.get().filter(|_| !removed.is_empty()) {
+            let (fleet, gone) = (fleet.clone(), removed.clone());
+            tokio::spawn(async move {
+                for route in gone {
+                    fleet.forget(&route).await;
+                }
+            });
+        }
         self.persist(&changed, &removed);
+    }
+
+    /// Gives up this replica's leases (a clean shutdown), so another
+    /// replica takes over at its next tick instead of after the lease.
+    pub(crate) async fn resign(&self) {
+        let Some(fleet) = self.fleet.get() else {
+            return;
+        };
+        let routes: Vec<String> = self
+            .leading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for route in routes {
+            fleet.resign(&route).await;
+        }
     }
 
     /// Every rollout, by route.

@@ -125,10 +125,11 @@ async fn a_version_that_fails_requests_is_rolled_back_and_stays_out() {
             .start()
             .await,
     ];
-    let slow = r#"{ steps = [{ weight = 20, pause = "30s" }], analysis = { min_samples = 20, interval = "200ms" } }"#;
-    let gw = TestGateway::start(&config(&ups, "v1", slow, "")).await;
+    let slow = r#"{ steps = [{ weight = 20, pause = "30s" }], analysis = { min_samples = 20, interval = "200ms" }, gates = { max_budget_spend = "100%" } }"#;
+    let slo = "[alerting]\nevaluate_every = \"1s\"\n\n[[slos]]\nname = \"api\"\nroute = \"api\"\nsli = \"availability\"\nobjective = \"90%\"\n";
+    let gw = TestGateway::start(&config(&ups, "v1", slow, slo)).await;
     let traffic = Traffic::start(gw.url("public"), Duration::from_millis(4));
-    move_to(&gw, &config(&ups, "v2", slow, "")).await;
+    move_to(&gw, &config(&ups, "v2", slow, slo)).await;
     wait_for_phase(&gw, "rolled_back", Duration::from_secs(20)).await;
     let seen = traffic.finish().await;
     let state = gw.control.rollout("api").unwrap();
@@ -145,12 +146,32 @@ async fn a_version_that_fails_requests_is_rolled_back_and_stays_out() {
     // Until the config changes again, the old version serves everything.
     let counts = Client::http1().burst(&gw.url("public"), 20).await;
     assert_eq!(counts.get("v1"), Some(&20), "{counts:?}");
-    move_to(&gw, &config(&ups, "v2", slow, "")).await;
+    move_to(&gw, &config(&ups, "v2", slow, slo)).await;
     assert_eq!(
         phase(&gw).await,
         "rolled_back",
         "an unchanged config does not retry"
     );
+    // The SLO report names the deploy and what its canary cost.
+    let slos = Client::http1()
+        .get(&format!("{}/api/v1/slos", gw.admin_url()))
+        .await
+        .json();
+    let deploy = &slos["slos"][0]["deploys"][0];
+    assert_eq!(deploy["from"], "v1");
+    assert_eq!(deploy["to"], "v2");
+    assert_eq!(deploy["phase"], "rolled_back");
+    assert!(
+        deploy["canary_bad_requests"].as_u64().unwrap() > 0,
+        "{deploy:#}"
+    );
+    let outcomes: Vec<&str> = deploy["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["outcome"].as_str())
+        .collect();
+    assert!(outcomes.ends_with(&["rollback"]), "{outcomes:?}");
 }
 
 #[tokio::test]
@@ -267,7 +288,13 @@ async fn a_restart_in_the_middle_resumes_at_the_same_step() {
         (after.phase, after.step, after.weight),
         (before.phase, 1, 5_000)
     );
-    assert_eq!(after.decisions, before.decisions);
+    let log = |s: &levee_control::RolloutState| -> Vec<(u64, String, String)> {
+        s.decisions
+            .iter()
+            .map(|d| (d.at_ns, d.outcome.clone(), d.reason.clone()))
+            .collect()
+    };
+    assert_eq!(log(&after), log(&before), "the decision log survives");
     let counts = Client::http1().burst(&gw.url("public"), 400).await;
     let v2 = counts.get("v2").copied().unwrap_or(0);
     assert!((140..=260).contains(&v2), "half to v2 at once: {counts:?}");
