@@ -365,7 +365,7 @@ impl Rollouts {
         }
         states.insert(shared.route.clone(), shared.clone());
         drop(states);
-        self.persist(&[shared.route.clone()], &[]);
+        self.persist(std::slice::from_ref(&shared.route), &[]);
         Some(shared)
     }
 

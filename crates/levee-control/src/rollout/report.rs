@@ -103,7 +103,7 @@ pub fn deploys_for(slo: &SloStatus, rollouts: &[RolloutState]) -> Vec<DeployEven
         .filter(|r| covers(slo, &r.route))
         .filter_map(|r| deploy(r).map(|(e, start, _)| (start, e)))
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     out.into_iter().map(|(_, e)| e).collect()
 }
 
