@@ -40,6 +40,22 @@ impl Traffic {
         Self { stop, seen, task }
     }
 
+    /// Waits until `n` more answers from `body` than now have arrived.
+    async fn wait_for_more(&self, body: &str, n: usize) {
+        let count = |seen: &HashMap<(u16, String), usize>| -> usize {
+            seen.iter()
+                .filter(|((_, b), _)| b == body)
+                .map(|(_, n)| n)
+                .sum()
+        };
+        let start = count(&self.seen.lock().unwrap());
+        let what = format!("{n} more answers from {body}");
+        eventually(Duration::from_secs(10), &what, || async {
+            count(&self.seen.lock().unwrap()) >= start + n
+        })
+        .await;
+    }
+
     async fn finish(self) -> HashMap<(u16, String), usize> {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.unwrap();
@@ -246,7 +262,20 @@ objective = "99%"
     gw.control.evaluate_slos().await;
     move_to(&gw, &config(&ups, "v2", FAST, slo)).await;
     let traffic = Traffic::start(gw.url("public"), Duration::from_millis(5));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The gate's decision is on record (the loop has looked), and traffic
+    // goes on meanwhile.
+    eventually(
+        Duration::from_secs(10),
+        "the gate holds the start",
+        || async {
+            gw.control
+                .rollout("api")
+                .and_then(|r| r.reason)
+                .is_some_and(|r| r.contains("budget") || r.contains("page alert"))
+        },
+    )
+    .await;
+    traffic.wait_for_more("v1", 200).await;
     let seen = traffic.finish().await;
     let state = gw.control.rollout("api").unwrap();
     assert_eq!(state.phase.name(), "waiting", "{:?}", state.reason);
@@ -331,7 +360,7 @@ async fn blue_green_judges_preview_traffic_then_switches_with_no_failed_request(
     wait_for_phase(&gw, "switched", Duration::from_secs(15)).await;
     let previews = previews.await.unwrap();
     assert!(previews.iter().all(|b| b == "v2"), "{previews:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic.wait_for_more("v2", 20).await;
     // Switch back at once: `abort` while the old version is still warm.
     let abort = c
         .send(
@@ -342,7 +371,7 @@ async fn blue_green_judges_preview_traffic_then_switches_with_no_failed_request(
         .await
         .unwrap();
     assert_eq!(abort.status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    traffic.wait_for_more("v1", 20).await;
     let seen = traffic.finish().await;
     assert!(
         seen.keys().all(|(s, _)| *s == 200),
@@ -420,7 +449,17 @@ async fn webhooks_gate_the_start_and_hear_the_rollback() {
     let gw = TestGateway::start(&config(&ups, "v1", &hooked, "")).await;
     move_to(&gw, &config(&ups, "v2", &hooked, "")).await;
     let traffic = Traffic::start(gw.url("public"), Duration::from_millis(3));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the hook's refusal is on record",
+        || async {
+            gw.control
+                .rollout("api")
+                .and_then(|r| r.reason)
+                .is_some_and(|r| r.contains("confirm-rollout"))
+        },
+    )
+    .await;
     assert_eq!(
         phase(&gw).await,
         "waiting",
