@@ -76,18 +76,6 @@ steps = [{{ weight = 10, pause = "1s" }}, {{ weight = 50, pause = "1s" }}]
     )
 }
 
-/// The `address` of the first JSON log line whose `message` is `message`
-/// (and, for listeners, whose `listener` is `listener`).
-fn logged_address(lines: &[String], message: &str, listener: Option<&str>) -> Option<SocketAddr> {
-    lines.iter().find_map(|l| {
-        let v: Value = serde_json::from_str(l).ok()?;
-        let matches = v["message"] == message && listener.is_none_or(|name| v["listener"] == name);
-        matches
-            .then(|| v["address"].as_str()?.parse().ok())
-            .flatten()
-    })
-}
-
 impl Gateway {
     /// Starts `levee run` with route `api` on `v1`.
     async fn start(test: &str) -> Self {
@@ -95,13 +83,7 @@ impl Gateway {
         let dir = common::scratch_dir("rollout-cli", test);
         let config = dir.join("levee.toml");
         std::fs::write(&config, config_text(v1.addr(), v2.addr(), "v1")).expect("write config");
-        let config_arg = config.to_str().expect("UTF-8 temp path").to_string();
-        let mut process = Spawned::levee(&["--log-format", "json", "run", "-c", &config_arg], &dir);
-        let lines = process.lines_until("admin API listening", Duration::from_secs(30));
-        let proxy = logged_address(&lines, "listening", Some("public"))
-            .unwrap_or_else(|| panic!("no listening line:\n{}", process.output()));
-        let admin = logged_address(&lines, "admin API listening", None)
-            .unwrap_or_else(|| panic!("no admin line:\n{}", process.output()));
+        let (process, proxy, admin) = Spawned::levee_run(&config, &dir);
         Self {
             process,
             dir,

@@ -60,28 +60,12 @@ struct Replica {
     admin: SocketAddr,
 }
 
-fn logged_address(lines: &[String], message: &str, listener: Option<&str>) -> Option<SocketAddr> {
-    lines.iter().find_map(|l| {
-        let v: Value = serde_json::from_str(l).ok()?;
-        let matches = v["message"] == message && listener.is_none_or(|name| v["listener"] == name);
-        matches
-            .then(|| v["address"].as_str()?.parse().ok())
-            .flatten()
-    })
-}
-
 impl Replica {
     fn start(name: &str, text: &str) -> Self {
         let dir = common::scratch_dir("rollout-fleet", name);
         let config = dir.join("levee.toml");
         std::fs::write(&config, text).unwrap();
-        let arg = config.to_str().unwrap().to_string();
-        let mut process = Spawned::levee(&["--log-format", "json", "run", "-c", &arg], &dir);
-        let lines = process.lines_until("admin API listening", Duration::from_secs(30));
-        let proxy = logged_address(&lines, "listening", Some("public"))
-            .unwrap_or_else(|| panic!("no listening line:\n{}", process.output()));
-        let admin = logged_address(&lines, "admin API listening", None)
-            .unwrap_or_else(|| panic!("no admin line:\n{}", process.output()));
+        let (process, proxy, admin) = Spawned::levee_run(&config, &dir);
         Self {
             process,
             config,

@@ -5,6 +5,7 @@
 // Each test crate uses part of this module.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 
@@ -216,8 +217,38 @@ impl Spawned {
         self.seen.join("\n")
     }
 
+    /// `levee --log-format json run -c CONFIG` in `cwd`, once its admin
+    /// API listens: the process, the address of listener `public` and the
+    /// admin API's, read from the JSON log.
+    pub(crate) fn levee_run(config: &Path, cwd: &Path) -> (Self, SocketAddr, SocketAddr) {
+        let arg = config.to_str().expect("UTF-8 temp path");
+        let mut process = Self::levee(&["--log-format", "json", "run", "-c", arg], cwd);
+        let lines = process.lines_until("admin API listening", std::time::Duration::from_secs(30));
+        let proxy = logged_address(&lines, "listening", Some("public"))
+            .unwrap_or_else(|| panic!("no listening line:\n{}", process.output()));
+        let admin = logged_address(&lines, "admin API listening", None)
+            .unwrap_or_else(|| panic!("no admin line:\n{}", process.output()));
+        (process, proxy, admin)
+    }
+
     /// The process, to signal it or wait for its exit.
     pub(crate) fn process(&mut self) -> &mut std::process::Child {
         &mut self.child
     }
+}
+
+/// The `address` of the first JSON log line whose `message` is `message`
+/// (and, for listeners, whose `listener` is `listener`).
+pub(crate) fn logged_address(
+    lines: &[String],
+    message: &str,
+    listener: Option<&str>,
+) -> Option<SocketAddr> {
+    lines.iter().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        let matches = v["message"] == message && listener.is_none_or(|name| v["listener"] == name);
+        matches
+            .then(|| v["address"].as_str()?.parse().ok())
+            .flatten()
+    })
 }
