@@ -74,18 +74,8 @@ pub(crate) fn analyse(
         .collect();
     let mut judgement = match verdict.decision {
         judge::Decision::Pass => Judgement::Pass,
-        judge::Decision::Fail => Judgement::Fail(
-            checks
-                .iter()
-                .filter(|c| c.outcome == "failed")
-                .map(|c| format!("{} {:.4} beyond {:.4}", c.name, c.value, c.threshold))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        judge::Decision::Inconclusive => Judgement::Pending(format!(
-            "canary {} and baseline {} requests, {} needed each",
-            canary.total, baseline.total, analysis.min_samples
-        )),
+        judge::Decision::Fail => Judgement::Fail(verdict.reason.clone()),
+        judge::Decision::Inconclusive => Judgement::Pending(verdict.reason.clone()),
     };
     if let Some(limit) = analysis.max_mirror_mismatch {
         let (compared, rate) = mirror_mismatch.unwrap_or((0, 0.0));
