@@ -77,6 +77,7 @@ for name in plain release; do
   echo $! >"$OUT/$name.pid"
 done
 sleep 1
+for name in plain release; do kill -0 "$(cat "$OUT/$name.pid")" 2>/dev/null || { echo "levee ($name) exited:"; cat "$OUT/$name.log"; exit 1; }; done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port -> "rps cpu_us_per_req"
