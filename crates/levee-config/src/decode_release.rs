@@ -236,6 +236,19 @@ fn strategy(d: &mut Decoder<'_>, t: &mut crate::diag::Table<'_>, path: &str) -> 
                     misplaced(d, key, "canary");
                 }
             }
+            for (key, set) in [
+                ("max_weight", max_weight.is_some()),
+                ("step_interval", interval.is_some()),
+            ] {
+                if set && step_weight.is_none() {
+                    d.error_help(
+                        loc,
+                        &format!("{path}.{key}"),
+                        format!("`{key}` does not apply without `step_weight`"),
+                        "`step_weight`, `max_weight` and `step_interval` go together; `steps` say the same with a list",
+                    );
+                }
+            }
             let steps = match (steps, step_weight) {
                 (Some(_), Some(_)) => {
                     d.error_help(
@@ -306,6 +319,8 @@ fn strategy(d: &mut Decoder<'_>, t: &mut crate::diag::Table<'_>, path: &str) -> 
             for (key, set) in [
                 ("steps", steps.is_some()),
                 ("step_weight", step_weight.is_some()),
+                ("max_weight", max_weight.is_some()),
+                ("step_interval", interval.is_some()),
                 ("duration", duration.is_some()),
                 ("requests", requests.is_some()),
             ] {
@@ -322,6 +337,8 @@ fn strategy(d: &mut Decoder<'_>, t: &mut crate::diag::Table<'_>, path: &str) -> 
             for (key, set) in [
                 ("steps", steps.is_some()),
                 ("step_weight", step_weight.is_some()),
+                ("max_weight", max_weight.is_some()),
+                ("step_interval", interval.is_some()),
                 ("preview", preview.is_some()),
                 ("keep_old", keep_old.is_some()),
             ] {
@@ -577,6 +594,15 @@ pub(crate) fn check_route(
         );
     }
     if let Some(rollout) = &route.rollout {
+        if rollout.analysis.max_mirror_mismatch.is_some() && route.mirror.is_none() {
+            let path = format!("routes[{i}].rollout.analysis.max_mirror_mismatch");
+            d.error_help(
+                root.loc_of(&[&path]),
+                &path,
+                "the route has no mirror to compare answers with",
+                "add `[routes.mirror]` with the shadow cluster, or remove this limit",
+            );
+        }
         for (j, slo) in rollout.gates.slos.iter().enumerate() {
             if !slo_names.contains(&slo.as_str()) {
                 let path = format!("routes[{i}].rollout.gates.slos[{j}]");

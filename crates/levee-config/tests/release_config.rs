@@ -192,3 +192,20 @@ fn a_forcing_rule_takes_one_source_and_one_comparison() {
     let e = errors("[routes.split]\ncluster = \"api-v1\"\nweight = 5\nforce = [{ header = \"x-a\", regex = \"(\" }]\n");
     assert!(e[0].message.contains("invalid regular expression"), "{e:?}");
 }
+
+#[test]
+fn knobs_that_do_not_apply_are_refused_not_ignored() {
+    let e = errors("[routes.rollout]\nmax_weight = 50\n");
+    assert!(
+        e[0].message.contains("`max_weight` does not apply"),
+        "{e:?}"
+    );
+    let e = errors("[routes.rollout]\nstrategy = \"ab\"\nrequests = 100\nstep_interval = \"5s\"\nforce = [{ header = \"x-group\", exact = \"b\" }]\n");
+    assert!(
+        e[0].message.contains("`step_interval` does not apply"),
+        "{e:?}"
+    );
+    let e = errors("[routes.rollout]\nanalysis = { max_mirror_mismatch = \"5%\" }\n");
+    assert_eq!(e[0].path, "routes[0].rollout.analysis.max_mirror_mismatch");
+    assert!(e[0].message.contains("no mirror"), "{e:?}");
+}

@@ -81,8 +81,12 @@ impl levee_proxy::ControlPlane for Loops {
         })
     }
 
-    fn rollout_base(&self, route: &str) -> Option<(String, levee_proxy::release::Weights)> {
-        self.rollouts.base(route)
+    fn rollout_base(
+        &self,
+        route: &str,
+        configured: &str,
+    ) -> Option<(String, levee_proxy::release::Weights)> {
+        self.rollouts.base(route, configured)
     }
 
     fn drained(&self) -> BoxFuture<'_, ()> {

@@ -30,13 +30,18 @@ pub trait ControlPlane: std::fmt::Debug + Send + Sync + 'static {
     fn commit<'a>(&'a self, config: &'a Arc<Config>) -> BoxFuture<'a, ()>;
 
     /// The cluster that last served all of `route`, and the weights of
-    /// its rollout now: when it is not the configured cluster, the reload
-    /// being built serves it as the stable version and the configured one
-    /// as the canary, at these weights until the loop turns them. `None`
-    /// serves the configured cluster alone. Asked while a reload builds,
-    /// so it must not wait.
-    fn rollout_base(&self, route: &str) -> Option<(String, crate::release::Weights)> {
-        let _ = route;
+    /// its rollout to `configured` now: when it is not the configured
+    /// cluster, the reload being built serves it as the stable version and
+    /// the configured one as the canary, at these weights until the loop
+    /// turns them (zero for a rollout about to begin). `None` serves the
+    /// configured cluster alone. Asked while a reload builds, so it must
+    /// not wait.
+    fn rollout_base(
+        &self,
+        route: &str,
+        configured: &str,
+    ) -> Option<(String, crate::release::Weights)> {
+        let _ = (route, configured);
         None
     }
 

@@ -887,7 +887,7 @@ fn release_plan(
         ));
     }
     route.rollout.as_ref()?;
-    let (stable, weights) = control?.rollout_base(&route.name)?;
+    let (stable, weights) = control?.rollout_base(&route.name, &route.cluster)?;
     (stable != route.cluster)
         .then(|| (stable, route.cluster.clone(), ReleaseKind::Rollout, weights))
 }

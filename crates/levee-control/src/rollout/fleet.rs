@@ -30,6 +30,9 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// How long a rollout's shared counts outlive their last update.
+const COUNTS_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// How long a leader's lease lasts without renewal.
 pub(crate) const LEASE: Duration = Duration::from_secs(3);
 
@@ -217,13 +220,16 @@ impl Fleet {
             .await;
     }
 
+    /// One rollout's counts: by route, both clusters and its start, so a
+    /// later rollout between the same clusters never sums old counts.
     fn counts_key(state: &RolloutState) -> String {
         key(
             &state.route,
             &format!(
-                "{}:{}:counts",
+                "{}:{}:{}:counts",
                 state.stable,
-                state.canary.as_deref().unwrap_or("")
+                state.canary.as_deref().unwrap_or(""),
+                state.started_ns
             ),
         )
     }
@@ -233,14 +239,22 @@ impl Fleet {
         let Ok(text) = serde_json::to_string(counts) else {
             return;
         };
-        let _: Option<i64> = self
-            .run(
-                redis::cmd("HSET")
-                    .arg(Self::counts_key(state))
-                    .arg(&self.instance)
-                    .arg(text),
-            )
-            .await;
+        let k = Self::counts_key(state);
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(&k)
+            .arg(&self.instance)
+            .arg(text)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&k)
+            .arg(COUNTS_TTL.as_millis() as u64)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let _: Option<()> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+            .await
+            .ok()
+            .and_then(Result::ok);
     }
 
     /// Every replica's counts of the rollout in `state`.

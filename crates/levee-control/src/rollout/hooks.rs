@@ -23,9 +23,18 @@ fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
 /// The body every hook receives: what Flagger sends (name, phase,
 /// metadata) plus Levee's own figures.
 fn payload(phase: HookPhase, state: &RolloutState) -> Bytes {
+    let last = state.decisions.last();
     let body = serde_json::json!({
         "name": state.route,
         "phase": phase.name(),
+        // Flagger's hooks read string metadata.
+        "metadata": {
+            "route": state.route,
+            "stable": state.stable,
+            "canary": state.canary.clone().unwrap_or_default(),
+            "decision": last.map(|d| d.outcome.clone()).unwrap_or_default(),
+            "reason": last.map(|d| d.reason.clone()).unwrap_or_default(),
+        },
         "stable": state.stable,
         "canary": state.canary,
         "strategy": state.strategy,
@@ -77,13 +86,13 @@ pub(crate) async fn gate(
     HookAnswer::Pass
 }
 
-/// Sends the hooks of a notifying `phase` (and `event` hooks) in the
-/// background.
+/// Sends the hooks of a notifying `phase` in the background (`event`
+/// hooks hear every decision: the loop sends them with `HookPhase::Event`).
 pub(crate) fn notify(policy: &Rollout, phase: HookPhase, state: &RolloutState) {
     let hooks: Vec<RolloutHook> = policy
         .webhooks
         .iter()
-        .filter(|h| h.phase == phase || h.phase == HookPhase::Event)
+        .filter(|h| h.phase == phase)
         .cloned()
         .collect();
     if hooks.is_empty() {

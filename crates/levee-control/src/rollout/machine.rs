@@ -65,6 +65,10 @@ pub(crate) enum Effect {
     Notify(levee_config::HookPhase),
 }
 
+/// Why a command on a route without a rollout under way is refused.
+pub(crate) const NOTHING_TO_DO: &str =
+    "no rollout is under way on this route; one starts when the config changes its cluster";
+
 /// A gating webhook phase a transition waits for.
 pub(crate) type Gate = levee_config::HookPhase;
 
@@ -182,7 +186,12 @@ impl RolloutState {
                     Strategy::BlueGreen { keep_old, .. } => nanos(*keep_old),
                     _ => 0,
                 };
-                if now.saturating_sub(self.step_started_ns) >= keep_old {
+                // All traffic is on the new version: no baseline is left to
+                // judge against, but the budget it spends is still watched,
+                // and the old version is still warm to switch back to.
+                if let Some(why) = &inputs.budget_exceeded {
+                    self.roll_back(policy, now, why.clone(), inputs, &mut effects);
+                } else if now.saturating_sub(self.step_started_ns) >= keep_old {
                     self.finish_promotion(
                         policy,
                         now,
@@ -408,6 +417,7 @@ impl RolloutState {
     /// `levee rollout promote`: everything to the new version now.
     pub(crate) fn promote(&mut self, policy: &Rollout, now: Nanos) -> Result<Vec<Effect>, String> {
         match self.phase {
+            Phase::Idle => Err(NOTHING_TO_DO.into()),
             Phase::Promoted => Err("the rollout is already promoted".into()),
             Phase::RolledBack => {
                 Err("a rolled-back rollout is not promoted; change the config to try again".into())
@@ -430,6 +440,7 @@ impl RolloutState {
     /// `levee rollout abort`: everything back to the stable version now.
     pub(crate) fn abort(&mut self, policy: &Rollout, now: Nanos) -> Result<Vec<Effect>, String> {
         match self.phase {
+            Phase::Idle => Err(NOTHING_TO_DO.into()),
             Phase::RolledBack => Err("the rollout is already rolled back".into()),
             Phase::Promoted => {
                 Err("the rollout is promoted; `levee rollout undo` goes back".into())

@@ -207,8 +207,12 @@ impl RolloutState {
     fn begin(&mut self, canary: &str, strategy: &Strategy, now: Nanos) {
         let stable = self.stable.clone();
         let previous = self.previous_stable.take();
+        // The revision keeps growing, so a fleet never prefers the shared
+        // state of an earlier rollout of this route to this one.
+        let revision = self.revision;
         *self = Self::idle(&self.route, &stable, strategy, now);
         self.previous_stable = previous;
+        self.revision = revision;
         self.canary = Some(canary.to_string());
         self.phase = Phase::Waiting;
         self.decisions.push(Decision {
@@ -296,6 +300,22 @@ pub struct Rollouts {
     fleet: OnceLock<fleet::Fleet>,
     /// Routes whose rollout this replica leads now.
     leading: Mutex<std::collections::HashSet<String>>,
+    /// Where each rollout's evidence starts: the canary's and baseline's
+    /// counts when it was resumed (a resumed rollout is judged afresh, not
+    /// on the evidence that paused it). Absent: from the release's start.
+    evidence_from: Mutex<HashMap<String, EvidenceFrom>>,
+}
+
+/// See `Rollouts::evidence_from`.
+#[derive(Debug)]
+enum EvidenceFrom {
+    /// Take the counts at the next analysis.
+    Next,
+    /// The canary's and the baseline's counts then.
+    Counts(
+        levee_proxy::release::VersionSnapshot,
+        levee_proxy::release::VersionSnapshot,
+    ),
 }
 
 impl std::fmt::Debug for Rollouts {
@@ -332,6 +352,7 @@ impl Rollouts {
             metrics: run::RolloutMetrics::new(registry),
             fleet: OnceLock::new(),
             leading: Mutex::new(Default::default()),
+            evidence_from: Mutex::new(HashMap::new()),
         })
     }
 
@@ -407,11 +428,18 @@ impl Rollouts {
     }
 
     /// See `ControlPlane::rollout_base`.
-    pub(crate) fn base(&self, route: &str) -> Option<(String, Weights)> {
+    pub(crate) fn base(&self, route: &str, configured: &str) -> Option<(String, Weights)> {
         let states = self.lock();
         let state = states.get(route)?;
         let policy = self.policy(route)?;
-        Some((state.stable.clone(), state.step_weights(&policy)))
+        // A rollout to another cluster than this state's is about to
+        // begin: nothing moves until its first decision.
+        let weights = if state.canary.as_deref() == Some(configured) {
+            state.step_weights(&policy)
+        } else {
+            Weights::default()
+        };
+        Some((state.stable.clone(), weights))
     }
 
     /// Takes a committed config: opens rollouts for routes whose cluster
@@ -444,19 +472,26 @@ impl Rollouts {
                     RolloutState::idle(&route.name, &route.cluster, &policy.strategy, now)
                 });
                 if state.stable == route.cluster {
-                    if state.canary.is_some() && state.phase != Phase::Idle {
+                    // Back to the stable cluster before the new one was
+                    // promoted: that rollout is over. (A promoted one has
+                    // the configured cluster as both: nothing to do.)
+                    let went_back = state.canary.as_deref().is_some_and(|c| c != route.cluster);
+                    if went_back && state.phase != Phase::Idle {
                         tracing::info!(route = %route.name, cluster = %route.cluster, "the config went back to the stable cluster; the rollout is over");
                         let strategy = policy.strategy.clone();
-                        let previous = state.previous_stable.clone();
+                        let (previous, revision) = (state.previous_stable.clone(), state.revision);
                         *state = RolloutState::idle(&route.name, &route.cluster, &strategy, now);
                         state.previous_stable = previous;
+                        state.revision = revision;
                         changed.push(route.name.clone());
                     }
                     continue;
                 }
                 if !clusters.contains(&state.stable.as_str()) {
                     tracing::warn!(route = %route.name, from = %state.stable, to = %route.cluster, "the previous cluster is gone from the config, so the route switched at once without a rollout");
+                    let revision = state.revision;
                     *state = RolloutState::idle(&route.name, &route.cluster, &policy.strategy, now);
+                    state.revision = revision;
                     changed.push(route.name.clone());
                     continue;
                 }
@@ -465,6 +500,11 @@ impl Rollouts {
                 }
                 tracing::info!(route = %route.name, from = %state.stable, to = %route.cluster, strategy = strategy_name(&policy.strategy), "rollout begins");
                 state.begin(&route.cluster, &policy.strategy, now);
+                self.metrics.decision(&route.name, "begin");
+                self.evidence_from
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&route.name);
                 changed.push(route.name.clone());
             }
         }
@@ -533,6 +573,7 @@ impl Rollouts {
                 Command::Promote => state.promote(&policy, now),
                 Command::Abort => state.abort(&policy, now),
                 Command::Undo => match state.phase {
+                    Phase::Idle => Err(machine::NOTHING_TO_DO.into()),
                     Phase::Promoted => match state.previous_stable.clone() {
                         Some(previous) => {
                             let current = state.stable.clone();
@@ -566,6 +607,16 @@ impl Rollouts {
             .map_err(CommandError::Refused)?;
             (state.clone(), effects)
         };
+        if command == Command::Resume {
+            self.evidence_from
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(route.to_string(), EvidenceFrom::Next);
+        }
+        if let Some(d) = state.decisions.last() {
+            self.metrics.decision(route, &d.outcome);
+        }
+        hooks::notify(&policy, levee_config::HookPhase::Event, &state);
         tracing::info!(route, command = ?command, phase = state.phase.name(), "rollout command");
         self.apply_effects(route, &state, &effects).await;
         let state = self.publish_decision(route).await.unwrap_or(state);

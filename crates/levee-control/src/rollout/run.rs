@@ -74,7 +74,8 @@ impl Rollouts {
         for state in routes {
             let route = state.route.as_str();
             if let Some(release) = gateway.release(route) {
-                if release.canary_cluster() == state.canary.as_deref().unwrap_or_default()
+                if state.started_ns > 0
+                    && release.canary_cluster() == state.canary.as_deref().unwrap_or_default()
                     && release.stable_cluster() == state.stable
                 {
                     let counts = fleet::ReplicaCounts {
@@ -87,6 +88,7 @@ impl Rollouts {
             if let Some(shared) = fleet.state(route).await {
                 if let Some(taken) = self.adopt(shared) {
                     self.sync_weights(&taken);
+                    self.rebuild_if_stale(gateway, &taken).await;
                 }
             }
             let active = self.get(route).is_some_and(|s| s.phase.is_active());
@@ -110,6 +112,31 @@ impl Rollouts {
                         self.publish_decision(route).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// A state adopted from the fleet may name a stable cluster this
+    /// replica's routes were not built with (the leader's `undo`): build
+    /// them again, as the leader did.
+    async fn rebuild_if_stale(&self, gateway: &Gateway, state: &RolloutState) {
+        let config = gateway.config();
+        let Some(configured) = config.routes.iter().find(|r| r.name == state.route) else {
+            return;
+        };
+        let serving_stable = gateway
+            .release(&state.route)
+            .map_or(configured.cluster.clone(), |r| {
+                r.stable_cluster().to_string()
+            });
+        let wanted_stable = if state.canary.as_deref() == Some(configured.cluster.as_str()) {
+            state.stable.clone()
+        } else {
+            configured.cluster.clone()
+        };
+        if serving_stable != wanted_stable {
+            if let Err(e) = gateway.reload((*config).clone()).await {
+                tracing::warn!(route = %state.route, error = %e, "rebuilding the route for the fleet's rollout failed");
             }
         }
     }
@@ -139,6 +166,28 @@ impl Rollouts {
         (canary, baseline)
     }
 
+    /// The counts since the evidence of `route`'s rollout starts (see
+    /// `Rollouts::evidence_from`).
+    fn evidence(
+        &self,
+        route: &str,
+        (canary, baseline): (VersionSnapshot, VersionSnapshot),
+    ) -> (VersionSnapshot, VersionSnapshot) {
+        use super::EvidenceFrom;
+        let mut from = self.evidence_from.lock().unwrap_or_else(|e| e.into_inner());
+        match from.get(route) {
+            None => (canary, baseline),
+            Some(EvidenceFrom::Next) => {
+                from.insert(
+                    route.to_string(),
+                    EvidenceFrom::Counts(canary.clone(), baseline.clone()),
+                );
+                (since(&canary, &canary), since(&baseline, &baseline))
+            }
+            Some(EvidenceFrom::Counts(c0, b0)) => (since(&canary, c0), since(&baseline, b0)),
+        }
+    }
+
     /// One analysis of `route`'s rollout and the decision on it.
     async fn analyse(
         &self,
@@ -162,7 +211,7 @@ impl Rollouts {
         let mirror = gateway
             .mirror_stats(route)
             .and_then(|m| Some((m.compared, m.mismatch_rate()?)));
-        let (canary, baseline) = self.counts(&release, &state).await;
+        let (canary, baseline) = self.evidence(route, self.counts(&release, &state).await);
         let analysed = analysis::analyse(&policy.analysis, canary, baseline, mirror);
         let gate_hold = analysis::gate_hold(&policy.gates, route, &report);
         let (spent, budget_exceeded) =
@@ -228,6 +277,9 @@ impl Rollouts {
             .any(|e| matches!(e, Effect::Weights(_) | Effect::Promoted))
             || after.decisions.len() != state.decisions.len()
             || after.phase != state.phase;
+        if after.decisions.len() != state.decisions.len() {
+            hooks::notify(policy, HookPhase::Event, &after);
+        }
         if changed {
             self.publish_decision(route).await;
         }
@@ -253,7 +305,7 @@ impl RolloutMetrics {
         }
     }
 
-    fn decision(&self, route: &str, outcome: &str) {
+    pub(crate) fn decision(&self, route: &str, outcome: &str) {
         self.registry
             .counter(
                 names::ROLLOUT_DECISIONS,
@@ -323,4 +375,25 @@ pub(crate) fn spawn(rollouts: &Arc<Rollouts>, slo: &Arc<SloEngine>, gateway: &Ga
         gateway.clone(),
         gateway.drain_signal(),
     ));
+}
+
+/// The counts of `now` that came after `then`.
+fn since(now: &VersionSnapshot, then: &VersionSnapshot) -> VersionSnapshot {
+    VersionSnapshot {
+        total: now.total.saturating_sub(then.total),
+        bad: now.bad.saturating_sub(then.bad),
+        within: now
+            .within
+            .iter()
+            .map(|(t, n)| {
+                let before = then
+                    .within
+                    .iter()
+                    .find(|(d, _)| d == t)
+                    .map_or(0, |(_, m)| *m);
+                (*t, n.saturating_sub(before))
+            })
+            .collect(),
+        latency: now.latency.saturating_sub(&then.latency),
+    }
 }

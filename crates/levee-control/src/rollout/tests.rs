@@ -319,3 +319,36 @@ fn the_decision_log_is_bounded() {
     }
     assert_eq!(s.decisions.len(), super::MAX_DECISIONS);
 }
+
+#[test]
+fn commands_on_a_route_without_a_rollout_under_way_are_refused() {
+    let policy = canary(&[(500, 60, false)]);
+    let mut s = RolloutState::idle("api", "v1", &policy.strategy, T0);
+    assert!(s.promote(&policy, T0).unwrap_err().contains("no rollout"));
+    assert!(s.abort(&policy, T0).unwrap_err().contains("no rollout"));
+    assert!(s.pause(T0).is_err());
+    assert!(s.resume(&policy, T0).is_err());
+    assert_eq!(s.phase, Phase::Idle);
+}
+
+#[test]
+fn after_a_blue_green_switch_a_budget_overspend_switches_back() {
+    let policy = Rollout {
+        strategy: Strategy::BlueGreen {
+            preview: Duration::from_secs(1),
+            keep_old: Duration::from_secs(600),
+        },
+        ..canary(&[])
+    };
+    let mut s = begun(&policy);
+    s.advance(&policy, &at(0, Judgement::Pass));
+    s.advance(&policy, &at(1, Judgement::Pass));
+    assert_eq!(s.phase, Phase::Switched);
+    let over = Inputs {
+        budget_exceeded: Some("the new version spent the budget".into()),
+        ..at(5, Judgement::Pending("no baseline".into()))
+    };
+    let e = s.advance(&policy, &over);
+    assert_eq!(s.phase, Phase::RolledBack);
+    assert_eq!(weights_of(&e), Some(Weights::default()));
+}

@@ -526,3 +526,56 @@ async fn a_version_twice_as_slow_is_rolled_back_by_the_rank_test() {
     );
     assert_eq!(state.canary_bad, 0, "no errors: latency alone failed it");
 }
+
+#[tokio::test]
+async fn a_second_rollout_after_a_promotion_starts_from_zero() {
+    let ups = [
+        FakeUpstream::builder("v1").start().await,
+        FakeUpstream::builder("v2").start().await,
+    ];
+    let v3 = FakeUpstream::builder("v3").start().await;
+    let with_v3 = |cluster: &str, rollout: &str| {
+        GatewayConfig::new()
+            .route(Route::new("api", cluster).raw(&format!("rollout = {rollout}")))
+            .cluster(Cluster::new("v1").endpoint(&ups[0]))
+            .cluster(Cluster::new("v2").endpoint(&ups[1]))
+            .cluster(Cluster::new("v3").endpoint(&v3))
+            .toml()
+    };
+    let gw = TestGateway::start(&with_v3("v1", FAST)).await;
+    move_to(&gw, &with_v3("v2", FAST)).await;
+    let c = Client::http1();
+    let promote = format!("{}/api/v1/rollouts/api/promote", gw.admin_url());
+    wait_for_phase(&gw, "progressing", Duration::from_secs(5)).await;
+    let r = c
+        .send(
+            http::Request::post(&promote)
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["stable"], "v2", "the answer shows the promotion");
+    // Next: v3, held at the start by a webhook nobody answers.
+    let held = r#"{ steps = [{ weight = 50, pause = "1h" }], webhooks = [{ phase = "confirm-rollout", url = "http://127.0.0.1:9/never", timeout = "100ms" }] }"#;
+    move_to(&gw, &with_v3("v3", held)).await;
+    assert_eq!(phase(&gw).await, "waiting");
+    let counts = c.burst(&gw.url("public"), 20).await;
+    assert_eq!(
+        counts.get("v2"),
+        Some(&20),
+        "nothing reaches v3 yet: {counts:?}"
+    );
+    // A promote given to a route without a rollout under way is refused.
+    move_to(&gw, &with_v3("v2", held)).await;
+    let r = c
+        .send(
+            http::Request::post(&promote)
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409, "{}", r.body);
+}
