@@ -2,6 +2,7 @@
 //! sections (unique names, references between routes, listeners and clusters,
 //! the admin token rule). Every problem is collected.
 
+use crate::decode_fault;
 use crate::decode_release;
 use crate::decode_slo;
 use crate::diag::{closest, Decoder, Table};
@@ -295,6 +296,10 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
     let split = d.opt(&mut t, "split", decode_release::decode_split);
     let rollout = d.opt(&mut t, "rollout", decode_release::decode_rollout);
     let mirror = d.opt(&mut t, "mirror", decode_release::decode_mirror);
+    let faults = d.opt(&mut t, "faults", |d, n, p| {
+        d.list(n, p, decode_fault::decode_fault)
+    });
+    let fault_headers = d.opt(&mut t, "fault_headers", decode_fault::decode_fault_headers);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -322,6 +327,8 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         split,
         rollout,
         mirror,
+        faults: faults.unwrap_or_default(),
+        fault_headers,
     })
 }
 
@@ -591,7 +598,7 @@ pub(crate) fn header_value(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opti
     Some(s)
 }
 
-fn decode_header_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HeaderMatch> {
+pub(crate) fn decode_header_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HeaderMatch> {
     let mut t = d.table(node, path)?;
     let which = one_of(d, &t, node, &["exact", "present", "regex"]);
     let name = d.req(&mut t, "name", header_name);
@@ -649,6 +656,9 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         Some(list)
     });
     let dns_refresh = d.opt(&mut t, "dns_refresh", Decoder::duration);
+    let faults = d.opt(&mut t, "faults", |d, n, p| {
+        d.list(n, p, decode_fault::decode_upstream_fault)
+    });
     let balancer = d.opt(&mut t, "balancer", decode_balancer);
     let protocol = d.opt(&mut t, "protocol", |d, n, p| {
         d.choice(n, p, &["http1", "http2"])
@@ -728,6 +738,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         concurrency,
         host_header,
         stall_detection: stall_detection.unwrap_or(Some(StallDetection::default())),
+        faults: faults.unwrap_or_default(),
     })
 }
 
@@ -1059,6 +1070,9 @@ pub(crate) fn cross_check(d: &mut Decoder<'_>, root: &Node, config: &Config) {
     let slo_names: Vec<&str> = config.slos.iter().map(|s| s.name.as_str()).collect();
     for (i, r) in config.routes.iter().enumerate() {
         decode_release::check_route(d, root, i, r, &cluster_names, &slo_names);
+    }
+    for (i, c) in config.clusters.iter().enumerate() {
+        decode_fault::check_cluster(d, root, i, c);
     }
     let raw_slos = raw_names(root, "slos");
     decode_slo::check_slos(d, root, config, &raw_slos, &route_names, &cluster_names);

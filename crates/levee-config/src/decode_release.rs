@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// A weight: a percentage as Argo's `setWeight` writes it (`5`, `0.25`,
 /// `"12.5%"`), in steps of 0.01%, as basis points of a percent.
-fn weight(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<u32> {
+pub(crate) fn weight(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<u32> {
     let percent = match &node.value {
         Value::Int(i) => Some(*i as f64),
         Value::Float(f) => Some(*f),

@@ -8,6 +8,7 @@
 //! typed [`Config`] ([`model`]), which cannot hold invalid states.
 
 mod decode;
+mod decode_fault;
 mod decode_release;
 mod decode_slo;
 mod diag;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod node;
 pub mod openslo;
 
+pub use decode_fault::{decode_runtime_fault, FaultTarget, RuntimeFault, MAX_RUNTIME_FAULT_LIFE};
 pub use diag::{parse_duration, parse_size, Diagnostic, Diagnostics};
 pub use discover::{discover, DiscoveryError, CONFIG_ENV, DEFAULT_NAMES};
 pub use model::*;
@@ -126,7 +128,7 @@ pub fn load_api_keys(src: &str, name: &str) -> Result<Vec<ApiKey>, Diagnostics> 
     }
 }
 
-fn syntax_error(name: &str, e: &node::SyntaxError) -> Diagnostics {
+pub(crate) fn syntax_error(name: &str, e: &node::SyntaxError) -> Diagnostics {
     Diagnostics(vec![Diagnostic {
         file: name.to_string(),
         line: e.loc.line,

@@ -420,6 +420,10 @@ pub struct Route {
     pub rollout: Option<Rollout>,
     /// A share of requests copied to a shadow cluster.
     pub mirror: Option<Mirror>,
+    /// Faults injected into this route's requests (step 3).
+    pub faults: Vec<Fault>,
+    /// Envoy's fault-filter request headers, honoured within these caps.
+    pub fault_headers: Option<FaultHeaders>,
 }
 
 /// How much a route matters to the product.
@@ -765,6 +769,8 @@ impl Default for StallDetection {
 /// An upstream service.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cluster {
+    /// Faults injected between Levee and this cluster's endpoints.
+    pub faults: Vec<UpstreamFault>,
     /// Endpoints that stop answering (frozen) stop getting new requests;
     /// `None` when turned off (long-poll clusters).
     pub stall_detection: Option<StallDetection>,
@@ -1745,4 +1751,146 @@ pub struct Mirror {
     /// Compare response bodies (by hash) up to this size; 0: status and
     /// latency only.
     pub compare_body_bytes: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Faults: injected into requests (step 3) or between Levee and an upstream
+// (docs/chaos.md).
+
+/// Which requests a fault takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct FaultScope {
+    /// All must match.
+    pub headers: Vec<HeaderMatch>,
+    /// Any of these tenants; empty: every tenant.
+    pub tenants: Vec<String>,
+    /// Any of these client networks; empty: every client.
+    pub clients: Vec<IpNetwork>,
+    /// Any of these methods; empty: every method.
+    pub methods: Vec<String>,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IpNetwork {
+    /// The network's address.
+    pub addr: std::net::IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+impl IpNetwork {
+    /// Whether `ip` is in the network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How a request fault ends the request early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultAbort {
+    /// Answer this HTTP status.
+    Status(u16),
+    /// Answer this gRPC status (a trailers-only answer).
+    Grpc(u32),
+    /// Reset the stream (HTTP/2) or close the connection without an answer.
+    Reset,
+}
+
+/// One fault on a route's requests: a delay, an abort, a bandwidth limit,
+/// or several (the delay first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    /// A label for metrics and the API.
+    pub name: String,
+    /// Share of the requests in scope that get it (basis points of a
+    /// percent, see [`WEIGHT_SCALE`]).
+    pub weight: u32,
+    /// Which requests are in scope.
+    pub when: FaultScope,
+    /// Wait this long before going on.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub delay: Option<Duration>,
+    /// Plus up to this much more, uniformly.
+    #[serde(serialize_with = "ser_duration")]
+    pub jitter: Duration,
+    /// End the request with this.
+    pub abort: Option<FaultAbort>,
+    /// Send the response at most this many bytes a second.
+    pub bandwidth: Option<u64>,
+    /// Only the first this many requests in scope (then the fault stops).
+    pub first: Option<u64>,
+    /// At most this many requests faulted at once (the rest pass).
+    pub max_active: Option<u32>,
+}
+
+/// What an upstream fault does to an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum UpstreamFaultKind {
+    /// The connection is refused.
+    Refuse,
+    /// Nothing answers (until the attempt's timeout).
+    Hang,
+    /// The answer comes this much later.
+    Slow {
+        /// Added before the attempt is sent.
+        #[serde(serialize_with = "ser_duration")]
+        delay: Duration,
+    },
+    /// The response body breaks off after this many bytes.
+    ResetMidBody {
+        /// Bytes passed before the reset.
+        after_bytes: u64,
+    },
+    /// The upstream answers this status instead.
+    Error {
+        /// The status.
+        status: u16,
+    },
+}
+
+/// One fault between Levee and a cluster's endpoints, which Levee's
+/// retries, breakers and outlier detection see as a real failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamFault {
+    /// A label for metrics and the API.
+    pub name: String,
+    /// Share of attempts that get it (basis points of a percent).
+    pub weight: u32,
+    /// Only these endpoints (as configured); empty: all.
+    pub endpoints: Vec<String>,
+    /// What it does.
+    pub kind: UpstreamFaultKind,
+    /// Only the first this many attempts (then the fault stops).
+    pub first: Option<u64>,
+    /// At most this many attempts faulted at once.
+    pub max_active: Option<u32>,
+}
+
+/// Envoy's fault-filter headers (`x-envoy-fault-abort-request`,
+/// `x-envoy-fault-delay-request`, their `-percentage`s,
+/// `x-envoy-fault-abort-grpc-request`, `x-envoy-fault-throughput-response`),
+/// off unless configured, and capped here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultHeaders {
+    /// The largest share a header may ask for (basis points).
+    pub max_weight: u32,
+    /// The longest delay a header may ask for.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_delay: Duration,
+    /// At most this many requests faulted by headers at once.
+    pub max_active: u32,
 }
