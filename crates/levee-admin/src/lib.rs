@@ -50,6 +50,8 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/capacity", get(capacity))
+        .route("/api/v1/faults", get(faults).post(add_fault))
+        .route("/api/v1/faults/{id}", axum::routing::delete(remove_fault))
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/rollouts/{route}", get(rollout))
         .route("/api/v1/rollouts/{route}/{action}", post(rollout_command))
@@ -406,6 +408,72 @@ async fn rollout_command(
         Err(e @ levee_control::CommandError::NoLeader) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"error": "no_leader", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn faults(State(state): State<AdminState>) -> Response {
+    Json(json!({ "faults": state.gateway.faults().list() })).into_response()
+}
+
+/// Sets a fault at runtime: the body names a route or a cluster, the fault
+/// in the config's shape, and `expires_in` (required, at most a day).
+async fn add_fault(State(state): State<AdminState>, body: String) -> Response {
+    let fault = match levee_config::decode_runtime_fault(&body) {
+        Ok(f) => f,
+        Err(diags) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({
+                    "error": "invalid_fault",
+                    "message": "the fault is invalid",
+                    "diagnostics": diags.0,
+                    "rendered": diags.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                })),
+            )
+                .into_response()
+        }
+    };
+    let config = state.gateway.config();
+    let (kind, name, known) = match &fault.target {
+        levee_config::FaultTarget::Route(r, _) => (
+            "route",
+            r.clone(),
+            config.routes.iter().any(|x| x.name == *r),
+        ),
+        levee_config::FaultTarget::Cluster(c, _) => (
+            "cluster",
+            c.clone(),
+            config.clusters.iter().any(|x| x.name == *c),
+        ),
+    };
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "message": format!("no {kind} `{name}`")})),
+        )
+            .into_response();
+    }
+    let expires_in = fault.expires_in;
+    let id = state.gateway.faults().add(fault);
+    tracing::info!(id, on = kind, target = %name, ?expires_in, "runtime fault set");
+    (
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "on": kind, "target": name, "expires_in_seconds": expires_in.as_secs_f64() })),
+    )
+        .into_response()
+}
+
+async fn remove_fault(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    match id.parse::<u64>() {
+        Ok(id) if state.gateway.faults().remove(id) => {
+            tracing::info!(id, "runtime fault removed");
+            Json(json!({ "removed": id })).into_response()
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "message": format!("no runtime fault `{id}`")})),
         )
             .into_response(),
     }

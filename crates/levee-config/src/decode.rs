@@ -598,7 +598,11 @@ pub(crate) fn header_value(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opti
     Some(s)
 }
 
-pub(crate) fn decode_header_match(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<HeaderMatch> {
+pub(crate) fn decode_header_match(
+    d: &mut Decoder<'_>,
+    node: &Node,
+    path: &str,
+) -> Option<HeaderMatch> {
     let mut t = d.table(node, path)?;
     let which = one_of(d, &t, node, &["exact", "present", "regex"]);
     let name = d.req(&mut t, "name", header_name);

@@ -5,9 +5,9 @@
 use crate::decode::{decode_header_match, name_field};
 use crate::decode_release::weight;
 use crate::diag::{Decoder, Table};
-use crate::Diagnostics;
 use crate::model::*;
 use crate::node::{Node, Value};
+use crate::Diagnostics;
 use std::time::Duration;
 
 /// The longest a runtime fault may live: a forgotten experiment must end.
@@ -137,7 +137,11 @@ pub(crate) fn decode_fault(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opti
         d.error(loc, &format!("{path}.jitter"), "`jitter` adds to a `delay`");
     }
     if bandwidth == Some(0) {
-        d.error(loc, &format!("{path}.bandwidth"), "a bandwidth of zero never ends");
+        d.error(
+            loc,
+            &format!("{path}.bandwidth"),
+            "a bandwidth of zero never ends",
+        );
     }
     Some(Fault {
         name,
@@ -232,7 +236,11 @@ pub(crate) fn check_cluster(d: &mut Decoder<'_>, root: &Node, i: usize, cluster:
         for (k, e) in fault.endpoints.iter().enumerate() {
             if !cluster.endpoints.iter().any(|c| c.address == *e) {
                 let path = format!("clusters[{i}].faults[{j}].endpoints[{k}]");
-                let known: Vec<&str> = cluster.endpoints.iter().map(|c| c.address.as_str()).collect();
+                let known: Vec<&str> = cluster
+                    .endpoints
+                    .iter()
+                    .map(|c| c.address.as_str())
+                    .collect();
                 d.error_help(
                     root.loc_of(&[&path]),
                     &path,

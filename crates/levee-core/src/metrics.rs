@@ -55,6 +55,11 @@ pub mod names {
     pub const RETRIES: &str = "levee_retries_total";
     /// Retries refused by the route's retry budget.
     pub const RETRY_BUDGET_EXHAUSTED: &str = "levee_retry_budget_exhausted_total";
+    /// Requests and attempts faults were injected into (labels `target`:
+    /// the route or cluster, `fault`: the fault's name).
+    pub const FAULTS_INJECTED: &str = "levee_faults_injected_total";
+    /// Runtime faults set through the admin API, not yet expired.
+    pub const FAULTS_RUNTIME: &str = "levee_faults_runtime";
     /// 1 for a route's rollout phase now, 0 for the others (labels `route`,
     /// `phase`).
     pub const ROLLOUT_PHASE: &str = "levee_rollout_phase";

@@ -303,9 +303,47 @@ pub struct ProxyBody {
     idle_timer: Option<Pin<Box<Sleep>>>,
     /// A copy being made for the stale cache.
     tee: Option<Box<crate::degrade::Tee>>,
+    /// An injected bandwidth limit (`crate::fault`).
+    throttle: Option<Box<Throttle>>,
+}
+
+/// Paces a body at a number of bytes a second, in slices of a tenth of a
+/// second's worth, waiting after each for its time.
+#[derive(Debug)]
+struct Throttle {
+    bytes_per_second: u64,
+    pending: Option<Bytes>,
+    wait: Option<Pin<Box<Sleep>>>,
+}
+
+impl Throttle {
+    fn slice(&mut self, mut data: Bytes) -> Bytes {
+        let most = usize::try_from(self.bytes_per_second / 10)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let chunk = if data.len() > most {
+            let head = data.split_to(most);
+            self.pending = Some(data);
+            head
+        } else {
+            data
+        };
+        let secs = chunk.len() as f64 / self.bytes_per_second as f64;
+        self.wait = Some(Box::pin(tokio::time::sleep(Duration::from_secs_f64(secs))));
+        chunk
+    }
 }
 
 impl ProxyBody {
+    /// Sends this body at most `bytes_per_second` (an injected fault).
+    pub(crate) fn throttle(&mut self, bytes_per_second: u64) {
+        self.throttle = Some(Box::new(Throttle {
+            bytes_per_second: bytes_per_second.max(1),
+            pending: None,
+            wait: None,
+        }));
+    }
+
     /// A body streamed from the upstream over `conn` (HTTP/1.1) or a
     /// connection running in its own task (`None`).
     pub(crate) fn upstream(
@@ -319,6 +357,7 @@ impl ProxyBody {
             idle_timeout,
             idle_timer: None,
             tee: None,
+            throttle: None,
         }
     }
 
@@ -338,6 +377,7 @@ impl ProxyBody {
             idle_timeout: Duration::MAX,
             idle_timer: None,
             tee: None,
+            throttle: None,
         }
     }
 
@@ -402,6 +442,55 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        let Some(throttle) = this.throttle.as_mut() else {
+            return this.poll_inner(cx);
+        };
+        if let Some(wait) = throttle.wait.as_mut() {
+            std::task::ready!(wait.as_mut().poll(cx));
+            throttle.wait = None;
+        }
+        if let Some(rest) = throttle.pending.take() {
+            return Poll::Ready(Some(Ok(Frame::data(throttle.slice(rest)))));
+        }
+        match std::task::ready!(this.poll_inner(cx)) {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let throttle = this.throttle.as_mut().expect("checked above");
+                    Poll::Ready(Some(Ok(Frame::data(throttle.slice(data)))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        if self.throttle.as_ref().is_some_and(|t| t.pending.is_some()) {
+            return false;
+        }
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Upstream(body, _) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream(body, _) => body.size_hint(),
+        }
+    }
+}
+
+impl ProxyBody {
+    /// The frames as they come, feeding the record, the mirror and the
+    /// stale cache copy.
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body, conn) => match conn {
@@ -448,21 +537,6 @@ impl Body for ProxyBody {
             }
         }
         polled.map(|frame| frame.map(|r| r.map_err(BodyError::Upstream)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Full(b) => b.is_none(),
-            Inner::Upstream(body, _) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Upstream(body, _) => body.size_hint(),
-        }
     }
 }
 

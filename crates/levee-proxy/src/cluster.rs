@@ -234,6 +234,8 @@ pub(crate) struct ClusterRuntime {
     pub(crate) queue: Option<Arc<crate::queue::ClusterQueue>>,
     /// Recent response-head latency, the yardstick of stalls.
     recent_latency: levee_policy::stall::RecentLatency,
+    /// Faults injected between Levee and the endpoints (`crate::fault`).
+    pub(crate) faults: Arc<[Arc<crate::fault::AttemptFault>]>,
 }
 
 /// The outlier detector and the endpoints its indexes refer to.
@@ -348,6 +350,7 @@ impl ClusterRuntime {
         metrics.panic_mode.set(i64::from(view.panic));
         let bulkheads = Bulkheads::new(&config.limits, &registry, &config.name);
         let runtime = Arc::new(Self {
+            faults: crate::fault::compile_cluster_faults(&config, &registry),
             transport: Transport::new(&config, bulkheads.connections.clone(), connector),
             breaker: config.circuit_breaker.cluster.as_ref().map(|b| {
                 GuardedBreaker::new(

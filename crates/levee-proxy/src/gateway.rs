@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
     /// The SLO counters requests feed; a control loop drains them.
     slo_counters: Arc<crate::slo::SloCounters>,
+    /// Runtime faults set through the admin API (cleared by each reload).
+    pub(crate) faults: Arc<crate::fault::FaultBoard>,
     /// Routes' releases (two versions and the weights between them), kept
     /// across reloads while the route, both clusters and the kind are.
     releases: Mutex<HashMap<String, Arc<crate::release::Release>>>,
@@ -271,6 +273,7 @@ impl Gateway {
         options: StartOptions,
     ) -> Result<Gateway, ApplyError> {
         let (drain, _) = watch::channel(false);
+        let fault_registry = registry.clone();
         let shared = Arc::new(Shared {
             slo_counters: options.slo_counters,
             control: options.control,
@@ -290,6 +293,7 @@ impl Gateway {
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
             releases: Mutex::new(HashMap::new()),
+            faults: Arc::new(crate::fault::FaultBoard::new(fault_registry)),
             mirrors: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
@@ -306,6 +310,9 @@ impl Gateway {
         applied?;
         tokio::spawn(pressure_loop(Arc::downgrade(&gateway.shared)));
         tokio::spawn(capacity_loop(Arc::downgrade(&gateway.shared)));
+        tokio::spawn(crate::fault::sweep_loop(Arc::downgrade(
+            &gateway.shared.faults,
+        )));
         Ok(gateway)
     }
 
@@ -412,6 +419,21 @@ impl Gateway {
         // new objectives only at the commit below).
         let slo_bindings = shared.slo_counters.bind(&config);
 
+        // Faults, once per route (a reload starts them afresh).
+        let route_faults: HashMap<String, crate::router::RouteFaults> = config
+            .routes
+            .iter()
+            .filter(|r| !r.faults.is_empty() || r.fault_headers.is_some())
+            .map(|r| {
+                let headers = r.fault_headers.as_ref().map(|caps| {
+                    let budget = crate::fault::HeaderBudget::new(caps, &r.name, &shared.registry);
+                    Arc::new((caps.clone(), budget))
+                });
+                let compiled = crate::fault::compile_route_faults(r, &shared.registry);
+                (r.name.clone(), (compiled, headers))
+            })
+            .collect();
+
         // Releases: routes served by two versions (a fixed split, or a
         // rollout from the cluster the control plane last saw fully
         // serving the route), each kept while unchanged.
@@ -487,6 +509,10 @@ impl Gateway {
                         };
                         let route = match mirrors.get(&r.name) {
                             Some(m) => route.with_mirror(m.clone()),
+                            None => route,
+                        };
+                        let route = match route_faults.get(&r.name) {
+                            Some(f) => route.with_faults(f),
                             None => route,
                         };
                         Some(match slo_bindings.get(&r.name) {
@@ -567,6 +593,8 @@ impl Gateway {
         *lock(&shared.global) = global;
         *lock(&shared.rate_limits) = limits;
         *lock(&shared.releases) = releases;
+        // A runtime fault never outlives a reload.
+        shared.faults.clear();
         *lock(&shared.mirrors) = mirrors;
         let config = Arc::new(config);
         if let Some(control) = &shared.control {
@@ -752,6 +780,11 @@ impl Gateway {
     /// Capacity utilisation as of the last sample (every 5 s).
     pub fn capacity(&self) -> Arc<crate::capacity::CapacityReport> {
         self.shared.capacity.load_full()
+    }
+
+    /// Runtime faults: add, list and remove them (the admin API).
+    pub fn faults(&self) -> &Arc<crate::fault::FaultBoard> {
+        &self.shared.faults
     }
 
     /// Every route's release (routes served by two versions), as committed.

@@ -11,6 +11,7 @@ pub mod capacity;
 mod cluster;
 pub mod control;
 mod degrade;
+pub mod fault;
 mod gateway;
 mod global;
 mod guard;

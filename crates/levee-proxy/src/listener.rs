@@ -436,7 +436,7 @@ async fn serve_http1_parking(
             let drain = service_drain.clone();
             Box::pin(async move {
                 let resp = handled.await?;
-                Ok::<_, std::convert::Infallible>(close_if_draining(resp, version, &drain))
+                Ok::<_, crate::fault::Reset>(close_if_draining(resp, version, &drain))
             })
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -659,7 +659,7 @@ where
         let drain = service_drain.clone();
         async move {
             let resp = handled.await?;
-            Ok::<_, std::convert::Infallible>(close_if_draining(resp, version, &drain))
+            Ok::<_, crate::fault::Reset>(close_if_draining(resp, version, &drain))
         }
     });
 

@@ -30,7 +30,6 @@ use hyper::body::Incoming;
 use levee_core::time::Instant;
 use levee_core::{ErrorKind, Outcome};
 use respond::Refusal;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 pub(crate) use attempt::tunnel;
@@ -39,7 +38,7 @@ pub(crate) use attempt::tunnel;
 pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<ProxyBody>, crate::fault::Reset> {
     let listener = conn.listener.current.load_full();
     let arrival = Arrival::new(&conn, &listener, &mut req);
     let mut done = Completion::new(conn.clone(), &arrival, &req);
@@ -56,9 +55,27 @@ pub(crate) async fn handle(
         }
         Err(refused) => return Ok(respond::refuse(done, refused)),
     };
-    // 3. Faults: none are configured yet.
-    if let Err(refused) = faults(&route) {
-        return Ok(respond::refuse(done, refused));
+    // 3. Faults: a delay, an abort or a bandwidth limit, when one is
+    //    configured or set for this route and draws this request.
+    if let Some(injection) = faults(&route, &listener, &conn, &req) {
+        if let Some(delay) = injection.delay {
+            tokio::time::sleep(delay).await;
+        }
+        match injection.abort {
+            Some(levee_config::FaultAbort::Reset) => {
+                done.outcome = Outcome::Failed(ErrorKind::UpstreamReset);
+                done.detail = Some("reset by an injected fault".into());
+                return Err(crate::fault::Reset);
+            }
+            Some(abort) => {
+                let (mut resp, outcome) = crate::fault::abort_response(abort, &arrival.request_id);
+                done.outcome = outcome;
+                done.detail = Some("answered by an injected fault".into());
+                resp.body_mut().attach(done);
+                return Ok(resp);
+            }
+            None => done.fault = Some(injection),
+        }
     }
     // 4. Admit: tenant, overload guard, rate limits, a body to replay
     //    read, then the cluster.
@@ -171,10 +188,21 @@ fn version(
     choice.route.unwrap_or(route)
 }
 
-/// Step 3: the marked place for fault injection (delay or abort, when
-/// chaos experiments exist); nothing is injected today.
-fn faults(_route: &CompiledRoute) -> Result<(), Refusal<'static>> {
-    Ok(())
+/// Step 3: the fault this request gets, if any (`fault.rs`).
+fn faults(
+    route: &CompiledRoute,
+    listener: &ListenerConfig,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+) -> Option<crate::fault::Injection> {
+    // The tenant is resolved here only for a fault scoped by tenant.
+    let tenant = || {
+        listener
+            .tenants
+            .resolve(req.headers(), levee_core::time::unix_secs)
+            .ok()
+    };
+    crate::fault::request_fault(route, &conn.shared().faults, req, conn.peer.ip(), tenant)
 }
 
 /// Step 7: the answer's last headers (rate limit, the route's response
@@ -205,6 +233,9 @@ fn record(
     }
     resp.headers_mut()
         .insert(REQUEST_ID, ctx.request_id.clone());
+    if let Some(bandwidth) = done.fault.as_ref().and_then(|f| f.bandwidth) {
+        resp.body_mut().throttle(bandwidth);
+    }
     if let Some(cookie) = done.set_cookie.take() {
         // Keeps a caller on the version drawn for it (cookie stickiness).
         resp.headers_mut().append(header::SET_COOKIE, cookie);

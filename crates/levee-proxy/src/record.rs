@@ -46,6 +46,9 @@ pub(crate) struct Completion {
     pub(crate) release: Option<(Arc<crate::release::Release>, crate::release::Arm)>,
     /// A stickiness cookie step 2 drew for a caller without one.
     pub(crate) set_cookie: Option<http::HeaderValue>,
+    /// The fault step 3 injected (held until the record is written, for
+    /// the fault's `max_active`).
+    pub(crate) fault: Option<crate::fault::Injection>,
     /// A mirrored request's primary side: its body hashed as it streams,
     /// told to the mirror task when this record is written (`mirror.rs`).
     pub(crate) mirror: Option<Box<crate::mirror::PrimaryWatch>>,
@@ -89,6 +92,7 @@ impl Completion {
             detail: None,
             release: None,
             set_cookie: None,
+            fault: None,
             mirror: None,
         }
     }

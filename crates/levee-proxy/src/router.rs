@@ -9,6 +9,12 @@ use levee_config::{HeaderRule, HostPattern, PathMatch, Route};
 use levee_core::metrics::Registry;
 use std::sync::Arc;
 
+/// A route's compiled faults and Envoy fault-header caps.
+pub(crate) type RouteFaults = (
+    Arc<[Arc<crate::fault::RequestFault>]>,
+    Option<Arc<(levee_config::FaultHeaders, crate::fault::HeaderBudget)>>,
+);
+
 /// A route ready to match, with everything the pipeline needs resolved.
 #[derive(Debug)]
 pub(crate) struct CompiledRoute {
@@ -26,6 +32,10 @@ pub(crate) struct CompiledRoute {
     pub(crate) slos: Arc<[crate::slo::SloBinding]>,
     /// A second version and how requests are drawn between the two.
     pub(crate) split: Option<crate::release::RouteSplit>,
+    /// Faults configured on the route (step 3).
+    pub(crate) faults: Arc<[Arc<crate::fault::RequestFault>]>,
+    /// Envoy's fault headers, when allowed, with their budget.
+    pub(crate) fault_headers: Option<Arc<(levee_config::FaultHeaders, crate::fault::HeaderBudget)>>,
     /// Copies of a share of requests to a shadow cluster (`mirror.rs`).
     pub(crate) mirror: Option<Arc<crate::mirror::RouteMirror>>,
     methods: Vec<Method>,
@@ -93,6 +103,8 @@ impl CompiledRoute {
             rate_limits: Vec::new(),
             slos: Arc::from(Vec::new()),
             split: None,
+            faults: Arc::from(Vec::new()),
+            fault_headers: None,
             mirror: None,
             config,
             cluster,
@@ -138,6 +150,14 @@ impl CompiledRoute {
     /// Adds a second version (a split or a rollout's canary).
     pub(crate) fn with_split(mut self, split: crate::release::RouteSplit) -> Self {
         self.split = Some(split);
+        self
+    }
+
+    /// Adds the route's faults (compiled once per route, shared by its
+    /// listeners and versions).
+    pub(crate) fn with_faults(mut self, faults: &RouteFaults) -> Self {
+        self.faults = faults.0.clone();
+        self.fault_headers = faults.1.clone();
         self
     }
 

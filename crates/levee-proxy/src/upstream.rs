@@ -76,6 +76,54 @@ pub enum UpstreamIo {
     Tcp(TcpStream),
     /// An in-memory connection whose other end a test serves.
     Memory(tokio::io::DuplexStream),
+    /// A connection whose response body an injected fault breaks off
+    /// (`crate::fault`).
+    Faulted(Box<FaultedIo>),
+}
+
+/// A connection that passes the response head and then `after` bytes of
+/// body, and then fails as if the upstream had reset it (an injected
+/// `reset_mid_body` fault).
+#[derive(Debug)]
+pub struct FaultedIo {
+    inner: UpstreamIo,
+    after: u64,
+    /// The last bytes of the head seen, to find its blank line.
+    window: u32,
+    in_body: bool,
+    body_seen: u64,
+}
+
+impl FaultedIo {
+    fn read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.in_body && self.body_seen >= self.after {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        let start = buf.filled().len();
+        let polled = tokio::io::AsyncRead::poll_read(Pin::new(&mut self.inner), cx, buf);
+        if !matches!(polled, Poll::Ready(Ok(()))) {
+            return polled;
+        }
+        let mut keep = buf.filled().len();
+        for (i, b) in buf.filled()[start..].iter().enumerate() {
+            if self.in_body {
+                if self.body_seen >= self.after {
+                    keep = start + i;
+                    break;
+                }
+                self.body_seen += 1;
+            } else {
+                self.window = (self.window << 8) | u32::from(*b);
+                self.in_body = self.window == u32::from_be_bytes(*b"\r\n\r\n");
+            }
+        }
+        buf.set_filled(keep);
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl tokio::io::AsyncRead for UpstreamIo {
@@ -87,6 +135,7 @@ impl tokio::io::AsyncRead for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamIo::Memory(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Faulted(f) => f.read(cx, buf),
         }
     }
 }
@@ -100,6 +149,7 @@ impl tokio::io::AsyncWrite for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamIo::Memory(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Faulted(f) => Pin::new(&mut f.inner).poll_write(cx, buf),
         }
     }
 
@@ -111,6 +161,7 @@ impl tokio::io::AsyncWrite for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamIo::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Faulted(f) => Pin::new(&mut f.inner).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -118,6 +169,7 @@ impl tokio::io::AsyncWrite for UpstreamIo {
         match self {
             UpstreamIo::Tcp(s) => s.is_write_vectored(),
             UpstreamIo::Memory(s) => s.is_write_vectored(),
+            UpstreamIo::Faulted(f) => f.inner.is_write_vectored(),
         }
     }
 
@@ -125,6 +177,7 @@ impl tokio::io::AsyncWrite for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Tcp(s) => Pin::new(s).poll_flush(cx),
             UpstreamIo::Memory(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Faulted(f) => Pin::new(&mut f.inner).poll_flush(cx),
         }
     }
 
@@ -132,6 +185,7 @@ impl tokio::io::AsyncWrite for UpstreamIo {
         match self.get_mut() {
             UpstreamIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamIo::Memory(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Faulted(f) => Pin::new(&mut f.inner).poll_shutdown(cx),
         }
     }
 }
@@ -339,6 +393,107 @@ impl Transport {
             }
         }
     }
+}
+
+impl Transport {
+    /// Sends `req` over a fresh HTTP/1.1 connection that an injected fault
+    /// shapes: answered `status` by Levee itself without reaching the
+    /// endpoint, or broken off `after` bytes into the response body. The
+    /// connection is never pooled (it ends with the fault). HTTP/2
+    /// clusters send as usual: these faults are HTTP/1.1 only.
+    pub(crate) async fn send_faulted(
+        &self,
+        addr: SocketAddr,
+        idle: &IdleConnections,
+        mut req: http::Request<UpstreamBody>,
+        connect_timeout: Duration,
+        fault: IoFault,
+    ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
+        let Transport::Http1 {
+            connections,
+            connector,
+            ..
+        } = self
+        else {
+            return self.send(addr, idle, req, false, connect_timeout).await;
+        };
+        origin_form(&mut req);
+        let faulted = FaultingConnector {
+            inner: connector.clone(),
+            fault,
+        };
+        let mut conn = Box::pin(connect(addr, connect_timeout, connections, &faulted)).await?;
+        match exchange(&mut conn, req).await {
+            Ok(resp) => Ok((resp, None)),
+            Err(e) => {
+                let err = e.into_error();
+                Err((classify_hyper(&err), error_chain(&err)))
+            }
+        }
+    }
+}
+
+/// How an injected fault shapes a connection (see [`Transport::send_faulted`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IoFault {
+    /// Levee answers this status in the endpoint's place.
+    Answer(u16),
+    /// The response body breaks off after this many bytes.
+    ResetAfter(u64),
+}
+
+#[derive(Debug)]
+struct FaultingConnector {
+    inner: Arc<dyn Connector>,
+    fault: IoFault,
+}
+
+impl Connector for FaultingConnector {
+    fn connect(&self, addr: SocketAddr) -> ConnectFuture {
+        match self.fault {
+            IoFault::Answer(status) => Box::pin(async move {
+                let (ours, theirs) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(answer_once(theirs, status));
+                Ok(UpstreamIo::Memory(ours))
+            }),
+            IoFault::ResetAfter(after) => {
+                let connecting = self.inner.connect(addr);
+                Box::pin(async move {
+                    let inner = connecting.await?;
+                    Ok(UpstreamIo::Faulted(Box::new(FaultedIo {
+                        inner,
+                        after,
+                        window: 0,
+                        in_body: false,
+                        body_seen: 0,
+                    })))
+                })
+            }
+        }
+    }
+}
+
+/// Reads one request head from `io` and answers `status`, closing.
+async fn answer_once(mut io: tokio::io::DuplexStream, status: u16) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 1 << 20 {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = b"{\"error\":\"fault_injected\"}\n";
+    let reply = format!(
+        "HTTP/1.1 {status} Injected\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nlevee-fault: injected\r\n\r\n",
+        body.len()
+    );
+    let _ = io.write_all(reply.as_bytes()).await;
+    let _ = io.write_all(body).await;
+    let _ = io.shutdown().await;
+    // Drain what the client still sends, so its writes never block.
+    while matches!(io.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
 /// An upgrade (WebSocket) request on a fresh connection in its own task,

@@ -245,6 +245,8 @@ struct Hedging<'a> {
 /// What every attempt of one request shares.
 struct AttemptPlan<'a> {
     cluster: &'a Arc<ClusterRuntime>,
+    /// Runtime faults, beside the cluster's configured ones.
+    faults: &'a crate::fault::FaultBoard,
     route: &'a CompiledRoute,
     method: &'a http::Method,
     uri: &'a Uri,
@@ -307,13 +309,49 @@ impl AttemptPlan<'_> {
         let counted = InFlight::new(&endpoint.in_flight);
         let awaiting = Awaiting::new(&endpoint.stall, cluster.nanos_at(sent));
         let admitted = cluster.queue.as_ref().map_or(0, |q| q.in_flight());
-        let send = cluster.transport.send(
-            endpoint.addr,
-            &endpoint.idle,
-            upstream_req,
-            self.upgrade,
-            self.connect_timeout,
+        // An injected upstream fault acts here, below retries, breakers and
+        // outlier detection, which see it as the endpoint's failure.
+        let injected = crate::fault::attempt_fault(
+            &cluster.faults,
+            self.faults,
+            cluster.name(),
+            &endpoint.configured,
         );
+        let send = async {
+            use levee_config::UpstreamFaultKind as Kind;
+            let transport = &cluster.transport;
+            let (addr, idle) = (endpoint.addr, &endpoint.idle);
+            match injected.as_ref().map(|i| i.kind) {
+                None => {
+                    transport
+                        .send(addr, idle, upstream_req, self.upgrade, self.connect_timeout)
+                        .await
+                }
+                Some(Kind::Refuse) => Err((
+                    ErrorKind::ConnectRefused,
+                    "connection refused (injected fault)".to_string(),
+                )),
+                Some(Kind::Hang) => std::future::pending().await,
+                Some(Kind::Slow { delay }) => {
+                    tokio::time::sleep(delay).await;
+                    transport
+                        .send(addr, idle, upstream_req, self.upgrade, self.connect_timeout)
+                        .await
+                }
+                Some(Kind::Error { status }) => {
+                    let fault = crate::upstream::IoFault::Answer(status);
+                    transport
+                        .send_faulted(addr, idle, upstream_req, self.connect_timeout, fault)
+                        .await
+                }
+                Some(Kind::ResetMidBody { after_bytes }) => {
+                    let fault = crate::upstream::IoFault::ResetAfter(after_bytes);
+                    transport
+                        .send_faulted(addr, idle, upstream_req, self.connect_timeout, fault)
+                        .await
+                }
+            }
+        };
         let result = match tokio::time::timeout(timeout, send).await {
             Err(_) => Err((
                 ErrorKind::UpstreamTimeout,
@@ -652,6 +690,7 @@ pub(crate) async fn send(
 
     let plan = AttemptPlan {
         cluster,
+        faults: &conn.shared().faults,
         route,
         method: &parts.method,
         uri: &parts.uri,

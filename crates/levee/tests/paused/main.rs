@@ -22,6 +22,7 @@ mod attempts;
 mod breakers;
 mod bulkheads;
 mod converted;
+mod faults;
 mod queue;
 mod slo;
 
