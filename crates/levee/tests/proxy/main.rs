@@ -8,6 +8,7 @@ mod deadlines;
 mod degradation;
 mod drain;
 mod errors;
+mod faults;
 mod freeze;
 mod health;
 mod limits;
