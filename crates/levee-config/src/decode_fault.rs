@@ -114,6 +114,8 @@ fn fault_name(d: &mut Decoder<'_>, t: &mut Table<'_>, path: &str) -> String {
 
 pub(crate) fn decode_fault(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Fault> {
     let mut t = d.table(node, path)?;
+    // An action that was given but is invalid has its own error.
+    let acts = ["delay", "abort", "bandwidth"].iter().any(|k| t.has(k));
     let name = fault_name(d, &mut t, path);
     let share = d.opt(&mut t, "percent", weight);
     let when = d.opt(&mut t, "when", scope);
@@ -125,6 +127,9 @@ pub(crate) fn decode_fault(d: &mut Decoder<'_>, node: &Node, path: &str) -> Opti
     let loc = t.loc;
     d.finish(t);
     if delay.is_none() && abort.is_none() && bandwidth.is_none() {
+        if acts {
+            return None;
+        }
         d.error_help(
             loc,
             path,

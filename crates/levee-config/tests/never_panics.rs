@@ -377,6 +377,44 @@ fn config_shape() -> Shape {
                         ),
                     ),
                     (
+                        "faults",
+                        list(with(
+                            scalars(&[
+                                "name",
+                                "percent",
+                                "delay",
+                                "jitter",
+                                "bandwidth",
+                                "first",
+                                "max_active",
+                            ]),
+                            vec![
+                                ("abort", t(scalars(&["status", "grpc_status"]))),
+                                (
+                                    "when",
+                                    with(
+                                        scalars(&[]),
+                                        vec![
+                                            (
+                                                "headers",
+                                                list(t(scalars(&[
+                                                    "name", "exact", "present", "regex",
+                                                ]))),
+                                            ),
+                                            ("tenants", list(Shape::Scalar)),
+                                            ("clients", list(Shape::Scalar)),
+                                            ("methods", list(Shape::Scalar)),
+                                        ],
+                                    ),
+                                ),
+                            ],
+                        )),
+                    ),
+                    (
+                        "fault_headers",
+                        t(scalars(&["max_percent", "max_delay", "max_active"])),
+                    ),
+                    (
                         "mirror",
                         t(scalars(&[
                             "cluster",
@@ -408,6 +446,22 @@ fn config_shape() -> Shape {
                         list(t(scalars(&[
                             "address", "weight", "zone", "region", "priority",
                         ]))),
+                    ),
+                    (
+                        "faults",
+                        list(with(
+                            scalars(&[
+                                "name",
+                                "percent",
+                                "kind",
+                                "delay",
+                                "after_bytes",
+                                "status",
+                                "first",
+                                "max_active",
+                            ]),
+                            vec![("endpoints", list(Shape::Scalar))],
+                        )),
                     ),
                     (
                         "balancer",
