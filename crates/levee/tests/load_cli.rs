@@ -1,0 +1,333 @@
+//! `levee load` as a CI job runs it: the real binary against a
+//! `FakeUpstream` in this process. It holds its rate, passes loose
+//! thresholds (exit 0), fails tight ones (exit 99) on latency and on
+//! errors, stops early on `abortOnFail`, writes JSON and JUnit, speaks
+//! h2c, weights a scenario's requests, and exits 2 on usage errors and 1
+//! when the target is unreachable. Timing assertions are loose: only the
+//! number of requests is checked closely, and that is fixed by the
+//! schedule.
+
+use levee_testkit::{FakeUpstream, Reply};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod common;
+
+use common::Run;
+
+/// `levee load ARGS` in `dir`, off the async runtime that serves the
+/// upstream.
+async fn load(args: &[&str], dir: &Path) -> Run {
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut all = vec!["load".to_string()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        common::levee(&refs, &dir)
+    })
+    .await
+    .expect("levee ran")
+}
+
+fn url(up: &FakeUpstream, path: &str) -> String {
+    format!("http://{}{path}", up.addr())
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(test: &str) -> Dir {
+    Dir(common::scratch_dir("load", test))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_its_rate_and_passes_loose_thresholds() {
+    let up = FakeUpstream::start("fast").await;
+    let d = dir("rate");
+    let json = d.0.join("out.json");
+    let junit = d.0.join("out.xml");
+    let run = load(
+        &[
+            &url(&up, "/"),
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--threshold",
+            "http_req_duration: p(99)<5000",
+            "--threshold",
+            "http_req_failed: rate<0.01",
+            "--threshold",
+            "http_reqs: rate>100",
+            "--threshold-window",
+            "1s",
+            "--out",
+            &format!("json={}", path_str(&json)),
+            "--out",
+            &format!("junit={}", path_str(&junit)),
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(0)
+        .expect_stdout("✓ http_req_duration: p(99)<5000")
+        .expect_stdout("requested");
+    // The schedule fixes the count: 400 due; allow a few dropped or late
+    // on a busy machine.
+    let served = up.requests();
+    run.expect((380..=400).contains(&served), &format!("{served} served"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .unwrap_or_else(|e| panic!("JSON: {e}\n{}", run.context()));
+    let completed = doc["requests"]["completed"].as_u64().unwrap();
+    run.expect((380..=400).contains(&completed), "completed");
+    assert_eq!(doc["model"]["scheduled"], 400);
+    assert_eq!(doc["requested_rate"], 200.0);
+    assert_eq!(doc["passed"], true);
+    assert_eq!(doc["threshold_window_s"], 1);
+    assert_eq!(doc["thresholds"].as_array().unwrap().len(), 3);
+    assert!(doc["series"].as_array().unwrap().len() >= 2, "{doc}");
+    assert!(doc["latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"3\" failures=\"0\""), "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_threshold_fails_with_99_and_a_failing_testcase() {
+    let up = FakeUpstream::builder("slow")
+        .otherwise(Reply::ok().latency(Duration::from_millis(20)))
+        .start()
+        .await;
+    let d = dir("latency");
+    let junit = d.0.join("junit.xml");
+    let run = load(
+        &[
+            &url(&up, "/"),
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--threshold",
+            "http_req_duration: p(99)<1",
+            "--threshold",
+            "http_req_failed: rate<0.01",
+            "--out",
+            &format!("junit={}", path_str(&junit)),
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(99)
+        .expect_stdout("✗ http_req_duration: p(99)<1")
+        .expect_stdout("✓ http_req_failed: rate<0.01");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains("name=\"http_req_duration: p(99)&lt;1\"")
+            && xml.contains("<failure message=\"whole run p(99)="),
+        "{xml}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_fail_the_failure_rate_threshold() {
+    let up = FakeUpstream::builder("broken")
+        .otherwise(Reply::status(500))
+        .start()
+        .await;
+    let d = dir("errors");
+    let run = load(
+        &[
+            &url(&up, "/"),
+            "--rate",
+            "50",
+            "--duration",
+            "1s",
+            "--threshold",
+            "http_req_failed: rate<0.01",
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(99)
+        .expect_stdout("✗ http_req_failed: rate<0.01  rate=1.0000")
+        .expect_stdout("http 500: 50");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_on_fail_stops_the_run_early() {
+    let up = FakeUpstream::builder("broken")
+        .otherwise(Reply::status(503))
+        .start()
+        .await;
+    let d = dir("abort");
+    let run = load(
+        &[
+            &url(&up, "/"),
+            "--rate",
+            "20",
+            "--duration",
+            "60s",
+            "--threshold",
+            "http_req_failed: rate<0.01, abortOnFail",
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(99).expect_stdout("ABORTED after");
+    // Judged once a second: far fewer than the 1200 scheduled.
+    let served = up.requests();
+    run.expect(served < 200, &format!("{served} served"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_and_a_weighted_scenario() {
+    let up = FakeUpstream::start("h2").await;
+    let d = dir("scenario");
+    let scenario = d.0.join("scenario.toml");
+    std::fs::write(d.0.join("body.json"), "{\"n\":1}").unwrap();
+    std::fs::write(
+        &scenario,
+        r#"
+rate = 40
+duration = "1s"
+
+[[requests]]
+path = "/a"
+weight = 3
+
+[[requests]]
+method = "POST"
+path = "/b"
+headers = { "content-type" = "application/json" }
+body_file = "body.json"
+"#,
+    )
+    .unwrap();
+    let run = load(
+        &[
+            &url(&up, ""),
+            "--scenario",
+            path_str(&scenario),
+            "--http2",
+            "-H",
+            "x-run: ci",
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(0);
+    assert_eq!(up.requests_to("/a"), 30, "{}", run.context());
+    assert_eq!(up.requests_to("/b"), 10, "{}", run.context());
+    assert_eq!(up.h2_requests(), 40, "{}", run.context());
+    let headers = up.last_headers().unwrap();
+    assert_eq!(headers["x-run"], "ci");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_model_sends_back_to_back() {
+    let up = FakeUpstream::builder("vu")
+        .otherwise(Reply::ok().latency(Duration::from_millis(50)))
+        .start()
+        .await;
+    let d = dir("closed");
+    let run = load(&[&url(&up, "/"), "--vus", "2", "--duration", "1s"], &d.0).await;
+    run.expect_code(0)
+        .expect_stdout("closed model, 2 virtual users");
+    // Two users, 50 ms each: about 40, never more.
+    let served = up.requests();
+    run.expect((4..=42).contains(&served), &format!("{served} served"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_and_an_unreachable_target_exits_1() {
+    let d = dir("usage");
+    let run = load(
+        &[
+            "http://127.0.0.1:1/",
+            "--threshold",
+            "http_req_duration: p(99)<<1",
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(2)
+        .expect_stderr("threshold `http_req_duration: p(99)<<1`: column 26: expected a number");
+    load(&["http://127.0.0.1:1/", "--out", "xml=f"], &d.0)
+        .await
+        .expect_code(2)
+        .expect_stderr("expected json=FILE or junit=FILE");
+    load(&["ftp://127.0.0.1:1/"], &d.0).await.expect_code(2);
+    load(&["http://127.0.0.1:1/", "--vus", "2", "--rate", "5"], &d.0)
+        .await
+        .expect_code(2);
+    load(&["http://127.0.0.1:1/", "--no-such-flag"], &d.0)
+        .await
+        .expect_code(2);
+    // Port 1 on loopback: nothing listens there.
+    load(&["http://127.0.0.1:1/", "--duration", "1s"], &d.0)
+        .await
+        .expect_code(1)
+        .expect_stderr("the run could not start: cannot connect to 127.0.0.1:1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_objectives_become_thresholds() {
+    let up = FakeUpstream::start("slo").await;
+    let d = dir("slo");
+    let config = d.0.join("levee.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+[[clusters]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+[[routes]]
+name = "r"
+cluster = "c"
+[[slos]]
+name = "lat"
+sli = "latency"
+route = "r"
+objectives = [{ threshold = "2s", objective = "99%" }]
+[[slos]]
+name = "avail"
+sli = "availability"
+route = "r"
+objective = "99.9%"
+"#,
+    )
+    .unwrap();
+    let run = load(
+        &[
+            &url(&up, "/"),
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--slo",
+            path_str(&config),
+        ],
+        &d.0,
+    )
+    .await;
+    run.expect_code(0)
+        .expect_stdout("✓ http_req_duration: p(99)<2000")
+        .expect_stdout("✓ http_req_failed: rate<0.001")
+        .expect_stdout("from SLO lat objective");
+}
