@@ -195,25 +195,16 @@ pub async fn run(
 
     let sending = match &model {
         Model::Open(schedule) => {
+            let max_in_flight = max_in_flight.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
             let sem = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
             let mut stop = stop_rx.clone();
-            let mut i = 0u64;
-            while let Some(offset) = schedule.offset(i) {
-                if stop.borrow().is_some() {
-                    break;
-                }
-                let at = start + offset;
-                if at > now() {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = stop.changed() => break,
-                    }
-                } else if i % 64 == 63 {
-                    // Far behind: let the request tasks run.
-                    tokio::task::yield_now().await;
-                }
-                match sem.clone().try_acquire_owned() {
-                    Ok(permit) => {
+            open_loop(
+                schedule,
+                start,
+                &sem,
+                &mut stop,
+                |i, at, permit| match permit {
+                    Some(permit) => {
                         let req = requests[picker.pick(i)].request();
                         let (client, rec) = (client.clone(), rec.clone());
                         let timeout = options.timeout;
@@ -222,10 +213,10 @@ pub async fn run(
                             drop(permit);
                         });
                     }
-                    Err(_) => lock(&rec).dropped(),
-                }
-                i += 1;
-            }
+                    None => lock(&rec).dropped(),
+                },
+            )
+            .await;
             let sending = now() - start;
             // Wait for what is in flight; each request is bounded by the timeout.
             let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
@@ -287,6 +278,38 @@ pub async fn run(
         model,
         window_secs,
     })
+}
+
+/// The open model's scheduler: for each request of `schedule`, sleeps
+/// until its time from `start`, then calls `dispatch` with its index, its
+/// scheduled time and a place in the pool of requests in flight, or `None`
+/// when the pool is full (the request is dropped). Stops early when `stop`
+/// carries a reason. It never waits for a request to finish.
+pub(crate) async fn open_loop(
+    schedule: &crate::schedule::Schedule,
+    start: Instant,
+    pool: &Arc<tokio::sync::Semaphore>,
+    stop: &mut tokio::sync::watch::Receiver<Option<String>>,
+    mut dispatch: impl FnMut(u64, Instant, Option<tokio::sync::OwnedSemaphorePermit>),
+) {
+    let mut i = 0u64;
+    while let Some(offset) = schedule.offset(i) {
+        if stop.borrow().is_some() {
+            break;
+        }
+        let at = start + offset;
+        if at > now() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => {}
+                _ = stop.changed() => break,
+            }
+        } else if i % 64 == 63 {
+            // Far behind: let the request tasks run.
+            tokio::task::yield_now().await;
+        }
+        dispatch(i, at, pool.clone().try_acquire_owned().ok());
+        i += 1;
+    }
 }
 
 fn snapshot(r: &Recorder, elapsed: Duration, duration: Duration) -> Progress {
@@ -661,6 +684,67 @@ impl AsyncWrite for Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::Schedule;
+
+    /// Runs the open model's scheduler on paused time with requests that
+    /// each take `service`; (when each was dispatched, its scheduled time)
+    /// for those sent, and the number dropped.
+    async fn simulate(
+        rate: f64,
+        max_in_flight: usize,
+        service: Duration,
+    ) -> (Vec<(Instant, Instant)>, u64) {
+        let schedule = Schedule::constant(rate, Duration::from_secs(1)).unwrap();
+        let pool = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+        let (_tx, mut stop) = tokio::sync::watch::channel(None);
+        let start = now();
+        let mut sent = Vec::new();
+        let mut dropped = 0;
+        open_loop(
+            &schedule,
+            start,
+            &pool,
+            &mut stop,
+            |_, at, permit| match permit {
+                Some(permit) => {
+                    sent.push((now(), at));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(service).await;
+                        drop(permit);
+                    });
+                }
+                None => dropped += 1,
+            },
+        )
+        .await;
+        (sent, dropped)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_open_model_sends_on_schedule_however_slow_the_answers() {
+        let start = now();
+        // Answers take 500 ms, 50 times the interval: the rate holds.
+        let (sent, dropped) = simulate(100.0, 10_000, Duration::from_millis(500)).await;
+        assert_eq!((sent.len(), dropped), (100, 0));
+        for (i, (at, due)) in sent.iter().enumerate() {
+            assert_eq!(*due, start + Duration::from_millis(10 * i as u64));
+            assert_eq!(at, due, "request {i} left at its time");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_pool_drops_instead_of_waiting() {
+        // Each request holds its place for 80 ms at 100/s: 8 would be in
+        // flight, the pool has 5, so some are dropped, and none is delayed.
+        let (sent, dropped) = simulate(100.0, 5, Duration::from_millis(80)).await;
+        assert_eq!(sent.len() as u64 + dropped, 100);
+        assert!(
+            dropped > 0 && sent.len() >= 50,
+            "{} sent, {dropped} dropped",
+            sent.len()
+        );
+        assert!(sent.iter().all(|(at, due)| at == due));
+    }
 
     #[test]
     fn weights_interleave_in_proportion() {

@@ -28,6 +28,8 @@ const EXIT_START: u8 = 1;
 const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 /// Requests per second when nothing says.
 const DEFAULT_RATE: f64 = 10.0;
+/// The largest `--max-in-flight` accepted.
+const MAX_IN_FLIGHT_LIMIT: usize = 1_000_000;
 /// How often progress is printed when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: u64 = 5;
 
@@ -217,8 +219,10 @@ fn prepare(args: Args) -> Result<Prepared, String> {
             args.url
         ));
     }
-    if args.max_in_flight == 0 {
-        return Err("--max-in-flight must be at least 1".into());
+    if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&args.max_in_flight) {
+        return Err(format!(
+            "--max-in-flight must be from 1 to {MAX_IN_FLIGHT_LIMIT}"
+        ));
     }
     let scenario = match &args.scenario {
         Some(p) => levee_load::scenario::load(p)?,

@@ -7,7 +7,7 @@
 //! number of requests is checked closely, and that is fixed by the
 //! schedule.
 
-use levee_testkit::{FakeUpstream, Reply};
+use levee_testkit::{Cluster, FakeUpstream, GatewayConfig, Listener, Reply, Route, TestGateway};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,13 +19,31 @@ use common::Run;
 /// `levee load ARGS` in `dir`, off the async runtime that serves the
 /// upstream.
 async fn load(args: &[&str], dir: &Path) -> Run {
-    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+    load_env(args, dir, &[]).await
+}
+
+/// `levee load ARGS` in `dir` with extra environment variables.
+async fn load_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Run {
+    let mut all = vec!["load".to_string()];
+    all.extend(args.iter().map(ToString::to_string));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let mut all = vec!["load".to_string()];
-        all.extend(args);
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        common::levee(&refs, &dir)
+        let out = common::command(common::LEVEE, &refs, &dir)
+            .envs(env)
+            .output()
+            .expect("levee ran");
+        Run {
+            command: format!("levee {}", refs.join(" ")),
+            cwd: dir,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     })
     .await
     .expect("levee ran")
@@ -330,4 +348,72 @@ objective = "99.9%"
         .expect_stdout("✓ http_req_duration: p(99)<2000")
         .expect_stdout("✓ http_req_failed: rate<0.001")
         .expect_stdout("from SLO lat objective");
+}
+
+/// A gateway with a TLS listener (self-signed for `localhost`, ALPN h2 and
+/// http/1.1) in front of `up`; the certificate's PEM file.
+async fn tls_gateway(up: &FakeUpstream, dir: &Path) -> (TestGateway, PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let config = GatewayConfig::without_listeners()
+        .listener(Listener::new("tls").tls(&cert_file, &key_file))
+        .route(Route::new("r", "c"))
+        .cluster(Cluster::new("c").endpoint(up));
+    (TestGateway::start(&config.toml()).await, cert_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_with_alpn_insecure_and_verified() {
+    let up = FakeUpstream::start("tls").await;
+    let d = dir("tls");
+    let (gw, cert) = tls_gateway(&up, &d.0).await;
+    let url = format!("https://localhost:{}/", gw.addr("tls").port());
+    let ok = "http_req_failed: rate<0.01";
+    // A self-signed certificate: --insecure accepts it, over h2.
+    load(
+        &[
+            &url,
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--http2",
+            "--insecure",
+            "--threshold",
+            ok,
+        ],
+        &d.0,
+    )
+    .await
+    .expect_code(0)
+    .expect_stdout("20 finished");
+    // Verified against a CA bundle holding it, over HTTP/1.1.
+    load_env(
+        &[&url, "--rate", "20", "--duration", "1s", "--threshold", ok],
+        &d.0,
+        &[("SSL_CERT_FILE", path_str(&cert))],
+    )
+    .await
+    .expect_code(0);
+    // Verified against a bundle without it: every request fails to connect.
+    let other = d.0.join("other.pem");
+    let k = rcgen::KeyPair::generate().unwrap();
+    let c = rcgen::CertificateParams::new(vec!["other".to_string()])
+        .unwrap()
+        .self_signed(&k)
+        .unwrap();
+    std::fs::write(&other, c.pem()).unwrap();
+    load_env(
+        &[&url, "--rate", "20", "--duration", "1s", "--threshold", ok],
+        &d.0,
+        &[("SSL_CERT_FILE", path_str(&other))],
+    )
+    .await
+    .expect_code(99)
+    .expect_stdout("connect: 20");
+    assert_eq!(up.requests(), 40);
 }
