@@ -255,6 +255,18 @@ body_file = "body.json"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_ramp_the_rate() {
+    let up = FakeUpstream::start("ramp").await;
+    let d = dir("stages");
+    // 0 → 40/s over 1 s, then 40/s for 0.5 s: 20 + 20 requests.
+    load(&[&url(&up, "/"), "--stages", "40:1s,40:500ms"], &d.0)
+        .await
+        .expect_code(0)
+        .expect_stdout("40 requests scheduled over 1.5s");
+    assert_eq!(up.requests(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_model_sends_back_to_back() {
     let up = FakeUpstream::builder("vu")
         .otherwise(Reply::ok().latency(Duration::from_millis(50)))
