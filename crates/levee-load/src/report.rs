@@ -113,6 +113,9 @@ pub fn summary(r: &RunResult, notes: &[String]) -> String {
             secs(r.sending)
         );
     }
+    if r.interrupted {
+        let _ = writeln!(s, "  INTERRUPTED after {}", secs(r.sending));
+    }
     let rate = match requested_rate(r) {
         Some(q) => format!("{:.1}/s achieved of {q:.1}/s requested", achieved_rate(r)),
         None => format!("{:.1}/s achieved", achieved_rate(r)),
@@ -209,6 +212,7 @@ pub fn json(r: &RunResult) -> serde_json::Value {
         "elapsed_s": r.elapsed.as_secs_f64(),
         "sending_s": r.sending.as_secs_f64(),
         "aborted_by": r.aborted_by,
+        "interrupted": r.interrupted,
         "requests": {
             "sent": rec.sent_count(),
             "completed": t.completed,
@@ -328,6 +332,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             sending: Duration::from_secs(1),
             aborted_by: None,
+            interrupted: false,
             model: Model::Open(Schedule::constant(10.0, Duration::from_secs(1)).unwrap()),
             window_secs: 0,
         }

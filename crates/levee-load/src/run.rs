@@ -115,6 +115,8 @@ pub struct RunResult {
     pub sending: Duration,
     /// The `abortOnFail` threshold that stopped the run early.
     pub aborted_by: Option<String>,
+    /// The caller's `interrupt` stopped the run early.
+    pub interrupted: bool,
     pub model: Model,
     /// The window length thresholds were also judged over.
     pub window_secs: usize,
@@ -137,10 +139,13 @@ fn lock(rec: &Mutex<Recorder>) -> std::sync::MutexGuard<'_, Recorder> {
 
 type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// Runs `plan`; `progress` hears about it once a second.
+/// Runs `plan`; `progress` hears about it once a second. When `interrupt`
+/// completes (Ctrl-C), sending stops, requests in flight get a second to
+/// finish, and the result is judged as it stands.
 pub async fn run(
     plan: Plan,
     mut progress: impl FnMut(&Progress) + Send + 'static,
+    interrupt: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunResult, StartError> {
     let Plan {
         requests,
@@ -164,6 +169,22 @@ pub async fn run(
     let window_secs = evaluator.window_secs();
     let rec = Arc::new(Mutex::new(Recorder::new(start, window_secs)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<String>);
+    let stop_tx = Arc::new(stop_tx);
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop_tx, interrupted) = (stop_tx.clone(), interrupted.clone());
+        tokio::spawn(async move {
+            interrupt.await;
+            let first = stop_tx.send_if_modified(|s| {
+                let first = s.is_none();
+                if first {
+                    *s = Some("interrupted".into());
+                }
+                first
+            });
+            interrupted.store(first, Ordering::Relaxed);
+        })
+    };
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let planned = model.duration();
 
@@ -183,7 +204,14 @@ pub async fn run(
                     let mut r = lock(&rec);
                     r.roll();
                     if let Some(t) = evaluator.on_second(&r, elapsed) {
-                        let _ = stop_tx.send(Some(t.source.clone()));
+                        let source = t.source.clone();
+                        stop_tx.send_if_modified(|s| {
+                            let first = s.is_none();
+                            if first {
+                                *s = Some(source);
+                            }
+                            first
+                        });
                     }
                     snapshot(&r, elapsed, planned)
                 };
@@ -220,11 +248,12 @@ pub async fn run(
             let sending = now() - start;
             // Wait for what is in flight; each request is bounded by the timeout.
             let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
-            let _ = tokio::time::timeout(
-                options.timeout + Duration::from_secs(1),
-                sem.acquire_many(all),
-            )
-            .await;
+            let wait = if interrupted.load(Ordering::Relaxed) {
+                Duration::from_secs(1)
+            } else {
+                options.timeout + Duration::from_secs(1)
+            };
+            let _ = tokio::time::timeout(wait, sem.acquire_many(all)).await;
             sending
         }
         Model::Closed { vus, duration } => {
@@ -259,7 +288,9 @@ pub async fn run(
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
     let elapsed = now() - start;
-    let aborted_by = stop_rx.borrow().clone();
+    watcher.abort();
+    let interrupted = interrupted.load(Ordering::Relaxed);
+    let aborted_by = stop_rx.borrow().clone().filter(|_| !interrupted);
     let mut recorder = match Arc::try_unwrap(rec) {
         Ok(m) => m.into_inner().unwrap_or_else(PoisonError::into_inner),
         // A request task outlived the wait (a timeout longer than ours):
@@ -275,6 +306,7 @@ pub async fn run(
         elapsed,
         sending,
         aborted_by,
+        interrupted,
         model,
         window_secs,
     })

@@ -7,7 +7,8 @@
 //! run; 2 a usage or config error (clap's, a threshold, scenario or
 //! `--slo` config that does not parse); 1 the run could not start (the
 //! target refused a connection before the first request, the CA bundle
-//! could not be read) or its results could not be written.
+//! could not be read) or its results could not be written; 130 Ctrl-C
+//! stopped it (the summary and `--out` files are still written).
 
 use bytes::Bytes;
 use levee_load::run::{ClientOptions, Plan, RequestSpec, DEFAULT_MAX_IN_FLIGHT};
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 /// A threshold failed.
 const EXIT_THRESHOLD: u8 = 99;
+/// Interrupted (Ctrl-C): 128 + SIGINT, as shells report it.
+const EXIT_INTERRUPTED: u8 = 130;
 /// A usage or config error.
 const EXIT_USAGE: u8 = 2;
 /// The run could not start, or its results could not be written.
@@ -161,7 +164,14 @@ pub(crate) fn main(args: Args) -> ExitCode {
         }
     };
     eprintln!("levee load: {what} against {target}");
-    let result = match runtime.block_on(levee_load::run::run(plan, progress_printer())) {
+    let interrupt = async {
+        // Without a handler (an error), never interrupt.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let run = levee_load::run::run(plan, progress_printer(), interrupt);
+    let result = match runtime.block_on(run) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: the run could not start: {e}");
@@ -169,7 +179,9 @@ pub(crate) fn main(args: Args) -> ExitCode {
         }
     };
     print!("{}", levee_load::report::summary(&result, &notes));
-    let mut code = if result.aborted_by.is_some() || result.verdicts.iter().any(|v| !v.passed) {
+    let mut code = if result.interrupted {
+        ExitCode::from(EXIT_INTERRUPTED)
+    } else if result.aborted_by.is_some() || result.verdicts.iter().any(|v| !v.passed) {
         ExitCode::from(EXIT_THRESHOLD)
     } else {
         ExitCode::SUCCESS

@@ -267,6 +267,51 @@ async fn stages_ramp_the_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_run_and_still_reports() {
+    let up = FakeUpstream::start("int").await;
+    let d = dir("interrupt");
+    let json = d.0.join("out.json");
+    let out = format!("json={}", path_str(&json));
+    let target = url(&up, "/");
+    let args = [
+        "load",
+        &target,
+        "--rate",
+        "20",
+        "--duration",
+        "60s",
+        "--out",
+        &out,
+    ];
+    let child = common::command(common::LEVEE, &args, &d.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("levee starts");
+    // Once requests arrive, interrupt it as Ctrl-C would.
+    let up_ref = &up;
+    levee_testkit::eventually(Duration::from_secs(10), "requests arrive", || async move {
+        up_ref.requests() >= 5
+    })
+    .await;
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("INTERRUPTED after"), "{stdout}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["interrupted"], true);
+    assert!(doc["requests"]["completed"].as_u64().unwrap() < 1200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_model_sends_back_to_back() {
     let up = FakeUpstream::builder("vu")
         .otherwise(Reply::ok().latency(Duration::from_millis(50)))
