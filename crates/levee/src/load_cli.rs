@@ -178,6 +178,9 @@ pub(crate) fn main(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_START);
         }
     };
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(); // ends the progress line
+    }
     print!("{}", levee_load::report::summary(&result, &notes));
     let mut code = if result.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
@@ -211,9 +214,6 @@ fn progress_printer() -> impl FnMut(&levee_load::run::Progress) + Send + 'static
         let line = levee_load::report::progress_line(p);
         if terminal {
             eprint!("\r\x1b[2K{line}");
-            if p.elapsed >= p.duration {
-                eprintln!();
-            }
         } else if p.elapsed.as_secs().is_multiple_of(PLAIN_PROGRESS_EVERY) {
             eprintln!("{line}");
         }

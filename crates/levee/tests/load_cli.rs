@@ -312,6 +312,39 @@ async fn ctrl_c_stops_the_run_and_still_reports() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_reuses_connections_and_no_keepalive_does_not() {
+    let d = dir("keepalive");
+    let args = |u: &FakeUpstream| {
+        [
+            url(u, "/"),
+            "--rate".into(),
+            "20".into(),
+            "--duration".into(),
+            "1s".into(),
+        ]
+    };
+    let reused = FakeUpstream::start("reused").await;
+    let a = args(&reused);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    load(&a, &d.0).await.expect_code(0);
+    assert_eq!(reused.requests(), 20);
+    // The start check's connection, then (answers take microseconds at
+    // 20/s) one or very few.
+    assert!(reused.connections() <= 5, "{}", reused.connections());
+    let fresh = FakeUpstream::start("fresh").await;
+    let mut a = args(&fresh).to_vec();
+    a.push("--no-keepalive".into());
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    load(&a, &d.0).await.expect_code(0);
+    assert_eq!(fresh.requests(), 20);
+    assert_eq!(
+        fresh.connections(),
+        21,
+        "one per request and the start check"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_model_sends_back_to_back() {
     let up = FakeUpstream::builder("vu")
         .otherwise(Reply::ok().latency(Duration::from_millis(50)))
