@@ -87,6 +87,9 @@ pub struct Plan {
     pub evaluator: Evaluator,
 }
 
+/// The last second of a run is judged in windows if it lasted this long.
+const LAST_SECOND_JUDGED: Duration = Duration::from_millis(900);
+
 /// The default bound on requests in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
@@ -283,7 +286,7 @@ pub async fn run(
     };
 
     let _ = done_tx.send(true);
-    let evaluator = match ticker.await {
+    let mut evaluator = match ticker.await {
         Ok(e) => e,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
@@ -297,8 +300,13 @@ pub async fn run(
         // take what was recorded.
         Err(shared) => lock(&shared).clone(),
     };
-    // The last, partial second joins the series (not the windows).
+    // The last, partial second joins the series, and the windows when it
+    // is nearly whole (the run usually ends a few ms past its last tick).
+    let partial = elapsed.saturating_sub(Duration::from_secs(recorder.series().len() as u64));
     recorder.roll();
+    if partial >= LAST_SECOND_JUDGED {
+        let _ = evaluator.on_second(&recorder, elapsed);
+    }
     let verdicts = evaluator.finish(&recorder, sending.max(Duration::from_millis(1)));
     Ok(RunResult {
         recorder,
