@@ -158,6 +158,12 @@ impl Schedule {
             }
             from = to;
         }
+        // 0.1/s for 30 s is 3.0000000000000004 in floating point: a
+        // total within rounding of a whole number is that number, or the
+        // schedule would send one request too many.
+        if (before - before.round()).abs() <= 1e-9 * before.max(1.0) {
+            before = before.round();
+        }
         if before < 1.0 {
             return Err(ScheduleError::Empty);
         }
@@ -266,6 +272,13 @@ mod tests {
             assert!((got - want).abs() < 1e-9, "{i}: {got} vs {want}");
         }
         assert_eq!(s.offset(400), None);
+    }
+
+    #[test]
+    fn rounding_adds_no_request() {
+        assert_eq!(Schedule::constant(0.1, secs(30.0)).unwrap().len(), 3);
+        assert_eq!(Schedule::constant(0.3, secs(10.0)).unwrap().len(), 3);
+        assert_eq!(Schedule::constant(2.5, secs(1.0)).unwrap().len(), 3);
     }
 
     #[test]
