@@ -144,7 +144,8 @@ type HttpClient = Client<Connector, Full<Bytes>>;
 
 /// Runs `plan`; `progress` hears about it once a second. When `interrupt`
 /// completes (Ctrl-C), sending stops, requests in flight get a second to
-/// finish, and the result is judged as it stands.
+/// finish (a virtual user finishes its request), and the result is judged
+/// as it stands.
 pub async fn run(
     plan: Plan,
     mut progress: impl FnMut(&Progress) + Send + 'static,
