@@ -285,6 +285,20 @@ pub fn parse(text: &str) -> Result<Threshold, ParseError> {
     c.skip_ws();
     let at = c.pos;
     let value = c.number().ok_or_else(|| c.error(at, "expected a number"))?;
+    if c.rest().starts_with(|ch: char| ch.is_alphabetic()) {
+        let unit_at = c.pos;
+        let unit = c.word();
+        let unit_of = match metric {
+            Metric::HttpReqDuration => "milliseconds",
+            Metric::HttpReqFailed => "a share from 0 to 1",
+            _ if aggregate == Aggregate::Rate => "per second",
+            _ => "a count",
+        };
+        return Err(c.error(
+            unit_at,
+            format!("`{unit}`: the value is a plain number ({unit_of}), without a unit"),
+        ));
+    }
     let mut t = Threshold {
         source: src.to_string(),
         metric,
@@ -595,6 +609,11 @@ mod tests {
             ("http_req_failed: p(99)<1", 18, "http_req_failed takes rate"),
             ("http_req_duration: p(99)=<1", 25, "expected an operator"),
             ("http_req_duration: p(99)<<1", 26, "expected a number"),
+            (
+                "http_req_duration: p(99)<250ms",
+                29,
+                "`ms`: the value is a plain number (milliseconds)",
+            ),
             ("http_req_duration: p(99)<1 abortOnFail", 28, "expected `,`"),
             (
                 "http_req_failed: rate<0.1, abortOnFial",
@@ -723,6 +742,26 @@ mod tests {
         r.roll();
         let hit = ev.on_second(&r, Duration::from_secs(3)).cloned();
         assert_eq!(hit.unwrap().metric, Metric::HttpReqFailed);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,60}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn parsing_never_panics_near_valid_text(
+            cut in 0usize..60,
+            insert in "[ -~é,=()<>]{0,3}",
+        ) {
+            let valid = "http_req_failed: rate<0.01, abortOnFail, delayAbortEval=1s";
+            let cut = cut.min(valid.len());
+            let text = format!("{}{insert}{}", &valid[..cut], &valid[cut..]);
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(e.column >= 1 && e.column <= text.chars().count() + 1);
+            }
+        }
     }
 
     #[test]
