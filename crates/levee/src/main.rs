@@ -1,10 +1,12 @@
 //! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
-//! `rollout` (`rollout_cli`), `backup`, `restore`, `completions`), logging
-//! set-up and the wiring of gateway, admin API, signals and file watching.
-//! Logic worth testing lives in the library crates.
+//! `rollout` (`rollout_cli`), `load` (`load_cli`), `backup`, `restore`,
+//! `completions`), logging set-up and the wiring of gateway, admin API,
+//! signals and file watching. Logic worth testing lives in the library
+//! crates.
 
 mod demo;
 mod handover;
+mod load_cli;
 mod rollout_cli;
 
 use anyhow::Context as _;
@@ -97,6 +99,11 @@ enum Command {
     /// resume, promote, abort, undo. Exits 1 when the command is refused,
     /// 3 when the admin API cannot be reached or refuses the token.
     Rollout(rollout_cli::Args),
+    /// Send load at a fixed or ramping rate (or from virtual users) and
+    /// judge k6-style thresholds; latency counts from each request's
+    /// scheduled send time. Exits 99 when a threshold fails, 2 on a usage
+    /// error, 1 when the run cannot start.
+    Load(load_cli::Args),
     /// SLO tooling: Prometheus rules, OpenSLO import.
     Slo {
         #[command(subcommand)]
@@ -294,6 +301,7 @@ fn main() -> ExitCode {
             Err(diags) => print_diagnostics(&diags),
         },
         Command::Rollout(args) => rollout_cli::main(args),
+        Command::Load(args) => load_cli::main(args),
         Command::Backup { config, file } => backup(&config, &file),
         Command::Restore {
             file,

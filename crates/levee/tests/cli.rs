@@ -94,7 +94,7 @@ fn version_prints_the_package_version() {
 fn help_lists_the_subcommands() {
     let run = levee(&["--help"], &repo_root());
     run.expect_code(0);
-    for sub in ["run", "check", "demo"] {
+    for sub in ["run", "check", "demo", "load"] {
         let listed = run
             .stdout
             .lines()
@@ -500,7 +500,7 @@ fn run_without_c_loads_the_discovered_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-const SUBCOMMANDS: [&str; 8] = [
+const SUBCOMMANDS: [&str; 9] = [
     "run",
     "check",
     "demo",
@@ -508,6 +508,7 @@ const SUBCOMMANDS: [&str; 8] = [
     "backup",
     "restore",
     "rollout",
+    "load",
     "completions",
 ];
 
