@@ -3,6 +3,7 @@
 //! set-up and the wiring of gateway, admin API, signals and file watching.
 //! Logic worth testing lives in the library crates.
 
+mod admin_client;
 mod demo;
 mod handover;
 mod rollout_cli;
