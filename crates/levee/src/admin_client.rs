@@ -67,6 +67,8 @@ pub(crate) struct Target {
     pub(crate) base_path: String,
     /// The URL as shown in messages.
     pub(crate) shown: String,
+    /// What it is, in messages (`the admin API`, `probe home`).
+    pub(crate) label: String,
     /// Whether nothing named the address (neither `--admin` nor a config).
     pub(crate) defaulted: bool,
     /// The bearer token (never printed) and where it came from.
@@ -120,6 +122,7 @@ pub(crate) fn target(
     };
     Ok(Target {
         shown: format!("http://{authority}{base_path}"),
+        label: "the admin API".into(),
         defaulted,
         authority,
         base_path,
@@ -228,8 +231,8 @@ pub(crate) async fn send(
             ""
         };
         ClientError::Unreachable(format!(
-            "cannot reach the admin API at {}: {why}{help}",
-            target.shown
+            "cannot reach {} at {}: {why}{help}",
+            target.label, target.shown
         ))
     };
     let stream = tokio::time::timeout(
@@ -279,6 +282,26 @@ pub(crate) async fn send(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+}
+
+/// Any plain `http://` URL as a target without a token, labelled `label`
+/// in messages: the path and query to send.
+pub(crate) fn plain(url: &str, label: &str) -> Result<(Target, String), String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    let host = uri.host().ok_or_else(|| format!("`{url}` names no host"))?;
+    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    Ok((
+        Target {
+            shown: url.to_string(),
+            label: label.to_string(),
+            defaulted: false,
+            authority,
+            base_path: String::new(),
+            token: None,
+        },
+        path,
+    ))
 }
 
 /// What a 401 means, naming where the token came from.

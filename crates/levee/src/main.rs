@@ -1,9 +1,10 @@
 //! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
-//! `rollout` (`rollout_cli`), `backup`, `restore`, `completions`), logging
+//! `rollout` (`rollout_cli`), `chaos run` (`chaos_cli`), `backup`, `restore`, `completions`), logging
 //! set-up and the wiring of gateway, admin API, signals and file watching.
 //! Logic worth testing lives in the library crates.
 
 mod admin_client;
+mod chaos_cli;
 mod demo;
 mod handover;
 mod rollout_cli;
@@ -98,6 +99,11 @@ enum Command {
     /// resume, promote, abort, undo. Exits 1 when the command is refused,
     /// 3 when the admin API cannot be reached or refuses the token.
     Rollout(rollout_cli::Args),
+    /// Chaos experiments: `levee chaos run FILE` checks a hypothesis (SLOs,
+    /// probes), sets runtime faults on a timeline through the admin API
+    /// within a chaos budget, and runs rollbacks. Exits 0 held, 1
+    /// deviated, 3 aborted, 4 failed to run.
+    Chaos(chaos_cli::Args),
     /// SLO tooling: Prometheus rules, OpenSLO import.
     Slo {
         #[command(subcommand)]
@@ -295,6 +301,7 @@ fn main() -> ExitCode {
             Err(diags) => print_diagnostics(&diags),
         },
         Command::Rollout(args) => rollout_cli::main(args),
+        Command::Chaos(args) => chaos_cli::main(args),
         Command::Backup { config, file } => backup(&config, &file),
         Command::Restore {
             file,
