@@ -121,6 +121,9 @@ pub(crate) fn main(args: Args) -> ExitCode {
     let (outcome, _) = engine.outcome().unwrap_or((Outcome::FailedToRun, ""));
     let journal = journal_json(&engine, &args, &target);
     let summary = summary(&engine, args.journal.as_ref());
+    if outcome == Outcome::FailedToRun {
+        eprintln!("error: {}", engine.outcome().map_or("", |o| o.1));
+    }
     if args.json {
         eprint!("{summary}");
         println!(
