@@ -218,6 +218,8 @@ pub enum Event {
     FaultRemoved {
         /// The method step.
         step: usize,
+        /// `route checkout` or `cluster payments`.
+        target: String,
         /// The target's id for it.
         id: u64,
         /// `ended`, `abort`, `stopped`.
@@ -684,10 +686,12 @@ impl Engine {
         error: Option<String>,
     ) {
         self.steps[step] = StepState::Done;
+        let target = self.experiment.method[step].target_text();
         self.log(
             now,
             Event::FaultRemoved {
                 step,
+                target,
                 id,
                 why: why.to_string(),
                 error,

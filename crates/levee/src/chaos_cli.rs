@@ -513,8 +513,14 @@ fn fault_line(x: &Entry) -> Option<String> {
             "{at} set     {target} (id {id}, expires in {:.1}s)",
             *expires_in_ms as f64 / 1000.0
         )),
-        Event::FaultRemoved { id, why, error, .. } => Some(format!(
-            "{at} removed id {id} ({why}){}",
+        Event::FaultRemoved {
+            target,
+            id,
+            why,
+            error,
+            ..
+        } => Some(format!(
+            "{at} removed {target} (id {id}, {why}){}",
             error
                 .as_ref()
                 .map(|e| format!(": FAILED, it expires by itself: {e}"))

@@ -27,7 +27,7 @@ const EVERY: Duration = Duration::from_millis(15);
 /// A running `levee run` with its upstream, and the test's traffic.
 struct Gateway {
     _process: Spawned,
-    _upstream: FakeUpstream,
+    upstream: FakeUpstream,
     dir: PathBuf,
     admin: SocketAddr,
     /// Each request's send and answer times (Unix seconds) and status.
@@ -117,7 +117,7 @@ objective = "99%"
         tokio::time::sleep(Duration::from_millis(500)).await;
         Self {
             _process: process,
-            _upstream: upstream,
+            upstream,
             dir,
             admin,
             log,
@@ -226,6 +226,7 @@ fault = { percent = 100, delay = "100ms" }
 "#,
         )
         .await;
+    println!("{}", run.stdout);
     run.expect_code(0)
         .expect_stdout("outcome:    held (exit 0)")
         .expect_stdout("api-availability: 0% spent");
@@ -277,6 +278,7 @@ fault = { abort = { status = 503 } }
 "#,
         )
         .await;
+    println!("{}", run.stdout);
     run.expect_code(3)
         .expect_stdout("outcome:    aborted (exit 3)")
         .expect_stdout("chaos budget spent");
@@ -456,4 +458,69 @@ async fn an_invalid_file_or_an_unreachable_admin_api_fail_to_run() {
     assert_eq!(journal["outcome"], "failed_to_run");
     assert!(entries(&journal, "fault_set").is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_removes_the_faults_and_runs_the_rollbacks() {
+    let gw = Gateway::start("interrupted").await;
+    let file = gw.dir.join("long.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"title = "a long delay, stopped by hand"
+[hypothesis]
+slos = ["api-availability"]
+chaos_budget = "50%"
+[[method]]
+at = "0s"
+duration = "60s"
+route = "api"
+fault = {{ delay = "20ms" }}
+[[rollbacks]]
+url = "http://{}/restore"
+"#,
+            gw.upstream.addr()
+        ),
+    )
+    .expect("write experiment");
+    let token = gw.dir.join("token");
+    let admin = format!("http://{}", gw.admin);
+    let args = [
+        "chaos",
+        "run",
+        file.to_str().expect("utf-8"),
+        "--admin",
+        &admin,
+        "--token-file",
+        token.to_str().expect("utf-8"),
+    ];
+    let mut child = common::command(common::LEVEE, &args, &gw.dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start levee chaos run");
+    levee_testkit::eventually(Duration::from_secs(10), "the fault is set", || async {
+        !gw.faults().await.is_empty()
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("waited");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("outcome:    interrupted"), "{stdout}");
+    assert!(stdout.contains("(id 1, stopped)"), "{stdout}");
+    assert!(gw.faults().await.is_empty());
+    assert_eq!(gw.upstream.requests_to("/restore"), 1, "the rollback ran");
 }
