@@ -494,7 +494,7 @@ url = "http://{}/restore"
         "--token-file",
         token.to_str().expect("utf-8"),
     ];
-    let mut child = common::command(common::LEVEE, &args, &gw.dir)
+    let child = common::command(common::LEVEE, &args, &gw.dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
