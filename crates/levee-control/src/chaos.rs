@@ -179,8 +179,8 @@ pub struct Entry {
 pub enum Event {
     /// A phase began.
     Phase {
-        /// Which.
-        phase: Phase,
+        /// Which (`phase` is the entry's own field).
+        entered: Phase,
     },
     /// An observation and the verdict on it.
     Observation {
@@ -350,7 +350,7 @@ impl Engine {
         engine.log(
             Duration::ZERO,
             Event::Phase {
-                phase: Phase::Steady,
+                entered: Phase::Steady,
             },
         );
         engine
@@ -784,7 +784,7 @@ impl Engine {
 
     fn enter(&mut self, now: Duration, phase: Phase) {
         self.phase = phase;
-        self.log(now, Event::Phase { phase });
+        self.log(now, Event::Phase { entered: phase });
     }
 
     fn log(&mut self, now: Duration, event: Event) {
