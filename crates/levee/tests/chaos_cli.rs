@@ -4,8 +4,10 @@
 //! 15 ms. A delay the hypothesis tolerates holds (exit 0); aborting every
 //! request spends the chaos budget, so the run aborts (exit 3) and traffic
 //! recovers at once; a dependency that stays broken after the method is a
-//! deviation (exit 1); an invalid file and an unreachable admin API fail
-//! to run (exit 4). After each run the gateway has no fault left.
+//! deviation (exit 1); an invalid file, an unreachable admin API and a
+//! fault the target refuses fail to run (exit 4); Ctrl-C removes the
+//! faults and runs the rollbacks (exit 130). After each run the gateway
+//! has no fault left.
 
 use levee_testkit::{Client, FakeUpstream};
 use serde_json::Value;
@@ -523,4 +525,36 @@ url = "http://{}/restore"
     assert!(stdout.contains("(id 1, stopped)"), "{stdout}");
     assert!(gw.faults().await.is_empty());
     assert_eq!(gw.upstream.requests_to("/restore"), 1, "the rollback ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_the_target_refuses_fails_the_run_and_takes_the_others_back() {
+    let gw = Gateway::start("refused").await;
+    let (run, journal) = gw
+        .chaos(
+            "refused.toml",
+            r#"title = "a route that is not there"
+[hypothesis]
+slos = ["api-availability"]
+chaos_budget = "50%"
+[[method]]
+at = "0s"
+duration = "5s"
+route = "api"
+fault = { delay = "10ms" }
+[[method]]
+at = "0s"
+duration = "5s"
+route = "nope"
+fault = { delay = "10ms" }
+"#,
+        )
+        .await;
+    run.expect_code(4)
+        .expect_stderr("the target refused the fault on route nope")
+        .expect_stderr("no route `nope`");
+    assert_eq!(journal["outcome"], "failed_to_run");
+    assert_eq!(entries(&journal, "fault_set").len(), 1, "{journal:#}");
+    assert_eq!(entries(&journal, "fault_removed")[0]["why"], "stopped");
+    assert!(gw.faults().await.is_empty());
 }
