@@ -48,6 +48,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/listeners", get(listeners))
         .route("/api/v1/reload", post(reload).get(reload_status))
         .route("/api/v1/slos", get(slos))
+        .route("/api/v1/slos/evaluate", post(evaluate_slos))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/capacity", get(capacity))
         .route("/api/v1/faults", get(faults).post(add_fault))
@@ -189,6 +190,14 @@ async fn slos(State(state): State<AdminState>) -> Response {
         "slos": slos,
     }))
     .into_response()
+}
+
+/// Evaluates SLOs now, so the next `GET /api/v1/slos` counts every event
+/// so far (a chaos experiment checks its hypothesis each second, more often
+/// than the evaluation loop may run).
+async fn evaluate_slos(State(state): State<AdminState>) -> StatusCode {
+    state.control.evaluate_slos().await;
+    StatusCode::NO_CONTENT
 }
 
 async fn incidents(State(state): State<AdminState>) -> Response {

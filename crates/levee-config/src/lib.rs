@@ -13,6 +13,7 @@ mod decode_release;
 mod decode_slo;
 mod diag;
 mod discover;
+pub mod experiment;
 pub mod model;
 pub mod node;
 pub mod openslo;

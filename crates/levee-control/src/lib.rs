@@ -4,12 +4,14 @@
 //! webhooks (`notify`) and the state store it persists to ([`store`]),
 //! and the Prometheus rules that mirror the engine ([`rules`], sharing its
 //! alert-policy choices in [`policy`]);
-//! rollouts and experiments will live beside it. The data plane never
+//! rollouts ([`rollout`]) and chaos experiments' decisions ([`chaos`])
+//! live beside it. The data plane never
 //! depends on this crate: [`start`] wires the two together, and the loops
 //! reach the data plane only through the contract in
 //! `levee_proxy::control` (published state to read, knobs to turn, a
 //! commit hook on reload).
 
+pub mod chaos;
 mod notify;
 pub mod policy;
 pub mod rollout;

@@ -1,9 +1,11 @@
 //! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
-//! `rollout` (`rollout_cli`), `load` (`load_cli`), `backup`, `restore`,
-//! `completions`), logging set-up and the wiring of gateway, admin API,
-//! signals and file watching. Logic worth testing lives in the library
-//! crates.
+//! `rollout` (`rollout_cli`), `load` (`load_cli`), `chaos run`
+//! (`chaos_cli`), `backup`, `restore`, `completions`), logging set-up and
+//! the wiring of gateway, admin API, signals and file watching. Logic
+//! worth testing lives in the library crates.
 
+mod admin_client;
+mod chaos_cli;
 mod demo;
 mod handover;
 mod load_cli;
@@ -104,6 +106,11 @@ enum Command {
     /// scheduled send time. Exits 99 when a threshold fails, 2 on a usage
     /// error, 1 when the run cannot start.
     Load(load_cli::Args),
+    /// Chaos experiments: `levee chaos run FILE` checks a hypothesis (SLOs,
+    /// probes), sets runtime faults on a timeline through the admin API
+    /// within a chaos budget, and runs rollbacks. Exits 0 held, 1
+    /// deviated, 3 aborted, 4 failed to run.
+    Chaos(chaos_cli::Args),
     /// SLO tooling: Prometheus rules, OpenSLO import.
     Slo {
         #[command(subcommand)]
@@ -302,6 +309,7 @@ fn main() -> ExitCode {
         },
         Command::Rollout(args) => rollout_cli::main(args),
         Command::Load(args) => load_cli::main(args),
+        Command::Chaos(args) => chaos_cli::main(args),
         Command::Backup { config, file } => backup(&config, &file),
         Command::Restore {
             file,

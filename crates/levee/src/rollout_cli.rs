@@ -1,35 +1,24 @@
 //! `levee rollout`: the operator's command line for rollouts, a client of
 //! the admin API (`/api/v1/rollouts`) over plain HTTP/1.1.
 //!
-//! Where the API is: `--admin URL`, else the `[admin] listen` of the config
-//! (`-c FILE` or discovery), else `http://127.0.0.1:9901`. The token:
-//! `--token-file FILE`, else `$LEVEE_ADMIN_TOKEN`, else the config's
-//! `[admin] token`. There is no `--token` flag, so the token never shows in
-//! `ps`, and it is never printed.
+//! The API and its token are found as `admin_client` says: `--admin`,
+//! `--token-file`, `$LEVEE_ADMIN_TOKEN`, the config.
 //!
 //! Exit codes: 0 done; 1 the server refused the command (409) or the route
 //! has no rollout (404), with its message on stderr; 2 a usage error
 //! (clap's, or a token file or config that cannot be read); 3 the admin API
 //! cannot be reached or answered something unexpected (401 included).
 
+use crate::admin_client::{self, encode, ClientError, Target};
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http::{Method, StatusCode};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The environment variable the token is read from.
-const TOKEN_ENV: &str = "LEVEE_ADMIN_TOKEN";
-/// Where the admin API listens when nothing says otherwise.
-const DEFAULT_ADMIN: &str = "http://127.0.0.1:9901";
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole exchange may take (`undo` rebuilds the route).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest answer read.
-const MAX_BODY: usize = 16 << 20;
 /// Decisions the detailed status shows.
 const LAST_DECISIONS: usize = 5;
 
@@ -129,6 +118,15 @@ enum Failure {
     Unreachable(String),
 }
 
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Usage(m) => Failure::Usage(m),
+            ClientError::Unreachable(m) => Failure::Unreachable(m),
+        }
+    }
+}
+
 impl Failure {
     fn exit(self) -> ExitCode {
         let (code, message) = match self {
@@ -141,43 +139,15 @@ impl Failure {
     }
 }
 
-/// Where a token came from, to name it when the server refuses it.
-#[derive(Debug, Clone)]
-enum TokenSource {
-    File(PathBuf),
-    Env,
-    Config(PathBuf),
-}
-
-impl std::fmt::Display for TokenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenSource::File(p) => write!(f, "--token-file {}", p.display()),
-            TokenSource::Env => write!(f, "${TOKEN_ENV}"),
-            TokenSource::Config(p) => write!(f, "`[admin] token` in {}", p.display()),
-        }
-    }
-}
-
-/// The admin API to talk to.
-struct Target {
-    /// `host:port`, to connect to and send as Host.
-    authority: String,
-    /// A path prefix from `--admin`, without a trailing slash.
-    base_path: String,
-    /// The URL as shown in messages.
-    shown: String,
-    /// Whether nothing named the address (neither `--admin` nor a config).
-    defaulted: bool,
-    /// The bearer token (never printed) and where it came from.
-    token: Option<(HeaderValue, TokenSource)>,
-}
-
 /// Runs `levee rollout ...` and gives the exit code.
 pub(crate) fn main(args: Args) -> ExitCode {
-    let target = match target(&args) {
+    let target = match admin_client::target(
+        args.admin.as_deref(),
+        args.token_file.as_deref(),
+        args.config.as_deref(),
+    ) {
         Ok(t) => t,
-        Err(f) => return f.exit(),
+        Err(e) => return Failure::from(e).exit(),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -234,195 +204,10 @@ async fn act(target: &Target, args: &Args) -> Result<String, Failure> {
     })
 }
 
-/// Where the admin API is and the token, from the flags, the environment
-/// and the config (read only when one of them is still missing).
-fn target(args: &Args) -> Result<Target, Failure> {
-    let mut token = match &args.token_file {
-        Some(path) => Some((read_token_file(path)?, TokenSource::File(path.clone()))),
-        None => std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| (t.trim().to_string(), TokenSource::Env)),
-    };
-    let mut admin = args.admin.clone();
-    if admin.is_none() || token.is_none() {
-        if let Some((config, path)) = read_config(args.config.as_deref())? {
-            if admin.is_none() {
-                admin = Some(admin_url(config.admin.listen));
-            }
-            if token.is_none() {
-                token = config
-                    .admin
-                    .token
-                    .map(|t| (t.expose().to_string(), TokenSource::Config(path)));
-            }
-        }
-    }
-    let defaulted = admin.is_none();
-    let admin = admin.unwrap_or_else(|| DEFAULT_ADMIN.to_string());
-    let (authority, base_path) = parse_admin(&admin)?;
-    let token = match token {
-        Some((t, source)) => Some((
-            HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
-                Failure::Usage(format!(
-                    "the token from {source} holds characters an HTTP header cannot carry"
-                ))
-            })?,
-            source,
-        )),
-        None => None,
-    };
-    Ok(Target {
-        shown: format!("http://{authority}{base_path}"),
-        defaulted,
-        authority,
-        base_path,
-        token,
-    })
-}
-
-fn read_token_file(path: &Path) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Usage(format!("cannot read --token-file {}: {e}", path.display())))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(Failure::Usage(format!(
-            "--token-file {} is empty",
-            path.display()
-        )));
-    }
-    Ok(token.to_string())
-}
-
-/// The config named with `-c`, or the one discovery finds (none is fine:
-/// the defaults apply).
-fn read_config(named: Option<&Path>) -> Result<Option<(levee_config::Config, PathBuf)>, Failure> {
-    let path = match named {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let env = std::env::var_os(levee_config::CONFIG_ENV);
-            match levee_config::discover(Path::new(""), env) {
-                Ok(p) => p,
-                Err(levee_config::DiscoveryError::NotFound) => return Ok(None),
-                Err(e) => return Err(Failure::Usage(format!("{e}\n  help: {}", e.help()))),
-            }
-        }
-    };
-    match levee_config::load_file(&path) {
-        Ok(c) => Ok(Some((c, path))),
-        Err(diags) => Err(Failure::Usage(format!(
-            "cannot read the admin address from {}:\n{diags}",
-            path.display()
-        ))),
-    }
-}
-
-/// The URL to reach an admin API listening on `listen` from this host.
-fn admin_url(listen: std::net::SocketAddr) -> String {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", std::net::SocketAddr::new(ip, listen.port()))
-}
-
-/// `http://host:port/prefix` (or `host:port`) as the authority with a port
-/// and the path prefix.
-fn parse_admin(url: &str) -> Result<(String, String), Failure> {
-    let bad = |why: &str| Failure::Usage(format!("--admin {url}: {why}"));
-    let full = if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    };
-    let uri: http::Uri = full
-        .parse()
-        .map_err(|_| bad("not a URL like http://127.0.0.1:9901"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad("the admin API speaks plain http://"));
-    }
-    let host = uri
-        .host()
-        .ok_or_else(|| bad("no host, as in http://127.0.0.1:9901"))?;
-    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
-    Ok((authority, uri.path().trim_end_matches('/').to_string()))
-}
-
-/// Percent-encodes a route name for a path segment.
-fn encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// One request to the admin API; the body of a 200, or the failure the
 /// answer means.
 async fn exchange(target: &Target, method: Method, path: &str) -> Result<Bytes, Failure> {
-    let unreachable = |why: String| {
-        let help = if target.defaulted {
-            "\n  help: no config was found to read `[admin] listen` from; name the API with --admin URL or the config with -c FILE"
-        } else {
-            ""
-        };
-        Failure::Unreachable(format!(
-            "cannot reach the admin API at {}: {why}{help}",
-            target.shown
-        ))
-    };
-    let stream = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(&target.authority),
-    )
-    .await
-    .map_err(|_| unreachable(format!("no connection within {CONNECT_TIMEOUT:?}")))?
-    .map_err(|e| unreachable(e.to_string()))?;
-    let exchange = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", target.base_path))
-            .header(header::HOST, &target.authority)
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("levee/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Failure::Usage(format!("cannot build the request: {e}")))?;
-        if let Some((token, _)) = &target.token {
-            let mut token = token.clone();
-            token.set_sensitive(true);
-            request.headers_mut().insert(header::AUTHORIZATION, token);
-        }
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| unreachable(format!("reading the answer: {e}")))?
-            .to_bytes();
-        Ok::<_, Failure>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
+    let (status, body) = admin_client::send(target, method, path, None, REQUEST_TIMEOUT).await?;
     judge(target, status, body)
 }
 
@@ -443,16 +228,7 @@ fn judge(target: &Target, status: StatusCode, body: Bytes) -> Result<Bytes, Fail
                 target.shown
             ))),
         },
-        StatusCode::UNAUTHORIZED => Err(Failure::Unreachable(match &target.token {
-            None => format!(
-                "the admin API at {} needs a token: set {TOKEN_ENV} (or --token-file FILE) to its `[admin] token`",
-                target.shown
-            ),
-            Some((_, source)) => format!(
-                "the admin API at {} refused the token from {source}: set {TOKEN_ENV} (or --token-file FILE) to its `[admin] token`",
-                target.shown
-            ),
-        })),
+        StatusCode::UNAUTHORIZED => Err(Failure::Unreachable(admin_client::unauthorized(target))),
         other => Err(Failure::Unreachable(format!(
             "the admin API at {} answered {other}{}",
             target.shown,
@@ -727,39 +503,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admin_urls_take_a_scheme_or_not_and_keep_a_prefix() {
-        let ok = |u: &str| parse_admin(u).unwrap_or_else(|_| panic!("{u} refused"));
-        assert_eq!(
-            ok("http://127.0.0.1:9901"),
-            ("127.0.0.1:9901".into(), "".into())
-        );
-        assert_eq!(ok("127.0.0.1:9901"), ("127.0.0.1:9901".into(), "".into()));
-        assert_eq!(
-            ok("http://admin.internal/levee/"),
-            ("admin.internal:80".into(), "/levee".into())
-        );
-        assert_eq!(ok("http://[::1]:9901"), ("[::1]:9901".into(), "".into()));
-        assert!(matches!(parse_admin("https://x:1"), Err(Failure::Usage(_))));
-    }
-
-    #[test]
-    fn an_unspecified_listen_address_is_reached_on_loopback() {
-        assert_eq!(
-            admin_url("0.0.0.0:9901".parse().unwrap()),
-            "http://127.0.0.1:9901"
-        );
-        assert_eq!(admin_url("[::]:9901".parse().unwrap()), "http://[::1]:9901");
-        assert_eq!(
-            admin_url("10.0.0.1:80".parse().unwrap()),
-            "http://10.0.0.1:80"
-        );
-    }
-
-    #[test]
     fn numbers_print_without_trailing_zeros() {
         assert_eq!(trim(10.0, 2), "10");
         assert_eq!(trim(12.5, 2), "12.5");
         assert_eq!(trim(0.012345, 4), "0.0123");
-        assert_eq!(encode("a b/c"), "a%20b%2Fc");
     }
 }
