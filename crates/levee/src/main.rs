@@ -560,6 +560,9 @@ pub(crate) async fn run(
     takeover: bool,
 ) -> anyhow::Result<()> {
     use std::os::fd::AsFd as _;
+    // Before anything is announced: a signal sent as soon as the
+    // "listening" lines appear must find its handler.
+    let mut signals = Signals::new()?;
     let admin_addr = config.admin.listen;
     let token = config.admin.token.clone();
     let drain_timeout = config.runtime.drain_timeout;
@@ -639,7 +642,7 @@ pub(crate) async fn run(
         (None, None) => handover::Control::none(admin_fd),
     };
 
-    let successor = wait_for_shutdown(&gateway, &mut control).await?;
+    let successor = wait_for_shutdown(&gateway, &mut control, &mut signals).await?;
     let mut admin_stop = Some(admin_stop_tx);
     match &successor {
         Some(s) => {
@@ -665,17 +668,45 @@ pub(crate) async fn run(
     Ok(())
 }
 
+/// The signals `levee run` answers, registered when it starts.
+#[cfg(unix)]
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+        })
+    }
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+}
+
 /// Waits for SIGTERM or SIGINT (`None`), reloading on SIGHUP, or for a new
 /// process that has taken the sockets over and serves (`Some`).
 #[cfg(unix)]
 async fn wait_for_shutdown(
     gateway: &Gateway,
     control: &mut handover::Control,
+    signals: &mut Signals,
 ) -> anyhow::Result<Option<levee_proxy::handover::Successor>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let Signals { term, int, hup } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); return Ok(None) }
@@ -693,6 +724,7 @@ async fn wait_for_shutdown(
 async fn wait_for_shutdown(
     _gateway: &Gateway,
     _control: &mut handover::Control,
+    _signals: &mut Signals,
 ) -> anyhow::Result<Option<levee_proxy::handover::Successor>> {
     tokio::signal::ctrl_c().await.context("Ctrl-C handler")?;
     Ok(None)
