@@ -28,6 +28,23 @@ pub struct Experiment {
     pub method: Vec<MethodStep>,
     /// HTTP calls made at the end, whatever happened.
     pub rollbacks: Vec<HttpCall>,
+    /// Load sent during the method (`levee load`'s open model).
+    pub load: Vec<LoadStep>,
+}
+
+/// Load sent while the method runs: GETs of `url` at `rate` a second,
+/// from `at` (after the method starts) for `duration`, stopped early when
+/// the experiment is aborted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadStep {
+    /// A plain `http://` URL.
+    pub url: String,
+    /// Requests a second.
+    pub rate: f64,
+    /// When it starts, from the start of the method.
+    pub at: Duration,
+    /// How long it runs.
+    pub duration: Duration,
 }
 
 impl Experiment {
@@ -203,6 +220,7 @@ fn decode_experiment(d: &mut Decoder<'_>, root: &Node) -> Option<Experiment> {
     let hypothesis = d.req(&mut t, "hypothesis", decode_hypothesis);
     let method = d.req(&mut t, "method", |d, n, p| d.list(n, p, decode_step));
     let rollbacks = d.opt(&mut t, "rollbacks", |d, n, p| d.list(n, p, decode_call));
+    let load = d.opt(&mut t, "load", |d, n, p| d.list(n, p, decode_load));
     let loc = t.loc;
     d.finish(t);
     let method = method?;
@@ -220,6 +238,34 @@ fn decode_experiment(d: &mut Decoder<'_>, root: &Node) -> Option<Experiment> {
         hypothesis: hypothesis?,
         method,
         rollbacks: rollbacks.unwrap_or_default(),
+        load: load.unwrap_or_default(),
+    })
+}
+
+fn decode_load(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<LoadStep> {
+    let mut t = d.table(node, path)?;
+    let url = d.req(&mut t, "url", http_url);
+    let rate = d.req(&mut t, "rate", |d, n, p| {
+        let r = d.number(n, p)?;
+        if r > 0.0 && r <= 1_000_000.0 {
+            Some(r)
+        } else {
+            d.error(
+                n.loc,
+                p,
+                "a rate above 0 and at most 1,000,000 requests a second",
+            );
+            None
+        }
+    });
+    let at = d.opt(&mut t, "at", offset);
+    let duration = d.req(&mut t, "duration", Decoder::duration);
+    d.finish(t);
+    Some(LoadStep {
+        url: url?,
+        rate: rate?,
+        at: at.unwrap_or_default(),
+        duration: duration?,
     })
 }
 

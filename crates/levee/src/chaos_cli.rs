@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use levee_config::experiment::{load_experiment, Experiment};
 use levee_control::chaos::{
-    percent, Action, Engine, Entry, Event, Observation, Outcome, ProbeResult, SloSnapshot,
+    percent, Action, Engine, Entry, Event, Observation, Outcome, Phase, ProbeResult, SloSnapshot,
 };
 use levee_core::time;
 use serde_json::{json, Value};
@@ -117,10 +117,41 @@ pub(crate) fn main(args: Args) -> ExitCode {
             return ExitCode::from(Outcome::FailedToRun.exit_code());
         }
     };
-    let engine = runtime.block_on(run(experiment, target.clone()));
+    let (engine, load) = runtime.block_on(run(experiment, target.clone()));
     let (outcome, _) = engine.outcome().unwrap_or((Outcome::FailedToRun, ""));
-    let journal = journal_json(&engine, &args, &target);
-    let summary = summary(&engine, args.journal.as_ref());
+    let mut journal = journal_json(&engine, &args, &target);
+    journal["load"] = load
+        .iter()
+        .map(|l| {
+            json!({
+                "url": l.url,
+                "rate": l.rate,
+                "sent": l.sent,
+                "failed": l.failed,
+                "achieved_rate": l.achieved_rate,
+                "p99_ms": l.p99_ms,
+                "stopped_early": l.stopped_early,
+                "error": l.error,
+            })
+        })
+        .collect();
+    let mut summary = summary(&engine, args.journal.as_ref());
+    for l in &load {
+        summary.push_str(&format!(
+            "load {}: {} sent at {:.1}/s of {:.1}/s, {} failed, p99 {:.1} ms{}\n",
+            l.url,
+            l.sent,
+            l.achieved_rate,
+            l.rate,
+            l.failed,
+            l.p99_ms,
+            if l.stopped_early {
+                " (stopped early)"
+            } else {
+                ""
+            }
+        ));
+    }
     if outcome == Outcome::FailedToRun {
         eprintln!("error: {}", engine.outcome().map_or("", |o| o.1));
     }
@@ -151,8 +182,98 @@ impl Clock {
     }
 }
 
-/// Runs the experiment to its end (rollbacks included).
-async fn run(experiment: Experiment, target: Arc<Target>) -> Engine {
+/// What one `[[load]]` entry sent, for the journal and the summary.
+#[derive(Debug, Clone)]
+struct LoadReport {
+    url: String,
+    rate: f64,
+    sent: u64,
+    failed: u64,
+    achieved_rate: f64,
+    p99_ms: f64,
+    stopped_early: bool,
+    error: Option<String>,
+}
+
+/// Starts the experiment's load, each entry at its offset into the method;
+/// `stop` ends them all early (an abort, the end of the method).
+fn start_load(
+    experiment: &Experiment,
+    stop: &tokio::sync::watch::Sender<bool>,
+) -> Vec<tokio::task::JoinHandle<LoadReport>> {
+    use levee_load::run::{ClientOptions, Plan, RequestSpec};
+    use levee_load::schedule::{Model, Schedule};
+    use levee_load::threshold::Evaluator;
+    experiment
+        .load
+        .iter()
+        .map(|step| {
+            let step = step.clone();
+            let mut stopped = stop.subscribe();
+            tokio::spawn(async move {
+                let mut report = LoadReport {
+                    url: step.url.clone(),
+                    rate: step.rate,
+                    sent: 0,
+                    failed: 0,
+                    achieved_rate: 0.0,
+                    p99_ms: 0.0,
+                    stopped_early: false,
+                    error: None,
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(step.at) => {}
+                    _ = stopped.wait_for(|s| *s) => return report,
+                }
+                let plan = (|| -> Result<Plan, String> {
+                    Ok(Plan {
+                        requests: vec![RequestSpec {
+                            method: Method::GET,
+                            uri: step.url.parse().map_err(|_| "not a URL".to_string())?,
+                            headers: Default::default(),
+                            body: Bytes::new(),
+                            weight: 1,
+                        }],
+                        model: Model::Open(
+                            Schedule::constant(step.rate, step.duration)
+                                .map_err(|e| e.to_string())?,
+                        ),
+                        max_in_flight: levee_load::run::DEFAULT_MAX_IN_FLIGHT,
+                        client: ClientOptions::default(),
+                        evaluator: Evaluator::new(Vec::new(), Duration::from_secs(1)),
+                    })
+                })();
+                let plan = match plan {
+                    Ok(p) => p,
+                    Err(e) => {
+                        report.error = Some(e);
+                        return report;
+                    }
+                };
+                let interrupt = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                match levee_load::run::run(plan, |_| {}, interrupt).await {
+                    Ok(r) => {
+                        report.sent = r.recorder.sent_count();
+                        report.failed = r.recorder.total().failed;
+                        report.achieved_rate = levee_load::report::achieved_rate(&r);
+                        report.p99_ms = r.recorder.total().quantile_ms(0.99);
+                        report.stopped_early = r.interrupted;
+                    }
+                    Err(e) => report.error = Some(e.to_string()),
+                }
+                report
+            })
+        })
+        .collect()
+}
+
+/// Runs the experiment to its end (rollbacks included), with its load.
+async fn run(experiment: Experiment, target: Arc<Target>) -> (Engine, Vec<LoadReport>) {
+    let (stop_load, _) = tokio::sync::watch::channel(false);
+    let mut load = Vec::new();
+    let mut load_started = false;
     let clock = Clock(time::now());
     let mut engine = Engine::new(experiment, time::unix_nanos());
     let ctrl_c = tokio::signal::ctrl_c();
@@ -183,8 +304,26 @@ async fn run(experiment: Experiment, target: Arc<Target>) -> Engine {
         // Faults are set, removed and rolled back even if Ctrl-C comes
         // now: stopping halfway would leave them behind.
         perform(&mut engine, &clock, &target, actions).await;
+        match engine.phase() {
+            Phase::Method if !load_started => {
+                load_started = true;
+                load = start_load(engine.experiment(), &stop_load);
+            }
+            Phase::Method | Phase::Steady => {}
+            // The method is over (ended or aborted): the load stops too.
+            _ => {
+                let _ = stop_load.send(true);
+            }
+        }
     }
-    engine
+    let _ = stop_load.send(true);
+    let mut reports = Vec::new();
+    for task in load {
+        if let Ok(r) = task.await {
+            reports.push(r);
+        }
+    }
+    (engine, reports)
 }
 
 /// One observation: SLOs evaluated now and read, then every probe.

@@ -32,6 +32,8 @@ struct Gateway {
     upstream: FakeUpstream,
     dir: PathBuf,
     admin: SocketAddr,
+    /// The gateway's public listener.
+    proxy: SocketAddr,
     /// Each request's send and answer times (Unix seconds) and status.
     log: Arc<Mutex<Vec<(f64, f64, u16)>>>,
     traffic: tokio::task::JoinHandle<()>,
@@ -122,6 +124,7 @@ objective = "99%"
             upstream,
             dir,
             admin,
+            proxy,
             log,
             traffic,
         }
@@ -565,4 +568,41 @@ fault = { delay = "10ms" }
     assert_eq!(entries(&journal, "fault_set").len(), 1, "{journal:#}");
     assert_eq!(entries(&journal, "fault_removed")[0]["why"], "stopped");
     assert!(gw.faults().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_in_the_method_runs_while_the_faults_do() {
+    let gw = Gateway::start("load").await;
+    let (run, journal) = gw
+        .chaos(
+            "load.toml",
+            &format!(
+                r#"title = "api holds 50 req/s while slowed"
+[hypothesis]
+slos = ["api-availability"]
+chaos_budget = "50%"
+after = "1s"
+[[method]]
+at = "0s"
+duration = "2s"
+route = "api"
+fault = {{ delay = "20ms" }}
+[[load]]
+url = "http://{}/"
+rate = 50
+duration = "1s"
+"#,
+                gw.proxy
+            ),
+        )
+        .await;
+    run.expect_code(0).expect_stdout("load http://");
+    let load = &journal["load"][0];
+    let sent = load["sent"].as_u64().unwrap();
+    assert!((45..=51).contains(&sent), "{load:#}");
+    assert_eq!(load["failed"], 0, "{load:#}");
+    assert!(
+        load["p99_ms"].as_f64().unwrap() >= 20.0,
+        "the load felt the delay: {load:#}"
+    );
 }
