@@ -8,6 +8,10 @@
 #
 #   LEVEE_BIN=target/release/levee bash bench/release_cost.sh
 #
+# With LEVEE_BIN_B set, it compares two binaries instead, both on the plain
+# route (e.g. before and after a change on the request path): "plain" runs
+# LEVEE_BIN, "release" runs LEVEE_BIN_B.
+#
 # Knobs: ROUNDS (default 5), DURATION (seconds per run, default 5),
 # CONNS (default 64), PORT_BASE (default 29000). Everything on 127.0.0.1.
 set -euo pipefail
@@ -71,9 +75,14 @@ levee_config plain $PLAIN_PORT $((PORT_BASE + 901)) "" >"$OUT/plain.toml"
 levee_config release $RELEASE_PORT $((PORT_BASE + 902)) \
   'split = { cluster = "canary", weight = 0.01, stickiness = { header = "x-user" } }
 mirror = { cluster = "shadow", weight = 1 }' >"$OUT/release.toml"
+if [[ -n "${LEVEE_BIN_B:-}" ]]; then
+  levee_config release $RELEASE_PORT $((PORT_BASE + 902)) "" >"$OUT/release.toml"
+fi
 for name in plain release; do
-  "$LEVEE_BIN" check -c "$OUT/$name.toml" >/dev/null
-  taskset -c 0 "$LEVEE_BIN" run -c "$OUT/$name.toml" >"$OUT/$name.log" 2>&1 &
+  bin="$LEVEE_BIN"
+  [[ "$name" == release && -n "${LEVEE_BIN_B:-}" ]] && bin="$LEVEE_BIN_B"
+  "$bin" check -c "$OUT/$name.toml" >/dev/null
+  taskset -c 0 "$bin" run -c "$OUT/$name.toml" >"$OUT/$name.log" 2>&1 &
   echo $! >"$OUT/$name.pid"
 done
 sleep 1
