@@ -90,6 +90,9 @@ pub struct Plan {
 /// The last second of a run is judged in windows if it lasted this long.
 const LAST_SECOND_JUDGED: Duration = Duration::from_millis(900);
 
+/// Idle keep-alive connections kept per host between requests.
+const IDLE_PER_HOST: usize = 256;
+
 /// The default bound on requests in flight.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 
@@ -513,10 +516,11 @@ fn build_client(
         None
     };
     let mut b = Client::builder(TokioExecutor::new());
-    b.pool_idle_timeout(Duration::from_secs(90));
-    if !options.keepalive {
-        b.pool_max_idle_per_host(0);
-    }
+    // Connections opened during a latency spike are not kept afterwards:
+    // idle ones close after 2 s and at most IDLE_PER_HOST wait, so memory
+    // follows the load instead of the worst moment of the run.
+    b.pool_idle_timeout(Duration::from_secs(2));
+    b.pool_max_idle_per_host(if options.keepalive { IDLE_PER_HOST } else { 0 });
     b.http2_only(options.http2);
     Ok(b.build(Connector {
         tls,
