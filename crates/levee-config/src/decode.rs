@@ -660,9 +660,6 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
         Some(list)
     });
     let dns_refresh = d.opt(&mut t, "dns_refresh", Decoder::duration);
-    let faults = d.opt(&mut t, "faults", |d, n, p| {
-        d.list(n, p, decode_fault::decode_upstream_fault)
-    });
     let balancer = d.opt(&mut t, "balancer", decode_balancer);
     let protocol = d.opt(&mut t, "protocol", |d, n, p| {
         d.choice(n, p, &["http1", "http2"])
@@ -688,6 +685,9 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     });
     let host_rewrite = d.opt(&mut t, "host_rewrite", Decoder::string);
     let stall_detection = d.opt(&mut t, "stall_detection", decode_stall_detection);
+    let faults = d.opt(&mut t, "faults", |d, n, p| {
+        d.list(n, p, decode_fault::decode_upstream_fault)
+    });
     d.finish(t);
     let endpoints = endpoints?;
     let hashing = matches!(
