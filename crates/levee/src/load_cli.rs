@@ -135,8 +135,11 @@ pub(crate) fn main(args: Args) -> ExitCode {
         Ok(p) => p,
         Err(message) => return usage(message),
     };
+    // One worker per core this process may run on (taskset and cgroups
+    // included): two threads pinned to one core only take turns.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .thread_name("levee-load")
         .enable_all()
         .build()
