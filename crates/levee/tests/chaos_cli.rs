@@ -46,6 +46,19 @@ impl Drop for Gateway {
     }
 }
 
+/// Polls the traffic log until `done` holds (10 s at most).
+async fn wait_for_log(
+    log: &Mutex<Vec<(f64, f64, u16)>>,
+    what: &str,
+    done: impl Fn(&[(f64, f64, u16)]) -> bool,
+) {
+    let deadline = levee_core::time::now() + Duration::from_secs(10);
+    while !done(&log.lock().expect("log")) {
+        assert!(levee_core::time::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn unix_now() -> f64 {
     levee_core::time::unix_nanos() as f64 / 1e9
 }
@@ -118,7 +131,7 @@ objective = "99%"
             }
         });
         // Some events before the experiment, so the SLO has a budget.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for_log(&log, "traffic before the experiment", |l| l.len() >= 20).await;
         Self {
             _process: process,
             upstream,
@@ -313,7 +326,10 @@ fault = { abort = { status = 503 } }
     assert!(gw.faults().await.is_empty());
     // Requests sent after the abort succeed again within a second.
     let abort_at = parse_rfc3339(decision["at"].as_str().expect("at"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_for_log(&gw.log, "a good request after the abort", |l| {
+        l.iter().any(|(sent, _, s)| *sent >= abort_at && *s == 200)
+    })
+    .await;
     let log = gw.log.lock().expect("log").clone();
     assert!(log.iter().any(|(_, _, s)| *s == 503), "the fault was felt");
     let recovered = log

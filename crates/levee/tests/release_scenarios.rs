@@ -207,7 +207,7 @@ impl Gateway {
                 levee_core::time::now() < deadline,
                 "{what} not within {within:?}; last state:\n{state:#}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -238,18 +238,22 @@ impl Sample {
 /// An open-loop driver: one request every `every`, each in its own task.
 struct Driver {
     stop: Arc<AtomicBool>,
+    /// Answers so far, for waits measured in requests, not time.
+    answered: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<Vec<Sample>>,
 }
 
 impl Driver {
     fn start(url: String, every: Duration, headers: &[(&str, &str)]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let headers: Vec<(String, String)> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let task = tokio::spawn({
             let stop = stop.clone();
+            let answered = answered.clone();
             async move {
                 let client = Client::http1();
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -262,7 +266,7 @@ impl Driver {
                         b = b.header(k.as_str(), v.as_str());
                     }
                     let request = b.body(Default::default()).expect("request");
-                    let (client, tx) = (client.clone(), tx.clone());
+                    let (client, tx, answered) = (client.clone(), tx.clone(), answered.clone());
                     tokio::spawn(async move {
                         let sent = unix_now();
                         let t0 = levee_core::time::now();
@@ -276,6 +280,7 @@ impl Driver {
                             ),
                             Err(e) => (0, format!("error: {e}")),
                         };
+                        answered.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.send(Sample {
                             sent,
                             status,
@@ -294,7 +299,22 @@ impl Driver {
                 out
             }
         });
-        Self { stop, task }
+        Self {
+            stop,
+            answered,
+            task,
+        }
+    }
+
+    /// Waits until `n` more requests than now have been answered (at the
+    /// driver's fixed rate, this is how long a window lasts).
+    async fn wait_answers(&self, n: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = levee_core::time::now() + Duration::from_secs(60);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(levee_core::time::now() < deadline, "the driver stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops sending and waits for every request in flight.
@@ -351,7 +371,8 @@ async fn rollback_run(
     let slo = if slo { SLO } else { "" };
     let mut gw = Gateway::start(test, &config_text(&clusters, "v1", &route, slo));
     let driver = Driver::start(gw.url("/"), EVERY, &[]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two seconds of traffic (200 answers) before the change.
+    driver.wait_answers(200).await;
     gw.reload(&config_text(&clusters, "v2", &route, slo)).await;
     let reloaded = unix_now();
     let (state, seen) = gw
@@ -359,8 +380,9 @@ async fn rollback_run(
             s["phase"] == "rolled_back" || s["phase"] == "promoted"
         })
         .await;
-    // The answers in flight at the decision come back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The answers in flight at the decision come back (half a second of
+    // traffic after it).
+    driver.wait_answers(50).await;
     let samples = driver.finish().await;
     let first_canary = samples
         .iter()
@@ -545,7 +567,7 @@ async fn an_identical_version_is_promoted_every_time() {
         let route = format!("[routes.rollout]\n{STEPS_C}\n{ANALYSIS}\n");
         let mut gw = Gateway::start(&format!("c{i}"), &config_text(&clusters, "v1", &route, SLO));
         let driver = Driver::start(gw.url("/"), EVERY, &[]);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        driver.wait_answers(100).await;
         gw.reload(&config_text(&clusters, "v2", &route, SLO)).await;
         let reloaded = unix_now();
         let (state, seen) = gw
@@ -632,7 +654,7 @@ async fn a_burning_slo_holds_the_rollout() {
             levee_core::time::now() < deadline,
             "no page alert within 30 s of burning:\n{slo:#}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let page_after = unix_now() - burn_started;
     gw.reload(&config_text(&clusters, "v2", &route, SLO)).await;
@@ -647,7 +669,7 @@ async fn a_burning_slo_holds_the_rollout() {
             last["phase"] == "waiting" && last["weight_percent"] == 0.0,
             "(d) the rollout moved while the SLO burns:\n{last:#}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     burn.finish().await;
     let samples = driver.finish().await;
@@ -686,7 +708,7 @@ async fn blue_green_switches_and_aborts_back_with_no_failed_request() {
         Duration::from_millis(50),
         &[("x-preview", "1")],
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    driver.wait_answers(100).await;
     gw.reload(&config_text(&clusters, "v2", &route, SLO)).await;
     let reloaded = unix_now();
     let (_, switched) = gw
@@ -694,13 +716,13 @@ async fn blue_green_switches_and_aborts_back_with_no_failed_request() {
             s["phase"] == "switched"
         })
         .await;
-    // Everyone on v2 for a second, then abort.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Everyone on v2 for a second (100 answers), then abort.
+    driver.wait_answers(100).await;
     let abort_sent = unix_now();
     let abort = gw.admin("POST", "/api/v1/rollouts/api/abort").await;
     let abort_returned = unix_now();
     assert_eq!(abort.status, 200, "(e) abort: {}", abort.body);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    driver.wait_answers(200).await;
     let state = gw.rollout().await;
     let preview_samples = previews.finish().await;
     let samples = driver.finish().await;
@@ -772,13 +794,17 @@ async fn mirroring_to_a_slow_failing_shadow_does_not_delay_the_primary() {
         Driver::start(mirrored.url("/"), EVERY, &[]),
         Driver::start(plain.url("/"), EVERY, &[]),
     ];
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for d in &warm {
+        d.wait_answers(100).await;
+    }
     for d in warm {
         d.finish().await;
     }
     let with = Driver::start(mirrored.url("/"), EVERY, &[]);
     let without = Driver::start(plain.url("/"), EVERY, &[]);
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Ten seconds each at 100 req/s.
+    with.wait_answers(1_000).await;
+    without.wait_answers(1_000).await;
     let (with, without) = (with.finish().await, without.finish().await);
     let figures = |s: &[Sample]| {
         let ok = s.iter().filter(|s| s.ok() && s.version == "v1").count();

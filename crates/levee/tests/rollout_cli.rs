@@ -156,7 +156,7 @@ impl Gateway {
                 levee_core::time::now() < deadline,
                 "the rollout never reached {what}; last state:\n{state:#}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -175,7 +175,7 @@ impl Gateway {
                 let state = self.state().await;
                 panic!("requests are not all answered by {version}: {served:?}; the rollout:\n{state:#}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

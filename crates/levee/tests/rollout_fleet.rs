@@ -131,7 +131,7 @@ where
             Err(e) => e,
         };
         assert!(levee_core::time::now() < deadline, "{what}: {last}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
