@@ -9,6 +9,7 @@
 //! [`threshold`] (the language and its verdicts) and [`report`] (summary,
 //! JSON, JUnit). It depends on no part of the proxy.
 
+mod h1;
 pub mod record;
 pub mod report;
 pub mod run;

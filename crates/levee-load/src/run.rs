@@ -12,10 +12,14 @@
 //!
 //! A ticker closes each second of the run in the [`Recorder`], judges the
 //! sliding windows and `abortOnFail` thresholds ([`Evaluator`]) and
-//! reports progress. The client is hyper-util's pooled client over a
-//! connector of our own: TCP, or TLS through rustls with ALPN (`h2` with
-//! `http2`), and a verifier that accepts any certificate with `insecure`.
+//! reports progress. Plain `http://` over HTTP/1.1 takes the fast path
+//! in [`crate::h1`]: bytes serialized once, a virtual user's own
+//! connection (closed model) or a pool of idle ones (open model). TLS and
+//! HTTP/2 take hyper-util's pooled client over a connector of our own:
+//! TLS through rustls with ALPN (`h2` with `http2`), and a verifier that
+//! accepts any certificate with `insecure`.
 
+use crate::h1;
 use crate::record::{ErrorKind, Outcome, Recorder};
 use crate::schedule::Model;
 use crate::threshold::{Evaluator, Verdict};
@@ -166,10 +170,13 @@ pub async fn run(
     }
     let client = build_client(&options, &requests)?;
     probe(&requests[0].uri, options.connect_timeout).await?;
+    let mut pools: Vec<(String, Arc<h1::Pool>)> = Vec::new();
     let requests: Arc<[Prepared]> = requests
         .iter()
-        .map(|r| Prepared::new(r, &options))
-        .collect();
+        .map(|r| Prepared::new(r, &options, &mut pools))
+        .collect::<Result<_, _>>()
+        .map_err(StartError::Setup)?;
+    let pools: Vec<Arc<h1::Pool>> = pools.into_iter().map(|(_, p)| p).collect();
     let picker = Arc::new(Picker::new(&requests));
 
     let start = now();
@@ -197,7 +204,7 @@ pub async fn run(
 
     // The ticker: closes seconds, judges windows and abortOnFail, reports.
     let ticker = {
-        let rec = rec.clone();
+        let (rec, pools) = (rec.clone(), pools.clone());
         tokio::spawn(async move {
             let mut tick =
                 tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
@@ -205,6 +212,9 @@ pub async fn run(
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = done_rx.changed() => break,
+                }
+                for pool in &pools {
+                    pool.prune();
                 }
                 let elapsed = now() - start;
                 let p = {
@@ -240,11 +250,30 @@ pub async fn run(
                 &mut stop,
                 |i, at, permit| match permit {
                     Some(permit) => {
-                        let req = requests[picker.pick(i)].request();
-                        let (client, rec) = (client.clone(), rec.clone());
-                        let timeout = options.timeout;
+                        let kind = picker.pick(i);
+                        let (client, rec, requests) =
+                            (client.clone(), rec.clone(), requests.clone());
+                        let (timeout, connect_timeout) = (options.timeout, options.connect_timeout);
                         tokio::spawn(async move {
-                            send(&client, req, at, &rec, timeout).await;
+                            let req = &requests[kind];
+                            match &req.fast {
+                                Some(fast) => {
+                                    let exchange = async {
+                                        let sent = h1::send_pooled(
+                                            &fast.pool,
+                                            &fast.wire,
+                                            fast.closes,
+                                            connect_timeout,
+                                        );
+                                        outcome(sent.await)
+                                    };
+                                    timed(&rec, at, timeout, exchange).await;
+                                }
+                                None => {
+                                    let exchange = exchange(&client, req.request());
+                                    timed(&rec, at, timeout, exchange).await;
+                                }
+                            }
                             drop(permit);
                         });
                     }
@@ -275,12 +304,34 @@ pub async fn run(
                     picker.clone(),
                 );
                 let (counter, stop) = (counter.clone(), stop_rx.clone());
-                let timeout = options.timeout;
+                let (timeout, connect_timeout) = (options.timeout, options.connect_timeout);
+                let pools = pools.len();
                 users.spawn(async move {
+                    // The user's own connection to each address it sends to.
+                    let mut conns: Vec<Option<h1::Conn>> = (0..pools).map(|_| None).collect();
                     while now() < end && stop.borrow().is_none() {
                         let i = counter.fetch_add(1, Ordering::Relaxed);
-                        let req = requests[picker.pick(i)].request();
-                        send(&client, req, now(), &rec, timeout).await;
+                        let req = &requests[picker.pick(i)];
+                        match &req.fast {
+                            Some(fast) => {
+                                let slot = &mut conns[fast.pool_index];
+                                let exchange = async {
+                                    let (sent, conn) = h1::send(
+                                        slot.take(),
+                                        &fast.wire,
+                                        fast.closes,
+                                        connect_timeout,
+                                    )
+                                    .await;
+                                    *slot = conn;
+                                    outcome(sent)
+                                };
+                                timed(&rec, now(), timeout, exchange).await;
+                            }
+                            None => {
+                                timed(&rec, now(), timeout, exchange(&client, req.request())).await;
+                            }
+                        }
                     }
                 });
             }
@@ -370,19 +421,26 @@ fn snapshot(r: &Recorder, elapsed: Duration, duration: Duration) -> Progress {
     }
 }
 
-/// Sends one request due at `scheduled` and records it.
-async fn send(
-    client: &HttpClient,
-    req: Request<Full<Bytes>>,
-    scheduled: Instant,
+/// Runs `exchange`, one request due at `scheduled`, within `timeout`, and
+/// records it.
+async fn timed(
     rec: &Mutex<Recorder>,
+    scheduled: Instant,
     timeout: Duration,
+    exchange: impl Future<Output = Outcome>,
 ) {
     lock(rec).sent(scheduled, now());
-    let outcome = tokio::time::timeout(timeout, exchange(client, req))
+    let outcome = tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or(Outcome::Error(ErrorKind::Timeout));
     lock(rec).finished(scheduled, now(), outcome);
+}
+
+fn outcome(sent: Result<u16, ErrorKind>) -> Outcome {
+    match sent {
+        Ok(status) => Outcome::Status(status),
+        Err(kind) => Outcome::Error(kind),
+    }
 }
 
 /// The request and its answer, the body read to its end and thrown away.
@@ -403,17 +461,36 @@ async fn exchange(client: &HttpClient, req: Request<Full<Bytes>>) -> Outcome {
     }
 }
 
-/// A request ready to clone for each send.
+/// A request ready to clone for each send, and serialized for the fast
+/// path when it can take it.
 struct Prepared {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
     weight: u32,
+    fast: Option<Fast>,
+}
+
+/// A plain `http://` HTTP/1.1 request: its bytes and the idle connections
+/// to its address.
+struct Fast {
+    wire: h1::Wire,
+    /// The request says `Connection: close` (keep-alive off).
+    closes: bool,
+    pool: Arc<h1::Pool>,
+    /// The pool's place in the run's list, for a virtual user's own
+    /// connections.
+    pool_index: usize,
 }
 
 impl Prepared {
-    fn new(spec: &RequestSpec, options: &ClientOptions) -> Self {
+    /// `pools` collects one pool of idle connections per address.
+    fn new(
+        spec: &RequestSpec,
+        options: &ClientOptions,
+        pools: &mut Vec<(String, Arc<h1::Pool>)>,
+    ) -> Result<Self, String> {
         let mut headers = spec.headers.clone();
         headers
             .entry(http::header::USER_AGENT)
@@ -424,13 +501,33 @@ impl Prepared {
         if !options.keepalive && !options.http2 {
             headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
-        Self {
+        let fast = if spec.uri.scheme_str() == Some("http") && !options.http2 {
+            let wire = h1::Wire::new(&spec.method, &spec.uri, &headers, &spec.body)?;
+            let pool_index = match pools.iter().position(|(a, _)| *a == wire.addr) {
+                Some(i) => i,
+                None => {
+                    let max_idle = if options.keepalive { IDLE_PER_HOST } else { 0 };
+                    pools.push((wire.addr.clone(), Arc::new(h1::Pool::new(max_idle))));
+                    pools.len() - 1
+                }
+            };
+            Some(Fast {
+                closes: h1::Wire::closes(&headers),
+                pool: pools[pool_index].1.clone(),
+                pool_index,
+                wire,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
             method: spec.method.clone(),
             uri: spec.uri.clone(),
             headers,
             body: spec.body.clone(),
             weight: spec.weight.max(1),
-        }
+            fast,
+        })
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
@@ -799,6 +896,7 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             weight: w,
+            fast: None,
         };
         let p = Picker::new(&[spec(3), spec(1)]);
         let picks: Vec<usize> = (0..8).map(|i| p.pick(i)).collect();

@@ -137,13 +137,17 @@ pub(crate) fn main(args: Args) -> ExitCode {
     };
     // One worker per core this process may run on (taskset and cgroups
     // included): two threads pinned to one core only take turns.
+    // On one core the single-threaded scheduler spares the work-stealing
+    // bookkeeping (atomics, a second queue) on every wake-up.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("levee-load")
-        .enable_all()
-        .build()
-    {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.thread_name("levee-load").enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
