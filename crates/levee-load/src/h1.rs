@@ -27,8 +27,12 @@ use tokio::net::TcpStream;
 const MAX_HEAD: usize = 64 * 1024;
 /// Headers parsed in one answer at most.
 const MAX_HEADERS: usize = 100;
-/// The read buffer each connection starts with, and keeps between answers.
-const BUFFER: usize = 8 * 1024;
+/// The read buffer a connection starts with. Small, because a stalled
+/// origin can hold thousands of connections open at once (memory is then
+/// thousands of these); it doubles, up to [`MAX_BUFFER`], while reads fill it.
+const BUFFER: usize = 1024;
+/// The read buffer grows no larger than this.
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// A request serialized once, with where it goes.
 #[derive(Debug)]
@@ -207,13 +211,21 @@ impl Conn {
 
     /// Reads more of the answer into the buffer; how much.
     async fn fill(&mut self) -> Result<usize, Failure> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < BUFFER / 2 {
             self.buf.reserve(BUFFER);
         }
-        self.stream
+        let spare = self.buf.capacity() - self.buf.len();
+        let n = self
+            .stream
             .read_buf(&mut self.buf)
             .await
-            .map_err(|_| Failure::protocol())
+            .map_err(|_| Failure::protocol())?;
+        // A read that filled the buffer: larger answers, larger reads.
+        if n == spare && self.buf.capacity() < MAX_BUFFER {
+            self.buf.reserve(self.buf.capacity());
+        }
+        Ok(n)
     }
 
     /// Consumes the body framed by `framing`; whether it ran to the
@@ -622,6 +634,38 @@ mod tests {
         // The server has closed: a reused connection fails as stale.
         let f = c.exchange(&wire, false).await.unwrap_err();
         assert!(f.stale);
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_read_through_a_growing_buffer() {
+        let body = "x".repeat(300_000);
+        let sized: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let chunked: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let addr = serve(vec![sized, chunked, sized]).await;
+        let wire = Wire::new(
+            &Method::GET,
+            &format!("http://{addr}/").parse().unwrap(),
+            &HeaderMap::new(),
+            b"",
+        )
+        .unwrap();
+        let mut c = Conn::connect(&addr, Duration::from_secs(5)).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(c.exchange(&wire, false).await, Ok((200, true)));
+        }
+        assert!(c.buf.capacity() <= MAX_BUFFER * 2, "{}", c.buf.capacity());
     }
 
     #[tokio::test]
