@@ -123,6 +123,18 @@ pub struct RolloutRow {
     pub updated_ns: u64,
 }
 
+/// One post of the status page (an operator-written incident or a
+/// scheduled maintenance), as the control plane saves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusPostRow {
+    /// The post's number; the primary key.
+    pub id: u64,
+    /// The post: a JSON document the store keeps as is.
+    pub doc: String,
+    /// When it was written, in nanoseconds since the UNIX epoch.
+    pub updated_ns: u64,
+}
+
 /// Everything the SLO engine keeps, as [`Store::load`] returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -197,6 +209,17 @@ pub trait Store: Send + 'static {
         &mut self,
         upsert: &[RolloutRow],
         remove: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Reads every status page post, by id.
+    fn load_status_posts(&mut self) -> Result<Vec<StatusPostRow>, StoreError>;
+
+    /// In one transaction: upserts `upsert` by id, then deletes the ids in
+    /// `remove` (an unknown one is no error).
+    fn write_status_posts(
+        &mut self,
+        upsert: &[StatusPostRow],
+        remove: &[u64],
     ) -> Result<(), StoreError>;
 
     /// Where the store is, for logs, e.g. `sqlite:/var/lib/levee/levee.db`.

@@ -72,6 +72,15 @@ const MIGRATIONS: &[&str] = &[
         updated_ns INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     ",
+    // 3: what operators post on the status page (incidents they write,
+    // scheduled maintenance), each an opaque JSON document.
+    "
+    CREATE TABLE status_posts (
+        id INTEGER NOT NULL PRIMARY KEY,
+        doc TEXT NOT NULL,
+        updated_ns INTEGER NOT NULL
+    ) STRICT;
+    ",
 ];
 
 /// The data tables with the order that lists each by primary key, as
@@ -83,6 +92,7 @@ pub(crate) const DATA_TABLES: &[(&str, &str)] = &[
     ("slo_incidents", "id"),
     ("slo_incident_labels", "incident_id, position"),
     ("rollouts", "route"),
+    ("status_posts", "id"),
 ];
 
 /// What a file claims to be, read from its header.

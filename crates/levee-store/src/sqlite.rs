@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::error::{sql, StoreError};
 use crate::{
-    schema, AlertRow, Batch, BucketRow, IncidentRow, Retention, RolloutRow, Snapshot, Store,
+    schema, AlertRow, Batch, BucketRow, IncidentRow, Retention, RolloutRow, Snapshot,
+    StatusPostRow, Store,
 };
 
 /// How long a statement waits for another connection's lock.
@@ -50,6 +51,10 @@ const UPSERT_ROLLOUT: &str = "
     INSERT INTO rollouts (route, state, updated_ns) VALUES (?1, ?2, ?3)
     ON CONFLICT (route) DO UPDATE SET state = excluded.state, updated_ns = excluded.updated_ns";
 const DELETE_ROLLOUT: &str = "DELETE FROM rollouts WHERE route = ?1";
+const UPSERT_STATUS_POST: &str = "
+    INSERT INTO status_posts (id, doc, updated_ns) VALUES (?1, ?2, ?3)
+    ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_ns = excluded.updated_ns";
+const DELETE_STATUS_POST: &str = "DELETE FROM status_posts WHERE id = ?1";
 const DELETE_LABELS: &str = "DELETE FROM slo_incident_labels WHERE incident_id = ?1";
 const INSERT_LABEL: &str =
     "INSERT INTO slo_incident_labels (incident_id, position, name, value) VALUES (?1, ?2, ?3, ?4)";
@@ -222,6 +227,46 @@ impl SqliteStore {
         tx.commit()
     }
 
+    fn write_status_post_rows(
+        &mut self,
+        upsert: &[StatusPostRow],
+        remove: &[u64],
+    ) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !upsert.is_empty() {
+            let mut st = tx.prepare_cached(UPSERT_STATUS_POST)?;
+            for r in upsert {
+                st.execute(params![to_sql(r.id), r.doc, to_sql(r.updated_ns)])?;
+            }
+        }
+        if !remove.is_empty() {
+            let mut st = tx.prepare_cached(DELETE_STATUS_POST)?;
+            for id in remove {
+                st.execute([to_sql(*id)])?;
+            }
+        }
+        tx.commit()
+    }
+
+    fn read_status_posts(&mut self) -> rusqlite::Result<Vec<StatusPostRow>> {
+        let mut rows = self
+            .conn
+            .prepare_cached("SELECT id, doc, updated_ns FROM status_posts")?
+            .query_map([], |r| {
+                Ok(StatusPostRow {
+                    id: from_sql(r.get(0)?),
+                    doc: r.get(1)?,
+                    updated_ns: from_sql(r.get(2)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // Ids are u64 stored with the same bits: SQL would order them signed.
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
     fn read_rollouts(&mut self) -> rusqlite::Result<Vec<RolloutRow>> {
         self.conn
             .prepare_cached("SELECT route, state, updated_ns FROM rollouts ORDER BY route")?
@@ -350,6 +395,25 @@ impl Store for SqliteStore {
         let path = self.path.clone();
         self.write_rollout_rows(upsert, remove)
             .map_err(sql(&path, "writing rollouts"))
+    }
+
+    fn load_status_posts(&mut self) -> Result<Vec<StatusPostRow>, StoreError> {
+        let path = self.path.clone();
+        self.read_status_posts()
+            .map_err(sql(&path, "loading status page posts"))
+    }
+
+    fn write_status_posts(
+        &mut self,
+        upsert: &[StatusPostRow],
+        remove: &[u64],
+    ) -> Result<(), StoreError> {
+        if upsert.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.write_status_post_rows(upsert, remove)
+            .map_err(sql(&path, "writing status page posts"))
     }
 
     fn describe(&self) -> String {

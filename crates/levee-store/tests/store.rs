@@ -6,8 +6,8 @@ mod common;
 
 use common::{alert, bucket, incident, sample_batch, TestDir, SEC, T0};
 use levee_store::{
-    backup, verify, Batch, IncidentRow, Retention, RolloutRow, Snapshot, SqliteStore, Store,
-    StoreError, APPLICATION_ID, SCHEMA_VERSION,
+    backup, verify, Batch, IncidentRow, Retention, RolloutRow, Snapshot, SqliteStore,
+    StatusPostRow, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
 };
 use rusqlite::Connection;
 
@@ -707,4 +707,43 @@ fn backups_count_and_checksum_the_rollouts() {
         "{:?}",
         removed.problems
     );
+}
+
+#[test]
+fn status_posts_round_trip_and_survive_a_reopen() {
+    let dir = TestDir::new("status-posts");
+    let path = dir.path("levee.db");
+    let post = |id: u64, doc: &str, updated_ns: u64| StatusPostRow {
+        id,
+        doc: doc.to_owned(),
+        updated_ns,
+    };
+    let first = post(1, r#"{"title":"Checkout errors"}"#, T0);
+    let second = post(2, r#"{"title":"Database upgrade ✓"}"#, T0 + SEC);
+    let big = post(u64::MAX, "{}", u64::MAX);
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load_status_posts().unwrap(), vec![]);
+        store
+            .write_status_posts(&[big.clone(), second.clone(), first.clone()], &[77])
+            .unwrap();
+        store.write_status_posts(&[], &[]).unwrap();
+        // Apart from the SLO engine's data and the rollouts.
+        assert_eq!(store.load().unwrap(), Snapshot::default());
+        assert_eq!(store.load_rollouts().unwrap(), vec![]);
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.load_status_posts().unwrap(),
+        vec![first.clone(), second.clone(), big.clone()]
+    );
+    let updated = post(
+        1,
+        r#"{"title":"Checkout errors","resolved":true}"#,
+        T0 + 9 * SEC,
+    );
+    store
+        .write_status_posts(std::slice::from_ref(&updated), &[2])
+        .unwrap();
+    assert_eq!(store.load_status_posts().unwrap(), vec![updated, big]);
 }
