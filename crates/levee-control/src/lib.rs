@@ -17,6 +17,7 @@ pub mod policy;
 pub mod rollout;
 pub mod rules;
 pub mod slo;
+pub mod status_board;
 pub mod store;
 
 use futures_util::future::BoxFuture;
@@ -65,6 +66,7 @@ pub struct StartOptions {
 pub struct Control {
     slo: Arc<SloEngine>,
     rollouts: Arc<Rollouts>,
+    status: Arc<status_board::StatusBoard>,
 }
 
 /// The loops a gateway commits each config to: the SLO engine and the
@@ -142,6 +144,11 @@ impl Control {
         self.rollouts.command(route, command).await
     }
 
+    /// What operators posted on the status page.
+    pub fn status_board(&self) -> &status_board::StatusBoard {
+        &self.status
+    }
+
     /// Where the SLO state is kept, for logs.
     pub fn store_label(&self) -> &str {
         self.slo.store_label()
@@ -161,7 +168,7 @@ pub async fn start(
         .map_err(|message| StartError::Store { message })?;
     let deferred = options.slo_store_after.is_some();
     let counters = Arc::new(SloCounters::default());
-    let engine = SloEngine::new(
+    let mut engine = SloEngine::new(
         store,
         counters.clone(),
         Arc::new(config.clone()),
@@ -169,6 +176,15 @@ pub async fn start(
         deferred,
     )
     .map_err(|message| StartError::Store { message })?;
+    // The status board keeps its own connection too: a post is saved
+    // before the operator is answered.
+    let board_store = store::open_store(&config, config_path.as_deref())
+        .map_err(|message| StartError::Store { message })?;
+    let status = Arc::new(
+        status_board::StatusBoard::open(board_store)
+            .map_err(|message| StartError::Store { message })?,
+    );
+    engine.exclude(status.exclusions());
     tracing::info!(
         store = engine.store_label(),
         deferred,
@@ -217,6 +233,7 @@ pub async fn start(
         Control {
             slo: engine,
             rollouts,
+            status,
         },
     ))
 }

@@ -65,6 +65,79 @@ pub fn rfc3339(at: Nanos) -> String {
     )
 }
 
+/// Reads an RFC 3339 time (`2026-12-10T02:00:00Z`, with optional
+/// fractional seconds and a `Z` or `±hh:mm` offset) as Unix nanoseconds;
+/// `None` for anything else or a time before 1970.
+pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if year < 1970 || !(1..=12).contains(&month) || day == 0 || hour > 23 || minute > 59 {
+        return None;
+    }
+    // A leap second reads as the last second of its minute.
+    if second > 60 {
+        return None;
+    }
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    if days_from_civil(year, month, day) >= days_from_civil(next_year, next_month, 1) {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut frac_ns = 0u64;
+    if let Some(f) = rest.strip_prefix('.') {
+        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        for (i, c) in f[..digits].bytes().enumerate().take(9) {
+            frac_ns += u64::from(c - b'0') * 10u64.pow(8 - i as u32);
+        }
+        rest = &f[digits..];
+    }
+    let offset_secs: i64 = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let o = rest.as_bytes();
+            if o.len() != 6 || !matches!(o[0], b'+' | b'-') || o[3] != b':' {
+                return None;
+            }
+            let h: i64 = rest.get(1..3)?.parse().ok()?;
+            let m: i64 = rest.get(4..6)?.parse().ok()?;
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let v = h * 3600 + m * 60;
+            if o[0] == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+    };
+    let local =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59);
+    let utc = i64::try_from(local).ok()?.checked_sub(offset_secs)?;
+    let utc = u64::try_from(utc).ok()?;
+    utc.checked_mul(NS_PER_SEC)?.checked_add(frac_ns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +165,36 @@ mod tests {
         assert_eq!(len.as_secs(), 31 * 86_400);
     }
 
+    #[test]
+    fn rfc3339_times_are_read_back() {
+        let t = 1_795_918_557_123_000_000;
+        assert_eq!(parse_rfc3339("2026-11-29T02:15:57.123Z"), Some(t));
+        assert_eq!(parse_rfc3339("2026-11-29T03:15:57.123+01:00"), Some(t));
+        assert_eq!(parse_rfc3339("2026-11-28T23:15:57.123-03:00"), Some(t));
+        assert_eq!(parse_rfc3339("2026-11-29T02:15:57Z"), Some(t - 123_000_000));
+        for bad in [
+            "",
+            "2026-11-29",
+            "2026-11-29T02:15:57",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-29T24:00:00Z",
+            "2026-11-29T02:15:57.Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-29T02:15:57+0100",
+            "+026-11-29T02:15:57Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn written_times_read_back(ms in 0u64..10_000_000_000_000) {
+            let at = ms * 1_000_000;
+            prop_assert_eq!(parse_rfc3339(&rfc3339(at)), Some(at));
+        }
+
         #[test]
         fn days_round_trip_and_months_contain_their_times(days in 0u64..200_000, ns in 0u64..DAY) {
             let (y, m, d) = civil_from_days(days);

@@ -110,6 +110,8 @@ pub(crate) struct SloEngine {
     notifier: Notifier,
     registry: Arc<Registry>,
     store_label: String,
+    /// Maintenance windows that leave the budget, from the status board.
+    exclusions: Arc<ArcSwap<Vec<crate::status_board::Exclusion>>>,
 }
 
 impl std::fmt::Debug for SloEngine {
@@ -162,8 +164,18 @@ impl SloEngine {
             notifier,
             registry,
             store_label,
+            exclusions: Arc::default(),
         };
         Ok(engine)
+    }
+
+    /// Takes maintenance windows out of the budget as `exclusions` says
+    /// (the status board's list, read on every tick).
+    pub(crate) fn exclude(
+        &mut self,
+        exclusions: Arc<ArcSwap<Vec<crate::status_board::Exclusion>>>,
+    ) {
+        self.exclusions = exclusions;
     }
 
     /// Loads the store now (a handover's successor, once its predecessor
@@ -317,6 +329,8 @@ impl SloEngine {
                         restore_alerts(&mut alerts, &rows);
                     }
                     let previous_alerts = state.series.get(&def.id).map(|s| s.alerts.clone());
+                    let previous_excluded =
+                        state.series.get(&def.id).map_or(0, |s| s.excluded_events);
                     let metrics = SeriesMetrics::new(&def, &self.registry);
                     let counter = self.counters.get(&def.id);
                     state.series.insert(
@@ -329,6 +343,7 @@ impl SloEngine {
                             counter,
                             metrics,
                             active: true,
+                            excluded_events: previous_excluded,
                         },
                     );
                 }
@@ -386,8 +401,10 @@ impl SloEngine {
             if now - now % bucket_ns <= state.last_tick {
                 let state = &mut *state;
                 let end = state.last_tick;
+                let exclusions = self.exclusions.load();
                 for series in state.series.values_mut().filter(|s| s.active) {
-                    absorb(series, end, &mut state.batch);
+                    let excluded = series::excluded(series, end - 1, &exclusions);
+                    absorb(series, end, &mut state.batch, excluded);
                 }
                 self.flush(state).await;
                 // The report shows what was just folded in.

@@ -78,6 +78,10 @@ pub struct SloStatus {
     pub events: u64,
     /// Bad events over the period so far.
     pub bad_events: u64,
+    /// Events left out of the budget by maintenance windows (status page
+    /// maintenances with `exclude_from_budget`) since this process
+    /// started.
+    pub excluded_events: u64,
     /// The SLI over the period (good / events; with time slices, good
     /// slices / judged slices, or their average ratio), absent without data.
     pub sli_value: Option<f64>,
@@ -390,6 +394,7 @@ pub(super) fn series_status(series: &Series, now: Nanos) -> SloStatus {
         status,
         events: counts.total,
         bad_events: counts.bad(),
+        excluded_events: series.excluded_events,
         sli_value: ratio(judged),
         budgeting: def.budgeting.name(),
         timeslice: def.budgeting.slice().map(levee_config::format_duration),

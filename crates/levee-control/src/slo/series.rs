@@ -337,6 +337,9 @@ pub(super) struct Series {
     /// Whether the series is in the current config (removed ones keep
     /// their history in the store but are no longer evaluated).
     pub(super) active: bool,
+    /// Events left out of the budget by maintenance windows, since this
+    /// process started.
+    pub(super) excluded_events: u64,
 }
 
 impl Series {
@@ -347,11 +350,31 @@ impl Series {
     }
 }
 
+/// Whether the series' events at `at` fall in a maintenance window that
+/// leaves the budget. A series matches by its SLO's name, or by its tier
+/// (the tier series, and SLOs scoped to a tier).
+pub(super) fn excluded(
+    series: &Series,
+    at: Nanos,
+    exclusions: &[crate::status_board::Exclusion],
+) -> bool {
+    let tier = series.def.tier.or(series.def.scope.tier).map(tier_name);
+    exclusions
+        .iter()
+        .any(|x| x.excludes(at, &series.def.slo, tier))
+}
+
 /// Drains the series' counter into the bucket ending at `end` (adding
 /// nothing still advances time), counts the events in its metrics, and
-/// stages the fine and coarse buckets touched for the next write.
-pub(super) fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch) {
-    let (good, total) = series.counter.drain();
+/// stages the fine and coarse buckets touched for the next write. With
+/// `excluded` (a maintenance window that leaves the budget), the events
+/// are drained and counted as excluded, and the bucket gets none.
+pub(super) fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch, excluded: bool) {
+    let (mut good, mut total) = series.counter.drain();
+    if excluded {
+        series.excluded_events += total;
+        (good, total) = (0, 0);
+    }
     series.buckets.add(end - 1, good, total);
     series.metrics.events.add(total);
     series.metrics.bad.add(total - good);

@@ -478,3 +478,44 @@ async fn time_slices_replay_against_a_naive_model() {
     );
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
+
+/// A maintenance that leaves the budget: the errors inside its window
+/// neither count nor page, those before and after do, and the report says
+/// how many were left out.
+#[tokio::test]
+async fn a_maintenance_window_leaves_the_budget() {
+    use crate::status_board::Exclusion;
+    let db = temp_db();
+    let mut e = engine(&db).await;
+    let windows = Arc::new(ArcSwap::from_pointee(vec![Exclusion {
+        starts_ns: T0 + 10 * S,
+        ends_ns: T0 + 40 * S,
+        components: vec!["x".into()],
+    }]));
+    e.exclude(windows.clone());
+    for k in 0..10 {
+        second(&e, k, 10, 0).await;
+    }
+    // 30 s of total failure inside the window: no page, nothing counted.
+    for k in 10..40 {
+        second(&e, k, 0, 10).await;
+    }
+    assert!(incident(&e).is_none(), "no page during the maintenance");
+    let slo = e.report().slos[0].clone();
+    assert_eq!((slo.events, slo.bad_events), (100, 0));
+    assert_eq!(slo.excluded_events, 300);
+    // After the window, errors count again.
+    for k in 40..42 {
+        second(&e, k, 5, 5).await;
+    }
+    let slo = e.report().slos[0].clone();
+    assert_eq!((slo.events, slo.bad_events), (120, 10));
+    // A window for another SLO or tier leaves this one alone.
+    windows.store(Arc::new(vec![Exclusion {
+        starts_ns: T0,
+        ends_ns: T0 + 100 * S,
+        components: vec!["optional".into(), "y".into()],
+    }]));
+    second(&e, 42, 0, 10).await;
+    assert_eq!(e.report().slos[0].bad_events, 20);
+}

@@ -5,7 +5,7 @@
 
 use super::incidents::TrackedIncident;
 use super::report::{build_report, percent, period_name, series_status};
-use super::series::{absorb, alert_row, layout, severity_name, Series};
+use super::series::{absorb, alert_row, excluded, layout, severity_name, Series};
 use super::{EngineState, SloEngine, ALERTMANAGER_RESEND, DAY, HOUR};
 use crate::notify::Notification;
 use levee_config::AlertSeverity;
@@ -40,8 +40,10 @@ impl SloEngine {
             notifications: Vec::new(),
             end,
         };
+        let exclusions = self.exclusions.load();
         for series in state.series.values_mut().filter(|s| s.active) {
-            absorb(series, end, ledger.batch);
+            let excluded = excluded(series, end - 1, &exclusions);
+            absorb(series, end, ledger.batch, excluded);
             let transitions = series.alerts.evaluate(
                 &series.def.policy,
                 series
