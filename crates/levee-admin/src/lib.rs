@@ -6,12 +6,15 @@
 //!
 //! Security: loopback by default; when a token is configured every endpoint
 //! but `/healthz`, `/readyz` (probes) and the status page (`/status`,
-//! `/api/v1/status`, made to be shown to customers: tier uptime and
+//! `/api/v1/status`, `/status/feed.atom`, `/api/v2/summary.json`, made to
+//! be shown to customers: operators' posts, components, tier uptime and
 //! incident times, no labels, runbooks or internals) needs
 //! `Authorization: Bearer TOKEN`. The config layer refuses a non-loopback
 //! address without a token.
 
 mod status;
+mod status_feed;
+mod status_posts;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -27,7 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 #[derive(Clone)]
-struct AdminState {
+pub(crate) struct AdminState {
     gateway: Gateway,
     control: Control,
     token: Option<Arc<Secret>>,
@@ -56,12 +59,15 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/rollouts/{route}", get(rollout))
         .route("/api/v1/rollouts/{route}/{action}", post(rollout_command))
+        .merge(status_posts::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status_json))
         .route("/status", get(status_html))
+        .route("/status/feed.atom", get(status_atom))
+        .route("/api/v2/summary.json", get(status_summary))
         .merge(protected)
         .fallback(|| async {
             (
@@ -247,6 +253,26 @@ async fn status_html(State(state): State<AdminState>) -> Response {
         page.html(),
     )
         .into_response()
+}
+
+async fn status_atom(State(state): State<AdminState>) -> Response {
+    let page = status::StatusPage::of(&state.control, &state.gateway);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/atom+xml; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        status_feed::atom(&page),
+    )
+        .into_response()
+}
+
+async fn status_summary(State(state): State<AdminState>) -> Response {
+    let page = status::StatusPage::of(&state.control, &state.gateway);
+    Json(status_feed::summary(&page)).into_response()
 }
 
 async fn reload_status(State(state): State<AdminState>) -> Response {

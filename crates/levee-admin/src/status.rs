@@ -1,6 +1,10 @@
-//! The status page: uptime and error budget by tier over the status
-//! period, and recent incidents, as JSON and as a small self-contained
-//! HTML page (no scripts, no external assets) fit to show customers.
+//! The status page: what operators posted (incidents with their updates,
+//! scheduled maintenance), components by tier, uptime and error budget by
+//! tier over the status period, and recent incidents, as JSON and as a
+//! small self-contained HTML page (no scripts, no external assets) fit to
+//! show customers. The Atom feed and the Statuspage-style summary
+//! (`status_feed`) are built from the same [`StatusPage`], so no view can
+//! show more than the page does.
 //!
 //! Both are built here from the SLO report and the config, and both say
 //! only what a customer should read: incidents are named by their SLO's
@@ -12,7 +16,9 @@
 
 use levee_config::{Config, Slo, Tier};
 use levee_control::slo::{IncidentStatus, SloReport, TierStatus};
+use levee_control::status_board::{Impact, Post, PostKind};
 use levee_control::Control;
+use levee_core::Nanos;
 use levee_proxy::Gateway;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -22,6 +28,9 @@ use std::time::Duration;
 /// Incidents the page lists.
 const RECENT_INCIDENTS: usize = 10;
 
+/// Settled posts stay on the page this long (as "past incidents").
+const PAST_POSTS: Nanos = 7 * 86_400 * 1_000_000_000;
+
 /// How an incident of an SLO no longer in the config is named.
 const RETIRED_SERVICE: &str = "Retired service";
 
@@ -30,27 +39,105 @@ const NO_DATA: &str = "No data yet";
 /// What the status page shows.
 #[derive(Debug, Serialize)]
 pub(crate) struct StatusPage {
-    title: String,
+    pub(crate) title: String,
     /// `operational`, `degraded`, `outage` or `no_data`: the worst tier
     /// shown, `no_data` when none has enough data.
-    status: &'static str,
+    pub(crate) status: &'static str,
     /// The status as a sentence ("All systems operational"; "An incident
     /// is ongoing" when one is and no tier says worse).
-    headline: &'static str,
+    pub(crate) headline: &'static str,
     /// No tier shown has enough data for an uptime yet.
-    no_data: bool,
+    pub(crate) no_data: bool,
     /// When the figures were computed (RFC 3339), absent before the first
     /// evaluation.
-    evaluated_at: Option<String>,
+    pub(crate) evaluated_at: Option<String>,
     /// The same, readable ("3 Dec 2026, 14:05 UTC").
-    evaluated_at_text: Option<String>,
-    tiers: Vec<PublicTier>,
-    incidents: Vec<PublicIncident>,
+    pub(crate) evaluated_at_text: Option<String>,
+    pub(crate) tiers: Vec<PublicTier>,
+    pub(crate) incidents: Vec<PublicIncident>,
+    /// Components (services) grouped by tier, with their status now.
+    pub(crate) components: Vec<ComponentGroup>,
+    /// What operators posted: open incidents and maintenances not over,
+    /// then those settled in the last 7 days; newest first in each part.
+    pub(crate) posts: Vec<PublicPost>,
+    /// The worst of the open posts and components: `none`, `minor`,
+    /// `major`, `critical`, or `maintenance` when a maintenance is under
+    /// way and nothing is worse (Statuspage's indicator).
+    pub(crate) indicator: &'static str,
+    /// When the page last changed (RFC 3339): the newest of the
+    /// evaluation and the posts.
+    pub(crate) updated_at: Option<String>,
+}
+
+/// The components of one tier.
+#[derive(Debug, Serialize)]
+pub(crate) struct ComponentGroup {
+    /// `core` or `optional`.
+    pub(crate) tier: &'static str,
+    /// "Core services".
+    pub(crate) name: &'static str,
+    pub(crate) components: Vec<PublicComponent>,
+}
+
+/// One service as customers see it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublicComponent {
+    /// A stable slug of its public name.
+    pub(crate) id: String,
+    /// Its public name (an SLO's display name, or its route or cluster).
+    pub(crate) name: String,
+    /// `operational`, `under_maintenance`, `degraded_performance`,
+    /// `partial_outage` or `major_outage` (Statuspage's words).
+    pub(crate) status: &'static str,
+    /// The same, readable.
+    pub(crate) status_text: &'static str,
+}
+
+/// An operator's post as customers see it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublicPost {
+    pub(crate) id: u64,
+    /// `incident` or `maintenance`.
+    pub(crate) kind: &'static str,
+    pub(crate) title: String,
+    /// `none`, `minor`, `major` or `critical`; `maintenance` for one.
+    pub(crate) impact: &'static str,
+    /// Its state now: `investigating`, `identified`, `monitoring`,
+    /// `resolved`; `scheduled`, `in_progress`, `verifying`, `completed`,
+    /// `cancelled`.
+    pub(crate) status: String,
+    pub(crate) status_text: &'static str,
+    /// Public names of what it affects ("All services" when it names none).
+    pub(crate) components: Vec<String>,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    /// When it was resolved, completed or cancelled.
+    pub(crate) settled_at: Option<String>,
+    /// A maintenance's window.
+    pub(crate) starts_at: Option<String>,
+    pub(crate) starts_at_text: Option<String>,
+    pub(crate) ends_at: Option<String>,
+    pub(crate) ends_at_text: Option<String>,
+    /// A maintenance whose requests do not count against the error budget
+    /// (the page says so).
+    pub(crate) excluded_from_budget: bool,
+    /// Newest first.
+    pub(crate) updates: Vec<PublicUpdate>,
+}
+
+/// One update of a post.
+#[derive(Debug, Serialize)]
+pub(crate) struct PublicUpdate {
+    pub(crate) status: String,
+    pub(crate) status_text: &'static str,
+    pub(crate) message: String,
+    pub(crate) at: String,
+    pub(crate) at_text: String,
 }
 
 /// One tier as customers see it.
 #[derive(Debug, Serialize)]
-struct PublicTier {
+pub(crate) struct PublicTier {
     /// `core` or `optional`.
     tier: &'static str,
     /// "Core services".
@@ -83,35 +170,41 @@ struct PublicTier {
 
 /// An incident as customers see it.
 #[derive(Debug, Serialize)]
-struct PublicIncident {
+pub(crate) struct PublicIncident {
     /// Its number.
-    id: u64,
+    pub(crate) id: u64,
     /// What was affected: the SLO's display name, or its route, cluster
     /// or tier.
-    service: String,
+    pub(crate) service: String,
     /// `ongoing` or `resolved` (service back to normal).
-    state: &'static str,
+    pub(crate) state: &'static str,
     /// When it began (RFC 3339).
-    start: String,
+    pub(crate) start: String,
     /// The same, readable.
-    start_text: String,
+    pub(crate) start_text: String,
     /// When service was back to normal (RFC 3339).
-    recover: Option<String>,
+    pub(crate) recover: Option<String>,
     /// The same, readable.
-    recover_text: Option<String>,
+    pub(crate) recover_text: Option<String>,
     /// From start to recovery, in seconds.
-    duration_seconds: Option<f64>,
+    pub(crate) duration_seconds: Option<f64>,
     /// "1 h 4 min", or "Ongoing".
-    duration_text: String,
+    pub(crate) duration_text: String,
 }
 
 impl StatusPage {
     pub(crate) fn of(control: &Control, gateway: &Gateway) -> Self {
-        Self::build(&control.slo_report(), &gateway.config())
+        Self::build(
+            &control.slo_report(),
+            &gateway.config(),
+            &control.status_board().posts(),
+            levee_core::time::unix_nanos(),
+        )
     }
 
-    /// The page for `report` under `config`.
-    fn build(report: &SloReport, config: &Config) -> Self {
+    /// The page for `report` under `config`, with the operators' `posts`,
+    /// at `now`.
+    pub(crate) fn build(report: &SloReport, config: &Config, posts: &[Post], now: Nanos) -> Self {
         let rank = |s: &str| match s {
             "outage" => 3,
             "degraded" => 2,
@@ -136,13 +229,48 @@ impl StatusPage {
             .take(RECENT_INCIDENTS)
             .map(|i| PublicIncident::of(i, &names))
             .collect();
+        let components = component_groups(report, config, posts, now);
+        let shown: Vec<&Post> = shown_posts(posts, now);
+        let public_posts: Vec<PublicPost> = shown
+            .iter()
+            .map(|p| PublicPost::of(p, config, now))
+            .collect();
+        let worst_impact = shown
+            .iter()
+            .filter(|p| p.kind == PostKind::Incident && !p.settled(now))
+            .map(|p| p.impact)
+            .max();
+        let maintaining = shown.iter().any(|p| {
+            p.kind == PostKind::Maintenance && matches!(p.state(now), "in_progress" | "verifying")
+        });
+        let worst_component = components
+            .iter()
+            .flat_map(|g| &g.components)
+            .map(|c| component_rank(c.status))
+            .max()
+            .unwrap_or(0);
+        let indicator = indicator(worst_impact, worst_component, maintaining);
         // An ongoing incident outweighs "operational" or too little data
         // in the headline; the tiers keep their own figures.
-        let ongoing = incidents.iter().any(|i| i.state == "ongoing");
-        let headline = match status {
-            "operational" | "no_data" if ongoing => "An incident is ongoing",
-            s => headline(s),
+        let ongoing = incidents.iter().any(|i| i.state == "ongoing") || worst_impact.is_some();
+        // The worst of what the tiers measure and what operators posted.
+        let headline = match (status, indicator) {
+            ("outage", _) => headline("outage"),
+            (_, "critical") => "Major outage",
+            (_, "major") => "Partial outage",
+            ("degraded", _) => headline("degraded"),
+            _ if ongoing => "An incident is ongoing",
+            (_, "maintenance") => "Maintenance in progress",
+            (s, _) => headline(s),
         };
+        let updated_at = shown
+            .iter()
+            .map(|p| p.changed_ns(now))
+            .max()
+            .map(levee_slo::calendar::rfc3339)
+            .into_iter()
+            .chain(report.evaluated_at.clone())
+            .max();
         Self {
             title: config.status_page.title.clone(),
             status,
@@ -152,6 +280,10 @@ impl StatusPage {
             evaluated_at_text: report.evaluated_at.as_deref().map(readable_time),
             tiers,
             incidents,
+            components,
+            posts: public_posts,
+            indicator,
+            updated_at,
         }
     }
 
@@ -163,13 +295,52 @@ impl StatusPage {
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
              <meta http-equiv=\"refresh\" content=\"30\"><title>{title}</title>\
+             <link rel=\"alternate\" type=\"application/atom+xml\" title=\"{title}\" href=\"/status/feed.atom\">\
              <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem;color:#222}}\
-             .operational{{color:#1a7f37}}.degraded{{color:#9a6700}}.outage{{color:#cf222e}}.no_data{{color:#666}}\
-             table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}}</style>\
+             .operational{{color:#1a7f37}}.degraded,.degraded_performance,.under_maintenance{{color:#9a6700}}\
+             .outage,.partial_outage,.major_outage{{color:#cf222e}}.no_data{{color:#666}}\
+             .post{{border-left:4px solid #9a6700;padding:.2rem .8rem;margin:1rem 0}}.post.maintenance{{border-color:#0969da}}\
+             .post h3{{margin:.2rem 0}}.post p{{margin:.3rem 0}}\
+             table{{border-collapse:collapse;width:100%}}td,th{{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}}\
+             @media (prefers-color-scheme: dark){{body{{background:#111;color:#ddd}}td,th{{border-color:#333}}}}</style>\
              </head><body><h1>{title}</h1><p class=\"{s}\"><strong>{}</strong></p>",
             self.headline,
-            s = self.status,
+            s = match self.indicator {
+                "critical" => "major_outage",
+                "major" => "partial_outage",
+                "minor" => "degraded",
+                "maintenance" => "under_maintenance",
+                _ => self.status,
+            },
         );
+        let (current, past): (Vec<&PublicPost>, Vec<&PublicPost>) =
+            self.posts.iter().partition(|p| p.settled_at.is_none());
+        let (incidents, maintenances): (Vec<&PublicPost>, Vec<&PublicPost>) =
+            current.into_iter().partition(|p| p.kind == "incident");
+        if !incidents.is_empty() {
+            out.push_str("<h2>Current incidents</h2>");
+            incidents.iter().for_each(|p| post_html(&mut out, p));
+        }
+        if !maintenances.is_empty() {
+            out.push_str("<h2>Scheduled maintenance</h2>");
+            maintenances.iter().for_each(|p| post_html(&mut out, p));
+        }
+        if !self.components.is_empty() {
+            out.push_str("<h2>Components</h2><table><tr><th>Service</th><th>Status</th></tr>");
+            for g in &self.components {
+                let _ = write!(out, "<tr><th colspan=\"2\">{}</th></tr>", g.name);
+                for c in &g.components {
+                    let _ = write!(
+                        out,
+                        "<tr><td>{}</td><td class=\"{}\">{}</td></tr>",
+                        escape(&c.name),
+                        c.status,
+                        c.status_text
+                    );
+                }
+            }
+            out.push_str("</table>");
+        }
         out.push_str(
             "<h2>Uptime</h2><table><tr><th>Service</th><th>Status</th><th>Uptime</th>\
              <th>Objective</th><th>Error budget</th></tr>",
@@ -209,6 +380,11 @@ impl StatusPage {
             }
             out.push_str("</table>");
         }
+        if !past.is_empty() {
+            out.push_str("<h2>Past incidents and maintenance</h2>");
+            past.iter().for_each(|p| post_html(&mut out, p));
+        }
+        out.push_str("<p><small><a href=\"/status/feed.atom\">Subscribe (Atom)</a></small></p>");
         let updated = self
             .evaluated_at_text
             .as_deref()
@@ -292,6 +468,294 @@ impl PublicIncident {
                 readable_duration(Duration::from_secs_f64(s.max(0.0)))
             }),
         }
+    }
+}
+
+/// One post: its title, state, what it affects, its window, and its
+/// updates, newest first.
+fn post_html(out: &mut String, p: &PublicPost) {
+    let _ = write!(
+        out,
+        "<section class=\"post {}\"><h3>{}</h3><p><strong>{}</strong> &middot; {}</p>",
+        p.kind,
+        escape(&p.title),
+        p.status_text,
+        escape(&p.components.join(", ")),
+    );
+    if let (Some(from), Some(to)) = (&p.starts_at_text, &p.ends_at_text) {
+        let _ = write!(out, "<p>Scheduled from {} to {}", escape(from), escape(to));
+        if p.excluded_from_budget {
+            out.push_str(" (excluded from the error budget)");
+        }
+        out.push_str("</p>");
+    }
+    for u in &p.updates {
+        let _ = write!(
+            out,
+            "<p><strong>{}</strong> <small>{}</small><br>{}</p>",
+            u.status_text,
+            escape(&u.at_text),
+            escape(&u.message).replace('\n', "<br>"),
+        );
+    }
+    out.push_str("</section>");
+}
+
+/// The posts the page shows: open incidents and maintenances not over,
+/// then those settled within [`PAST_POSTS`]; newest first in each part.
+fn shown_posts(posts: &[Post], now: Nanos) -> Vec<&Post> {
+    let mut open: Vec<&Post> = posts.iter().filter(|p| !p.settled(now)).collect();
+    let mut past: Vec<&Post> = posts
+        .iter()
+        .filter(|p| {
+            p.settled_ns(now)
+                .is_some_and(|t| now.saturating_sub(t) <= PAST_POSTS)
+        })
+        .collect();
+    // Incidents newest first, then maintenances by start.
+    open.sort_by_key(|p| {
+        (
+            p.kind == PostKind::Maintenance,
+            p.window.map_or(0, |w| w.starts_ns),
+            std::cmp::Reverse(p.id),
+        )
+    });
+    past.sort_by_key(|p| std::cmp::Reverse(p.settled_ns(now)));
+    open.extend(past);
+    open
+}
+
+impl PublicPost {
+    fn of(p: &Post, config: &Config, now: Nanos) -> Self {
+        let time = |ns: Nanos| levee_slo::calendar::rfc3339(ns);
+        let status = p.state(now).to_string();
+        Self {
+            id: p.id,
+            kind: match p.kind {
+                PostKind::Incident => "incident",
+                PostKind::Maintenance => "maintenance",
+            },
+            title: p.title.clone(),
+            impact: match p.kind {
+                PostKind::Maintenance => "maintenance",
+                PostKind::Incident => impact_name(p.impact),
+            },
+            status_text: post_status_text(&status),
+            status,
+            components: post_components(p, config),
+            created_at: time(p.created_ns),
+            updated_at: time(p.changed_ns(now)),
+            settled_at: p.settled_ns(now).map(time),
+            starts_at: p.window.map(|w| time(w.starts_ns)),
+            starts_at_text: p.window.map(|w| readable_time(&time(w.starts_ns))),
+            ends_at: p.window.map(|w| time(w.ends_ns)),
+            ends_at_text: p.window.map(|w| readable_time(&time(w.ends_ns))),
+            excluded_from_budget: p.exclude_from_budget,
+            updates: p
+                .updates
+                .iter()
+                .rev()
+                .map(|u| PublicUpdate {
+                    status: u.status.clone(),
+                    status_text: post_status_text(&u.status),
+                    message: u.message.clone(),
+                    at: time(u.at_ns),
+                    at_text: readable_time(&time(u.at_ns)),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn impact_name(i: Impact) -> &'static str {
+    match i {
+        Impact::None => "none",
+        Impact::Minor => "minor",
+        Impact::Major => "major",
+        Impact::Critical => "critical",
+    }
+}
+
+pub(crate) fn post_status_text(s: &str) -> &'static str {
+    match s {
+        "investigating" => "Investigating",
+        "identified" => "Identified",
+        "monitoring" => "Monitoring",
+        "resolved" => "Resolved",
+        "scheduled" => "Scheduled",
+        "in_progress" => "In progress",
+        "verifying" => "Verifying",
+        "completed" => "Completed",
+        "cancelled" => "Cancelled",
+        _ => "Update",
+    }
+}
+
+/// The public names of what a post names: SLOs by their public name,
+/// tiers by theirs, and "All services" for none. Unknown names (an SLO
+/// since removed) are left out rather than shown as written.
+fn post_components(p: &Post, config: &Config) -> Vec<String> {
+    if p.components.is_empty() {
+        return vec!["All services".to_string()];
+    }
+    let mut out: Vec<String> = Vec::new();
+    for c in &p.components {
+        let name = match c.as_str() {
+            "core" => Some("Core services".to_string()),
+            "optional" => Some("Optional services".to_string()),
+            _ => config.slos.iter().find(|s| s.name == *c).map(public_name),
+        };
+        if let Some(n) = name.filter(|n| !out.contains(n)) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// The tier an SLO's service is listed under: its scope's tier, else the
+/// tier of its route (or of the first route on its cluster), else core.
+fn slo_tier(config: &Config, slo: &Slo) -> Tier {
+    let scope = &slo.scope;
+    if let Some(t) = scope.tier {
+        return t;
+    }
+    let route = match (&scope.route, &scope.cluster) {
+        (Some(r), _) => config.routes.iter().find(|x| x.name == *r),
+        (None, Some(c)) => config.routes.iter().find(|x| x.cluster == *c),
+        (None, None) => None,
+    };
+    route.map_or(Tier::Core, |r| r.tier)
+}
+
+fn tier_key(t: Tier) -> &'static str {
+    match t {
+        Tier::Core => "core",
+        Tier::Optional => "optional",
+    }
+}
+
+/// Statuspage's component statuses, least to most severe.
+const COMPONENT_STATUSES: [(&str, &str); 5] = [
+    ("operational", "Operational"),
+    ("under_maintenance", "Under maintenance"),
+    ("degraded_performance", "Degraded performance"),
+    ("partial_outage", "Partial outage"),
+    ("major_outage", "Major outage"),
+];
+
+fn component_rank(status: &str) -> usize {
+    COMPONENT_STATUSES
+        .iter()
+        .position(|(s, _)| *s == status)
+        .unwrap_or(0)
+}
+
+/// One component per public name, grouped by tier: its status is the worst
+/// of its SLOs' firing alerts (a ticket degrades, a page is a partial
+/// outage), the open incidents posted on it (by impact) and maintenance
+/// under way.
+fn component_groups(
+    report: &SloReport,
+    config: &Config,
+    posts: &[Post],
+    now: Nanos,
+) -> Vec<ComponentGroup> {
+    let mut groups: Vec<ComponentGroup> = Vec::new();
+    for slo in &config.slos {
+        let tier = slo_tier(config, slo);
+        let key = tier_key(tier);
+        let mut rank = 0;
+        for s in report.slos.iter().filter(|s| s.slo == slo.name) {
+            for a in s.alerts.iter().filter(|a| a.state == "firing") {
+                rank = rank.max(if a.severity == "page" { 3 } else { 2 });
+            }
+        }
+        for p in posts.iter().filter(|p| p.covers(&slo.name, Some(key))) {
+            let state = p.state(now);
+            rank = rank.max(match (p.kind, state) {
+                (PostKind::Maintenance, "in_progress" | "verifying") => 1,
+                (PostKind::Incident, s) if s != "resolved" => match p.impact {
+                    Impact::None => 0,
+                    Impact::Minor => 2,
+                    Impact::Major => 3,
+                    Impact::Critical => 4,
+                },
+                _ => 0,
+            });
+        }
+        let group = match groups.iter_mut().position(|g| g.tier == key) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(ComponentGroup {
+                    tier: key,
+                    name: if key == "optional" {
+                        "Optional services"
+                    } else {
+                        "Core services"
+                    },
+                    components: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        let name = public_name(slo);
+        match group.components.iter_mut().find(|c| c.name == name) {
+            Some(c) if component_rank(c.status) >= rank => {}
+            Some(c) => (c.status, c.status_text) = COMPONENT_STATUSES[rank],
+            None => group.components.push(PublicComponent {
+                id: slug(&name),
+                name,
+                status: COMPONENT_STATUSES[rank].0,
+                status_text: COMPONENT_STATUSES[rank].1,
+            }),
+        }
+    }
+    groups.sort_by_key(|g| g.tier != "core");
+    groups
+}
+
+/// The overall indicator, in Statuspage's words.
+fn indicator(
+    worst_impact: Option<Impact>,
+    worst_component: usize,
+    maintaining: bool,
+) -> &'static str {
+    let from_components = match worst_component {
+        4 => 3,
+        3 => 2,
+        2 => 1,
+        _ => 0,
+    };
+    let from_posts = match worst_impact {
+        Some(Impact::Critical) => 3,
+        Some(Impact::Major) => 2,
+        Some(Impact::Minor) => 1,
+        _ => 0,
+    };
+    match from_components.max(from_posts) {
+        3 => "critical",
+        2 => "major",
+        1 => "minor",
+        _ if maintaining => "maintenance",
+        _ => "none",
+    }
+}
+
+/// A lowercase ASCII slug ("Checkout API" → "checkout-api").
+pub(crate) fn slug(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_end_matches('-');
+    if trimmed.is_empty() {
+        "service".to_string()
+    } else {
+        trimmed.to_string()
     }
 }
 
@@ -440,6 +904,9 @@ mod tests {
     use super::*;
     use levee_control::slo::BudgetStatus;
 
+    /// 2026-12-03T15:10:00Z.
+    const NOW: Nanos = 1_796_310_600_000_000_000;
+
     #[test]
     fn escapes_markup() {
         assert_eq!(
@@ -574,7 +1041,7 @@ objective = "99%"
             ],
             ..SloReport::default()
         };
-        let page = StatusPage::build(&report, &config());
+        let page = StatusPage::build(&report, &config(), &[], NOW);
         let json = serde_json::to_value(&page).unwrap();
         let t = &json["tiers"][0];
         assert_eq!(t["budget_remaining_seconds"], 0.0, "{json:#}");
@@ -621,7 +1088,7 @@ objective = "99%"
             tiers: vec![tier(40, true, 2_000.0, 1.0), optional],
             ..SloReport::default()
         };
-        let page = StatusPage::build(&report, &config());
+        let page = StatusPage::build(&report, &config(), &[], NOW);
         let json = serde_json::to_value(&page).unwrap();
         assert_eq!(json["tiers"].as_array().unwrap().len(), 1, "{json:#}");
         let core = &json["tiers"][0];
@@ -643,8 +1110,219 @@ objective = "99%"
             incidents: vec![incident(1, "checkout-availability", "open")],
             ..SloReport::default()
         };
-        let page = StatusPage::build(&with_incident, &config());
+        let page = StatusPage::build(&with_incident, &config(), &[], NOW);
         assert_eq!(page.headline, "An incident is ongoing");
         assert_eq!(page.status, "no_data");
+    }
+
+    /// The golden incident: an operator's incident with three updates on
+    /// checkout, a maintenance under way on search that leaves the budget,
+    /// one announced for next week, one resolved yesterday, a detected
+    /// incident, and a ticket firing on the shop's latency SLO.
+    fn golden() -> StatusPage {
+        use levee_control::slo::{AlertStatus, SloStatus};
+        use levee_control::status_board::{Board, NewIncident, NewMaintenance, NewUpdate};
+        let mut config = config();
+        let mut search = config.slos[0].clone();
+        search.name = "search-availability".into();
+        search.display_name = Some("Search".into());
+        search.scope.route = None;
+        search.scope.tier = Some(Tier::Optional);
+        search.runbook = Some("https://runbooks.internal.example/search".into());
+        for o in &mut search.objectives {
+            o.id = o.id.replace("checkout-availability", "search-availability");
+        }
+        config.slos.push(search);
+        let known = [
+            "checkout-availability",
+            "shop-latency",
+            "core-availability",
+            "search-availability",
+            "core",
+            "optional",
+        ];
+        const S: Nanos = 1_000_000_000;
+        let ago = |secs: u64| NOW - secs * S;
+        let mut b = Board::default();
+        let update = |status: &str, message: &str| NewUpdate {
+            status: status.into(),
+            message: message.into(),
+        };
+        let id = b
+            .open_incident(
+                &NewIncident {
+                    title: "Checkout errors <for some cards>".into(),
+                    impact: Some("major".into()),
+                    components: vec!["checkout-availability".into()],
+                    status: None,
+                    message: "We are investigating failed payments.".into(),
+                },
+                &known,
+                ago(3_600),
+            )
+            .unwrap();
+        b.update(
+            id,
+            &update("identified", "A card processor is timing out."),
+            ago(2_400),
+        )
+        .unwrap();
+        b.update(
+            id,
+            &update(
+                "monitoring",
+                "Traffic moved to the second processor.\nWatching.",
+            ),
+            ago(600),
+        )
+        .unwrap();
+        let maintenance = |title: &str, starts: Nanos, ends: Nanos, exclude| NewMaintenance {
+            title: title.into(),
+            components: vec!["search-availability".into()],
+            starts: levee_slo::calendar::rfc3339(starts),
+            ends: levee_slo::calendar::rfc3339(ends),
+            message: "Search may answer slowly.".into(),
+            exclude_from_budget: exclude,
+        };
+        b.schedule_maintenance(
+            &maintenance("Search index rebuild", ago(1_800), NOW + 1_800 * S, true),
+            &known,
+            ago(86_400),
+        )
+        .unwrap();
+        b.schedule_maintenance(
+            &maintenance(
+                "Database upgrade",
+                NOW + 7 * 86_400 * S,
+                NOW + 7 * 86_400 * S + 7_200 * S,
+                false,
+            ),
+            &known,
+            ago(60),
+        )
+        .unwrap();
+        let old = b
+            .open_incident(
+                &NewIncident {
+                    title: "Slow pages".into(),
+                    impact: Some("minor".into()),
+                    components: vec![],
+                    status: None,
+                    message: "Pages load slowly.".into(),
+                },
+                &known,
+                ago(90_000),
+            )
+            .unwrap();
+        b.update(old, &update("resolved", "Back to normal."), ago(86_000))
+            .unwrap();
+        let report = SloReport {
+            evaluated_at: Some("2026-12-03T15:09:58.000Z".to_string()),
+            tiers: vec![tier(5_000, false, 2_000.0, 0.7)],
+            incidents: vec![incident(4, "checkout-availability", "recovered")],
+            slos: vec![SloStatus {
+                id: "shop-latency:1s".into(),
+                slo: "shop-latency".into(),
+                runbook: Some("https://runbooks.example.com/x".into()),
+                alerts: vec![AlertStatus {
+                    severity: "ticket",
+                    state: "firing",
+                    since: None,
+                }],
+                ..SloStatus::default()
+            }],
+            ..SloReport::default()
+        };
+        StatusPage::build(&report, &config, b.posts(), NOW)
+    }
+
+    fn check_golden(name: &str, actual: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/testdata")
+            .join(name);
+        if std::env::var_os("LEVEE_BLESS").is_some_and(|v| !v.is_empty() && v != "0") {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (LEVEE_BLESS=1 writes it)", path.display()));
+        assert!(
+            expected == actual,
+            "{name} differs from the golden file (LEVEE_BLESS=1 rewrites it):\n{actual}"
+        );
+    }
+
+    #[test]
+    fn the_golden_incident_reads_the_same_on_the_page_the_feed_and_the_summary() {
+        let page = golden();
+        let json = serde_json::to_string_pretty(&page).unwrap();
+        let summary = serde_json::to_string_pretty(&crate::status_feed::summary(&page)).unwrap();
+        let atom = crate::status_feed::atom(&page);
+        let html = page.html();
+        check_golden("status.json", &json);
+        check_golden("summary.json", &summary);
+        check_golden("feed.atom", &atom);
+        check_golden("status.html", &html);
+
+        assert_eq!(page.indicator, "major");
+        assert_eq!(page.headline, "Partial outage");
+        let statuses: Vec<(&str, &str)> = page
+            .components
+            .iter()
+            .flat_map(|g| g.components.iter().map(|c| (c.name.as_str(), c.status)))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("Checkout", "partial_outage"),
+                ("shop", "degraded_performance"),
+                ("Core services", "operational"),
+                ("Search", "under_maintenance"),
+            ]
+        );
+        assert!(html.contains("excluded from the error budget"));
+        assert!(html.contains("Checkout errors &lt;for some cards&gt;"));
+        assert!(atom.contains("Checkout errors &lt;for some cards&gt; — Monitoring"));
+        let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(v["status"]["indicator"], "major");
+        assert_eq!(
+            v["incidents"].as_array().unwrap().len(),
+            1,
+            "resolved ones are not listed"
+        );
+        assert_eq!(
+            v["incidents"][0]["incident_updates"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            v["incidents"][0]["incident_updates"][0]["status"], "monitoring",
+            "newest first"
+        );
+        assert_eq!(v["scheduled_maintenances"].as_array().unwrap().len(), 2);
+
+        // Nothing internal, in any of the four.
+        for (what, text) in [
+            ("json", &json),
+            ("summary", &summary),
+            ("atom", &atom),
+            ("html", &html),
+        ] {
+            for internal in [
+                "checkout-availability",
+                "search-availability",
+                "shop-latency",
+                "core-availability",
+                "runbook",
+                "127.0.0.1",
+                "labels",
+                "severity",
+            ] {
+                assert!(!text.contains(internal), "{what} leaks {internal}");
+            }
+        }
     }
 }

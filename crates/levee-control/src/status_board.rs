@@ -156,9 +156,26 @@ impl Post {
         by_update.or(self.window.map(|w| w.ends_ns))
     }
 
-    /// When it last changed.
+    /// When it was last updated by an operator.
     pub fn updated_ns(&self) -> Nanos {
         self.updates.last().map_or(self.created_ns, |u| u.at_ns)
+    }
+
+    /// When its state last changed as of `now`: its last update, or the
+    /// start or end of its window once the clock has passed them.
+    pub fn changed_ns(&self, now: Nanos) -> Nanos {
+        let mut at = self.updated_ns();
+        if let Some(w) = self.window {
+            for edge in [w.starts_ns, w.ends_ns] {
+                if edge <= now {
+                    at = at.max(edge);
+                }
+            }
+        }
+        if let Some(settled) = self.settled_ns(now) {
+            at = at.min(settled.max(self.updated_ns()));
+        }
+        at
     }
 
     /// Whether it names `component` (an SLO name or a tier), or everything.

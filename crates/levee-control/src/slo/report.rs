@@ -47,7 +47,7 @@ pub struct SloReport {
 }
 
 /// One SLO objective's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SloStatus {
     /// The objective's id (the SLO name, or `name:threshold`).
     pub id: String,
@@ -156,7 +156,7 @@ pub struct WindowStatus {
 }
 
 /// One alert's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct AlertStatus {
     /// `page` or `ticket`.
     pub severity: &'static str,
