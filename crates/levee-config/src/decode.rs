@@ -1472,7 +1472,11 @@ fn decode_static_response(d: &mut Decoder<'_>, node: &Node, path: &str) -> Optio
 }
 
 /// A table of header name = value (names and values validated).
-fn header_table(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn header_table(
+    d: &mut Decoder<'_>,
+    n: &Node,
+    p: &str,
+) -> Option<Vec<(String, String)>> {
     let Value::Map(entries) = &n.value else {
         d.error(
             n.loc,

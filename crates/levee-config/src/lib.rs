@@ -14,6 +14,7 @@ mod decode_slo;
 mod diag;
 mod discover;
 pub mod experiment;
+pub mod load_scenario;
 pub mod model;
 pub mod node;
 pub mod openslo;
@@ -80,22 +81,8 @@ pub fn load_str_with_env(
         Format::Yaml => node::parse_yaml(src),
     };
     let root = parsed.map_err(|e| syntax_error(name, &e))?;
-    if format == Format::Yaml
-        && !matches!(root.value, node::Value::Map(_))
-        && node::looks_like_toml(src)
-    {
-        // TOML's `key = "value"` alone reads as one YAML string.
-        return Err(Diagnostics(vec![Diagnostic {
-            file: name.to_string(),
-            line: root.loc.line,
-            col: root.loc.col,
-            path: String::new(),
-            message: format!(
-                "expected a table of settings, found {}",
-                root.value.type_name()
-            ),
-            help: Some(node::TOML_IN_YAML.to_string()),
-        }]));
+    if let Some(diags) = toml_in_yaml(src, format, name, &root) {
+        return Err(diags);
     }
     let mut decoder = diag::Decoder::new(name, env);
     let config = decode::decode_config(&mut decoder, &root);
@@ -127,6 +114,33 @@ pub fn load_api_keys(src: &str, name: &str) -> Result<Vec<ApiKey>, Diagnostics> 
         Some(keys) if decoder.diags.is_empty() => Ok(keys),
         _ => Err(Diagnostics(decoder.diags)),
     }
+}
+
+/// A YAML file whose root is not a table but whose text looks like TOML:
+/// TOML's `key = "value"` alone reads as one YAML string, and "expected a
+/// table" alone would not say why.
+pub(crate) fn toml_in_yaml(
+    src: &str,
+    format: Format,
+    name: &str,
+    root: &node::Node,
+) -> Option<Diagnostics> {
+    let suspect = format == Format::Yaml
+        && !matches!(root.value, node::Value::Map(_))
+        && node::looks_like_toml(src);
+    suspect.then(|| {
+        Diagnostics(vec![Diagnostic {
+            file: name.to_string(),
+            line: root.loc.line,
+            col: root.loc.col,
+            path: String::new(),
+            message: format!(
+                "expected a table of settings, found {}",
+                root.value.type_name()
+            ),
+            help: Some(node::TOML_IN_YAML.to_string()),
+        }])
+    })
 }
 
 pub(crate) fn syntax_error(name: &str, e: &node::SyntaxError) -> Diagnostics {

@@ -62,7 +62,8 @@ pub(crate) struct Args {
     /// (`100:10s,500:20s`).
     #[arg(long, value_name = "STAGES")]
     stages: Option<String>,
-    /// A TOML scenario: weighted requests and stages or virtual users.
+    /// A scenario (TOML or YAML): weighted requests and stages or virtual
+    /// users.
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
     /// A threshold in k6's language (`http_req_duration: p(99)<250`,

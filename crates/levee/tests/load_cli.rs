@@ -2,10 +2,10 @@
 //! `FakeUpstream` in this process. It holds its rate, passes loose
 //! thresholds (exit 0), fails tight ones (exit 99) on latency and on
 //! errors, stops early on `abortOnFail`, writes JSON and JUnit, speaks
-//! h2c, weights a scenario's requests, and exits 2 on usage errors and 1
-//! when the target is unreachable. Timing assertions are loose: only the
-//! number of requests is checked closely, and that is fixed by the
-//! schedule.
+//! h2c, weights a scenario's requests (TOML or YAML), and exits 2 on
+//! usage errors (a scenario's located) and 1 when the target is
+//! unreachable. Timing assertions are loose: only the number of requests
+//! is checked closely, and that is fixed by the schedule.
 
 use levee_testkit::{Cluster, FakeUpstream, GatewayConfig, Listener, Reply, Route, TestGateway};
 use serde_json::Value;
@@ -252,6 +252,65 @@ body_file = "body.json"
     assert_eq!(up.h2_requests(), 40, "{}", run.context());
     let headers = up.last_headers().unwrap();
     assert_eq!(headers["x-run"], "ci");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_yaml_scenario_weights_its_requests() {
+    let up = FakeUpstream::start("yaml").await;
+    let d = dir("scenario-yaml");
+    let scenario = d.0.join("scenario.yaml");
+    std::fs::write(d.0.join("body.json"), "{\"n\":1}").unwrap();
+    std::fs::write(
+        &scenario,
+        r#"
+rate: 40
+duration: 1s
+requests:
+  - path: /a
+    weight: 3
+  - method: post
+    path: /b
+    headers: { content-type: application/json }
+    body_file: body.json
+"#,
+    )
+    .unwrap();
+    let run = load(&[&url(&up, ""), "--scenario", path_str(&scenario)], &d.0).await;
+    run.expect_code(0);
+    assert_eq!(up.requests_to("/a"), 30, "{}", run.context());
+    assert_eq!(up.requests_to("/b"), 10, "{}", run.context());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_yaml_scenario_exits_2_with_located_errors() {
+    let d = dir("scenario-bad");
+    let scenario = d.0.join("bad.yaml");
+    std::fs::write(
+        &scenario,
+        "requests:\n  - method: G T\n    path: a\n    wieght: 2\n",
+    )
+    .unwrap();
+    let file = path_str(&scenario);
+    load(&["http://127.0.0.1:1/", "--scenario", file], &d.0)
+        .await
+        .expect_code(2)
+        .expect_stderr(&format!(
+            "{file}:2:13: requests[0].method: `G T` is not an HTTP method"
+        ))
+        .expect_stderr(&format!(
+            "{file}:3:11: requests[0].path: `a` must start with /"
+        ))
+        .expect_stderr(&format!(
+            "{file}:4:5: requests[0].wieght: unknown field `wieght`"
+        ))
+        .expect_stderr("help: did you mean `weight`?")
+        .expect_stderr("3 errors found");
+    std::fs::write(&scenario, "requests:\n  - path: /a\n   weight: 2\n").unwrap();
+    load(&["http://127.0.0.1:1/", "--scenario", file], &d.0)
+        .await
+        .expect_code(2)
+        .expect_stderr(&format!("{file}:3:"))
+        .expect_stderr("syntax error");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
