@@ -397,6 +397,22 @@ impl AdminApi {
         }
     }
 
+    /// `POST PATH` with `body` as JSON, whatever the status.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> ClientReply {
+        let mut req = http::Request::post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(body.to_string().into())
+            .expect("a request from a valid path");
+        self.client
+            .send(req)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// `GET PATH`, expected to answer 200 with JSON of type `T`.
     pub async fn json<T: DeserializeOwned>(&self, path: &str) -> T {
         let r = self.get(path).await;

@@ -265,3 +265,222 @@ async fn an_overspent_tier_reads_budget_exhausted_never_a_negative_downtime() {
     assert!(text.contains("90.000% over the last"), "rendered: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Operators post an incident and its updates and announce a maintenance
+/// that leaves the budget; customers read them on the page (in Chromium),
+/// in the summary and in the feed, with nothing internal; errors during
+/// the maintenance spend no budget and page nobody; bad posts get a 400
+/// naming the field; and everything is still there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_post_and_customers_read_it_everywhere() {
+    use serde_json::json;
+    let browser = chromium();
+    let dir = scratch("posts");
+    let db = dir.join("state.db");
+    let upstream = FakeUpstream::builder("shop")
+        .route("/fail", Reply::status(500))
+        .otherwise(Reply::ok())
+        .start()
+        .await;
+    let gw = TestGateway::start(&config(upstream.addr(), &db)).await;
+    let admin = gw.admin_api();
+
+    let posted = admin
+        .post(
+            "/api/v1/status/incidents",
+            &json!({
+                "title": "Checkout errors for some cards",
+                "impact": "major",
+                "components": ["checkout-availability"],
+                "message": "We are investigating failed payments."
+            }),
+        )
+        .await;
+    assert_eq!(posted.status, 201, "{posted:?}");
+    let id = posted.json()["id"].as_u64().unwrap();
+    let updated = admin
+        .post(
+            &format!("/api/v1/status/posts/{id}/updates"),
+            &json!({"status": "identified", "message": "A card processor is timing out."}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{updated:?}");
+    let now = levee_core::time::unix_nanos();
+    let maintenance = admin
+        .post(
+            "/api/v1/status/maintenances",
+            &json!({
+                "title": "Payment database upgrade",
+                "components": ["checkout-availability"],
+                "starts": levee_slo::calendar::rfc3339(now - 60 * NS),
+                "ends": levee_slo::calendar::rfc3339(now + 3_600 * NS),
+                "message": "Checkout may fail for a few minutes.",
+                "exclude_from_budget": true
+            }),
+        )
+        .await;
+    assert_eq!(maintenance.status, 201, "{maintenance:?}");
+
+    // Refusals name the field, and answer in the API's error shape.
+    for (path, body, status, field) in [
+        (
+            "/api/v1/status/incidents",
+            json!({"title": "x", "message": "m", "impact": "huge"}),
+            400,
+            "impact",
+        ),
+        (
+            "/api/v1/status/incidents",
+            json!({"title": "x", "message": "m", "components": ["nope"]}),
+            400,
+            "components",
+        ),
+        (
+            "/api/v1/status/incidents",
+            json!({"title": "x"}),
+            400,
+            "message",
+        ),
+        (
+            "/api/v1/status/posts/999/updates",
+            json!({"status": "resolved", "message": "m"}),
+            404,
+            "999",
+        ),
+        (
+            "/api/v1/status/maintenances",
+            json!({"title": "x", "message": "m", "starts": "soon", "ends": "later"}),
+            400,
+            "starts",
+        ),
+    ] {
+        let r = admin.post(path, &body).await;
+        assert_eq!(r.status, status, "{path} {body}: {r:?}");
+        assert!(r.body.contains(field), "{path}: {}", r.body);
+        assert!(r.json()["error"].is_string());
+    }
+
+    // Failures during the maintenance: excluded, no page.
+    let client = Client::http1();
+    let url = gw.url("public");
+    for _ in 0..40 {
+        let _ = client.get(&format!("{url}/fail")).await;
+    }
+    gw.control.evaluate_slos().await;
+    let slos: Value = admin.json("/api/v1/slos").await;
+    let slo = &slos["slos"][0];
+    assert_eq!(slo["bad_events"], 0, "{slo:#}");
+    assert!(slo["excluded_events"].as_u64().unwrap() >= 40, "{slo:#}");
+    let incidents: Value = admin.json("/api/v1/incidents").await;
+    assert_eq!(incidents["incidents"].as_array().unwrap().len(), 0);
+
+    // What customers read: no token needed, nothing internal.
+    let summary: Value = admin.json("/api/v2/summary.json").await;
+    assert_eq!(summary["status"]["indicator"], "major", "{summary:#}");
+    assert_eq!(
+        summary["incidents"][0]["name"],
+        "Checkout errors for some cards"
+    );
+    assert_eq!(
+        summary["incidents"][0]["incident_updates"][0]["status"],
+        "identified"
+    );
+    assert_eq!(
+        summary["scheduled_maintenances"][0]["status"],
+        "in_progress"
+    );
+    let checkout = summary["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Checkout")
+        .unwrap();
+    assert_eq!(checkout["status"], "partial_outage", "{summary:#}");
+    let feed = admin.get("/status/feed.atom").await;
+    assert_eq!(feed.status, 200);
+    assert_eq!(
+        feed.header("content-type"),
+        Some("application/atom+xml; charset=utf-8")
+    );
+    assert_eq!(feed.body.matches("<entry>").count(), 2, "{}", feed.body);
+    assert!(feed
+        .body
+        .contains("Checkout errors for some cards — Identified"));
+    for text in [summary.to_string(), feed.body.clone()] {
+        for internal in ["checkout-availability", "runbook", "127.0.0.1", "tier:core"] {
+            assert!(!text.contains(internal), "{internal} leaked: {text}");
+        }
+    }
+    if let Some(browser) = &browser {
+        let text = rendered_text(browser, &format!("{}/status", gw.admin_url()), &dir).await;
+        assert_public(&text);
+        for shown in [
+            "Partial outage",
+            "Current incidents Checkout errors for some cards Identified",
+            "A card processor is timing out.",
+            "Scheduled maintenance Payment database upgrade In progress",
+            "(excluded from the error budget)",
+            "Components Service Status Core services Checkout Partial outage",
+        ] {
+            assert!(text.contains(shown), "{shown:?} not in: {text}");
+        }
+    }
+
+    // A restart on the same store keeps the posts and the exclusion.
+    drop(gw);
+    let gw = TestGateway::start(&config(upstream.addr(), &db)).await;
+    let posts: Value = gw.admin_api().json("/api/v1/status/posts").await;
+    assert_eq!(posts["posts"].as_array().unwrap().len(), 2, "{posts:#}");
+    assert_eq!(posts["posts"][0]["updates"].as_array().unwrap().len(), 2);
+    for _ in 0..10 {
+        let _ = client.get(&format!("{}/fail", gw.url("public"))).await;
+    }
+    gw.control.evaluate_slos().await;
+    let slos: Value = gw.admin_api().json("/api/v1/slos").await;
+    assert_eq!(
+        slos["slos"][0]["bad_events"], 0,
+        "still excluded after the restart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With an admin token, posting needs it; reading the page, the summary
+/// and the feed does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posting_needs_the_token_and_reading_does_not() {
+    use serde_json::json;
+    let dir = scratch("token");
+    let upstream = FakeUpstream::start("shop").await;
+    let config = GatewayConfig::new()
+        .route(Route::new("checkout", "shop").tier("core").prefix("/"))
+        .cluster(Cluster::new("shop").endpoint(upstream.addr()))
+        .admin_token("s3cret-token-for-operators")
+        .store(&dir.join("state.db").display().to_string())
+        .toml();
+    let gw = TestGateway::start(&config).await;
+    let body = json!({"title": "Slow pages", "message": "Looking into it."});
+    let anonymous = gw.admin_api().post("/api/v1/status/incidents", &body).await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let listed = gw.admin_api().get("/api/v1/status/posts").await;
+    assert_eq!(listed.status, 401);
+    let operator = gw.admin_api().with_token("s3cret-token-for-operators");
+    assert_eq!(
+        operator
+            .post("/api/v1/status/incidents", &body)
+            .await
+            .status,
+        201
+    );
+    for path in [
+        "/status",
+        "/api/v1/status",
+        "/api/v2/summary.json",
+        "/status/feed.atom",
+    ] {
+        let r = gw.admin_api().get(path).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(r.body.contains("Slow pages"), "{path}: {}", r.body);
+        assert!(!r.body.contains("s3cret"), "{path} shows the token");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
