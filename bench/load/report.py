@@ -79,6 +79,26 @@ def wrk(txt):
             "p50": p50 / 1000, "p99": p99 / 1000, "max": mx / 1000}
 
 
+def oha(path):
+    """oha's --output-format json: its own rate and percentiles (seconds)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        j = json.load(f)
+    s = j["summary"]
+    pct = j.get("latencyPercentiles") or {}
+    codes = j.get("statusCodeDistribution") or {}
+    ok = sum(n for c, n in codes.items() if c.startswith("2"))
+    # Requests cut off by -z's end are not failures of the server.
+    errors = sum(n for e, n in (j.get("errorDistribution") or {}).items()
+                 if e != "aborted due to deadline")
+    ms = lambda v: float("nan") if v is None else v * 1000
+    return {"rate": s["requestsPerSec"], "ok": ok,
+            "failed": sum(codes.values()) - ok + errors,
+            "p50": ms(pct.get("p50")), "p99": ms(pct.get("p99")), "p99.9": ms(pct.get("p99.9")),
+            "max": ms(s.get("slowest"))}
+
+
 def med(rows, key):
     vals = [r[key] for r in rows if r is not None and not math.isnan(r[key])]
     return statistics.median(vals) if vals else float("nan")
@@ -110,8 +130,10 @@ def rate_table(out):
         lv = [levee(p) for p in sorted(glob.glob(f"{d}/levee-{rate}-r*.json"))]
         h2 = [h2load(p, p[:-4] + ".log") for p in sorted(glob.glob(f"{d}/h2load-{rate}-r*.txt"))]
         h2i = [h2load(p, p[:-4] + ".log") for p in sorted(glob.glob(f"{out}/h2int/h2load-{rate}-r*.txt"))]
+        oh = [r for r in (oha(p) for p in sorted(glob.glob(f"{d}/oha-{rate}-r*.json"))) if r]
         for name, rows in (("levee load", lv), (f"h2load -c64 --rps {rate / 64:g}", h2),
-                           (f"h2load -c50 --rps {rate // 50}", h2i)):
+                           (f"h2load -c50 --rps {rate // 50}", h2i),
+                           (f"oha -q {rate} -c 64 --latency-correction", oh)):
             if not rows:
                 continue
             a = med(rows, "rate")
@@ -133,11 +155,13 @@ def max_table(out):
     w = [wrk(p) for p in sorted(glob.glob(f"{d}/wrk-r*.txt"))]
     h2 = [h2load(p, p[:-4] + ".log") for p in sorted(glob.glob(f"{d}/h2load-r*.txt"))]
     lv = [levee(p) for p in sorted(glob.glob(f"{d}/levee-r*.json"))]
+    oh = [r for r in (oha(p) for p in sorted(glob.glob(f"{d}/oha-r*.json"))) if r]
     wr = med(w, "rate")
     print("### Maximum rate, one core, 64 connections, 10 s\n")
     print("| tool | req/s (median; rounds) | ÷ wrk | p50 ms | p99 ms | failed |")
     print("|---|---|---|---|---|---|")
-    for name, rows in (("wrk -t1 -c64", w), ("h2load --h1 -t1 -c64", h2), ("levee load --vus 64", lv)):
+    for name, rows in (("wrk -t1 -c64", w), ("h2load --h1 -t1 -c64", h2), ("oha -c 64", oh),
+                       ("levee load --vus 64", lv)):
         if not rows:
             continue
         r = med(rows, "rate")
@@ -174,6 +198,11 @@ def stall_table(out):
             lat = sorted(int(x.split("\t")[2]) / 1000 for x in f if x.count("\t") >= 2)
         print(f"| h2load --h1 -c64 --rps 31.25 | {fmt_rate(r['rate'])} | {fmt_ms(r['p50'])} | {fmt_ms(r['p99'])} | "
               f"{fmt_ms(nearest_rank(lat, 99.9))} | {fmt_ms(r['max'])} | n/a | n/a | {r['failed']} |")
+    for name, label in (("oha-corrected", "oha -q 2000 -c 64 --latency-correction"), ("oha", "oha -q 2000 -c 64")):
+        r = oha(f"{d}/{name}.json")
+        if r:
+            print(f"| {label} | {fmt_rate(r['rate'])} | {fmt_ms(r['p50'])} | {fmt_ms(r['p99'])} | "
+                  f"{fmt_ms(r['p99.9'])} | {fmt_ms(r['max'])} | n/a | n/a | {r['failed']} |")
     print()
 
 

@@ -11,14 +11,21 @@
 #
 # Phases (in this order, sequential):
 #   mem    levee load --rate 5000 --duration 600s; VmRSS sampled every 10 s
-#   rate   levee load --rate R --duration 10s and h2load --h1 -c64 --rps R/64 -D 10,
-#          R in RATES (1000 10000 20000), ROUNDS rounds, tools alternating
+#   rate   levee load --rate R --duration 10s, h2load --h1 -c64 --rps R/64 -D 10 and
+#          oha -q R -c 64 -z 10s --latency-correction, R in RATES (1000 10000 20000),
+#          ROUNDS rounds, tools rotating
 #   h2int  h2load again at RATES with a whole per-client rate (-c 50 --rps R/50),
 #          to tell h2load's own error from that of a fractional --rps, ROUNDS rounds
-#   max    wrk -t1 -c64 -d10s, h2load --h1 -t1 -c64 -D 10, levee load --vus 64, ROUNDS rounds
+#   max    wrk -t1 -c64 -d10s, h2load --h1 -t1 -c64 -D 10, oha -c 64 -z 10s,
+#          levee load --vus 64, ROUNDS rounds
 #   stall  the NGINX worker stopped (SIGSTOP) 1 s every 10 s during 30 s at
 #          about 2,000 req/s: levee load --rate 2000, wrk -c64 paced with a
-#          32 ms delay (closed loop), h2load --h1 -c64 --rps 31.25
+#          32 ms delay (closed loop), h2load --h1 -c64 --rps 31.25, oha -q 2000
+#          -c 64 with and without --latency-correction
+#
+# oha is not in Debian: OHA names its binary (default: `oha` on the PATH,
+# else /tmp/oha-install/bin/oha, where `cargo install oha --root
+# /tmp/oha-install` puts it); without one its rows are left out.
 #
 # Knobs (environment): PHASES, ROUNDS (3), DURATION (10, seconds), RATES,
 # MEM_RATE (5000), MEM_DURATION (600), STALL_DURATION (30), MAX_IN_FLIGHT
@@ -65,6 +72,18 @@ have h2load || need+=(nghttp2-client)
 have taskset || need+=(util-linux)
 install_missing strict "${need[@]}"
 
+OHA="${OHA:-$(command -v oha || echo /tmp/oha-install/bin/oha)}"
+if [[ ! -x "$OHA" ]]; then
+  log "oha not found (cargo install oha --root /tmp/oha-install); its rows are left out"
+  OHA=""
+fi
+oha_run() { # name, seconds, oha args...: JSON to name.json
+  local name="$1" secs="$2"; shift 2
+  [[ -n "$OHA" ]] || return 0
+  bounded "$secs" "$OHA" --no-tui --output-format json -o "$name.json" "$@" "$URL" \
+    >"$name.txt" 2>&1 || log "oha exited $?"
+}
+
 if [[ -z "${LEVEE_BIN:-}" ]]; then
   if [[ -x /tmp/levee-load-bench ]]; then LEVEE_BIN=/tmp/levee-load-bench
   else LEVEE_BIN="$ROOT/target/release/levee"; fi
@@ -81,7 +100,7 @@ ports_free "$ORIGIN_PORT"
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   machine_line
-  echo "nginx: $(nginx_version); $(wrk_version); h2load: $(h2load_version)"
+  echo "nginx: $(nginx_version); $(wrk_version); h2load: $(h2load_version); oha: ${OHA:+$("$OHA" --version)}"
   echo "levee: $(levee_rev), binary $LEVEE_BIN"
   echo "phases: $PHASES; rounds $ROUNDS; duration ${DURATION}s; max-in-flight $MAX_IN_FLIGHT"
   echo "loadavg at start: $(loadavg)"
@@ -175,13 +194,18 @@ if want rate; then
   for round in $(seq "$ROUNDS"); do
     for rate in $RATES; do
       per_conn=$(python3 -c "print($rate / 64)")
-      # Alternate which tool goes first, so a drift in machine load is shared.
-      order="levee h2load"; ((round % 2 == 0)) && order="h2load levee"
+      # Rotate which tool goes first, so a drift in machine load is shared.
+      order="levee h2load oha"
+      ((round % 3 == 2)) && order="h2load oha levee"
+      ((round % 3 == 0)) && order="oha levee h2load"
       for tool in $order; do
         log "rate: round $round, $rate req/s, $tool"
         if [[ $tool == levee ]]; then
           levee_load "$OUT/rate/levee-$rate-r$round" --rate "$rate" --duration "${DURATION}s" \
             --max-in-flight "$MAX_IN_FLIGHT"
+        elif [[ $tool == oha ]]; then
+          oha_run "$OUT/rate/oha-$rate-r$round" $((DURATION + 30)) -q "$rate" -c 64 -z "${DURATION}s" \
+            --latency-correction
         else
           bounded $((DURATION + 30)) h2load --h1 -c 64 -t 1 --rps "$per_conn" -D "$DURATION" \
             --log-file "$OUT/rate/h2load-$rate-r$round.log" "$URL" >"$OUT/rate/h2load-$rate-r$round.txt" 2>&1 ||
@@ -209,9 +233,9 @@ fi
 # ---------------------------------------------------------------- max
 if want max; then
   for round in $(seq "$ROUNDS"); do
-    order="wrk h2load levee"
-    ((round % 3 == 2)) && order="h2load levee wrk"
-    ((round % 3 == 0)) && order="levee wrk h2load"
+    order="wrk h2load oha levee"
+    ((round % 3 == 2)) && order="h2load levee wrk oha"
+    ((round % 3 == 0)) && order="levee oha wrk h2load"
     for tool in $order; do
       log "max: round $round, $tool"
       case $tool in
@@ -221,6 +245,7 @@ if want max; then
                   --log-file "$OUT/max/h2load-r$round.log" "$URL" >"$OUT/max/h2load-r$round.txt" 2>&1 ||
                   log "h2load exited $?" ;;
         levee) levee_load "$OUT/max/levee-r$round" --vus 64 --duration "${DURATION}s" ;;
+        oha) oha_run "$OUT/max/oha-r$round" $((DURATION + 30)) -c 64 -z "${DURATION}s" ;;
       esac
     done
   done
@@ -263,6 +288,11 @@ if want stall; then
     >"$OUT/stall/wrk.txt" 2>&1
   stalled h2load bounded $((STALL_DURATION + 30)) h2load --h1 -c 64 -t 1 --rps 31.25 -D "$STALL_DURATION" \
     --log-file "$OUT/stall/h2load.log" "$URL" >"$OUT/stall/h2load.txt" 2>&1
+  if [[ -n "$OHA" ]]; then
+    stalled oha-corrected oha_run "$OUT/stall/oha-corrected" $((STALL_DURATION + 30)) -q 2000 -c 64 \
+      -z "${STALL_DURATION}s" --latency-correction
+    stalled oha oha_run "$OUT/stall/oha" $((STALL_DURATION + 30)) -q 2000 -c 64 -z "${STALL_DURATION}s"
+  fi
   log "stall: done, loadavg $(loadavg)"
 fi
 
