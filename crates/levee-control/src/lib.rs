@@ -12,6 +12,7 @@
 //! commit hook on reload).
 
 pub mod chaos;
+pub mod grafana;
 mod notify;
 pub mod policy;
 pub mod rollout;

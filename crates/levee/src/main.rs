@@ -116,6 +116,13 @@ enum Command {
         #[command(subcommand)]
         command: SloCommand,
     },
+    /// Dashboards for other tools: `levee dashboards grafana` writes
+    /// Grafana dashboards (SLOs from `levee slo rules`' recordings,
+    /// routes with latency heatmaps, clusters) as JSON files.
+    Dashboards {
+        #[command(subcommand)]
+        command: DashboardsCommand,
+    },
     /// Copy the state store (SLO history, alerts, incidents) to FILE while
     /// Levee runs, with a manifest of row counts and a checksum.
     Backup {
@@ -138,6 +145,22 @@ enum Command {
         /// The config file naming the store to restore into.
         #[arg(short, long, required_unless_present = "verify")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DashboardsCommand {
+    /// Write levee-slos.json, levee-routes.json and levee-clusters.json
+    /// (Grafana dashboard JSON models with a Prometheus datasource
+    /// variable) into a directory; exit 1 on a config or write error.
+    Grafana {
+        /// The config file (its capacity thresholds colour the utilisation
+        /// panels).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The directory to write into (created if missing).
+        #[arg(short, long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -248,6 +271,12 @@ fn main() -> ExitCode {
             };
             report(runtime(None).and_then(|rt| rt.block_on(demo::run(options))))
         }
+        Command::Dashboards {
+            command: DashboardsCommand::Grafana { config, out },
+        } => match levee_config::load_file(&config) {
+            Ok(c) => write_dashboards(&c, &out),
+            Err(diags) => print_diagnostics(&diags),
+        },
         Command::Slo {
             command: SloCommand::Rules { config, output },
         } => match levee_config::load_file(&config) {
@@ -347,6 +376,31 @@ fn write_output(path: Option<&std::path::Path>, text: &str) -> ExitCode {
             }
         },
     }
+}
+
+/// `levee dashboards grafana`: one JSON file per dashboard in `dir`,
+/// each path printed as it is written.
+fn write_dashboards(config: &levee_config::Config, dir: &std::path::Path) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    for d in levee_control::grafana::dashboards(config) {
+        let path = dir.join(d.file_name);
+        let text = match serde_json::to_string_pretty(&d.model) {
+            Ok(t) => t + "\n",
+            Err(e) => {
+                eprintln!("error: {}: {e}", d.title);
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{} ({})", path.display(), d.title);
+    }
+    ExitCode::SUCCESS
 }
 
 /// The store file named by the config at `config`, or why there is none.
