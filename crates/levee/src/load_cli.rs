@@ -172,13 +172,22 @@ pub(crate) fn main(args: Args) -> ExitCode {
         }
     };
     eprintln!("levee load: {what} against {target}");
-    let interrupt = async {
-        // Without a handler (an error), never interrupt.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    let run = async {
+        // The handler is in place before the first request leaves, so a
+        // Ctrl-C at any moment of the run stops it rather than killing the
+        // process (`ctrl_c()` would only register when first polled).
+        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        let interrupt = async move {
+            match sigint {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                // Without a handler, never interrupt.
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        levee_load::run::run(plan, progress_printer(), interrupt).await
     };
-    let run = levee_load::run::run(plan, progress_printer(), interrupt);
     let result = match runtime.block_on(run) {
         Ok(r) => r,
         Err(e) => {
