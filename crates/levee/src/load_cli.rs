@@ -176,14 +176,23 @@ pub(crate) fn main(args: Args) -> ExitCode {
         // The handler is in place before the first request leaves, so a
         // Ctrl-C at any moment of the run stops it rather than killing the
         // process (`ctrl_c()` would only register when first polled).
-        let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-        let interrupt = async move {
-            match sigint {
-                Ok(mut s) => {
-                    s.recv().await;
+        #[cfg(unix)]
+        let interrupt = {
+            let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+            async move {
+                match sigint {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    // Without a handler, never interrupt.
+                    Err(_) => std::future::pending::<()>().await,
                 }
-                // Without a handler, never interrupt.
-                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let interrupt = async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
             }
         };
         levee_load::run::run(plan, progress_printer(), interrupt).await
