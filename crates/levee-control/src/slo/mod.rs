@@ -172,11 +172,15 @@ impl SloEngine {
             awaiting_store: deferred,
         };
         state.restore(snapshot, actions);
+        // The stored incidents are in the API from the start, before the
+        // first tick, so an operator can act on them at once.
+        let mut report = SloReport::default();
+        incidents_report(&state, &mut report);
         let engine = Self {
             evaluate_every_ns: AtomicU64::new(nanos(state.config.alerting.evaluate_every)),
             counters,
             state: tokio::sync::Mutex::new(state),
-            report: ArcSwap::from_pointee(SloReport::default()),
+            report: ArcSwap::from_pointee(report),
             notifier,
             registry,
             store_label,
@@ -204,6 +208,9 @@ impl SloEngine {
             match loaded {
                 Ok((snapshot, actions)) => {
                     state.restore(snapshot, actions);
+                    let mut report = (*self.report.load_full()).clone();
+                    incidents_report(&state, &mut report);
+                    self.report.store(Arc::new(report));
                     // Nothing was absorbed yet: rebuild from the stored rows.
                     state.series.clear();
                 }
