@@ -30,15 +30,33 @@ pub(crate) fn routes() -> Router<AdminState> {
         .route("/api/v1/incidents/{id}/{action}", post(act))
 }
 
-fn error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": error, "message": message.into() })),
-    )
-        .into_response()
+/// A refusal in the API's error shape.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    error: &'static str,
+    message: String,
 }
 
-fn invalid(message: impl Into<String>) -> Response {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.error, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+fn error(status: StatusCode, error: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        error,
+        message: message.into(),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> Refusal {
     error(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
@@ -89,7 +107,7 @@ async fn list(State(state): State<AdminState>) -> Response {
     .into_response()
 }
 
-fn parse_id(id: &str) -> Result<u64, Response> {
+fn parse_id(id: &str) -> Result<u64, Refusal> {
     id.parse::<u64>().map_err(|_| {
         invalid(format!(
             "`{id}` is not an incident id: ids are whole numbers, as GET /api/v1/incidents lists them"
@@ -97,7 +115,7 @@ fn parse_id(id: &str) -> Result<u64, Response> {
     })
 }
 
-fn not_found(id: u64) -> Response {
+fn not_found(id: u64) -> Refusal {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -108,12 +126,12 @@ fn not_found(id: u64) -> Response {
 async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let report = state.control.slo_report();
     match report.incidents.iter().find(|i| i.id == id) {
         Some(i) => Json(detail(i, &report, &state)).into_response(),
-        None => not_found(id),
+        None => not_found(id).into_response(),
     }
 }
 
@@ -126,7 +144,7 @@ struct ActionBody {
 }
 
 /// The action `name` from `body`, or the 400/404 that explains why not.
-fn parse_action(name: &str, body: &str) -> Result<IncidentAction, Response> {
+fn parse_action(name: &str, body: &str) -> Result<IncidentAction, Refusal> {
     let example = match name {
         "ack" => r#"{"by": "alice"}"#,
         "note" => r#"{"by": "alice", "message": "rolled back to v41"}"#,
@@ -176,16 +194,16 @@ async fn act(
 ) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let action = match parse_action(&action, &body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
-    match state.control.incident_action(id, action).await {
+    let refusal = match state.control.incident_action(id, action).await {
         Ok(incident) => {
             let report = state.control.slo_report();
-            Json(detail(&incident, &report, &state)).into_response()
+            return Json(detail(&incident, &report, &state)).into_response();
         }
         Err(ActionError::NotFound(id)) => not_found(id),
         Err(e @ ActionError::Invalid(_)) => invalid(e.to_string()),
@@ -195,7 +213,8 @@ async fn act(
             "store_unavailable",
             e.to_string(),
         ),
-    }
+    };
+    refusal.into_response()
 }
 
 #[cfg(test)]
@@ -205,7 +224,7 @@ mod tests {
     fn refused(name: &str, body: &str) -> (StatusCode, String) {
         match parse_action(name, body) {
             Ok(a) => panic!("accepted {a:?}"),
-            Err(r) => (r.status(), format!("{r:?}")),
+            Err(r) => (r.status, r.message),
         }
     }
 
@@ -245,7 +264,7 @@ mod tests {
         assert_eq!(parse_id("42").unwrap(), 42);
         for bad in ["-1", "x", "1.5", ""] {
             assert_eq!(
-                parse_id(bad).map_err(|r| r.status()),
+                parse_id(bad).map_err(|r| r.status),
                 Err(StatusCode::BAD_REQUEST)
             );
         }

@@ -64,7 +64,8 @@ pub(crate) struct Notification {
 /// What the delivery task is told.
 #[derive(Debug)]
 enum Message {
-    Notify(Notification),
+    /// Boxed: the queue holds up to 1,024 messages, mostly small ones.
+    Notify(Box<Notification>),
     /// An operator acknowledged or resolved this incident.
     StopEscalation(u64),
 }
@@ -166,7 +167,7 @@ impl Notifier {
 
     /// Queues `n`; never waits.
     pub(crate) fn send(&self, n: Notification) {
-        if self.tx.try_send(Message::Notify(n)).is_err() {
+        if self.tx.try_send(Message::Notify(Box::new(n))).is_err() {
             self.overflow.inc();
             tracing::error!("alert notification queue full; notification dropped");
         }
@@ -219,7 +220,7 @@ async fn deliver_all(mut rx: mpsc::Receiver<Message>, hooks: Arc<ArcSwap<Hooks>>
             Message::StopEscalation(incident) => {
                 escalations.stop(incident);
             }
-            Message::Notify(n) => route(&mut escalations, &hooks.load(), Arc::new(n), clock()),
+            Message::Notify(n) => route(&mut escalations, &hooks.load(), Arc::new(*n), clock()),
         }
     }
 }
