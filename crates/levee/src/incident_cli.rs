@@ -205,7 +205,7 @@ fn distribution(d: &Value) -> String {
 fn render_detail(i: &Value) -> String {
     let mut out = String::new();
     let mut field = |name: &str, value: String| {
-        out.push_str(&format!("{:<11} {value}\n", format!("{name}:")));
+        out.push_str(&format!("{:<12} {value}\n", format!("{name}:")));
     };
     field("incident", i["id"].to_string());
     field("slo", text(&i["slo"]));
@@ -296,7 +296,7 @@ fn render_detail(i: &Value) -> String {
     out.push_str(&table(&rows, "  "));
     let deploys = i["deploys"].as_array().unwrap_or(&empty);
     if deploys.is_empty() {
-        out.push_str("deploys:   none around it\n");
+        out.push_str("deploys:      none around it\n");
     } else {
         out.push_str("deploys:\n");
         let mut rows = vec![[

@@ -202,15 +202,15 @@ async fn list_show_ack_note_and_resolve_with_their_exit_codes() {
 
     let run = as_alice(&gw, &["show", "1"]).await;
     run.expect_code(0)
-        .expect_stdout("status:     resolved (signal: open)")
-        .expect_stdout("runbook:    https://runbooks.example.com/checkout")
-        .expect_stdout("labels:     team=payments")
-        .expect_stdout("ack:        by alice at ")
-        .expect_stdout("resolved:   by alice at ")
+        .expect_stdout("status:      resolved (signal: open)")
+        .expect_stdout("runbook:     https://runbooks.example.com/checkout")
+        .expect_stdout("labels:      team=payments")
+        .expect_stdout("ack:         by alice at ")
+        .expect_stdout("resolved:    by alice at ")
         .expect_stdout("acknowledge  alice")
         .expect_stdout("note         bob    shop answers 500; rolling back")
         .expect_stdout("resolve      alice  rolled back")
-        .expect_stdout("deploys:   none around it");
+        .expect_stdout("deploys:      none around it");
     let run = as_alice(&gw, &["show", "1", "--json"]).await;
     run.expect_code(0);
     let shown: Value = serde_json::from_str(&run.stdout)
