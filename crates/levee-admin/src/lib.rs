@@ -1,6 +1,7 @@
 //! Levee's admin API: Prometheus metrics, liveness and readiness, the
 //! effective config (secrets redacted), cluster and listener state, reload,
-//! SLOs, incidents, capacity and the status page. It reads the data plane
+//! SLOs, incidents and operators' actions on them (`incidents`), capacity
+//! and the status page. It reads the data plane
 //! only through [`levee_proxy::Gateway`]'s published state and the control
 //! plane only through [`levee_control::Control`]'s.
 //!
@@ -12,6 +13,7 @@
 //! `Authorization: Bearer TOKEN`. The config layer refuses a non-loopback
 //! address without a token.
 
+mod incidents;
 mod status;
 mod status_feed;
 mod status_posts;
@@ -52,7 +54,6 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/reload", post(reload).get(reload_status))
         .route("/api/v1/slos", get(slos))
         .route("/api/v1/slos/evaluate", post(evaluate_slos))
-        .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/capacity", get(capacity))
         .route("/api/v1/faults", get(faults).post(add_fault))
         .route("/api/v1/faults/{id}", axum::routing::delete(remove_fault))
@@ -60,6 +61,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/rollouts/{route}", get(rollout))
         .route("/api/v1/rollouts/{route}/{action}", post(rollout_command))
         .merge(status_posts::routes())
+        .merge(incidents::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -204,31 +206,6 @@ async fn slos(State(state): State<AdminState>) -> Response {
 async fn evaluate_slos(State(state): State<AdminState>) -> StatusCode {
     state.control.evaluate_slos().await;
     StatusCode::NO_CONTENT
-}
-
-async fn incidents(State(state): State<AdminState>) -> Response {
-    let report = state.control.slo_report();
-    let rollouts = state.control.rollouts();
-    // Each incident's timeline shows the deploys around it.
-    let incidents: Vec<serde_json::Value> = report
-        .incidents
-        .iter()
-        .map(|incident| {
-            let mut v = serde_json::to_value(incident).unwrap_or_default();
-            v["deploys"] = json!(levee_control::rollout::report::deploys_around(
-                incident,
-                &report.slos,
-                &rollouts
-            ));
-            v
-        })
-        .collect();
-    Json(json!({
-        "incidents": incidents,
-        "mttd": report.mttd,
-        "mttr": report.mttr,
-    }))
-    .into_response()
 }
 
 async fn capacity(State(state): State<AdminState>) -> Response {

@@ -1023,6 +1023,11 @@ objective = "99%"
             budget_spent_ratio: 0.1,
             runbook: Some("https://runbooks.example.com/x".to_string()),
             labels: Default::default(),
+            workflow: "triggered",
+            acknowledged: None,
+            resolved_by: None,
+            notes: Vec::new(),
+            time_to_acknowledge_seconds: None,
         }
     }
 

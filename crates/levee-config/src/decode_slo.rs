@@ -654,6 +654,39 @@ fn decode_webhook(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Webhoo
             })
         })
     });
+    let exact = d.opt(&mut t, "match", |d, n, p| {
+        decode_matchers(d, n, p, |d, n, p| d.string(n, p).map(ValueMatch::Exact))
+    });
+    let regex = d.opt(&mut t, "match_re", |d, n, p| {
+        decode_matchers(d, n, p, |d, n, p| {
+            d.whole_regex(n, p).map(ValueMatch::Regex)
+        })
+    });
+    let escalate_after = d.opt(&mut t, "escalate_after", Decoder::duration);
+    let escalate_to = d.opt(&mut t, "escalate_to", name_field);
+    let escalation_only = d.opt(&mut t, "escalation_only", Decoder::bool);
+    let escalation = match (escalate_after, escalate_to) {
+        (Some(after), Some(to)) => Some(Escalation { after, to }),
+        (None, None) => None,
+        (Some(_), None) => {
+            d.error_help(
+                node.loc_of(&["escalate_after"]),
+                &format!("{path}.escalate_after"),
+                "`escalate_after` needs `escalate_to`: the webhook a page goes to next",
+                "name another webhook in `escalate_to`, or remove `escalate_after`",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            d.error_help(
+                node.loc_of(&["escalate_to"]),
+                &format!("{path}.escalate_to"),
+                "`escalate_to` needs `escalate_after`: how long a page waits for an acknowledgement",
+                "for example `escalate_after = \"10m\"`",
+            );
+            None
+        }
+    };
     let headers = d.opt(&mut t, "headers", |d, n, p| {
         let Value::Map(entries) = &n.value else {
             d.error(n.loc, p, "expected a table of header = value");
@@ -686,12 +719,60 @@ fn decode_webhook(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Webhoo
             _ => WebhookFormat::Alertmanager,
         },
         severities: severities.unwrap_or_else(|| vec![AlertSeverity::Page, AlertSeverity::Ticket]),
+        matchers: exact
+            .unwrap_or_default()
+            .into_iter()
+            .chain(regex.unwrap_or_default())
+            .collect(),
+        escalation,
+        escalation_only: escalation_only.unwrap_or(false),
         headers: headers.unwrap_or_default(),
         timeout: timeout.unwrap_or(Duration::from_secs(5)),
         max_attempts: max_attempts.map_or(6, |v| v as u32),
         backoff: backoff.unwrap_or(Duration::from_secs(1)),
         backoff_max: backoff_max.unwrap_or(Duration::from_secs(60)),
     })
+}
+
+/// A table of label = condition (`match`, `match_re`), each condition
+/// decoded by `value`.
+fn decode_matchers(
+    d: &mut Decoder<'_>,
+    n: &Node,
+    p: &str,
+    value: impl Fn(&mut Decoder<'_>, &Node, &str) -> Option<ValueMatch>,
+) -> Option<Vec<LabelMatcher>> {
+    let Value::Map(entries) = &n.value else {
+        d.error(
+            n.loc,
+            p,
+            format!(
+                "expected a table of label = value, found {}",
+                n.value.type_name()
+            ),
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, kloc, v) in entries {
+        let kp = format!("{p}.{k}");
+        if !is_label_name(k) {
+            d.error_help(
+                *kloc,
+                &kp,
+                format!("`{k}` is not a valid label name"),
+                "use letters, digits and `_`, not starting with a digit or `__`",
+            );
+            continue;
+        }
+        if let Some(value) = value(d, v, &kp) {
+            out.push(LabelMatcher {
+                label: k.clone(),
+                value,
+            });
+        }
+    }
+    Some(out)
 }
 
 pub(crate) fn decode_store(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<StoreConfig> {
@@ -875,6 +956,86 @@ pub(crate) fn check_slos(
             );
         }
     }
+    check_escalations(d, root, &config.alerting.webhooks);
+}
+
+/// Escalation chains: each `escalate_to` names another webhook, no chain
+/// comes back to a webhook it passed (each loop is reported once, at its
+/// first webhook in the file), only webhooks that take pages escalate, and
+/// an `escalation_only` webhook is escalated to.
+fn check_escalations(d: &mut Decoder<'_>, root: &Node, webhooks: &[Webhook]) {
+    let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+    let index = |name: &str| names.iter().position(|n| *n == name);
+    let field = |i: usize, key: &str| format!("alerting.webhooks[{i}].{key}");
+    let mut in_reported_loop = vec![false; webhooks.len()];
+    for (i, w) in webhooks.iter().enumerate() {
+        let Some(escalation) = &w.escalation else {
+            continue;
+        };
+        let path = field(i, "escalate_to");
+        let loc = root.loc_of(&[&path]);
+        let Some(next) = index(&escalation.to) else {
+            let msg = format!("unknown webhook `{}`", escalation.to);
+            match closest(&escalation.to, &names) {
+                Some(s) => d.error_help(loc, &path, msg, format!("did you mean `{s}`?")),
+                None => d.error(loc, &path, msg),
+            }
+            continue;
+        };
+        if !w.severities.contains(&AlertSeverity::Page) {
+            let path = field(i, "escalate_after");
+            d.error_help(
+                root.loc_of(&[&path]),
+                &path,
+                "only pages escalate, and this webhook takes none",
+                "add \"page\" to `severities`, or remove `escalate_after` and `escalate_to`",
+            );
+        }
+        // Follow the chain; a webhook seen twice closes a loop.
+        let mut chain = vec![i];
+        let mut at = next;
+        loop {
+            if let Some(start) = chain.iter().position(|&c| c == at) {
+                let cycle = &chain[start..];
+                if cycle.contains(&i) && !in_reported_loop[i] {
+                    for &c in cycle {
+                        in_reported_loop[c] = true;
+                    }
+                    let mut route: Vec<&str> = cycle.iter().map(|&c| names[c]).collect();
+                    route.push(names[cycle[0]]);
+                    d.error_help(
+                        loc,
+                        &path,
+                        format!("escalation loop: {}", route.join(" → ")),
+                        "end the chain at a webhook without `escalate_to`",
+                    );
+                }
+                break;
+            }
+            chain.push(at);
+            match webhooks[at].escalation.as_ref().and_then(|e| index(&e.to)) {
+                Some(n) => at = n,
+                None => break,
+            }
+        }
+    }
+    for (i, w) in webhooks.iter().enumerate() {
+        let escalated_to = webhooks
+            .iter()
+            .any(|o| o.escalation.as_ref().is_some_and(|e| e.to == w.name));
+        if w.escalation_only && !escalated_to {
+            let path = field(i, "escalation_only");
+            d.error_help(
+                root.loc_of(&[&path]),
+                &path,
+                format!(
+                    "webhook `{}` would never receive anything: it takes only escalations, and no webhook escalates to it",
+                    w.name
+                ),
+                format!("set `escalate_to = \"{}\"` on the webhook whose pages should reach it", w.name),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1055,5 +1216,176 @@ budgeting = "occurrences"
             json,
             serde_json::json!({ "method": "timeslices", "slice": "1m", "target_ppm": 950000 })
         );
+    }
+
+    /// The rendered diagnostics of a config that must be refused.
+    fn refused(extra: &str) -> String {
+        let src = format!("{BASE}{extra}");
+        let env = |_: &str| None;
+        match load_str_with_env(&src, Format::Toml, "t.toml", &env) {
+            Ok(_) => panic!("accepted:\n{extra}"),
+            Err(diags) => diags.to_string(),
+        }
+    }
+
+    #[test]
+    fn webhooks_route_by_labels_and_escalate_in_chains() {
+        let c = load(
+            r#"
+[[alerting.webhooks]]
+name = "payments-oncall"
+url = "http://127.0.0.1:9093/a"
+severities = ["page"]
+match = { team = "payments" }
+match_re = { slo = "checkout-.*" }
+escalate_after = "10m"
+escalate_to = "payments-secondary"
+
+[[alerting.webhooks]]
+name = "payments-secondary"
+url = "http://127.0.0.1:9093/b"
+escalation_only = true
+escalate_after = "15m"
+escalate_to = "manager"
+
+[[alerting.webhooks]]
+name = "manager"
+url = "http://127.0.0.1:9093/c"
+escalation_only = true
+"#,
+        );
+        let [oncall, secondary, manager] = &c.alerting.webhooks[..] else {
+            panic!("three webhooks")
+        };
+        assert_eq!(oncall.matchers.len(), 2);
+        let labels = [("team", "payments"), ("slo", "checkout-availability")];
+        assert!(oncall
+            .matchers
+            .iter()
+            .all(|m| m.matches(labels.into_iter())));
+        let other = [("team", "search"), ("slo", "checkout-availability")];
+        assert!(!oncall.matchers.iter().all(|m| m.matches(other.into_iter())));
+        // The regex must match the whole value.
+        let partial = [("team", "payments"), ("slo", "my-checkout-x")];
+        assert!(!oncall.matchers[1].matches(partial.into_iter()));
+        assert_eq!(
+            oncall.escalation,
+            Some(Escalation {
+                after: Duration::from_secs(600),
+                to: "payments-secondary".into()
+            })
+        );
+        assert!(!oncall.escalation_only);
+        assert!(secondary.escalation_only);
+        assert_eq!(secondary.escalation.as_ref().unwrap().to, "manager");
+        assert!(manager.escalation.is_none() && manager.matchers.is_empty());
+        let json = serde_json::to_value(oncall).unwrap();
+        assert_eq!(json["escalation"]["after"], "10m");
+        assert_eq!(json["matchers"][1]["value"]["regex"], "checkout-.*");
+    }
+
+    #[test]
+    fn escalation_mistakes_are_located() {
+        let looped = refused(
+            r#"
+[[alerting.webhooks]]
+name = "a"
+url = "http://127.0.0.1:9093/a"
+escalate_after = "5m"
+escalate_to = "b"
+
+[[alerting.webhooks]]
+name = "b"
+url = "http://127.0.0.1:9093/b"
+escalate_after = "5m"
+escalate_to = "a"
+
+[[alerting.webhooks]]
+name = "c"
+url = "http://127.0.0.1:9093/c"
+escalate_after = "5m"
+escalate_to = "c"
+"#,
+        );
+        assert!(
+            looped.contains(
+                "t.toml:19:15: alerting.webhooks[0].escalate_to: escalation loop: a → b → a"
+            ),
+            "{looped}"
+        );
+        assert!(
+            looped.contains("alerting.webhooks[2].escalate_to: escalation loop: c → c"),
+            "{looped}"
+        );
+        assert_eq!(looped.matches("escalation loop").count(), 2, "{looped}");
+
+        let others = refused(
+            r#"
+[[alerting.webhooks]]
+name = "tickets"
+url = "http://127.0.0.1:9093/a"
+severities = ["ticket"]
+escalate_after = "5m"
+escalate_to = "pagr"
+match = { "9team" = "x" }
+match_re = { team = "(" }
+
+[[alerting.webhooks]]
+name = "pager"
+url = "http://127.0.0.1:9093/b"
+escalate_after = "0s"
+escalate_to = "tickets"
+
+[[alerting.webhooks]]
+name = "lonely"
+url = "http://127.0.0.1:9093/c"
+escalation_only = true
+escalate_to = "pager"
+"#,
+        );
+        for expected in [
+            "alerting.webhooks[0].escalate_to: unknown webhook `pagr`",
+            "help: did you mean `pager`?",
+            "alerting.webhooks[0].match.9team: `9team` is not a valid label name",
+            "alerting.webhooks[0].match_re.team: invalid regular expression",
+            "alerting.webhooks[1].escalate_after: must be greater than zero",
+            "alerting.webhooks[2].escalate_to: `escalate_to` needs `escalate_after`",
+        ] {
+            assert!(
+                others.contains(expected),
+                "missing {expected:?} in:\n{others}"
+            );
+        }
+        // With a valid chain, the other checks: a ticket-only webhook does
+        // not escalate, and an escalation-only one must be escalated to.
+        let unreachable = refused(
+            r#"
+[[alerting.webhooks]]
+name = "tickets"
+url = "http://127.0.0.1:9093/a"
+severities = ["ticket"]
+escalate_after = "5m"
+escalate_to = "pager"
+
+[[alerting.webhooks]]
+name = "pager"
+url = "http://127.0.0.1:9093/b"
+
+[[alerting.webhooks]]
+name = "lonely"
+url = "http://127.0.0.1:9093/c"
+escalation_only = true
+"#,
+        );
+        for expected in [
+            "alerting.webhooks[0].escalate_after: only pages escalate, and this webhook takes none",
+            "alerting.webhooks[2].escalation_only: webhook `lonely` would never receive anything",
+            "help: set `escalate_to = \"lonely\"`",
+        ] {
+            assert!(
+                unreachable.contains(expected),
+                "missing {expected:?} in:\n{unreachable}"
+            );
+        }
     }
 }

@@ -1335,6 +1335,15 @@ pub struct Webhook {
     pub format: WebhookFormat,
     /// Which severities it receives.
     pub severities: Vec<AlertSeverity>,
+    /// Which alerts it receives by their labels (the SLO's labels and
+    /// `alertname`, `slo`, `slo_name`, `severity`): every matcher must
+    /// match; none takes every alert.
+    pub matchers: Vec<LabelMatcher>,
+    /// Where a page it received goes when no one acknowledges its incident
+    /// in time.
+    pub escalation: Option<Escalation>,
+    /// Receives only the pages escalated to it, none directly.
+    pub escalation_only: bool,
     /// Extra request headers (values are secrets).
     pub headers: Vec<(String, Secret)>,
     /// Time allowed per delivery attempt.
@@ -1348,6 +1357,38 @@ pub struct Webhook {
     /// Longest retry delay.
     #[serde(serialize_with = "ser_duration")]
     pub backoff_max: Duration,
+}
+
+/// One label condition of a webhook: the alert's label `label` (absent
+/// counts as empty) equals a value (`match`) or matches a whole-value
+/// regular expression (`match_re`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelMatcher {
+    /// The label's name.
+    pub label: String,
+    /// What its value must be.
+    pub value: ValueMatch,
+}
+
+impl LabelMatcher {
+    /// Whether `labels` satisfy it.
+    pub fn matches<'a>(&self, mut labels: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        let value = labels
+            .find(|(name, _)| *name == self.label)
+            .map_or("", |(_, v)| v);
+        self.value.matches(value)
+    }
+}
+
+/// A page not acknowledged within `after` of reaching a webhook goes to
+/// the webhook `to` as well.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Escalation {
+    /// How long the page may wait for an acknowledgement.
+    #[serde(serialize_with = "ser_duration")]
+    pub after: Duration,
+    /// The next webhook's name.
+    pub to: String,
 }
 
 /// A webhook's payload shape.

@@ -1,7 +1,8 @@
 //! Levee's control plane: the background loops that read what the data
 //! plane (`levee-proxy`) measures and act on it. Today that is the SLO
 //! engine ([`slo`]: evaluation, incidents, the report) with its alert
-//! webhooks (`notify`) and the state store it persists to ([`store`]),
+//! webhooks (`notify`, routed and escalated by `escalation`) and the
+//! state store it persists to ([`store`]),
 //! and the Prometheus rules that mirror the engine ([`rules`], sharing its
 //! alert-policy choices in [`policy`]);
 //! rollouts ([`rollout`]) and chaos experiments' decisions ([`chaos`])
@@ -12,6 +13,7 @@
 //! commit hook on reload).
 
 pub mod chaos;
+mod escalation;
 pub mod grafana;
 mod notify;
 pub mod policy;
@@ -29,7 +31,7 @@ use levee_proxy::slo::SloCounters;
 use levee_proxy::{ApplyError, Gateway};
 use rollout::Rollouts;
 pub use rollout::{Command as RolloutCommand, CommandError, Phase as RolloutPhase, RolloutState};
-use slo::{SloEngine, SloReport};
+use slo::{ActionError, IncidentAction, IncidentStatus, SloEngine, SloReport};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -108,6 +110,27 @@ impl Control {
     /// SLOs, incidents and tier uptime as of the last evaluation.
     pub fn slo_report(&self) -> Arc<SloReport> {
         self.slo.report()
+    }
+
+    /// One incident as of the last evaluation or operator's action.
+    pub fn incident(&self, id: u64) -> Option<IncidentStatus> {
+        self.slo
+            .report()
+            .incidents
+            .iter()
+            .find(|i| i.id == id)
+            .cloned()
+    }
+
+    /// Carries out an operator's action on incident `id` (acknowledge,
+    /// note, resolve; see `slo::IncidentAction` for the rules), stored
+    /// before it is answered; the incident as it is now.
+    pub async fn incident_action(
+        &self,
+        id: u64,
+        action: IncidentAction,
+    ) -> Result<IncidentStatus, ActionError> {
+        self.slo.act(id, action, slo::unix_nanos()).await
     }
 
     /// Evaluates SLOs now (folding in every event so far) and persists the

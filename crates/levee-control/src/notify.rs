@@ -1,11 +1,16 @@
-//! Alert notifications: a bounded queue drained by one task that hands each
-//! notification to every webhook taking its severity. Each webhook has its
-//! own bounded queue and worker, which POSTs in order and retries failures
-//! with capped, fully jittered exponential backoff: a slow receiver delays
-//! no other, and a retried "firing" never lands after its "resolved". Two payloads: Alertmanager's `POST /api/v2/alerts` body (a JSON
-//! array of alerts, re-sent every minute while firing because Alertmanager
-//! forgets alerts past their `endsAt`), and Levee's own object.
+//! Alert notifications: a bounded queue drained by one task that routes
+//! each notification to its webhooks and escalates unacknowledged pages;
+//! the decisions (severity and label matching, escalation chains, who
+//! hears a resolution) are `crate::escalation`'s, on this task's clock.
+//! Each webhook has its own bounded queue and worker, which POSTs in order
+//! and retries failures with capped, fully jittered exponential backoff: a
+//! slow receiver delays no other, and a retried "firing" never lands after
+//! its "resolved". Two payloads: Alertmanager's `POST /api/v2/alerts` body
+//! (a JSON array of alerts, re-sent every minute while firing because
+//! Alertmanager forgets alerts past their `endsAt`), and Levee's own
+//! object.
 
+use crate::escalation::{self, Escalations};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -52,6 +57,31 @@ pub(crate) struct Notification {
     pub(crate) incident: Option<u64>,
     /// The SLO's figures (the API's SLO status).
     pub(crate) status: serde_json::Value,
+    /// The webhook whose unacknowledged page this escalates.
+    pub(crate) escalated_from: Option<String>,
+}
+
+/// What the delivery task is told.
+#[derive(Debug)]
+enum Message {
+    /// Boxed: the queue holds up to 1,024 messages, mostly small ones.
+    Notify(Box<Notification>),
+    /// An operator acknowledged or resolved this incident.
+    StopEscalation(u64),
+}
+
+/// The webhooks of the running config, with their delivery queues, in
+/// config order.
+#[derive(Debug, Default)]
+struct Hooks {
+    configs: Vec<Webhook>,
+    queues: Vec<Arc<Hook>>,
+}
+
+impl Hooks {
+    fn queue(&self, name: &str) -> Option<&Arc<Hook>> {
+        self.queues.iter().find(|h| h.config.name == name)
+    }
 }
 
 /// A webhook with its delivery counters and its ordered queue.
@@ -69,8 +99,8 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 /// Sends notifications to the configured webhooks.
 #[derive(Debug)]
 pub(crate) struct Notifier {
-    tx: mpsc::Sender<Notification>,
-    hooks: Arc<ArcSwap<Vec<Arc<Hook>>>>,
+    tx: mpsc::Sender<Message>,
+    hooks: Arc<ArcSwap<Hooks>>,
     registry: Arc<Registry>,
     overflow: Arc<Counter>,
     client: HttpClient,
@@ -80,7 +110,7 @@ impl Notifier {
     /// Starts the delivery task.
     pub(crate) fn start(registry: &Arc<Registry>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let hooks: Arc<ArcSwap<Vec<Arc<Hook>>>> = Arc::default();
+        let hooks: Arc<ArcSwap<Hooks>> = Arc::default();
         tokio::spawn(deliver_all(rx, hooks.clone()));
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -100,12 +130,12 @@ impl Notifier {
     /// Takes the webhooks of a new config.
     pub(crate) fn configure(&self, webhooks: &[Webhook]) {
         let current = self.hooks.load_full();
-        let hooks = webhooks
+        let queues = webhooks
             .iter()
             .map(|w| {
                 // An unchanged webhook keeps its queue and its worker, so a
                 // reload loses no pending delivery.
-                if let Some(same) = current.iter().find(|h| h.config == *w) {
+                if let Some(same) = current.queues.iter().find(|h| h.config == *w) {
                     return same.clone();
                 }
                 let c = |result| {
@@ -129,33 +159,124 @@ impl Notifier {
                 hook
             })
             .collect();
-        self.hooks.store(Arc::new(hooks));
+        self.hooks.store(Arc::new(Hooks {
+            configs: webhooks.to_vec(),
+            queues,
+        }));
     }
 
     /// Queues `n`; never waits.
     pub(crate) fn send(&self, n: Notification) {
-        if self.tx.try_send(n).is_err() {
+        if self.tx.try_send(Message::Notify(Box::new(n))).is_err() {
             self.overflow.inc();
             tracing::error!("alert notification queue full; notification dropped");
         }
     }
+
+    /// Stops the escalations still to come for `incident`'s page (an
+    /// operator acknowledged or resolved it); never waits.
+    pub(crate) fn stop_escalation(&self, incident: u64) {
+        if self.tx.try_send(Message::StopEscalation(incident)).is_err() {
+            self.overflow.inc();
+            tracing::error!(
+                incident,
+                "alert notification queue full; the escalation may still go out"
+            );
+        }
+    }
 }
 
-async fn deliver_all(mut rx: mpsc::Receiver<Notification>, hooks: Arc<ArcSwap<Vec<Arc<Hook>>>>) {
-    while let Some(n) = rx.recv().await {
-        let n = Arc::new(n);
-        for hook in hooks.load().iter() {
-            if !hook.config.severities.contains(&n.severity) {
-                continue;
+/// The delivery task: routes each notification, and sends each
+/// escalation when it falls due (on the pausable clock, so tests can run
+/// a chain of minutes in no time).
+async fn deliver_all(mut rx: mpsc::Receiver<Message>, hooks: Arc<ArcSwap<Hooks>>) {
+    let epoch = levee_core::time::now();
+    let clock =
+        move || u64::try_from((levee_core::time::now() - epoch).as_nanos()).unwrap_or(u64::MAX);
+    let mut escalations: Escalations<Arc<Notification>> = Escalations::default();
+    loop {
+        let message = match escalations.next_due() {
+            Some(due) => {
+                tokio::select! {
+                    m = rx.recv() => m,
+                    () = tokio::time::sleep_until(epoch + Duration::from_nanos(due)) => {
+                        let hooks = hooks.load();
+                        for e in escalations.due(&hooks.configs, clock()) {
+                            tracing::warn!(incident = e.incident, from = %e.from, to = %e.to, "page not acknowledged in time; escalated");
+                            let escalated = Notification {
+                                escalated_from: Some(e.from),
+                                ..(*e.payload).clone()
+                            };
+                            enqueue(&hooks, &e.to, &Arc::new(escalated));
+                        }
+                        continue;
+                    }
+                }
             }
-            if n.refresh && hook.config.format != WebhookFormat::Alertmanager {
-                continue;
+            None => rx.recv().await,
+        };
+        let Some(message) = message else { return };
+        match message {
+            Message::StopEscalation(incident) => {
+                escalations.stop(incident);
             }
-            if hook.queue.try_send(n.clone()).is_err() {
-                hook.dropped.inc();
-                tracing::error!(webhook = %hook.config.name, "webhook queue full; notification dropped");
-            }
+            Message::Notify(n) => route(&mut escalations, &hooks.load(), Arc::new(*n), clock()),
         }
+    }
+}
+
+/// Sends `n` to its webhooks: a page to those it reaches now (its
+/// escalations scheduled), a page's refresh and resolution to every
+/// webhook the page reached, anything else to the webhooks its severity
+/// and labels select.
+fn route(
+    escalations: &mut Escalations<Arc<Notification>>,
+    hooks: &Hooks,
+    n: Arc<Notification>,
+    now: Nanos,
+) {
+    let labels: Vec<(String, String)> = labels(&n)
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let page = n.incident.filter(|_| n.severity == AlertSeverity::Page);
+    let targets: Vec<String> = match page {
+        Some(incident) if n.firing && !n.refresh => {
+            escalations.page(&hooks.configs, incident, &labels, n.clone(), now)
+        }
+        Some(incident) if n.firing => match escalations.reached(incident) {
+            Some(reached) => reached.to_vec(),
+            None => direct(hooks, &n, &labels),
+        },
+        Some(incident) => match escalations.resolve(incident) {
+            Some(reached) => reached,
+            None => direct(hooks, &n, &labels),
+        },
+        None => direct(hooks, &n, &labels),
+    };
+    for name in targets {
+        enqueue(hooks, &name, &n);
+    }
+}
+
+fn direct(hooks: &Hooks, n: &Notification, labels: &[(String, String)]) -> Vec<String> {
+    escalation::direct(&hooks.configs, n.severity, labels)
+        .map(|w| w.name.clone())
+        .collect()
+}
+
+/// Puts `n` on the queue of the webhook `name` (a refresh only on an
+/// Alertmanager webhook's).
+fn enqueue(hooks: &Hooks, name: &str, n: &Arc<Notification>) {
+    let Some(hook) = hooks.queue(name) else {
+        return;
+    };
+    if n.refresh && hook.config.format != WebhookFormat::Alertmanager {
+        return;
+    }
+    if hook.queue.try_send(n.clone()).is_err() {
+        hook.dropped.inc();
+        tracing::error!(webhook = %hook.config.name, "webhook queue full; notification dropped");
     }
 }
 
@@ -257,6 +378,9 @@ fn alertmanager_payload(n: &Notification) -> Vec<u8> {
     if let Some(id) = n.incident {
         annotations.insert("incident".into(), id.to_string().into());
     }
+    if let Some(from) = &n.escalated_from {
+        annotations.insert("escalated_from".into(), from.clone().into());
+    }
     let ends_at = match n.ends_at {
         Some(at) => at,
         None => crate::slo::unix_nanos() + AM_VALIDITY.as_nanos() as u64,
@@ -285,6 +409,7 @@ fn levee_payload(n: &Notification) -> Vec<u8> {
         "starts_at": rfc3339(n.starts_at),
         "ends_at": n.ends_at.map(rfc3339),
         "incident": n.incident,
+        "escalated_from": n.escalated_from,
         "slo_status": n.status,
     });
     serde_json::to_vec(&v).unwrap_or_default()

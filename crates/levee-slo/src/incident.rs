@@ -23,6 +23,8 @@
 //!   to no errors recovers exactly where that step is, rather than a whole
 //!   window later. `None` while the latest data still burns.
 //! - **resolve**: when the alert resolved (its `Resolved` transition).
+//! - **acknowledge**: when an operator acknowledged the page; not traced
+//!   here (the control plane records it), `None` until someone does.
 //! - **budget spent**: the bad events in `[start, recover)` (up to the
 //!   latest data while not recovered), as parts per million of the budget
 //!   of the SLO period ending there: `bad · 10¹² / (N · β_ppm)` for `N`
@@ -36,9 +38,10 @@
 //! both the detection time. An alert that resolves and fires again within
 //! one excursion yields two incidents with the same start.
 //!
-//! Time to detect is `detect − start`; time to recover is
-//! `recover − start`. [`Summary`] gives their median, 90th percentile and
-//! maximum over many incidents, by nearest rank (the value at rank
+//! Time to detect is `detect − start`; time to acknowledge is
+//! `acknowledge − detect`; time to recover is `recover − start`.
+//! [`Summary`] gives their count, mean, median, 90th percentile and maximum
+//! over many incidents; the percentiles by nearest rank (the value at rank
 //! `⌈p · n / 100⌉` of the sorted list), so each is a real incident's value.
 
 use crate::alert::{AlertState, Severity, Transition};
@@ -85,6 +88,8 @@ pub struct Incident {
     pub recover: Option<Nanos>,
     /// When the alert resolved; `None` while it fires.
     pub resolve: Option<Nanos>,
+    /// When an operator acknowledged it; `None` until someone does.
+    pub acknowledge: Option<Nanos>,
     /// Bad events from start to recovery (or the latest data).
     pub bad_events: u64,
     /// Those events as parts per million of the period's error budget.
@@ -95,6 +100,14 @@ impl Incident {
     /// Time to detect: from start to firing.
     pub fn time_to_detect(&self) -> Duration {
         Duration::from_nanos(self.detect.saturating_sub(self.start))
+    }
+
+    /// Time to acknowledge: from firing to an operator's acknowledgement,
+    /// once acknowledged (an acknowledgement recorded before the firing, by
+    /// a clock step, counts as zero).
+    pub fn time_to_acknowledge(&self) -> Option<Duration> {
+        self.acknowledge
+            .map(|at| Duration::from_nanos(at.saturating_sub(self.detect)))
     }
 
     /// Time to recover: from start to recovery, once recovered.
@@ -160,6 +173,7 @@ fn trace(
         detect,
         recover,
         resolve: None,
+        acknowledge: None,
         bad_events,
         budget_spent_ppm,
     }
@@ -246,6 +260,10 @@ fn bucket_ends_in(
 pub struct Summary {
     /// How many durations.
     pub count: usize,
+    /// The arithmetic mean, rounded down to the nanosecond: the "M" of
+    /// MTTD, MTTA and MTTR as most tools report them. One long incident
+    /// moves it far, so read it beside the median.
+    pub mean: Duration,
     /// The median (nearest rank: the lower middle of an even count).
     pub median: Duration,
     /// The 90th percentile (nearest rank).
@@ -262,8 +280,16 @@ impl Summary {
         let n = sorted.len();
         let at = |percent: usize| sorted[(percent * n).div_ceil(100).max(1) - 1];
         let max = *sorted.last()?;
+        // u128 nanoseconds: no sum of real durations overflows it.
+        let total: u128 = sorted.iter().map(Duration::as_nanos).sum();
+        let mean_ns = total / n as u128;
+        let mean = Duration::new(
+            u64::try_from(mean_ns / 1_000_000_000).unwrap_or(u64::MAX),
+            (mean_ns % 1_000_000_000) as u32,
+        );
         Some(Summary {
             count: n,
+            mean,
             median: at(50),
             p90: at(90),
             max,
@@ -274,6 +300,16 @@ impl Summary {
 /// Time to detect over `incidents` (MTTD as a distribution).
 pub fn mttd(incidents: &[Incident]) -> Option<Summary> {
     let times: Vec<_> = incidents.iter().map(Incident::time_to_detect).collect();
+    Summary::of(&times)
+}
+
+/// Time to acknowledge over the acknowledged `incidents` (MTTA as a
+/// distribution).
+pub fn mtta(incidents: &[Incident]) -> Option<Summary> {
+    let times: Vec<_> = incidents
+        .iter()
+        .filter_map(Incident::time_to_acknowledge)
+        .collect();
     Summary::of(&times)
 }
 
@@ -313,6 +349,53 @@ mod tests {
         );
         let four = Summary::of(&[secs(4), secs(1), secs(3), secs(2)]).unwrap();
         assert_eq!((four.median, four.p90), (secs(2), secs(4)));
+        assert_eq!(four.mean, Duration::from_millis(2_500));
+        assert_eq!(s.mean, Duration::from_millis(5_500));
+        let thirds = Summary::of(&[
+            Duration::from_nanos(1),
+            Duration::from_nanos(1),
+            Duration::from_nanos(2),
+        ])
+        .unwrap();
+        assert_eq!(thirds.mean, Duration::from_nanos(1), "rounded down");
+    }
+
+    #[test]
+    fn time_to_acknowledge_counts_from_detection_over_acknowledged_incidents() {
+        let incident = |detect: u64, acknowledge: Option<u64>| Incident {
+            severity: Severity::Page,
+            start: 0,
+            start_clipped: false,
+            detect: detect * S,
+            recover: None,
+            resolve: None,
+            acknowledge: acknowledge.map(|a| a * S),
+            bad_events: 0,
+            budget_spent_ppm: 0,
+        };
+        let found = [
+            incident(60, Some(180)),
+            incident(60, None),
+            incident(100, Some(700)),
+            incident(100, Some(130)),
+            // An acknowledgement stamped before the page by a clock step.
+            incident(100, Some(90)),
+        ];
+        assert_eq!(found[0].time_to_acknowledge(), Some(secs(120)));
+        assert_eq!(found[1].time_to_acknowledge(), None);
+        assert_eq!(found[4].time_to_acknowledge(), Some(Duration::ZERO));
+        let a = mtta(&found).unwrap();
+        assert_eq!(
+            (a.count, a.median, a.p90, a.max, a.mean),
+            (
+                4,
+                secs(30),
+                secs(600),
+                secs(600),
+                secs(187) + Duration::from_millis(500)
+            )
+        );
+        assert_eq!(mtta(&found[1..2]), None);
     }
 
     /// A minute of clean traffic per bucket around a bad stretch: bucket
@@ -492,12 +575,18 @@ mod tests {
         }
 
         /// Nearest-rank percentiles are members of the input, ordered, and
-        /// have at least p % of the values at or below them.
+        /// have at least p % of the values at or below them; the mean is
+        /// the exact sum over the count, rounded down.
         #[test]
         fn summary_is_sound(values in prop::collection::vec(0u64..1_000, 1..100)) {
             let durations: Vec<_> = values.iter().map(|&v| secs(v)).collect();
             let s = Summary::of(&durations).unwrap();
             prop_assert!(s.median <= s.p90 && s.p90 <= s.max);
+            prop_assert_eq!(s.count, values.len());
+            let sum_ns: u64 = values.iter().map(|v| v * S).sum();
+            prop_assert_eq!(s.mean, Duration::from_nanos(sum_ns / values.len() as u64));
+            let min = durations.iter().min().copied().unwrap();
+            prop_assert!(min <= s.mean && s.mean <= s.max);
             for (value, percent) in [(s.median, 50), (s.p90, 90), (s.max, 100)] {
                 prop_assert!(durations.contains(&value));
                 let at_or_below = durations.iter().filter(|&&d| d <= value).count();

@@ -12,6 +12,11 @@
 //!   keep each route's [`RolloutRow`], so a gateway restarted in the middle
 //!   of a rollout resumes at the same step. They are apart from
 //!   [`Snapshot`] and [`Batch`], which are the SLO engine's.
+//! - Incident actions: [`Store::load_incident_actions`] and
+//!   [`Store::write_incident_actions`] keep what operators did about an
+//!   incident ([`IncidentActionRow`]: acknowledged, noted, resolved). They
+//!   are written at once, when the operator acts, not with the engine's
+//!   next batch, so an acknowledgement the API confirmed is on disk.
 //! - [`backup()`], [`verify()`] and [`restore()`]: the library side of
 //!   `levee backup FILE` and `levee restore FILE --verify`. A backup is
 //!   taken online (a running gateway keeps writing) and carries a manifest
@@ -37,6 +42,7 @@
 //! | `slo_incidents` | `id` | one row per incident |
 //! | `slo_incident_labels` | `(incident_id, position)` | an incident's labels in order, deleted with it |
 //! | `rollouts` | `route` | a route's rollout state (opaque JSON, kept as is) and when it was written; since schema version 2 |
+//! | `slo_incident_actions` | `(incident_id, seq)` | an operator's acknowledgement, note or resolution of an incident, in order, deleted with it; since schema version 3 |
 //!
 //! All tables are `STRICT`. A backup adds a `backup_manifest` table (see
 //! [`backup()`]), which a restore removes.
@@ -121,6 +127,25 @@ pub struct RolloutRow {
     pub state: String,
     /// When the state was written, in nanoseconds since the UNIX epoch.
     pub updated_ns: u64,
+}
+
+/// One thing an operator did about an incident.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IncidentActionRow {
+    /// The incident; it must be stored (by [`Store::write`]) before its
+    /// actions are.
+    pub incident_id: u64,
+    /// Its place among the incident's actions, from 0; with the incident,
+    /// the primary key.
+    pub seq: u32,
+    /// `ack`, `note` or `resolve`; the table refuses anything else.
+    pub kind: String,
+    /// Who did it, as they named themselves.
+    pub actor: String,
+    /// When, in nanoseconds since the UNIX epoch.
+    pub at_ns: u64,
+    /// The note's text, or a resolution's optional message.
+    pub message: Option<String>,
 }
 
 /// One post of the status page (an operator-written incident or a
@@ -210,6 +235,15 @@ pub trait Store: Send + 'static {
         upsert: &[RolloutRow],
         remove: &[String],
     ) -> Result<(), StoreError>;
+
+    /// Reads every incident's operator actions, by incident id (unsigned)
+    /// then `seq`.
+    fn load_incident_actions(&mut self) -> Result<Vec<IncidentActionRow>, StoreError>;
+
+    /// Stores `actions` in one transaction, all or nothing; an action whose
+    /// `(incident_id, seq)` is stored already replaces it. An action of an
+    /// incident that is not stored is an error.
+    fn write_incident_actions(&mut self, actions: &[IncidentActionRow]) -> Result<(), StoreError>;
 
     /// Reads every status page post, by id.
     fn load_status_posts(&mut self) -> Result<Vec<StatusPostRow>, StoreError>;

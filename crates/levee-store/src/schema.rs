@@ -72,7 +72,20 @@ const MIGRATIONS: &[&str] = &[
         updated_ns INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     ",
-    // 3: what operators post on the status page (incidents they write,
+    // 3: what operators did about an incident (acknowledged it, wrote a
+    // note, resolved it), in order, deleted with the incident.
+    "
+    CREATE TABLE slo_incident_actions (
+        incident_id INTEGER NOT NULL REFERENCES slo_incidents (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL CHECK (seq >= 0),
+        kind TEXT NOT NULL CHECK (kind IN ('ack', 'note', 'resolve')),
+        actor TEXT NOT NULL,
+        at_ns INTEGER NOT NULL,
+        message TEXT,
+        PRIMARY KEY (incident_id, seq)
+    ) STRICT, WITHOUT ROWID;
+    ",
+    // 4: what operators post on the status page (incidents they write,
     // scheduled maintenance), each an opaque JSON document.
     "
     CREATE TABLE status_posts (
@@ -92,6 +105,7 @@ pub(crate) const DATA_TABLES: &[(&str, &str)] = &[
     ("slo_incidents", "id"),
     ("slo_incident_labels", "incident_id, position"),
     ("rollouts", "route"),
+    ("slo_incident_actions", "incident_id, seq"),
     ("status_posts", "id"),
 ];
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::error::{sql, StoreError};
 use crate::{
-    schema, AlertRow, Batch, BucketRow, IncidentRow, Retention, RolloutRow, Snapshot,
-    StatusPostRow, Store,
+    schema, AlertRow, Batch, BucketRow, IncidentActionRow, IncidentRow, Retention, RolloutRow,
+    Snapshot, StatusPostRow, Store,
 };
 
 /// How long a statement waits for another connection's lock.
@@ -50,6 +50,15 @@ const UPSERT_INCIDENT: &str = "
 const UPSERT_ROLLOUT: &str = "
     INSERT INTO rollouts (route, state, updated_ns) VALUES (?1, ?2, ?3)
     ON CONFLICT (route) DO UPDATE SET state = excluded.state, updated_ns = excluded.updated_ns";
+const UPSERT_ACTION: &str = "
+    INSERT INTO slo_incident_actions (incident_id, seq, kind, actor, at_ns, message)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+    ON CONFLICT (incident_id, seq) DO UPDATE SET kind = excluded.kind, actor = excluded.actor,
+        at_ns = excluded.at_ns, message = excluded.message";
+// Unsigned id order: ids of 2^63 and above are stored negative.
+const SELECT_ACTIONS: &str = "
+    SELECT incident_id, seq, kind, actor, at_ns, message FROM slo_incident_actions
+    ORDER BY incident_id < 0, incident_id, seq";
 const DELETE_ROLLOUT: &str = "DELETE FROM rollouts WHERE route = ?1";
 const UPSERT_STATUS_POST: &str = "
     INSERT INTO status_posts (id, doc, updated_ns) VALUES (?1, ?2, ?3)
@@ -227,6 +236,42 @@ impl SqliteStore {
         tx.commit()
     }
 
+    fn write_action_rows(&mut self, actions: &[IncidentActionRow]) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached(UPSERT_ACTION)?;
+            for a in actions {
+                st.execute(params![
+                    to_sql(a.incident_id),
+                    a.seq,
+                    a.kind,
+                    a.actor,
+                    to_sql(a.at_ns),
+                    a.message
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    fn read_action_rows(&mut self) -> rusqlite::Result<Vec<IncidentActionRow>> {
+        self.conn
+            .prepare_cached(SELECT_ACTIONS)?
+            .query_map([], |r| {
+                Ok(IncidentActionRow {
+                    incident_id: from_sql(r.get(0)?),
+                    seq: r.get(1)?,
+                    kind: r.get(2)?,
+                    actor: r.get(3)?,
+                    at_ns: from_sql(r.get(4)?),
+                    message: r.get(5)?,
+                })
+            })?
+            .collect()
+    }
+
     fn write_status_post_rows(
         &mut self,
         upsert: &[StatusPostRow],
@@ -395,6 +440,21 @@ impl Store for SqliteStore {
         let path = self.path.clone();
         self.write_rollout_rows(upsert, remove)
             .map_err(sql(&path, "writing rollouts"))
+    }
+
+    fn load_incident_actions(&mut self) -> Result<Vec<IncidentActionRow>, StoreError> {
+        let path = self.path.clone();
+        self.read_action_rows()
+            .map_err(sql(&path, "loading incident actions"))
+    }
+
+    fn write_incident_actions(&mut self, actions: &[IncidentActionRow]) -> Result<(), StoreError> {
+        if actions.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.write_action_rows(actions)
+            .map_err(sql(&path, "writing incident actions"))
     }
 
     fn load_status_posts(&mut self) -> Result<Vec<StatusPostRow>, StoreError> {

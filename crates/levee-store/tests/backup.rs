@@ -57,6 +57,7 @@ fn backup_verify_restore_round_trip() {
             ("slo_incidents", 49),
             ("slo_incident_labels", 98),
             ("rollouts", 0),
+            ("slo_incident_actions", 0),
             ("status_posts", 0)
         ]
     );

@@ -6,8 +6,8 @@ mod common;
 
 use common::{alert, bucket, incident, sample_batch, TestDir, SEC, T0};
 use levee_store::{
-    backup, verify, Batch, IncidentRow, Retention, RolloutRow, Snapshot, SqliteStore,
-    StatusPostRow, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
+    backup, verify, Batch, IncidentActionRow, IncidentRow, Retention, RolloutRow, Snapshot,
+    SqliteStore, StatusPostRow, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
 };
 use rusqlite::Connection;
 
@@ -706,6 +706,151 @@ fn backups_count_and_checksum_the_rollouts() {
             .contains(&"rollouts: 1 rows, the manifest says 2".to_owned()),
         "{:?}",
         removed.problems
+    );
+}
+
+fn action(incident_id: u64, seq: u32, kind: &str, actor: &str, at_ns: u64) -> IncidentActionRow {
+    IncidentActionRow {
+        incident_id,
+        seq,
+        kind: kind.to_owned(),
+        actor: actor.to_owned(),
+        at_ns,
+        message: (kind != "ack").then(|| format!("{kind} by {actor} ✓")),
+    }
+}
+
+#[test]
+fn incident_actions_survive_a_reopen_and_go_with_their_incident() {
+    let dir = TestDir::new("actions");
+    let path = dir.path("levee.db");
+    let acked = action(7, 0, "ack", "alice", T0 + 90 * SEC);
+    let noted = action(7, 1, "note", "bob", T0 + 120 * SEC);
+    let resolved = action(7, 2, "resolve", "alice", T0 + 300 * SEC);
+    let edge = action(u64::MAX, 0, "note", "", u64::MAX);
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load_incident_actions().unwrap(), vec![]);
+        store
+            .write(&Batch {
+                incidents: vec![incident(7, "a", None), incident(u64::MAX, "a", None)],
+                ..Batch::default()
+            })
+            .unwrap();
+        store
+            .write_incident_actions(&[edge.clone(), noted.clone(), acked.clone()])
+            .unwrap();
+        store
+            .write_incident_actions(std::slice::from_ref(&resolved))
+            .unwrap();
+        // Writing the same place again replaces it.
+        store
+            .write_incident_actions(std::slice::from_ref(&noted))
+            .unwrap();
+        store.write_incident_actions(&[]).unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.load_incident_actions().unwrap(),
+        vec![acked.clone(), noted, resolved, edge],
+        "by incident id (unsigned), then in order"
+    );
+    // The engine's own rows are untouched by them.
+    assert_eq!(store.load().unwrap().incidents.len(), 2);
+
+    // Retention removes an incident's actions with it.
+    store
+        .write(&Batch {
+            prune: Some(Retention {
+                fine_before_ns: 0,
+                coarse_before_ns: 0,
+                incidents_before_ns: 0,
+                max_incidents: 1,
+            }),
+            ..Batch::default()
+        })
+        .unwrap();
+    let left = store.load_incident_actions().unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].incident_id, u64::MAX);
+    assert_eq!(count(&path, "SELECT count(*) FROM slo_incident_actions"), 1);
+}
+
+#[test]
+fn a_bad_incident_action_write_leaves_nothing_behind() {
+    let dir = TestDir::new("actions-atomic");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .write(&Batch {
+            incidents: vec![incident(1, "a", None)],
+            ..Batch::default()
+        })
+        .unwrap();
+    // An incident that is not stored.
+    let orphan = store.write_incident_actions(&[
+        action(1, 0, "ack", "alice", T0),
+        action(2, 0, "ack", "alice", T0),
+    ]);
+    assert!(
+        matches!(orphan, Err(StoreError::Sqlite { .. })),
+        "{orphan:?}"
+    );
+    // A kind the table does not know.
+    let unknown = store.write_incident_actions(&[
+        action(1, 0, "ack", "alice", T0),
+        action(1, 1, "snooze", "alice", T0),
+    ]);
+    assert!(unknown.is_err());
+    assert_eq!(store.load_incident_actions().unwrap(), vec![]);
+    store
+        .write_incident_actions(&[action(1, 0, "ack", "alice", T0)])
+        .unwrap();
+    assert_eq!(store.load_incident_actions().unwrap().len(), 1);
+}
+
+#[test]
+fn a_version_2_store_is_migrated_and_keeps_its_incidents() {
+    let dir = TestDir::new("migrate-v2");
+    let path = dir.path("levee.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        // Migration 2 as released.
+        conn.execute_batch(
+            "CREATE TABLE rollouts (
+                route TEXT NOT NULL PRIMARY KEY,
+                state TEXT NOT NULL,
+                updated_ns INTEGER NOT NULL
+            ) STRICT, WITHOUT ROWID;
+            UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO slo_incidents (id, slo, severity, start_ns, start_clipped, detect_ns,
+                bad_events, budget_spent_ppm) VALUES (5, 'a', 'page', 1, 0, 2, 0, 0)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load().unwrap().incidents[0].id, 5);
+    store
+        .write_incident_actions(&[action(5, 0, "ack", "alice", T0)])
+        .unwrap();
+    drop(store);
+    const { assert!(SCHEMA_VERSION >= 3) };
+    assert_eq!(
+        count(&path, "PRAGMA user_version"),
+        i64::from(SCHEMA_VERSION)
+    );
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.load_incident_actions().unwrap(),
+        vec![action(5, 0, "ack", "alice", T0)]
     );
 }
 

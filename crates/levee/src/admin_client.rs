@@ -1,6 +1,15 @@
 //! What every admin API client of the binary shares (`levee rollout`,
-//! `levee chaos run`): finding the API and its token, and one HTTP/1.1
-//! exchange with it.
+//! `levee incident`, `levee chaos run`): finding the API and its token,
+//! one HTTP/1.1 exchange with it, and for the operator commands (`levee
+//! rollout`, `levee incident`) their flags, what an answer means for the
+//! exit code, and plain-text tables.
+//!
+//! Exit codes of the operator commands: 0 done; 1 the server refused
+//! (404 for an unknown object, 409 for an action that does not apply
+//! now), with its message on stderr; 2 a usage error (clap's, a token file
+//! or config that cannot be read, or input the server calls invalid,
+//! 400); 3 the admin API cannot be reached or answered something
+//! unexpected (401 and 503 included).
 //!
 //! Where the API is: `--admin URL`, else the `[admin] listen` of the config
 //! (`-c FILE` or discovery), else `http://127.0.0.1:9901`. The token:
@@ -11,7 +20,10 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
+use serde_json::Value;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// The environment variable the token is read from.
@@ -318,9 +330,201 @@ pub(crate) fn unauthorized(target: &Target) -> String {
     }
 }
 
+/// The exit code when the server refused the command or knows no such
+/// object.
+pub(crate) const EXIT_REFUSED: u8 = 1;
+/// The exit code for usage errors (clap's own).
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// The exit code when the admin API cannot be reached or answered
+/// something unexpected.
+pub(crate) const EXIT_UNREACHABLE: u8 = 3;
+
+/// Where the admin API is and how to authenticate to it: the flags every
+/// operator command takes (after any of its subcommands).
+#[derive(clap::Args, Debug)]
+pub(crate) struct ConnectArgs {
+    /// The admin API [default: the config's `[admin] listen`, else
+    /// http://127.0.0.1:9901].
+    #[arg(long, global = true, value_name = "URL")]
+    admin: Option<String>,
+    /// Read the admin token from FILE [default: $LEVEE_ADMIN_TOKEN, else
+    /// the config's `[admin] token`].
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The config file to find the admin API and token in [default:
+    /// levee.toml, levee.yaml or levee.yml in the working directory, else
+    /// $LEVEE_CONFIG].
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Why an operator command stopped; each becomes a message on stderr and
+/// an exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The server refused (409) or has no such object (404).
+    Refused(String),
+    /// Bad arguments, token file or config, or input the server refused
+    /// as invalid (400).
+    Usage(String),
+    /// The admin API cannot be reached or answered something unexpected.
+    Unreachable(String),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Usage(m) => Failure::Usage(m),
+            ClientError::Unreachable(m) => Failure::Unreachable(m),
+        }
+    }
+}
+
+impl Failure {
+    /// Prints the message; the exit code.
+    pub(crate) fn exit(self) -> ExitCode {
+        let (code, message) = match self {
+            Failure::Refused(m) => (EXIT_REFUSED, m),
+            Failure::Usage(m) => (EXIT_USAGE, m),
+            Failure::Unreachable(m) => (EXIT_UNREACHABLE, m),
+        };
+        eprintln!("error: {message}");
+        ExitCode::from(code)
+    }
+}
+
+/// Runs an operator command: finds the admin API from `connect`, runs
+/// `act` against it on a one-thread runtime, prints the text it returns;
+/// the exit code.
+pub(crate) fn run_command<F, Fut>(connect: &ConnectArgs, act: F) -> ExitCode
+where
+    F: FnOnce(Target) -> Fut,
+    Fut: Future<Output = Result<String, Failure>>,
+{
+    let target = match target(
+        connect.admin.as_deref(),
+        connect.token_file.as_deref(),
+        connect.config.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => return Failure::from(e).exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Failure::Unreachable(format!("starting the async runtime: {e}")).exit(),
+    };
+    match runtime.block_on(act(target)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(f) => f.exit(),
+    }
+}
+
+/// What an answer means for the exit code: the body of a 200, or the
+/// failure. `what` names the endpoints asked for (`rollout`, `incident`)
+/// when the API does not have them at all.
+pub(crate) fn judge(
+    target: &Target,
+    status: StatusCode,
+    body: Bytes,
+    what: &str,
+) -> Result<Bytes, Failure> {
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string));
+    match status {
+        StatusCode::OK => Ok(body),
+        StatusCode::CONFLICT => Err(Failure::Refused(
+            message.unwrap_or_else(|| "the command does not apply now".into()),
+        )),
+        StatusCode::NOT_FOUND => match message {
+            Some(m) if m != "no such admin endpoint" => Err(Failure::Refused(m)),
+            _ => Err(Failure::Unreachable(format!(
+                "the admin API at {} has no {what} endpoints (is it an older Levee?)",
+                target.shown
+            ))),
+        },
+        StatusCode::BAD_REQUEST => {
+            Err(Failure::Usage(message.unwrap_or_else(|| {
+                "the admin API called the request invalid".into()
+            })))
+        }
+        StatusCode::UNAUTHORIZED => Err(Failure::Unreachable(unauthorized(target))),
+        other => Err(Failure::Unreachable(format!(
+            "the admin API at {} answered {other}{}",
+            target.shown,
+            message.map(|m| format!(": {m}")).unwrap_or_default()
+        ))),
+    }
+}
+
+/// An answer's body as text ending in a newline, for `--json`.
+pub(crate) fn json_text(body: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// An answer's body as JSON, or the failure that it is not.
+pub(crate) fn parse_json(target: &Target, body: &[u8]) -> Result<Value, Failure> {
+    serde_json::from_slice(body).map_err(|_| {
+        Failure::Unreachable(format!(
+            "the admin API at {} answered something that is not JSON",
+            target.shown
+        ))
+    })
+}
+
+/// Rows as columns padded to their widest cell, each line after `indent`.
+pub(crate) fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_string();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                line.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A string value, or `-`.
+pub(crate) fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| "-".to_string(), str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_pad_columns_to_the_widest_cell() {
+        let rows = [
+            ["ID".to_string(), "SLO".into(), "BY".into()],
+            ["12".to_string(), "checkout-availability".into(), "".into()],
+        ];
+        assert_eq!(
+            table(&rows, "  "),
+            "  ID  SLO                    BY\n  12  checkout-availability\n"
+        );
+    }
 
     #[test]
     fn admin_urls_take_a_scheme_or_not_and_keep_a_prefix() {

@@ -1,5 +1,6 @@
 //! The `levee` binary: the command line (`run`, `check`, `demo`, `slo`,
-//! `rollout` (`rollout_cli`), `load` (`load_cli`), `chaos run`
+//! `rollout` (`rollout_cli`), `incident` (`incident_cli`), `load`
+//! (`load_cli`), `chaos run`
 //! (`chaos_cli`), `backup`, `restore`, `completions`), logging set-up and
 //! the wiring of gateway, admin API, signals and file watching. Logic
 //! worth testing lives in the library crates.
@@ -8,6 +9,7 @@ mod admin_client;
 mod chaos_cli;
 mod demo;
 mod handover;
+mod incident_cli;
 mod load_cli;
 mod rollout_cli;
 
@@ -101,6 +103,12 @@ enum Command {
     /// resume, promote, abort, undo. Exits 1 when the command is refused,
     /// 3 when the admin API cannot be reached or refuses the token.
     Rollout(rollout_cli::Args),
+    /// Work incidents through the admin API: list, show, ack, note,
+    /// resolve (signed with --by, default $USER). Exits 1 when the action
+    /// is refused (already acknowledged or resolved, no such incident), 2
+    /// on a usage error, 3 when the admin API cannot be reached or refuses
+    /// the token.
+    Incident(incident_cli::Args),
     /// Send load at a fixed or ramping rate (or from virtual users) and
     /// judge k6-style thresholds; latency counts from each request's
     /// scheduled send time. Exits 99 when a threshold fails, 2 on a usage
@@ -337,6 +345,7 @@ fn main() -> ExitCode {
             Err(diags) => print_diagnostics(&diags),
         },
         Command::Rollout(args) => rollout_cli::main(args),
+        Command::Incident(args) => incident_cli::main(args),
         Command::Load(args) => load_cli::main(args),
         Command::Chaos(args) => chaos_cli::main(args),
         Command::Backup { config, file } => backup(&config, &file),

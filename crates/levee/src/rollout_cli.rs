@@ -4,16 +4,18 @@
 //! The API and its token are found as `admin_client` says: `--admin`,
 //! `--token-file`, `$LEVEE_ADMIN_TOKEN`, the config.
 //!
-//! Exit codes: 0 done; 1 the server refused the command (409) or the route
-//! has no rollout (404), with its message on stderr; 2 a usage error
-//! (clap's, or a token file or config that cannot be read); 3 the admin API
-//! cannot be reached or answered something unexpected (401 included).
+//! Exit codes (`admin_client`'s): 0 done; 1 the server refused the
+//! command (409) or the route has no rollout (404), with its message on
+//! stderr; 2 a usage error (clap's, or a token file or config that cannot
+//! be read); 3 the admin API cannot be reached or answered something
+//! unexpected (401 included).
 
-use crate::admin_client::{self, encode, ClientError, Target};
+use crate::admin_client::{
+    self, encode, json_text, parse_json, table, text, ConnectArgs, Failure, Target,
+};
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::Method;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,34 +24,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Decisions the detailed status shows.
 const LAST_DECISIONS: usize = 5;
 
-/// The exit code when the server refused the command or knows no such
-/// rollout.
-const EXIT_REFUSED: u8 = 1;
-/// The exit code for usage errors (clap's own).
-const EXIT_USAGE: u8 = 2;
-/// The exit code when the admin API cannot be reached or answered
-/// something unexpected.
-const EXIT_UNREACHABLE: u8 = 3;
-
 /// Where the admin API is and how to authenticate to it; shared by every
 /// `levee rollout` subcommand.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     #[command(subcommand)]
     action: Action,
-    /// The admin API [default: the config's `[admin] listen`, else
-    /// http://127.0.0.1:9901].
-    #[arg(long, global = true, value_name = "URL")]
-    admin: Option<String>,
-    /// Read the admin token from FILE [default: $LEVEE_ADMIN_TOKEN, else
-    /// the config's `[admin] token`].
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// The config file to find the admin API and token in [default:
-    /// levee.toml, levee.yaml or levee.yml in the working directory, else
-    /// $LEVEE_CONFIG].
-    #[arg(short, long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Print the admin API's JSON answer unchanged, for scripts.
     #[arg(long, global = true)]
     json: bool,
@@ -106,63 +88,13 @@ impl Action {
     }
 }
 
-/// Why `levee rollout` stopped; each becomes a message on stderr and an
-/// exit code.
-#[derive(Debug)]
-enum Failure {
-    /// The server refused (409) or has no such rollout (404).
-    Refused(String),
-    /// Bad arguments, token file or config.
-    Usage(String),
-    /// The admin API cannot be reached or answered something unexpected.
-    Unreachable(String),
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        match e {
-            ClientError::Usage(m) => Failure::Usage(m),
-            ClientError::Unreachable(m) => Failure::Unreachable(m),
-        }
-    }
-}
-
-impl Failure {
-    fn exit(self) -> ExitCode {
-        let (code, message) = match self {
-            Failure::Refused(m) => (EXIT_REFUSED, m),
-            Failure::Usage(m) => (EXIT_USAGE, m),
-            Failure::Unreachable(m) => (EXIT_UNREACHABLE, m),
-        };
-        eprintln!("error: {message}");
-        ExitCode::from(code)
-    }
-}
-
 /// Runs `levee rollout ...` and gives the exit code.
 pub(crate) fn main(args: Args) -> ExitCode {
-    let target = match admin_client::target(
-        args.admin.as_deref(),
-        args.token_file.as_deref(),
-        args.config.as_deref(),
-    ) {
-        Ok(t) => t,
-        Err(e) => return Failure::from(e).exit(),
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return Failure::Unreachable(format!("starting the async runtime: {e}")).exit(),
-    };
-    match runtime.block_on(act(&target, &args)) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(f) => f.exit(),
-    }
+    let args = &args;
+    admin_client::run_command(
+        &args.connect,
+        |target| async move { act(&target, args).await },
+    )
 }
 
 /// Carries out the action; the text to print on success.
@@ -182,18 +114,9 @@ async fn act(target: &Target, args: &Args) -> Result<String, Failure> {
     };
     let body = exchange(target, method, &path).await?;
     if args.json {
-        let mut text = String::from_utf8_lossy(&body).into_owned();
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        return Ok(text);
+        return Ok(json_text(&body));
     }
-    let value: Value = serde_json::from_slice(&body).map_err(|_| {
-        Failure::Unreachable(format!(
-            "the admin API at {} answered something that is not JSON",
-            target.shown
-        ))
-    })?;
+    let value = parse_json(target, &body)?;
     Ok(match &args.action {
         Action::Status { route: None } => render_list(&value),
         Action::Status { route: Some(_) } => render_detail(&value),
@@ -208,33 +131,7 @@ async fn act(target: &Target, args: &Args) -> Result<String, Failure> {
 /// answer means.
 async fn exchange(target: &Target, method: Method, path: &str) -> Result<Bytes, Failure> {
     let (status, body) = admin_client::send(target, method, path, None, REQUEST_TIMEOUT).await?;
-    judge(target, status, body)
-}
-
-/// What an answer means for the exit code.
-fn judge(target: &Target, status: StatusCode, body: Bytes) -> Result<Bytes, Failure> {
-    let message = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string));
-    match status {
-        StatusCode::OK => Ok(body),
-        StatusCode::CONFLICT => Err(Failure::Refused(
-            message.unwrap_or_else(|| "the command does not apply now".into()),
-        )),
-        StatusCode::NOT_FOUND => match message {
-            Some(m) if m != "no such admin endpoint" => Err(Failure::Refused(m)),
-            _ => Err(Failure::Unreachable(format!(
-                "the admin API at {} has no rollout endpoints (is it an older Levee?)",
-                target.shown
-            ))),
-        },
-        StatusCode::UNAUTHORIZED => Err(Failure::Unreachable(admin_client::unauthorized(target))),
-        other => Err(Failure::Unreachable(format!(
-            "the admin API at {} answered {other}{}",
-            target.shown,
-            message.map(|m| format!(": {m}")).unwrap_or_default()
-        ))),
-    }
+    admin_client::judge(target, status, body, "rollout")
 }
 
 /// The one line a command prints, from the state it returned.
@@ -441,34 +338,6 @@ fn versions(r: &Value) -> String {
         Some(canary) if canary != stable => format!("{stable} → {canary}"),
         _ => stable,
     }
-}
-
-/// Rows as columns padded to their widest cell, each line after `indent`.
-fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = indent.to_string();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            line.push_str(cell);
-            if i + 1 < N {
-                line.push_str(&" ".repeat(w - cell.chars().count() + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// A string value, or `-`.
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| "-".to_string(), str::to_string)
 }
 
 /// A value already in percent, as `12.5%`.

@@ -1,8 +1,10 @@
 //! Incidents as the tick sees them: a page that fires opens one, traced
 //! back through the series' buckets to where the burn began; it is
 //! followed until it recovers, and closed when the alert resolves or the
-//! SLO leaves the config.
+//! SLO leaves the config. What operators did about each (`actions`) rides
+//! along.
 
+use super::actions::OperatorLog;
 use super::series::Series;
 use super::tick::Ledger;
 use levee_core::Nanos;
@@ -15,6 +17,8 @@ pub(super) struct TrackedIncident {
     pub(super) row: IncidentRow,
     /// Recovered and resolved: nothing about it changes any more.
     pub(super) settled: bool,
+    /// Acknowledgement, notes and resolution by operators.
+    pub(super) log: OperatorLog,
 }
 
 /// Puts `row` in the next write, replacing an older copy.
@@ -74,6 +78,7 @@ impl Ledger<'_> {
         self.incidents.push(TrackedIncident {
             row,
             settled: false,
+            log: OperatorLog::default(),
         });
         id
     }

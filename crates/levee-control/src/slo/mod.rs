@@ -8,9 +8,12 @@
 //!
 //! By job: `series` (an objective's definition, buckets and metrics),
 //! `tick` (one evaluation), `incidents` (tracing and closing them),
+//! `actions` (what operators do about an incident, and its rules),
 //! `report` (what the API shows), `run` (the loop); this file holds the
-//! engine's state, loading and configuration.
+//! engine's state, loading and configuration, and takes operators'
+//! actions.
 
+mod actions;
 mod incidents;
 mod report;
 mod run;
@@ -19,9 +22,12 @@ mod series;
 mod tests;
 mod tick;
 
+pub use actions::{
+    ActionError, IncidentAction, OperatorMark, MAX_ACTOR_CHARS, MAX_MESSAGE_CHARS, MAX_NOTES,
+};
 pub use report::{
     AlertStatus, BudgetStatus, DurationSummary, IncidentStatus, SloReport, SloStatus, TierStatus,
-    WindowStatus, TIER_MIN_EVENTS, TIER_MIN_OBSERVED,
+    TimelineEvent, WindowStatus, TIER_MIN_EVENTS, TIER_MIN_OBSERVED,
 };
 pub(crate) use run::{run, unix_nanos};
 
@@ -33,8 +39,8 @@ use levee_core::metrics::Registry;
 use levee_core::Nanos;
 use levee_proxy::slo::SloCounters;
 use levee_slo::{Alerts, Buckets, Counts};
-use levee_store::{AlertRow, Batch, BucketRow, Snapshot, Store};
-use report::build_report;
+use levee_store::{AlertRow, Batch, BucketRow, IncidentActionRow, Snapshot, Store};
+use report::{build_report, incidents_report};
 use series::{absorb, layout, restore_alerts, slices_key, Series, SeriesDef, SeriesMetrics};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,8 +77,9 @@ pub(super) struct EngineState {
 
 impl EngineState {
     /// Takes what the store held: buckets and alert states wait for their
-    /// series to be configured; incidents are followed again.
-    fn restore(&mut self, snapshot: Snapshot) {
+    /// series to be configured; incidents are followed again, with what
+    /// operators did about them.
+    fn restore(&mut self, snapshot: Snapshot, actions: Vec<IncidentActionRow>) {
         self.stored_buckets.clear();
         for row in snapshot.buckets {
             self.stored_buckets
@@ -93,8 +100,19 @@ impl EngineState {
             .map(|row| TrackedIncident {
                 settled: row.recover_ns.is_some() && row.resolve_ns.is_some(),
                 row,
+                log: actions::OperatorLog::default(),
             })
             .collect();
+        for action in &actions {
+            // Actions of incidents retention removed went with them.
+            if let Some(i) = self
+                .incidents
+                .iter_mut()
+                .find(|i| i.row.id == action.incident_id)
+            {
+                i.log.apply(action);
+            }
+        }
         self.next_incident_id = snapshot.max_incident_id.map_or(1, |m| m + 1);
     }
 }
@@ -133,9 +151,9 @@ impl SloEngine {
         deferred: bool,
     ) -> Result<Self, String> {
         let mut store = store;
-        let snapshot = match store.as_mut() {
-            Some(s) if !deferred => s.load().map_err(|e| e.to_string())?,
-            _ => Snapshot::default(),
+        let (snapshot, actions) = match store.as_mut() {
+            Some(s) if !deferred => load_all(s.as_mut()).map_err(|e| e.to_string())?,
+            _ => (Snapshot::default(), Vec::new()),
         };
         let store_label = store
             .as_ref()
@@ -155,12 +173,16 @@ impl SloEngine {
             last_tick: 0,
             awaiting_store: deferred,
         };
-        state.restore(snapshot);
+        state.restore(snapshot, actions);
+        // The stored incidents are in the API from the start, before the
+        // first tick, so an operator can act on them at once.
+        let mut report = SloReport::default();
+        incidents_report(&state, &mut report);
         let engine = Self {
             evaluate_every_ns: AtomicU64::new(nanos(state.config.alerting.evaluate_every)),
             counters,
             state: tokio::sync::Mutex::new(state),
-            report: ArcSwap::from_pointee(SloReport::default()),
+            report: ArcSwap::from_pointee(report),
             notifier,
             registry,
             store_label,
@@ -189,15 +211,18 @@ impl SloEngine {
         }
         if let Some(mut store) = state.store.take() {
             let (store, loaded) = tokio::task::spawn_blocking(move || {
-                let loaded = store.load();
+                let loaded = load_all(store.as_mut());
                 (store, loaded)
             })
             .await
             .expect("store reads do not panic");
             state.store = Some(store);
             match loaded {
-                Ok(snapshot) => {
-                    state.restore(snapshot);
+                Ok((snapshot, actions)) => {
+                    state.restore(snapshot, actions);
+                    let mut report = (*self.report.load_full()).clone();
+                    incidents_report(&state, &mut report);
+                    self.report.store(Arc::new(report));
                     // Nothing was absorbed yet: rebuild from the stored rows.
                     state.series.clear();
                 }
@@ -414,6 +439,77 @@ impl SloEngine {
         }
         self.tick(now).await;
     }
+}
+
+impl SloEngine {
+    /// Carries out an operator's `action` on incident `id` at `now`: checks
+    /// it against the incident's state, stores it (an action the store
+    /// refuses is not taken), applies it, stops the page's escalations on
+    /// an acknowledgement or resolution, and publishes the incident as it
+    /// is now.
+    pub(crate) async fn act(
+        &self,
+        id: u64,
+        action: IncidentAction,
+        now: Nanos,
+    ) -> Result<IncidentStatus, ActionError> {
+        let action = action.validated()?;
+        let mut state = self.state.lock().await;
+        if state.awaiting_store {
+            return Err(ActionError::Store(
+                "a takeover is under way and the store is not loaded yet; try again in a moment"
+                    .into(),
+            ));
+        }
+        let tracked = state
+            .incidents
+            .iter()
+            .find(|i| i.row.id == id)
+            .ok_or(ActionError::NotFound(id))?;
+        let row = tracked.log.check(&tracked.row, &action, now)?;
+        if state.store.is_some() {
+            // The incident's own row first: an action refers to it.
+            self.flush(&mut state).await;
+            let mut store = state.store.take().expect("checked above");
+            let written = row.clone();
+            let (store, result) = tokio::task::spawn_blocking(move || {
+                let result = store.write_incident_actions(std::slice::from_ref(&written));
+                (store, result)
+            })
+            .await
+            .expect("store writes do not panic");
+            state.store = Some(store);
+            if let Err(e) = result {
+                tracing::error!(incident = id, error = %e, "storing an incident action failed; not taken");
+                return Err(ActionError::Store(e.to_string()));
+            }
+        }
+        let tracked = state
+            .incidents
+            .iter_mut()
+            .find(|i| i.row.id == id)
+            .ok_or(ActionError::NotFound(id))?;
+        tracked.log.apply(&row);
+        let status = report::incident_status(tracked);
+        tracing::info!(incident = id, action = action.kind(), by = %row.actor, "incident action taken");
+        if matches!(
+            action,
+            IncidentAction::Acknowledge { .. } | IncidentAction::Resolve { .. }
+        ) {
+            self.notifier.stop_escalation(id);
+        }
+        let mut report = (*self.report.load_full()).clone();
+        incidents_report(&state, &mut report);
+        self.report.store(Arc::new(report));
+        Ok(status)
+    }
+}
+
+/// The SLO engine's rows and the incidents' actions, as one load.
+fn load_all(
+    store: &mut dyn Store,
+) -> Result<(Snapshot, Vec<IncidentActionRow>), levee_store::StoreError> {
+    Ok((store.load()?, store.load_incident_actions()?))
 }
 
 fn nanos(d: Duration) -> u64 {

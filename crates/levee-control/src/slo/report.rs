@@ -1,8 +1,12 @@
 //! The SLO report: what the admin API, the status page and the alert
 //! payloads show (objectives, budgets, burn rates, alerts, incidents with
-//! MTTD/MTTR, tier uptime), rebuilt from the engine's state after each
-//! tick, with the readable figures they are built from.
+//! their operators' actions and timeline, MTTD/MTTA/MTTR, tier uptime),
+//! rebuilt from the engine's state after each tick (and its incidents
+//! after each operator's action), with the readable figures they are
+//! built from.
 
+use super::actions::OperatorMark;
+use super::incidents::TrackedIncident;
 use super::series::{alert_state_parts, period_at, severity_name, tier_name, PeriodAt, Series};
 use super::{EngineState, HOUR};
 use levee_config::{Budgeting, SloPeriod};
@@ -40,6 +44,8 @@ pub struct SloReport {
     pub incidents: Vec<IncidentStatus>,
     /// Time to detect over the incidents kept.
     pub mttd: Option<DurationSummary>,
+    /// Time to acknowledge over the acknowledged incidents kept.
+    pub mtta: Option<DurationSummary>,
     /// Time to recover over the recovered incidents kept.
     pub mttr: Option<DurationSummary>,
     /// Uptime and budget by tier.
@@ -202,6 +208,64 @@ pub struct IncidentStatus {
     pub runbook: Option<String>,
     /// The SLO's labels.
     pub labels: BTreeMap<String, String>,
+    /// Where operators are with it: `triggered` (no one has acknowledged
+    /// it), `acknowledged`, or `resolved` (by an operator, or because its
+    /// alert resolved).
+    pub workflow: &'static str,
+    /// Who acknowledged it and when.
+    pub acknowledged: Option<OperatorMark>,
+    /// Who resolved it and when, with their message; `None` when no
+    /// operator did (its alert's resolution is `resolve`).
+    pub resolved_by: Option<OperatorMark>,
+    /// Operators' notes, oldest first.
+    pub notes: Vec<OperatorMark>,
+    /// Seconds from detection to acknowledgement.
+    pub time_to_acknowledge_seconds: Option<f64>,
+}
+
+/// One moment in an incident's life, for its timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEvent {
+    /// When (RFC 3339).
+    pub at: String,
+    /// `start`, `detect`, `acknowledge`, `note`, `recover`,
+    /// `alert_resolve` or `resolve` (by an operator).
+    pub event: &'static str,
+    /// The operator, for their actions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// A note's text or a resolution's message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl IncidentStatus {
+    /// Its moments in time order (events at the same time in the order
+    /// of the list above, operators' actions in the order they were
+    /// taken).
+    pub fn timeline(&self) -> Vec<TimelineEvent> {
+        let at = |t: &str, event| TimelineEvent {
+            at: t.to_string(),
+            event,
+            by: None,
+            message: None,
+        };
+        let by = |m: &OperatorMark, event| TimelineEvent {
+            at: m.at.clone(),
+            event,
+            by: Some(m.by.clone()),
+            message: m.message.clone(),
+        };
+        let mut events = vec![at(&self.start, "start"), at(&self.detect, "detect")];
+        events.extend(self.acknowledged.iter().map(|m| by(m, "acknowledge")));
+        events.extend(self.notes.iter().map(|m| by(m, "note")));
+        events.extend(self.recover.iter().map(|t| at(t, "recover")));
+        events.extend(self.resolve.iter().map(|t| at(t, "alert_resolve")));
+        events.extend(self.resolved_by.iter().map(|m| by(m, "resolve")));
+        // RFC 3339 with a fixed width sorts as text; the sort is stable.
+        events.sort_by(|a, b| a.at.cmp(&b.at));
+        events
+    }
 }
 
 /// A distribution of durations, in seconds.
@@ -209,6 +273,8 @@ pub struct IncidentStatus {
 pub struct DurationSummary {
     /// How many.
     pub count: usize,
+    /// The mean (the "M" in MTTD, MTTA, MTTR).
+    pub mean_seconds: f64,
     /// Median.
     pub median_seconds: f64,
     /// 90th percentile.
@@ -413,7 +479,9 @@ pub(super) fn series_status(series: &Series, now: Nanos) -> SloStatus {
     }
 }
 
-pub(super) fn incident_status(row: &IncidentRow) -> IncidentStatus {
+pub(super) fn incident_status(tracked: &TrackedIncident) -> IncidentStatus {
+    let row = &tracked.row;
+    let log = &tracked.log;
     let secs = |ns: u64| ns as f64 / 1e9;
     IncidentStatus {
         id: row.id,
@@ -436,12 +504,26 @@ pub(super) fn incident_status(row: &IncidentRow) -> IncidentStatus {
         budget_spent_ratio: row.budget_spent_ppm as f64 / 1e6,
         runbook: row.runbook.clone(),
         labels: row.labels.iter().cloned().collect(),
+        workflow: if log.resolved.is_some() || row.resolve_ns.is_some() {
+            "resolved"
+        } else if log.acknowledged.is_some() {
+            "acknowledged"
+        } else {
+            "triggered"
+        },
+        acknowledged: log.acknowledged.clone(),
+        resolved_by: log.resolved.clone(),
+        notes: log.notes.clone(),
+        time_to_acknowledge_seconds: log
+            .acknowledged_ns()
+            .map(|a| secs(a.saturating_sub(row.detect_ns))),
     }
 }
 
 fn summary(s: Option<levee_slo::Summary>) -> Option<DurationSummary> {
     s.map(|s| DurationSummary {
         count: s.count,
+        mean_seconds: s.mean.as_secs_f64(),
         median_seconds: s.median.as_secs_f64(),
         p90_seconds: s.p90.as_secs_f64(),
         max_seconds: s.max.as_secs_f64(),
@@ -514,28 +596,41 @@ pub(super) fn build_report(state: &EngineState, now: Nanos) -> SloReport {
             None => slos.push(status),
         }
     }
-    let rows: Vec<&IncidentRow> = state.incidents.iter().rev().map(|i| &i.row).collect();
-    let as_incidents: Vec<levee_slo::Incident> = rows
-        .iter()
-        .map(|r| levee_slo::Incident {
-            severity: Severity::Page,
-            start: r.start_ns,
-            start_clipped: r.start_clipped,
-            detect: r.detect_ns,
-            recover: r.recover_ns,
-            resolve: r.resolve_ns,
-            bad_events: r.bad_events,
-            budget_spent_ppm: r.budget_spent_ppm,
-        })
-        .collect();
-    SloReport {
+    let mut report = SloReport {
         evaluated_at: Some(calendar::rfc3339(now)),
         slos,
-        incidents: rows.into_iter().map(incident_status).collect(),
-        mttd: summary(incident::mttd(&as_incidents)),
-        mttr: summary(incident::mttr(&as_incidents)),
         tiers,
-    }
+        ..SloReport::default()
+    };
+    incidents_report(state, &mut report);
+    report
+}
+
+/// Puts the incidents (newest first) and their MTTD, MTTA and MTTR into
+/// `report`.
+pub(super) fn incidents_report(state: &EngineState, report: &mut SloReport) {
+    let as_incidents: Vec<levee_slo::Incident> = state
+        .incidents
+        .iter()
+        .map(|i| {
+            let r: &IncidentRow = &i.row;
+            levee_slo::Incident {
+                severity: Severity::Page,
+                start: r.start_ns,
+                start_clipped: r.start_clipped,
+                detect: r.detect_ns,
+                recover: r.recover_ns,
+                resolve: r.resolve_ns,
+                acknowledge: i.log.acknowledged_ns(),
+                bad_events: r.bad_events,
+                budget_spent_ppm: r.budget_spent_ppm,
+            }
+        })
+        .collect();
+    report.incidents = state.incidents.iter().rev().map(incident_status).collect();
+    report.mttd = summary(incident::mttd(&as_incidents));
+    report.mtta = summary(incident::mtta(&as_incidents));
+    report.mttr = summary(incident::mttr(&as_incidents));
 }
 
 #[cfg(test)]

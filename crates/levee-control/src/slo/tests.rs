@@ -479,6 +479,150 @@ async fn time_slices_replay_against_a_naive_model() {
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
+fn ack(by: &str) -> IncidentAction {
+    IncidentAction::Acknowledge { by: by.into() }
+}
+
+fn note(by: &str, message: &str) -> IncidentAction {
+    IncidentAction::Note {
+        by: by.into(),
+        message: message.into(),
+    }
+}
+
+fn resolve(by: &str, message: Option<&str>) -> IncidentAction {
+    IncidentAction::Resolve {
+        by: by.into(),
+        message: message.map(str::to_string),
+    }
+}
+
+/// Through the engine, in virtual time: an operator acknowledges a page
+/// 3 s after it fired, writes a note and resolves it while the alert
+/// still fires; the incident is resolved for operators, the same firing
+/// opens nothing new, the alert's own resolution is recorded on it when
+/// it comes, and the next firing opens a new incident. MTTA is 60 s. A
+/// new engine on the same store shows every action, and numbers the next
+/// one after them.
+#[tokio::test]
+async fn operators_actions_are_kept_across_a_restart_and_give_mtta() {
+    let db = temp_db();
+    let e = engine(&db).await;
+    for k in 0..120 {
+        second(&e, k, 10, 0).await;
+    }
+    for k in 120..127 {
+        second(&e, k, 0, 10).await;
+    }
+    let fired = incident(&e).expect("paged 7 s after the step");
+    assert_eq!((fired.id, fired.workflow), (1, "triggered"));
+    assert!(e.report().mtta.is_none());
+    let detect = T0 + 127 * S;
+
+    assert_eq!(
+        e.act(9, ack("alice"), detect).await.unwrap_err(),
+        ActionError::NotFound(9)
+    );
+    let acked = e.act(1, ack("alice"), detect + 3 * S).await.unwrap();
+    assert_eq!(acked.workflow, "acknowledged");
+    assert_eq!(acked.time_to_acknowledge_seconds, Some(3.0));
+    assert_eq!(
+        e.act(1, ack("bob"), detect + 4 * S).await.unwrap_err(),
+        ActionError::Conflict(format!(
+            "incident 1 was acknowledged by alice at {}",
+            calendar::rfc3339(detect + 3 * S)
+        ))
+    );
+    e.act(1, note("bob", "checkout v42 rolled back"), detect + 5 * S)
+        .await
+        .unwrap();
+    // Still failing: the alert fires on while the operator resolves.
+    for k in 127..140 {
+        second(&e, k, 0, 10).await;
+    }
+    assert_eq!(e.report().slos[0].alerts[0].state, "firing");
+    let resolved = e
+        .act(1, resolve("alice", Some("fixed upstream")), detect + 12 * S)
+        .await
+        .unwrap();
+    assert_eq!(resolved.workflow, "resolved");
+    assert_eq!(resolved.resolve, None, "the alert itself still fires");
+    assert!(matches!(
+        e.act(1, resolve("bob", None), detect + 12 * S).await,
+        Err(ActionError::Conflict(_))
+    ));
+    // The published report has it at once, without a tick.
+    let shown = incident(&e).unwrap();
+    assert_eq!(shown.resolved_by.as_ref().unwrap().by, "alice");
+    assert_eq!(
+        shown.resolved_by.as_ref().unwrap().message.as_deref(),
+        Some("fixed upstream")
+    );
+    let mtta = e.report().mtta.clone().unwrap();
+    assert_eq!(
+        (mtta.count, mtta.median_seconds, mtta.mean_seconds),
+        (1, 3.0, 3.0)
+    );
+
+    // Healthy again: the alert resolves, onto the same incident.
+    for k in 140..240 {
+        second(&e, k, 10, 0).await;
+    }
+    let report = e.report();
+    assert_eq!(report.incidents.len(), 1, "no new incident while it fired");
+    assert!(report.incidents[0].resolve.is_some());
+    assert_eq!(report.incidents[0].state, "closed");
+    // A new firing opens a new incident.
+    for k in 240..250 {
+        second(&e, k, 0, 10).await;
+    }
+    let newest = incident(&e).unwrap();
+    assert_eq!((newest.id, newest.workflow), (2, "triggered"));
+    drop(e);
+
+    let again = engine(&db).await;
+    again.tick(T0 + 251 * S).await;
+    let report = again.report();
+    let first = report.incidents.iter().find(|i| i.id == 1).unwrap();
+    assert_eq!(first.workflow, "resolved");
+    assert_eq!(first.acknowledged.as_ref().unwrap().by, "alice");
+    assert_eq!(first.notes.len(), 1);
+    assert_eq!(
+        first.notes[0].message.as_deref(),
+        Some("checkout v42 rolled back")
+    );
+    assert_eq!(first.resolved_by.as_ref().unwrap().by, "alice");
+    assert_eq!(report.mtta.as_ref().unwrap().count, 1);
+    let events: Vec<&str> = first.timeline().iter().map(|t| t.event).collect();
+    assert_eq!(
+        events,
+        [
+            "start",
+            "detect",
+            "acknowledge",
+            "note",
+            "resolve",
+            "recover",
+            "alert_resolve"
+        ]
+    );
+    // Numbering goes on after the stored actions.
+    again
+        .act(1, note("carol", "postmortem PM-7"), T0 + 300 * S)
+        .await
+        .unwrap();
+    drop(again);
+    let mut store = levee_store::SqliteStore::open(&db).unwrap();
+    let seqs: Vec<u32> = store
+        .load_incident_actions()
+        .unwrap()
+        .iter()
+        .map(|a| a.seq)
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
 /// A maintenance that leaves the budget: the errors inside its window
 /// neither count nor page, those before and after do, and the report says
 /// how many were left out.

@@ -311,5 +311,6 @@ fn notification(series: &Series, announcement: Announcement, now: Nanos) -> Noti
         ends_at,
         incident,
         status: serde_json::to_value(&status).unwrap_or_default(),
+        escalated_from: None,
     }
 }

@@ -27,22 +27,22 @@ const MS: Duration = Duration::from_millis(1);
 
 /// One webhook delivery as received.
 #[derive(Debug, Clone)]
-struct Delivery {
-    path: String,
-    content_type: String,
-    body: Value,
+pub(crate) struct Delivery {
+    pub(crate) path: String,
+    pub(crate) content_type: String,
+    pub(crate) body: Value,
 }
 
 /// A webhook receiver: answers 503 to the first `fail_first` deliveries
 /// (to prove retries), then 200, and keeps every accepted body.
-struct Receiver {
-    addr: SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
     accepted: Arc<Mutex<Vec<Delivery>>>,
     attempts: Arc<AtomicUsize>,
 }
 
 impl Receiver {
-    async fn start(fail_first: usize) -> Self {
+    pub(crate) async fn start(fail_first: usize) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted: Arc<Mutex<Vec<Delivery>>> = Arc::default();
@@ -100,7 +100,7 @@ impl Receiver {
         }
     }
 
-    fn accepted(&self) -> Vec<Delivery> {
+    pub(crate) fn accepted(&self) -> Vec<Delivery> {
         self.accepted.lock().unwrap().clone()
     }
 }
@@ -156,7 +156,7 @@ period = "1h"
 }
 
 /// Sends `n` requests to `path`, spread over about `over`.
-async fn traffic(gw_url: &str, path: &str, n: usize, over: Duration) {
+pub(crate) async fn traffic(gw_url: &str, path: &str, n: usize, over: Duration) {
     let client = Client::http1();
     for _ in 0..n {
         let _ = client.get(&format!("{gw_url}{path}")).await;
