@@ -1,6 +1,7 @@
 //! Levee's admin API: Prometheus metrics, liveness and readiness, the
 //! effective config (secrets redacted), cluster and listener state, reload,
-//! SLOs, incidents, capacity and the status page. It reads the data plane
+//! SLOs, incidents, capacity, the status page and the operator dashboard
+//! (`/ui`, in [`ui`]). It reads the data plane
 //! only through [`levee_proxy::Gateway`]'s published state and the control
 //! plane only through [`levee_control::Control`]'s.
 //!
@@ -8,10 +9,14 @@
 //! but `/healthz`, `/readyz` (probes) and the status page (`/status`,
 //! `/api/v1/status`, made to be shown to customers: tier uptime and
 //! incident times, no labels, runbooks or internals) needs
-//! `Authorization: Bearer TOKEN`. The config layer refuses a non-loopback
+//! `Authorization: Bearer TOKEN`, or the cookie of a dashboard session
+//! (opened by posting the token to `/ui/login`; for anything but reads,
+//! only from the dashboard's own origin). The dashboard's login form and
+//! static assets are open. The config layer refuses a non-loopback
 //! address without a token.
 
 mod status;
+mod ui;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -31,6 +36,8 @@ struct AdminState {
     gateway: Gateway,
     control: Control,
     token: Option<Arc<Secret>>,
+    /// Dashboard sessions, which the token check also accepts.
+    sessions: Arc<ui::Sessions>,
 }
 
 /// The admin router for `gateway` and its `control` plane, requiring
@@ -40,6 +47,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         gateway,
         control,
         token: token.map(Arc::new),
+        sessions: Arc::default(),
     };
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -62,6 +70,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status_json))
         .route("/status", get(status_html))
+        .merge(ui::routes())
         .merge(protected)
         .fallback(|| async {
             (
@@ -125,9 +134,13 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(levee_core::auth::bearer_token);
-    match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
-        _ => {
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
+        return next.run(req).await;
+    }
+    match ui::session_access(&state.sessions, &req) {
+        ui::SessionAccess::Granted => next.run(req).await,
+        ui::SessionAccess::CrossOrigin => ui::cross_origin(),
+        ui::SessionAccess::None => {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"})),
