@@ -256,6 +256,7 @@ const STATUS = {
   passed: ['s-ok', '✓', 'Passed'],
   promoted: ['s-ok', '✓', 'Promoted'],
   closed: ['s-ok', '✓', 'Closed'],
+  resolved: ['s-ok', '✓', 'Resolved'],
   inactive: ['s-neutral', '○', 'Inactive'],
   no_data: ['s-neutral', '○', 'No data yet'],
   unlimited: ['s-neutral', '∞', 'No limit set'],
@@ -823,7 +824,7 @@ function upstreamFaultText(kind) {
   return 'fault';
 }
 
-function changesSection(rollouts, faults, config) {
+function changesSection(rollouts, faults, config, title = 'Rollouts, experiments and faults', empty = 'No rollout, split, experiment or fault is active.') {
   const active = (rollouts.rollouts ?? []).filter((r) => ACTIVE_PHASES.has(r.phase));
   const splits = rollouts.splits ?? [];
   const configured = configuredFaults(config);
@@ -870,10 +871,7 @@ function changesSection(rollouts, faults, config) {
       ),
     );
   }
-  return section(
-    'Rollouts, experiments and faults',
-    parts.length ? parts : note('No rollout, split, experiment or fault is active.', 'no-changes'),
-  );
+  return section(title, parts.length ? parts : note(empty, 'no-changes'));
 }
 
 // ---------------------------------------------------------------- routes
@@ -933,7 +931,8 @@ const routePage = {
     if (list === MISSING) return { missing: true };
     const window = route.window === '1d' ? '1d' : '1h';
     const history = await fetchApi(`${HISTORY_API}/${encodeURIComponent(route.route)}?window=${window}`, { optional: true });
-    return { history, window };
+    const meta = (list.routes ?? []).find((r) => r.route === route.route) ?? {};
+    return { history, window, meta };
   },
   render(d, route) {
     const title = h('h1', { tabindex: '-1' }, `Route ${route.route}`);
@@ -973,12 +972,14 @@ const routePage = {
     const rate = (v) => (isNum(v) ? `${v === 0 ? '0' : v.toFixed(v < 1 ? 2 : v < 10 ? 1 : 0)}/s` : '—');
     const totalReq = points.reduce((a, p) => a + p.requests, 0);
     const totalErr = points.reduce((a, p) => a + p.errors, 0);
-    const figuresTable = table(
-      'Requests and errors by step (idle steps left out)',
-      ['Time (UTC)', 'Requests', 'Requests/s', 'Errors', 'Error rate'],
-      points.filter((p) => p.requests > 0).map((p) => [fmt.clockSeconds(p.t_ns / 1e6), fmt.num(p.requests), rate(perSecond(p)), fmt.num(p.errors), fmt.pct(errRatio(p), 2)]),
-      { numeric: [1, 2, 3, 4] },
-    );
+    // Both charts get the same figures (a DOM node can sit in one place only).
+    const figuresTable = () =>
+      table(
+        'Requests and errors by step (idle steps left out)',
+        ['Time (UTC)', 'Requests', 'Requests/s', 'Errors', 'Error rate'],
+        points.filter((p) => p.requests > 0).map((p) => [fmt.clockSeconds(p.t_ns / 1e6), fmt.num(p.requests), rate(perSecond(p)), fmt.num(p.errors), fmt.pct(errRatio(p), 2)]),
+        { numeric: [1, 2, 3, 4] },
+      );
     const out = [
       title,
       back,
@@ -986,7 +987,8 @@ const routePage = {
       figures([
         ['Requests', h('span', { testid: 'route-requests', 'data-value': totalReq }, fmt.num(totalReq))],
         ['Errors', `${fmt.num(totalErr)} (${fmt.pct(totalReq ? totalErr / totalReq : null, 2)})`],
-        ['Cluster', hist.cluster ?? '—'],
+        ['Cluster', d.meta.cluster ?? '—'],
+        ['Listener', d.meta.listener ?? '—'],
       ]),
       lineChart({
         id: 'rate',
@@ -997,7 +999,7 @@ const routePage = {
         yFormat: rate,
         describe: describeSeries(rateSeries, rate),
         summary: `Request rate over the last ${d.window === '1d' ? 'day' : 'hour'}: ${fmt.num(totalReq)} requests, latest ${rate(perSecond(points[points.length - 1] ?? { requests: 0 }))}.`,
-        details: figuresTable,
+        details: figuresTable(),
       }),
       lineChart({
         id: 'errors',
@@ -1005,9 +1007,10 @@ const routePage = {
         width,
         timesMs,
         series: errSeries,
-        yFormat: (v) => fmt.pct(v, 1),
+        yFormat: (v) => fmt.pct(v, v < 0.1 ? 2 : 1),
         describe: describeSeries(errSeries, (v) => fmt.pct(v, 2)),
         summary: `Error rate: ${fmt.num(totalErr)} errors of ${fmt.num(totalReq)} requests (${fmt.pct(totalReq ? totalErr / totalReq : null, 2)}).`,
+        details: figuresTable(),
       }),
       latencyHeatmap({ id: 'latency', title: 'Latency (all versions)', width, points, rowsMs: hist.rows_ms ?? [] }),
     ];
@@ -1180,7 +1183,8 @@ function incidentHeatmap(list, scopes, width) {
   const labelEvery = colW < 34 ? 2 : 1;
   days.forEach((day, k) => {
     if ((HEATMAP_DAYS - 1 - k) % labelEvery) return;
-    body.push(s('text', { x: m.l + k * colW + colW / 2, y: height - 6, 'text-anchor': 'middle' }, String(new Date(day).getUTCDate())));
+    const date = new Date(day).getUTCDate();
+    body.push(s('text', { x: m.l + k * colW + colW / 2, y: height - 6, 'text-anchor': 'middle' }, k === 0 || date === 1 ? fmt.day(day) : String(date)));
   });
   const summary = `Incidents by day over the last ${HEATMAP_DAYS} days: ${[...cells.values()].reduce((a, c) => a + c.count, 0)} incidents on ${rowNames.length} ${rowNames.length > 1 ? 'scopes' : 'scope'}; the worst day spent ${fmt.pct(maxSpent, 2)} of an error budget.`;
   const rows = [];
@@ -1268,7 +1272,7 @@ function incidentTimeline(i, events, deploys, width) {
   t0 -= padT;
   t1 += padT;
   const m = { l: 70, r: 12 };
-  const height = 96;
+  const height = 118;
   const pw = Math.max(60, width - m.l - m.r);
   const x = (t) => m.l + ((t - t0) / (t1 - t0)) * pw;
   const startMs = timeMs(i.start);
@@ -1279,23 +1283,29 @@ function incidentTimeline(i, events, deploys, width) {
     s('text', { x: 0, y: 20 }, 'Impact'),
     s('text', { x: 0, y: 44 }, 'Alert'),
     s('text', { x: 0, y: 68 }, 'Events'),
-    s('line', { class: 'axis', x1: m.l, x2: m.l + pw, y1: 80, y2: 80 }),
+    s('line', { class: 'axis', x1: m.l, x2: m.l + pw, y1: 100, y2: 100 }),
   ];
   if (startMs !== null && recoverMs !== null) body.push(s('rect', { class: 'span-impact', x: x(startMs), y: 10, width: Math.max(2, x(recoverMs) - x(startMs)), height: 14 }, s('title', null, `Failures ${fmt.time(i.start)} to ${i.recover ? fmt.time(i.recover) : 'now'}`)));
   if (detectMs !== null && resolveMs !== null) body.push(s('rect', { class: 'span-alert', x: x(detectMs), y: 34, width: Math.max(2, x(resolveMs) - x(detectMs)), height: 14 }, s('title', null, `Page firing ${fmt.time(i.detect)} to ${i.resolve ? fmt.time(i.resolve) : 'now'}`)));
   for (const dep of deploys) {
     const ds = timeMs(dep.started);
     if (ds === null) continue;
-    body.push(s('line', { class: 'deploy', x1: x(ds), x2: x(ds), y1: 4, y2: 80 }, s('title', null, `Deploy ${dep.route}: ${dep.from} → ${dep.to} started ${fmt.time(dep.started)}`)));
+    body.push(s('line', { class: 'deploy', x1: x(ds), x2: x(ds), y1: 4, y2: 100 }, s('title', null, `Deploy ${dep.route}: ${dep.from} → ${dep.to} started ${fmt.time(dep.started)}`)));
   }
+  // Events close together go on separate lanes rather than on top of each other.
+  const lanes = [];
   for (const e of events) {
-    const mk = MARKERS[e.shape](x(timeMs(e.at)).toFixed(1), 64);
+    const ex = x(timeMs(e.at));
+    let lane = lanes.findIndex((lastX) => ex - lastX >= 16);
+    if (lane < 0) lane = lanes.length < 3 ? lanes.length : 0;
+    lanes[lane] = ex;
+    const mk = MARKERS[e.shape](Math.round(ex * 10) / 10, 64 + lane * 14);
     mk.appendChild(s('title', null, `${e.label}: ${fmt.time(e.at)}`));
     body.push(mk);
   }
   body.push(
-    s('text', { x: m.l, y: 94 }, fmt.clockSeconds(t0)),
-    s('text', { x: m.l + pw, y: 94, 'text-anchor': 'end' }, fmt.clockSeconds(t1)),
+    s('text', { x: m.l, y: 114 }, fmt.clockSeconds(t0)),
+    s('text', { x: m.l + pw, y: 114, 'text-anchor': 'end' }, fmt.clockSeconds(t1)),
   );
   const label = `Timeline of incident ${i.id}: ${events.map((e) => `${e.label.toLowerCase()} ${fmt.time(e.at)}`).join(', ')}${deploys.length ? `; ${deploys.length} deploy${deploys.length > 1 ? 's' : ''} around it` : ''}.`;
   return h(
@@ -1329,7 +1339,7 @@ const clustersPage = {
   },
   render(d) {
     const cap = d.capacity;
-    const thresholds = `Capacity is a warning from ${fmt.pct(cap.warn_at, 0)} of a limit and critical from ${fmt.pct(cap.critical_at, 0)}.`;
+    const thresholds = `Capacity is a warning from ${fmt.pct(cap.warn_at, 0)} of a limit (dashed mark on the bars) and critical from ${fmt.pct(cap.critical_at, 0)} (solid mark).`;
     return [
       h('h1', { tabindex: '-1' }, 'Clusters'),
       h('p', { class: 'lede' }, thresholds),
@@ -1453,7 +1463,7 @@ const rolloutsPage = {
           ? list.map((r) => rolloutCard(r, cardWidth()))
           : note('No rollout has run. A rollout starts when a route with a rollout policy changes cluster in the config.', 'no-rollouts'),
       ),
-      changesSection({ rollouts: [], splits: d.rollouts.splits ?? [] }, d.faults.faults ?? [], d.config),
+      changesSection({ rollouts: [], splits: d.rollouts.splits ?? [] }, d.faults.faults ?? [], d.config, 'Splits, experiments and faults', 'No split, experiment or fault is active.'),
     ];
   },
 };
@@ -1490,7 +1500,11 @@ function checkRows(checks) {
   });
 }
 
-const num4 = (v) => (isNum(v) ? (Math.abs(v) >= 1000 || Number.isInteger(v) ? fmt.num(v) : v.toPrecision(4).replace(/\.?0+$/, '')) : '—');
+const num4 = (v) => {
+  if (!isNum(v)) return '—';
+  const text = Math.abs(v) >= 1000 || Number.isInteger(v) ? fmt.num(v) : v.toPrecision(4).replace(/\.?0+$/, '');
+  return text.replace('-', '−');
+};
 
 function rolloutCard(r, width) {
   const traffic = r.traffic ?? {};
@@ -1523,16 +1537,11 @@ function rolloutCard(r, width) {
     (r.analysis ?? []).length
       ? table('Analysis: each value against its threshold', ['Check', 'Value', 'Threshold', 'Statistic', 'Outcome'], checkRows(r.analysis), { numeric: [2, 3], testid: `rollout-${r.route}-analysis` })
       : note('No analysis yet.'),
-    h(
-      'details',
-      null,
-      h('summary', null, `Decision log (${decisions.length})`),
-      table(
-        'Decisions, newest first',
-        ['When', 'Step', 'Weight', 'Decision', 'Why'],
-        decisions.map((dcs) => [fmt.time(dcs.at), String(dcs.step + 1), `${fmt.num(dcs.weight_percent)}%`, badge(decisionState(dcs.outcome), dcs.outcome), dcs.reason]),
-        { numeric: [1, 2], testid: `rollout-${r.route}-decisions` },
-      ),
+    table(
+      `Decision log, newest first (${decisions.length})`,
+      ['When', 'Step', 'Weight', 'Decision', 'Why'],
+      decisions.map((dcs) => [fmt.time(dcs.at), String(dcs.step + 1), `${fmt.num(dcs.weight_percent)}%`, badge(decisionState(dcs.outcome), dcs.outcome), dcs.reason]),
+      { numeric: [1, 2], testid: `rollout-${r.route}-decisions` },
     ),
   );
 }
