@@ -180,8 +180,8 @@ const fmt = {
     if (!isNum(v)) return '—';
     if (v < 1) return `${v.toFixed(2)} ms`;
     if (v < 10) return `${v.toFixed(1)} ms`;
-    if (v < 10000) return `${Math.round(v)} ms`;
-    return `${(v / 1000).toFixed(1)} s`;
+    if (v < 1000) return `${Math.round(v)} ms`;
+    return `${(v / 1000).toFixed(v < 10000 ? 1 : 0)} s`;
   },
   burn(b) {
     return isNum(b) ? `${b.toFixed(2)}×` : '—';
@@ -496,6 +496,7 @@ function latencyHeatmap({ id, title, width, points, rowsMs }) {
           'data-col': i,
           'data-row': r,
           'data-count': c,
+          'data-t': p.t_ns,
         }),
       );
     });

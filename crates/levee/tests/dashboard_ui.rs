@@ -838,12 +838,16 @@ async fn the_latency_heatmap_darkens_the_cells_of_a_planted_latency_step() {
         || async { total(&history("1h").await) >= 30 },
     )
     .await;
-    let step = history("1h").await["step_seconds"].as_u64().unwrap();
-    let fast_last_col = history("1h").await["points"]
+    // Columns move left as time passes: cells are placed by their step's time.
+    let fast = history("1h").await;
+    let step = fast["step_seconds"].as_u64().unwrap();
+    let fast_last_t = fast["points"]
         .as_array()
         .unwrap()
         .iter()
-        .rposition(|p| p["requests"].as_u64().unwrap() > 0)
+        .filter(|p| p["requests"].as_u64().unwrap() > 0)
+        .map(|p| p["t_ns"].as_u64().unwrap())
+        .max()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(step)).await;
     let slow: Vec<_> = (0..30)
@@ -869,31 +873,35 @@ async fn the_latency_heatmap_darkens_the_cells_of_a_planted_latency_step() {
     let cells = browser
         .execute(
             "return [...document.querySelectorAll('[data-testid=\"chart-latency\"] rect[data-count]')] \
-               .map(r => [Number(r.dataset.col), Number(r.dataset.row), Number(r.dataset.count), r.getAttribute('fill')])",
+               .map(r => [r.dataset.t, Number(r.dataset.row), Number(r.dataset.count), r.getAttribute('fill')])",
             vec![],
         )
         .await;
-    let cells: Vec<(usize, usize, u64, String)> = cells
+    // (step time in ns, row, requests, colour)
+    let cells: Vec<(u64, usize, u64, String)> = cells
         .as_array()
         .unwrap()
         .iter()
         .map(|c| {
             (
-                c[0].as_u64().unwrap() as usize,
+                c[0].as_str().unwrap().parse().unwrap(),
                 c[1].as_u64().unwrap() as usize,
                 c[2].as_u64().unwrap(),
                 c[3].as_str().unwrap().to_string(),
             )
         })
         .collect();
-    // Every cell is the API's count (the page may be a refresh behind:
-    // compare with the columns it drew).
+    // Every cell is the API's count for its step and row (the page may be
+    // a refresh behind on the latest step, never ahead).
     let points = api_now["points"].as_array().unwrap();
-    for (col, row, count, _) in &cells {
-        let api_count = points[*col]["counts"][*row].as_u64().unwrap();
+    for (t, row, count, _) in &cells {
+        let Some(point) = points.iter().find(|p| p["t_ns"].as_u64() == Some(*t)) else {
+            continue; // slid out of the window since the page drew it
+        };
+        let api_count = point["counts"][*row].as_u64().unwrap();
         assert!(
             api_count >= *count,
-            "cell ({col}, {row}) shows {count}, the API {api_count}"
+            "cell ({t}, {row}) shows {count}, the API {api_count}"
         );
     }
     let rows: Vec<Option<f64>> = api_now["rows_ms"]
@@ -913,11 +921,8 @@ async fn the_latency_heatmap_darkens_the_cells_of_a_planted_latency_step() {
         30,
         "the 30 slow requests are in the rows from {slow_ms} ms up: {cells:?}"
     );
-    for (col, row, count, fill) in &slow_cells {
-        assert!(
-            *col > fast_last_col,
-            "slow cell ({col}, {row}) after the step"
-        );
+    for (t, row, count, fill) in &slow_cells {
+        assert!(*t > fast_last_t, "slow cell ({t}, {row}) after the step");
         if *count >= 10 {
             assert!(
                 luminance(fill) < 0.2,
@@ -926,9 +931,15 @@ async fn the_latency_heatmap_darkens_the_cells_of_a_planted_latency_step() {
             );
         }
     }
+    let fast_cells: u64 = cells
+        .iter()
+        .filter(|c| c.0 <= fast_last_t)
+        .map(|c| c.2)
+        .sum();
+    assert_eq!(fast_cells, 30, "the fast requests, before the step");
     let empty_before = cells
         .iter()
-        .filter(|c| c.0 <= fast_last_col && c.1 >= first_slow_row)
+        .filter(|c| c.0 <= fast_last_t && c.1 >= first_slow_row)
         .count();
     assert_eq!(empty_before, 0, "no slow cell before the step");
     let lines = browser
