@@ -314,15 +314,17 @@ function figures(pairs) {
 
 /** A table inside a scrollable region (wide tables scroll at 390 px). */
 function table(caption, head, rows, { numeric = [], testid } = {}) {
+  // Wide tables become one block per row on narrow screens (app.css), each
+  // cell labelled with its column.
   const t = h(
     'table',
-    { testid },
+    { testid, class: head.length > 4 ? 'stack' : null },
     caption ? h('caption', null, caption) : null,
     h('thead', null, h('tr', null, head.map((c, i) => h('th', { scope: 'col', class: numeric.includes(i) ? 'num' : null }, c)))),
     h(
       'tbody',
       null,
-      rows.map((r) => h('tr', null, r.map((c, i) => h('td', { class: numeric.includes(i) ? 'num' : null }, c)))),
+      rows.map((r) => h('tr', null, r.map((c, i) => h('td', { class: numeric.includes(i) ? 'num' : null, 'data-label': head[i] }, c)))),
     ),
   );
   return h('div', { class: 'table-wrap', role: 'region', 'aria-label': caption || head.join(', '), tabindex: '0' }, t);
@@ -746,12 +748,12 @@ function sloCard(slo) {
     windows.length
       ? table(
           `Burn rate by alert window, ${slo.id}`,
-          ['Window', 'Burn rate', 'SLI', 'Events'],
+          ['Window', 'Burn rate', 'SLI', 'Bad / all'],
           windows.map((w) => [
             w.window,
             h('span', { testid: t(`burn-${w.window}`), 'data-value': w.burn_rate ?? '' }, burnText(w.burn_rate)),
             fmt.pctFloor(w.sli),
-            `${fmt.num(w.events)} (${fmt.num(w.bad_events)} bad)`,
+            `${fmt.num(w.bad_events)} / ${fmt.num(w.events)}`,
           ]),
           { numeric: [1, 2, 3] },
         )
@@ -1490,10 +1492,11 @@ function progressBar(r, width) {
 
 function checkRows(checks) {
   return checks.map((c) => {
-    const scale = Math.max(Math.abs(c.value), Math.abs(c.threshold), 1e-9) * 1.25;
+    // The bar runs from 0; a value at or below 0 leaves it empty.
+    const scale = Math.max(c.value, c.threshold, 1e-9) * 1.25;
     return [
       c.name.replace(/_/g, ' '),
-      h('span', null, bar({ value: Math.abs(c.value), max: scale, width: 110, cls: c.outcome === 'failed' ? 'bar-bad' : 'bar', ticks: [{ at: Math.abs(c.threshold), cls: 'threshold' }], label: `${c.name}: ${num4(c.value)} against a threshold of ${num4(c.threshold)}` }), ` ${num4(c.value)}`),
+      h('span', null, bar({ value: Math.max(0, c.value), max: scale, width: 110, cls: c.outcome === 'failed' ? 'bar-bad' : 'bar', ticks: [{ at: Math.max(0, c.threshold), cls: 'threshold' }], label: `${c.name}: ${num4(c.value)} against a threshold of ${num4(c.threshold)}` }), ` ${num4(c.value)}`),
       num4(c.threshold),
       isNum(c.statistic) ? num4(c.statistic) : '—',
       badge(c.outcome),
@@ -1548,7 +1551,7 @@ function rolloutCard(r, width) {
 }
 
 function decisionState(outcome) {
-  return { promote: 'promoted', rollback: 'rolled_back', pause: 'paused', hold: 'waiting', advance: 'progressing', start: 'progressing', switch: 'switched', resume: 'progressing' }[outcome] ?? 'idle';
+  return { begin: 'progressing', start: 'progressing', advance: 'progressing', resume: 'progressing', hold: 'waiting', pause: 'paused', switch: 'switched', promote: 'promoted', rollback: 'rolled_back', abort: 'rolled_back', undo: 'rolled_back' }[outcome] ?? 'idle';
 }
 
 // ---------------------------------------------------------------- app
