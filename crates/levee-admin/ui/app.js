@@ -1053,6 +1053,7 @@ const incidentsPage = {
             d.incidents.mtta,
             list.map((i) => ackSeconds(i)),
             !('mtta' in d.incidents),
+            'No acknowledged incident yet.',
           ),
           distributionCard('mttr', 'Time to recover', 'From the start of the failures to recovery.', d.incidents.mttr, list.map((i) => i.time_to_recover_seconds)),
         ),
@@ -1094,13 +1095,13 @@ function ackSeconds(i) {
   return at !== null && detect !== null ? (at - detect) / 1000 : null;
 }
 
-function distributionCard(key, title, what, summary, values, unsupported = false) {
+function distributionCard(key, title, what, summary, values, unsupported = false, empty = 'No closed incident yet.') {
   const vals = values.filter(isNum);
   const body = [];
   if (unsupported) {
     body.push(note('Not available from this gateway: incidents carry no acknowledgements.'));
   } else if (!summary) {
-    body.push(note('No closed incident yet.'));
+    body.push(note(empty));
   } else {
     body.push(
       figures([
@@ -1207,9 +1208,15 @@ function incidentHeatmap(list, scopes, width) {
   );
 }
 
+/** An operator's note, a string or an object with its time and author, whichever the API gives. */
 function noteText(n) {
   if (typeof n === 'string') return n;
-  if (n && typeof n === 'object') return n.text ?? n.note ?? JSON.stringify(n);
+  if (n && typeof n === 'object') {
+    const at = n.at ?? n.time ?? null;
+    const by = n.by ?? n.author ?? null;
+    const text = n.text ?? n.note ?? n.body ?? JSON.stringify(n);
+    return `${at ? `${fmt.time(at)} · ` : ''}${by ? `${by}: ` : ''}${text}`;
+  }
   return String(n);
 }
 
@@ -1247,7 +1254,7 @@ function incidentCard(i, scopes, width, focusId) {
       events.map((e) => h('li', null, `${fmt.time(e.at)} · ${e.label}${start !== null && e.key !== 'start' ? ` (+${fmt.dur((timeMs(e.at) - start) / 1000)})` : ''}`)),
       deploys.map((dep) => h('li', null, `${fmt.time(dep.started)} · Deploy of route ${dep.route}: ${dep.from} → ${dep.to} (${String(dep.phase).replace(/_/g, ' ')}${dep.ended ? `, ended ${fmt.time(dep.ended)}` : ''})`)),
     ),
-    notes.length ? h('details', null, h('summary', null, `Notes (${notes.length})`), h('ul', null, notes.map((n) => h('li', null, noteText(n))))) : null,
+    notes.length ? [h('h4', { class: 'notes-title' }, 'Notes'), h('ul', { class: 'notes', testid: `incident-${i.id}-notes` }, notes.map((n) => h('li', null, noteText(n))))] : null,
   );
 }
 
