@@ -1,9 +1,9 @@
 //! Levee's admin API: Prometheus metrics, liveness and readiness, the
 //! effective config (secrets redacted), cluster and listener state, reload,
 //! SLOs, incidents, capacity, the status page and the operator dashboard
-//! (`/ui`, in [`ui`]). It reads the data plane
-//! only through [`levee_proxy::Gateway`]'s published state and the control
-//! plane only through [`levee_control::Control`]'s.
+//! (`/ui`, module `ui`). It reads the data plane only through
+//! [`levee_proxy::Gateway`]'s published state and the control plane only
+//! through [`levee_control::Control`]'s.
 //!
 //! Security: loopback by default; when a token is configured every endpoint
 //! but `/healthz`, `/readyz` (probes) and the status page (`/status`,
@@ -140,7 +140,7 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     match ui::session_access(&state.sessions, &req) {
         ui::SessionAccess::Granted => next.run(req).await,
         ui::SessionAccess::CrossOrigin => ui::cross_origin(),
-        ui::SessionAccess::None => {
+        ui::SessionAccess::NoSession => {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"})),

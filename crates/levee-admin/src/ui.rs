@@ -216,13 +216,13 @@ pub(crate) enum SessionAccess {
     /// origin (or from a client that does not say where it comes from).
     CrossOrigin,
     /// No open session.
-    None,
+    NoSession,
 }
 
 /// What the session cookie on `req` allows, if any.
 pub(crate) fn session_access(sessions: &Sessions, req: &Request) -> SessionAccess {
     if !sessions.is_open(req.headers(), now()) {
-        return SessionAccess::None;
+        return SessionAccess::NoSession;
     }
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if safe || same_origin(req.headers()) {
