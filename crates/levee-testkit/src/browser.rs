@@ -146,7 +146,12 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display()));
-        let port = read_port(&mut child);
+        let stdout = child.stdout.take().expect("chromedriver's stdout");
+        let Ok(Some(port)) = tokio::task::spawn_blocking(move || read_port(stdout)).await else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromedriver did not report its port within {DRIVER_START:?}");
+        };
         let base = format!("http://127.0.0.1:{port}");
         let profile = TempDir::new();
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
@@ -285,7 +290,7 @@ impl Browser {
                 let url = self.url().await;
                 panic!("timed out after {timeout:?} waiting for {what} on {url}");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -504,9 +509,9 @@ fn delete_session_blocking(base: &str, session: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads chromedriver's "...started successfully on port N." line.
-fn read_port(child: &mut Child) -> u16 {
-    let stdout = child.stdout.take().expect("chromedriver's stdout");
+/// Reads chromedriver's "...started successfully on port N." line, if it
+/// comes within [`DRIVER_START`]. Blocks: run it off the runtime.
+fn read_port(stdout: std::process::ChildStdout) -> Option<u16> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout).lines();
@@ -526,10 +531,7 @@ fn read_port(child: &mut Child) -> u16 {
             // Keep reading so chromedriver never blocks on a full pipe.
         }
     });
-    rx.recv_timeout(DRIVER_START).unwrap_or_else(|_| {
-        let _ = child.kill();
-        panic!("chromedriver did not report its port within {DRIVER_START:?}")
-    })
+    rx.recv_timeout(DRIVER_START).ok()
 }
 
 #[cfg(test)]

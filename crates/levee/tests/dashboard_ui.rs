@@ -539,7 +539,7 @@ async fn the_dashboard_logs_in_shows_the_apis_figures_and_follows_traffic() {
             if last.is_empty() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
