@@ -1,22 +1,26 @@
 //! Levee's admin API: Prometheus metrics, liveness and readiness, the
 //! effective config (secrets redacted), cluster and listener state, reload,
-//! SLOs, incidents and operators' actions on them (`incidents`), capacity
-//! and the status page. It reads the data plane
-//! only through [`levee_proxy::Gateway`]'s published state and the control
-//! plane only through [`levee_control::Control`]'s.
+//! SLOs, incidents and operators' actions on them (`incidents`), capacity,
+//! the status page and the operator dashboard (`/ui`, module `ui`). It
+//! reads the data plane only through [`levee_proxy::Gateway`]'s published
+//! state and the control plane only through [`levee_control::Control`]'s.
 //!
 //! Security: loopback by default; when a token is configured every endpoint
 //! but `/healthz`, `/readyz` (probes) and the status page (`/status`,
 //! `/api/v1/status`, `/status/feed.atom`, `/api/v2/summary.json`, made to
 //! be shown to customers: operators' posts, components, tier uptime and
 //! incident times, no labels, runbooks or internals) needs
-//! `Authorization: Bearer TOKEN`. The config layer refuses a non-loopback
+//! `Authorization: Bearer TOKEN`, or the cookie of a dashboard session
+//! (opened by posting the token to `/ui/login`; for anything but reads,
+//! only from the dashboard's own origin). The dashboard's login form and
+//! static assets are open. The config layer refuses a non-loopback
 //! address without a token.
 
 mod incidents;
 mod status;
 mod status_feed;
 mod status_posts;
+mod ui;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -36,6 +40,8 @@ pub(crate) struct AdminState {
     gateway: Gateway,
     control: Control,
     token: Option<Arc<Secret>>,
+    /// Dashboard sessions, which the token check also accepts.
+    sessions: Arc<ui::Sessions>,
 }
 
 /// The admin router for `gateway` and its `control` plane, requiring
@@ -45,6 +51,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         gateway,
         control,
         token: token.map(Arc::new),
+        sessions: Arc::default(),
     };
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -70,6 +77,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/status", get(status_html))
         .route("/status/feed.atom", get(status_atom))
         .route("/api/v2/summary.json", get(status_summary))
+        .merge(ui::routes())
         .merge(protected)
         .fallback(|| async {
             (
@@ -133,9 +141,13 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(levee_core::auth::bearer_token);
-    match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => next.run(req).await,
-        _ => {
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.expose().as_bytes())) {
+        return next.run(req).await;
+    }
+    match ui::session_access(&state.sessions, &req) {
+        ui::SessionAccess::Granted => next.run(req).await,
+        ui::SessionAccess::CrossOrigin => ui::cross_origin(),
+        ui::SessionAccess::NoSession => {
             let mut resp = (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({"error": "unauthorized", "message": "this endpoint needs Authorization: Bearer <admin token>"})),

@@ -17,10 +17,13 @@
 //! - [`GatewayConfig`] and its tables: a typed config builder.
 //! - [`AdminApi`]: typed admin API state, read over HTTP.
 //! - [`Promtool`]: runs promtool on rules, failing under CI without it.
+//! - [`Browser`]: a headless Chromium driven over WebDriver, with its
+//!   console log, failing under CI without it.
 //! - [`RedisServer`]: a real redis-server on a free port.
 //! - [`eventually`]: waits for asynchronous state with a deadline.
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
+mod browser;
 mod client;
 mod config;
 mod promtool;
@@ -29,6 +32,7 @@ mod scripted;
 mod state;
 mod upstream;
 
+pub use browser::{Browser, LogEntry};
 pub use client::{Client, Reply as ClientReply};
 pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
 pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};

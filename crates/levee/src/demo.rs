@@ -275,6 +275,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     println!();
     println!("  gateway    http://{bound}/catalog/products");
     println!("             http://{bound}/recommendations/7 (an optional-tier route)");
+    println!("  dashboard  {admin}/ui (SLOs, incidents, clusters and rollouts, live)");
     println!(
         "  status     {admin}/status (the public status page; uptime shows after 5 min of traffic)"
     );

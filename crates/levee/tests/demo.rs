@@ -15,7 +15,8 @@ use std::time::Duration;
 const BANNER_WAIT: Duration = Duration::from_secs(60);
 
 /// Admin pages the banner must list, by path.
-const PAGES: [&str; 6] = [
+const PAGES: [&str; 7] = [
+    "/ui",
     "/status",
     "/api/v1/slos",
     "/api/v1/incidents",
