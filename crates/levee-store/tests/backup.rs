@@ -56,7 +56,8 @@ fn backup_verify_restore_round_trip() {
             ("slo_alerts", 2),
             ("slo_incidents", 49),
             ("slo_incident_labels", 98),
-            ("rollouts", 0)
+            ("rollouts", 0),
+            ("route_history", 0)
         ]
     );
     assert!(!dir.path("levee.bak.tmp").exists());
