@@ -11,6 +11,7 @@
 //! `Authorization: Bearer TOKEN`. The config layer refuses a non-loopback
 //! address without a token.
 
+mod history;
 mod status;
 
 use axum::extract::{Path, Request, State};
@@ -56,6 +57,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/rollouts", get(rollouts))
         .route("/api/v1/rollouts/{route}", get(rollout))
         .route("/api/v1/rollouts/{route}/{action}", post(rollout_command))
+        .merge(history::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
