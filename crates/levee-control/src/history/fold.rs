@@ -317,11 +317,18 @@ impl History {
 
     /// Adds a stored point to what is held for its step (a handover's
     /// successor may already have counted into the same step). A point
-    /// outside its step grid or past retention is refused (`false`).
+    /// outside its step grid or past retention is refused (`false`). A
+    /// restored step counts as sampled, so a gateway restarted in the
+    /// middle of a step shows what its predecessor wrote into it.
     pub(crate) fn restore(&mut self, key: PointKey, point: &Point, now_ns: u64) -> bool {
         let (route, series, resolution, start) = key;
         if start % resolution.step_ns() != 0 || start < resolution.keep_from(now_ns) {
             return false;
+        }
+        if start <= now_ns {
+            // Not a step ahead of the clock (one that went back): windows
+            // never end in the future.
+            self.sampled(start);
         }
         if point.is_empty() {
             return true;
@@ -618,6 +625,18 @@ mod tests {
         );
         assert!(h.restore(key.clone(), &point(&[1_000, 3_000], 1), at));
         assert_eq!(h.point(&key), Some(&point(&[1_000, 1_000, 3_000], 1)));
+    }
+
+    #[test]
+    fn restored_steps_end_windows_unless_they_are_ahead_of_the_clock() {
+        let mut h = History::default();
+        let now = T0 + 3 * SEC;
+        assert_eq!(h.window_end(Resolution::Fine, now), T0);
+        let key = |start| ("a".to_string(), Series::Route, Resolution::Fine, start);
+        assert!(h.restore(key(T0), &point(&[1_000], 0), now));
+        assert_eq!(h.window_end(Resolution::Fine, now), T0 + 10 * SEC);
+        assert!(h.restore(key(T0 + 60 * SEC), &point(&[1_000], 0), now));
+        assert_eq!(h.window_end(Resolution::Fine, now), T0 + 10 * SEC);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod breakers;
 mod bulkheads;
 mod converted;
 mod faults;
+mod history;
 mod queue;
 mod slo;
 
