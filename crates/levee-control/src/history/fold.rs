@@ -74,9 +74,6 @@ pub enum Series {
 }
 
 impl Series {
-    /// The versions, as the API lists them.
-    pub const VERSIONS: [Series; 3] = [Series::Stable, Series::Canary, Series::Baseline];
-
     /// The name the store and the API use.
     pub const fn name(self) -> &'static str {
         match self {

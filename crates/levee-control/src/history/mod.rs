@@ -117,9 +117,12 @@ impl HistoryRecorder {
         let Some(gateway) = self.gateway.get() else {
             return;
         };
-        let traffic = gateway.route_traffic();
         let mut state = self.state.lock().await;
         let state = &mut *state;
+        // Read under the lock: two samples must reach the sampler in the
+        // order their counts were read, or the later one would look like
+        // counters that went back.
+        let traffic = gateway.route_traffic();
         for (route, series, delta) in state.sampler.deltas(&traffic) {
             state
                 .dirty
@@ -141,6 +144,9 @@ impl HistoryRecorder {
             fine_before_ns: Resolution::Fine.keep_from(now),
             coarse_before_ns: Resolution::Coarse.keep_from(now),
         });
+        if state.dirty.is_empty() && prune.is_none() {
+            return;
+        }
         let Some(mut store) = state.store.take() else {
             state.dirty.clear();
             return;
