@@ -5,8 +5,9 @@
 //! `GET /api/v1/history/routes/{route}` shows the fast requests in the
 //! heatmap row holding 1 ms, the slow ones in the row holding 40 ms in
 //! the later columns, and p99 moving with them. A split route shows each
-//! version's columns. After a restart on the same store file the columns
-//! are still there, before the new process has sampled anything. Virtual
+//! version's columns. A reload in between changes nothing in the counts.
+//! After a restart on the same store file the columns are still there,
+//! before the new process has sampled anything. Virtual
 //! time makes the steps exact: every request falls in the step it was
 //! sent in, and latencies are the scripted delays to the microsecond.
 
@@ -123,6 +124,16 @@ async fn a_latency_step_shows_in_the_heatmap_and_survives_a_restart() {
             send(&gw, "/api/items", 10, 200).await;
         }
     }
+    // A reload keeps each route's cumulative counts: nothing is lost or
+    // counted twice.
+    let served = |gw: &TestGateway| {
+        let traffic = gw.gateway.route_traffic();
+        let checkout = traffic.iter().find(|t| t.route == "checkout").unwrap();
+        (checkout.served.total, checkout.served.latency.count())
+    };
+    assert_eq!(served(&gw), (40, 40));
+    gw.gateway.reload_from_file().await.unwrap();
+    assert_eq!(served(&gw), (40, 40));
     for _ in 0..2 {
         steps.push(into_next_step(Duration::from_secs(1)).await);
         send(&gw, "/slow", 20, 200).await;
