@@ -16,6 +16,7 @@
 //! static assets are open. The config layer refuses a non-loopback
 //! address without a token.
 
+mod history;
 mod incidents;
 mod status;
 mod status_feed;
@@ -69,6 +70,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .route("/api/v1/rollouts/{route}/{action}", post(rollout_command))
         .merge(status_posts::routes())
         .merge(incidents::routes())
+        .merge(history::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -5,8 +5,9 @@
 //! state store it persists to ([`store`]),
 //! and the Prometheus rules that mirror the engine ([`rules`], sharing its
 //! alert-policy choices in [`policy`]);
-//! rollouts ([`rollout`]) and chaos experiments' decisions ([`chaos`])
-//! live beside it. The data plane never
+//! rollouts ([`rollout`]), chaos experiments' decisions ([`chaos`]) and
+//! each route's latency and traffic history ([`history`]) live beside
+//! it. The data plane never
 //! depends on this crate: [`start`] wires the two together, and the loops
 //! reach the data plane only through the contract in
 //! `levee_proxy::control` (published state to read, knobs to turn, a
@@ -15,6 +16,7 @@
 pub mod chaos;
 mod escalation;
 pub mod grafana;
+pub mod history;
 mod notify;
 pub mod policy;
 pub mod rollout;
@@ -70,14 +72,16 @@ pub struct Control {
     slo: Arc<SloEngine>,
     rollouts: Arc<Rollouts>,
     status: Arc<status_board::StatusBoard>,
+    history: Arc<history::HistoryRecorder>,
 }
 
-/// The loops a gateway commits each config to: the SLO engine and the
-/// rollouts.
+/// The loops a gateway commits each config to (the SLO engine and the
+/// rollouts) or that persist when it drains (also the history).
 #[derive(Debug)]
 struct Loops {
     slo: Arc<SloEngine>,
     rollouts: Arc<Rollouts>,
+    history: Arc<history::HistoryRecorder>,
 }
 
 impl levee_proxy::ControlPlane for Loops {
@@ -102,6 +106,7 @@ impl levee_proxy::ControlPlane for Loops {
         Box::pin(async move {
             self.rollouts.resign().await;
             self.slo.flush_now(slo::unix_nanos()).await;
+            self.history.sample_now(slo::unix_nanos()).await;
         })
     }
 }
@@ -173,6 +178,31 @@ impl Control {
         &self.status
     }
 
+    /// Folds what every route served so far into the history's current
+    /// step and writes it, as the loop does just after every 10-second
+    /// step (tests, and anything that must read the history up to now).
+    pub async fn sample_history_now(&self) {
+        self.history.sample_now(slo::unix_nanos()).await;
+    }
+
+    /// `route`'s latency and traffic history over `window`, as
+    /// `GET /api/v1/history/routes/{route}` serves it; `None` for a route
+    /// neither configured nor in the history.
+    pub async fn route_history(
+        &self,
+        route: &str,
+        window: history::Window,
+    ) -> Option<history::RouteHistory> {
+        self.history
+            .route_history(route, window, slo::unix_nanos())
+            .await
+    }
+
+    /// The configured routes, for the history's route list.
+    pub fn history_routes(&self) -> Vec<history::RouteEntry> {
+        self.history.routes()
+    }
+
     /// Where the SLO state is kept, for logs.
     pub fn store_label(&self) -> &str {
         self.slo.store_label()
@@ -224,9 +254,19 @@ pub async fn start(
             .map_err(|message| StartError::Store { message })?,
     );
     rollouts.join_fleet(&config).await;
+    // The history keeps its own connection too: its writes are batched
+    // apart from the SLO engine's.
+    let history_store = store::open_store(&config, config_path.as_deref())
+        .map_err(|message| StartError::Store { message })?;
+    let history = Arc::new(history::HistoryRecorder::new(
+        history_store,
+        deferred,
+        slo::unix_nanos(),
+    ));
     let loops = Arc::new(Loops {
         slo: engine.clone(),
         rollouts: rollouts.clone(),
+        history: history.clone(),
     });
     let gateway = Gateway::start_with(
         config,
@@ -241,6 +281,7 @@ pub async fn start(
     )
     .await?;
     let weak = Arc::downgrade(&engine);
+    let weak_history = Arc::downgrade(&history);
     let drain = gateway.drain_signal();
     let store_after = options.slo_store_after;
     tokio::spawn(async move {
@@ -248,16 +289,21 @@ pub async fn start(
             let _ = after.await;
             let Some(engine) = weak.upgrade() else { return };
             engine.load_deferred().await;
+            if let Some(history) = weak_history.upgrade() {
+                history.load_deferred(slo::unix_nanos()).await;
+            }
         }
         slo::run(weak, drain).await;
     });
     rollout::spawn(&rollouts, &engine, &gateway);
+    history::spawn(&history, &gateway);
     Ok((
         gateway,
         Control {
             slo: engine,
             rollouts,
             status,
+            history,
         },
     ))
 }

@@ -31,6 +31,7 @@ mod router;
 pub mod slo;
 mod tenant;
 mod tls;
+pub mod traffic;
 mod upstream;
 mod view;
 
@@ -99,6 +100,36 @@ pub mod bench_support {
                 .pick(Some(0x9e37_79b9), 0)
                 .ok()
                 .map(|e| e.addr)
+        }
+    }
+
+    /// One route's counters as step 7 feeds them, for measuring what
+    /// recording a request costs.
+    pub struct BenchRecord {
+        metrics: crate::metrics::RouteMetrics,
+        served: crate::release::VersionCounters,
+    }
+
+    impl Default for BenchRecord {
+        fn default() -> Self {
+            Self {
+                metrics: crate::metrics::RouteMetrics::new(&Registry::new(), "r", "c"),
+                served: crate::release::VersionCounters::new(&[]),
+            }
+        }
+    }
+
+    impl BenchRecord {
+        /// What step 7 adds per route without the latency history: the
+        /// status-class counter and the Prometheus latency histogram.
+        pub fn route_metrics(&self, outcome: levee_core::Outcome, nanos: u64) {
+            self.metrics.requests.of(outcome.status_class()).inc();
+            self.metrics.latency.observe_nanos(nanos);
+        }
+
+        /// The latency history's counts alone.
+        pub fn history(&self, outcome: levee_core::Outcome, nanos: u64) {
+            self.served.record(outcome, nanos);
         }
     }
 }

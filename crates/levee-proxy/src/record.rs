@@ -1,7 +1,8 @@
 //! Step 7 of the life of a request: one record per request, written once when
 //! the response body ends (or the client leaves), feeding route and cluster
-//! metrics, SLO counters, endpoint load, the in-flight gauge and the access
-//! log from the same outcome, so they never disagree.
+//! metrics, the route's latency-history counts (`traffic.rs`), SLO
+//! counters, endpoint load, the in-flight gauge and the access log from the
+//! same outcome, so they never disagree.
 
 use crate::cluster::{ClusterRuntime, EndpointState};
 use crate::listener::ConnInfo;
@@ -140,6 +141,11 @@ impl Drop for Completion {
         if let Some(route) = &self.route {
             route.metrics.requests.of(class).inc();
             route.metrics.latency.observe_nanos(nanos);
+            // The latency history's counts: one relaxed add to a bucket
+            // through a pointer resolved at reload (two on a failure).
+            if let Some(served) = &route.served {
+                served.record(self.outcome, nanos);
+            }
             for slo in route.slos.iter() {
                 slo.record(self.outcome, nanos, self.tenant.as_deref());
             }

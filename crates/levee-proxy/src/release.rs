@@ -19,7 +19,9 @@
 //!   SLO threshold of the route, and a latency histogram in the judge's
 //!   bucket layout (`levee_policy::judge::histogram`), fine enough for a
 //!   rank test. All relaxed atomics, cumulative; the loop takes
-//!   differences of snapshots.
+//!   differences of snapshots. The same counters, without thresholds,
+//!   count every route as a whole for the latency history
+//!   (`crate::traffic`).
 //!
 //! A [`Release`] is kept across reloads while its route, both clusters and
 //! its kind are unchanged, so a reload in the middle of a rollout loses
@@ -81,13 +83,15 @@ pub enum ReleaseKind {
     Rollout,
 }
 
-/// What one version has served since its release began.
+/// What one version has served since its release began (or a whole
+/// route since the gateway started, see `crate::traffic`).
 #[derive(Debug)]
 pub struct VersionCounters {
-    total: AtomicU64,
     bad: AtomicU64,
     /// Answers within each latency SLO threshold of the route.
     within: Box<[(u64, AtomicU64)]>,
+    /// Every counted request lands in exactly one bucket, so the buckets'
+    /// sum is the request count: no separate total to add to.
     latency: Box<[AtomicU64]>,
 }
 
@@ -105,9 +109,9 @@ pub struct VersionSnapshot {
 }
 
 impl VersionCounters {
-    fn new(thresholds: &[Duration]) -> Self {
+    /// Counters at zero, tracking answers within each of `thresholds`.
+    pub(crate) fn new(thresholds: &[Duration]) -> Self {
         Self {
-            total: AtomicU64::new(0),
             bad: AtomicU64::new(0),
             within: thresholds
                 .iter()
@@ -131,7 +135,10 @@ impl VersionCounters {
             return;
         }
         let failed = outcome.is_server_failure();
-        self.total.fetch_add(1, Ordering::Relaxed);
+        // The bucket before the failure, and `snapshot` reads in the other
+        // order, so a snapshot does not see a failure without its request
+        // (on x86's ordering; elsewhere at worst for a moment).
+        self.latency[bucket_of(elapsed_ns / 1_000)].fetch_add(1, Ordering::Relaxed);
         if failed {
             self.bad.fetch_add(1, Ordering::Relaxed);
         }
@@ -140,11 +147,11 @@ impl VersionCounters {
                 within.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.latency[bucket_of(elapsed_ns / 1_000)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counts now.
     pub fn snapshot(&self) -> VersionSnapshot {
+        let bad = self.bad.load(Ordering::Relaxed);
         let mut latency = LatencyHistogram::new();
         for (i, c) in self.latency.iter().enumerate() {
             let n = c.load(Ordering::Relaxed);
@@ -153,8 +160,8 @@ impl VersionCounters {
             }
         }
         VersionSnapshot {
-            total: self.total.load(Ordering::Relaxed),
-            bad: self.bad.load(Ordering::Relaxed),
+            total: latency.count(),
+            bad,
             within: self
                 .within
                 .iter()
@@ -183,7 +190,13 @@ pub struct Release {
     canary_counts: VersionCounters,
     /// Requests a forcing rule sent to the canary (counted as canary too).
     forced: AtomicU64,
+    /// Unique in the process: a reader of cumulative counts sees from a
+    /// new serial that they started again from zero.
+    serial: u64,
 }
+
+/// The next [`Release::serial`].
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 impl Release {
     pub(crate) fn new(
@@ -206,6 +219,7 @@ impl Release {
             baseline_counts: VersionCounters::new(thresholds),
             canary_counts: VersionCounters::new(thresholds),
             forced: AtomicU64::new(0),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -249,6 +263,13 @@ impl Release {
     /// The counts of one arm now.
     pub fn snapshot(&self, arm: Arm) -> VersionSnapshot {
         self.counters(arm).snapshot()
+    }
+
+    /// This release's number, unique in the process: its counts began at
+    /// zero when it was built, so a reader that finds another serial for
+    /// a route starts its differences afresh.
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// Requests forcing rules sent to the canary so far.

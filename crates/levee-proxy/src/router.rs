@@ -38,6 +38,10 @@ pub(crate) struct CompiledRoute {
     pub(crate) fault_headers: Option<Arc<(levee_config::FaultHeaders, crate::fault::HeaderBudget)>>,
     /// Copies of a share of requests to a shadow cluster (`mirror.rs`).
     pub(crate) mirror: Option<Arc<crate::mirror::RouteMirror>>,
+    /// What the route has served, for the latency history (`traffic.rs`);
+    /// shared by both versions of a split. `None` on a fallback cluster's
+    /// route, whose requests count on the route they came in on.
+    pub(crate) served: Option<Arc<crate::release::VersionCounters>>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -106,6 +110,7 @@ impl CompiledRoute {
             faults: Arc::from(Vec::new()),
             fault_headers: None,
             mirror: None,
+            served: None,
             config,
             cluster,
             methods,
@@ -164,6 +169,12 @@ impl CompiledRoute {
     /// Adds the route's mirror.
     pub(crate) fn with_mirror(mut self, mirror: Arc<crate::mirror::RouteMirror>) -> Self {
         self.mirror = Some(mirror);
+        self
+    }
+
+    /// Adds the route's counters for the latency history.
+    pub(crate) fn with_served(mut self, served: Arc<crate::release::VersionCounters>) -> Self {
+        self.served = Some(served);
         self
     }
 

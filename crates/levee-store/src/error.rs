@@ -43,6 +43,10 @@ pub enum StoreError {
     /// database open.
     #[error("{}: in use by another process; stop Levee before restoring", path.display())]
     InUse { path: PathBuf },
+    /// A stored value cannot be read back, e.g. a history point's latency
+    /// buckets that are not `index:count` pairs.
+    #[error("{}: {reason}", path.display())]
+    Malformed { path: PathBuf, reason: String },
     /// A backup failed verification; `problems` says what differs.
     #[error("{}: backup failed verification: {}", path.display(), problems.join("; "))]
     VerifyFailed {
@@ -62,6 +66,7 @@ impl StoreError {
             | Self::Unsupported { path, .. }
             | Self::Exists { path, .. }
             | Self::InUse { path }
+            | Self::Malformed { path, .. }
             | Self::VerifyFailed { path, .. } => path,
         }
     }

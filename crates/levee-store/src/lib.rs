@@ -17,6 +17,9 @@
 //!   incident ([`IncidentActionRow`]: acknowledged, noted, resolved). They
 //!   are written at once, when the operator acts, not with the engine's
 //!   next batch, so an acknowledgement the API confirmed is on disk.
+//! - Route history: [`Store::load_history`] and [`Store::write_history`]
+//!   keep each route's latency and traffic points ([`HistoryRow`]), so a
+//!   restarted gateway still shows the last hour and day.
 //! - [`backup()`], [`verify()`] and [`restore()`]: the library side of
 //!   `levee backup FILE` and `levee restore FILE --verify`. A backup is
 //!   taken online (a running gateway keeps writing) and carries a manifest
@@ -42,6 +45,7 @@
 //! | `slo_incidents` | `id` | one row per incident |
 //! | `slo_incident_labels` | `(incident_id, position)` | an incident's labels in order, deleted with it |
 //! | `rollouts` | `route` | a route's rollout state (opaque JSON, kept as is) and when it was written; since schema version 2 |
+//! | `route_history` | `(route, series, coarse, start_ns)` | one step of a route's (or one version's) requests, errors and latency buckets as `index:count` text; since schema version 5 |
 //! | `slo_incident_actions` | `(incident_id, seq)` | an operator's acknowledgement, note or resolution of an incident, in order, deleted with it; since schema version 3 |
 //!
 //! All tables are `STRICT`. A backup adds a `backup_manifest` table (see
@@ -160,6 +164,57 @@ pub struct StatusPostRow {
     pub updated_ns: u64,
 }
 
+/// One step of a route's latency and traffic history: what the route (or
+/// one of its versions) served in a 10-second or 5-minute step.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HistoryRow {
+    /// The route's name.
+    pub route: String,
+    /// `route` for the whole route, or a version: `stable`, `baseline`,
+    /// `canary`. Kept as given.
+    pub series: String,
+    /// Whether this is a 5-minute point rather than a 10-second one.
+    pub coarse: bool,
+    /// The step's start, in nanoseconds since the UNIX epoch.
+    pub start_ns: u64,
+    /// Requests answered in the step.
+    pub requests: u64,
+    /// Of those, the failures.
+    pub errors: u64,
+    /// The non-empty latency buckets as `(bucket, count)`, ascending by
+    /// bucket, each bucket once; the store keeps them as given.
+    pub latency: Vec<(u16, u64)>,
+}
+
+/// One write of the route history: points upserted, then old ones pruned,
+/// in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryBatch {
+    /// Upserted by `(route, series, coarse, start_ns)`; the counts and
+    /// buckets replace the stored ones.
+    pub points: Vec<HistoryRow>,
+    /// Retention to apply after the upserts.
+    pub prune: Option<HistoryRetention>,
+}
+
+impl HistoryBatch {
+    /// Whether the batch would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.prune.is_none()
+    }
+}
+
+/// Which history points to delete, across all routes (also those no
+/// longer configured). Times are nanoseconds since the UNIX epoch,
+/// compared unsigned; `0` deletes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HistoryRetention {
+    /// 10-second points that start before this are deleted.
+    pub fine_before_ns: u64,
+    /// 5-minute points that start before this are deleted.
+    pub coarse_before_ns: u64,
+}
+
 /// Everything the SLO engine keeps, as [`Store::load`] returns it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -214,8 +269,8 @@ pub struct Retention {
     pub max_incidents: usize,
 }
 
-/// Where the control plane keeps its state: the SLO engine's and the
-/// rollouts'.
+/// Where the control plane keeps its state: the SLO engine's, the
+/// rollouts', the status page's posts and the route history's.
 pub trait Store: Send + 'static {
     /// Reads everything the SLO engine stored (not the rollouts).
     fn load(&mut self) -> Result<Snapshot, StoreError>;
@@ -255,6 +310,14 @@ pub trait Store: Send + 'static {
         upsert: &[StatusPostRow],
         remove: &[u64],
     ) -> Result<(), StoreError>;
+
+    /// Reads every route history point, ordered by route, series (byte
+    /// order), fine before coarse, then start (unsigned).
+    fn load_history(&mut self) -> Result<Vec<HistoryRow>, StoreError>;
+
+    /// Applies one history batch in one transaction: all of it or, on
+    /// error, none.
+    fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError>;
 
     /// Where the store is, for logs, e.g. `sqlite:/var/lib/levee/levee.db`.
     fn describe(&self) -> String;

@@ -94,6 +94,24 @@ const MIGRATIONS: &[&str] = &[
         updated_ns INTEGER NOT NULL
     ) STRICT;
     ",
+    // 5: each route's latency and traffic history, one row per step:
+    // 10-second points (`coarse` 0) and 5-minute points (`coarse` 1).
+    // `series` is `route` (the whole route) or a version (`stable`,
+    // `baseline`, `canary`). `latency` holds only the non-empty buckets of
+    // the judge's layout as `index:count` pairs, ascending, separated by
+    // commas (empty when no request was counted).
+    "
+    CREATE TABLE route_history (
+        route TEXT NOT NULL,
+        series TEXT NOT NULL,
+        coarse INTEGER NOT NULL CHECK (coarse IN (0, 1)),
+        start_ns INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        latency TEXT NOT NULL,
+        PRIMARY KEY (route, series, coarse, start_ns)
+    ) STRICT, WITHOUT ROWID;
+    ",
 ];
 
 /// The data tables with the order that lists each by primary key, as
@@ -107,6 +125,7 @@ pub(crate) const DATA_TABLES: &[(&str, &str)] = &[
     ("rollouts", "route"),
     ("slo_incident_actions", "incident_id, seq"),
     ("status_posts", "id"),
+    ("route_history", "route, series, coarse, start_ns"),
 ];
 
 /// What a file claims to be, read from its header.

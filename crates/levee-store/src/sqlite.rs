@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::error::{sql, StoreError};
 use crate::{
-    schema, AlertRow, Batch, BucketRow, IncidentActionRow, IncidentRow, Retention, RolloutRow,
-    Snapshot, StatusPostRow, Store,
+    schema, AlertRow, Batch, BucketRow, HistoryBatch, HistoryRetention, HistoryRow,
+    IncidentActionRow, IncidentRow, Retention, RolloutRow, Snapshot, StatusPostRow, Store,
 };
 
 /// How long a statement waits for another connection's lock.
@@ -64,6 +64,15 @@ const UPSERT_STATUS_POST: &str = "
     INSERT INTO status_posts (id, doc, updated_ns) VALUES (?1, ?2, ?3)
     ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_ns = excluded.updated_ns";
 const DELETE_STATUS_POST: &str = "DELETE FROM status_posts WHERE id = ?1";
+const UPSERT_HISTORY: &str = "
+    INSERT INTO route_history (route, series, coarse, start_ns, requests, errors, latency)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    ON CONFLICT (route, series, coarse, start_ns) DO UPDATE SET requests = excluded.requests,
+        errors = excluded.errors, latency = excluded.latency";
+const PRUNE_HISTORY: &str = concat!(
+    "DELETE FROM route_history WHERE coarse = ?1 AND ",
+    unsigned_lt!("start_ns", "?2")
+);
 const DELETE_LABELS: &str = "DELETE FROM slo_incident_labels WHERE incident_id = ?1";
 const INSERT_LABEL: &str =
     "INSERT INTO slo_incident_labels (incident_id, position, name, value) VALUES (?1, ?2, ?3, ?4)";
@@ -325,6 +334,57 @@ impl SqliteStore {
             .collect()
     }
 
+    fn write_history_batch(&mut self, batch: &HistoryBatch) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !batch.points.is_empty() {
+            let mut st = tx.prepare_cached(UPSERT_HISTORY)?;
+            let mut latency = String::new();
+            for p in &batch.points {
+                encode_latency(&p.latency, &mut latency);
+                st.execute(params![
+                    p.route,
+                    p.series,
+                    p.coarse,
+                    to_sql(p.start_ns),
+                    to_sql(p.requests),
+                    to_sql(p.errors),
+                    latency,
+                ])?;
+            }
+        }
+        if let Some(r) = &batch.prune {
+            prune_history(&tx, r)?;
+        }
+        tx.commit()
+    }
+
+    /// The stored points, with each point's latency text still to decode
+    /// (a decoding error is not SQLite's).
+    fn read_history(&mut self) -> rusqlite::Result<Vec<(HistoryRow, String)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT route, series, coarse, start_ns, requests, errors, latency
+                 FROM route_history ORDER BY route, series, coarse, start_ns < 0, start_ns",
+            )?
+            .query_map([], |r| {
+                Ok((
+                    HistoryRow {
+                        route: r.get(0)?,
+                        series: r.get(1)?,
+                        coarse: r.get(2)?,
+                        start_ns: from_sql(r.get(3)?),
+                        requests: from_sql(r.get(4)?),
+                        errors: from_sql(r.get(5)?),
+                        latency: Vec::new(),
+                    },
+                    r.get(6)?,
+                ))
+            })?
+            .collect()
+    }
+
     fn read_all(&mut self) -> rusqlite::Result<Snapshot> {
         let tx = self.conn.transaction()?;
         let buckets = tx
@@ -476,6 +536,37 @@ impl Store for SqliteStore {
             .map_err(sql(&path, "writing status page posts"))
     }
 
+    fn load_history(&mut self) -> Result<Vec<HistoryRow>, StoreError> {
+        let path = self.path.clone();
+        let rows = self
+            .read_history()
+            .map_err(sql(&path, "loading the route history"))?;
+        rows.into_iter()
+            .map(|(mut row, text)| {
+                row.latency = decode_latency(&text).ok_or_else(|| StoreError::Malformed {
+                    path: path.clone(),
+                    reason: format!(
+                        "route_history ({}, {}, {}, {}): latency {text:?} is not index:count pairs",
+                        row.route,
+                        row.series,
+                        u8::from(row.coarse),
+                        row.start_ns
+                    ),
+                })?;
+                Ok(row)
+            })
+            .collect()
+    }
+
+    fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        self.write_history_batch(batch)
+            .map_err(sql(&path, "writing the route history"))
+    }
+
     fn describe(&self) -> String {
         if self.in_memory {
             "sqlite::memory:".to_owned()
@@ -494,6 +585,41 @@ fn prune(conn: &Connection, r: &Retention) -> rusqlite::Result<()> {
     let keep = i64::try_from(r.max_incidents).unwrap_or(i64::MAX);
     conn.prepare_cached(PRUNE_OLDEST)?.execute([keep])?;
     Ok(())
+}
+
+fn prune_history(conn: &Connection, r: &HistoryRetention) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(PRUNE_HISTORY)?;
+    st.execute(params![false, to_sql(r.fine_before_ns)])?;
+    st.execute(params![true, to_sql(r.coarse_before_ns)])?;
+    Ok(())
+}
+
+/// `(bucket, count)` pairs as `bucket:count,bucket:count` into `out`
+/// (cleared first): a few bytes per non-empty bucket, and readable in the
+/// `sqlite3` shell.
+fn encode_latency(pairs: &[(u16, u64)], out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    for (i, (bucket, count)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{bucket}:{count}");
+    }
+}
+
+/// The inverse of [`encode_latency`]; `None` for anything else.
+fn decode_latency(text: &str) -> Option<Vec<(u16, u64)>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(',')
+        .map(|pair| {
+            let (bucket, count) = pair.split_once(':')?;
+            Some((bucket.parse().ok()?, count.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Refuses a path whose directory is missing, before SQLite reports it as
@@ -518,4 +644,32 @@ pub(crate) fn to_sql(v: u64) -> i64 {
 /// The inverse of [`to_sql`].
 pub(crate) fn from_sql(v: i64) -> u64 {
     v as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_latency, encode_latency};
+    use proptest::prelude::*;
+
+    #[test]
+    fn latency_text_is_index_count_pairs() {
+        let mut text = String::from("left over");
+        encode_latency(&[(3, 1), (40, 12_345), (431, u64::MAX)], &mut text);
+        assert_eq!(text, "3:1,40:12345,431:18446744073709551615");
+        encode_latency(&[], &mut text);
+        assert_eq!(text, "");
+        assert_eq!(decode_latency(""), Some(vec![]));
+        for bad in ["3", "3:", ":4", "3:4,", "a:1", "3:-1", "70000:1", "3:1;4:2"] {
+            assert_eq!(decode_latency(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn latency_text_round_trips(pairs in prop::collection::vec((any::<u16>(), any::<u64>()), 0..50)) {
+            let mut text = String::new();
+            encode_latency(&pairs, &mut text);
+            prop_assert_eq!(decode_latency(&text), Some(pairs));
+        }
+    }
 }

@@ -58,7 +58,8 @@ fn backup_verify_restore_round_trip() {
             ("slo_incident_labels", 98),
             ("rollouts", 0),
             ("slo_incident_actions", 0),
-            ("status_posts", 0)
+            ("status_posts", 0),
+            ("route_history", 0)
         ]
     );
     assert!(!dir.path("levee.bak.tmp").exists());

@@ -6,8 +6,9 @@ mod common;
 
 use common::{alert, bucket, incident, sample_batch, TestDir, SEC, T0};
 use levee_store::{
-    backup, verify, Batch, IncidentActionRow, IncidentRow, Retention, RolloutRow, Snapshot,
-    SqliteStore, StatusPostRow, Store, StoreError, APPLICATION_ID, SCHEMA_VERSION,
+    backup, verify, Batch, HistoryBatch, HistoryRetention, HistoryRow, IncidentActionRow,
+    IncidentRow, Retention, RolloutRow, Snapshot, SqliteStore, StatusPostRow, Store, StoreError,
+    APPLICATION_ID, SCHEMA_VERSION,
 };
 use rusqlite::Connection;
 
@@ -891,4 +892,167 @@ fn status_posts_round_trip_and_survive_a_reopen() {
         .write_status_posts(std::slice::from_ref(&updated), &[2])
         .unwrap();
     assert_eq!(store.load_status_posts().unwrap(), vec![updated, big]);
+}
+
+fn point(route: &str, series: &str, coarse: bool, start_ns: u64, n: u64) -> HistoryRow {
+    HistoryRow {
+        route: route.to_owned(),
+        series: series.to_owned(),
+        coarse,
+        start_ns,
+        requests: n,
+        errors: n / 10,
+        latency: if n == 0 {
+            vec![]
+        } else {
+            vec![(0, 1), (71, n - 1)]
+        },
+    }
+}
+
+#[test]
+fn history_points_survive_a_reopen_and_upserts_replace_them() {
+    let dir = TestDir::new("history-roundtrip");
+    let path = dir.path("levee.db");
+    let extreme = HistoryRow {
+        route: "é ✓ \0 nul".to_owned(),
+        series: "canary".to_owned(),
+        coarse: true,
+        start_ns: u64::MAX,
+        requests: u64::MAX,
+        errors: i64::MAX as u64 + 1,
+        latency: vec![(0, u64::MAX), (u16::MAX, 1)],
+    };
+    {
+        let mut store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load_history().unwrap(), vec![]);
+        store
+            .write_history(&HistoryBatch {
+                points: vec![
+                    point("checkout", "route", false, T0 + 10 * SEC, 5),
+                    point("checkout", "route", false, T0, 7),
+                    point("checkout", "route", true, T0, 12),
+                    point("checkout", "stable", false, T0, 0),
+                    extreme.clone(),
+                ],
+                prune: None,
+            })
+            .unwrap();
+        // The same step again: its counts and buckets replace the stored ones.
+        store
+            .write_history(&HistoryBatch {
+                points: vec![point("checkout", "route", false, T0, 9)],
+                prune: None,
+            })
+            .unwrap();
+        // The SLO engine's and the rollouts' rows are apart.
+        assert_eq!(store.load().unwrap(), Snapshot::default());
+        assert_eq!(store.load_rollouts().unwrap(), vec![]);
+    }
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        store.load_history().unwrap(),
+        vec![
+            point("checkout", "route", false, T0, 9),
+            point("checkout", "route", false, T0 + 10 * SEC, 5),
+            point("checkout", "route", true, T0, 12),
+            point("checkout", "stable", false, T0, 0),
+            extreme,
+        ],
+        "by route, series, fine before coarse, then start"
+    );
+    assert_eq!(
+        count(
+            &path,
+            &format!(
+                "SELECT count(*) FROM route_history WHERE latency = '0:1,71:8' AND start_ns = {}",
+                T0
+            )
+        ),
+        1,
+        "only non-empty buckets, as index:count text"
+    );
+}
+
+#[test]
+fn history_retention_prunes_each_resolution_by_its_own_time() {
+    let dir = TestDir::new("history-retention");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let mut points = Vec::new();
+    for i in 0..10 {
+        points.push(point("a", "route", false, T0 + i * 10 * SEC, i + 1));
+        points.push(point("a", "route", true, T0 + i * 300 * SEC, i + 1));
+        points.push(point("b", "canary", false, T0 + i * 10 * SEC, i + 1));
+    }
+    // Beyond 2^63: compared unsigned, so never older than a real time.
+    points.push(point("a", "route", false, i64::MAX as u64 + 1, 1));
+    store
+        .write_history(&HistoryBatch {
+            points,
+            prune: None,
+        })
+        .unwrap();
+    // A prune of nothing (0) deletes nothing.
+    store
+        .write_history(&HistoryBatch {
+            points: vec![],
+            prune: Some(HistoryRetention {
+                fine_before_ns: 0,
+                coarse_before_ns: 0,
+            }),
+        })
+        .unwrap();
+    assert_eq!(store.load_history().unwrap().len(), 31);
+    // Upserts and the prune in one batch: a new point older than the
+    // cutoff goes too.
+    store
+        .write_history(&HistoryBatch {
+            points: vec![point("c", "route", false, T0, 1)],
+            prune: Some(HistoryRetention {
+                fine_before_ns: T0 + 70 * SEC,
+                coarse_before_ns: T0 + 600 * SEC,
+            }),
+        })
+        .unwrap();
+    let kept = store.load_history().unwrap();
+    let starts = |route: &str, coarse: bool| -> Vec<u64> {
+        kept.iter()
+            .filter(|p| p.route == route && p.coarse == coarse)
+            .map(|p| (p.start_ns - T0) / SEC)
+            .collect()
+    };
+    assert_eq!(
+        starts("a", false),
+        [70, 80, 90, (i64::MAX as u64 + 1 - T0) / SEC]
+    );
+    assert_eq!(
+        starts("a", true),
+        [600, 900, 1200, 1500, 1800, 2100, 2400, 2700]
+    );
+    assert_eq!(starts("b", false), [70, 80, 90]);
+    assert_eq!(starts("c", false), Vec::<u64>::new());
+}
+
+#[test]
+fn a_malformed_history_point_is_reported_not_guessed() {
+    let dir = TestDir::new("history-malformed");
+    let path = dir.path("levee.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    store
+        .write_history(&HistoryBatch {
+            points: vec![point("checkout", "route", false, T0, 3)],
+            prune: None,
+        })
+        .unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE route_history SET latency = '0:1,71'", [])
+        .unwrap();
+    let e = store.load_history().unwrap_err();
+    assert!(matches!(e, StoreError::Malformed { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("route_history (checkout, route, 0,"),
+        "{e}"
+    );
 }

@@ -23,6 +23,7 @@ mod breakers;
 mod bulkheads;
 mod converted;
 mod faults;
+mod history;
 mod incidents;
 mod queue;
 mod slo;
