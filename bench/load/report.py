@@ -148,6 +148,14 @@ def rate_table(out):
     print()
 
 
+def cpu_us(path, requests):
+    """CPU microseconds per request from cputime.py's file, or nan."""
+    if not os.path.exists(path) or not requests:
+        return float("nan")
+    with open(path) as f:
+        return float(f.read().split()[0]) * 1e6 / requests
+
+
 def max_table(out):
     d = os.path.join(out, "max")
     if not glob.glob(f"{d}/*.txt"):
@@ -157,15 +165,30 @@ def max_table(out):
     lv = [levee(p) for p in sorted(glob.glob(f"{d}/levee-r*.json"))]
     oh = [r for r in (oha(p) for p in sorted(glob.glob(f"{d}/oha-r*.json"))) if r]
     wr = med(w, "rate")
+    # CPU per request, from each run's .cpu file and its own count.
+    def with_cpu(tool, rows, paths):
+        for r, p in zip(rows, paths):
+            if r is not None:
+                n = r["ok"] + r["failed"]
+                r["cpu_us"] = cpu_us(re.sub(r"\.(txt|json)$", ".cpu", p), n)
+        return rows
+    w = with_cpu("wrk", w, sorted(glob.glob(f"{d}/wrk-r*.txt")))
+    h2 = with_cpu("h2load", h2, sorted(glob.glob(f"{d}/h2load-r*.txt")))
+    lv = with_cpu("levee", lv, sorted(glob.glob(f"{d}/levee-r*.json")))
+    oh = with_cpu("oha", oh, sorted(p for p in glob.glob(f"{d}/oha-r*.json") if oha(p)))
+    wc = med(w, "cpu_us") if all("cpu_us" in x for x in w if x) else float("nan")
     print("### Maximum rate, one core, 64 connections, 10 s\n")
-    print("| tool | req/s (median; rounds) | ÷ wrk | p50 ms | p99 ms | failed |")
-    print("|---|---|---|---|---|---|")
+    print("| tool | req/s (median; rounds) | ÷ wrk | CPU µs per request (median; rounds) | ÷ wrk | p50 ms | p99 ms | failed |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rows in (("wrk -t1 -c64", w), ("h2load --h1 -t1 -c64", h2), ("oha -c 64", oh),
                        ("levee load --vus 64", lv)):
         if not rows:
             continue
         r = med(rows, "rate")
-        print(f"| {name} | {fmt_rate(r)} ({per_round(rows, 'rate', fmt_rate)}) | {r / wr:.2f} | "
+        c = med(rows, "cpu_us") if all("cpu_us" in x for x in rows if x) else float("nan")
+        cpu = "n/a" if math.isnan(c) else f"{c:.2f} ({per_round(rows, 'cpu_us', lambda v: f'{v:.2f}')})"
+        cr = "n/a" if math.isnan(c) or math.isnan(wc) else f"{c / wc:.2f}"
+        print(f"| {name} | {fmt_rate(r)} ({per_round(rows, 'rate', fmt_rate)}) | {r / wr:.2f} | {cpu} | {cr} | "
               f"{fmt_ms(med(rows, 'p50'))} | {fmt_ms(med(rows, 'p99'))} | {'/'.join(str(x['failed']) for x in rows)} |")
     print()
 

@@ -231,22 +231,41 @@ if want h2int; then
 fi
 
 # ---------------------------------------------------------------- max
+ORIGIN_TICKS=0
+origin_cpu() { # the worker's CPU share since the last call, from /proc (utime+stime)
+  local now ticks
+  now=$(date +%s.%N)
+  ticks=$(awk '{print $14 + $15}' "/proc/$WORKER_PID/stat")
+  if [[ -n "${ORIGIN_AT:-}" ]]; then
+    python3 -c "print(f'{100 * ($ticks - $ORIGIN_TICKS) / $(getconf CLK_TCK) / ($now - $ORIGIN_AT):.0f}%')"
+  fi
+  ORIGIN_TICKS=$ticks ORIGIN_AT=$now
+}
 if want max; then
+  origin_cpu >/dev/null
   for round in $(seq "$ROUNDS"); do
     order="wrk h2load oha levee"
     ((round % 3 == 2)) && order="h2load levee wrk oha"
     ((round % 3 == 0)) && order="levee oha wrk h2load"
     for tool in $order; do
       log "max: round $round, $tool"
+      # The origin may be what limits the rate (its one worker busy all
+      # the time), so each tool's CPU time is kept too: CPU per request.
+      cpu="python3 $HERE/cputime.py $OUT/max/$tool-r$round.cpu"
       case $tool in
-        wrk) WRK_DELAY_MS=0 bounded $((DURATION + 30)) wrk -t1 -c64 -d"${DURATION}s" -s "$HERE/wrk_stats.lua" "$URL" \
+        wrk) WRK_DELAY_MS=0 bounded $((DURATION + 30)) $cpu wrk -t1 -c64 -d"${DURATION}s" -s "$HERE/wrk_stats.lua" "$URL" \
                >"$OUT/max/wrk-r$round.txt" 2>&1 || log "wrk exited $?" ;;
-        h2load) bounded $((DURATION + 30)) h2load --h1 -t1 -c64 -D "$DURATION" \
+        h2load) bounded $((DURATION + 30)) $cpu h2load --h1 -t1 -c64 -D "$DURATION" \
                   --log-file "$OUT/max/h2load-r$round.log" "$URL" >"$OUT/max/h2load-r$round.txt" 2>&1 ||
                   log "h2load exited $?" ;;
-        levee) levee_load "$OUT/max/levee-r$round" --vus 64 --duration "${DURATION}s" ;;
-        oha) oha_run "$OUT/max/oha-r$round" $((DURATION + 30)) -c 64 -z "${DURATION}s" ;;
+        levee) bounded $((DURATION + 30)) $cpu "$LEVEE_BIN" load "$URL" --vus 64 --duration "${DURATION}s" \
+                 --out "json=$OUT/max/levee-r$round.json" >"$OUT/max/levee-r$round.txt" 2>"$OUT/max/levee-r$round.err" ||
+                 log "levee load exited $?" ;;
+        oha) [[ -n "$OHA" ]] && { bounded $((DURATION + 30)) $cpu "$OHA" --no-tui --output-format json \
+               -o "$OUT/max/oha-r$round.json" -c 64 -z "${DURATION}s" "$URL" >"$OUT/max/oha-r$round.txt" 2>&1 ||
+               log "oha exited $?"; } ;;
       esac
+      log "max: origin worker CPU over the run: $(origin_cpu)"
     done
   done
   log "max: done, loadavg $(loadavg)"

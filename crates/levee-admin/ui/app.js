@@ -383,8 +383,15 @@ function pathD(values, x, y) {
       pen = false;
       return;
     }
-    d += `${pen ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
-    pen = true;
+    // A value with no numeric neighbour (one busy step among idle ones)
+    // would draw nothing: a short dash makes it a visible dot.
+    const alone = !isNum(values[i - 1]) && !isNum(values[i + 1]);
+    if (alone) {
+      d += `M${(x(i) - 2).toFixed(1)},${y(v).toFixed(1)}L${(x(i) + 2).toFixed(1)},${y(v).toFixed(1)}`;
+    } else {
+      d += `${pen ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+    }
+    pen = !alone;
   });
   return d || 'M0,0';
 }
