@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use levee_control::status_board::{BoardError, NewIncident, NewMaintenance, NewUpdate};
+use levee_control::status_board::{Board, BoardError, NewIncident, NewMaintenance, NewUpdate};
+use levee_core::Nanos;
 use serde_json::json;
 
 /// The routes, to merge into the protected router.
@@ -59,45 +60,45 @@ fn refusal(e: &BoardError) -> Response {
 }
 
 async fn open_incident(State(state): State<AdminState>, body: String) -> Response {
-    let new: NewIncident = match serde_json::from_str(&body) {
-        Ok(n) => n,
-        Err(e) => return bad_json(&e),
-    };
-    let known = known_components(&state);
-    let known: Vec<&str> = known.iter().map(String::as_str).collect();
-    let now = levee_core::time::unix_nanos();
-    match state
-        .control
-        .status_board()
-        .change(now, |b| b.open_incident(&new, &known, now))
-    {
-        Ok(post) => {
-            tracing::info!(id = post.id, "status page incident posted");
-            (StatusCode::CREATED, Json(post)).into_response()
-        }
-        Err(e) => refusal(&e),
-    }
+    create(
+        &state,
+        &body,
+        "incident",
+        |b, new: &NewIncident, known, now| b.open_incident(new, known, now),
+    )
 }
 
 async fn schedule_maintenance(State(state): State<AdminState>, body: String) -> Response {
-    let new: NewMaintenance = match serde_json::from_str(&body) {
+    create(
+        &state,
+        &body,
+        "maintenance",
+        |b, new: &NewMaintenance, known, now| b.schedule_maintenance(new, known, now),
+    )
+}
+
+/// Reads a new post of type `T` from `body` and adds it with `add`,
+/// which is given the components the config knows and the time.
+fn create<T: serde::de::DeserializeOwned>(
+    state: &AdminState,
+    body: &str,
+    what: &str,
+    add: impl FnOnce(&mut Board, &T, &[&str], Nanos) -> Result<u64, BoardError>,
+) -> Response {
+    let new: T = match serde_json::from_str(body) {
         Ok(n) => n,
         Err(e) => return bad_json(&e),
     };
-    let known = known_components(&state);
+    let known = known_components(state);
     let known: Vec<&str> = known.iter().map(String::as_str).collect();
     let now = levee_core::time::unix_nanos();
     match state
         .control
         .status_board()
-        .change(now, |b| b.schedule_maintenance(&new, &known, now))
+        .change(now, |b| add(b, &new, &known, now))
     {
         Ok(post) => {
-            tracing::info!(
-                id = post.id,
-                exclude_from_budget = post.exclude_from_budget,
-                "status page maintenance announced"
-            );
+            tracing::info!(id = post.id, kind = what, "status page post created");
             (StatusCode::CREATED, Json(post)).into_response()
         }
         Err(e) => refusal(&e),

@@ -478,7 +478,13 @@ pub(crate) fn is_label_name(k: &str) -> bool {
         && !k.starts_with("__")
 }
 
-fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+/// The entries of a `label = value` table whose keys are label names,
+/// each with its field path; a bad key is reported and left out.
+fn label_entries<'n>(
+    d: &mut Decoder<'_>,
+    n: &'n Node,
+    p: &str,
+) -> Option<Vec<(&'n String, &'n crate::node::Loc, &'n Node, String)>> {
     let Value::Map(entries) = &n.value else {
         d.error(
             n.loc,
@@ -502,6 +508,14 @@ fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, 
             );
             continue;
         }
+        out.push((k, kloc, v, kp));
+    }
+    Some(out)
+}
+
+fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (k, kloc, v, kp) in label_entries(d, n, p)? {
         if RESERVED_SLO_LABELS.contains(&k.as_str()) {
             d.error(*kloc, &kp, format!("`{k}` is set by Levee itself"));
             continue;
@@ -742,29 +756,8 @@ fn decode_matchers(
     p: &str,
     value: impl Fn(&mut Decoder<'_>, &Node, &str) -> Option<ValueMatch>,
 ) -> Option<Vec<LabelMatcher>> {
-    let Value::Map(entries) = &n.value else {
-        d.error(
-            n.loc,
-            p,
-            format!(
-                "expected a table of label = value, found {}",
-                n.value.type_name()
-            ),
-        );
-        return None;
-    };
     let mut out = Vec::new();
-    for (k, kloc, v) in entries {
-        let kp = format!("{p}.{k}");
-        if !is_label_name(k) {
-            d.error_help(
-                *kloc,
-                &kp,
-                format!("`{k}` is not a valid label name"),
-                "use letters, digits and `_`, not starting with a digit or `__`",
-            );
-            continue;
-        }
+    for (k, _, v, kp) in label_entries(d, n, p)? {
         if let Some(value) = value(d, v, &kp) {
             out.push(LabelMatcher {
                 label: k.clone(),

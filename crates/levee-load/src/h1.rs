@@ -576,6 +576,12 @@ mod tests {
         );
     }
 
+    /// `GET /` to `addr`.
+    fn get(addr: &str) -> Wire {
+        let uri = format!("http://{addr}/").parse().unwrap();
+        Wire::new(&Method::GET, &uri, &HeaderMap::new(), b"").unwrap()
+    }
+
     /// A server that answers each request on a connection with the next of
     /// `answers`, then closes.
     async fn serve(answers: Vec<&'static str>) -> String {
@@ -619,13 +625,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it",
         ])
         .await;
-        let wire = Wire::new(
-            &Method::GET,
-            &format!("http://{addr}/").parse().unwrap(),
-            &HeaderMap::new(),
-            b"",
-        )
-        .unwrap();
+        let wire = get(&addr);
         let mut c = Conn::connect(&addr, Duration::from_secs(5)).await.unwrap();
         assert_eq!(c.exchange(&wire, false).await, Ok((200, true)));
         assert_eq!(c.exchange(&wire, false).await, Ok((503, true)));
@@ -654,13 +654,7 @@ mod tests {
             .into_boxed_str(),
         );
         let addr = serve(vec![sized, chunked, sized]).await;
-        let wire = Wire::new(
-            &Method::GET,
-            &format!("http://{addr}/").parse().unwrap(),
-            &HeaderMap::new(),
-            b"",
-        )
-        .unwrap();
+        let wire = get(&addr);
         let mut c = Conn::connect(&addr, Duration::from_secs(5)).await.unwrap();
         for _ in 0..3 {
             assert_eq!(c.exchange(&wire, false).await, Ok((200, true)));
@@ -672,13 +666,7 @@ mod tests {
     async fn the_pool_replaces_a_connection_the_server_closed() {
         // Each connection answers once and closes without saying so.
         let addr = serve(vec!["HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]).await;
-        let wire = Wire::new(
-            &Method::GET,
-            &format!("http://{addr}/").parse().unwrap(),
-            &HeaderMap::new(),
-            b"",
-        )
-        .unwrap();
+        let wire = get(&addr);
         let pool = Pool::new(4);
         for _ in 0..3 {
             assert_eq!(
@@ -689,13 +677,7 @@ mod tests {
         let refused = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gone = refused.local_addr().unwrap().to_string();
         drop(refused);
-        let wire = Wire::new(
-            &Method::GET,
-            &format!("http://{gone}/").parse().unwrap(),
-            &HeaderMap::new(),
-            b"",
-        )
-        .unwrap();
+        let wire = get(&gone);
         assert_eq!(
             send_pooled(&Pool::new(4), &wire, false, Duration::from_secs(5)).await,
             Err(ErrorKind::Connect)
