@@ -9,7 +9,9 @@
 //! bounded keyed table ([`ratelimit`]), and the adaptive concurrency limit
 //! per cluster, by gradient, AIMD or Vegas ([`concurrency`]), and the
 //! canary judge: the shared latency bucket layout and the sequential tests
-//! that fail a canary against its baseline ([`judge`]).
+//! that fail a canary against its baseline ([`judge`]), and the rules of an
+//! async route's jobs: limits, delivery order, leases, retries and dead
+//! letters ([`jobs`]).
 
 pub mod admission;
 pub mod balancer;
@@ -17,6 +19,7 @@ pub mod breaker;
 pub mod concurrency;
 pub mod ewma;
 pub mod hash;
+pub mod jobs;
 pub mod judge;
 pub mod locality;
 pub mod outlier;
