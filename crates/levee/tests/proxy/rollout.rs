@@ -170,7 +170,9 @@ async fn a_version_that_fails_requests_is_rolled_back_and_stays_out() {
         "rolled_back",
         "an unchanged config does not retry"
     );
-    // The SLO report names the deploy and what its canary cost.
+    // The SLO report names the deploy and what its canary cost. The whole
+    // test can take less than one evaluation interval: evaluate now.
+    gw.control.evaluate_slos().await;
     let slos = Client::http1()
         .get(&format!("{}/api/v1/slos", gw.admin_url()))
         .await
