@@ -18,6 +18,7 @@ use levee_config::{Config, Slo, Tier};
 use levee_control::slo::{IncidentStatus, SloReport, TierStatus};
 use levee_control::status_board::{Impact, Post, PostKind};
 use levee_control::Control;
+use levee_core::markup::escape;
 use levee_core::Nanos;
 use levee_proxy::Gateway;
 use serde::Serialize;
@@ -880,23 +881,6 @@ fn readable_duration(d: Duration) -> String {
         (_, 0, _) => unit(days, "day", "days"),
         _ => format!("{} {h} h", unit(days, "day", "days")),
     }
-}
-
-/// HTML-escapes text (config titles and SLO names come from operators,
-/// but the page must stay well-formed whatever they hold).
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -224,9 +224,9 @@ pub(crate) fn atom(page: &StatusPage) -> String {
          <link rel=\"self\" type=\"application/atom+xml\" href=\"/status/feed.atom\"/>\n\
          <author><name>{}</name></author>\n",
         slug(&page.title),
-        xml(&page.title),
+        levee_core::markup::escape(&page.title),
         feed_updated,
-        xml(&page.title),
+        levee_core::markup::escape(&page.title),
     );
     for e in entries {
         let _ = write!(
@@ -235,29 +235,11 @@ pub(crate) fn atom(page: &StatusPage) -> String {
              <link rel=\"alternate\" type=\"text/html\" href=\"/status\"/>\n\
              <content type=\"text\">{}</content>\n</entry>\n",
             e.id,
-            xml(&e.title),
+            levee_core::markup::escape(&e.title),
             e.updated,
-            xml(&e.content),
+            levee_core::markup::escape(&e.content),
         );
     }
     out.push_str("</feed>\n");
-    out
-}
-
-/// Escapes text for XML character data and attribute values.
-fn xml(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not allowed in XML 1.0 at all.
-            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r') => {}
-            c => out.push(c),
-        }
-    }
     out
 }

@@ -232,21 +232,6 @@ pub fn json(r: &RunResult) -> serde_json::Value {
     })
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JUnit XML: one test suite, one test case per threshold, failing ones
 /// with a `<failure>` saying why.
 pub fn junit(r: &RunResult) -> String {
@@ -264,7 +249,7 @@ pub fn junit(r: &RunResult) -> String {
         r.verdicts.len()
     );
     for v in &r.verdicts {
-        let name = xml_escape(&v.threshold.source);
+        let name = levee_core::markup::escape(&v.threshold.source);
         let class = format!("levee.load.{}", v.threshold.metric.name());
         if v.passed {
             let _ = writeln!(
@@ -272,7 +257,7 @@ pub fn junit(r: &RunResult) -> String {
                 "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{time}\"/>"
             );
         } else {
-            let why = xml_escape(&failure_text(v, r.window_secs));
+            let why = levee_core::markup::escape(&failure_text(v, r.window_secs));
             let _ = writeln!(
                 s,
                 "    <testcase classname=\"{class}\" name=\"{name}\" time=\"{time}\">\n      <failure message=\"{why}\" type=\"threshold\">{why}</failure>\n    </testcase>"

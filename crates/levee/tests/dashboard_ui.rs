@@ -863,7 +863,10 @@ async fn the_latency_heatmap_darkens_the_cells_of_a_planted_latency_step() {
         .map(|p| p["t_ns"].as_u64().unwrap())
         .max()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(step)).await;
+    // The slow requests go into a later step: wait for the next one to begin.
+    let next_step = fast_last_t + step * 1_000_000_000;
+    let now = levee_core::time::unix_nanos();
+    tokio::time::sleep(Duration::from_nanos(next_step.saturating_sub(now))).await;
     let slow: Vec<_> = (0..30)
         .map(|_| {
             let (c, url) = (c.clone(), format!("{base}/checkout/slow"));
