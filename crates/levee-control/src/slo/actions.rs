@@ -261,7 +261,7 @@ impl OperatorLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
@@ -284,18 +284,18 @@ mod tests {
         }
     }
 
-    fn ack(by: &str) -> IncidentAction {
+    pub(in crate::slo) fn ack(by: &str) -> IncidentAction {
         IncidentAction::Acknowledge { by: by.into() }
     }
 
-    fn note(by: &str, message: &str) -> IncidentAction {
+    pub(in crate::slo) fn note(by: &str, message: &str) -> IncidentAction {
         IncidentAction::Note {
             by: by.into(),
             message: message.into(),
         }
     }
 
-    fn resolve(by: &str, message: Option<&str>) -> IncidentAction {
+    pub(in crate::slo) fn resolve(by: &str, message: Option<&str>) -> IncidentAction {
         IncidentAction::Resolve {
             by: by.into(),
             message: message.map(str::to_string),

@@ -479,23 +479,7 @@ async fn time_slices_replay_against_a_naive_model() {
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
-fn ack(by: &str) -> IncidentAction {
-    IncidentAction::Acknowledge { by: by.into() }
-}
-
-fn note(by: &str, message: &str) -> IncidentAction {
-    IncidentAction::Note {
-        by: by.into(),
-        message: message.into(),
-    }
-}
-
-fn resolve(by: &str, message: Option<&str>) -> IncidentAction {
-    IncidentAction::Resolve {
-        by: by.into(),
-        message: message.map(str::to_string),
-    }
-}
+use super::actions::tests::{ack, note, resolve};
 
 /// Through the engine, in virtual time: an operator acknowledges a page
 /// 3 s after it fired, writes a note and resolves it while the alert
