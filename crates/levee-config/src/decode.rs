@@ -3,6 +3,7 @@
 //! the admin token rule). Every problem is collected.
 
 use crate::decode_fault;
+use crate::decode_jobs;
 use crate::decode_release;
 use crate::decode_slo;
 use crate::diag::{closest, Decoder, Table};
@@ -28,6 +29,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let store = d.opt(&mut t, "store", decode_slo::decode_store);
     let status_page = d.opt(&mut t, "status_page", decode_slo::decode_status_page);
     let capacity = d.opt(&mut t, "capacity", decode_slo::decode_capacity);
+    let jobs = d.opt(&mut t, "jobs", decode_jobs::decode_jobs);
     d.finish(t);
     let mut config = Config {
         admin: admin.unwrap_or(Admin {
@@ -45,6 +47,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         store: store.unwrap_or_default(),
         status_page: status_page.unwrap_or_default(),
         capacity: capacity.unwrap_or_default(),
+        jobs: jobs.unwrap_or_default(),
     };
     decode_slo::apply_slo_defaults(&mut config);
     // Only an empty list: items that failed are reported where they are.
@@ -300,6 +303,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         d.list(n, p, decode_fault::decode_fault)
     });
     let fault_headers = d.opt(&mut t, "fault_headers", decode_fault::decode_fault_headers);
+    let async_jobs = d.opt(&mut t, "async", decode_jobs::decode_async_route);
     d.finish(t);
     Some(Route {
         name: name?,
@@ -329,6 +333,7 @@ fn decode_route(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Route> {
         mirror,
         faults: faults.unwrap_or_default(),
         fault_headers,
+        async_jobs,
     })
 }
 

@@ -9,6 +9,7 @@
 
 mod decode;
 mod decode_fault;
+mod decode_jobs;
 mod decode_release;
 mod decode_slo;
 mod diag;

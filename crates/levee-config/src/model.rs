@@ -34,6 +34,8 @@ pub struct Config {
     pub status_page: StatusPage,
     /// When capacity utilisation warns.
     pub capacity: Capacity,
+    /// Where async routes keep their jobs.
+    pub jobs: Jobs,
 }
 
 /// The Redis server shared by the gateway replicas.
@@ -424,6 +426,9 @@ pub struct Route {
     pub faults: Vec<Fault>,
     /// Envoy's fault-filter request headers, honoured within these caps.
     pub fault_headers: Option<FaultHeaders>,
+    /// Requests accepted as jobs and delivered later (`[routes.async]`).
+    #[serde(rename = "async")]
+    pub async_jobs: Option<AsyncRoute>,
 }
 
 /// How much a route matters to the product.
@@ -1938,4 +1943,150 @@ pub struct FaultHeaders {
     pub max_delay: Duration,
     /// At most this many requests faulted by headers at once.
     pub max_active: u32,
+}
+
+// ---------------------------------------------------------------------------
+// Async routes (docs/async.md): requests accepted as jobs, answered 202 and
+// delivered later at the upstream's pace.
+
+/// Where async routes keep their jobs, and how clients reach them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Jobs {
+    /// The queue's backend.
+    pub backend: JobBackend,
+    /// The embedded queue's SQLite file (relative to the config file's
+    /// directory); `None` keeps jobs in memory only (`path = ":memory:"`),
+    /// which a restart loses.
+    pub path: Option<std::path::PathBuf>,
+    /// When an accepted job counts as stored (embedded queue).
+    pub durability: JobDurabilityMode,
+    /// The path prefix under which a job's status and result are read
+    /// (`GET {status_prefix}/{id}`), on every listener with an async route.
+    pub status_prefix: String,
+    /// NATS JetStream, for several gateways.
+    pub jetstream: Option<JetStream>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Self {
+            backend: JobBackend::Embedded,
+            path: Some("levee-jobs.db".into()),
+            durability: JobDurabilityMode::Fsync,
+            status_prefix: "/_levee/jobs".to_string(),
+            jetstream: None,
+        }
+    }
+}
+
+/// The queue's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobBackend {
+    /// A durable queue in Levee's own file: no other server.
+    Embedded,
+    /// NATS JetStream streams shared by several gateways.
+    Jetstream,
+}
+
+/// When an accepted job counts as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobDurabilityMode {
+    /// On disk (fsync, grouped across concurrent requests) before the 202.
+    Fsync,
+    /// Handed to the operating system before the 202: survives a crash of
+    /// Levee, not of the machine.
+    Os,
+}
+
+/// The NATS server async routes share.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JetStream {
+    /// `nats://host:port` (a secret: it may hold credentials).
+    pub url: Secret,
+    /// Streams are named `{stream_prefix}_{ROUTE}`.
+    pub stream_prefix: String,
+    /// Stream replicas in a NATS cluster.
+    pub replicas: u32,
+    /// Longest wait for the server to acknowledge a job.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+}
+
+/// Which requests of a route become jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AsyncMode {
+    /// Every request.
+    Always,
+    /// Only a request the cluster's admission would shed whose client sent
+    /// `Prefer: respond-async` (RFC 7240); others are served as usual.
+    Overflow,
+}
+
+/// What orders a route's jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderBy {
+    /// The tenant's jobs one at a time, in order.
+    Tenant,
+    /// The jobs with the same value of this request header, in order.
+    Header(String),
+}
+
+/// An async route's settings (`[routes.async]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AsyncRoute {
+    pub mode: AsyncMode,
+    /// Largest request body a job may hold (413 beyond).
+    pub max_body_bytes: u64,
+    /// Jobs not yet delivered (queued, delivering or dead), in all.
+    pub max_jobs: u64,
+    /// Their bytes, in all.
+    pub max_bytes: u64,
+    /// The same, per tenant.
+    pub max_jobs_per_tenant: u64,
+    pub max_bytes_per_tenant: u64,
+    /// Deliveries at most before a job is dead.
+    pub max_attempts: u32,
+    /// Age after which a failed job is not retried.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_age: Duration,
+    /// First wait before a retry, doubled each time (full jitter).
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_base: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff_max: Duration,
+    /// How long one delivery may take before it is handed out again.
+    #[serde(serialize_with = "ser_duration")]
+    pub delivery_timeout: Duration,
+    /// How long a finished job's result is kept.
+    #[serde(serialize_with = "ser_duration")]
+    pub result_ttl: Duration,
+    /// Largest result body kept (the rest is cut and marked).
+    pub max_result_bytes: u64,
+    /// Deliveries in flight at most (the cluster's limits also apply).
+    pub concurrency: u32,
+    /// Jobs with the same key are delivered one at a time, in order.
+    pub order_by: Option<OrderBy>,
+    /// Results pushed to a URL the client names.
+    pub callback: Option<JobCallback>,
+}
+
+/// Results pushed to the client's URL, signed as Standard Webhooks are.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobCallback {
+    /// The request header a client names its URL in.
+    pub header: String,
+    /// Hosts (`host` or `host:port`) a callback may go to; others are
+    /// refused with 400, so a client cannot aim the gateway elsewhere.
+    pub allowed_hosts: Vec<String>,
+    /// `whsec_` and base64, or any string (its bytes are the key).
+    pub secret: Secret,
+    /// Attempts at most.
+    pub max_attempts: u32,
+    /// Each attempt's timeout.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
 }

@@ -18,6 +18,7 @@ mod guard;
 pub mod handover;
 mod headers;
 mod hedge;
+pub mod jobs;
 mod listener;
 mod metrics;
 mod mirror;
