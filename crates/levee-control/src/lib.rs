@@ -277,6 +277,7 @@ pub async fn start(
             slo_counters: counters,
             control: Some(loops),
             connector: options.connector,
+            job_backend: None,
         },
     )
     .await?;

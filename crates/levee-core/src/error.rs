@@ -64,11 +64,19 @@ pub enum ErrorKind {
     Draining,
     /// A bug or an unexpected internal failure.
     Internal,
+    /// An async route's queue is at a limit (jobs or bytes, in all or for
+    /// the tenant): nothing was stored.
+    JobQueueFull,
+    /// An async route's queue cannot store or read jobs now (its file or
+    /// NATS server failing).
+    JobQueueUnavailable,
+    /// No such job, or not the asking tenant's.
+    JobNotFound,
 }
 
 impl ErrorKind {
     /// Every kind, for metric pre-registration and exhaustive tests.
-    pub const ALL: [ErrorKind; 22] = [
+    pub const ALL: [ErrorKind; 25] = [
         ErrorKind::NoRoute,
         ErrorKind::BadRequest,
         ErrorKind::PayloadTooLarge,
@@ -91,6 +99,9 @@ impl ErrorKind {
         ErrorKind::DeadlineExceeded,
         ErrorKind::Draining,
         ErrorKind::Internal,
+        ErrorKind::JobQueueFull,
+        ErrorKind::JobQueueUnavailable,
+        ErrorKind::JobNotFound,
     ];
 
     /// The stable, machine-readable reason sent in `levee-error` and used as a metric label.
@@ -118,13 +129,16 @@ impl ErrorKind {
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::Draining => "draining",
             ErrorKind::Internal => "internal",
+            ErrorKind::JobQueueFull => "job_queue_full",
+            ErrorKind::JobQueueUnavailable => "job_queue_unavailable",
+            ErrorKind::JobNotFound => "job_not_found",
         }
     }
 
     /// The status the gateway answers with.
     pub const fn status(self) -> StatusCode {
         match self {
-            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::NoRoute | ErrorKind::JobNotFound => StatusCode::NOT_FOUND,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -135,7 +149,9 @@ impl ErrorKind {
             | ErrorKind::Overloaded
             | ErrorKind::CircuitOpen
             | ErrorKind::OverflowRequests
-            | ErrorKind::OverflowConnections => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::OverflowConnections
+            | ErrorKind::JobQueueFull
+            | ErrorKind::JobQueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::ConnectFailed | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -163,7 +179,8 @@ impl ErrorKind {
             | ErrorKind::ClientClosed
             | ErrorKind::DeadlineExceeded
             | ErrorKind::RateLimited
-            | ErrorKind::Unauthorized => Side::Downstream,
+            | ErrorKind::Unauthorized
+            | ErrorKind::JobNotFound => Side::Downstream,
             ErrorKind::NoEndpoints
             | ErrorKind::ConnectRefused
             | ErrorKind::ConnectTimeout
@@ -175,7 +192,11 @@ impl ErrorKind {
             | ErrorKind::CircuitOpen
             | ErrorKind::OverflowRequests
             | ErrorKind::OverflowConnections => Side::Upstream,
-            ErrorKind::Draining | ErrorKind::Internal | ErrorKind::Overloaded => Side::Internal,
+            ErrorKind::Draining
+            | ErrorKind::Internal
+            | ErrorKind::Overloaded
+            | ErrorKind::JobQueueFull
+            | ErrorKind::JobQueueUnavailable => Side::Internal,
         }
     }
 
@@ -210,6 +231,7 @@ impl ErrorKind {
                 | ErrorKind::OverflowRequests
                 | ErrorKind::OverflowConnections
                 | ErrorKind::Draining
+                | ErrorKind::JobQueueFull
         )
     }
 
@@ -252,6 +274,9 @@ impl ErrorKind {
             ErrorKind::DeadlineExceeded => "the request's deadline passed",
             ErrorKind::Draining => "the gateway is shutting down; retry",
             ErrorKind::Internal => "internal gateway error",
+            ErrorKind::JobQueueFull => "the job queue is full; retry later",
+            ErrorKind::JobQueueUnavailable => "jobs cannot be stored or read now; retry later",
+            ErrorKind::JobNotFound => "no such job",
         }
     }
 
@@ -280,6 +305,8 @@ impl ErrorKind {
     pub const fn grpc_status(self) -> u8 {
         match self {
             ErrorKind::NoRoute => 12,    // UNIMPLEMENTED
+            ErrorKind::JobNotFound => 5, // NOT_FOUND
+            ErrorKind::JobQueueFull => 8,
             ErrorKind::BadRequest => 13, // INTERNAL (gRPC's map of HTTP 400)
             ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::RateLimited => 8,
             ErrorKind::Unauthorized => 16, // UNAUTHENTICATED
@@ -296,7 +323,8 @@ impl ErrorKind {
             | ErrorKind::CircuitOpen
             | ErrorKind::OverflowRequests
             | ErrorKind::OverflowConnections
-            | ErrorKind::Draining => 14,
+            | ErrorKind::Draining
+            | ErrorKind::JobQueueUnavailable => 14,
         }
     }
 

@@ -150,6 +150,28 @@ pub mod names {
     /// Time from a mirrored request's dispatch to the end of the shadow's
     /// answer (or its failure), by route.
     pub const MIRROR_LATENCY: &str = "levee_mirror_shadow_duration_seconds";
+    /// Async routes' jobs submitted, by route and result (`accepted`,
+    /// `existing`, `full`, `too_large`, `error`).
+    pub const JOBS_SUBMITTED: &str = "levee_jobs_submitted_total";
+    /// Deliveries of async routes' jobs, by route and result (`delivered`,
+    /// `retried`, `dead`, `not_sent`, `stale`).
+    pub const JOB_DELIVERIES: &str = "levee_job_deliveries_total";
+    /// Jobs not yet delivered, by route and state (`queued`, `delivering`,
+    /// `dead`): the queue depth.
+    pub const JOBS_DEPTH: &str = "levee_jobs";
+    /// Jobs not yet delivered (queued, delivering, dead), by route and
+    /// tenant.
+    pub const JOBS_TENANT_DEPTH: &str = "levee_jobs_tenant";
+    /// Bytes of the jobs not yet delivered, by route.
+    pub const JOBS_BYTES: &str = "levee_jobs_bytes";
+    /// Age of the oldest job neither delivered nor dead, by route: the lag
+    /// an autoscaler scales the workers behind the route on (the embedded
+    /// queue's equivalent of JetStream's consumer lag).
+    pub const JOBS_OLDEST_AGE: &str = "levee_jobs_oldest_age_seconds";
+    /// Time from a job's acceptance to its delivery, by route.
+    pub const JOB_COMPLETION: &str = "levee_job_completion_seconds";
+    /// Result callbacks, by route and result (`sent`, `failed`, `gave_up`).
+    pub const JOB_CALLBACKS: &str = "levee_job_callbacks_total";
 }
 
 /// A monotonically increasing count.

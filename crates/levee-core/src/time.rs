@@ -39,6 +39,11 @@ pub fn unix_nanos() -> Nanos {
     since_epoch().map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Now, in milliseconds since the Unix epoch (0 before it).
+pub fn unix_millis() -> u64 {
+    since_epoch().map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Now, in whole seconds since the Unix epoch (0 before it).
 pub fn unix_secs() -> u64 {
     since_epoch().map_or(0, |d| d.as_secs())

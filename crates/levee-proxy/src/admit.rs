@@ -35,16 +35,27 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Admits a request for `route` (step 4): on success, the request's context
-/// for the steps that follow, the cluster's answer, and the request ready
-/// to go out.
-pub(crate) async fn request<'a>(
-    arrival: Arrival<'a>,
+/// Who a request is for and whether the gateway takes it at all (the
+/// first half of step 4, also all an async route asks before accepting a
+/// job): its tenant and priority, the overload guard, the rate limits.
+pub(crate) struct Caller<'a> {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) priority: Priority,
+    /// Under pressure: no keep-alive after this answer.
+    pub(crate) close_after: bool,
+    /// The route's most constrained rate limit, reported on the answer.
+    pub(crate) rate_limit: Option<LimitReport<'a>>,
+}
+
+/// The first half of step 4: the tenant (401 on bad credentials), the
+/// priority class, the process overload guard, the route's rate limits.
+pub(crate) async fn caller<'a>(
+    arrival: &Arrival<'a>,
     route: &'a CompiledRoute,
-    req: Request<Incoming>,
+    headers: &HeaderMap,
+    version: Version,
     done: &mut Completion,
-) -> Result<(RequestContext<'a>, ClusterAdmission<'a>, Prepared), Refusal<'a>> {
-    let headers = req.headers();
+) -> Result<Caller<'a>, Refusal<'a>> {
     let shared = arrival.conn.shared();
     // Who it is for: a verified JWT, an API key, a trusted header, or the
     // default tenant.
@@ -65,7 +76,7 @@ pub(crate) async fn request<'a>(
             "the gateway is under memory or connection pressure: sheddable requests are refused",
         ));
     }
-    let close_after = pressure >= crate::pressure::CLOSE && req.version() < Version::HTTP_2;
+    let close_after = pressure >= crate::pressure::CLOSE && version < Version::HTTP_2;
 
     // The route's rate limits.
     let mut rate_limit = None;
@@ -80,6 +91,30 @@ pub(crate) async fn request<'a>(
             LimitVerdict::Admitted(report) => rate_limit = report,
         }
     }
+    Ok(Caller {
+        tenant,
+        priority,
+        close_after,
+        rate_limit,
+    })
+}
+
+/// Admits a request for `route` (step 4): on success, the request's context
+/// for the steps that follow, the cluster's answer, and the request ready
+/// to go out.
+pub(crate) async fn request<'a>(
+    arrival: Arrival<'a>,
+    route: &'a CompiledRoute,
+    req: Request<Incoming>,
+    done: &mut Completion,
+) -> Result<(RequestContext<'a>, ClusterAdmission<'a>, Prepared), Refusal<'a>> {
+    let Caller {
+        tenant,
+        priority,
+        close_after,
+        rate_limit,
+    } = caller(&arrival, route, req.headers(), req.version(), done).await?;
+    let headers = req.headers();
 
     let upgrade = crate::headers::is_upgrade_request(headers) && req.version() == Version::HTTP_11;
     let caller_timeout = route

@@ -57,6 +57,15 @@ pub enum ApplyError {
         /// What is wrong.
         message: String,
     },
+    /// An async route's queue cannot be opened (no backend, the NATS
+    /// server unreachable, the file unwritable).
+    #[error("route {route}: job queue: {message}")]
+    Jobs {
+        /// Route name.
+        route: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The outcome of the most recent reload, for the admin API.
@@ -96,6 +105,10 @@ pub(crate) struct Shared {
     rate_limits: Mutex<HashMap<String, Vec<Arc<crate::admit::RouteLimit>>>>,
     /// Routes' mirrors, their counters kept while their config is unchanged.
     mirrors: Mutex<HashMap<String, Arc<crate::mirror::RouteMirror>>>,
+    /// Opens async routes' queues (`None`: async routes are refused).
+    job_backend: Option<Arc<dyn crate::jobs::JobBackend>>,
+    /// Async routes' queues and delivery state, kept by route name.
+    pub(crate) job_routes: Mutex<HashMap<String, Arc<crate::jobs::RouteJobs>>>,
     /// The Redis client for global limits, kept while its settings are.
     global: Mutex<Option<Arc<crate::global::GlobalLimits>>>,
     /// The SLO counters requests feed; a control loop drains them.
@@ -153,6 +166,9 @@ pub struct StartOptions {
     /// TCP); [`crate::TcpConnector`] when not given. Tests pass an
     /// in-memory upstream here.
     pub connector: Option<Arc<dyn crate::upstream::Connector>>,
+    /// Opens async routes' queues; without one, a config with an async
+    /// route is refused.
+    pub job_backend: Option<Arc<dyn crate::jobs::JobBackend>>,
 }
 
 /// A running gateway. Cheap to clone.
@@ -299,6 +315,8 @@ impl Gateway {
             route_counters: Default::default(),
             faults: Arc::new(crate::fault::FaultBoard::new(fault_registry)),
             mirrors: Mutex::new(HashMap::new()),
+            job_backend: options.job_backend,
+            job_routes: Mutex::new(HashMap::new()),
             global: Mutex::new(None),
             capacity: ArcSwap::from_pointee(Default::default()),
             inherited: Mutex::new(options.inherited),
@@ -475,6 +493,16 @@ impl Gateway {
         // The latency history's counters, once per route (kept by name).
         let route_counters = shared.route_counters.for_config(&config);
 
+        // Async routes' queues, opened (or found again) through the backend.
+        let running_jobs = lock(&shared.job_routes).clone();
+        let job_routes = crate::jobs::open_routes(
+            &config,
+            shared.job_backend.as_ref(),
+            &running_jobs,
+            &shared.registry,
+        )
+        .await?;
+
         // Listener configs (TLS acceptors and routers), built before any swap.
         let mut listener_configs = Vec::new();
         for l in &config.listeners {
@@ -485,7 +513,7 @@ impl Gateway {
                 })?),
                 None => None,
             };
-            let routes = config
+            let routes: Vec<Arc<CompiledRoute>> = config
                 .routes
                 .iter()
                 .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
@@ -526,6 +554,10 @@ impl Gateway {
                             Some(f) => route.with_faults(f),
                             None => route,
                         };
+                        let route = match job_routes.get(&r.name) {
+                            Some(j) => route.with_jobs(j.clone()),
+                            None => route,
+                        };
                         Some(match slo_bindings.get(&r.name) {
                             Some(b) => route.with_slos(b.clone()),
                             None => route,
@@ -545,11 +577,16 @@ impl Gateway {
                     Some(Arc::new(stable.with_split(split)))
                 })
                 .collect();
+            let jobs_prefix = routes
+                .iter()
+                .any(|r| r.jobs.is_some())
+                .then(|| config.jobs.status_prefix.clone());
             listener_configs.push(ListenerConfig {
                 limits: l.limits.clone(),
                 tls,
                 router: Router::new(routes),
                 tenants: tenants.clone(),
+                jobs_prefix,
             });
         }
 
@@ -608,6 +645,8 @@ impl Gateway {
         // A runtime fault never outlives a reload.
         shared.faults.clear();
         *lock(&shared.mirrors) = mirrors;
+        crate::jobs::deliver::start_new(shared, &running_jobs, &job_routes);
+        *lock(&shared.job_routes) = job_routes;
         let config = Arc::new(config);
         if let Some(control) = &shared.control {
             control.commit(&config).await;
@@ -825,6 +864,24 @@ impl Gateway {
         &self.shared.slo_counters
     }
 
+    /// The async routes, by name, in config order.
+    pub fn job_routes(&self) -> Vec<String> {
+        let running = lock(&self.shared.job_routes);
+        self.config()
+            .routes
+            .iter()
+            .filter(|r| running.contains_key(&r.name))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    /// The queue of async route `route`.
+    pub fn job_queue(&self, route: &str) -> Option<Arc<dyn crate::jobs::JobQueue>> {
+        lock(&self.shared.job_routes)
+            .get(route)
+            .map(|j| j.queue.clone())
+    }
+
     /// The mirror counters of route `route`, if it has a mirror.
     pub fn mirror_stats(&self, route: &str) -> Option<crate::mirror::MirrorStats> {
         lock(&self.shared.mirrors).get(route).map(|m| m.stats())
@@ -946,6 +1003,25 @@ fn release_plan(
     let (stable, weights) = control?.rollout_base(&route.name, &route.cluster)?;
     (stable != route.cluster)
         .then(|| (stable, route.cluster.clone(), ReleaseKind::Rollout, weights))
+}
+
+impl Shared {
+    /// Async routes' running state, by route name.
+    pub(crate) fn job_routes_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<crate::jobs::RouteJobs>>> {
+        lock(&self.job_routes)
+    }
+
+    /// The listeners now.
+    pub(crate) fn listener_states(&self) -> Vec<Arc<ListenerState>> {
+        lock(&self.listeners).clone()
+    }
+
+    /// Whether draining has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -113,6 +113,11 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
         .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
+/// Whether `name` is a hop-by-hop header (never stored or relayed as is).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including any the Connection header names.
 /// `te: trailers` survives (gRPC needs it); with `keep_upgrade` the Upgrade
 /// header and `connection: upgrade` survive for a WebSocket handshake.

@@ -25,6 +25,9 @@ pub(crate) struct ListenerConfig {
     pub(crate) router: Router,
     /// How requests' tenants are identified (the same for every listener).
     pub(crate) tenants: Arc<crate::tenant::TenantResolver>,
+    /// Where clients read their jobs (`GET {prefix}/{id}`), when a route
+    /// on this listener is async.
+    pub(crate) jobs_prefix: Option<String>,
 }
 
 /// A bound listener.
@@ -178,6 +181,28 @@ impl std::fmt::Debug for PendingUpgrade {
 }
 
 impl ConnInfo {
+    /// A connection that is not one: what the delivery of an async route's
+    /// job goes out on, as if it came from `peer` on `listener`.
+    pub(crate) fn internal(
+        shared: Arc<Shared>,
+        listener: Arc<ListenerState>,
+        peer: SocketAddr,
+    ) -> Self {
+        let tls = listener.current.load().tls.is_some();
+        Self {
+            listener,
+            peer,
+            tls,
+            in_flight: AtomicU32::new(0),
+            last_active: AtomicU64::new(shared.clock.now()),
+            head_started: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            manual_upgrades: AtomicBool::new(false),
+            pending_upgrade: std::sync::Mutex::new(None),
+            shared,
+        }
+    }
+
     /// The gateway's shared state.
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared

@@ -46,6 +46,14 @@ pub(crate) async fn handle(
     if let Err(refused) = accept(&listener, &mut req) {
         return Ok(respond::refuse(done, refused));
     }
+    // An async route's job, read back at its location.
+    if let Some(prefix) = &listener.jobs_prefix {
+        let path = req.uri().path();
+        if let Some(rest) = crate::jobs::submit::under_prefix(prefix, path) {
+            let rest = rest.to_string();
+            return Ok(crate::jobs::submit::read(arrival, &rest, &req, done).await);
+        }
+    }
     // 2. Route: the first of the listener's routes that takes the request,
     //    then, on a route with two versions, which version serves it.
     let route = match route(&listener, &req) {
@@ -78,18 +86,64 @@ pub(crate) async fn handle(
         }
     }
     // 4. Admit: tenant, overload guard, rate limits, a body to replay
-    //    read, then the cluster.
+    //    read, then the cluster. An async route takes the request as a job
+    //    instead (`jobs`), after the same tenant, guard and rate limits.
+    if let Some(jobs) = route
+        .jobs
+        .as_ref()
+        .filter(|j| j.settings.mode == levee_config::AsyncMode::Always)
+    {
+        return Ok(crate::jobs::submit::accept(arrival, &route, jobs, req, done).await);
+    }
     let (ctx, admission, prepared) =
         match crate::admit::request(arrival, &route, req, &mut done).await {
             Ok(admitted) => admitted,
             Err(refused) => return Ok(respond::refuse(done, refused)),
         };
+    // A request the cluster sheds becomes a job on an overflow route, for
+    // a client that asked for an asynchronous answer.
+    if let Some(jobs) = overflow_to_job(&ctx, &admission, &prepared) {
+        let caller = crate::admit::Caller {
+            tenant: ctx.tenant.clone(),
+            priority: ctx.priority,
+            close_after: ctx.close_after,
+            rate_limit: None,
+        };
+        let peer = ctx.conn.peer.ip();
+        drop(admission);
+        return Ok(
+            match prepared.into_whole(jobs.settings.max_body_bytes).await {
+                Ok((parts, body)) => {
+                    crate::jobs::submit::overflow(jobs, &caller, parts, body, peer, done).await
+                }
+                Err(refused) => respond::refuse(done, refused),
+            },
+        );
+    }
     // 5. Dispatch, retrying and hedging as the route allows.
     let dispatched = attempt::dispatch(&ctx, admission, prepared, &mut done).await;
     // 6. Degrade: the route's fallbacks answer what the cluster could not.
     let answer = crate::degrade::fallback(&ctx, dispatched, &mut done).await;
     // 7. Record: when the response body ends (or the client leaves).
     Ok(record(&ctx, answer, done))
+}
+
+/// The route's jobs, when the cluster shed this request, the route turns
+/// shed requests into jobs and the client asked for that.
+fn overflow_to_job<'r>(
+    ctx: &RequestContext<'r>,
+    admission: &crate::admit::ClusterAdmission<'_>,
+    prepared: &attempt::Prepared,
+) -> Option<&'r crate::jobs::RouteJobs> {
+    let jobs = ctx.route.jobs.as_deref()?;
+    let shed = matches!(
+        admission.refused,
+        Some((ErrorKind::Overloaded | ErrorKind::OverflowRequests, _))
+    );
+    (shed
+        && jobs.settings.mode == levee_config::AsyncMode::Overflow
+        && crate::jobs::submit::prefers_async(prepared.headers()))
+    .then_some(jobs)
 }
 
 /// What is known of a request as its head arrives.

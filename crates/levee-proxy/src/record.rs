@@ -98,6 +98,11 @@ impl Completion {
         }
     }
 
+    /// The jobs prefix of the listener the request came in on.
+    pub(crate) fn listener_jobs_prefix(&self) -> Option<String> {
+        self.conn.listener.current.load().jobs_prefix.clone()
+    }
+
     /// Notes the route (and its cluster) the request is for.
     pub(crate) fn routed(&mut self, route: Arc<CompiledRoute>) -> Arc<CompiledRoute> {
         self.cluster = Some(route.cluster.clone());

@@ -42,6 +42,8 @@ pub(crate) struct CompiledRoute {
     /// shared by both versions of a split. `None` on a fallback cluster's
     /// route, whose requests count on the route they came in on.
     pub(crate) served: Option<Arc<crate::release::VersionCounters>>,
+    /// An async route's queue and settings (`jobs`).
+    pub(crate) jobs: Option<Arc<crate::jobs::RouteJobs>>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -110,6 +112,7 @@ impl CompiledRoute {
             faults: Arc::from(Vec::new()),
             fault_headers: None,
             mirror: None,
+            jobs: None,
             served: None,
             config,
             cluster,
@@ -169,6 +172,12 @@ impl CompiledRoute {
     /// Adds the route's mirror.
     pub(crate) fn with_mirror(mut self, mirror: Arc<crate::mirror::RouteMirror>) -> Self {
         self.mirror = Some(mirror);
+        self
+    }
+
+    /// Makes the route async: its requests become jobs in this queue.
+    pub(crate) fn with_jobs(mut self, jobs: Arc<crate::jobs::RouteJobs>) -> Self {
+        self.jobs = Some(jobs);
         self
     }
 
@@ -259,6 +268,11 @@ pub(crate) struct Router {
 impl Router {
     pub(crate) fn new(routes: Vec<Arc<CompiledRoute>>) -> Self {
         Self { routes }
+    }
+
+    /// The route named `name`, if this listener has it.
+    pub(crate) fn by_name(&self, name: &str) -> Option<Arc<CompiledRoute>> {
+        self.routes.iter().find(|r| r.config.name == name).cloned()
     }
 
     /// The first route that takes the request.

@@ -17,6 +17,10 @@
 //! delivery of a job carries the same `Idempotency-Key`, so an upstream
 //! that de-duplicates by it sees each job exactly once.
 
+pub(crate) mod callback;
+pub(crate) mod deliver;
+pub(crate) mod metrics;
+pub(crate) mod submit;
 mod wire;
 
 use futures_util::future::BoxFuture;
@@ -298,4 +302,69 @@ pub trait JobBackend: std::fmt::Debug + Send + Sync + 'static {
 /// Whether an upstream's status ends a job (a final answer) or is retried.
 pub fn is_final_status(status: u16) -> bool {
     !(status >= 500 || status == 408 || status == 429)
+}
+
+/// An async route as the gateway runs it: its settings, its queue and its
+/// metrics, kept by route name across reloads.
+#[derive(Debug)]
+pub(crate) struct RouteJobs {
+    pub(crate) route: String,
+    pub(crate) settings: AsyncRoute,
+    pub(crate) queue: Arc<dyn JobQueue>,
+    pub(crate) metrics: Arc<metrics::JobMetrics>,
+    /// The result callbacks' signer, when the route has callbacks.
+    pub(crate) callback: Option<Arc<callback::Signer>>,
+}
+
+/// The async routes of `config`, each with its queue: the running one when
+/// its settings are unchanged, else opened (or reconfigured) through
+/// `backend`.
+pub(crate) async fn open_routes(
+    config: &levee_config::Config,
+    backend: Option<&Arc<dyn JobBackend>>,
+    running: &std::collections::HashMap<String, Arc<RouteJobs>>,
+    registry: &Arc<levee_core::metrics::Registry>,
+) -> Result<std::collections::HashMap<String, Arc<RouteJobs>>, crate::ApplyError> {
+    let mut routes = std::collections::HashMap::new();
+    for r in &config.routes {
+        let Some(settings) = &r.async_jobs else {
+            continue;
+        };
+        let failed = |message: String| crate::ApplyError::Jobs {
+            route: r.name.clone(),
+            message,
+        };
+        if let Some(kept) = running.get(&r.name).filter(|j| j.settings == *settings) {
+            routes.insert(r.name.clone(), kept.clone());
+            continue;
+        }
+        let backend = backend.ok_or_else(|| {
+            failed("this gateway has no job queue (start it through levee-control)".into())
+        })?;
+        let queue = backend
+            .open(&r.name, settings)
+            .await
+            .map_err(|e| failed(e.0))?;
+        let metrics = match running.get(&r.name) {
+            Some(previous) => previous.metrics.clone(),
+            None => Arc::new(metrics::JobMetrics::new(registry, &r.name)),
+        };
+        let callback = settings
+            .callback
+            .as_ref()
+            .map(|c| callback::Signer::new(c).map(Arc::new))
+            .transpose()
+            .map_err(failed)?;
+        routes.insert(
+            r.name.clone(),
+            Arc::new(RouteJobs {
+                route: r.name.clone(),
+                settings: settings.clone(),
+                queue,
+                metrics,
+                callback,
+            }),
+        );
+    }
+    Ok(routes)
 }

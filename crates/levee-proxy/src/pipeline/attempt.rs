@@ -531,6 +531,18 @@ pub(crate) struct Outbound {
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
+impl Outbound {
+    /// A request whose body is known whole (a job's, at delivery).
+    pub(crate) fn whole(parts: http::request::Parts, body: bytes::Bytes) -> Self {
+        Self {
+            parts,
+            body: AttemptBody::Replay(body),
+            upgrade: false,
+            downstream_upgrade: None,
+        }
+    }
+}
+
 /// A request ready to go out: its body read when the route may send it
 /// twice, and what a fallback would need of it.
 pub(crate) struct Prepared {
@@ -541,6 +553,49 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
+    /// The request's headers.
+    pub(crate) fn headers(&self) -> &http::HeaderMap {
+        &self.request.parts.headers
+    }
+
+    /// The request's head and whole body (read now if it streams), for a
+    /// job; over `limit` bytes is refused (413).
+    pub(crate) async fn into_whole(
+        self,
+        limit: u64,
+    ) -> Result<(http::request::Parts, bytes::Bytes), Refusal<'static>> {
+        let too_large = || {
+            Refusal::new(
+                ErrorKind::PayloadTooLarge,
+                "the request body exceeds the async route's max_body_bytes",
+            )
+        };
+        let Outbound { parts, body, .. } = self.request;
+        let bytes = match body {
+            AttemptBody::Replay(bytes) => bytes,
+            AttemptBody::Stream { body: None, .. } => bytes::Bytes::new(),
+            AttemptBody::Stream { body: Some(b), .. } => {
+                use http_body_util::BodyExt as _;
+                let limited =
+                    http_body_util::Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX));
+                match limited.collect().await {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+                    Err(_) => {
+                        return Err(Refusal::new(
+                            ErrorKind::ClientClosed,
+                            "the client stopped sending the request body",
+                        ))
+                    }
+                }
+            }
+        };
+        if bytes.len() as u64 > limit {
+            return Err(too_large());
+        }
+        Ok((parts, bytes))
+    }
+
     /// What a mirror copies: the head, whether it is an upgrade, and the
     /// body when known whole (none, or read in advance); `None` when it
     /// streams.
