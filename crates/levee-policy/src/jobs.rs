@@ -9,10 +9,10 @@
 //!   bytes, in all and per tenant); past them [`Ledger::submit`] says
 //!   `Full` with a `Retry-After`, and nothing accepted is ever dropped. The
 //!   same tenant's `Idempotency-Key` returns the job it first made.
-//! - **Deliver.** [`Ledger::lease`] hands out the oldest ready job, one at a
+//! - **Deliver.** [`Ledger::lease`] hands out the job whose turn came first, one at a
 //!   time per ordering key (jobs with the same key are delivered in order,
-//!   the next only once the one before is done or dead), and none past a
-//!   key's turn. A lease expires: a delivery whose gateway died is handed
+//!   the next only once the one before is done or purged), and none past
+//!   a key's turn. A lease expires: a delivery whose gateway died is handed
 //!   out again ([`Ledger::expire`]).
 //! - **Finish.** Success keeps the result for `result_ttl`. A failure is
 //!   retried after an exponential backoff with full jitter, until
@@ -25,7 +25,7 @@
 
 use crate::retry::Backoff;
 use levee_core::Nanos;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 /// A route's limits and delivery rules.
@@ -123,6 +123,11 @@ pub enum AfterFailure {
 }
 
 /// The jobs of one async route.
+///
+/// Every operation is O(log n) in the jobs held: the next job to deliver,
+/// the leases to expire, the results to forget and the oldest undelivered
+/// job are each kept in an ordered index, so a backlog of a million jobs
+/// costs no more per delivery than a backlog of ten.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     limits: JobLimits,
@@ -131,9 +136,27 @@ pub struct Ledger {
     by_idempotency_key: HashMap<(String, String), JobId>,
     /// Per ordering key, its pending jobs in acceptance order.
     keys: HashMap<String, VecDeque<JobId>>,
+    /// Queued jobs whose turn it is, by when they may go.
+    ready: BTreeSet<(Nanos, JobId)>,
+    /// Deliveries, by when their lease runs out.
+    leases: BTreeSet<(Nanos, JobId)>,
+    /// Delivered jobs, by when they were delivered (their results' TTL).
+    delivered: BTreeSet<(Nanos, JobId)>,
+    /// Jobs neither delivered nor dead, by acceptance.
+    undelivered: BTreeSet<(Nanos, JobId)>,
+    dead: BTreeSet<JobId>,
     pending_jobs: usize,
     pending_bytes: u64,
     per_tenant: HashMap<String, (usize, u64)>,
+}
+
+/// How many jobs are where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: usize,
+    pub delivering: usize,
+    pub done: usize,
+    pub dead: usize,
 }
 
 fn nanos(d: Duration) -> Nanos {
@@ -148,6 +171,11 @@ impl Ledger {
             next_id: 1,
             by_idempotency_key: HashMap::new(),
             keys: HashMap::new(),
+            ready: BTreeSet::new(),
+            leases: BTreeSet::new(),
+            delivered: BTreeSet::new(),
+            undelivered: BTreeSet::new(),
+            dead: BTreeSet::new(),
             pending_jobs: 0,
             pending_bytes: 0,
             per_tenant: HashMap::new(),
@@ -156,6 +184,11 @@ impl Ledger {
 
     pub fn limits(&self) -> &JobLimits {
         &self.limits
+    }
+
+    /// New limits (a reload): jobs already accepted stay, even over them.
+    pub fn set_limits(&mut self, limits: JobLimits) {
+        self.limits = limits;
     }
 
     pub fn get(&self, id: JobId) -> Option<&Job> {
@@ -170,6 +203,23 @@ impl Ledger {
     /// Jobs not yet delivered (queued, delivering or dead) and their bytes.
     pub fn pending(&self) -> (usize, u64) {
         (self.pending_jobs, self.pending_bytes)
+    }
+
+    /// Per tenant, its jobs not yet delivered and their bytes.
+    pub fn pending_by_tenant(&self) -> impl Iterator<Item = (&str, usize, u64)> {
+        self.per_tenant
+            .iter()
+            .map(|(t, (n, b))| (t.as_str(), *n, *b))
+    }
+
+    /// How many jobs are in each state.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            queued: self.undelivered.len() - self.leases.len(),
+            delivering: self.leases.len(),
+            done: self.delivered.len(),
+            dead: self.dead.len(),
+        }
     }
 
     /// Every job, by id.
@@ -208,42 +258,72 @@ impl Ledger {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.jobs.insert(
+        self.insert(Job {
             id,
-            Job {
-                id,
-                tenant: tenant.to_string(),
-                key: key.map(str::to_string),
-                idempotency_key: idempotency_key.map(str::to_string),
-                bytes,
-                accepted_at: now,
-                attempts: 0,
-                state: JobState::Queued { ready_at: now },
-                last_error: None,
-            },
-        );
-        if let Some(k) = idempotency_key {
-            self.by_idempotency_key
-                .insert((tenant.to_string(), k.to_string()), id);
-        }
-        if let Some(k) = key {
-            self.keys.entry(k.to_string()).or_default().push_back(id);
-        }
-        self.count(tenant, 1, bytes as i128);
+            tenant: tenant.to_string(),
+            key: key.map(str::to_string),
+            idempotency_key: idempotency_key.map(str::to_string),
+            bytes,
+            accepted_at: now,
+            attempts: 0,
+            state: JobState::Queued { ready_at: now },
+            last_error: None,
+        });
         Submitted::Accepted(id)
     }
 
-    /// When a full queue may have room: the earliest queued job's turn, at
-    /// least a second.
+    /// Puts back a job as it was stored (at start, from the queue's file),
+    /// in id order. A delivery that was under way is queued again (its
+    /// gateway stopped); ids continue after the largest.
+    pub fn restore(&mut self, mut job: Job, now: Nanos) {
+        if let JobState::Delivering { .. } = job.state {
+            job.state = JobState::Queued { ready_at: now };
+        }
+        self.next_id = self.next_id.max(job.id + 1);
+        self.insert(job);
+    }
+
+    /// Adds `job` with every index it belongs in.
+    fn insert(&mut self, job: Job) {
+        let id = job.id;
+        if let Some(k) = &job.idempotency_key {
+            self.by_idempotency_key
+                .insert((job.tenant.clone(), k.clone()), id);
+        }
+        if job.pending() {
+            if let Some(k) = &job.key {
+                self.keys.entry(k.clone()).or_default().push_back(id);
+            }
+            self.count(&job.tenant, 1, job.bytes as i128);
+        }
+        match job.state {
+            JobState::Queued { ready_at } => {
+                self.undelivered.insert((job.accepted_at, id));
+                if self.its_turn(&job) {
+                    self.ready.insert((ready_at, id));
+                }
+            }
+            JobState::Delivering { until, .. } => {
+                self.undelivered.insert((job.accepted_at, id));
+                self.leases.insert((until, id));
+            }
+            JobState::Done { at, .. } => {
+                self.delivered.insert((at, id));
+            }
+            JobState::Dead { .. } => {
+                self.dead.insert(id);
+            }
+        }
+        self.jobs.insert(id, job);
+    }
+
+    /// When a full queue may have room: the next delivery's turn or lease
+    /// end, at least a second.
     fn retry_after(&self, now: Nanos) -> Duration {
-        let soonest = self
-            .jobs
-            .values()
-            .filter_map(|j| match j.state {
-                JobState::Queued { ready_at } => Some(ready_at.saturating_sub(now)),
-                JobState::Delivering { until, .. } => Some(until.saturating_sub(now)),
-                _ => None,
-            })
+        let soonest = [self.ready.first(), self.leases.first()]
+            .into_iter()
+            .flatten()
+            .map(|(at, _)| at.saturating_sub(now))
             .min()
             .unwrap_or(0);
         Duration::from_nanos(soonest).max(Duration::from_secs(1))
@@ -272,13 +352,14 @@ impl Ledger {
         }
     }
 
-    /// Hands out the oldest job ready at `now` whose turn it is, leased for
-    /// [`JobLimits::lease`].
+    /// Hands out the job whose turn came first, among those ready at
+    /// `now`, leased for [`JobLimits::lease`].
     pub fn lease(&mut self, now: Nanos) -> Option<Lease> {
-        let id = self.jobs.values().find_map(|j| match j.state {
-            JobState::Queued { ready_at } if ready_at <= now && self.its_turn(j) => Some(j.id),
-            _ => None,
-        })?;
+        let &(ready_at, id) = self.ready.first()?;
+        if ready_at > now {
+            return None;
+        }
+        self.ready.remove(&(ready_at, id));
         let until = now.saturating_add(nanos(self.limits.lease));
         let job = self.jobs.get_mut(&id)?;
         job.attempts += 1;
@@ -286,30 +367,38 @@ impl Ledger {
             attempt: job.attempts,
             until,
         };
+        self.leases.insert((until, id));
         Some(Lease {
             id,
             attempt: job.attempts,
         })
     }
 
-    fn current(&self, lease: Lease) -> bool {
-        matches!(
-            self.jobs.get(&lease.id).map(|j| &j.state),
-            Some(JobState::Delivering { attempt, .. }) if *attempt == lease.attempt
-        )
+    /// The lease's end, when `lease` is the job's current delivery.
+    fn current(&self, lease: Lease) -> Option<Nanos> {
+        match self.jobs.get(&lease.id).map(|j| &j.state) {
+            Some(JobState::Delivering { attempt, until }) if *attempt == lease.attempt => {
+                Some(*until)
+            }
+            _ => None,
+        }
     }
 
     /// The delivery of `lease` succeeded with `status` at `now`; `false`
     /// when the lease was not current (nothing changed).
     pub fn succeed(&mut self, lease: Lease, status: u16, now: Nanos) -> bool {
-        if !self.current(lease) {
+        let Some(until) = self.current(lease) else {
             return false;
-        }
+        };
+        self.leases.remove(&(until, lease.id));
         let Some(job) = self.jobs.get_mut(&lease.id) else {
             return false;
         };
         job.state = JobState::Done { status, at: now };
-        let (tenant, key, bytes) = (job.tenant.clone(), job.key.clone(), job.bytes);
+        let (tenant, key, bytes, accepted) =
+            (job.tenant.clone(), job.key.clone(), job.bytes, job.accepted_at);
+        self.undelivered.remove(&(accepted, lease.id));
+        self.delivered.insert((now, lease.id));
         self.count(&tenant, -1, -(bytes as i128));
         self.leave_key(key.as_deref(), lease.id);
         true
@@ -318,9 +407,10 @@ impl Ledger {
     /// The delivery of `lease` failed with `error` at `now`; `random`
     /// draws the backoff's jitter.
     pub fn fail(&mut self, lease: Lease, error: &str, now: Nanos, random: u64) -> AfterFailure {
-        if !self.current(lease) {
+        let Some(until) = self.current(lease) else {
             return AfterFailure::Stale;
-        }
+        };
+        self.leases.remove(&(until, lease.id));
         let limits = self.limits;
         let Some(job) = self.jobs.get_mut(&lease.id) else {
             return AfterFailure::Stale;
@@ -332,19 +422,49 @@ impl Ledger {
         let too_old = retry_at.saturating_sub(job.accepted_at) >= nanos(limits.max_age);
         if job.attempts >= limits.max_attempts || too_old {
             job.state = JobState::Dead { at: now };
+            let accepted = job.accepted_at;
+            self.undelivered.remove(&(accepted, lease.id));
+            self.dead.insert(lease.id);
             return AfterFailure::Dead;
         }
         job.state = JobState::Queued { ready_at: retry_at };
+        // It was delivering, so it is its key's first: its turn stays.
+        self.ready.insert((retry_at, lease.id));
         AfterFailure::RetryAt(retry_at)
     }
 
+    /// A delivery that was never sent (the cluster refused it) goes back
+    /// as it was, its attempt not counted; `false` if the lease was stale.
+    pub fn give_back(&mut self, lease: Lease, now: Nanos) -> bool {
+        let Some(until) = self.current(lease) else {
+            return false;
+        };
+        self.leases.remove(&(until, lease.id));
+        let Some(job) = self.jobs.get_mut(&lease.id) else {
+            return false;
+        };
+        job.attempts = job.attempts.saturating_sub(1);
+        job.state = JobState::Queued { ready_at: now };
+        self.ready.insert((now, lease.id));
+        true
+    }
+
+    /// Takes job `id` off its key's line; the next of the key, if any,
+    /// gets its turn.
     fn leave_key(&mut self, key: Option<&str>, id: JobId) {
-        if let Some(k) = key {
-            if let Some(q) = self.keys.get_mut(k) {
-                q.retain(|x| *x != id);
-                if q.is_empty() {
-                    self.keys.remove(k);
-                }
+        let Some(k) = key else { return };
+        let Some(q) = self.keys.get_mut(k) else {
+            return;
+        };
+        let was_first = q.front() == Some(&id);
+        q.retain(|x| *x != id);
+        let next = q.front().copied();
+        if q.is_empty() {
+            self.keys.remove(k);
+        }
+        if let (true, Some(next)) = (was_first, next) {
+            if let Some(JobState::Queued { ready_at }) = self.jobs.get(&next).map(|j| &j.state) {
+                self.ready.insert((*ready_at, next));
             }
         }
     }
@@ -354,22 +474,24 @@ impl Ledger {
     /// are forgotten. Returns the ids handed back.
     pub fn expire(&mut self, now: Nanos) -> Vec<JobId> {
         let mut back = Vec::new();
-        let ttl = nanos(self.limits.result_ttl);
-        let mut forgotten = Vec::new();
-        for job in self.jobs.values_mut() {
-            match job.state {
-                JobState::Delivering { until, .. } if until <= now => {
-                    job.state = JobState::Queued { ready_at: now };
-                    job.last_error = Some("the delivery's lease expired".into());
-                    back.push(job.id);
-                }
-                JobState::Done { at, .. } if now.saturating_sub(at) >= ttl => {
-                    forgotten.push(job.id);
-                }
-                _ => {}
+        while let Some(&(until, id)) = self.leases.first() {
+            if until > now {
+                break;
+            }
+            self.leases.remove(&(until, id));
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.state = JobState::Queued { ready_at: now };
+                job.last_error = Some("the delivery's lease expired".into());
+                self.ready.insert((now, id));
+                back.push(id);
             }
         }
-        for id in forgotten {
+        let ttl = nanos(self.limits.result_ttl);
+        while let Some(&(at, id)) = self.delivered.first() {
+            if now.saturating_sub(at) < ttl {
+                break;
+            }
+            self.delivered.remove(&(at, id));
             if let Some(job) = self.jobs.remove(&id) {
                 if let Some(k) = job.idempotency_key {
                     self.by_idempotency_key.remove(&(job.tenant, k));
@@ -382,25 +504,24 @@ impl Ledger {
     /// A dead job queued again at `now` with its attempts reset (by hand:
     /// `levee jobs retry`); `false` if it is not dead.
     pub fn revive(&mut self, id: JobId, now: Nanos) -> bool {
-        match self.jobs.get_mut(&id) {
-            Some(job) if matches!(job.state, JobState::Dead { .. }) => {
-                job.state = JobState::Queued { ready_at: now };
-                job.attempts = 0;
-                job.accepted_at = now;
-                true
-            }
-            _ => false,
+        if !self.dead.remove(&id) {
+            return false;
         }
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        job.state = JobState::Queued { ready_at: now };
+        job.attempts = 0;
+        job.accepted_at = now;
+        self.undelivered.insert((now, id));
+        // A dead job kept its key's turn.
+        self.ready.insert((now, id));
+        true
     }
 
-    /// Removes dead jobs (by hand: `levee jobs purge`); how many.
-    pub fn purge_dead(&mut self) -> usize {
-        let dead: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|j| matches!(j.state, JobState::Dead { .. }))
-            .map(|j| j.id)
-            .collect();
+    /// Removes dead jobs (by hand: `levee jobs purge`); their ids.
+    pub fn purge_dead(&mut self) -> Vec<JobId> {
+        let dead: Vec<JobId> = std::mem::take(&mut self.dead).into_iter().collect();
         for id in &dead {
             if let Some(job) = self.jobs.remove(id) {
                 self.count(&job.tenant, -1, -(job.bytes as i128));
@@ -410,23 +531,15 @@ impl Ledger {
                 }
             }
         }
-        dead.len()
+        dead
     }
 
     /// The age at `now` of the oldest job not yet delivered and not dead:
     /// the freshness SLI and the autoscaling lag.
     pub fn oldest_undelivered_age(&self, now: Nanos) -> Option<Duration> {
-        self.jobs
-            .values()
-            .filter(|j| {
-                matches!(
-                    j.state,
-                    JobState::Queued { .. } | JobState::Delivering { .. }
-                )
-            })
-            .map(|j| now.saturating_sub(j.accepted_at))
-            .max()
-            .map(Duration::from_nanos)
+        self.undelivered
+            .first()
+            .map(|(accepted, _)| Duration::from_nanos(now.saturating_sub(*accepted)))
     }
 }
 
@@ -591,6 +704,7 @@ mod tests {
             let mut accepted_ids = Vec::new();
             let mut leases: Vec<Lease> = Vec::new();
             let mut succeeded = std::collections::HashSet::new();
+            let mut purged = std::collections::HashSet::new();
             for (op, who, n, r) in ops {
                 now += n * S / 10;
                 let tenant = ["a", "b", "c", "d"][who as usize];
@@ -606,9 +720,28 @@ mod tests {
                     3 => if let Some(lease) = leases.pop() {
                         if l.succeed(lease, 200, now) { prop_assert!(succeeded.insert(lease.id)); }
                     },
-                    4 => if let Some(lease) = leases.pop() { let _ = l.fail(lease, "e", now, r); },
+                    4 => if let Some(lease) = leases.pop() {
+                        if r % 4 == 0 { l.give_back(lease, now); } else { let _ = l.fail(lease, "e", now, r); }
+                    },
+                    5 if r % 7 == 0 => { purged.extend(l.purge_dead()); }
+                    5 if r % 7 == 1 => {
+                        if let Some(id) = l.dead.iter().next().copied() { prop_assert!(l.revive(id, now)); }
+                    }
                     _ => { l.expire(now); }
                 }
+                // The indexes say what a scan of the jobs says.
+                let ready: BTreeSet<(Nanos, JobId)> = l.jobs().filter_map(|j| match j.state {
+                    JobState::Queued { ready_at } if l.its_turn(j) => Some((ready_at, j.id)),
+                    _ => None,
+                }).collect();
+                prop_assert_eq!(&l.ready, &ready);
+                let c = l.counts();
+                prop_assert_eq!(c.queued, l.jobs().filter(|j| matches!(j.state, JobState::Queued { .. })).count());
+                prop_assert_eq!(c.delivering, l.jobs().filter(|j| matches!(j.state, JobState::Delivering { .. })).count());
+                prop_assert_eq!(c.dead, l.jobs().filter(|j| matches!(j.state, JobState::Dead { .. })).count());
+                prop_assert_eq!(c.done, l.jobs().filter(|j| matches!(j.state, JobState::Done { .. })).count());
+                let oldest = l.jobs().filter(|j| matches!(j.state, JobState::Queued { .. } | JobState::Delivering { .. })).map(|j| now - j.accepted_at).max();
+                prop_assert_eq!(l.oldest_undelivered_age(now), oldest.map(Duration::from_nanos));
                 let pending: Vec<&Job> = l.jobs().filter(|j| j.pending()).collect();
                 prop_assert_eq!(l.pending(), (pending.len(), pending.iter().map(|j| j.bytes).sum::<u64>()));
                 let mut delivering_keys = std::collections::HashSet::new();
@@ -619,7 +752,7 @@ mod tests {
                 }
                 // Accepted and not yet delivered: still there.
                 for id in &accepted_ids {
-                    if !succeeded.contains(id) { prop_assert!(l.get(*id).is_some(), "job {} lost", id); }
+                    if !succeeded.contains(id) && !purged.contains(id) { prop_assert!(l.get(*id).is_some(), "job {} lost", id); }
                 }
             }
         }
