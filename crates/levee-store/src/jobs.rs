@@ -245,7 +245,9 @@ pub struct JobLogStats {
 }
 
 /// The durable log of async routes' jobs: a writer thread that owns the
-/// SQLite connection, and a channel to it. See the [module](self) docs.
+/// SQLite connection, and a channel to it. Each commit carries the writes
+/// queued while the one before it ran (group commit), up to 8192 writes
+/// or 16 MiB of requests and results.
 ///
 /// Shared between threads by reference (`Arc<JobLog>`). Dropping it
 /// commits every write queued so far, then stops the thread.
