@@ -329,6 +329,9 @@ impl JobLog {
     ///
     /// Only if the writer thread has stopped (it panicked) is `done` called
     /// at once, on the calling thread, with [`StoreError::WriterStopped`].
+    ///
+    /// The queue has no bound of its own: the caller bounds it (the
+    /// ledger's limits on jobs and bytes, each write waited for).
     pub fn write(&self, write: JobWrite, done: Option<WriteDone>) {
         self.write_all(vec![write], done);
     }

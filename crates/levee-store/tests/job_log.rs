@@ -407,6 +407,16 @@ fn a_missing_directory_is_named() {
 /// `acknowledged_jobs_survive_kill_9`.
 const CRASH_CHILD: &str = "LEVEE_JOB_LOG_CRASH_CHILD";
 
+/// Kills the child if the parent test fails before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// In the crash test's child process only: writes jobs from a few threads,
 /// printing `acked <seq>` after each acknowledged one, until killed.
 #[test]
@@ -424,7 +434,8 @@ fn crash_child() {
         .map(|t| {
             let log = Arc::clone(&log);
             thread::spawn(move || {
-                for i in 0.. {
+                // Bounded, so that a child the parent failed to kill ends.
+                for i in 0..50_000 {
                     let seq = i * 4 + t;
                     write_and_wait(&log, JobWrite::Insert(job("crash", seq))).unwrap();
                     // Line-buffered: on the pipe before the next write.
@@ -443,15 +454,17 @@ fn acknowledged_jobs_survive_kill_9() {
     for (durability, name) in [(JobDurability::Fsync, "fsync"), (JobDurability::Os, "os")] {
         let dir = TestDir::new("job-crash");
         let path = dir.path("jobs.db");
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CRASH_CHILD, format!("{}:{name}", path.display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+                .env(CRASH_CHILD, format!("{}:{name}", path.display()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
         let mut acked = Vec::new();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
         while acked.len() < 300 {
             let line = lines
                 .next()
@@ -462,14 +475,14 @@ fn acknowledged_jobs_survive_kill_9() {
             }
         }
         // SIGKILL: no destructor, no flush, in the middle of writing.
-        child.kill().unwrap();
+        child.0.kill().unwrap();
         // Acks printed before the kill are still in the pipe.
         for line in lines {
             if let Some(seq) = line.unwrap().strip_prefix("acked ") {
                 acked.push(seq.parse().unwrap());
             }
         }
-        child.wait().unwrap();
+        drop(child);
 
         let log = JobLog::open(&path, durability).unwrap();
         let stored = log.load().unwrap();
