@@ -53,6 +53,10 @@ pub enum StoreError {
         path: PathBuf,
         problems: Vec<String>,
     },
+    /// The job log's writer thread has stopped (it panicked), so nothing
+    /// more is stored.
+    #[error("{}: the job log's writer thread has stopped; nothing more is stored", path.display())]
+    WriterStopped { path: PathBuf },
 }
 
 impl StoreError {
@@ -67,7 +71,8 @@ impl StoreError {
             | Self::Exists { path, .. }
             | Self::InUse { path }
             | Self::Malformed { path, .. }
-            | Self::VerifyFailed { path, .. } => path,
+            | Self::VerifyFailed { path, .. }
+            | Self::WriterStopped { path } => path,
         }
     }
 

@@ -20,6 +20,10 @@
 //! - Route history: [`Store::load_history`] and [`Store::write_history`]
 //!   keep each route's latency and traffic points ([`HistoryRow`]), so a
 //!   restarted gateway still shows the last hour and day.
+//! - [`JobLog`]: async routes' jobs (issue 16), in a SQLite file of
+//!   their own with group commit: one writer thread commits whatever has
+//!   queued since its last commit in one transaction and then calls each
+//!   write's completion callback. Not part of [`Store`], nor of backups.
 //! - [`backup()`], [`verify()`] and [`restore()`]: the library side of
 //!   `levee backup FILE` and `levee restore FILE --verify`. A backup is
 //!   taken online (a running gateway keeps writing) and carries a manifest
@@ -54,11 +58,15 @@
 mod backup;
 mod checksum;
 mod error;
+mod jobs;
 mod schema;
 mod sqlite;
 
 pub use backup::{backup, restore, verify, BackupReport, RestoreReport, VerifyReport};
 pub use error::{SqliteError, StoreError};
+pub use jobs::{
+    JobDurability, JobLog, JobLogStats, JobRecord, JobRecordState, JobWrite, WriteDone,
+};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
