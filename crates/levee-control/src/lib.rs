@@ -17,6 +17,7 @@ pub mod chaos;
 mod escalation;
 pub mod grafana;
 pub mod history;
+pub mod jobs;
 mod notify;
 pub mod policy;
 pub mod rollout;
@@ -263,6 +264,8 @@ pub async fn start(
         deferred,
         slo::unix_nanos(),
     ));
+    let job_backend = jobs::backend(&config, config_path.as_deref())
+        .map_err(|message| StartError::Store { message })?;
     let loops = Arc::new(Loops {
         slo: engine.clone(),
         rollouts: rollouts.clone(),
@@ -277,7 +280,7 @@ pub async fn start(
             slo_counters: counters,
             control: Some(loops),
             connector: options.connector,
-            job_backend: None,
+            job_backend: Some(job_backend),
         },
     )
     .await?;

@@ -8,13 +8,18 @@ use std::path::{Path, PathBuf};
 /// directory; `None` (memory only) for `:memory:`, or for a relative path
 /// when the config came from no file (embedded use and tests).
 pub fn store_path(config: &Config, config_path: Option<&Path>) -> Option<PathBuf> {
-    let path = config.store.path.as_ref()?;
+    relative_to_config(config.store.path.as_ref()?, config_path)
+}
+
+/// `path` as written in the config: relative to the config file's
+/// directory; `None` for a relative path when the config came from no file.
+pub fn relative_to_config(path: &Path, config_path: Option<&Path>) -> Option<PathBuf> {
     if path.is_absolute() {
-        return Some(path.clone());
+        return Some(path.to_path_buf());
     }
     let dir = config_path?.parent()?;
     Some(if dir.as_os_str().is_empty() {
-        path.clone()
+        path.to_path_buf()
     } else {
         dir.join(path)
     })

@@ -150,6 +150,15 @@ pub struct Ledger {
     per_tenant: HashMap<String, (usize, u64)>,
 }
 
+/// What [`Ledger::expire`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Deliveries whose lease ran out, queued again.
+    pub handed_back: Vec<JobId>,
+    /// Delivered jobs whose result outlived its TTL, removed.
+    pub forgotten: Vec<JobId>,
+}
+
 /// How many jobs are where.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -395,8 +404,12 @@ impl Ledger {
             return false;
         };
         job.state = JobState::Done { status, at: now };
-        let (tenant, key, bytes, accepted) =
-            (job.tenant.clone(), job.key.clone(), job.bytes, job.accepted_at);
+        let (tenant, key, bytes, accepted) = (
+            job.tenant.clone(),
+            job.key.clone(),
+            job.bytes,
+            job.accepted_at,
+        );
         self.undelivered.remove(&(accepted, lease.id));
         self.delivered.insert((now, lease.id));
         self.count(&tenant, -1, -(bytes as i128));
@@ -471,9 +484,10 @@ impl Ledger {
 
     /// At `now`: deliveries past their lease are queued again (their
     /// gateway is gone; the attempt counts), and results past their TTL
-    /// are forgotten. Returns the ids handed back.
-    pub fn expire(&mut self, now: Nanos) -> Vec<JobId> {
+    /// are forgotten.
+    pub fn expire(&mut self, now: Nanos) -> Expired {
         let mut back = Vec::new();
+        let mut forgotten = Vec::new();
         while let Some(&(until, id)) = self.leases.first() {
             if until > now {
                 break;
@@ -496,9 +510,53 @@ impl Ledger {
                 if let Some(k) = job.idempotency_key {
                     self.by_idempotency_key.remove(&(job.tenant, k));
                 }
+                forgotten.push(id);
             }
         }
-        back
+        Expired {
+            handed_back: back,
+            forgotten,
+        }
+    }
+
+    /// A queued job's next turn moved to `ready_at` (`Nanos::MAX` holds
+    /// it until moved again: a job not yet stored durably is not
+    /// delivered); `false` when it is not queued.
+    pub fn reschedule(&mut self, id: JobId, ready_at: Nanos) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        let JobState::Queued { ready_at: was } = job.state else {
+            return false;
+        };
+        job.state = JobState::Queued { ready_at };
+        if self.ready.remove(&(was, id)) {
+            self.ready.insert((ready_at, id));
+        }
+        true
+    }
+
+    /// Takes back a queued job that was never delivered, as if it had
+    /// never been accepted (its storing failed, so its client was told
+    /// no); `false` when it is not queued.
+    pub fn withdraw(&mut self, id: JobId) -> bool {
+        match self.jobs.get(&id).map(|j| &j.state) {
+            Some(JobState::Queued { ready_at }) => {
+                let ready_at = *ready_at;
+                self.ready.remove(&(ready_at, id));
+            }
+            _ => return false,
+        }
+        let Some(job) = self.jobs.remove(&id) else {
+            return false;
+        };
+        self.undelivered.remove(&(job.accepted_at, id));
+        self.count(&job.tenant, -1, -(job.bytes as i128));
+        self.leave_key(job.key.as_deref(), id);
+        if let Some(k) = job.idempotency_key {
+            self.by_idempotency_key.remove(&(job.tenant, k));
+        }
+        true
     }
 
     /// A dead job queued again at `now` with its attempts reset (by hand:
@@ -532,6 +590,11 @@ impl Ledger {
             }
         }
         dead
+    }
+
+    /// When the next queued job's turn comes (`Nanos::MAX` for one held).
+    pub fn next_turn(&self) -> Option<Nanos> {
+        self.ready.first().map(|(at, _)| *at)
     }
 
     /// The age at `now` of the oldest job not yet delivered and not dead:
@@ -589,7 +652,7 @@ mod tests {
             l.get_for(id, "globex").is_none(),
             "another tenant sees nothing"
         );
-        l.expire(2 * S + 600 * S);
+        assert_eq!(l.expire(2 * S + 600 * S).forgotten, vec![id]);
         assert!(l.get(id).is_none(), "the result is forgotten after its TTL");
     }
 
@@ -659,8 +722,8 @@ mod tests {
         let mut l = Ledger::new(limits());
         accepted(l.submit("acme", None, None, 10, 0));
         let first = l.lease(0).unwrap();
-        assert_eq!(l.expire(29 * S), vec![]);
-        assert_eq!(l.expire(30 * S), vec![first.id]);
+        assert_eq!(l.expire(29 * S).handed_back, vec![]);
+        assert_eq!(l.expire(30 * S).handed_back, vec![first.id]);
         let second = l.lease(30 * S).unwrap();
         assert_eq!(second.attempt, 2);
         assert!(
@@ -689,6 +752,22 @@ mod tests {
         assert_eq!(l.lease(0).map(|x| x.id), Some(a1));
         assert!(l.succeed(Lease { id: a1, attempt: 2 }, 200, S));
         assert_eq!(l.lease(S).map(|x| x.id), Some(a2));
+    }
+
+    #[test]
+    fn a_held_job_waits_and_a_withdrawn_one_leaves_no_trace() {
+        let mut l = Ledger::new(limits());
+        let a = accepted(l.submit("acme", Some("k"), Some("acme"), 10, 0));
+        let b = accepted(l.submit("acme", None, Some("acme"), 10, 0));
+        assert!(l.reschedule(a, Nanos::MAX));
+        assert_eq!(l.lease(S), None, "held until stored");
+        assert!(l.withdraw(a));
+        assert_eq!(l.pending(), (1, 10));
+        assert_eq!(l.lease(S).map(|x| x.id), Some(b), "the key's next goes");
+        assert!(matches!(
+            l.submit("acme", Some("k"), None, 10, S),
+            Submitted::Accepted(_)
+        ));
     }
 
     proptest! {

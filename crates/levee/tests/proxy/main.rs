@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod freeze;
 mod health;
+mod jobs;
 mod limits;
 mod locality;
 mod mirror;
