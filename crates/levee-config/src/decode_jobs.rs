@@ -10,6 +10,39 @@ use crate::model::*;
 use crate::node::Node;
 use std::time::Duration;
 
+/// A `job_completion` SLO measures one async route's jobs: it must name
+/// that route.
+pub(crate) fn check_slos(
+    d: &mut Decoder<'_>,
+    config: &Config,
+    raw_slo_names: &[String],
+    loc_of: &dyn Fn(&str, usize, &str) -> crate::node::Loc,
+) {
+    for slo in config.slos.iter().filter(|s| s.sli == Sli::JobCompletion) {
+        let i = raw_slo_names
+            .iter()
+            .position(|n| *n == slo.name)
+            .unwrap_or(0);
+        let async_route = slo.scope.route.as_ref().and_then(|r| {
+            config
+                .routes
+                .iter()
+                .find(|x| x.name == *r)
+                .map(|x| x.async_jobs.is_some())
+        });
+        let problem = match (&slo.scope.route, async_route) {
+            (None, _) => "a job_completion SLO measures one async route: set `route`",
+            (Some(_), Some(false)) => "the route is not async (it has no `[routes.async]`)",
+            _ => continue,
+        };
+        d.error(
+            loc_of("slos", i, "route"),
+            &format!("slos[{i}].route"),
+            problem,
+        );
+    }
+}
+
 pub(crate) fn decode_jobs(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jobs> {
     let mut t = d.table(node, path)?;
     let def = Jobs::default();
@@ -331,5 +364,39 @@ secret = "short"
         assert!(err.contains("routes[0].async.callback.allowed_hosts: no host allowed"));
         assert!(err.contains("routes[0].async.callback.secret: too short to sign with"));
         assert!(!err.contains("\"short\""), "the secret leaked: {err}");
+    }
+
+    #[test]
+    fn a_job_completion_slo_must_name_an_async_route() {
+        let err = parse(
+            r#"
+[[routes]]
+name = "sync"
+cluster = "orders"
+
+[[slos]]
+name = "a"
+sli = "job_completion"
+threshold = "30s"
+objective = "99%"
+
+[[slos]]
+name = "b"
+sli = "job_completion"
+route = "sync"
+threshold = "30s"
+objective = "99%"
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("slos[0].route: a job_completion SLO measures one async route"),
+            "{err}"
+        );
+        assert!(
+            err.contains("slos[1].route: the route is not async"),
+            "{err}"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     let tenant = d.opt(&mut t, "tenant", name_field);
     let cluster = d.opt(&mut t, "cluster", Decoder::string);
     let sli = d.req(&mut t, "sli", |d, n, p| {
-        d.choice(n, p, &["availability", "latency"])
+        d.choice(n, p, &["availability", "latency", "job_completion"])
     });
     let objective = d.opt(&mut t, "objective", objective_ppm);
     let threshold = d.opt(&mut t, "threshold", Decoder::duration);
@@ -76,7 +76,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
     let name = name?;
     let period = period.unwrap_or(SloPeriod::Rolling(Duration::from_secs(30 * 86_400)));
     let sli = match sli? {
-        "latency" => {
+        kind @ ("latency" | "job_completion") => {
             if rate_limited_is_bad.is_some() {
                 d.error(
                     at("rate_limited_is_bad"),
@@ -84,7 +84,11 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
                     RATE_LIMITED_IS_AVAILABILITY_ONLY,
                 );
             }
-            Sli::Latency
+            if kind == "latency" {
+                Sli::Latency
+            } else {
+                Sli::JobCompletion
+            }
         }
         _ => Sli::Availability {
             rate_limited_is_bad: rate_limited_is_bad.unwrap_or(false),
@@ -116,12 +120,14 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             }
             return None;
         }
-        (Sli::Latency, Some(ppm), Some(threshold), None) => vec![SloObjective {
-            id: name.clone(),
-            objective_ppm: ppm,
-            threshold: Some(threshold),
-        }],
-        (Sli::Latency, None, None, Some(list)) if !list.is_empty() => {
+        (Sli::Latency | Sli::JobCompletion, Some(ppm), Some(threshold), None) => {
+            vec![SloObjective {
+                id: name.clone(),
+                objective_ppm: ppm,
+                threshold: Some(threshold),
+            }]
+        }
+        (Sli::Latency | Sli::JobCompletion, None, None, Some(list)) if !list.is_empty() => {
             let mut seen = HashSet::new();
             let mut out = Vec::new();
             for (i, (threshold, ppm)) in list.into_iter().enumerate() {
@@ -146,7 +152,7 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             d.error_help(
                 loc,
                 path,
-                "a latency SLO needs `threshold` and `objective`, or a non-empty `objectives` list (not both)",
+                "a latency or job_completion SLO needs `threshold` and `objective`, or a non-empty `objectives` list (not both)",
                 "`threshold = \"300ms\"` with `objective = \"99%\"`, or `objectives = [{ threshold = \"100ms\", objective = \"90%\" }, { threshold = \"1s\", objective = \"99%\" }]`",
             );
             return None;
@@ -900,6 +906,7 @@ pub(crate) fn check_slos(
             }
         }
     }
+    crate::decode_jobs::check_slos(d, config, raw_slo_names, &loc_of);
     let bucket = config.alerting.bucket;
     if config.alerting.evaluate_every > bucket {
         d.error_help(

@@ -1172,6 +1172,10 @@ pub enum Sli {
     },
     /// Good when answered without a 5xx within the objective's threshold.
     Latency,
+    /// An async route's jobs: good when a job is delivered within the
+    /// objective's threshold of its acceptance (a freshness objective);
+    /// a job given up on (dead) is bad. Counted when a job finishes.
+    JobCompletion,
 }
 
 /// One objective of an SLO, tracked and alerted on its own.

@@ -343,6 +343,10 @@ impl<'a> Target<'a> {
                 "answered within {} without a 5xx",
                 levee_config::format_duration(t)
             ),
+            (Sli::JobCompletion, Some(t)) => format!(
+                "of jobs delivered within {} of acceptance",
+                levee_config::format_duration(t)
+            ),
             (
                 Sli::Availability {
                     rate_limited_is_bad: true,

@@ -397,7 +397,9 @@ pub fn from_slos(config: &levee_config::Config) -> Vec<(Threshold, String)> {
                     trim_float(pct),
                     trim_float(t.as_secs_f64() * 1000.0)
                 ),
-                (levee_config::Sli::Latency, None) => continue,
+                (levee_config::Sli::Latency, None) | (levee_config::Sli::JobCompletion, _) => {
+                    continue
+                }
                 (levee_config::Sli::Availability { .. }, _) => format!(
                     "http_req_failed: rate<{}",
                     trim_float(f64::from(1_000_000 - o.objective_ppm) / 1_000_000.0)

@@ -440,6 +440,7 @@ impl Gateway {
         // SLOs: counters and bindings for each route (the engine takes the
         // new objectives only at the commit below).
         let slo_bindings = shared.slo_counters.bind(&config);
+        let job_slo_bindings = shared.slo_counters.bind_jobs(&config);
 
         // Faults, once per route (a reload starts them afresh).
         let route_faults: HashMap<String, crate::router::RouteFaults> = config
@@ -555,7 +556,13 @@ impl Gateway {
                             None => route,
                         };
                         let route = match job_routes.get(&r.name) {
-                            Some(j) => route.with_jobs(j.clone()),
+                            Some(j) => {
+                                let slos = job_slo_bindings.get(&r.name).cloned();
+                                route.with_jobs(
+                                    j.clone(),
+                                    slos.unwrap_or_else(|| Arc::from(Vec::new())),
+                                )
+                            }
                             None => route,
                         };
                         Some(match slo_bindings.get(&r.name) {

@@ -44,6 +44,8 @@ pub(crate) struct CompiledRoute {
     pub(crate) served: Option<Arc<crate::release::VersionCounters>>,
     /// An async route's queue and settings (`jobs`).
     pub(crate) jobs: Option<Arc<crate::jobs::RouteJobs>>,
+    /// The `job_completion` objectives its jobs feed as they finish.
+    pub(crate) job_slos: Arc<[crate::slo::SloBinding]>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, HeaderRule)>,
     pub(crate) request_set: Vec<(HeaderName, http::HeaderValue)>,
@@ -113,6 +115,7 @@ impl CompiledRoute {
             fault_headers: None,
             mirror: None,
             jobs: None,
+            job_slos: Arc::from(Vec::new()),
             served: None,
             config,
             cluster,
@@ -175,9 +178,15 @@ impl CompiledRoute {
         self
     }
 
-    /// Makes the route async: its requests become jobs in this queue.
-    pub(crate) fn with_jobs(mut self, jobs: Arc<crate::jobs::RouteJobs>) -> Self {
+    /// Makes the route async: its requests become jobs in this queue,
+    /// whose completions feed `slos`.
+    pub(crate) fn with_jobs(
+        mut self,
+        jobs: Arc<crate::jobs::RouteJobs>,
+        slos: Arc<[crate::slo::SloBinding]>,
+    ) -> Self {
         self.jobs = Some(jobs);
+        self.job_slos = slos;
         self
     }
 

@@ -105,47 +105,79 @@ impl SloCounters {
 
     /// The bindings of every route in `config`, by route name: each SLO
     /// objective whose route, tier and cluster selectors match the route,
-    /// and the route's tier series.
+    /// and the route's tier series. (`job_completion` objectives are
+    /// counted as jobs finish, not as requests: [`SloCounters::bind_jobs`].)
     pub(crate) fn bind(&self, config: &Config) -> HashMap<String, Arc<[SloBinding]>> {
         config
             .routes
             .iter()
             .map(|route| {
-                let mut bindings = vec![SloBinding {
+                let tier = SloBinding {
                     counter: self.get(tier_series_id(route.tier)),
                     tenant: None,
                     good_when: GoodWhen::Available {
                         rate_limited_is_bad: false,
                     },
-                }];
-                for slo in config.slos.iter().filter(|s| covers(&s.scope, route)) {
-                    let tenant: Option<Arc<str>> = slo.scope.tenant.as_deref().map(Arc::from);
-                    for objective in &slo.objectives {
-                        let good_when = match (slo.sli, objective.threshold) {
-                            (Sli::Latency, Some(t)) => GoodWhen::Within {
-                                threshold_ns: u64::try_from(t.as_nanos()).unwrap_or(u64::MAX),
-                            },
-                            (
-                                Sli::Availability {
-                                    rate_limited_is_bad,
-                                },
-                                _,
-                            ) => GoodWhen::Available {
-                                rate_limited_is_bad,
-                            },
-                            // Decoding gives every latency objective a threshold.
-                            (Sli::Latency, None) => continue,
-                        };
-                        bindings.push(SloBinding {
-                            counter: self.get(&objective.id),
-                            tenant: tenant.clone(),
-                            good_when,
-                        });
-                    }
-                }
+                };
+                let mut bindings = vec![tier];
+                bindings.extend(self.objectives(config, route, false));
                 (route.name.clone(), Arc::from(bindings))
             })
             .collect()
+    }
+
+    /// The `job_completion` objectives of each async route, by route name:
+    /// a job delivered within the threshold of its acceptance is good, one
+    /// delivered later or given up on is bad.
+    pub(crate) fn bind_jobs(&self, config: &Config) -> HashMap<String, Arc<[SloBinding]>> {
+        config
+            .routes
+            .iter()
+            .filter(|r| r.async_jobs.is_some())
+            .map(|route| {
+                let bindings: Vec<_> = self.objectives(config, route, true).collect();
+                (route.name.clone(), Arc::from(bindings))
+            })
+            .collect()
+    }
+
+    /// The objectives covering `route`: of jobs (`job_completion`) or of
+    /// requests (the others).
+    fn objectives<'a>(
+        &'a self,
+        config: &'a Config,
+        route: &'a Route,
+        jobs: bool,
+    ) -> impl Iterator<Item = SloBinding> + 'a {
+        config
+            .slos
+            .iter()
+            .filter(move |s| covers(&s.scope, route) && (s.sli == Sli::JobCompletion) == jobs)
+            .flat_map(move |slo| {
+                let tenant: Option<Arc<str>> = slo.scope.tenant.as_deref().map(Arc::from);
+                slo.objectives.iter().filter_map(move |objective| {
+                    let good_when = match (slo.sli, objective.threshold) {
+                        (Sli::Latency | Sli::JobCompletion, Some(t)) => GoodWhen::Within {
+                            threshold_ns: u64::try_from(t.as_nanos()).unwrap_or(u64::MAX),
+                        },
+                        (
+                            Sli::Availability {
+                                rate_limited_is_bad,
+                            },
+                            _,
+                        ) => GoodWhen::Available {
+                            rate_limited_is_bad,
+                        },
+                        // Decoding gives every latency objective a threshold.
+                        (Sli::Latency | Sli::JobCompletion, None) => return None,
+                    };
+                    Some(SloBinding {
+                        counter: self.get(&objective.id),
+                        tenant: tenant.clone(),
+                        good_when,
+                    })
+                })
+            })
     }
 }
 

@@ -26,6 +26,16 @@ pub fn export(config: &Config, source: &str) -> String {
         out.push_str("# (no SLOs)\n");
     }
     for slo in &config.slos {
+        if slo.sli == Sli::JobCompletion {
+            // The importer has no form for it: leaving it out keeps the
+            // round trip exact, and the comment says so.
+            let _ = writeln!(
+                out,
+                "# SLO {} (sli = \"job_completion\", an async route's freshness) has no OpenSLO form; not exported.",
+                quoted(&slo.name)
+            );
+            continue;
+        }
         out.push_str("---\n");
         write_slo(&mut out, slo, config);
     }
@@ -133,7 +143,7 @@ fn write_source(y: &mut Yaml, depth: usize, slo: &Slo, threshold: Option<Duratio
             y.line(d, "sli: availability");
             y.line(d, &format!("rate_limited_is_bad: {rate_limited_is_bad}"));
         }
-        Sli::Latency => {
+        Sli::Latency | Sli::JobCompletion => {
             y.line(d, "sli: latency");
             match threshold {
                 Some(t) => y.line(d, &format!("threshold: {}", crate::format_duration(t))),

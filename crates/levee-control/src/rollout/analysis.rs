@@ -192,7 +192,7 @@ fn canary_bad(config: &Config, objective_id: &str, canary: &VersionSnapshot) -> 
             let within = canary.within.iter().find(|(d, _)| *d == t)?.1;
             Some(canary.total.saturating_sub(within))
         }
-        (Sli::Latency, None) => None,
+        (Sli::Latency, None) | (Sli::JobCompletion, _) => None,
     }
 }
 

@@ -55,6 +55,7 @@ impl SeriesDef {
             sli: match slo.sli {
                 Sli::Availability { .. } => "availability",
                 Sli::Latency => "latency",
+                Sli::JobCompletion => "job_completion",
             },
             threshold: objective.threshold,
             // Decoding keeps objectives strictly between 0 and 100 %.

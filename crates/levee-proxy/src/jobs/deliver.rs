@@ -155,11 +155,17 @@ async fn deliver(
         _ => None,
     };
     let m = &jobs.metrics;
+    let waited_ns = levee_core::time::unix_millis()
+        .saturating_sub(delivery.accepted_at_ms)
+        .saturating_mul(1_000_000);
     match jobs.queue.settle(&delivery, outcome).await {
         Ok(Settled::Done) => {
             m.delivered.inc();
-            let waited = levee_core::time::unix_millis().saturating_sub(delivery.accepted_at_ms);
-            m.completion.observe_nanos(waited.saturating_mul(1_000_000));
+            m.completion.observe_nanos(waited_ns);
+            let status = result.as_ref().map_or(200, |r| r.status);
+            for slo in route.job_slos.iter() {
+                slo.record(Outcome::Response(status), waited_ns, Some(&delivery.tenant));
+            }
             if let (Some(result), Some(url), Some(signer)) = (
                 result,
                 delivery.callback.as_deref(),
@@ -170,7 +176,17 @@ async fn deliver(
         }
         Ok(Settled::Retry(_)) if refused => m.not_sent.inc(),
         Ok(Settled::Retry(_)) => m.retried.inc(),
-        Ok(Settled::Dead) => m.dead.inc(),
+        Ok(Settled::Dead) => {
+            m.dead.inc();
+            // Given up on: a bad event for every freshness objective.
+            for slo in route.job_slos.iter() {
+                slo.record(
+                    Outcome::Failed(ErrorKind::Internal),
+                    waited_ns,
+                    Some(&delivery.tenant),
+                );
+            }
+        }
         Ok(Settled::Stale) => m.stale.inc(),
         Err(e) => {
             // The lease runs out and the job is delivered again.

@@ -500,3 +500,33 @@ async fn accepted_jobs_survive_a_restart_and_are_delivered_after_it() {
     bodies.dedup();
     assert_eq!(bodies.len(), 20);
 }
+
+#[tokio::test]
+async fn a_freshness_slo_counts_jobs_delivered_in_time_as_good_and_dead_ones_as_bad() {
+    let sink = Sink::default();
+    let up = sink.start().await;
+    let toml = config(
+        up,
+        "max_attempts = 2, backoff_base = \"10ms\", backoff_max = \"20ms\"",
+        "[[slos]]\nname = \"orders-fresh\"\nsli = \"job_completion\"\nroute = \"orders\"\nthreshold = \"30s\"\nobjective = \"99%\"\n",
+    );
+    let gw = TestGateway::start(&toml).await;
+    let done = submit(&gw, "/", "ok", &[]).await;
+    let dead = submit(&gw, "/always-fail", "no", &[]).await;
+    eventually(SOON, "one job delivered, one dead", || async {
+        read(&gw, &done, None).await.status == 201
+            && read(&gw, &dead, None).await.header("levee-job-status") == Some("dead")
+    })
+    .await;
+    gw.control.evaluate_slos().await;
+    let slos = gw.admin_api().slos().await;
+    let fresh = slos.get("orders-fresh");
+    assert_eq!(fresh.sli, "job_completion");
+    assert_eq!((fresh.events, fresh.bad_events), (2, 1), "{fresh:?}");
+    // The 202s were requests, not job completions: they count nowhere here.
+    let text = gw.gateway.registry().encode();
+    assert!(
+        text.contains("levee_jobs_oldest_age_seconds{route=\"orders\"}"),
+        "the lag gauge is exported"
+    );
+}
