@@ -18,6 +18,7 @@
 
 mod history;
 mod incidents;
+mod jobs;
 mod status;
 mod status_feed;
 mod status_posts;
@@ -71,6 +72,7 @@ pub fn router(gateway: Gateway, control: Control, token: Option<Secret>) -> Rout
         .merge(status_posts::routes())
         .merge(incidents::routes())
         .merge(history::routes())
+        .merge(jobs::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -26,6 +26,7 @@
 mod browser;
 mod client;
 mod config;
+mod job_sink;
 mod promtool;
 mod redis;
 mod scripted;
@@ -35,6 +36,7 @@ mod upstream;
 pub use browser::{Browser, LogEntry};
 pub use client::{Client, Reply as ClientReply};
 pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
+pub use job_sink::{JobSink, Seen as JobDelivery};
 pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};
 pub use redis::RedisServer;
 pub use scripted::{Arrival, Connect, ScriptedUpstream, Step};

@@ -10,6 +10,7 @@ mod chaos_cli;
 mod demo;
 mod handover;
 mod incident_cli;
+mod jobs_cli;
 mod load_cli;
 mod rollout_cli;
 
@@ -109,6 +110,12 @@ enum Command {
     /// on a usage error, 3 when the admin API cannot be reached or refuses
     /// the token.
     Incident(incident_cli::Args),
+    /// Async routes' queues and dead letters through the admin API: list
+    /// queues or a route's jobs, show a job, retry dead jobs, purge a
+    /// route's dead letters. Exits 1 when refused (no such route or job, a
+    /// job not dead), 2 on a usage error, 3 when the admin API cannot be
+    /// reached or refuses the token.
+    Jobs(jobs_cli::Args),
     /// Send load at a fixed or ramping rate (or from virtual users) and
     /// judge k6-style thresholds; latency counts from each request's
     /// scheduled send time. Exits 99 when a threshold fails, 2 on a usage
@@ -346,6 +353,7 @@ fn main() -> ExitCode {
         },
         Command::Rollout(args) => rollout_cli::main(args),
         Command::Incident(args) => incident_cli::main(args),
+        Command::Jobs(args) => jobs_cli::main(args),
         Command::Load(args) => load_cli::main(args),
         Command::Chaos(args) => chaos_cli::main(args),
         Command::Backup { config, file } => backup(&config, &file),

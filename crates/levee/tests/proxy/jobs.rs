@@ -4,127 +4,13 @@
 //! clients. Waits are for outcomes (`eventually`), never timings.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use levee_testkit::{eventually, Client, Cluster, GatewayConfig, Route, TestGateway};
+use http_body_util::Full;
+use levee_testkit::{eventually, Client, Cluster, GatewayConfig, JobSink, Route, TestGateway};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const SOON: Duration = Duration::from_secs(10);
-
-/// One delivery as the upstream saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    key: Option<String>,
-    attempt: Option<String>,
-    tenant: Option<String>,
-    /// Standard Webhooks' headers, on a callback.
-    webhook: Option<(String, String, String)>,
-    body: Bytes,
-}
-
-/// An upstream that records deliveries and answers as told: `fail_first`
-/// deliveries of each key answer 503, paths under `/always-fail` always
-/// do, `/slow` takes a while, others answer 201 with `done:{body}`.
-#[derive(Clone, Default)]
-struct Sink {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    fail_first: Arc<AtomicU32>,
-    in_flight: Arc<AtomicUsize>,
-    most_in_flight: Arc<AtomicUsize>,
-}
-
-impl Sink {
-    async fn start(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let sink = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let sink = sink.clone();
-                        async move { Ok::<_, std::convert::Infallible>(sink.answer(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        addr
-    }
-
-    async fn answer(
-        &self,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> http::Response<Full<Bytes>> {
-        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
-        let header = |n: &str| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let (key, attempt, tenant) = (
-            header("idempotency-key"),
-            header("levee-job-attempt"),
-            header("x-tenant"),
-        );
-        let webhook = match (
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-        ) {
-            (Some(i), Some(t), Some(s)) => Some((i, t, s)),
-            _ => None,
-        };
-        let path = req.uri().path().to_string();
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        let earlier = {
-            let mut seen = self.seen.lock().unwrap();
-            let earlier = seen.iter().filter(|s| s.key == key).count() as u32;
-            seen.push(Seen {
-                path: path.clone(),
-                key,
-                attempt,
-                tenant,
-                webhook,
-                body: body.clone(),
-            });
-            earlier
-        };
-        if path == "/slow" {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let failing =
-            path.starts_with("/always-fail") || earlier < self.fail_first.load(Ordering::SeqCst);
-        let (status, text) = if failing {
-            (503, Bytes::from_static(b"upstream says no"))
-        } else {
-            let mut t = b"done:".to_vec();
-            t.extend_from_slice(&body);
-            (201, Bytes::from(t))
-        };
-        http::Response::builder()
-            .status(status)
-            .header("x-upstream", "sink")
-            .body(Full::new(text))
-            .unwrap()
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
 
 fn config(upstream: SocketAddr, async_table: &str, extra: &str) -> String {
     GatewayConfig::new()
@@ -173,7 +59,7 @@ async fn read(
 
 #[tokio::test]
 async fn a_request_becomes_a_job_delivered_once_with_a_stable_key_and_its_result_is_kept() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     let gw = TestGateway::start(&config(up, "", "")).await;
     let location = submit(&gw, "/orders?x=1", "widget", &[("prefer", "respond-async")]).await;
@@ -208,7 +94,7 @@ async fn a_request_becomes_a_job_delivered_once_with_a_stable_key_and_its_result
 
 #[tokio::test]
 async fn a_failing_upstream_gets_the_same_key_on_each_retry_until_it_answers() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     sink.fail_first.store(2, Ordering::SeqCst);
     let up = sink.start().await;
     let gw = TestGateway::start(&config(
@@ -232,7 +118,7 @@ async fn a_failing_upstream_gets_the_same_key_on_each_retry_until_it_answers() {
 
 #[tokio::test]
 async fn a_job_out_of_attempts_is_dead_with_its_last_error_and_can_be_retried() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     let gw = TestGateway::start(&config(
         up,
@@ -266,7 +152,7 @@ async fn a_job_out_of_attempts_is_dead_with_its_last_error_and_can_be_retried() 
 
 #[tokio::test]
 async fn a_job_is_the_tenants_only_and_an_idempotency_key_names_one_job() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     let gw = TestGateway::start(&config(up, "", TENANTS)).await;
     let acme = [("x-tenant", "acme"), ("idempotency-key", "order-7")];
@@ -299,7 +185,7 @@ async fn a_job_is_the_tenants_only_and_an_idempotency_key_names_one_job() {
 
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing_it_accepted() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     // One delivery at a time to a slow path: the queue fills.
     let gw = TestGateway::start(&config(up, "max_jobs = 3, concurrency = 1", "")).await;
@@ -335,7 +221,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_loses_nothing_it_accepted
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_and_a_foreign_callback_400() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     let gw = TestGateway::start(&config(
         up,
@@ -364,9 +250,9 @@ async fn a_body_over_the_limit_is_413_and_a_foreign_callback_400() {
 
 #[tokio::test]
 async fn a_delivered_result_is_pushed_to_the_callback_signed() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
-    let hooks = Sink::default();
+    let hooks = JobSink::default();
     let hook_addr = hooks.start().await;
     let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let gw = TestGateway::start(&config(
@@ -410,7 +296,7 @@ fn hmac_sha256_base64(key: &[u8], msg: &[u8]) -> String {
 
 #[tokio::test]
 async fn overflow_turns_shed_requests_into_jobs_only_for_clients_that_asked() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     let toml = GatewayConfig::new()
         .route(
@@ -458,7 +344,7 @@ async fn overflow_turns_shed_requests_into_jobs_only_for_clients_that_asked() {
 
 #[tokio::test]
 async fn accepted_jobs_survive_a_restart_and_are_delivered_after_it() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     // Deliveries go to a closed port until the restart moves the cluster.
     let closed = {
@@ -503,7 +389,7 @@ async fn accepted_jobs_survive_a_restart_and_are_delivered_after_it() {
 
 #[tokio::test]
 async fn a_freshness_slo_counts_jobs_delivered_in_time_as_good_and_dead_ones_as_bad() {
-    let sink = Sink::default();
+    let sink = JobSink::default();
     let up = sink.start().await;
     let toml = config(
         up,
