@@ -652,8 +652,10 @@ impl Gateway {
         // A runtime fault never outlives a reload.
         shared.faults.clear();
         *lock(&shared.mirrors) = mirrors;
+        // Published before the loops start: a loop that finds its route
+        // missing takes it as removed and stops.
+        *lock(&shared.job_routes) = job_routes.clone();
         crate::jobs::deliver::start_new(shared, &running_jobs, &job_routes);
-        *lock(&shared.job_routes) = job_routes;
         let config = Arc::new(config);
         if let Some(control) = &shared.control {
             control.commit(&config).await;

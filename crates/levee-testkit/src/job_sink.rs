@@ -33,6 +33,9 @@ pub struct JobSink {
     /// Deliveries of each key answered 503 before one succeeds.
     pub fail_first: Arc<AtomicU32>,
     in_flight: Arc<AtomicUsize>,
+    /// Every answer waits this many milliseconds (an upstream of bounded
+    /// throughput).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     /// The most deliveries it ever held at once.
     pub most_in_flight: Arc<AtomicUsize>,
 }
@@ -108,6 +111,10 @@ impl JobSink {
             });
             earlier
         };
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if path == "/slow" {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }

@@ -68,6 +68,7 @@ fn current(shared: &Shared, name: &str) -> Option<(Arc<RouteJobs>, Option<Outlet
 }
 
 async fn run(shared: Weak<Shared>, name: String) {
+    tracing::debug!(route = %name, "job delivery loop started");
     // The loop's own bound, resized when a reload changes `concurrency`.
     let mut slots = Arc::new(Semaphore::new(0));
     let mut size = 0u32;
@@ -94,6 +95,7 @@ async fn run(shared: Weak<Shared>, name: String) {
                 jobs.metrics.observe(&stats);
             }
         }
+        tracing::trace!(route = %name, on_listener = found.is_some(), "job delivery loop turn");
         let Some((listener, route)) = found else {
             // The route is on no listener now (a reload moved it): wait.
             drop(strong);
