@@ -34,14 +34,30 @@ fn error(status: StatusCode, error: &str, message: &str) -> Response {
     (status, Json(json!({ "error": error, "message": message }))).into_response()
 }
 
-fn queue_of(state: &AdminState, route: &str) -> Result<Arc<dyn JobQueue>, Response> {
-    state.gateway.job_queue(route).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no async route named {route:?}"),
-        )
-    })
+/// What a request named that is not there.
+enum Missing {
+    Route(String),
+    Job,
+}
+
+impl IntoResponse for Missing {
+    fn into_response(self) -> Response {
+        match self {
+            Missing::Route(route) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("no async route named {route:?}"),
+            ),
+            Missing::Job => error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        }
+    }
+}
+
+fn queue_of(state: &AdminState, route: &str) -> Result<Arc<dyn JobQueue>, Missing> {
+    state
+        .gateway
+        .job_queue(route)
+        .ok_or_else(|| Missing::Route(route.to_string()))
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
@@ -128,7 +144,7 @@ async fn list(
 ) -> Response {
     let queue = match queue_of(&state, &route) {
         Ok(q) => q,
-        Err(resp) => return resp,
+        Err(missing) => return missing.into_response(),
     };
     let mut status = None;
     let mut limit = 100;
@@ -182,8 +198,8 @@ async fn list(
     }
 }
 
-fn parse_id(id: &str) -> Result<JobId, Response> {
-    JobId::parse(id).ok_or_else(|| error(StatusCode::NOT_FOUND, "not_found", "no such job"))
+fn parse_id(id: &str) -> Result<JobId, Missing> {
+    JobId::parse(id).ok_or(Missing::Job)
 }
 
 /// `GET /api/v1/jobs/{route}/{id}`: one job, with its result.
@@ -193,7 +209,7 @@ async fn show(
 ) -> Response {
     let (queue, id) = match (queue_of(&state, &route), parse_id(&id)) {
         (Ok(q), Ok(id)) => (q, id),
-        (Err(resp), _) | (_, Err(resp)) => return resp,
+        (Err(missing), _) | (_, Err(missing)) => return missing.into_response(),
     };
     match queue.get(&id).await {
         Ok(Some(job)) => Json(view_json(&job, true)).into_response(),
@@ -210,7 +226,7 @@ async fn retry(
 ) -> Response {
     let (queue, id) = match (queue_of(&state, &route), parse_id(&id)) {
         (Ok(q), Ok(id)) => (q, id),
-        (Err(resp), _) | (_, Err(resp)) => return resp,
+        (Err(missing), _) | (_, Err(missing)) => return missing.into_response(),
     };
     match queue.get(&id).await {
         Ok(Some(job)) if job.status == JobStatus::Dead => {}
@@ -245,7 +261,7 @@ async fn retry(
 async fn purge(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
     let queue = match queue_of(&state, &route) {
         Ok(q) => q,
-        Err(resp) => return resp,
+        Err(missing) => return missing.into_response(),
     };
     match queue.purge_dead().await {
         Ok(n) => Json(json!({ "route": route, "purged": n })).into_response(),
