@@ -131,7 +131,7 @@ async fn run(shared: Weak<Shared>, name: String) {
                 jobs.clone(),
             );
             tokio::spawn(async move {
-                let refused = deliver(shared, listener, &route, &jobs, delivery).await;
+                let refused = deliver(shared, listener, &route, jobs, delivery).await;
                 if refused {
                     tokio::time::sleep(REFUSED_PAUSE).await;
                 }
@@ -147,10 +147,10 @@ async fn deliver(
     shared: Arc<Shared>,
     listener: Arc<ListenerState>,
     route: &CompiledRoute,
-    jobs: &RouteJobs,
+    jobs: Arc<RouteJobs>,
     delivery: Delivery,
 ) -> bool {
-    let outcome = send_job(shared, listener, route, jobs, &delivery).await;
+    let outcome = send_job(shared, listener, route, &jobs, &delivery).await;
     let refused = matches!(outcome, Settle::NotSent);
     let result = match &outcome {
         Settle::Delivered(result) => Some(result.clone()),
@@ -168,12 +168,14 @@ async fn deliver(
             for slo in route.job_slos.iter() {
                 slo.record(Outcome::Response(status), waited_ns, Some(&delivery.tenant));
             }
-            if let (Some(result), Some(url), Some(signer)) = (
+            if let (Some(result), Some(_), Some(_)) = (
                 result,
                 delivery.callback.as_deref(),
                 jobs.callback.as_deref(),
             ) {
-                push_result(jobs, signer, url, &delivery, &result).await;
+                // Its retries must not hold a delivery's place.
+                let jobs = jobs.clone();
+                tokio::spawn(async move { push_result(&jobs, &delivery, &result).await });
             }
         }
         Ok(Settled::Retry(_)) if refused => m.not_sent.inc(),
@@ -198,13 +200,10 @@ async fn deliver(
     refused
 }
 
-async fn push_result(
-    jobs: &RouteJobs,
-    signer: &callback::Signer,
-    url: &str,
-    delivery: &Delivery,
-    result: &StoredResult,
-) {
+async fn push_result(jobs: &RouteJobs, delivery: &Delivery, result: &StoredResult) {
+    let (Some(signer), Some(url)) = (jobs.callback.as_deref(), delivery.callback.as_deref()) else {
+        return;
+    };
     let Ok(uri) = signer.check(url) else {
         return;
     };
