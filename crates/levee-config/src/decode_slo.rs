@@ -152,7 +152,10 @@ pub(crate) fn decode_slo(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option
             d.error_help(
                 loc,
                 path,
-                "a latency or job_completion SLO needs `threshold` and `objective`, or a non-empty `objectives` list (not both)",
+                format!(
+                    "a {} SLO needs `threshold` and `objective`, or a non-empty `objectives` list (not both)",
+                    if sli == Sli::JobCompletion { "job_completion" } else { "latency" }
+                ),
                 "`threshold = \"300ms\"` with `objective = \"99%\"`, or `objectives = [{ threshold = \"100ms\", objective = \"90%\" }, { threshold = \"1s\", objective = \"99%\" }]`",
             );
             return None;

@@ -527,7 +527,7 @@ async fn the_dashboard_logs_in_shows_the_apis_figures_and_follows_traffic() {
     // With traffic paused the overview settles on the API's figures.
     traffic.pause(true);
     let mut last = Vec::new();
-    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+    let settled = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let dom = testids(&browser).await;
             let (slos, status, incidents) = (
