@@ -17,6 +17,7 @@ pub mod chaos;
 mod escalation;
 pub mod grafana;
 pub mod history;
+pub mod jobs;
 mod notify;
 pub mod policy;
 pub mod rollout;

@@ -20,12 +20,15 @@
 //! - [`Browser`]: a headless Chromium driven over WebDriver, with its
 //!   console log, failing under CI without it.
 //! - [`RedisServer`]: a real redis-server on a free port.
+//! - [`NatsServer`]: a real nats-server with JetStream on a free port,
+//!   failing under CI without it.
 //! - [`eventually`]: waits for asynchronous state with a deadline.
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
 mod browser;
 mod client;
 mod config;
+mod nats;
 mod promtool;
 mod redis;
 mod scripted;
@@ -35,6 +38,7 @@ mod upstream;
 pub use browser::{Browser, LogEntry};
 pub use client::{Client, Reply as ClientReply};
 pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
+pub use nats::NatsServer;
 pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};
 pub use redis::RedisServer;
 pub use scripted::{Arrival, Connect, ScriptedUpstream, Step};
