@@ -498,6 +498,18 @@ async fn reopening_a_route_keeps_its_queue_and_jobs() {
     )
     .await;
     assert!(Arc::ptr_eq(&queue, &reopened), "the same queue");
+    // The server took the new settings (a 2.9 server ignores what it
+    // cannot update only silently, so read them back).
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut work = js.get_stream("TEST_JOBS_ORDERS").await.unwrap();
+    assert_eq!(work.info().await.unwrap().config.max_messages, 10);
+    let consumer = work.consumer_info("levee").await.unwrap();
+    assert_eq!(consumer.config.ack_wait, Duration::from_secs(35));
+    let results = js.get_stream("KV_TEST_JOBS_ORDERS_RESULTS").await.unwrap();
+    assert_eq!(
+        results.cached_info().config.max_age,
+        Duration::from_secs(60)
+    );
     // A new gateway opening it finds the job too.
     let other = self::backend(&server);
     let from_other = open(&other, &settings()).await;

@@ -42,7 +42,18 @@
 //! limit and this module decides when a job is dead, including the job
 //! whose gateway died on its last attempt (found dead at its next lease).
 //!
-//! Per-key ordering (`order_by`) is not offered: `open` refuses it.
+//! Where it differs from the embedded queue, for what JetStream 2.9 can do:
+//!
+//! - Per-key ordering (`order_by`) is not offered: `open` refuses it.
+//! - Dead jobs do not count against `max_jobs` and `max_bytes`: they live
+//!   in their own stream, bounded by the same numbers. (In the work stream
+//!   a full queue could refuse a job its place among the dead.)
+//! - `max_bytes_per_tenant` is not enforced: streams limit bytes per
+//!   stream, not per subject. `max_jobs_per_tenant` is.
+//! - Records and dead letters expire `max(max_age, result_ttl)` after
+//!   their last change (a bucket's entries share one expiry before 2.11).
+//! - In `stats`, `delivering` is the consumer's pending acks, which
+//!   include failed jobs waiting out their backoff.
 
 use async_nats::jetstream::{self, consumer, kv, stream, AckKind};
 use bytes::Bytes;
