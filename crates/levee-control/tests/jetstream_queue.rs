@@ -517,18 +517,13 @@ async fn reopening_a_route_keeps_its_queue_and_jobs() {
 }
 
 #[tokio::test]
-async fn what_jetstream_cannot_do_is_refused_clearly() {
-    let Some(server) = NatsServer::start("what_jetstream_cannot_do_is_refused_clearly").await
+async fn clashing_routes_and_a_missing_server_are_clear_errors() {
+    let Some(server) =
+        NatsServer::start("clashing_routes_and_a_missing_server_are_clear_errors").await
     else {
         return;
     };
     let backend = backend(&server);
-    let ordered = AsyncRoute {
-        order_by: Some(OrderBy::Tenant),
-        ..settings()
-    };
-    let QueueError(e) = backend.open(ROUTE, &ordered).await.unwrap_err();
-    assert!(e.contains("order_by") && e.contains("embedded"), "{e}");
     // Two routes that would share streams.
     open(&backend, &settings()).await;
     let QueueError(e) = backend.open("ORDERS", &settings()).await.unwrap_err();
@@ -547,6 +542,122 @@ async fn what_jetstream_cannot_do_is_refused_clearly() {
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(!e.contains("hunter2") && !e.contains("levee:"), "{e}");
     assert!(!format!("{gone:?}").contains("hunter2"));
+}
+
+fn keyed(key: &str, body: &str) -> NewJob {
+    NewJob {
+        ordering_key: Some(key.into()),
+        ..job("acme", body)
+    }
+}
+
+#[tokio::test]
+async fn an_ordered_route_delivers_each_key_in_order_one_at_a_time() {
+    let Some(server) =
+        NatsServer::start("an_ordered_route_delivers_each_key_in_order_one_at_a_time").await
+    else {
+        return;
+    };
+    let ordered = AsyncRoute {
+        order_by: Some(OrderBy::Tenant),
+        ..settings()
+    };
+    let (one, two) = (backend(&server), backend(&server));
+    let gateways = [open(&one, &ordered).await, open(&two, &ordered).await];
+    let keys = ["a", "b", "c", "d"];
+    for n in 0..4 {
+        for key in keys {
+            submit_new(&gateways[n % 2], keyed(key, &format!("{key}{n}"))).await;
+        }
+    }
+    // Both gateways lease as fast as they can; each key's first job fails
+    // once. Per key, deliveries must come one at a time and in order.
+    let mut attempts: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut done = 0;
+    let deadline = levee_core::time::now() + DEADLINE;
+    while done < 16 {
+        assert!(
+            levee_core::time::now() < deadline,
+            "done {done} of 16: {attempts:?}"
+        );
+        let (x, y) = tokio::join!(
+            gateways[0].lease(8, Duration::from_millis(100)),
+            gateways[1].lease(8, Duration::from_millis(100))
+        );
+        let leased: Vec<(usize, Delivery)> = x
+            .unwrap()
+            .into_iter()
+            .map(|d| (0, d))
+            .chain(y.unwrap().into_iter().map(|d| (1, d)))
+            .collect();
+        let mut held = BTreeSet::new();
+        for (_, d) in &leased {
+            let body = String::from_utf8(d.request.body.to_vec()).unwrap();
+            let key = body[..1].to_string();
+            assert!(
+                held.insert(key.clone()),
+                "two jobs of key {key} out at once"
+            );
+            attempts.entry(key).or_default().push(body);
+        }
+        for (g, d) in leased {
+            let first_try = d.request.body.ends_with(b"0") && d.attempt == 1;
+            let outcome = if first_try {
+                Settle::Failed("upstream answered 503".into())
+            } else {
+                Settle::Delivered(ok("ok"))
+            };
+            let settled = gateways[g].settle(&d, outcome).await.unwrap();
+            if settled == Settled::Done {
+                done += 1;
+            }
+        }
+    }
+    for key in keys {
+        let expected: Vec<String> = [0, 0, 1, 2, 3]
+            .iter()
+            .map(|n| format!("{key}{n}"))
+            .collect();
+        assert_eq!(attempts[key], expected, "key {key}");
+    }
+}
+
+#[tokio::test]
+async fn a_route_can_become_ordered_and_back_with_jobs_queued() {
+    let Some(server) =
+        NatsServer::start("a_route_can_become_ordered_and_back_with_jobs_queued").await
+    else {
+        return;
+    };
+    let backend = backend(&server);
+    let ordered = AsyncRoute {
+        order_by: Some(OrderBy::Tenant),
+        ..settings()
+    };
+    let queue = open(&backend, &settings()).await;
+    let mut queued = BTreeSet::new();
+    for n in 0..3 {
+        queued.insert(submit_new(&queue, keyed("a", &n.to_string())).await);
+    }
+    open(&backend, &ordered).await;
+    for n in 3..6 {
+        queued.insert(submit_new(&queue, keyed("b", &n.to_string())).await);
+    }
+    let mut delivered = BTreeSet::new();
+    for _ in 0..3 {
+        for d in lease_n(&queue, 1).await {
+            queue.settle(&d, Settle::Delivered(ok(""))).await.unwrap();
+            delivered.insert(d.id);
+        }
+    }
+    open(&backend, &settings()).await;
+    for d in lease_n(&queue, 3).await {
+        queue.settle(&d, Settle::Delivered(ok(""))).await.unwrap();
+        delivered.insert(d.id);
+    }
+    assert_eq!(delivered, queued);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.delivering, stats.done), (0, 0, 6));
 }
 
 /// How many submits per second one queue sustains with 64 concurrent

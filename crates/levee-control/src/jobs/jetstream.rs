@@ -8,14 +8,21 @@
 //!
 //! - **Work stream** `LEVEE_JOBS_ORDERS` (work-queue retention) holds the
 //!   jobs not yet delivered, one message each on `LEVEE_JOBS.orders.jobs.
-//!   {tenant}`: an envelope (id, tenant, acceptance time, callback) and the
-//!   stored request. The route's `max_jobs` and `max_bytes` are its limits
+//!   {tenant}.{partition}`: an envelope (id, tenant, acceptance time,
+//!   callback) and the stored request. The route's `max_jobs` and `max_bytes` are its limits
 //!   and `max_jobs_per_tenant` its per-subject limit, all discarding new
 //!   messages, so a full queue refuses the publish and the client gets
 //!   `Full`. A job is answered `202` only once the server acknowledged it.
 //! - **Consumer** `levee`, durable and pulled by every gateway, with
 //!   explicit acks and `ack_wait` a little over `delivery_timeout`: a job a
 //!   gateway leased and never settled is handed to another after that.
+//! - **Ordering** (`order_by`): a job goes to one of 16 partitions by its
+//!   ordering key's hash (partition 0 on an unordered route), and an
+//!   ordered route has one consumer per partition, `levee-0` to
+//!   `levee-15`, each with one unsettled job at most: a key's jobs are
+//!   delivered one at a time, in order, through failures and their
+//!   backoff, while the partitions are delivered in parallel. Keys that
+//!   share a partition wait for each other.
 //! - **Records**, the KV bucket `LEVEE_JOBS_ORDERS`: `job.{id}` holds a
 //!   job's status, attempts and last error (what `get` and `list` read),
 //!   and `idem.{hash}` maps a tenant's `Idempotency-Key` to its job. The
@@ -44,7 +51,10 @@
 //!
 //! Where it differs from the embedded queue, for what JetStream 2.9 can do:
 //!
-//! - Per-key ordering (`order_by`) is not offered: `open` refuses it.
+//! - Ordering is per partition, so unrelated keys can hold each other up;
+//!   a retried dead job goes to the back of its partition; and on a route
+//!   ordered by header, `max_jobs_per_tenant` applies per tenant and
+//!   partition.
 //! - Dead jobs do not count against `max_jobs` and `max_bytes`: they live
 //!   in their own stream, bounded by the same numbers. (In the work stream
 //!   a full queue could refuse a job its place among the dead.)
@@ -75,8 +85,16 @@ use std::time::Duration;
 /// without stalling them.
 const FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// The durable consumer every gateway pulls a route's jobs from.
+/// The durable consumer every gateway pulls a route's jobs from; an
+/// ordered route's partitions have `levee-0` to `levee-15` instead.
 const CONSUMER: &str = "levee";
+
+/// An ordered route's partitions: jobs with the same ordering key share
+/// one, delivered one at a time; the partitions are delivered in parallel.
+const PARTITIONS: u32 = 16;
+
+/// Shortest waiting pull on an ordered route's partition.
+const MIN_PULL: Duration = Duration::from_millis(50);
 
 /// Room kept under the server's `max_payload` for a message's headers.
 const HEADER_ROOM: usize = 1024;
@@ -196,12 +214,6 @@ impl JobBackend for JetStreamBackend {
         settings: &'a AsyncRoute,
     ) -> BoxFuture<'a, Result<Arc<dyn JobQueue>, QueueError>> {
         Box::pin(async move {
-            if settings.order_by.is_some() {
-                return Err(QueueError(format!(
-                    "route `{route}`: `order_by` needs the embedded job backend; \
-                     the JetStream backend delivers a route's jobs in parallel"
-                )));
-            }
             let names = Names::of(&self.settings.stream_prefix, route);
             self.check_names(route, &names)?;
             let conn = self.connection().await?;
@@ -219,6 +231,7 @@ impl JobBackend for JetStreamBackend {
                 setup: arc_swap::ArcSwap::from_pointee(setup),
                 leases: Mutex::new(HashMap::new()),
                 next_lease: AtomicU64::new(1),
+                pulls: Arc::default(),
             });
             queues.insert(route.to_string(), queue.clone());
             Ok(queue as Arc<dyn JobQueue>)
@@ -280,8 +293,23 @@ impl Names {
         format!("{}.jobs.>", self.subject)
     }
 
-    fn jobs_subject(&self, tenant: &str) -> String {
-        format!("{}.jobs.{}", self.subject, tenant_token(tenant))
+    /// `{prefix}.{route}.jobs.{tenant}.{partition}`: the tenant token
+    /// carries the per-tenant limit, the partition the ordering.
+    fn jobs_subject(&self, tenant: &str, partition: u32) -> String {
+        format!("{}.jobs.{}.{partition}", self.subject, tenant_token(tenant))
+    }
+
+    fn partition_filter(&self, partition: u32) -> String {
+        format!("{}.jobs.*.{partition}", self.subject)
+    }
+
+    /// The tenant a job or dead-letter subject names.
+    fn tenant_of_subject(&self, subject: &str) -> Option<String> {
+        let rest = subject.strip_prefix(&self.subject)?.strip_prefix('.')?;
+        let rest = rest
+            .strip_prefix("jobs.")
+            .or_else(|| rest.strip_prefix("dead."))?;
+        Some(tenant_of_token(rest.split('.').next()?))
     }
 
     fn dead_filter(&self) -> String {
@@ -299,7 +327,8 @@ struct Setup {
     settings: AsyncRoute,
     work: stream::Stream<()>,
     dead: stream::Stream<()>,
-    consumer: consumer::PullConsumer,
+    /// The route's one consumer, or an ordered route's one per partition.
+    consumers: Vec<consumer::PullConsumer>,
     records: kv::Store,
     results: kv::Store,
     /// The server's largest message.
@@ -395,35 +424,63 @@ async fn provision(
         .get_stream_no_info(&names.dead)
         .await
         .map_err(|e| fail(&format!("opening stream `{}`", names.dead), e))?;
-    let consumer = work
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(CONSUMER.to_string()),
+    let consumers = consumers(&work, names, route, settings).await?;
+    Ok(Setup {
+        settings: settings.clone(),
+        work,
+        dead,
+        consumers,
+        records,
+        results,
+        max_payload: conn.client.server_info().max_payload,
+    })
+}
+
+/// The consumers `settings` want on the work stream, created or updated;
+/// the other kind is deleted first (a work-queue stream's consumers may not
+/// overlap). A job in flight when the kind changes is delivered again.
+async fn consumers(
+    work: &stream::Stream<()>,
+    names: &Names,
+    route: &str,
+    settings: &AsyncRoute,
+) -> Result<Vec<consumer::PullConsumer>, QueueError> {
+    let partitioned: Vec<(String, String)> = (0..PARTITIONS)
+        .map(|p| (format!("{CONSUMER}-{p}"), names.partition_filter(p)))
+        .collect();
+    let shared = vec![(CONSUMER.to_string(), names.jobs_filter())];
+    let (wanted, unwanted) = if settings.order_by.is_some() {
+        (partitioned, shared)
+    } else {
+        (shared, partitioned)
+    };
+    // Absent ones answer "not found", which is what is wanted.
+    join_all(unwanted.iter().map(|(name, _)| work.delete_consumer(name))).await;
+    let created = join_all(wanted.into_iter().map(|(name, filter)| async move {
+        work.create_consumer(consumer::pull::Config {
+            durable_name: Some(name.clone()),
             description: Some(format!("Levee gateways delivering route `{route}`")),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ack_wait_for(settings),
             // Unlimited: attempts are counted here, less unsent deliveries.
             max_deliver: -1,
-            // Each gateway's `concurrency` bounds its own leases.
-            max_ack_pending: -1,
-            filter_subject: names.jobs_filter(),
+            // A partition delivers one job at a time, holding the next
+            // until it is settled (through its backoff too); otherwise each
+            // gateway's `concurrency` bounds its own leases.
+            max_ack_pending: if settings.order_by.is_some() { 1 } else { -1 },
+            filter_subject: filter,
             ..Default::default()
         })
         .await
         .map_err(|e| {
             fail(
-                &format!("setting up consumer `{CONSUMER}` on `{}`", names.work),
+                &format!("setting up consumer `{name}` on `{}`", names.work),
                 e,
             )
-        })?;
-    Ok(Setup {
-        settings: settings.clone(),
-        work,
-        dead,
-        consumer,
-        records,
-        results,
-        max_payload: conn.client.server_info().max_payload,
-    })
+        })
+    }))
+    .await;
+    created.into_iter().collect()
 }
 
 /// Creates or updates the KV bucket `name` (one value per key, expiring
@@ -469,6 +526,8 @@ pub struct JetStreamQueue {
     /// This gateway's leases, by `Delivery::lease`.
     leases: Mutex<HashMap<u64, Leased>>,
     next_lease: AtomicU64,
+    /// An ordered route's jobs pulled ahead of a lease.
+    pulls: Arc<Pulls>,
 }
 
 impl std::fmt::Debug for JetStreamQueue {
@@ -477,6 +536,68 @@ impl std::fmt::Debug for JetStreamQueue {
             .field("route", &self.route)
             .field("stream", &self.names.work)
             .finish_non_exhaustive()
+    }
+}
+
+/// An ordered route's jobs pulled ahead of a lease, and which partitions
+/// have a pull waiting (at most one each).
+#[derive(Default)]
+struct Pulls {
+    ready: Mutex<std::collections::VecDeque<(jetstream::Message, levee_core::time::Instant)>>,
+    pulling: Mutex<std::collections::HashSet<usize>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Pulls {
+    /// Up to `max` pulled jobs that waited less than `fresh_for`.
+    fn take(&self, max: usize, fresh_for: Duration) -> Vec<jetstream::Message> {
+        let now = levee_core::time::now();
+        let mut ready = self.ready.lock().expect("pulls lock");
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((message, pulled_at)) = ready.pop_front() else {
+                break;
+            };
+            if now.saturating_duration_since(pulled_at) < fresh_for {
+                out.push(message);
+            }
+        }
+        out
+    }
+
+    /// Starts a pull, expiring after `expires`, on every partition that
+    /// has none waiting.
+    fn pull_idle(self: &Arc<Self>, setup: &Setup, expires: Duration) {
+        let mut pulling = self.pulling.lock().expect("pulls lock");
+        for (partition, consumer) in setup.consumers.iter().enumerate() {
+            if !pulling.insert(partition) {
+                continue;
+            }
+            let (pulls, consumer) = (self.clone(), consumer.clone());
+            tokio::spawn(async move {
+                let started = levee_core::time::now();
+                match fetch(&consumer, 1, Some(expires)).await {
+                    Ok(messages) if !messages.is_empty() => {
+                        let now = levee_core::time::now();
+                        pulls
+                            .ready
+                            .lock()
+                            .expect("pulls lock")
+                            .extend(messages.into_iter().map(|m| (m, now)));
+                        pulls.pulling.lock().expect("pulls lock").remove(&partition);
+                        pulls.arrived.notify_waiters();
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "a partition's pull failed"),
+                }
+                // A pull that ended early and empty (refused, or the server
+                // away) is not repeated before it would have expired.
+                let waited = levee_core::time::now().saturating_duration_since(started);
+                tokio::time::sleep(expires.saturating_sub(waited)).await;
+                pulls.pulling.lock().expect("pulls lock").remove(&partition);
+            });
+        }
     }
 }
 
@@ -686,6 +807,23 @@ fn tenant_of_token(token: &str) -> String {
         }
     }
     String::from_utf8(out).unwrap_or_else(|_| token.to_string())
+}
+
+/// The partition of an ordering key: the same on every gateway.
+fn partition_of(key: &str) -> u32 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let d = digest.as_ref();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % PARTITIONS
+}
+
+/// Where a job goes: partition 0 on an unordered route (so a tenant has
+/// one subject, and its limit is exact); on an ordered one its key's
+/// partition, or for a job without a key, one spread by its id.
+fn job_partition(settings: &AsyncRoute, envelope: &Envelope) -> u32 {
+    if settings.order_by.is_none() {
+        return 0;
+    }
+    partition_of(envelope.ordering_key.as_deref().unwrap_or(&envelope.id))
 }
 
 fn now_ms() -> u64 {
@@ -929,7 +1067,9 @@ impl JetStreamQueue {
         let mut record = Record::queued(&envelope, &job.request, request.len());
         record.idempotency = idempotency.clone();
         let key = record_key(&id);
-        let subject = self.names.jobs_subject(&job.tenant);
+        let subject = self
+            .names
+            .jobs_subject(&job.tenant, job_partition(&setup.settings, &envelope));
         // The record and the message are written together: a lease that
         // comes first writes the record itself, from the envelope.
         let (published, recorded) = tokio::join!(
@@ -971,15 +1111,10 @@ impl JetStreamQueue {
         }
         let setup = self.setup.load_full();
         self.forget_abandoned(&setup);
-        let mut messages = fetch(&setup.consumer, max, None).await?;
-        if messages.is_empty() && wait >= MIN_WAIT {
-            // Wait for one, then take what else is ready: a waiting pull
-            // for `max` would hold the first until `max` arrived.
-            messages = fetch(&setup.consumer, 1, Some(wait)).await?;
-            if !messages.is_empty() && max > 1 {
-                messages.extend(fetch(&setup.consumer, max - 1, None).await?);
-            }
-        }
+        let messages = match &setup.consumers[..] {
+            [consumer] => fetch_shared(consumer, max, wait).await?,
+            _ => self.fetch_ordered(&setup, max, wait).await,
+        };
         let prepared = join_all(messages.into_iter().map(|m| self.prepare(&setup, m))).await;
         let mut deliveries = Vec::with_capacity(prepared.len());
         let mut failure = None;
@@ -997,6 +1132,38 @@ impl JetStreamQueue {
         match failure {
             Some(e) if deliveries.is_empty() => Err(e),
             _ => Ok(deliveries),
+        }
+    }
+
+    /// Up to `max` jobs from an ordered route's partitions, waiting up to
+    /// `wait` for the first. Every partition idle here gets a waiting pull
+    /// whose job, when it comes, waits in `pulls` for a lease: leases
+    /// return at the first job, and a partition's next job is on its way
+    /// while this one is delivered. A job that waited past half its lease
+    /// is dropped (its lease runs out and it is delivered again), so a job
+    /// is never handed out once another gateway may hold it.
+    async fn fetch_ordered(
+        &self,
+        setup: &Setup,
+        max: usize,
+        wait: Duration,
+    ) -> Vec<jetstream::Message> {
+        let deadline = levee_core::time::now() + wait;
+        let fresh_for = ack_wait_for(&setup.settings) / 2;
+        loop {
+            let arrived = self.pulls.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            let ready = self.pulls.take(max, fresh_for);
+            let remaining = deadline.saturating_duration_since(levee_core::time::now());
+            self.pulls.pull_idle(setup, remaining.max(MIN_PULL));
+            if !ready.is_empty() || remaining.is_zero() {
+                return ready;
+            }
+            tokio::select! {
+                _ = arrived => {}
+                _ = tokio::time::sleep(remaining) => {}
+            }
         }
     }
 
@@ -1359,9 +1526,11 @@ impl JetStreamQueue {
             else {
                 continue;
             };
+            let (envelope, _) = decode_job(&stored.payload).map_err(QueueError)?;
+            let partition = job_partition(&setup.settings, &envelope);
             let published = self
                 .publish(
-                    self.names.jobs_subject(&record.tenant),
+                    self.names.jobs_subject(&record.tenant, partition),
                     stored.payload,
                     &format!("{id}.retry.{seq}"),
                 )
@@ -1427,17 +1596,20 @@ impl JetStreamQueue {
 
     async fn queue_stats(&self) -> Result<QueueStats, QueueError> {
         let setup = self.setup.load_full();
-        let (work, consumer, dead, results) = tokio::join!(
+        let (work, consumers, dead, results) = tokio::join!(
             setup.work.get_info(),
-            setup.consumer.get_info(),
+            join_all(setup.consumers.iter().map(|c| c.get_info())),
             setup.dead.get_info(),
             setup.results.stream.get_info()
         );
         let work = work.map_err(|e| fail(&format!("reading `{}`", self.names.work), e))?;
-        let consumer = consumer.map_err(|e| fail("reading the consumer", e))?;
+        let mut delivering = 0;
+        for consumer in consumers {
+            let consumer = consumer.map_err(|e| fail("reading the consumer", e))?;
+            delivering += consumer.num_ack_pending as u64;
+        }
         let dead = dead.map_err(|e| fail(&format!("reading `{}`", self.names.dead), e))?;
         let results = results.map_err(|e| fail(&format!("reading `{}`", self.names.results), e))?;
-        let delivering = consumer.num_ack_pending as u64;
         let oldest_undelivered = (work.state.messages > 0).then(|| {
             let first = work.state.first_timestamp.unix_timestamp_nanos();
             let now = i128::from(levee_core::time::unix_nanos());
@@ -1473,8 +1645,9 @@ impl JetStreamQueue {
                 .map_err(|e| fail("reading per-tenant counts", e))?;
             while let Some(entry) = subjects.next().await {
                 let (subject, count) = entry.map_err(|e| fail("reading per-tenant counts", e))?;
-                let token = subject.rsplit('.').next().unwrap_or_default();
-                *counts.entry(tenant_of_token(token)).or_default() += count as u64;
+                if let Some(tenant) = self.names.tenant_of_subject(&subject) {
+                    *counts.entry(tenant).or_default() += count as u64;
+                }
             }
         }
         let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
@@ -1569,6 +1742,25 @@ async fn acknowledge(message: &jetstream::Message, kind: AckKind) {
     }
 }
 
+/// Up to `max` jobs from a route's one consumer, waiting up to `wait` for
+/// the first.
+async fn fetch_shared(
+    consumer: &consumer::PullConsumer,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<jetstream::Message>, QueueError> {
+    let mut messages = fetch(consumer, max, None).await?;
+    if messages.is_empty() && wait >= MIN_WAIT {
+        // Wait for one, then take what else is ready: a waiting pull for
+        // `max` would hold the first until `max` arrived.
+        messages = fetch(consumer, 1, Some(wait)).await?;
+        if !messages.is_empty() && max > 1 {
+            messages.extend(fetch(consumer, max - 1, None).await?);
+        }
+    }
+    Ok(messages)
+}
+
 /// Up to `max` messages: those ready now, or with `wait`, the first to
 /// come within it.
 async fn fetch(
@@ -1655,7 +1847,20 @@ mod tests {
         assert_eq!(n.work, "LEVEE_JOBS_ORDERS_V2");
         assert_eq!(n.dead, "LEVEE_JOBS_ORDERS_V2_DEAD");
         assert_eq!(n.results, "LEVEE_JOBS_ORDERS_V2_RESULTS");
-        assert_eq!(n.jobs_subject("acme"), "LEVEE_JOBS.orders_v2.jobs.acme");
+        assert_eq!(
+            n.jobs_subject("a.b", 3),
+            "LEVEE_JOBS.orders_v2.jobs.a=2Eb.3"
+        );
+        assert_eq!(
+            n.tenant_of_subject("LEVEE_JOBS.orders_v2.jobs.a=2Eb.3")
+                .as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(
+            n.tenant_of_subject("LEVEE_JOBS.orders_v2.dead.acme")
+                .as_deref(),
+            Some("acme")
+        );
         // `x`'s dead letters and route `x_dead`'s jobs would share a stream:
         // the backend refuses the second route rather than mix them.
         let x = Names::of("P", "x");
