@@ -9,10 +9,12 @@
 //! - **Work stream** `LEVEE_JOBS_ORDERS` (work-queue retention) holds the
 //!   jobs not yet delivered, one message each on `LEVEE_JOBS.orders.jobs.
 //!   {tenant}.{partition}`: an envelope (id, tenant, acceptance time,
-//!   callback) and the stored request. The route's `max_jobs` and `max_bytes` are its limits
-//!   and `max_jobs_per_tenant` its per-subject limit, all discarding new
-//!   messages, so a full queue refuses the publish and the client gets
-//!   `Full`. A job is answered `202` only once the server acknowledged it.
+//!   callback) and the stored request. The route's `max_jobs` and
+//!   `max_bytes` are its limits and `max_jobs_per_tenant` its per-subject
+//!   limit, all discarding new messages, so a full queue refuses the
+//!   publish and the client gets `Full`. A job is answered `202` only once
+//!   the server acknowledged it. (Stream names upper-case the route and
+//!   turn `.` into `_`; two routes that would share names are refused.)
 //! - **Consumer** `levee`, durable and pulled by every gateway, with
 //!   explicit acks and `ack_wait` a little over `delivery_timeout`: a job a
 //!   gateway leased and never settled is handed to another after that.
