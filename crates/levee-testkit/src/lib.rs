@@ -20,6 +20,8 @@
 //! - [`Browser`]: a headless Chromium driven over WebDriver, with its
 //!   console log, failing under CI without it.
 //! - [`RedisServer`]: a real redis-server on a free port.
+//! - [`NatsServer`]: a real nats-server with JetStream on a free port,
+//!   failing under CI without it.
 //! - [`eventually`]: waits for asynchronous state with a deadline.
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
@@ -27,6 +29,7 @@ mod browser;
 mod client;
 mod config;
 mod job_sink;
+mod nats;
 mod promtool;
 mod redis;
 mod scripted;
@@ -37,6 +40,7 @@ pub use browser::{Browser, LogEntry};
 pub use client::{Client, Reply as ClientReply};
 pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
 pub use job_sink::{JobSink, Seen as JobDelivery};
+pub use nats::NatsServer;
 pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};
 pub use redis::RedisServer;
 pub use scripted::{Arrival, Connect, ScriptedUpstream, Step};

@@ -5,6 +5,7 @@
 //! is `levee_proxy::jobs`.
 
 pub mod embedded;
+pub mod jetstream;
 
 use levee_config::{Config, JobBackend as BackendKind, JobDurabilityMode};
 use levee_proxy::jobs::JobBackend;
@@ -29,7 +30,12 @@ pub fn backend(config: &Config, config_path: Option<&Path>) -> Result<Arc<dyn Jo
             Ok(Arc::new(embedded::EmbeddedBackend::new(file)))
         }
         BackendKind::Jetstream => {
-            Err("the JetStream backend is not built into this gateway yet".into())
+            let settings = config
+                .jobs
+                .jetstream
+                .as_ref()
+                .ok_or("`backend = \"jetstream\"` needs `[jobs.jetstream]`")?;
+            Ok(Arc::new(jetstream::JetStreamBackend::new(settings)))
         }
     }
 }
