@@ -257,3 +257,82 @@ async fn levee_jobs_lists_shows_retries_and_purges_dead_letters() {
         .expect_code(1);
     cli_async(&["list"], &gw, false).await.expect_code(3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_on_jetstream_lose_nothing_when_one_is_killed_mid_delivery() {
+    let Some(nats) = levee_testkit::NatsServer::start("async_jobs_jetstream").await else {
+        return;
+    };
+    let dir = common::scratch_dir("async_jobs", "jetstream-3");
+    let sink = JobSink::default();
+    // About 200 jobs/s in all: a backlog that outlives the kill.
+    sink.delay_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    let upstream = sink.start().await;
+    let config = dir.join("levee.toml");
+    std::fs::write(
+        &config,
+        gateway_config(
+            upstream,
+            "concurrency = 2, delivery_timeout = \"2s\", backoff_base = \"20ms\", backoff_max = \"100ms\", max_attempts = 1000",
+            &format!("backend = \"jetstream\"\n[jobs.jetstream]\nurl = \"{}\"\n", nats.url()),
+        ),
+    )
+    .unwrap();
+    let mut replicas: Vec<_> = (0..3).map(|_| Spawned::levee_run(&config, &dir)).collect();
+    // Any replica accepts: spread the jobs over all three.
+    let mut acknowledged = Vec::new();
+    for (i, (_, proxy, _)) in replicas.iter().enumerate() {
+        let proxy = *proxy;
+        let ids = submit_many_from(proxy, 150, i * 1000).await;
+        acknowledged.extend(ids);
+    }
+    assert_eq!(acknowledged.len(), 450, "every job accepted");
+    eventually(
+        Duration::from_secs(10),
+        "the drain is under way",
+        || async { sink.seen().len() >= 20 },
+    )
+    .await;
+    // One replica dies mid-delivery: its leased jobs come back to the
+    // others after the lease.
+    let (mut killed, _, _) = replicas.remove(0);
+    killed.process().kill().expect("SIGKILL");
+    let _ = killed.process().wait();
+    assert!(
+        sink.distinct_keys().len() < acknowledged.len(),
+        "killed mid-drain"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged job is delivered",
+        || async { sink.distinct_keys().len() >= acknowledged.len() },
+    )
+    .await;
+    let keys = sink.distinct_keys();
+    for id in &acknowledged {
+        assert!(keys.contains(id), "job {id} was lost");
+    }
+    drop(replicas);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Like [`submit_many`], with bodies numbered from `first`.
+async fn submit_many_from(proxy: SocketAddr, n: usize, first: usize) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in (c..n).step_by(8) {
+                if let Some(id) = submit(proxy, format!("job-{}", first + i)).await {
+                    ids.push(id);
+                }
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids
+}
