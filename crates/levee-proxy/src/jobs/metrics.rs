@@ -7,6 +7,9 @@ use levee_core::metrics::{names, Counter, FloatGauge, Gauge, Histogram, Registry
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Per-tenant depth series kept per route at most.
+const MAX_TENANT_SERIES: usize = 1000;
+
 #[derive(Debug)]
 pub(crate) struct JobMetrics {
     route: String,
@@ -116,6 +119,11 @@ impl JobMetrics {
             gauge.set(0);
         }
         for (tenant, depth) in &stats.per_tenant {
+            // Tenants come from tokens and headers: bound the series a
+            // flood of made-up tenants could create.
+            if !tenants.contains_key(tenant) && tenants.len() >= MAX_TENANT_SERIES {
+                continue;
+            }
             let gauge = tenants.entry(tenant.clone()).or_insert_with(|| {
                 self.registry.gauge(
                     names::JOBS_TENANT_DEPTH,
