@@ -15,6 +15,7 @@
 
 pub mod chaos;
 mod escalation;
+mod fleet;
 pub mod grafana;
 pub mod history;
 pub mod jobs;

@@ -26,7 +26,6 @@
 use super::{Command, RolloutState};
 use levee_policy::judge::histogram::LatencyHistogram;
 use levee_proxy::release::VersionSnapshot;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -35,19 +34,6 @@ const COUNTS_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a leader's lease lasts without renewal.
 pub(crate) const LEASE: Duration = Duration::from_secs(3);
-
-/// Extends the lease if `ARGV[1]` holds it, or takes it if free.
-const LEAD_LUA: &str = r#"
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-elseif not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"#;
 
 /// One replica's counts of one version, as shared.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -116,20 +102,14 @@ pub(crate) fn empty_snapshot() -> VersionSnapshot {
     }
 }
 
-/// This replica's link to the fleet.
-#[derive(Clone)]
-pub(crate) struct Fleet {
-    conn: ConnectionManager,
-    /// This replica's id: unique per process.
-    pub(crate) instance: String,
-    timeout: Duration,
-}
+/// This replica's link to the fleet, for rollouts (the keys above).
+#[derive(Debug, Clone)]
+pub(crate) struct Fleet(crate::fleet::Link);
 
-impl std::fmt::Debug for Fleet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fleet")
-            .field("instance", &self.instance)
-            .finish_non_exhaustive()
+impl std::ops::Deref for Fleet {
+    type Target = crate::fleet::Link;
+    fn deref(&self) -> &crate::fleet::Link {
+        &self.0
     }
 }
 
@@ -138,59 +118,21 @@ fn key(route: &str, what: &str) -> String {
 }
 
 impl Fleet {
-    /// Connects to `redis` (within a few timeouts); `None` when it cannot,
-    /// so the gateway starts anyway and rolls out on its own.
+    /// Connects to `redis`; `None` when it cannot, so the gateway starts
+    /// anyway and rolls out on its own.
     pub(crate) async fn connect(redis: &levee_config::Redis) -> Option<Self> {
-        let timeout = redis.timeout.max(Duration::from_millis(500));
-        let client = redis::Client::open(redis.url.expose()).ok()?;
-        let conn = tokio::time::timeout(timeout * 4, ConnectionManager::new(client))
-            .await
-            .ok()?
-            .ok()?;
-        let instance = format!(
-            "{}-{:016x}",
-            std::process::id(),
-            levee_policy::hash::mix64(levee_core::time::unix_nanos())
-        );
-        Some(Self {
-            conn,
-            instance,
-            timeout,
-        })
-    }
-
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
-        let mut conn = self.conn.clone();
-        tokio::time::timeout(self.timeout, cmd.query_async(&mut conn))
-            .await
-            .ok()?
-            .ok()
+        crate::fleet::Link::connect(redis).await.map(Self)
     }
 
     /// Takes or renews the lease of `route`'s rollout; true while this
     /// replica leads it.
     pub(crate) async fn lead(&self, route: &str) -> bool {
-        let script = redis::Script::new(LEAD_LUA);
-        let mut inv = script.key(key(route, "leader"));
-        inv.arg(&self.instance).arg(LEASE.as_millis() as u64);
-        let mut conn = self.conn.clone();
-        let led: Option<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-            .await
-            .ok()
-            .and_then(Result::ok);
-        led == Some(1)
-    }
-
-    /// Who leads `route`'s rollout now.
-    pub(crate) async fn leader(&self, route: &str) -> Option<String> {
-        self.run(redis::cmd("GET").arg(key(route, "leader"))).await
+        self.0.lead(&key(route, "leader"), LEASE).await
     }
 
     /// Gives the lease up (a clean shutdown), so another takes over now.
     pub(crate) async fn resign(&self, route: &str) {
-        if self.leader(route).await.as_deref() == Some(self.instance.as_str()) {
-            let _: Option<i64> = self.run(redis::cmd("DEL").arg(key(route, "leader"))).await;
-        }
+        self.0.resign(&key(route, "leader")).await;
     }
 
     /// The shared state of `route`'s rollout.
@@ -250,11 +192,7 @@ impl Fleet {
             .arg(&k)
             .arg(COUNTS_TTL.as_millis() as u64)
             .ignore();
-        let mut conn = self.conn.clone();
-        let _: Option<()> = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let _: Option<()> = self.pipe(&pipe).await;
     }
 
     /// Every replica's counts of the rollout in `state`.
@@ -292,12 +230,7 @@ impl Fleet {
             .cmd("DEL")
             .arg(&k)
             .ignore();
-        let mut conn = self.conn.clone();
-        let taken: Option<(Vec<String>,)> =
-            tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
-                .await
-                .ok()
-                .and_then(Result::ok);
+        let taken: Option<(Vec<String>,)> = self.pipe(&pipe).await;
         taken
             .map(|(names,)| names.iter().filter_map(|n| Command::parse(n)).collect())
             .unwrap_or_default()
