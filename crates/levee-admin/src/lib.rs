@@ -209,8 +209,10 @@ async fn slos(State(state): State<AdminState>) -> Response {
             v
         })
         .collect();
+    let fleet = state.control.slo_fleet();
     Json(json!({
         "evaluated_at": report.evaluated_at,
+        "fleet": fleet.map(|(name, leads)| json!({ "name": name, "leader": leads })),
         "slos": slos,
     }))
     .into_response()

@@ -30,6 +30,8 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let status_page = d.opt(&mut t, "status_page", decode_slo::decode_status_page);
     let capacity = d.opt(&mut t, "capacity", decode_slo::decode_capacity);
     let jobs = d.opt(&mut t, "jobs", decode_jobs::decode_jobs);
+    let fleet = d.opt(&mut t, "fleet", decode_fleet);
+    let fleet_loc = root.loc_of(&["fleet"]);
     d.finish(t);
     let mut config = Config {
         admin: admin.unwrap_or(Admin {
@@ -48,7 +50,16 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         status_page: status_page.unwrap_or_default(),
         capacity: capacity.unwrap_or_default(),
         jobs: jobs.unwrap_or_default(),
+        fleet,
     };
+    if config.fleet.is_some() && config.redis.is_none() {
+        d.error_help(
+            fleet_loc,
+            "fleet",
+            "a fleet shares its SLO counts through Redis, and `[redis]` is not set",
+            "add `[redis]` with `url = \"redis://127.0.0.1:6379\"`",
+        );
+    }
     decode_slo::apply_slo_defaults(&mut config);
     // Only an empty list: items that failed are reported where they are.
     if matches!(root.find("listeners"), Some(Node { value: Value::Seq(items), .. }) if items.is_empty())
@@ -1675,6 +1686,29 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
         issuer,
         audience,
         leeway: leeway.unwrap_or(Duration::from_secs(30)),
+    })
+}
+
+fn decode_fleet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Fleet> {
+    let mut t = d.table(node, path)?;
+    let name = d.opt(&mut t, "name", name_field);
+    let lease = d.opt(&mut t, "lease", Decoder::duration);
+    let loc = t.loc;
+    d.finish(t);
+    let lease = lease.unwrap_or(Duration::from_secs(10));
+    if lease < Duration::from_secs(1) || lease > Duration::from_secs(300) {
+        d.error(
+            loc,
+            &format!("{path}.lease"),
+            format!(
+                "a lease must be from 1s to 5m, got {}",
+                format_duration(lease)
+            ),
+        );
+    }
+    Some(Fleet {
+        name: name.unwrap_or_else(|| "default".to_string()),
+        lease,
     })
 }
 

@@ -36,6 +36,21 @@ pub struct Config {
     pub capacity: Capacity,
     /// Where async routes keep their jobs.
     pub jobs: Jobs,
+    /// Several gateways acting as one for SLOs (`[fleet]`, needs `[redis]`).
+    pub fleet: Option<Fleet>,
+}
+
+/// Several gateways that share their SLO counts through Redis and
+/// evaluate them once (docs/fleet.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fleet {
+    /// Names the fleet's keys in Redis: gateways with the same name count
+    /// together.
+    pub name: String,
+    /// How long the evaluation leader's lease lasts without renewal: a
+    /// dead leader is replaced within it.
+    #[serde(serialize_with = "ser_duration")]
+    pub lease: Duration,
 }
 
 /// The Redis server shared by the gateway replicas.

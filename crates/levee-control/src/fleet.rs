@@ -83,15 +83,21 @@ impl Link {
     /// Takes or renews the lease `key` for `lease`; true while this
     /// replica holds it.
     pub(crate) async fn lead(&self, key: &str, lease: Duration) -> bool {
+        self.try_lead(key, lease).await == Some(true)
+    }
+
+    /// Like [`Link::lead`], `None` when Redis did not answer (so no one
+    /// can know who leads).
+    pub(crate) async fn try_lead(&self, key: &str, lease: Duration) -> Option<bool> {
         let script = redis::Script::new(LEAD_LUA);
         let mut inv = script.key(key);
         inv.arg(&self.instance).arg(lease.as_millis() as u64);
         let mut conn = self.conn.clone();
-        let led: Option<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+        let led: i64 = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
             .await
-            .ok()
-            .and_then(Result::ok);
-        led == Some(1)
+            .ok()?
+            .ok()?;
+        Some(led == 1)
     }
 
     /// Who holds the lease `key` now.

@@ -119,6 +119,12 @@ impl Control {
         self.slo.report()
     }
 
+    /// The fleet this replica counts SLOs with (`[fleet]`), and whether it
+    /// sends the fleet's pages now; `None` when it evaluates alone.
+    pub fn slo_fleet(&self) -> Option<(String, bool)> {
+        self.slo.fleet_status()
+    }
+
     /// One incident as of the last evaluation or operator's action.
     pub fn incident(&self, id: u64) -> Option<IncidentStatus> {
         self.slo
@@ -241,6 +247,7 @@ pub async fn start(
             .map_err(|message| StartError::Store { message })?,
     );
     engine.exclude(status.exclusions());
+    engine.join_fleet(&config).await;
     tracing::info!(
         store = engine.store_label(),
         deferred,

@@ -30,6 +30,14 @@ impl SloCounter {
             .fetch_add(ONE_EVENT | u64::from(good), Ordering::Relaxed);
     }
 
+    /// Puts drained events back (they could not be shared with the fleet:
+    /// the next drain takes them again).
+    pub fn put_back(&self, good: u64, total: u64) {
+        let good = good.min(total).min(0xffff_ffff);
+        self.pending
+            .fetch_add((total.min(0xffff_ffff) << 32) | good, Ordering::Relaxed);
+    }
+
     /// Takes the events recorded since the last drain: `(good, total)`.
     pub fn drain(&self) -> (u64, u64) {
         let v = self.pending.swap(0, Ordering::Relaxed);

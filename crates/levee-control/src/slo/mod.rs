@@ -14,6 +14,7 @@
 //! actions.
 
 mod actions;
+mod fleet;
 mod incidents;
 mod report;
 mod run;
@@ -130,6 +131,8 @@ pub(crate) struct SloEngine {
     store_label: String,
     /// Maintenance windows that leave the budget, from the status board.
     exclusions: Arc<ArcSwap<Vec<crate::status_board::Exclusion>>>,
+    /// Counting and alerting with the other replicas (`[fleet]`).
+    fleet: Option<fleet::SloFleet>,
 }
 
 impl std::fmt::Debug for SloEngine {
@@ -187,8 +190,28 @@ impl SloEngine {
             registry,
             store_label,
             exclusions: Arc::default(),
+            fleet: None,
         };
         Ok(engine)
+    }
+
+    /// Counts and alerts with the fleet `config` names, if it has one and
+    /// Redis can be reached (else alone, with a warning).
+    pub(crate) async fn join_fleet(&mut self, config: &Config) {
+        let (Some(fleet), Some(redis)) = (&config.fleet, &config.redis) else {
+            return;
+        };
+        self.fleet = fleet::SloFleet::join(fleet, redis).await;
+        if self.fleet.is_none() {
+            tracing::warn!(fleet = %fleet.name, "cannot reach Redis: SLOs are counted and alerted on by this replica alone");
+        }
+    }
+
+    /// The fleet's name and whether this replica sends its pages now.
+    pub(crate) fn fleet_status(&self) -> Option<(String, bool)> {
+        self.fleet
+            .as_ref()
+            .map(|f| (f.name().to_string(), f.leads()))
     }
 
     /// Takes maintenance windows out of the budget as `exclusions` says
@@ -423,7 +446,26 @@ impl SloEngine {
             let bucket_ns = u64::try_from(state.config.alerting.bucket.as_nanos())
                 .unwrap_or(1)
                 .max(1);
-            if now - now % bucket_ns <= state.last_tick {
+            if let Some(fleet) = &self.fleet {
+                // The events since the last tick go to the fleet's running
+                // bucket, which the others will evaluate.
+                let running = now - now % bucket_ns + bucket_ns;
+                let drained: Vec<_> = state
+                    .series
+                    .values()
+                    .filter(|s| s.active)
+                    .map(|s| {
+                        let (good, total) = s.counter.drain();
+                        (s.def.id.clone(), good, total)
+                    })
+                    .collect();
+                if !fleet.share(running, &drained).await {
+                    tracing::warn!("stopping without Redis: the last SLO events of this replica are not shared");
+                }
+                fleet.resign().await;
+                let state = &mut *state;
+                self.flush(state).await;
+            } else if now - now % bucket_ns <= state.last_tick {
                 let state = &mut *state;
                 let end = state.last_tick;
                 let exclusions = self.exclusions.load();

@@ -371,7 +371,19 @@ pub(super) fn excluded(
 /// `excluded` (a maintenance window that leaves the budget), the events
 /// are drained and counted as excluded, and the bucket gets none.
 pub(super) fn absorb(series: &mut Series, end: Nanos, batch: &mut Batch, excluded: bool) {
-    let (mut good, mut total) = series.counter.drain();
+    let drained = series.counter.drain();
+    absorb_counts(series, end, batch, excluded, drained);
+}
+
+/// Like [`absorb`], with the bucket's events given (a fleet's totals)
+/// rather than drained from this replica's counter.
+pub(super) fn absorb_counts(
+    series: &mut Series,
+    end: Nanos,
+    batch: &mut Batch,
+    excluded: bool,
+    (mut good, mut total): (u64, u64),
+) {
     if excluded {
         series.excluded_events += total;
         (good, total) = (0, 0);

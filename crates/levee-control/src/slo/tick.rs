@@ -5,7 +5,7 @@
 
 use super::incidents::TrackedIncident;
 use super::report::{build_report, percent, period_name, series_status};
-use super::series::{absorb, alert_row, excluded, layout, severity_name, Series};
+use super::series::{absorb, absorb_counts, alert_row, excluded, layout, severity_name, Series};
 use super::{EngineState, SloEngine, ALERTMANAGER_RESEND, DAY, HOUR};
 use crate::notify::Notification;
 use levee_config::AlertSeverity;
@@ -41,9 +41,26 @@ impl SloEngine {
             end,
         };
         let exclusions = self.exclusions.load();
+        // In a fleet, this replica's events go to the fleet's bucket and
+        // the bucket before (complete by now) is what is evaluated.
+        let fleet_totals = match &self.fleet {
+            Some(fleet) => Some(share_and_read(fleet, &state.series, end, bucket_ns).await),
+            None => None,
+        };
+        let end = match fleet_totals {
+            Some(_) => end - bucket_ns,
+            None => end,
+        };
+        ledger.end = end;
         for series in state.series.values_mut().filter(|s| s.active) {
             let excluded = excluded(series, end - 1, &exclusions);
-            absorb(series, end, ledger.batch, excluded);
+            match &fleet_totals {
+                Some(totals) => {
+                    let counts = totals.get(&series.def.id).copied().unwrap_or((0, 0));
+                    absorb_counts(series, end, ledger.batch, excluded, counts);
+                }
+                None => absorb(series, end, ledger.batch, excluded),
+            }
             let transitions = series.alerts.evaluate(
                 &series.def.policy,
                 series
@@ -66,8 +83,18 @@ impl SloEngine {
         for series in state.series.values_mut().filter(|s| !s.active) {
             ledger.retire(series);
         }
-        for n in std::mem::take(&mut ledger.notifications) {
-            self.notifier.send(n);
+        let notifications = std::mem::take(&mut ledger.notifications);
+        match &self.fleet {
+            Some(fleet) => {
+                fleet
+                    .dispatch(notifications, end, |n| self.notifier.send(n))
+                    .await
+            }
+            None => {
+                for n in notifications {
+                    self.notifier.send(n);
+                }
+            }
         }
         state.prune_on_the_hour(end);
         self.flush(state).await;
@@ -313,4 +340,34 @@ fn notification(series: &Series, announcement: Announcement, now: Nanos) -> Noti
         status: serde_json::to_value(&status).unwrap_or_default(),
         escalated_from: None,
     }
+}
+
+/// A fleet's tick: this replica's events since the last one go to the
+/// fleet's bucket ending at `end` (put back on failure, for the next); the
+/// fleet's totals of the bucket before it are read (empty when Redis does
+/// not answer).
+async fn share_and_read(
+    fleet: &super::fleet::SloFleet,
+    series: &std::collections::BTreeMap<String, Series>,
+    end: Nanos,
+    bucket_ns: Nanos,
+) -> std::collections::HashMap<String, (u64, u64)> {
+    let drained: Vec<_> = series
+        .values()
+        .filter(|s| s.active)
+        .map(|s| {
+            let (good, total) = s.counter.drain();
+            (s.def.id.clone(), good, total)
+        })
+        .collect();
+    if !fleet.share(end, &drained).await {
+        tracing::warn!("cannot share SLO events with the fleet; keeping them for the next tick");
+        for (s, (_, good, total)) in series.values().filter(|s| s.active).zip(&drained) {
+            s.counter.put_back(*good, *total);
+        }
+    }
+    fleet.totals(end - bucket_ns).await.unwrap_or_else(|| {
+        tracing::warn!("cannot read the fleet's SLO events; this bucket is evaluated empty here");
+        std::collections::HashMap::new()
+    })
 }
