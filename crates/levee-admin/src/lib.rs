@@ -19,6 +19,7 @@
 mod history;
 mod incidents;
 mod jobs;
+pub mod keda;
 mod status;
 mod status_feed;
 mod status_posts;
@@ -44,6 +45,18 @@ pub(crate) struct AdminState {
     token: Option<Arc<Secret>>,
     /// Dashboard sessions, which the token check also accepts.
     sessions: Arc<ui::Sessions>,
+}
+
+impl AdminState {
+    /// The state the KEDA scaler reads (no token: it serves numbers only).
+    pub(crate) fn for_scaler(gateway: Gateway, control: Control) -> Self {
+        Self {
+            gateway,
+            control,
+            token: None,
+            sessions: Arc::default(),
+        }
+    }
 }
 
 /// The admin router for `gateway` and its `control` plane, requiring

@@ -37,6 +37,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         admin: admin.unwrap_or(Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
             token: None,
+            keda_listen: None,
         }),
         runtime: runtime.unwrap_or_else(default_runtime),
         listeners: listeners.unwrap_or_default(),
@@ -90,10 +91,12 @@ fn decode_admin(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Admin> {
     let mut t = d.table(node, path)?;
     let listen = d.opt(&mut t, "listen", Decoder::socket_addr);
     let token = d.opt(&mut t, "token", Decoder::string);
+    let keda_listen = d.opt(&mut t, "keda_listen", Decoder::socket_addr);
     d.finish(t);
     let admin = Admin {
         listen: listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901))),
         token: token.map(Secret::new),
+        keda_listen,
     };
     if !admin.listen.ip().is_loopback() && admin.token.is_none() {
         // The token is missing because of where the API listens.

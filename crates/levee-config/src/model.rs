@@ -276,6 +276,8 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token; required when `listen` is not loopback.
     pub token: Option<Secret>,
+    /// Where KEDA's external scaler gRPC service listens (h2c), if at all.
+    pub keda_listen: Option<SocketAddr>,
 }
 
 /// Process-wide settings.

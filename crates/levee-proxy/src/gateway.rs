@@ -756,10 +756,12 @@ impl Gateway {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 if let Ok(event) = event {
-                    let ours = event
-                        .paths
-                        .iter()
-                        .any(|p| p.file_name().map(|f| f.to_os_string()) == file_name);
+                    // A Kubernetes ConfigMap volume changes by swapping its
+                    // `..data` symlink; the file's own name sees no event.
+                    let ours = event.paths.iter().any(|p| {
+                        let name = p.file_name().map(|f| f.to_os_string());
+                        name == file_name || name.as_deref() == Some(std::ffi::OsStr::new("..data"))
+                    });
                     if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
                         let _ = tx.send(());
                     }

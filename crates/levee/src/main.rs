@@ -635,6 +635,7 @@ pub(crate) async fn run(
     // "listening" lines appear must find its handler.
     let mut signals = Signals::new()?;
     let admin_addr = config.admin.listen;
+    let keda_addr = config.admin.keda_listen;
     let token = config.admin.token.clone();
     let drain_timeout = config.runtime.drain_timeout;
     let watch = config.runtime.watch_config && path.is_some();
@@ -674,6 +675,18 @@ pub(crate) async fn run(
         };
     let admin_fd = admin_listener.as_fd().try_clone_to_owned()?;
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // KEDA's external scaler, when configured. A successor binds it once
+    // its predecessor lets it go (at the hand-over), so it retries a while.
+    let (keda_stop_tx, keda_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = keda_addr {
+        let listener = bind_retrying(addr, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("binding the KEDA external scaler on {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, "KEDA external scaler listening");
+        levee_admin::keda::serve_keda(gateway.clone(), control.clone(), listener, async move {
+            let _ = keda_stop_rx.await;
+        });
+    }
     let (admin_bound, admin_task) = levee_admin::serve_on(
         gateway.clone(),
         control,
@@ -720,6 +733,7 @@ pub(crate) async fn run(
             // The successor serves the admin API on the same socket now.
             tracing::info!(successor = s.pid, timeout = ?drain_timeout, "handed over to the new process; draining");
             admin_stop.take().map(|stop| stop.send(()));
+            let _ = keda_stop_tx.send(());
         }
         None => tracing::info!(timeout = ?drain_timeout, "draining"),
     }
@@ -737,6 +751,26 @@ pub(crate) async fn run(
     admin_stop.take().map(|stop| stop.send(()));
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     Ok(())
+}
+
+/// Binds `addr`, retrying while it is in use (a predecessor about to let
+/// it go) for up to `patience`.
+async fn bind_retrying(
+    addr: std::net::SocketAddr,
+    patience: Duration,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = levee_core::time::now() + patience;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && levee_core::time::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The signals `levee run` answers, registered when it starts.

@@ -195,6 +195,48 @@ async fn file_change_triggers_a_reload() {
 }
 
 #[tokio::test]
+async fn a_configmap_style_symlink_swap_triggers_a_reload() {
+    // Kubernetes mounts a ConfigMap as `levee.toml -> ..data/levee.toml`,
+    // `..data -> ..<timestamp>`, and updates it by renaming a new `..data`
+    // symlink over the old one: the file's own name sees no event.
+    use std::os::unix::fs::symlink;
+    let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
+    let gw = TestGateway::start_from_file(&config(a.addr(), b.addr(), "before").toml()).await;
+    let path = gw.config_path.clone().unwrap();
+    let dir = path.parent().unwrap().to_path_buf();
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(
+        dir.join("..v1/levee.toml"),
+        config(a.addr(), b.addr(), "before").toml(),
+    )
+    .unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    symlink("..data/levee.toml", &path).unwrap();
+    gw.gateway.watch_config_file().unwrap();
+    // The kubelet's update.
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(
+        dir.join("..v2/levee.toml"),
+        config(a.addr(), b.addr(), "after").toml(),
+    )
+    .unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(dir.join("..v1")).unwrap();
+    let url = format!("{}/x", gw.url("public"));
+    eventually(
+        Duration::from_secs(10),
+        "the swapped config was reloaded",
+        || {
+            let url = url.clone();
+            async move { Client::http1().get(&url).await.header("x-marker") == Some("after") }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn reload_adds_and_removes_listeners() {
     let [a, b] = FakeUpstream::start_each(["a", "b"]).await;
     let base = config(a.addr(), b.addr(), "x");
