@@ -190,19 +190,30 @@ impl Question {
     async fn value(&self, state: &AdminState) -> Result<f64, Status> {
         match self.signal {
             Signal::BurnRate => {
+                let configured = state
+                    .gateway
+                    .config()
+                    .slos
+                    .iter()
+                    .any(|s| s.objectives.iter().any(|o| o.id == self.subject));
+                if !configured {
+                    return Err(Status::not_found(format!(
+                        "no SLO objective {}",
+                        self.subject
+                    )));
+                }
+                // Not evaluated yet (just started): nothing burns.
                 let report = state.control.slo_report();
-                let slo = report
+                Ok(report
                     .slos
                     .iter()
                     .find(|s| s.id == self.subject)
-                    .ok_or_else(|| {
-                        Status::not_found(format!("no SLO objective {}", self.subject))
-                    })?;
-                Ok(slo
-                    .windows
-                    .iter()
-                    .filter_map(|w| w.burn_rate)
-                    .fold(0.0, f64::max))
+                    .map_or(0.0, |slo| {
+                        slo.windows
+                            .iter()
+                            .filter_map(|w| w.burn_rate)
+                            .fold(0.0, f64::max)
+                    }))
             }
             Signal::LatencyHeadroom => {
                 let config = state.gateway.config();
