@@ -31,6 +31,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
     let capacity = d.opt(&mut t, "capacity", decode_slo::decode_capacity);
     let jobs = d.opt(&mut t, "jobs", decode_jobs::decode_jobs);
     let fleet = d.opt(&mut t, "fleet", decode_fleet);
+    let remote_write = d.opt(&mut t, "remote_write", decode_remote_write);
     let fleet_loc = root.loc_of(&["fleet"]);
     d.finish(t);
     let mut config = Config {
@@ -52,6 +53,7 @@ pub(crate) fn decode_config(d: &mut Decoder<'_>, root: &Node) -> Option<Config> 
         capacity: capacity.unwrap_or_default(),
         jobs: jobs.unwrap_or_default(),
         fleet,
+        remote_write,
     };
     if config.fleet.is_some() && config.redis.is_none() {
         d.error_help(
@@ -1689,6 +1691,36 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
         issuer,
         audience,
         leeway: leeway.unwrap_or(Duration::from_secs(30)),
+    })
+}
+
+fn decode_remote_write(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RemoteWrite> {
+    let mut t = d.table(node, path)?;
+    let url = d.req(&mut t, "url", |d, n, p| {
+        let s = d.string(n, p)?;
+        if s.starts_with("http://") {
+            Some(s)
+        } else {
+            d.error_help(
+                n.loc,
+                p,
+                "not an http:// URL",
+                "for example `http://prometheus:9090/api/v1/write` (https is not supported yet)",
+            );
+            None
+        }
+    });
+    let interval = d.opt(&mut t, "interval", Decoder::duration);
+    let timeout = d.opt(&mut t, "timeout", Decoder::duration);
+    let labels = d.opt(&mut t, "labels", decode_slo::decode_labels);
+    d.finish(t);
+    Some(RemoteWrite {
+        url: Secret::new(url?),
+        interval: interval
+            .unwrap_or(Duration::from_secs(15))
+            .max(Duration::from_secs(1)),
+        timeout: timeout.unwrap_or(Duration::from_secs(5)),
+        labels: labels.unwrap_or_default(),
     })
 }
 

@@ -522,7 +522,11 @@ fn label_entries<'n>(
     Some(out)
 }
 
-fn decode_labels(d: &mut Decoder<'_>, n: &Node, p: &str) -> Option<Vec<(String, String)>> {
+pub(crate) fn decode_labels(
+    d: &mut Decoder<'_>,
+    n: &Node,
+    p: &str,
+) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (k, kloc, v, kp) in label_entries(d, n, p)? {
         if RESERVED_SLO_LABELS.contains(&k.as_str()) {

@@ -38,6 +38,26 @@ pub struct Config {
     pub jobs: Jobs,
     /// Several gateways acting as one for SLOs (`[fleet]`, needs `[redis]`).
     pub fleet: Option<Fleet>,
+    /// Pushing the metrics to a time-series store (`[remote_write]`).
+    pub remote_write: Option<RemoteWrite>,
+}
+
+/// Prometheus remote-write of every series Levee exports, so history
+/// outlives the gateway's own retention.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RemoteWrite {
+    /// The receiver, `http://host:port/api/v1/write` (a secret: it may
+    /// hold credentials).
+    pub url: Secret,
+    /// How often the series are pushed.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Longest wait for one push.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Labels added to every series (e.g. `replica`), so several gateways'
+    /// series stay apart.
+    pub labels: Vec<(String, String)>,
 }
 
 /// Several gateways that share their SLO counts through Redis and

@@ -21,6 +21,7 @@ pub mod history;
 pub mod jobs;
 mod notify;
 pub mod policy;
+mod remote_write;
 pub mod rollout;
 pub mod rules;
 pub mod slo;
@@ -308,6 +309,9 @@ pub async fn start(
         slo::run(weak, drain).await;
     });
     rollout::spawn(&rollouts, &engine, &gateway);
+    if let Some(rw) = gateway.config().remote_write.clone() {
+        remote_write::spawn(rw, gateway.registry().clone(), gateway.drain_signal());
+    }
     history::spawn(&history, &gateway);
     Ok((
         gateway,

@@ -172,6 +172,8 @@ pub mod names {
     pub const JOB_COMPLETION: &str = "levee_job_completion_seconds";
     /// Result callbacks, by route and result (`sent`, `failed`, `gave_up`).
     pub const JOB_CALLBACKS: &str = "levee_job_callbacks_total";
+    /// Remote-write pushes of every series, by result (`ok`, `error`).
+    pub const REMOTE_WRITES: &str = "levee_remote_writes_total";
 }
 
 /// A monotonically increasing count.
