@@ -55,26 +55,10 @@ async fn submit(proxy: SocketAddr, body: String) -> Option<String> {
     (reply.status == 202).then(|| reply.header("levee-job-id").unwrap().to_string())
 }
 
-/// Submits jobs from 16 clients until `stop`, returning the ids of those
-/// acknowledged (202) — the ones that must never be lost.
+/// Submits `n` jobs from 16 clients, returning the ids of those
+/// acknowledged (202): the ones that must never be lost.
 async fn submit_many(proxy: SocketAddr, n: usize) -> Vec<String> {
-    let mut tasks = Vec::new();
-    for c in 0..16 {
-        tasks.push(tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for i in (c..n).step_by(16) {
-                if let Some(id) = submit(proxy, format!("job-{i}")).await {
-                    ids.push(id);
-                }
-            }
-            ids
-        }));
-    }
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.extend(t.await.unwrap());
-    }
-    ids
+    submit_many_from(proxy, n, 0, 16).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +267,7 @@ async fn three_gateways_on_jetstream_lose_nothing_when_one_is_killed_mid_deliver
     let mut acknowledged = Vec::new();
     for (i, (_, proxy, _)) in replicas.iter().enumerate() {
         let proxy = *proxy;
-        let ids = submit_many_from(proxy, 150, i * 1000).await;
+        let ids = submit_many_from(proxy, 150, i * 1000, 8).await;
         acknowledged.extend(ids);
     }
     assert_eq!(acknowledged.len(), 450, "every job accepted");
@@ -316,13 +300,19 @@ async fn three_gateways_on_jetstream_lose_nothing_when_one_is_killed_mid_deliver
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Like [`submit_many`], with bodies numbered from `first`.
-async fn submit_many_from(proxy: SocketAddr, n: usize, first: usize) -> Vec<String> {
+/// Submits `n` jobs (bodies numbered from `first`) from `clients`
+/// concurrent clients; the ids acknowledged.
+async fn submit_many_from(
+    proxy: SocketAddr,
+    n: usize,
+    first: usize,
+    clients: usize,
+) -> Vec<String> {
     let mut tasks = Vec::new();
-    for c in 0..8 {
+    for c in 0..clients {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
-            for i in (c..n).step_by(8) {
+            for i in (c..n).step_by(clients) {
                 if let Some(id) = submit(proxy, format!("job-{}", first + i)).await {
                     ids.push(id);
                 }
