@@ -189,6 +189,11 @@ impl ConnInfo {
         peer: SocketAddr,
     ) -> Self {
         let tls = listener.current.load().tls.is_some();
+        Self::new(shared, listener, peer, tls)
+    }
+
+    /// A connection's facts and fresh counters.
+    fn new(shared: Arc<Shared>, listener: Arc<ListenerState>, peer: SocketAddr, tls: bool) -> Self {
         Self {
             listener,
             peer,
@@ -290,18 +295,12 @@ async fn serve(
     let _guard = ActiveGuard(listener.clone());
     let _ = stream.set_nodelay(true);
     let limits = config.limits.clone();
-    let conn = Arc::new(ConnInfo {
+    let conn = Arc::new(ConnInfo::new(
+        shared.clone(),
         listener,
         peer,
-        tls: config.tls.is_some(),
-        in_flight: AtomicU32::new(0),
-        last_active: AtomicU64::new(shared.clock.now()),
-        head_started: AtomicU64::new(0),
-        http2: AtomicBool::new(false),
-        manual_upgrades: AtomicBool::new(false),
-        pending_upgrade: std::sync::Mutex::new(None),
-        shared: shared.clone(),
-    });
+        config.tls.is_some(),
+    ));
     let tracked = TrackedIo {
         inner: stream,
         conn: conn.clone(),

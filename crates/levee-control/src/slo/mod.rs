@@ -450,15 +450,7 @@ impl SloEngine {
                 // The events since the last tick go to the fleet's running
                 // bucket, which the others will evaluate.
                 let running = now - now % bucket_ns + bucket_ns;
-                let drained: Vec<_> = state
-                    .series
-                    .values()
-                    .filter(|s| s.active)
-                    .map(|s| {
-                        let (good, total) = s.counter.drain();
-                        (s.def.id.clone(), good, total)
-                    })
-                    .collect();
+                let drained = tick::drain_active(&state.series);
                 if !fleet.share(running, &drained).await {
                     tracing::warn!("stopping without Redis: the last SLO events of this replica are not shared");
                 }

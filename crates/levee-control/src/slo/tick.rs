@@ -352,14 +352,7 @@ async fn share_and_read(
     end: Nanos,
     bucket_ns: Nanos,
 ) -> std::collections::HashMap<String, (u64, u64)> {
-    let drained: Vec<_> = series
-        .values()
-        .filter(|s| s.active)
-        .map(|s| {
-            let (good, total) = s.counter.drain();
-            (s.def.id.clone(), good, total)
-        })
-        .collect();
+    let drained = drain_active(series);
     if !fleet.share(end, &drained).await {
         tracing::warn!("cannot share SLO events with the fleet; keeping them for the next tick");
         for (s, (_, good, total)) in series.values().filter(|s| s.active).zip(&drained) {
@@ -370,4 +363,18 @@ async fn share_and_read(
         tracing::warn!("cannot read the fleet's SLO events; this bucket is evaluated empty here");
         std::collections::HashMap::new()
     })
+}
+
+/// Every active objective's events since the last drain: (id, good, total).
+pub(super) fn drain_active(
+    series: &std::collections::BTreeMap<String, Series>,
+) -> Vec<(String, u64, u64)> {
+    series
+        .values()
+        .filter(|s| s.active)
+        .map(|s| {
+            let (good, total) = s.counter.drain();
+            (s.def.id.clone(), good, total)
+        })
+        .collect()
 }
