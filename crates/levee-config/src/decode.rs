@@ -92,7 +92,7 @@ fn default_runtime() -> Runtime {
 fn decode_admin(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Admin> {
     let mut t = d.table(node, path)?;
     let listen = d.opt(&mut t, "listen", Decoder::socket_addr);
-    let token = d.opt(&mut t, "token", Decoder::string);
+    let token = d.opt(&mut t, "token", Decoder::secret);
     let keda_listen = d.opt(&mut t, "keda_listen", Decoder::socket_addr);
     d.finish(t);
     let admin = Admin {
@@ -1654,7 +1654,7 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
     let claim = d.opt(&mut t, "claim", Decoder::string);
     let secrets = d.opt(&mut t, "hs256_secrets", |d, n, p| {
         d.list(n, p, |d, n, p| {
-            let s = d.string(n, p)?;
+            let s = d.secret(n, p)?;
             if s.len() < 32 {
                 d.error(n.loc, p, "an HS256 secret must be at least 32 bytes");
                 return None;
@@ -1697,7 +1697,7 @@ fn decode_jwt(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Jwt> {
 fn decode_remote_write(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RemoteWrite> {
     let mut t = d.table(node, path)?;
     let url = d.req(&mut t, "url", |d, n, p| {
-        let s = d.string(n, p)?;
+        let s = d.secret(n, p)?;
         if s.starts_with("http://") {
             Some(s)
         } else {
@@ -1750,7 +1750,7 @@ fn decode_fleet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Fleet> {
 fn decode_redis(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Redis> {
     let mut t = d.table(node, path)?;
     let url = d.req(&mut t, "url", |d, n, p| {
-        let s = d.string(n, p)?;
+        let s = d.secret(n, p)?;
         if s.starts_with("redis://") || s.starts_with("rediss://") {
             Some(s)
         } else {

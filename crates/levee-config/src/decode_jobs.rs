@@ -105,7 +105,7 @@ pub(crate) fn decode_jobs(d: &mut Decoder<'_>, node: &Node, path: &str) -> Optio
 fn decode_jetstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<JetStream> {
     let mut t = d.table(node, path)?;
     let url = d.req(&mut t, "url", |d, n, p| {
-        let s = d.string(n, p)?;
+        let s = d.secret(n, p)?;
         if s.starts_with("nats://") || s.starts_with("tls://") {
             Some(s)
         } else {
@@ -249,7 +249,7 @@ fn decode_callback(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<JobCa
         Some(hosts)
     });
     let secret = d.req(&mut t, "secret", |d, n, p| {
-        let s = d.string(n, p)?;
+        let s = d.secret(n, p)?;
         if s.len() < 16 {
             d.error_help(
                 n.loc,

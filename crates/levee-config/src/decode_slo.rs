@@ -647,7 +647,7 @@ fn decode_webhook(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Webhoo
     let mut t = d.table(node, path)?;
     let name = d.req(&mut t, "name", name_field);
     let url = d.req(&mut t, "url", |d, n, p| {
-        let s = d.string(n, p)?;
+        let s = d.secret(n, p)?;
         match s.parse::<http::Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Some(s),
             Ok(uri) if uri.scheme_str() == Some("https") => {
@@ -715,6 +715,8 @@ fn decode_webhook(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Webhoo
         }
     };
     let headers = d.opt(&mut t, "headers", |d, n, p| {
+        // Every value below is a secret (an API key, a bearer token).
+        d.secrets.push(p.to_string());
         let Value::Map(entries) = &n.value else {
             d.error(n.loc, p, "expected a table of header = value");
             return None;

@@ -116,28 +116,40 @@ pub(crate) type Env<'f> = &'f dyn Fn(&str) -> Option<String>;
 
 /// Walks a located tree, converting values and collecting diagnostics.
 pub(crate) struct Decoder<'f> {
-    file: &'f str,
+    /// The files the tree was read from, in the order of [`Loc::file`].
+    files: Vec<&'f str>,
     pub(crate) diags: Vec<Diagnostic>,
     /// Where `${VAR}` in strings is looked up; `None` takes strings as
     /// written, for files that are not Levee configs (OpenSLO).
     env: Option<Env<'f>>,
+    /// The field paths of the values decoded as secrets, so that what
+    /// prints values as written (`levee check --explain`) redacts exactly
+    /// what the typed config keeps as [`crate::Secret`].
+    pub(crate) secrets: Vec<String>,
 }
 
 impl<'f> Decoder<'f> {
     pub(crate) fn new(file: &'f str, env: Env<'f>) -> Self {
+        Self::layered(vec![file], env)
+    }
+
+    /// A decoder for a tree merged from `files` (see [`crate::layers`]).
+    pub(crate) fn layered(files: Vec<&'f str>, env: Env<'f>) -> Self {
         Self {
-            file,
+            files,
             diags: Vec::new(),
             env: Some(env),
+            secrets: Vec::new(),
         }
     }
 
     /// A decoder whose strings are taken as written, without `${VAR}`.
     pub(crate) fn literal(file: &'f str) -> Self {
         Self {
-            file,
+            files: vec![file],
             diags: Vec::new(),
             env: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -156,8 +168,14 @@ impl<'f> Decoder<'f> {
     }
 
     fn push(&mut self, loc: Loc, path: &str, message: String, help: Option<String>) {
+        let file = self
+            .files
+            .get(loc.file as usize)
+            .or(self.files.first())
+            .copied()
+            .unwrap_or_default();
         self.diags.push(Diagnostic {
-            file: self.file.to_string(),
+            file: file.to_string(),
             line: loc.line,
             col: loc.col,
             path: path.to_string(),
@@ -247,6 +265,20 @@ impl<'f> Decoder<'f> {
                 continue;
             }
             let path = t.child_path(key);
+            // An entry of a named list may carry the layers' removal marker
+            // where it means nothing: in the first file, or misspelt.
+            let marker = crate::layers::REMOVE;
+            let near_marker = t.has("name")
+                && closest(key, &[t.asked.as_slice(), &[marker]].concat()) == Some(marker);
+            if near_marker {
+                let help = if key == marker {
+                    format!("`{marker} = true` deletes the entry of this name that an earlier file defines, so it works only in a later file (`-c base.toml -c this.toml`)")
+                } else {
+                    format!("did you mean `{marker} = true`? It deletes the entry of this name that an earlier file defines")
+                };
+                self.error_help(*loc, &path, format!("unknown field `{key}`"), help);
+                continue;
+            }
             match closest(key, &t.asked) {
                 Some(s) => self.error_help(
                     *loc,
@@ -358,6 +390,13 @@ impl<'f> Decoder<'f> {
         }
         out.push_str(rest);
         Some(out)
+    }
+
+    /// A string that is a secret (a token, a password-bearing URL, a
+    /// signing key): decoded as [`Decoder::string`], its path remembered.
+    pub(crate) fn secret(&mut self, node: &Node, path: &str) -> Option<String> {
+        self.secrets.push(path.to_string());
+        self.string(node, path)
     }
 
     pub(crate) fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {

@@ -5,7 +5,9 @@
 //!
 //! Loading is two steps, in the manner of raw then validated flags: parse the
 //! text into a located tree ([`node`]), then decode and check it into the
-//! typed [`Config`] ([`model`]), which cannot hold invalid states.
+//! typed [`Config`] ([`model`]), which cannot hold invalid states. Several
+//! files are layered by merging their trees between the two steps
+//! ([`layers`]).
 
 mod decode;
 mod decode_fault;
@@ -15,6 +17,7 @@ mod decode_slo;
 mod diag;
 mod discover;
 pub mod experiment;
+pub mod layers;
 pub mod load_scenario;
 pub mod model;
 pub mod node;
@@ -23,6 +26,7 @@ pub mod openslo;
 pub use decode_fault::{decode_runtime_fault, FaultTarget, RuntimeFault, MAX_RUNTIME_FAULT_LIFE};
 pub use diag::{parse_duration, parse_size, Diagnostic, Diagnostics};
 pub use discover::{discover, DiscoveryError, CONFIG_ENV, DEFAULT_NAMES};
+pub use layers::{explain_files, load_files, Explained, Origin, REMOVE};
 pub use model::*;
 
 use std::path::Path;
@@ -50,8 +54,15 @@ impl Format {
 /// Reads and validates the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     let name = path.display().to_string();
+    let (src, format) = read_source(path, &name)?;
+    load_str(&src, format, &name)
+}
+
+/// The text of the config file at `path` and its format, or why it cannot
+/// be read; `name` labels the diagnostics.
+pub(crate) fn read_source(path: &Path, name: &str) -> Result<(String, Format), Diagnostics> {
     let one = |message: String, help: Option<String>| {
-        Diagnostics(vec![Diagnostic::whole_file(&name, message, help)])
+        Diagnostics(vec![Diagnostic::whole_file(name, message, help)])
     };
     let Some(format) = Format::from_path(path) else {
         return Err(one(
@@ -61,7 +72,7 @@ pub fn load_file(path: &Path) -> Result<Config, Diagnostics> {
     };
     let src = std::fs::read_to_string(path)
         .map_err(|e| one(format!("cannot read config file: {e}"), None))?;
-    load_str(&src, format, &name)
+    Ok((src, format))
 }
 
 /// Validates config text; `name` is used in diagnostics. Reads `${VAR}` from
@@ -77,23 +88,54 @@ pub fn load_str_with_env(
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Diagnostics> {
+    let root = parse_source(src, format, name)?;
+    decode_root(&root, vec![name], env).map(|decoded| decoded.config)
+}
+
+/// Config text parsed into a located tree, not yet decoded.
+pub(crate) fn parse_source(
+    src: &str,
+    format: Format,
+    name: &str,
+) -> Result<node::Node, Diagnostics> {
     let parsed = match format {
         Format::Toml => node::parse_toml(src),
         Format::Yaml => node::parse_yaml(src),
     };
     let root = parsed.map_err(|e| syntax_error(name, &e))?;
-    if let Some(diags) = toml_in_yaml(src, format, name, &root) {
-        return Err(diags);
+    match toml_in_yaml(src, format, name, &root) {
+        Some(diags) => Err(diags),
+        None => Ok(root),
     }
-    let mut decoder = diag::Decoder::new(name, env);
-    let config = decode::decode_config(&mut decoder, &root);
+}
+
+/// A decoded config and the field paths of its secrets.
+pub(crate) struct Decoded {
+    pub(crate) config: Config,
+    pub(crate) secrets: Vec<String>,
+}
+
+/// Decodes and checks a located tree read from `files` (one, or the
+/// layers merged into it, in the order of [`node::Loc::file`]).
+pub(crate) fn decode_root(
+    root: &node::Node,
+    files: Vec<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Decoded, Diagnostics> {
+    let mut decoder = diag::Decoder::layered(files.clone(), env);
+    let config = decode::decode_config(&mut decoder, root);
     if let Some(config) = &config {
-        decode::cross_check(&mut decoder, &root, config);
+        decode::cross_check(&mut decoder, root, config);
     }
     let mut diags = decoder.diags;
-    diags.sort_by_key(|d| (d.line, d.col));
+    // In the order the files were given, then by position.
+    let order = |file: &str| files.iter().position(|f| *f == file);
+    diags.sort_by_key(|d| (order(&d.file), d.line, d.col));
     match config {
-        Some(config) if diags.is_empty() => Ok(config),
+        Some(config) if diags.is_empty() => Ok(Decoded {
+            config,
+            secrets: decoder.secrets,
+        }),
         _ => Err(Diagnostics(diags)),
     }
 }

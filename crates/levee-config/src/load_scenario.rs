@@ -383,7 +383,7 @@ stages:
             ]
         );
         assert_eq!(b.body_file.as_deref(), Some(Path::new("body.json")));
-        assert_eq!(b.body_file_loc, Some(Loc { line: 10, col: 13 }));
+        assert_eq!(b.body_file_loc, Some(Loc::new(10, 13)));
         assert_eq!(
             s.stages,
             [

@@ -5,13 +5,25 @@
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
-/// A 1-based line and column in the source file.
+/// A 1-based line and column, and the file they are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Loc {
     /// Line, from 1.
     pub line: usize,
     /// Column, from 1.
     pub col: usize,
+    /// Which file: the position of the file among the layers merged into
+    /// one tree (`-c base.toml -c prod.toml`: 0 and 1), so that a merged
+    /// value still points into the file that set it. Always 0 for a tree
+    /// read from one file.
+    pub file: u32,
+}
+
+impl Loc {
+    /// Line `line`, column `col` of the first (or only) file.
+    pub fn new(line: usize, col: usize) -> Self {
+        Loc { line, col, file: 0 }
+    }
 }
 
 /// A value with its location.
@@ -76,10 +88,7 @@ fn loc_of_offset(src: &str, offset: usize) -> Loc {
     let before = &src[..offset];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    Loc {
-        line,
-        col: before[line_start..].chars().count() + 1,
-    }
+    Loc::new(line, before[line_start..].chars().count() + 1)
 }
 
 /// Parses TOML into a located tree.
@@ -122,7 +131,7 @@ pub fn parse_toml(src: &str) -> Result<Node, SyntaxError> {
         Ok(table) => {
             let root = Spanned::new(table.span(), DeValue::Table(table.into_inner()));
             let mut node = convert(src, &root);
-            node.loc = Loc { line: 1, col: 1 };
+            node.loc = Loc::new(1, 1);
             Ok(node)
         }
         Err(e) => Err(SyntaxError {
@@ -141,7 +150,7 @@ pub fn parse_yaml(src: &str) -> Result<Node, SyntaxError> {
         .next()
         .unwrap_or(Node {
             value: Value::Map(Vec::new()),
-            loc: Loc { line: 1, col: 1 },
+            loc: Loc::new(1, 1),
         }))
 }
 
@@ -163,20 +172,14 @@ pub fn parse_yaml_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(src);
     while let Some(ev) = parser.next_event() {
         let (event, span) = ev.map_err(|e| {
-            let loc = Loc {
-                line: e.marker().line(),
-                col: e.marker().col() + 1,
-            };
+            let loc = Loc::new(e.marker().line(), e.marker().col() + 1);
             SyntaxError {
                 loc,
                 help: Some(yaml_hint(src, loc, e.info())),
                 message: e.info().to_string(),
             }
         })?;
-        let loc = Loc {
-            line: span.start.line(),
-            col: span.start.col() + 1,
-        };
+        let loc = Loc::new(span.start.line(), span.start.col() + 1);
         let node = match event {
             Event::Scalar(text, style, anchor, _tag) => {
                 let value = if style == ScalarStyle::Plain {
@@ -462,7 +465,7 @@ mod tests {
         assert_eq!(get(&root, "a").value, Value::Int(1));
         let c = get(get(&root, "b"), "c");
         assert_eq!(c.value, Value::Str("x".into()));
-        assert_eq!(c.loc, Loc { line: 4, col: 5 });
+        assert_eq!(c.loc, Loc::new(4, 5));
     }
 
     #[test]
@@ -473,7 +476,7 @@ mod tests {
         let b = get(&root, "b");
         let c = get(b, "c");
         assert_eq!(c.value, Value::Str("x".into()));
-        assert_eq!(c.loc, Loc { line: 3, col: 6 });
+        assert_eq!(c.loc, Loc::new(3, 6));
         match &get(b, "d").value {
             Value::Seq(items) => {
                 assert_eq!(items[0].value, Value::Bool(true));
@@ -490,13 +493,10 @@ mod tests {
         let src = "a = 1\n[b]\nc = [{ d = 2 }, { d = [3, 4] }]\n";
         let root = parse_toml(src).unwrap();
         assert_eq!(root.find("b.c[1].d[1]").unwrap().value, Value::Int(4));
-        assert_eq!(
-            root.find("b.c[1].d[1]").unwrap().loc,
-            Loc { line: 3, col: 27 }
-        );
+        assert_eq!(root.find("b.c[1].d[1]").unwrap().loc, Loc::new(3, 27));
         assert!(root.find("b.c[2]").is_none());
         assert!(root.find("a.x").is_none());
-        assert_eq!(root.loc_of(&["b.x", "b.c[0].d"]), Loc { line: 3, col: 12 });
+        assert_eq!(root.loc_of(&["b.x", "b.c[0].d"]), Loc::new(3, 12));
         assert_eq!(root.loc_of(&["nowhere"]), root.loc);
     }
 

@@ -66,6 +66,11 @@ pub struct StartOptions {
     /// How clusters open HTTP/1.1 connections (see
     /// `levee_proxy::StartOptions::connector`); TCP when not given.
     pub connector: Option<Arc<dyn levee_proxy::Connector>>,
+    /// Config files layered over the config path, in order (see
+    /// `levee_proxy::StartOptions::config_overlays`). Relative paths in the
+    /// config (the store, the job queue) resolve against the config path's
+    /// directory all the same.
+    pub config_overlays: Vec<PathBuf>,
 }
 
 /// The control plane of one gateway: its loops and what they publish.
@@ -290,6 +295,7 @@ pub async fn start(
             control: Some(loops),
             connector: options.connector,
             job_backend: Some(job_backend),
+            config_overlays: options.config_overlays,
         },
     )
     .await?;

@@ -99,6 +99,9 @@ pub(crate) struct Shared {
     reload_lock: tokio::sync::Mutex<()>,
     reload_status: Mutex<ReloadStatus>,
     config_path: Option<PathBuf>,
+    /// Files merged over `config_path`, in order (`-c base.toml -c
+    /// prod.toml`: `prod.toml`); reloads re-read them all.
+    config_overlays: Vec<PathBuf>,
     /// Routes' stale caches, kept across reloads.
     stale_caches: Mutex<HashMap<String, Arc<crate::degrade::StaleCache>>>,
     /// Routes' rate limits, kept across reloads while unchanged.
@@ -169,6 +172,9 @@ pub struct StartOptions {
     /// Opens async routes' queues; without one, a config with an async
     /// route is refused.
     pub job_backend: Option<Arc<dyn crate::jobs::JobBackend>>,
+    /// Config files layered over `config_path`, in order: reloads read
+    /// and merge them all, and the file watcher watches each one.
+    pub config_overlays: Vec<PathBuf>,
 }
 
 /// A running gateway. Cheap to clone.
@@ -309,6 +315,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             reload_status: Mutex::new(ReloadStatus::default()),
             config_path,
+            config_overlays: options.config_overlays,
             stale_caches: Mutex::new(HashMap::new()),
             rate_limits: Mutex::new(HashMap::new()),
             releases: Mutex::new(HashMap::new()),
@@ -687,10 +694,24 @@ impl Gateway {
         result
     }
 
-    /// Reads the config file again and applies it. Every diagnostic of an
-    /// invalid file is logged, counted and kept for the admin API.
+    /// The files the config is read from: the one given at start, then
+    /// the layers merged over it. Empty when not started from a file.
+    pub fn config_files(&self) -> Vec<PathBuf> {
+        let shared = &self.shared;
+        shared
+            .config_path
+            .iter()
+            .chain(&shared.config_overlays)
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the config file (every layer) again and applies it. Every
+    /// diagnostic of an invalid file is logged, counted and kept for the
+    /// admin API.
     pub async fn reload_from_file(&self) -> Result<(), ApplyError> {
-        let Some(path) = self.shared.config_path.clone() else {
+        let files = self.config_files();
+        if files.is_empty() {
             let e = ApplyError::Invalid(Diagnostics(vec![Diagnostic {
                 file: "<memory>".into(),
                 line: 1,
@@ -701,8 +722,8 @@ impl Gateway {
             }]));
             self.record_reload(&Err(ApplyError::Invalid(Diagnostics(vec![]))));
             return Err(e);
-        };
-        let result = match levee_config::load_file(&path) {
+        }
+        let result = match levee_config::load_files(&files) {
             Ok(config) => self.apply(config).await,
             Err(diags) => Err(ApplyError::Invalid(diags)),
         };
@@ -745,22 +766,28 @@ impl Gateway {
         }
     }
 
-    /// Reloads whenever the config file changes (debounced), until the gateway drains.
+    /// Reloads whenever the config file, or any layer over it, changes
+    /// (debounced), until the gateway drains.
     pub fn watch_config_file(&self) -> Result<(), String> {
         use notify::Watcher;
-        let Some(path) = self.shared.config_path.clone() else {
+        let files = self.config_files();
+        if files.is_empty() {
             return Err("no config file to watch".into());
-        };
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let file_name = path.file_name().map(|f| f.to_os_string());
+        let file_names: Vec<_> = files
+            .iter()
+            .filter_map(|p| p.file_name().map(|f| f.to_os_string()))
+            .collect();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 if let Ok(event) = event {
                     // A Kubernetes ConfigMap volume changes by swapping its
                     // `..data` symlink; the file's own name sees no event.
                     let ours = event.paths.iter().any(|p| {
-                        let name = p.file_name().map(|f| f.to_os_string());
-                        name == file_name || name.as_deref() == Some(std::ffi::OsStr::new("..data"))
+                        p.file_name().is_some_and(|f| {
+                            f == std::ffi::OsStr::new("..data") || file_names.iter().any(|n| n == f)
+                        })
                     });
                     if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
                         let _ = tx.send(());
@@ -768,14 +795,27 @@ impl Gateway {
                 }
             })
             .map_err(|e| e.to_string())?;
-        // Watch the directory: editors replace files by renaming.
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        watcher
-            .watch(dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        // Watch the directories: editors replace files by renaming.
+        let mut dirs: Vec<&Path> = Vec::new();
+        for file in &files {
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        for dir in dirs {
+            watcher
+                .watch(dir, notify::RecursiveMode::NonRecursive)
+                .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
+        }
+        let path = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
         let gateway = self.clone();
         let mut drain = self.shared.drain_signal();
         tokio::spawn(async move {
@@ -788,7 +828,7 @@ impl Gateway {
                         // Debounce bursts of events from one save.
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         while rx.try_recv().is_ok() {}
-                        tracing::info!(path = %path.display(), "config file changed; reloading");
+                        tracing::info!(path = %path, "config file changed; reloading");
                         let _ = gateway.reload_from_file().await;
                     }
                 }

@@ -176,12 +176,13 @@ impl InheritedSockets {
     }
 }
 
-/// Where the control socket is: `runtime.handover_socket`, or for the
-/// default a name derived from the config file's canonical path in
-/// `$XDG_RUNTIME_DIR` (or `/tmp`). `None` when handover is off or the
-/// gateway was not started from a file.
-pub fn socket_path(config: &levee_config::Config, config_path: Option<&Path>) -> Option<PathBuf> {
-    let config_path = config_path?;
+/// Where the control socket is: `runtime.handover_socket` (a relative path
+/// from the first config file's directory), or for the default a name
+/// derived from the config files' canonical paths in `$XDG_RUNTIME_DIR` (or
+/// `/tmp`). `None` when handover is off or the gateway was not started from
+/// a file.
+pub fn socket_path(config: &levee_config::Config, config_files: &[PathBuf]) -> Option<PathBuf> {
+    let config_path = config_files.first()?;
     match &config.runtime.handover_socket {
         levee_config::HandoverSocket::Off => None,
         levee_config::HandoverSocket::Path(p) if p.is_absolute() => Some(p.clone()),
@@ -190,13 +191,22 @@ pub fn socket_path(config: &levee_config::Config, config_path: Option<&Path>) ->
             _ => p.clone(),
         }),
         levee_config::HandoverSocket::Default => {
-            let canonical =
-                std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+            // One file keeps the name it always had; layers are named by
+            // all their files, so that `base + staging` and `base + prod`
+            // side by side do not claim one socket.
+            let mut key_bytes = Vec::new();
+            for (i, file) in config_files.iter().enumerate() {
+                if i > 0 {
+                    key_bytes.push(0);
+                }
+                let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+                key_bytes.extend_from_slice(canonical.as_os_str().as_encoded_bytes());
+            }
             let dir = std::env::var_os("XDG_RUNTIME_DIR")
                 .map(PathBuf::from)
                 .filter(|d| d.is_absolute())
                 .unwrap_or_else(|| PathBuf::from("/tmp"));
-            let key = levee_policy::hash::hash64(canonical.as_os_str().as_encoded_bytes());
+            let key = levee_policy::hash::hash64(&key_bytes);
             Some(dir.join(format!("levee-{key:016x}.sock")))
         }
     }
@@ -527,5 +537,36 @@ pub fn offer<'a>(entry: SocketEntry, fd: &'a impl AsFd) -> Offer<'a> {
     Offer {
         entry,
         fd: fd.as_fd(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layered_configs_get_a_default_socket_of_their_own() {
+        let config = levee_config::load_str(
+            "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n",
+            levee_config::Format::Toml,
+            "levee.toml",
+        )
+        .expect("a valid config");
+        // Paths that do not exist are used as written.
+        let base = PathBuf::from("/nonexistent/levee/base.toml");
+        let prod = PathBuf::from("/nonexistent/levee/prod.toml");
+        let staging = PathBuf::from("/nonexistent/levee/staging.toml");
+        let one = socket_path(&config, std::slice::from_ref(&base)).expect("a socket");
+        let key = levee_policy::hash::hash64(base.as_os_str().as_encoded_bytes());
+        assert_eq!(
+            one.file_name().and_then(|n| n.to_str()),
+            Some(format!("levee-{key:016x}.sock").as_str()),
+            "one file keeps the name it always had"
+        );
+        let base_prod = socket_path(&config, &[base.clone(), prod]);
+        let base_staging = socket_path(&config, &[base, staging]);
+        assert_ne!(base_prod.as_ref(), Some(&one));
+        assert_ne!(base_prod, base_staging);
+        assert_eq!(socket_path(&config, &[]), None);
     }
 }

@@ -264,7 +264,7 @@ pub(crate) async fn run(options: Options) -> anyhow::Result<()> {
     };
     config.store.path = store.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let gateway = tokio::spawn(crate::run(config, None, Some(tx), false));
+    let gateway = tokio::spawn(crate::run(config, Vec::new(), Some(tx), false));
     let (gw, admin_bound) = match rx.await {
         Ok(ready) => ready,
         Err(_) => return gateway.await.context("gateway task")?,

@@ -50,6 +50,8 @@ pub(crate) async fn take_over(path: &Path) -> anyhow::Result<Inherited> {
             inherited: proto::InheritedSockets::new(sockets.listeners),
             slo_store_after: Some(store_after),
             connector: None,
+            // `run` sets the layers it was given.
+            config_overlays: Vec::new(),
         },
         admin: sockets.admin,
         pending: PendingReady {

@@ -53,12 +53,15 @@ enum CheckFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the gateway from a config file (TOML or YAML).
+    /// Run the gateway from a config file (TOML or YAML), or several
+    /// layered ones.
     Run {
         /// The config file [default: levee.toml, levee.yaml or levee.yml in
-        /// the working directory, else $LEVEE_CONFIG].
-        #[arg(short, long)]
-        config: Option<PathBuf>,
+        /// the working directory, else $LEVEE_CONFIG]. Repeat to layer
+        /// files, each merged over those before it (`-c base.toml -c
+        /// prod.toml`); reloads re-read them all.
+        #[arg(short, long, action = clap::ArgAction::Append)]
+        config: Vec<PathBuf>,
         /// Replace the Levee running with this config without refusing a
         /// connection: take its listening sockets over its handover socket,
         /// serve, then let it drain and exit. Exits 1, leaving it serving,
@@ -66,15 +69,22 @@ enum Command {
         #[arg(long)]
         takeover: bool,
     },
-    /// Validate a config file and print every diagnostic; exit 1 on any error.
+    /// Validate a config file (or layered files) and print every
+    /// diagnostic; exit 1 on any error.
     Check {
         /// The config file [default: levee.toml, levee.yaml or levee.yml in
-        /// the working directory, else $LEVEE_CONFIG].
-        #[arg(short, long)]
-        config: Option<PathBuf>,
+        /// the working directory, else $LEVEE_CONFIG]. Repeat to layer
+        /// files, each merged over those before it.
+        #[arg(short, long, action = clap::ArgAction::Append)]
+        config: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
+        /// On a valid config, also print every value with the file, line
+        /// and column that set it (`file:line:col: path = value`; secrets
+        /// redacted).
+        #[arg(long)]
+        explain: bool,
     },
     /// Print a shell completion script, e.g. `levee completions bash >
     /// /etc/bash_completion.d/levee`.
@@ -248,8 +258,12 @@ fn init_logging(format: LogFormat, level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, format } => match config_path(config) {
-            Ok(config) => check(&config, format),
+        Command::Check {
+            config,
+            format,
+            explain,
+        } => match config_files(config) {
+            Ok(files) => check(&files, format, explain),
             Err(code) => code,
         },
         Command::Completions { shell } => {
@@ -257,18 +271,18 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { config, takeover } => {
-            let config = match config_path(config) {
-                Ok(config) => config,
+            let files = match config_files(config) {
+                Ok(files) => files,
                 Err(code) => return code,
             };
             init_logging(cli.log_format, &cli.log_level);
-            let loaded = match levee_config::load_file(&config) {
+            let loaded = match levee_config::load_files(&files) {
                 Ok(c) => c,
                 Err(diags) => return print_diagnostics(&diags),
             };
             report(
                 runtime(loaded.runtime.worker_threads)
-                    .and_then(|rt| rt.block_on(run(loaded, Some(config), None, takeover))),
+                    .and_then(|rt| rt.block_on(run(loaded, files, None, takeover))),
             )
         }
         Command::Demo {
@@ -365,17 +379,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// The config file named with `-c`, or the one discovery finds; when there
-/// is none, says what was looked for and gives the exit code.
-fn config_path(named: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
-    if let Some(path) = named {
-        return Ok(path);
+/// The config files named with `-c` (layers, in order), or the one
+/// discovery finds; when there is none, says what was looked for and gives
+/// the exit code.
+fn config_files(named: Vec<PathBuf>) -> Result<Vec<PathBuf>, ExitCode> {
+    if !named.is_empty() {
+        return Ok(named);
     }
     let env = std::env::var_os(levee_config::CONFIG_ENV);
-    levee_config::discover(std::path::Path::new(""), env).map_err(|e| {
-        eprintln!("error: {e}\n  help: {}", e.help());
-        ExitCode::FAILURE
-    })
+    match levee_config::discover(std::path::Path::new(""), env) {
+        Ok(path) => Ok(vec![path]),
+        Err(e) => {
+            eprintln!("error: {e}\n  help: {}", e.help());
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The files of a layered config as `levee check` names them:
+/// `base.toml + prod.toml` (one file: its name).
+fn files_label(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 /// Writes `text` to `path`, or to standard output.
@@ -546,16 +574,27 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     b.build().context("starting the async runtime")
 }
 
-fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
-    let loaded = levee_config::load_file(path);
+fn check(files: &[PathBuf], format: CheckFormat, explain: bool) -> ExitCode {
+    let loaded = if explain {
+        levee_config::explain_files(files)
+    } else {
+        levee_config::load_files(files).map(|config| levee_config::Explained {
+            config,
+            values: Vec::new(),
+        })
+    };
     if format == CheckFormat::Json {
-        return check_json(path, &loaded);
+        return check_json(files, &loaded, explain);
     }
     match loaded {
-        Ok(c) => {
+        Ok(explained) => {
+            for value in &explained.values {
+                println!("{value}");
+            }
+            let c = &explained.config;
             println!(
                 "{}: OK ({} listener{}, {} route{}, {} cluster{})",
-                path.display(),
+                files_label(files),
                 c.listeners.len(),
                 plural(c.listeners.len()),
                 c.routes.len(),
@@ -578,21 +617,26 @@ fn print_diagnostics(diags: &levee_config::Diagnostics) -> ExitCode {
 
 /// `levee check --format json`: the shape of the admin API's reload answer
 /// (`diagnostics` as `{file, line, col, path, message, help}` and their
-/// `rendered` text), with `valid` and, when valid, what the file defines.
+/// `rendered` text), with `valid` and, when valid, what the config defines
+/// and (`--explain`) each value's origin as `{path, value, file, line,
+/// col}`. `file` names the files as the text does; `files` lists them.
 fn check_json(
-    path: &std::path::Path,
-    loaded: &Result<levee_config::Config, levee_config::Diagnostics>,
+    files: &[PathBuf],
+    loaded: &Result<levee_config::Explained, levee_config::Diagnostics>,
+    explain: bool,
 ) -> ExitCode {
-    let file = path.display().to_string();
-    let (body, code) = match loaded {
-        Ok(c) => (
+    let file = files_label(files);
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let (mut body, code) = match loaded {
+        Ok(explained) => (
             serde_json::json!({
                 "file": file,
+                "files": names,
                 "valid": true,
                 "summary": {
-                    "listeners": c.listeners.len(),
-                    "routes": c.routes.len(),
-                    "clusters": c.clusters.len(),
+                    "listeners": explained.config.listeners.len(),
+                    "routes": explained.config.routes.len(),
+                    "clusters": explained.config.clusters.len(),
                 },
                 "diagnostics": [],
                 "rendered": [],
@@ -602,6 +646,7 @@ fn check_json(
         Err(diags) => (
             serde_json::json!({
                 "file": file,
+                "files": names,
                 "valid": false,
                 "diagnostics": diags.0,
                 "rendered": diags.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -609,6 +654,9 @@ fn check_json(
             ExitCode::FAILURE,
         ),
     };
+    if let (true, Ok(explained)) = (explain, loaded) {
+        body["values"] = serde_json::json!(explained.values);
+    }
     println!("{body}");
     code
 }
@@ -623,10 +671,12 @@ fn plural(n: usize) -> &'static str {
 
 /// Runs a gateway and its admin API until SIGTERM or SIGINT, reloading on
 /// SIGHUP, or until a new process takes over (`takeover` makes this one
-/// that new process). `ready` is told the bound addresses once serving.
+/// that new process). `files` are the config's layers in order (empty for
+/// a config built in memory); reloads re-read them. `ready` is told the
+/// bound addresses once serving.
 pub(crate) async fn run(
     config: levee_config::Config,
-    path: Option<PathBuf>,
+    files: Vec<PathBuf>,
     ready: Option<tokio::sync::oneshot::Sender<(Gateway, std::net::SocketAddr)>>,
     takeover: bool,
 ) -> anyhow::Result<()> {
@@ -638,8 +688,8 @@ pub(crate) async fn run(
     let keda_addr = config.admin.keda_listen;
     let token = config.admin.token.clone();
     let drain_timeout = config.runtime.drain_timeout;
-    let watch = config.runtime.watch_config && path.is_some();
-    let control_path = levee_proxy::handover::socket_path(&config, path.as_deref());
+    let watch = config.runtime.watch_config && !files.is_empty();
+    let control_path = levee_proxy::handover::socket_path(&config, &files);
 
     // A successor takes the running gateway's sockets before building its own.
     let mut inherited = None;
@@ -651,13 +701,14 @@ pub(crate) async fn run(
         };
         inherited = Some(handover::take_over(control_path).await?);
     }
-    let (options, inherited_admin, pending) = match inherited {
+    let (mut options, inherited_admin, pending) = match inherited {
         Some(i) => (i.options, i.admin, Some(i.pending)),
         None => (levee_control::StartOptions::default(), None, None),
     };
+    options.config_overlays = files.get(1..).unwrap_or_default().to_vec();
     let (gateway, control) = levee_control::start(
         config,
-        path,
+        files.first().cloned(),
         std::sync::Arc::new(levee_core::metrics::Registry::new()),
         options,
     )

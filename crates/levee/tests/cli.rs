@@ -357,6 +357,7 @@ fn check_json_reports_diagnostics_as_the_admin_api_does() {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", run.context()));
     let expected = serde_json::json!({
         "file": "broken.toml",
+        "files": ["broken.toml"],
         "valid": false,
         "diagnostics": [
             {
@@ -551,4 +552,381 @@ fn completions_for_zsh_and_fish_name_the_subcommands() {
     }
     let run = levee(&["completions", "tcsh"], &root);
     run.expect_code(2).expect_stderr("invalid value 'tcsh'");
+}
+
+// Layered config files: `-c base.toml -c prod.toml` (docs/config.md,
+// "Layered files").
+
+const LAYER_BASE: &str = r#"[admin]
+listen = "127.0.0.1:0"
+token = "base-admin-token-0123456789"
+
+[runtime]
+drain_timeout = "1s"
+watch_config = false
+
+[[listeners]]
+name = "public"
+listen = "127.0.0.1:0"
+
+[[clusters]]
+name = "orders"
+endpoints = ["127.0.0.1:9"]
+timeout = "5s"
+
+[[clusters]]
+name = "catalog"
+endpoints = ["127.0.0.1:9"]
+
+[[routes]]
+name = "orders"
+cluster = "orders"
+match = { path = { prefix = "/orders/" } }
+timeout = "2s"
+
+[[routes]]
+name = "catalog"
+cluster = "catalog"
+match = { path = { prefix = "/catalog/" } }
+"#;
+
+const LAYER_PROD: &str = r#"[admin]
+token = "${PROD_ADMIN_TOKEN:-prod-admin-token-0123456789}"
+
+[[clusters]]
+name = "orders"
+endpoints = ["127.0.0.1:10"]
+
+[[routes]]
+name = "orders"
+timeout = "1s"
+
+[[routes]]
+name = "search"
+cluster = "catalog"
+match = { path = { prefix = "/search/" } }
+"#;
+
+/// A scratch directory holding `files` (name, text).
+fn layer_dir(test: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = common::scratch_dir("cli", test);
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write layer");
+    }
+    dir
+}
+
+#[test]
+fn check_merges_two_layers_and_explains_which_file_set_each_value() {
+    let dir = layer_dir(
+        "layers-two",
+        &[("base.toml", LAYER_BASE), ("prod.toml", LAYER_PROD)],
+    );
+    let run = levee(&["check", "-c", "base.toml", "-c", "prod.toml"], &dir);
+    run.expect_code(0).expect(
+        run.stdout == "base.toml + prod.toml: OK (1 listener, 3 routes, 2 clusters)\n"
+            && run.stderr.is_empty(),
+        "not the OK line of the merged config",
+    );
+
+    let run = levee(
+        &["check", "-c", "base.toml", "-c", "prod.toml", "--explain"],
+        &dir,
+    );
+    run.expect_code(0);
+    for line in [
+        r#"prod.toml:2:9: admin.token = "<redacted>""#,
+        r#"base.toml:6:17: runtime.drain_timeout = "1s""#,
+        r#"base.toml:14:8: clusters[0].name = "orders""#,
+        r#"prod.toml:6:14: clusters[0].endpoints[0] = "127.0.0.1:10""#,
+        r#"base.toml:16:11: clusters[0].timeout = "5s""#,
+        r#"base.toml:24:11: routes[0].cluster = "orders""#,
+        r#"prod.toml:10:11: routes[0].timeout = "1s""#,
+        r#"prod.toml:13:8: routes[2].name = "search""#,
+    ] {
+        run.expect(
+            run.stdout.lines().any(|l| l == line),
+            &format!("no line {line:?}"),
+        );
+    }
+    run.expect(!run.stdout.contains("admin-token"), "a secret was printed")
+        .expect(
+            run.stdout
+                .ends_with("base.toml + prod.toml: OK (1 listener, 3 routes, 2 clusters)\n"),
+            "the OK line does not come last",
+        );
+
+    let run = levee(
+        &[
+            "check",
+            "-c",
+            "base.toml",
+            "-c",
+            "prod.toml",
+            "--explain",
+            "--format",
+            "json",
+        ],
+        &dir,
+    );
+    run.expect_code(0);
+    let body: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", run.context()));
+    let timeout = body["values"]
+        .as_array()
+        .and_then(|values| values.iter().find(|v| v["path"] == "routes[0].timeout"));
+    run.expect(
+        body["valid"] == true
+            && body["file"] == "base.toml + prod.toml"
+            && body["files"] == serde_json::json!(["base.toml", "prod.toml"])
+            && timeout
+                == Some(&serde_json::json!({
+                    "path": "routes[0].timeout", "value": "1s",
+                    "file": "prod.toml", "line": 10, "col": 11,
+                })),
+        "the JSON does not list the files and routes[0].timeout's origin",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_layers_three_files_and_a_later_one_removes_a_route() {
+    let staging = "routes:\n  - name: catalog\n    timeout: 3s\n  - name: beta\n    cluster: catalog\n    match: { path: { prefix: /beta/ } }\n";
+    let prod = "[[routes]]\nname = \"catalog\"\nremove = true\n";
+    let dir = layer_dir(
+        "layers-three",
+        &[
+            ("base.toml", LAYER_BASE),
+            ("staging.yaml", staging),
+            ("prod.toml", prod),
+        ],
+    );
+    let args = [
+        "check",
+        "-c",
+        "base.toml",
+        "-c",
+        "staging.yaml",
+        "-c",
+        "prod.toml",
+        "--explain",
+    ];
+    let run = levee(&args, &dir);
+    run.expect_code(0)
+        .expect(
+            run.stdout.ends_with(
+                "base.toml + staging.yaml + prod.toml: OK (1 listener, 2 routes, 2 clusters)\n",
+            ),
+            "not the OK line of three layers",
+        )
+        .expect(
+            run.stdout
+                .lines()
+                .any(|l| l == r#"staging.yaml:4:11: routes[1].name = "beta""#),
+            "routes[1] is not staging's beta",
+        )
+        .expect(
+            !run.stdout.lines().any(|l| {
+                l.contains(": routes[") && l.ends_with(".name = \"catalog\"")
+                    || l.contains(": routes[2]")
+            }),
+            "the removed route is still listed",
+        )
+        .expect(
+            !run.stdout.contains("3s"),
+            "the removed route's staging timeout is still listed",
+        );
+
+    // A removal naming nothing: exit 1, the closest name suggested.
+    std::fs::write(
+        dir.join("prod.toml"),
+        "[[routes]]\nname = \"catalgo\"\nremove = true\n",
+    )
+    .expect("write layer");
+    let run = levee(&args, &dir);
+    run.expect_code(1).expect(
+        run.stdout.is_empty()
+            && run.stderr
+                == "prod.toml:3:10: routes[0].remove: no earlier file defines an entry named `catalgo` here to remove\n  help: did you mean `catalog`?\n1 error found\n",
+        "not the removal's diagnostic",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_refuses_layers_that_change_a_values_kind() {
+    let dir = layer_dir(
+        "layers-clash",
+        &[
+            ("base.toml", LAYER_BASE),
+            ("prod.toml", "runtime = [\"fast\"]\n"),
+        ],
+    );
+    let run = levee(&["check", "-c", "base.toml", "-c", "prod.toml"], &dir);
+    run.expect_code(1).expect(
+        run.stdout.is_empty()
+            && run.stderr
+                == "prod.toml:1:11: runtime: a list here, but a table in base.toml:5:1\n  help: a later file may replace a value, or merge into a table or a list of named entries, but not change its kind\n1 error found\n",
+        "not the clash's diagnostic",
+    );
+    let run = levee(
+        &[
+            "check",
+            "-c",
+            "base.toml",
+            "-c",
+            "prod.toml",
+            "--format",
+            "json",
+        ],
+        &dir,
+    );
+    run.expect_code(1);
+    let body: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", run.context()));
+    run.expect(
+        body["valid"] == false
+            && body["diagnostics"][0]["file"] == "prod.toml"
+            && body["diagnostics"][0]["path"] == "runtime",
+        "the JSON does not report the clash in prod.toml",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_points_each_diagnostic_at_the_layer_that_set_the_value() {
+    let base = LAYER_BASE.replace(
+        "timeout = \"5s\"",
+        "timeout = \"5s\"\nconect_timeout = \"1s\"",
+    );
+    let prod = "# production\n[[routes]]\nname = \"orders\"\ntimeout = \"10\"\n";
+    let dir = layer_dir(
+        "layers-diagnostics",
+        &[("base.toml", &base), ("prod.yaml", "")],
+    );
+    std::fs::write(dir.join("prod.toml"), prod).expect("write layer");
+    let run = levee(
+        &[
+            "check",
+            "-c",
+            "base.toml",
+            "-c",
+            "prod.yaml",
+            "-c",
+            "prod.toml",
+        ],
+        &dir,
+    );
+    run.expect_code(1).expect(
+        run.stdout.is_empty()
+            && run.stderr
+                == "\
+base.toml:17:1: clusters[0].conect_timeout: unknown field `conect_timeout`
+  help: did you mean `connect_timeout`?
+prod.toml:4:11: routes[0].timeout: `10` has a number without a unit
+  help: write a number with a unit: `250ms`, `2s`, `5m`, `1h`
+2 errors found
+",
+        "the diagnostics do not name the file that set each value",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The body of an HTTP/1.1 response, de-chunked.
+fn response_body(response: &str) -> String {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The route names of the running config, from the admin API.
+fn running_routes(admin: SocketAddr, levee: &mut common::Spawned) -> Vec<String> {
+    let response = http_get(admin, "/api/v1/config")
+        .unwrap_or_else(|e| panic!("GET /api/v1/config: {e}\n{}", levee.output()));
+    let config: serde_json::Value = serde_json::from_str(&response_body(&response))
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{response}"));
+    config["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn run_with_layers_watches_and_reloads_every_layer() {
+    // The later layer lives in another directory: both are watched.
+    let base = LAYER_BASE
+        .replace("token = \"base-admin-token-0123456789\"\n", "")
+        .replace("watch_config = false", "watch_config = true")
+        + "\n[store]\npath = \":memory:\"\n";
+    let prod = "[[routes]]\nname = \"search\"\ncluster = \"catalog\"\nmatch = { path = { prefix = \"/search/\" } }\n";
+    let dir = layer_dir("layers-run", &[("base.toml", &base)]);
+    std::fs::create_dir_all(dir.join("env")).expect("mkdir env");
+    std::fs::write(dir.join("env/prod.toml"), prod).expect("write layer");
+    let mut levee = common::Spawned::levee(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "-c",
+            "base.toml",
+            "-c",
+            "env/prod.toml",
+        ],
+        &dir,
+    );
+    let lines = levee.lines_until("admin API listening", Duration::from_secs(30));
+    let admin = common::logged_address(&lines, "admin API listening", None)
+        .unwrap_or_else(|| panic!("no admin line:\n{}", levee.output()));
+    assert_eq!(
+        running_routes(admin, &mut levee),
+        ["orders", "catalog", "search"]
+    );
+    // The watcher starts after the admin API line, before the handover
+    // socket's: a change written earlier would go unseen.
+    levee.lines_until("handover socket listening", Duration::from_secs(30));
+
+    // A change to the later layer reloads both.
+    std::fs::write(
+        dir.join("env/prod.toml"),
+        format!("{prod}\n[[routes]]\nname = \"added\"\ncluster = \"orders\"\nmatch = {{ path = {{ prefix = \"/added/\" }} }}\n"),
+    )
+    .expect("rewrite layer");
+    levee.lines_until("configuration reloaded", Duration::from_secs(30));
+    assert_eq!(
+        running_routes(admin, &mut levee),
+        ["orders", "catalog", "search", "added"]
+    );
+
+    // So does a change to the base: its routes come first, then the later
+    // layer's new ones.
+    std::fs::write(
+        dir.join("base.toml"),
+        format!("{base}\n[[routes]]\nname = \"base-added\"\ncluster = \"orders\"\nmatch = {{ path = {{ prefix = \"/base/\" }} }}\n"),
+    )
+    .expect("rewrite base");
+    levee.lines_until("configuration reloaded", Duration::from_secs(30));
+    assert_eq!(
+        running_routes(admin, &mut levee),
+        ["orders", "catalog", "base-added", "search", "added"]
+    );
+    drop(levee);
+    let _ = std::fs::remove_dir_all(&dir);
 }
