@@ -15,6 +15,7 @@ mod decode_slo;
 mod diag;
 mod discover;
 pub mod experiment;
+pub mod file_sd;
 pub mod load_scenario;
 pub mod model;
 pub mod node;
