@@ -131,3 +131,23 @@ clusters:
         Some("targets/orders.yaml")
     );
 }
+
+#[test]
+fn the_shipped_targets_file_reads() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/targets/orders.json");
+    let endpoints = levee_config::file_sd::load_targets(&path).unwrap();
+    let summary: Vec<(&str, u32, u32, Option<&str>)> = endpoints
+        .iter()
+        .map(|e| (e.address.as_str(), e.weight, e.priority, e.zone.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("127.0.0.1:9601", 1, 0, Some("eu-west-1a")),
+            ("127.0.0.1:9602", 1, 0, Some("eu-west-1a")),
+            ("127.0.0.1:9603", 2, 0, Some("eu-west-1b")),
+            ("orders-dr.internal:8080", 1, 1, None),
+        ]
+    );
+}

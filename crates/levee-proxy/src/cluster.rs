@@ -1203,3 +1203,128 @@ async fn maintenance_loop(cluster: Weak<ClusterRuntime>, tick: Duration) {
         c.maintain();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(address: &str) -> levee_config::Endpoint {
+        let (host, port) = address.rsplit_once(':').unwrap();
+        levee_config::Endpoint {
+            address: address.to_string(),
+            host: host.to_string(),
+            port: port.parse().unwrap(),
+            weight: 1,
+            zone: None,
+            region: None,
+            priority: 0,
+        }
+    }
+
+    // `.invalid` never resolves (RFC 6761), wherever the test runs.
+    const GONE: &str = "levee-gone.invalid";
+
+    #[tokio::test]
+    async fn a_name_that_stops_resolving_keeps_its_last_answer() {
+        let declared = vec![
+            (Source::Config, endpoint("10.0.0.1:80")),
+            (Source::File, endpoint(&format!("{GONE}:8080"))),
+        ];
+        let last = Mutex::new(HashMap::from([(
+            GONE.to_string(),
+            vec!["127.0.0.9".parse().unwrap()],
+        )]));
+        let r = resolve("c", &declared, &last).await;
+        let addrs: Vec<String> = r.endpoints.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:80", "127.0.0.9:8080"]);
+        assert_eq!((r.looked_up, r.failed), (1, 0));
+
+        let never = resolve("c", &declared, &Mutex::default()).await;
+        let addrs: Vec<String> = never.endpoints.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:80"]);
+        assert_eq!((never.looked_up, never.failed), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_address_found_twice_counts_once_where_first_found() {
+        let declared = vec![
+            (Source::Config, endpoint("10.0.0.1:80")),
+            (Source::File, endpoint("10.0.0.1:80")),
+            (Source::Srv, endpoint("10.0.0.2:80")),
+        ];
+        let last = Mutex::new(HashMap::from([(
+            "forgotten.invalid".to_string(),
+            vec!["127.0.0.1".parse().unwrap()],
+        )]));
+        let r = resolve("c", &declared, &last).await;
+        assert_eq!(
+            r.endpoints,
+            [
+                ("10.0.0.1:80".parse().unwrap(), 0),
+                ("10.0.0.2:80".parse().unwrap(), 2)
+            ]
+        );
+        assert_eq!(r.looked_up, 0);
+        assert!(
+            last.lock().unwrap().is_empty(),
+            "names no longer declared are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn discovered_endpoints_join_on_a_slow_start_ramp_and_the_rest_keep_their_state() {
+        let dir = std::env::temp_dir().join(format!("levee-cluster-ramp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("targets.json");
+        std::fs::write(&file, r#"[{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}]"#).unwrap();
+        let src = format!(
+            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[clusters]]\nname = \"c\"\ndiscovery = {{ file = \"{}\" }}\nslow_start = {{ window = \"30s\" }}\noutlier_detection = {{ consecutive_gateway_errors = 2 }}\ndns_refresh = \"1h\"\n",
+            file.display()
+        );
+        let config = levee_config::load_str(&src, levee_config::Format::Toml, "t.toml").unwrap();
+        let cluster = ClusterRuntime::start(
+            config.clusters[0].clone(),
+            Default::default(),
+            Arc::new(Registry::new()),
+            MonotonicClock::new(),
+            Arc::new(crate::upstream::TcpConnector),
+        )
+        .await;
+        let first = cluster.view().all.clone();
+        assert_eq!(first.len(), 2);
+        assert!(
+            first.iter().all(|e| e.returned_at() == 0),
+            "the first set does not ramp"
+        );
+        // Endpoint :2 is ejected before the change; it must stay ejected.
+        let now = cluster.now();
+        for _ in 0..2 {
+            cluster.record_outcome(
+                &first[1],
+                Outcome::Response(503),
+                Duration::from_millis(1),
+                now,
+            );
+        }
+        assert!(first[1].is_ejected());
+
+        std::fs::write(&file, r#"[{"targets": ["127.0.0.1:2", "127.0.0.1:3"]}]"#).unwrap();
+        let offer = cluster.discovery.as_ref().unwrap().read_file().await;
+        cluster.take_offer(Source::File, offer).await;
+        let next = cluster.view().all.clone();
+        let labels: Vec<&str> = next.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["127.0.0.1:2", "127.0.0.1:3"]);
+        assert!(
+            Arc::ptr_eq(&next[0], &first[1]),
+            "the endpoint that stayed is the same one"
+        );
+        assert!(next[0].is_ejected(), "and keeps its ejection");
+        assert_eq!(
+            cluster.ejection_cause(&next[0]),
+            Some("consecutive_gateway")
+        );
+        assert!(next[1].returned_at() > 0, "the new one ramps");
+        assert!(cluster.view().ramping);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
