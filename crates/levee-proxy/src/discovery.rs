@@ -110,6 +110,11 @@ fn resolve_path(file: &str, base: Option<&Path>) -> PathBuf {
 
 const RESULTS: [&str; 3] = ["applied", "unchanged", "error"];
 
+/// The longest one SRV lookup may take, over every server and attempt
+/// resolv.conf allows: the first one holds the cluster's start (and so a
+/// reload).
+const SRV_LOOKUP_LIMIT: Duration = Duration::from_secs(5);
+
 impl Discovery {
     /// The sources of `config`, nothing read yet. `base` is the config
     /// file's directory.
@@ -243,7 +248,17 @@ impl Discovery {
             Some(addr) => dns::Servers::one(addr),
             None => dns::Servers::system(),
         };
-        let (found, ttl) = match dns::lookup_srv(&servers, &query.name).await {
+        let lookup = dns::lookup_srv(&servers, &query.name);
+        let answered = tokio::time::timeout(SRV_LOOKUP_LIMIT, lookup)
+            .await
+            .unwrap_or_else(|_| {
+                Err(dns::LookupError::Timeout {
+                    servers: "any server".into(),
+                    timeout: SRV_LOOKUP_LIMIT,
+                    attempts: servers.attempts,
+                })
+            });
+        let (found, ttl) = match answered {
             Ok(answer) => {
                 let (endpoints, ttl) = srv_endpoints(&answer);
                 (Ok(endpoints), ttl)

@@ -278,10 +278,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_truncated_answer_is_asked_again_over_tcp() {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        // The TCP side on the same port, as servers listen.
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // Both sides on one port, as servers listen: TCP's free port
+        // first (the busier space), then UDP's, trying again on a clash.
+        let mut pair = None;
+        for _ in 0..50 {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            if let Ok(udp) = UdpSocket::bind(addr).await {
+                pair = Some((tcp, udp, addr));
+                break;
+            }
+        }
+        let (tcp, udp, addr) = pair.expect("a port free for both TCP and UDP");
         tokio::spawn(async move {
             let mut buf = [0u8; 512];
             while let Ok((_, from)) = udp.recv_from(&mut buf).await {
