@@ -210,14 +210,6 @@ impl Discovery {
         let found = match read {
             Ok(endpoints) => Ok(endpoints),
             Err(diags) => {
-                for d in &diags.0 {
-                    tracing::error!(
-                        cluster = %self.cluster,
-                        file = %path.display(),
-                        diagnostic = %d,
-                        "targets file rejected; keeping the last good endpoints"
-                    );
-                }
                 let first = diags.0.first().map(|d| {
                     let mut line = format!("{}:{}:{}: ", d.file, d.line, d.col);
                     if !d.path.is_empty() {
@@ -228,11 +220,27 @@ impl Discovery {
                     line
                 });
                 let more = diags.0.len().saturating_sub(1);
-                Err(match (first, more) {
+                let summary = match (first, more) {
                     (Some(f), 0) => f,
                     (Some(f), n) => format!("{f} (and {n} more)"),
                     (None, _) => "the file was rejected".to_string(),
-                })
+                };
+                // Read again every dns_refresh, a file that stays broken
+                // is logged in full once, not every time.
+                let news = lock(state).last_error.as_deref() != Some(summary.as_str());
+                for d in &diags.0 {
+                    if news {
+                        tracing::error!(
+                            cluster = %self.cluster,
+                            file = %path.display(),
+                            diagnostic = %d,
+                            "targets file rejected; keeping the last good endpoints"
+                        );
+                    } else {
+                        tracing::debug!(cluster = %self.cluster, diagnostic = %d, "targets file still rejected");
+                    }
+                }
+                Err(summary)
             }
         };
         self.offer(Source::File, state, found, None)
