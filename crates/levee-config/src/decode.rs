@@ -670,16 +670,41 @@ fn decode_header_ops(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Hea
     })
 }
 
+const NO_ENDPOINTS_HELP: &str = "list endpoints, or find them with `discovery = { file = \"targets.json\" }` or `discovery = { srv = \"_http._tcp.name\" }`";
+
 fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluster> {
     let mut t = d.table(node, path)?;
     let name = d.req(&mut t, "name", name_field);
-    let endpoints = d.req(&mut t, "endpoints", |d, n, p| {
+    // With discovery, the config's own list may be missing or empty: what
+    // discovery finds is the cluster.
+    let discovers = t.has("discovery");
+    let listed = t.has("endpoints");
+    let endpoints = d.opt(&mut t, "endpoints", |d, n, p| {
         let list = d.list(n, p, decode_endpoint)?;
-        if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
-            d.error(n.loc, p, "at least one endpoint is required");
+        if !discovers && matches!(&n.value, Value::Seq(items) if items.is_empty()) {
+            d.error_help(
+                n.loc,
+                p,
+                "at least one endpoint is required",
+                NO_ENDPOINTS_HELP,
+            );
         }
         Some(list)
     });
+    let endpoints = match endpoints {
+        None if discovers && !listed => Some(Vec::new()),
+        None if !listed => {
+            d.error_help(
+                t.loc,
+                &crate::diag::join_path(path, "endpoints"),
+                "missing required field",
+                NO_ENDPOINTS_HELP,
+            );
+            None
+        }
+        other => other,
+    };
+    let discovery = d.opt(&mut t, "discovery", decode_discovery);
     let dns_refresh = d.opt(&mut t, "dns_refresh", Decoder::duration);
     let balancer = d.opt(&mut t, "balancer", decode_balancer);
     let protocol = d.opt(&mut t, "protocol", |d, n, p| {
@@ -739,6 +764,7 @@ fn decode_cluster(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Cluste
     Some(Cluster {
         name: name?,
         endpoints,
+        discovery,
         dns_refresh: dns_refresh.unwrap_or(Duration::from_secs(30)),
         balancer: balancer.unwrap_or(BalancerConfig {
             kind: BalancerKind::RoundRobin,
@@ -834,8 +860,87 @@ fn decode_endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpo
     })
 }
 
+/// `{ file = "targets.json" }`, `{ srv = "_http._tcp.orders.svc" }`, or
+/// both, with the SRV queries' `nameserver` optionally.
+fn decode_discovery(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<EndpointDiscovery> {
+    let mut t = d.table(node, path)?;
+    let file = d.opt(&mut t, "file", targets_file);
+    let srv = d.opt(&mut t, "srv", srv_name);
+    let nameserver = d.opt(&mut t, "nameserver", nameserver);
+    let (has_file, has_srv, has_nameserver) = (t.has("file"), t.has("srv"), t.has("nameserver"));
+    d.finish(t);
+    if !has_file && !has_srv {
+        d.error_help(
+            node.loc,
+            path,
+            "discovery needs a source",
+            "set `file` (a Prometheus file_sd file), `srv` (a DNS SRV name), or both",
+        );
+        return None;
+    }
+    if has_nameserver && !has_srv {
+        d.error_help(
+            node.loc_of(&["nameserver"]),
+            &format!("{path}.nameserver"),
+            "`nameserver` is where SRV queries go, and `srv` is not set",
+            "add `srv = \"_http._tcp.name\"`, or remove `nameserver`",
+        );
+    }
+    Some(EndpointDiscovery {
+        file: if has_file { Some(file?) } else { None },
+        srv: if has_srv { Some(srv?) } else { None },
+        nameserver,
+    })
+}
+
+/// A file_sd path: its extension says how it is read, as Prometheus does.
+fn targets_file(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    if crate::file_sd::TargetsFormat::from_path(std::path::Path::new(&s)).is_none() {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` is neither a .json nor a .yaml file"),
+            "name the targets file *.json, *.yaml or *.yml (Prometheus file_sd formats)",
+        );
+        return None;
+    }
+    Some(s)
+}
+
+/// A DNS name for SRV lookup: labels of 1 to 63 letters, digits, `-` or
+/// `_`, 253 characters in all; one trailing dot is allowed.
+fn srv_name(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<String> {
+    let s = d.string(node, path)?;
+    let name = s.strip_suffix('.').unwrap_or(&s);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        d.error_help(
+            node.loc,
+            path,
+            format!("`{s}` is not a DNS name"),
+            "for example `_http._tcp.orders.default.svc.cluster.local` or `orders.service.consul`",
+        );
+        return None;
+    }
+    Some(name.to_string())
+}
+
+/// `ip:port`, or an IP alone for port 53.
+fn nameserver(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<SocketAddr> {
+    let s = d.string(node, path)?;
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    d.socket_addr(node, path)
+}
+
 /// Splits `host:port` or `[v6]:port`.
-fn split_host_port(s: &str) -> Option<(String, u16)> {
+pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return (addr.port() != 0).then(|| (addr.ip().to_string(), addr.port()));
     }

@@ -17,6 +17,7 @@ mod decode_slo;
 mod diag;
 mod discover;
 pub mod experiment;
+pub mod file_sd;
 pub mod layers;
 pub mod load_scenario;
 pub mod model;

@@ -818,9 +818,13 @@ pub struct Cluster {
     pub stall_detection: Option<StallDetection>,
     /// Unique name.
     pub name: String,
-    /// Where it runs.
+    /// Where it runs, as written in the config (may be empty when
+    /// `discovery` finds the endpoints).
     pub endpoints: Vec<Endpoint>,
-    /// How often DNS names in `endpoints` are resolved again.
+    /// Where more endpoints are found while the gateway runs.
+    pub discovery: Option<EndpointDiscovery>,
+    /// How often DNS names (in `endpoints` and discovered) are resolved
+    /// again, and SRV names and discovery files read again.
     #[serde(serialize_with = "ser_duration")]
     pub dns_refresh: Duration,
     /// How to choose an endpoint.
@@ -1024,6 +1028,21 @@ impl Default for Locality {
             failback_delay: Duration::from_secs(30),
         }
     }
+}
+
+/// Endpoint sources besides the config's own list; at least one is set.
+/// What they find is added to `endpoints`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointDiscovery {
+    /// A Prometheus `file_sd` file (JSON or YAML, by extension), as
+    /// written; a relative path is relative to the config file's directory.
+    pub file: Option<String>,
+    /// A DNS SRV name, looked up as written (search domains are not
+    /// applied).
+    pub srv: Option<String>,
+    /// The DNS server SRV queries go to (a Consul agent's `127.0.0.1:8600`);
+    /// `None`: the servers in `/etc/resolv.conf`.
+    pub nameserver: Option<SocketAddr>,
 }
 
 /// An endpoint as configured.

@@ -447,6 +447,7 @@ fn config_shape() -> Shape {
                             "address", "weight", "zone", "region", "priority",
                         ]))),
                     ),
+                    ("discovery", t(scalars(&["file", "srv", "nameserver"]))),
                     (
                         "faults",
                         list(with(

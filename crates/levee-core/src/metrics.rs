@@ -131,6 +131,11 @@ pub mod names {
     pub const CLUSTER_RETRIES_IN_FLIGHT: &str = "levee_cluster_retries_in_flight";
     /// Open HTTP/1.1 connections to a cluster's endpoints (bulkhead).
     pub const CLUSTER_UPSTREAM_CONNECTIONS: &str = "levee_cluster_upstream_connections";
+    /// Endpoints a cluster has now (configured, resolved and discovered).
+    pub const CLUSTER_ENDPOINTS: &str = "levee_cluster_endpoints";
+    /// Endpoint discovery updates, by cluster, source (`file`, `srv`,
+    /// `dns`) and result (`applied`, `unchanged`, `error`).
+    pub const DISCOVERY_UPDATES: &str = "levee_discovery_updates_total";
     /// Circuit breaker state: 0 closed, 1 open, 2 half-open.
     pub const BREAKER_STATE: &str = "levee_circuit_breaker_state";
     /// Times a circuit breaker opened.
@@ -442,6 +447,20 @@ impl Registry {
         }
     }
 
+    /// Drops series of `name` whose labels contain every one of `labels`
+    /// (an endpoint of one cluster, when the same address serves others).
+    pub fn remove_series_matching(&self, name: &'static str, labels: &[(&str, &str)]) {
+        let needles: Vec<String> = labels.iter().map(|l| render_labels(&[*l])).collect();
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = families.get_mut(name) {
+            f.series.retain(|k, _| {
+                !needles
+                    .iter()
+                    .all(|needle| k.split(',').any(|part| part == needle))
+            });
+        }
+    }
+
     /// The Prometheus text exposition (format 0.0.4) of every series.
     pub fn encode(&self) -> String {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
@@ -554,5 +573,25 @@ mod tests {
             .contains("g{endpoint=\"a\\\"b\",cluster=\"c\"} 1"));
         r.remove_series("g", "cluster", "c");
         assert!(!r.encode().contains("g{"));
+    }
+
+    #[test]
+    fn series_are_removed_only_where_every_label_matches() {
+        let r = Registry::new();
+        for cluster in ["a", "b"] {
+            r.gauge(
+                "g",
+                "help",
+                &[("cluster", cluster), ("endpoint", "10.0.0.1:80")],
+            )
+            .set(1);
+        }
+        r.remove_series_matching("g", &[("cluster", "a"), ("endpoint", "10.0.0.1:80")]);
+        let text = r.encode();
+        assert!(!text.contains("cluster=\"a\""), "{text}");
+        assert!(
+            text.contains("g{cluster=\"b\",endpoint=\"10.0.0.1:80\"} 1"),
+            "{text}"
+        );
     }
 }

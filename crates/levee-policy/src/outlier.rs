@@ -95,6 +95,24 @@ impl OutlierDetector {
         }
     }
 
+    /// The detector for a new list of endpoints (DNS answers and
+    /// discovery change it): `previous[i]` is the index the new list's
+    /// endpoint `i` had here, if it was here. Endpoints that stay keep
+    /// their counts, ejection and ejection history; new ones start clean.
+    pub fn carried_over(&self, previous: &[Option<usize>]) -> OutlierDetector {
+        OutlierDetector {
+            config: self.config,
+            hosts: previous
+                .iter()
+                .map(|old| {
+                    old.and_then(|i| self.hosts.get(i))
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .collect(),
+        }
+    }
+
     /// Whether endpoint `host` is ejected at `now`.
     pub fn is_ejected(&self, host: usize, now: Nanos) -> bool {
         self.hosts
@@ -286,6 +304,31 @@ mod tests {
             latency_min_hosts: 3,
             latency_min_requests: 10,
         }
+    }
+
+    #[test]
+    fn endpoints_that_stay_keep_their_state_across_a_new_list() {
+        let mut d = OutlierDetector::new(config(), 4);
+        for _ in 0..3 {
+            d.record(1, S, Outcome::Response(502));
+        }
+        for _ in 0..2 {
+            d.record(2, S, Outcome::Response(502));
+        }
+        assert!(d.is_ejected(1, S));
+        // Endpoint 0 left; 1, 2 and 3 stay (now 0, 2 and 3); 1 is new.
+        let mut next = d.carried_over(&[Some(1), None, Some(2), Some(3)]);
+        assert!(next.is_ejected(0, S));
+        assert_eq!(
+            next.ejection_cause(0, S),
+            Some(EjectionCause::ConsecutiveGateway)
+        );
+        // The new endpoint starts clean; endpoint 2's two gateway errors in
+        // a row carried over, so its third ejects it.
+        assert!(!next.record(1, S, Outcome::Response(502)));
+        assert!(!next.record(1, S, Outcome::Response(502)));
+        assert!(next.record(2, S, Outcome::Response(502)));
+        assert!(d.carried_over(&[]).hosts.is_empty());
     }
 
     const MS: u64 = 1_000_000;

@@ -1,14 +1,22 @@
 //! Clusters at run time: endpoints with their live state (health, in-flight,
 //! latency estimate), the balancer over the current candidates, the upstream
-//! connection pool, DNS re-resolution, active health checks, and passive
-//! health fed by every attempt: outlier ejection and circuit breakers (per
-//! endpoint and for the cluster) with the cluster's bulkheads.
+//! connection pool, DNS re-resolution and the loops of endpoint discovery
+//! (module `discovery`), active health checks, and passive health fed by
+//! every attempt: outlier ejection and circuit breakers (per endpoint and
+//! for the cluster) with the cluster's bulkheads.
 //!
 //! The candidate set, grouped by priority and zone with its balancers, is
 //! one immutable [`ClusterView`] (module `view`) behind an atomic pointer,
 //! rebuilt when anything changes it, so a pick takes no lock.
+//!
+//! The endpoint list itself changes only in `refresh_endpoints` (a new DNS
+//! answer or discovered set): an endpoint whose address and placement stay
+//! keeps its `EndpointState` (health, breaker, EWMA, in-flight count,
+//! pooled connections, outlier record); a removed one leaves the view, and
+//! requests already holding it finish on it.
 
 use crate::body::UpstreamBody;
+use crate::discovery::{Discovery, Offer, Source};
 use crate::guard::{breaker_verdict, Bulkheads, GuardedBreaker};
 use crate::metrics::ClusterMetrics;
 use crate::upstream::{Connector, Http1Conn, IdleConnections, Transport};
@@ -21,7 +29,9 @@ use levee_core::{ErrorKind, Outcome};
 use levee_policy::locality::PriorityFailover;
 use levee_policy::outlier::{OutlierConfig, OutlierDetector};
 use levee_policy::{Algorithm, EndpointLoad, PeakEwma};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -41,6 +51,8 @@ pub(crate) struct EndpointState {
     /// `ip:port` as a Host value, built once.
     pub(crate) host_value: http::HeaderValue,
     pub(crate) configured: String,
+    /// Where it came from: the config, the file or SRV records.
+    pub(crate) source: Source,
     pub(crate) weight: u32,
     pub(crate) zone: Option<String>,
     pub(crate) region: Option<String>,
@@ -74,6 +86,7 @@ impl EndpointState {
         cluster: &str,
         addr: SocketAddr,
         ep: &levee_config::Endpoint,
+        source: Source,
         breaker: Option<&levee_config::BreakerSettings>,
         now: Nanos,
     ) -> Self {
@@ -94,6 +107,7 @@ impl EndpointState {
                 .unwrap_or_else(|_| http::HeaderValue::from_static("invalid")),
             label: label.clone(),
             configured: ep.address.clone(),
+            source,
             weight: ep.weight.max(1),
             zone: ep.zone.clone(),
             region: ep.region.clone(),
@@ -130,6 +144,18 @@ impl EndpointState {
             returned_at: AtomicU64::new(0),
             stall: Default::default(),
         }
+    }
+
+    /// Whether this is the endpoint `ep` from `source` resolves to at
+    /// `addr`: same address, source and placement. A changed weight, zone,
+    /// region or priority makes a new endpoint.
+    fn is(&self, addr: SocketAddr, source: Source, ep: &levee_config::Endpoint) -> bool {
+        self.addr == addr
+            && self.source == source
+            && self.weight == ep.weight.max(1)
+            && self.zone == ep.zone
+            && self.region == ep.region
+            && self.priority == ep.priority
     }
 
     /// Whether health checks currently pass.
@@ -205,6 +231,8 @@ pub(crate) struct ClusterContext {
     pub(crate) zone: Option<String>,
     /// Known tenants and their weights (`tenants.list`).
     pub(crate) tenants: Vec<levee_config::TenantConfig>,
+    /// The config file's directory: where a relative discovery file is.
+    pub(crate) base_dir: Option<PathBuf>,
 }
 
 /// A cluster's runtime: kept across reloads while its config is unchanged.
@@ -213,6 +241,17 @@ pub(crate) struct ClusterRuntime {
     pub(crate) config: Cluster,
     pub(crate) transport: Transport,
     view: ArcSwap<ClusterView>,
+    /// The endpoints now; the view is built from it. Held while a view is
+    /// built and stored, so that a rebuild (health, breakers) never stores
+    /// a view of a list that a refresh replaced meanwhile.
+    members: Mutex<Vec<Arc<EndpointState>>>,
+    /// One refresh at a time: a slow lookup's older answer must not
+    /// overwrite a newer one.
+    refresh_serial: tokio::sync::Mutex<()>,
+    /// The last good addresses of each DNS name, used when a lookup fails.
+    answers: Mutex<HashMap<String, Vec<IpAddr>>>,
+    /// Endpoint sources besides the config, when configured.
+    pub(crate) discovery: Option<Discovery>,
     pub(crate) metrics: ClusterMetrics,
     algorithm: Algorithm,
     /// What the cluster takes from the rest of the config.
@@ -279,27 +318,109 @@ fn algorithm(kind: BalancerKind) -> Algorithm {
     }
 }
 
-/// Resolves every configured endpoint; DNS names may yield several addresses.
-async fn resolve(config: &Cluster) -> Vec<(SocketAddr, &levee_config::Endpoint)> {
-    let mut out = Vec::new();
-    for ep in &config.endpoints {
-        if let Ok(ip) = ep.host.parse::<std::net::IpAddr>() {
-            out.push((SocketAddr::new(ip, ep.port), ep));
-            continue;
-        }
-        match tokio::net::lookup_host((ep.host.as_str(), ep.port)).await {
-            Ok(addrs) => {
-                let mut addrs: Vec<SocketAddr> = addrs.collect();
-                addrs.sort();
-                addrs.dedup();
-                out.extend(addrs.into_iter().map(|a| (a, ep)));
+/// An endpoint as configured or discovered, before DNS.
+type Declared = (Source, levee_config::Endpoint);
+
+/// What resolving the declared endpoints gave.
+struct Resolution {
+    /// Each address, with the index of its declared endpoint; an address
+    /// declared twice is kept once (the first).
+    endpoints: Vec<(SocketAddr, usize)>,
+    /// DNS names looked up.
+    looked_up: usize,
+    /// Names whose lookup failed with no earlier answer to fall back on.
+    failed: usize,
+}
+
+/// Resolves the declared endpoints: IP addresses as they are, DNS names
+/// through the system resolver, concurrently. A name whose lookup fails
+/// keeps its last good addresses from `answers`.
+async fn resolve(
+    cluster: &str,
+    declared: &[Declared],
+    answers: &Mutex<HashMap<String, Vec<IpAddr>>>,
+) -> Resolution {
+    let mut names: Vec<&str> = declared
+        .iter()
+        .map(|(_, e)| e.host.as_str())
+        .filter(|h| h.parse::<IpAddr>().is_err())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let lookups = names.iter().map(|name| async move {
+        let found = tokio::net::lookup_host((*name, 0)).await.map(|addrs| {
+            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.sort();
+            ips.dedup();
+            ips
+        });
+        (*name, found)
+    });
+    let results = futures_util::future::join_all(lookups).await;
+    let mut failed = 0;
+    let resolved: HashMap<&str, Vec<IpAddr>> = {
+        let mut last = answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resolved = HashMap::new();
+        for (name, found) in results {
+            match found {
+                Ok(ips) if !ips.is_empty() => {
+                    last.insert(name.to_string(), ips.clone());
+                    resolved.insert(name, ips);
+                }
+                other => {
+                    let error = match other {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "no addresses".to_string(),
+                    };
+                    match last.get(name) {
+                        Some(ips) => {
+                            tracing::warn!(cluster = %cluster, name = %name, error = %error, "DNS resolution failed; keeping the last answer");
+                            resolved.insert(name, ips.clone());
+                        }
+                        None => {
+                            tracing::warn!(cluster = %cluster, name = %name, error = %error, "DNS resolution failed");
+                            failed += 1;
+                        }
+                    }
+                }
             }
-            Err(e) => {
-                tracing::warn!(cluster = %config.name, endpoint = %ep.address, error = %e, "DNS resolution failed")
+        }
+        // Names no longer declared are forgotten.
+        last.retain(|name, _| names.contains(&name.as_str()));
+        resolved
+    };
+    let mut seen = HashSet::new();
+    let mut endpoints = Vec::new();
+    for (i, (_, ep)) in declared.iter().enumerate() {
+        let ips = match ep.host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => resolved.get(ep.host.as_str()).cloned().unwrap_or_default(),
+        };
+        for ip in ips {
+            let addr = SocketAddr::new(ip, ep.port);
+            if seen.insert(addr) {
+                endpoints.push((addr, i));
             }
         }
     }
-    out
+    Resolution {
+        endpoints,
+        looked_up: names.len(),
+        failed,
+    }
+}
+
+/// What a refresh did to the cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refreshed {
+    /// The endpoint list changed.
+    pub(crate) changed: bool,
+    /// Nothing resolved: the endpoints stayed as they were.
+    pub(crate) kept: bool,
+    /// DNS names looked up.
+    pub(crate) looked_up: usize,
+    /// Names that did not resolve (and had no earlier answer).
+    pub(crate) failed: usize,
 }
 
 impl ClusterRuntime {
@@ -312,22 +433,52 @@ impl ClusterRuntime {
         clock: MonotonicClock,
         connector: Arc<dyn Connector>,
     ) -> Arc<Self> {
-        let resolved = resolve(&config).await;
+        let discovery = config.discovery.as_ref().map(|d| {
+            Discovery::new(
+                &config.name,
+                d,
+                context.base_dir.as_deref(),
+                registry.clone(),
+            )
+        });
+        let file_watch = discovery
+            .as_ref()
+            .and_then(|d| d.file_path())
+            .map(crate::discovery::watch_file);
+        if let Some(d) = &discovery {
+            // The first sets before the first view: the cluster serves
+            // from its first request.
+            for (source, offer) in [
+                (Source::File, d.read_file().await),
+                (Source::Srv, d.query_srv().await),
+            ] {
+                if offer == Offer::Changed {
+                    d.count(source.as_str(), "applied");
+                }
+            }
+        }
+        let answers = Mutex::new(HashMap::new());
+        let declared = declared(&config, discovery.as_ref());
+        let resolved = resolve(&config.name, &declared, &answers).await;
         let now = clock.now();
         let endpoint_breaker = config.circuit_breaker.endpoint.as_ref();
         let endpoints: Vec<Arc<EndpointState>> = resolved
+            .endpoints
             .iter()
-            .map(|(addr, ep)| {
+            .map(|(addr, i)| {
+                let (source, ep) = &declared[*i];
                 Arc::new(EndpointState::new(
                     &registry,
                     &config.name,
                     *addr,
                     ep,
+                    *source,
                     endpoint_breaker,
                     now,
                 ))
             })
             .collect();
+        let members = Mutex::new(endpoints.clone());
         let algorithm = algorithm(config.balancer.kind);
         let endpoints_for_outlier = endpoints.clone();
         let (levels, shares) = level_health(&endpoints);
@@ -348,6 +499,7 @@ impl ClusterRuntime {
         );
         let metrics = ClusterMetrics::new(&registry, &config.name);
         metrics.panic_mode.set(i64::from(view.panic));
+        metrics.endpoints.set(view.all.len() as i64);
         let bulkheads = Bulkheads::new(&config.limits, &registry, &config.name);
         let runtime = Arc::new(Self {
             faults: crate::fault::compile_cluster_faults(&config, &registry),
@@ -365,6 +517,10 @@ impl ClusterRuntime {
             }),
             context,
             view: ArcSwap::from_pointee(view),
+            members,
+            refresh_serial: tokio::sync::Mutex::new(()),
+            answers,
+            discovery,
             recent_latency: Default::default(),
             metrics,
             algorithm,
@@ -384,13 +540,27 @@ impl ClusterRuntime {
         if runtime.config.health_check.is_some() {
             tasks.push(tokio::spawn(health_loop(Arc::downgrade(&runtime))));
         }
-        if runtime
+        // Discovered endpoints may be DNS names too.
+        let names = runtime
             .config
             .endpoints
             .iter()
-            .any(|e| e.host.parse::<std::net::IpAddr>().is_err())
-        {
+            .any(|e| e.host.parse::<IpAddr>().is_err());
+        if names || runtime.discovery.is_some() {
             tasks.push(tokio::spawn(dns_loop(Arc::downgrade(&runtime))));
+        }
+        if let Some(watch) = file_watch {
+            tasks.push(tokio::spawn(crate::discovery::file_loop(
+                Arc::downgrade(&runtime),
+                watch,
+            )));
+        }
+        if let Some(d) = &runtime.discovery {
+            if d.has_srv() {
+                tasks.push(tokio::spawn(crate::discovery::srv_loop(Arc::downgrade(
+                    &runtime,
+                ))));
+            }
         }
         if runtime.outlier.is_some() {
             tasks.push(tokio::spawn(outlier_loop(Arc::downgrade(&runtime))));
@@ -530,7 +700,15 @@ impl ClusterRuntime {
         endpoint.ewma.cost(self.clock.now(), EWMA_DECAY_NS) / 1e9
     }
 
-    fn rebuild_view(&self, all: Vec<Arc<EndpointState>>) {
+    /// Builds the view again from the endpoints now (health, ejections,
+    /// breakers or a ramp changed what it holds).
+    fn rebuild_view(&self) {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        self.build_view(members.clone());
+    }
+
+    /// Builds and stores the view of `all`; called with `members` held.
+    fn build_view(&self, all: Vec<Arc<EndpointState>>) {
         let now = self.clock.now();
         let previous = self.view.load();
         // Endpoints coming back into rotation start their slow-start ramp.
@@ -567,6 +745,7 @@ impl ClusterRuntime {
             tracing::warn!(cluster = %self.config.name, "every endpoint is unhealthy: panic mode, routing to all");
         }
         self.metrics.panic_mode.set(i64::from(view.panic));
+        self.metrics.endpoints.set(view.all.len() as i64);
         self.view.store(Arc::new(view));
     }
 
@@ -604,7 +783,7 @@ impl ClusterRuntime {
         });
         let flipped = futures_util::future::join_all(probes).await;
         if flipped.into_iter().any(|f| f) {
-            self.rebuild_view(all);
+            self.rebuild_view();
         }
     }
 
@@ -657,7 +836,7 @@ impl ClusterRuntime {
                 if b.record(now, success, latency) {
                     endpoint.breaker_open.store(true, Ordering::Relaxed);
                     tracing::warn!(cluster = %self.config.name, endpoint = %endpoint.label, "endpoint circuit breaker opened");
-                    self.rebuild_view(self.view.load().all.clone());
+                    self.rebuild_view();
                 }
             }
         }
@@ -679,7 +858,7 @@ impl ClusterRuntime {
         if ejected {
             endpoint.set_ejected(true);
             tracing::warn!(cluster = %self.config.name, endpoint = %endpoint.label, "outlier ejected");
-            self.rebuild_view(self.view.load().all.clone());
+            self.rebuild_view();
         }
     }
 
@@ -703,7 +882,7 @@ impl ClusterRuntime {
             changed
         });
         if changed {
-            self.rebuild_view(self.view.load().all.clone());
+            self.rebuild_view();
         }
     }
 
@@ -725,7 +904,7 @@ impl ClusterRuntime {
             }
         }
         if changed {
-            self.rebuild_view(view.all.clone());
+            self.rebuild_view();
         }
     }
 
@@ -743,7 +922,8 @@ impl ClusterRuntime {
         if let Some(s) = &self.config.slow_start {
             want(s.window / 20);
         }
-        if self.config.endpoints.iter().any(|e| e.priority > 0) {
+        // Discovered endpoints may bring priority levels at any time.
+        if self.discovery.is_some() || self.config.endpoints.iter().any(|e| e.priority > 0) {
             want(self.config.locality.failback_delay / 10);
         }
         tick
@@ -759,7 +939,7 @@ impl ClusterRuntime {
             f.failback_pending() && f.next_change().is_some_and(|t| t <= self.clock.now())
         };
         if view.ramping || failback_due {
-            self.rebuild_view(view.all.clone());
+            self.rebuild_view();
         }
     }
 
@@ -825,43 +1005,75 @@ impl ClusterRuntime {
         );
     }
 
-    /// Resolves DNS names again; on a change, keeps the state of addresses
-    /// that stayed and rebuilds the view.
-    async fn refresh_dns(&self) {
-        let resolved = resolve(&self.config).await;
-        if resolved.is_empty() {
+    /// Resolves the cluster's endpoints again (configured, and each
+    /// discovery source's last good set) and applies the answer if it
+    /// changed: endpoints that stay keep their state, new ones join (slow
+    /// start ramps them when configured), removed ones leave the view and
+    /// their metric series, while requests already sent to them finish.
+    /// An answer with nothing in it keeps the endpoints as they are.
+    pub(crate) async fn refresh_endpoints(&self) -> Refreshed {
+        let _serial = self.refresh_serial.lock().await;
+        let declared = declared(&self.config, self.discovery.as_ref());
+        let resolved = resolve(&self.config.name, &declared, &self.answers).await;
+        let mut refreshed = Refreshed {
+            changed: false,
+            kept: false,
+            looked_up: resolved.looked_up,
+            failed: resolved.failed,
+        };
+        if resolved.endpoints.is_empty() {
             // Keep the last good answer rather than emptying the cluster.
-            return;
+            refreshed.kept = true;
+            return refreshed;
         }
-        let current = self.view.load().all.clone();
-        let mut next_addrs: Vec<SocketAddr> = resolved.iter().map(|(a, _)| *a).collect();
-        next_addrs.sort();
-        let mut current_addrs: Vec<SocketAddr> = current.iter().map(|e| e.addr).collect();
-        current_addrs.sort();
-        if next_addrs == current_addrs {
-            return;
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let stays = |addr: SocketAddr, i: usize| {
+            let (source, ep) = &declared[i];
+            members.iter().find(|e| e.is(addr, *source, ep)).cloned()
+        };
+        let same = resolved.endpoints.len() == members.len()
+            && resolved
+                .endpoints
+                .iter()
+                .all(|(addr, i)| stays(*addr, *i).is_some());
+        if same {
+            return refreshed;
         }
         let now = self.clock.now();
         let next: Vec<Arc<EndpointState>> = resolved
+            .endpoints
             .iter()
-            .map(|(addr, ep)| {
-                current
-                    .iter()
-                    .find(|e| e.addr == *addr)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Arc::new(EndpointState::new(
-                            &self.registry,
-                            &self.config.name,
-                            *addr,
-                            ep,
-                            self.config.circuit_breaker.endpoint.as_ref(),
-                            now,
-                        ))
-                    })
+            .map(|(addr, i)| {
+                stays(*addr, *i).unwrap_or_else(|| {
+                    let (source, ep) = &declared[*i];
+                    Arc::new(EndpointState::new(
+                        &self.registry,
+                        &self.config.name,
+                        *addr,
+                        ep,
+                        *source,
+                        self.config.circuit_breaker.endpoint.as_ref(),
+                        now,
+                    ))
+                })
             })
             .collect();
-        for gone in current.iter().filter(|e| !next_addrs.contains(&e.addr)) {
+        let added: Vec<&str> = next
+            .iter()
+            .filter(|e| !members.iter().any(|m| Arc::ptr_eq(m, e)))
+            .map(|e| e.label.as_str())
+            .collect();
+        let removed: Vec<&str> = members
+            .iter()
+            .filter(|m| !next.iter().any(|e| Arc::ptr_eq(m, e)))
+            .map(|e| e.label.as_str())
+            .collect();
+        tracing::info!(cluster = %self.config.name, ?added, ?removed, endpoints = next.len(), "endpoints changed");
+        // An address that stays under a new placement keeps its series.
+        for gone in members
+            .iter()
+            .filter(|m| !next.iter().any(|e| e.addr == m.addr))
+        {
             for name in [
                 names::ENDPOINT_HEALTHY,
                 names::ENDPOINT_IN_FLIGHT,
@@ -869,24 +1081,71 @@ impl ClusterRuntime {
                 names::BREAKER_STATE,
                 names::BREAKER_OPENED,
             ] {
-                self.registry.remove_series(name, "endpoint", &gone.label);
+                self.registry.remove_series_matching(
+                    name,
+                    &[
+                        ("cluster", self.config.name.as_str()),
+                        ("endpoint", gone.label.as_str()),
+                    ],
+                );
             }
         }
-        tracing::info!(cluster = %self.config.name, endpoints = ?next_addrs, "DNS answer changed");
-        if let (Some(o), Some(config)) = (&self.outlier, &self.config.outlier_detection) {
-            // Indexes refer to the old list: start afresh for the new one.
-            for e in &next {
-                e.set_ejected(false);
-            }
-            if let Ok(mut state) = o.lock() {
-                *state = OutlierState {
-                    detector: OutlierDetector::new(outlier_config(config), next.len()),
-                    endpoints: next.clone(),
-                };
-            }
+        if let Some(outlier) = &self.outlier {
+            let mut state = outlier.lock().unwrap_or_else(|e| e.into_inner());
+            let previous: Vec<Option<usize>> = next
+                .iter()
+                .map(|e| state.endpoints.iter().position(|o| Arc::ptr_eq(o, e)))
+                .collect();
+            *state = OutlierState {
+                detector: state.detector.carried_over(&previous),
+                endpoints: next.clone(),
+            };
         }
-        self.rebuild_view(next);
+        *members = next.clone();
+        self.build_view(next);
+        refreshed.changed = true;
+        refreshed
     }
+
+    /// Applies what a discovery source offered and counts the update.
+    pub(crate) async fn take_offer(&self, source: Source, offer: Offer) {
+        let Some(d) = &self.discovery else { return };
+        if offer != Offer::Changed {
+            // The source counted it.
+            return;
+        }
+        let refreshed = self.refresh_endpoints().await;
+        let result = if refreshed.kept { "error" } else { "applied" };
+        d.count(source.as_str(), result);
+    }
+
+    /// Resolves DNS names again and counts the update (source `dns`).
+    async fn refresh_dns(&self) {
+        let refreshed = self.refresh_endpoints().await;
+        if refreshed.looked_up > 0 {
+            let result = if refreshed.kept || refreshed.failed > 0 {
+                "error"
+            } else if refreshed.changed {
+                "applied"
+            } else {
+                "unchanged"
+            };
+            crate::discovery::count_update(&self.registry, &self.config.name, "dns", result);
+        }
+    }
+}
+
+/// The endpoints the config lists, then each discovery source's.
+fn declared(config: &Cluster, discovery: Option<&Discovery>) -> Vec<Declared> {
+    let mut out: Vec<Declared> = config
+        .endpoints
+        .iter()
+        .map(|e| (Source::Config, e.clone()))
+        .collect();
+    if let Some(d) = discovery {
+        out.extend(d.declared());
+    }
+    out
 }
 
 async fn health_loop(cluster: Weak<ClusterRuntime>) {
@@ -942,5 +1201,130 @@ async fn maintenance_loop(cluster: Weak<ClusterRuntime>, tick: Duration) {
         tokio::time::sleep(tick).await;
         let Some(c) = cluster.upgrade() else { return };
         c.maintain();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(address: &str) -> levee_config::Endpoint {
+        let (host, port) = address.rsplit_once(':').unwrap();
+        levee_config::Endpoint {
+            address: address.to_string(),
+            host: host.to_string(),
+            port: port.parse().unwrap(),
+            weight: 1,
+            zone: None,
+            region: None,
+            priority: 0,
+        }
+    }
+
+    // `.invalid` never resolves (RFC 6761), wherever the test runs.
+    const GONE: &str = "levee-gone.invalid";
+
+    #[tokio::test]
+    async fn a_name_that_stops_resolving_keeps_its_last_answer() {
+        let declared = vec![
+            (Source::Config, endpoint("10.0.0.1:80")),
+            (Source::File, endpoint(&format!("{GONE}:8080"))),
+        ];
+        let last = Mutex::new(HashMap::from([(
+            GONE.to_string(),
+            vec!["127.0.0.9".parse().unwrap()],
+        )]));
+        let r = resolve("c", &declared, &last).await;
+        let addrs: Vec<String> = r.endpoints.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:80", "127.0.0.9:8080"]);
+        assert_eq!((r.looked_up, r.failed), (1, 0));
+
+        let never = resolve("c", &declared, &Mutex::default()).await;
+        let addrs: Vec<String> = never.endpoints.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:80"]);
+        assert_eq!((never.looked_up, never.failed), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_address_found_twice_counts_once_where_first_found() {
+        let declared = vec![
+            (Source::Config, endpoint("10.0.0.1:80")),
+            (Source::File, endpoint("10.0.0.1:80")),
+            (Source::Srv, endpoint("10.0.0.2:80")),
+        ];
+        let last = Mutex::new(HashMap::from([(
+            "forgotten.invalid".to_string(),
+            vec!["127.0.0.1".parse().unwrap()],
+        )]));
+        let r = resolve("c", &declared, &last).await;
+        assert_eq!(
+            r.endpoints,
+            [
+                ("10.0.0.1:80".parse().unwrap(), 0),
+                ("10.0.0.2:80".parse().unwrap(), 2)
+            ]
+        );
+        assert_eq!(r.looked_up, 0);
+        assert!(
+            last.lock().unwrap().is_empty(),
+            "names no longer declared are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn discovered_endpoints_join_on_a_slow_start_ramp_and_the_rest_keep_their_state() {
+        let dir = std::env::temp_dir().join(format!("levee-cluster-ramp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("targets.json");
+        std::fs::write(&file, r#"[{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}]"#).unwrap();
+        let src = format!(
+            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:0\"\n[[clusters]]\nname = \"c\"\ndiscovery = {{ file = \"{}\" }}\nslow_start = {{ window = \"30s\" }}\noutlier_detection = {{ consecutive_gateway_errors = 2 }}\ndns_refresh = \"1h\"\n",
+            file.display()
+        );
+        let config = levee_config::load_str(&src, levee_config::Format::Toml, "t.toml").unwrap();
+        let cluster = ClusterRuntime::start(
+            config.clusters[0].clone(),
+            Default::default(),
+            Arc::new(Registry::new()),
+            MonotonicClock::new(),
+            Arc::new(crate::upstream::TcpConnector),
+        )
+        .await;
+        let first = cluster.view().all.clone();
+        assert_eq!(first.len(), 2);
+        assert!(
+            first.iter().all(|e| e.returned_at() == 0),
+            "the first set does not ramp"
+        );
+        // Endpoint :2 is ejected before the change; it must stay ejected.
+        let now = cluster.now();
+        for _ in 0..2 {
+            cluster.record_outcome(
+                &first[1],
+                Outcome::Response(503),
+                Duration::from_millis(1),
+                now,
+            );
+        }
+        assert!(first[1].is_ejected());
+
+        std::fs::write(&file, r#"[{"targets": ["127.0.0.1:2", "127.0.0.1:3"]}]"#).unwrap();
+        let offer = cluster.discovery.as_ref().unwrap().read_file().await;
+        cluster.take_offer(Source::File, offer).await;
+        let next = cluster.view().all.clone();
+        let labels: Vec<&str> = next.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["127.0.0.1:2", "127.0.0.1:3"]);
+        assert!(
+            Arc::ptr_eq(&next[0], &first[1]),
+            "the endpoint that stayed is the same one"
+        );
+        assert!(next[0].is_ejected(), "and keeps its ejection");
+        assert_eq!(
+            cluster.ejection_cause(&next[0]),
+            Some("consecutive_gateway")
+        );
+        assert!(next[1].returned_at() > 0, "the new one ramps");
+        assert!(cluster.view().ramping);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

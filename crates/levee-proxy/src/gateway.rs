@@ -188,8 +188,10 @@ pub struct Gateway {
 pub struct EndpointStatus {
     /// Resolved `ip:port`.
     pub address: String,
-    /// As configured (may be a DNS name).
+    /// As configured or discovered (may be a DNS name, or an SRV target).
     pub configured: String,
+    /// Where it came from: `config`, `file` or `srv`.
+    pub source: &'static str,
     /// Passing health checks.
     pub healthy: bool,
     /// Kept out of rotation by outlier detection.
@@ -253,6 +255,9 @@ pub struct ClusterStatus {
     pub bulkheads: BulkheadStatus,
     /// Priority levels and zones, when the cluster has several of either.
     pub locality: Vec<LevelStatus>,
+    /// Its discovery sources and what each last found (empty without
+    /// `discovery`).
+    pub discovery: Vec<crate::discovery::DiscoveryStatus>,
     /// Endpoints.
     pub endpoints: Vec<EndpointStatus>,
 }
@@ -356,6 +361,11 @@ impl Gateway {
         let context = crate::cluster::ClusterContext {
             zone: config.runtime.zone.clone(),
             tenants: config.tenants.list.clone(),
+            base_dir: shared
+                .config_path
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
         };
         let previous: HashMap<String, Arc<ClusterRuntime>> = lock(&shared.clusters).clone();
         let mut clusters = HashMap::new();
@@ -1001,12 +1011,14 @@ impl Gateway {
                     circuit_breaker: c.breaker.as_ref().map(breaker_state),
                     bulkheads: c.bulkheads.status(),
                     locality: c.locality_status(),
+                    discovery: c.discovery.as_ref().map(|d| d.status()).unwrap_or_default(),
                     endpoints: view
                         .all
                         .iter()
                         .map(|e| EndpointStatus {
                             address: e.label.clone(),
                             configured: e.configured.clone(),
+                            source: e.source.as_str(),
                             healthy: e.is_healthy(),
                             ejected: e.is_ejected(),
                             ejection_cause: c.ejection_cause(e),

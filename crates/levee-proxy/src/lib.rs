@@ -11,6 +11,8 @@ pub mod capacity;
 mod cluster;
 pub mod control;
 mod degrade;
+mod discovery;
+mod dns;
 pub mod fault;
 mod gateway;
 mod global;
@@ -38,6 +40,7 @@ mod view;
 
 pub use body::{BodyError, ProxyBody, UpstreamBody};
 pub use control::{ControlPlane, Knob};
+pub use discovery::DiscoveryStatus;
 pub use gateway::{
     ApplyError, BulkheadStatus, ClusterStatus, EndpointStatus, Gateway, ListenerStatus,
     ReloadStatus, StartOptions,

@@ -58,6 +58,8 @@ pub(crate) struct ClusterMetrics {
     pub(crate) latency: Arc<Histogram>,
     errors: Vec<Arc<Counter>>,
     pub(crate) panic_mode: Arc<Gauge>,
+    /// Endpoints the cluster has now.
+    pub(crate) endpoints: Arc<Gauge>,
     pub(crate) health_ok: Arc<Counter>,
     pub(crate) health_failed: Arc<Counter>,
 }
@@ -84,6 +86,11 @@ impl ClusterMetrics {
             panic_mode: registry.gauge(
                 names::CLUSTER_PANIC,
                 "1 when every endpoint is unhealthy and all of them take traffic.",
+                &[("cluster", cluster)],
+            ),
+            endpoints: registry.gauge(
+                names::CLUSTER_ENDPOINTS,
+                "Endpoints the cluster has now: configured, resolved and discovered.",
                 &[("cluster", cluster)],
             ),
             health_ok: registry.counter(
