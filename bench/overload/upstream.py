@@ -18,6 +18,13 @@ Every request is recorded with its arrival, service start and end times
 uses), its priority class and tenant (the x-priority and x-tenant headers the
 generator sets), and whether its connection was still open at the end.
 
+For the burst benchmark (bench/async/) it also records each request's
+Idempotency-Key (as a number: the order in which keys were first seen; -1
+without one) and the x-req header the burst's client numbers its requests
+with (-1 without one). With --dedup it is an upstream that de-duplicates:
+a request whose key it has already taken is answered at once, without
+taking a place (recorded with "dup" 1 and no service time).
+
 Stdlib only. Control interface (the same protocol as
 bench/scenarios/upstream.py; both take it and the HTTP request parsing from
 bench/benchlib.py), HTTP/1.1 on --control-port:
@@ -27,7 +34,7 @@ bench/benchlib.py), HTTP/1.1 on --control-port:
   GET /reset    forget everything recorded so far
   GET /quit     exit
 
-Usage: upstream.py --port 30101 --control-port 30100 --concurrency 4 --service-ms 20
+Usage: upstream.py --port 30101 --control-port 30100 --concurrency 4 --service-ms 20 [--dedup]
 """
 
 import argparse
@@ -49,8 +56,9 @@ TENANTS = {b"a": 0, b"b": 1, b"abuser": 2}
 class Capacity:
     """The upstream's places and its record of every request."""
 
-    def __init__(self, concurrency, service_s, body):
+    def __init__(self, concurrency, service_s, body, dedup=False):
         self.sem = asyncio.Semaphore(concurrency)
+        self.dedup = dedup
         self.concurrency = concurrency
         self.service = service_s
         self.resp = response_bytes(200, "OK", body)
@@ -64,6 +72,10 @@ class Capacity:
         self.cls = array("b")
         self.tenant = array("b")
         self.delivered = array("b")
+        self.key = array("l")
+        self.req = array("l")
+        self.dup = array("b")
+        self.keys = {}  # Idempotency-Key -> its number
         self.present = 0  # in service or waiting
         self.peak_present = 0
 
@@ -76,10 +88,20 @@ class Capacity:
             "arrived": len(self.arrival),
             "served": n,
             "wasted": n - sum(self.delivered),
+            "keys": len(self.keys),
+            "duplicates": sum(self.dup),
             "present_now": self.present,
             "peak_present": self.peak_present,
             "open_connections": len(self.conns),
         }
+
+
+def req_number(value):
+    """The x-req header's request number; -1 when absent or not a number."""
+    try:
+        return int(value) if value is not None else -1
+    except ValueError:
+        return -1
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -111,6 +133,8 @@ class UpstreamConn(asyncio.Protocol):
                     time.monotonic(),
                     CLASSES.get(headers.get(b"x-priority", b"critical").lower(), -1),
                     TENANTS.get(headers.get(b"x-tenant", b"").lower(), -1),
+                    headers.get(b"idempotency-key"),
+                    req_number(headers.get(b"x-req")),
                     close,
                 )
             )
@@ -121,14 +145,25 @@ class UpstreamConn(asyncio.Protocol):
             item = await self.pending.get()
             if item is None:
                 return
-            arrived, cls, tenant, close = item
-            cap.present += 1
-            cap.peak_present = max(cap.peak_present, cap.present)
-            async with cap.sem:
-                started = time.monotonic()
-                await asyncio.sleep(cap.service)
-                ended = time.monotonic()
-            cap.present -= 1
+            arrived, cls, tenant, key, req, close = item
+            keyno, dup = -1, 0
+            if key is not None:
+                keyno = cap.keys.get(key, -1)
+                if keyno < 0:
+                    keyno = cap.keys[key] = len(cap.keys)
+                else:
+                    dup = 1
+            if dup and cap.dedup:
+                # Already taken: answered from what was kept, no place used.
+                started = ended = time.monotonic()
+            else:
+                cap.present += 1
+                cap.peak_present = max(cap.peak_present, cap.present)
+                async with cap.sem:
+                    started = time.monotonic()
+                    await asyncio.sleep(cap.service)
+                    ended = time.monotonic()
+                cap.present -= 1
             alive = not self.transport.is_closing()
             cap.arrival.append(arrived)
             cap.start.append(started)
@@ -136,6 +171,9 @@ class UpstreamConn(asyncio.Protocol):
             cap.cls.append(cls)
             cap.tenant.append(tenant)
             cap.delivered.append(1 if alive else 0)
+            cap.key.append(keyno)
+            cap.req.append(req)
+            cap.dup.append(dup)
             if alive:
                 self.transport.write(cap.resp)
                 if close:
@@ -165,6 +203,9 @@ class App:
                 "class": list(cap.cls),
                 "tenant": list(cap.tenant),
                 "delivered": list(cap.delivered),
+                "key": list(cap.key),
+                "req": list(cap.req),
+                "dup": list(cap.dup),
             }
         if url.path == "/reset":
             cap.reset()
@@ -182,10 +223,13 @@ async def main():
     ap.add_argument("--concurrency", type=int, default=4, help="requests served at once")
     ap.add_argument("--service-ms", type=float, default=20.0, help="fixed service time of one request")
     ap.add_argument("--body-bytes", type=int, default=64, help="size of the 200 body")
+    ap.add_argument(
+        "--dedup", action="store_true", help="answer a repeated Idempotency-Key at once, without service"
+    )
     args = ap.parse_args()
 
     body = (b"x" * max(0, args.body_bytes - 1)) + b"\n"
-    cap = Capacity(args.concurrency, args.service_ms / 1000.0, body)
+    cap = Capacity(args.concurrency, args.service_ms / 1000.0, body, args.dedup)
     app = App(cap)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
