@@ -281,6 +281,11 @@ alive() { # name run-dir: every proxy process still running (a crash is a findin
   done
 }
 
+drop_queue_files() { # run-dir: the queue's own files (the embedded SQLite file, the
+  # nats-server store) are hundreds of MB per run and the report does not read them
+  rm -rf "$1"/jobs.db "$1"/jobs.db-* "$1/nats"
+}
+
 levee_memory() { # run-dir: VmHWM and VmRSS of each Levee process still running
   local p i=0
   for p in "${PROXY_PIDS[@]}"; do
@@ -381,6 +386,7 @@ run_burst() { # proxy
  "queue_wait": $QUEUE_WAIT, "burst": $BURST, "body_bytes": $BODY_BYTES}
 EOF
   cleanup
+  drop_queue_files "$d"
   log "  burst $p: $("$PY" "$AS/report.py" --one "$d")"
 }
 
@@ -413,6 +419,7 @@ run_accept() { # backend (fsync | os | jetstream) round
  "workers": $ACCEPT_WORKERS, "body_bytes": $BODY_BYTES}
 EOF
   cleanup
+  drop_queue_files "$d"
   log "  accept $b, round $2: $("$PY" "$AS/report.py" --one "$d")"
 }
 
