@@ -232,9 +232,16 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds for waits of seconds to hours (an async job's acceptance
+/// to delivery), in seconds; as many as [`LATENCY_BUCKETS`].
+pub const WAIT_BUCKETS: [f64; 14] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
 /// A latency histogram with fixed buckets; observations are atomic adds.
 #[derive(Debug)]
 pub struct Histogram {
+    bounds: &'static [f64; LATENCY_BUCKETS.len()],
     bounds_ns: [u64; LATENCY_BUCKETS.len()],
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_ns: AtomicU64,
@@ -242,15 +249,21 @@ pub struct Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Self {
-            bounds_ns: LATENCY_BUCKETS.map(|s| (s * 1e9) as u64),
-            buckets: Default::default(),
-            sum_ns: AtomicU64::new(0),
-        }
+        Self::with_bounds(&LATENCY_BUCKETS)
     }
 }
 
 impl Histogram {
+    /// A histogram over `bounds` (seconds, ascending).
+    pub fn with_bounds(bounds: &'static [f64; LATENCY_BUCKETS.len()]) -> Self {
+        Self {
+            bounds,
+            bounds_ns: bounds.map(|s| (s * 1e9) as u64),
+            buckets: Default::default(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
     /// Records one observation of `nanos` nanoseconds.
     #[inline]
     pub fn observe_nanos(&self, nanos: u64) {
@@ -428,8 +441,19 @@ impl Registry {
         help: &'static str,
         labels: &[(&str, &str)],
     ) -> Arc<Histogram> {
+        self.histogram_over(name, help, labels, &LATENCY_BUCKETS)
+    }
+
+    /// Like [`Registry::histogram`], over `bounds` (seconds) when created.
+    pub fn histogram_over(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        bounds: &'static [f64; LATENCY_BUCKETS.len()],
+    ) -> Arc<Histogram> {
         match self.get_or_create(name, help, "histogram", labels, || {
-            Metric::Histogram(Arc::default())
+            Metric::Histogram(Arc::new(Histogram::with_bounds(bounds)))
         }) {
             Metric::Histogram(h) => h,
             other => panic!("metric {name} registered with another type: {other:?}"),
@@ -491,7 +515,7 @@ impl Registry {
                     }
                     Metric::Histogram(h) => {
                         let mut cumulative = 0u64;
-                        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                        for (i, bound) in h.bounds.iter().enumerate() {
                             cumulative += h.buckets[i].load(Ordering::Relaxed);
                             let le = format!("le=\"{bound}\"");
                             let _ = writeln!(out, "{name}_bucket{} {cumulative}", braces(&le));

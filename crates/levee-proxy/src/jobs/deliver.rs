@@ -108,7 +108,17 @@ async fn run(shared: Weak<Shared>, name: String) {
             continue;
         };
         let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
+        // No more than the cluster's concurrency limit has room for (and
+        // its queue's worth besides): leasing what it would refuse only
+        // hands jobs back, which costs a round trip on JetStream.
+        let room = route.cluster.queue.as_ref().map_or(usize::MAX, |q| {
+            let free = q.limit().saturating_sub(q.in_flight()) as usize;
+            free + q.limit() as usize
+        });
+        while permits.len() < room.max(1) {
+            let Ok(p) = slots.clone().try_acquire_owned() else {
+                break;
+            };
             permits.push(p);
         }
         let leased = match jobs.queue.lease(permits.len(), STATS_EVERY).await {

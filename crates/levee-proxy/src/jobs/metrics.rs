@@ -83,10 +83,11 @@ impl JobMetrics {
             callback_sent: callback("sent"),
             callback_failed: callback("failed"),
             callback_gave_up: callback("gave_up"),
-            completion: registry.histogram(
+            completion: registry.histogram_over(
                 names::JOB_COMPLETION,
                 "Time from a job's acceptance to its delivery, by route.",
                 &[("route", route)],
+                &levee_core::metrics::WAIT_BUCKETS,
             ),
             queued: depth("queued"),
             delivering: depth("delivering"),
