@@ -436,7 +436,8 @@ async fn connect(
                 let _ = connection.await;
             }),
         };
-        let millis = timeouts.statement.as_millis().max(1);
+        // PostgreSQL takes at most i32::MAX milliseconds (24 days).
+        let millis = timeouts.statement.as_millis().clamp(1, i32::MAX as u128);
         session
             .client
             .batch_execute(&format!(
