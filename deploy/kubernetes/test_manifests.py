@@ -52,10 +52,6 @@ NAMESPACE = "levee"
 # only ones allowed, and get structural checks of their own below.
 CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject")}
 
-# Diagnostics `levee check` may give until the PostgreSQL store is merged:
-# the fleet's [store] backend and url (the only ones; anything else fails).
-PENDING_POSTGRES_STORE = {"store.backend", "store.url"}
-
 ZONE_KEY = "topology.kubernetes.io/zone"
 
 _renders = {}
@@ -516,16 +512,9 @@ class LeveeCheck(unittest.TestCase):
                 except json.JSONDecodeError:
                     self.fail(f"levee check printed no JSON (exit {out.returncode}):\n{out.stdout}{out.stderr}")
                 problems = report["diagnostics"]
-                pending = [d for d in problems
-                           if d["path"] in PENDING_POSTGRES_STORE and d["message"].startswith("unknown field")]
-                if pending:
-                    print(f"\nNOTE: {name}: this levee has no PostgreSQL store yet; "
-                          f"ignored: {', '.join(d['path'] for d in pending)}", file=sys.stderr)
-                rest = [d for d in problems if d not in pending]
-                self.assertEqual(rest, [], "\n".join(report.get("rendered", [])))
-                if not problems:
-                    self.assertTrue(report["valid"])
-                    self.assertEqual(out.returncode, 0)
+                self.assertEqual(problems, [], "\n".join(report.get("rendered", [])))
+                self.assertTrue(report["valid"])
+                self.assertEqual(out.returncode, 0)
 
 
 if __name__ == "__main__":

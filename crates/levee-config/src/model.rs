@@ -1470,9 +1470,24 @@ pub enum WebhookFormat {
 /// Where persistent state is kept.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoreConfig {
+    /// Which database holds it.
+    pub backend: StoreBackend,
     /// The SQLite file, relative to the config file's directory; `None`
-    /// keeps state in memory only (`path = ":memory:"`).
+    /// keeps state in memory only (`path = ":memory:"`), and is always
+    /// `None` with the PostgreSQL backend.
     pub path: Option<std::path::PathBuf>,
+    /// The PostgreSQL database, `postgres://user:password@host:port/db`
+    /// (a secret: it may hold a password); set exactly when `backend` is
+    /// PostgreSQL. A `connect_timeout` in the URL wins over
+    /// `connect_timeout` here.
+    pub url: Option<Secret>,
+    /// How long connecting to PostgreSQL may take.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL's `statement_timeout`; a call without an answer a
+    /// second after it is abandoned and its connection dropped.
+    #[serde(serialize_with = "ser_duration")]
+    pub statement_timeout: Duration,
     /// How long resolved incidents are kept.
     #[serde(serialize_with = "ser_duration")]
     pub incident_retention: Duration,
@@ -1483,11 +1498,25 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::Sqlite,
             path: Some("levee.db".into()),
+            url: None,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
             incident_retention: Duration::from_secs(400 * 86_400),
             max_incidents: 10_000,
         }
     }
+}
+
+/// The database behind `[store]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// One SQLite file per gateway (or memory only).
+    Sqlite,
+    /// A PostgreSQL database that every gateway of a fleet shares.
+    Postgres,
 }
 
 /// The status page: uptime and budget by tier.

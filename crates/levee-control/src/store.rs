@@ -1,7 +1,8 @@
 //! Where the control plane keeps its state: finding the configured store
-//! file and opening it. The loops persist through `levee_store::Store`.
+//! (a SQLite file, or a PostgreSQL database with `backend = "postgres"`)
+//! and opening it. The loops persist through `levee_store::Store`.
 
-use levee_config::Config;
+use levee_config::{Config, StoreBackend};
 use std::path::{Path, PathBuf};
 
 /// The state store's file: `store.path` relative to the config file's
@@ -25,12 +26,27 @@ pub fn relative_to_config(path: &Path, config_path: Option<&Path>) -> Option<Pat
     })
 }
 
-/// Opens the configured store (see [`store_path`]); `None` keeps state in
-/// memory only. The error names the file and what is wrong.
+/// Opens the configured store: PostgreSQL for `backend = "postgres"`,
+/// else the SQLite file (see [`store_path`]); `None` keeps state in memory
+/// only. The error names the file or the database (never its password)
+/// and what is wrong.
 pub fn open_store(
     config: &Config,
     config_path: Option<&Path>,
 ) -> Result<Option<Box<dyn levee_store::Store>>, String> {
+    if config.store.backend == StoreBackend::Postgres {
+        let Some(url) = &config.store.url else {
+            // The config refuses this; a config built in code may not.
+            return Err("store: `backend = \"postgres\"` needs `url`".to_owned());
+        };
+        let timeouts = levee_store::PostgresTimeouts {
+            connect: config.store.connect_timeout,
+            statement: config.store.statement_timeout,
+        };
+        return levee_store::PostgresStore::open_with(url.expose(), timeouts)
+            .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))
+            .map_err(|e| e.to_string());
+    }
     let Some(path) = store_path(config, config_path) else {
         return Ok(None);
     };

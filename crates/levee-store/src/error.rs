@@ -1,4 +1,5 @@
-//! Errors: each names the file and what failed.
+//! Errors: each names the file (or, for PostgreSQL, the database's
+//! location without its password) and what failed.
 
 use std::fmt;
 use std::io;
@@ -16,6 +17,16 @@ pub enum StoreError {
         action: &'static str,
         #[source]
         source: SqliteError,
+    },
+    /// PostgreSQL failed, or did not answer in time, while doing `action`,
+    /// e.g. `postgres://levee@db:5432/levee: writing a batch: timed out
+    /// after 6s`. `path` is the database's location, never its password.
+    #[error("{}: {action}: {source}", path.display())]
+    Postgres {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: PostgresError,
     },
     /// A file-system operation failed.
     #[error("{}: cannot {action}: {source}", path.display())]
@@ -64,6 +75,7 @@ impl StoreError {
     pub fn path(&self) -> &Path {
         match self {
             Self::Sqlite { path, .. }
+            | Self::Postgres { path, .. }
             | Self::Io { path, .. }
             | Self::MissingDirectory { path, .. }
             | Self::NotAStore { path, .. }
@@ -76,11 +88,13 @@ impl StoreError {
         }
     }
 
-    /// Whether the database was locked by another connection: the same call
-    /// may succeed later.
+    /// Whether the database was locked by another connection, or (for
+    /// PostgreSQL) unreachable, too slow or in conflict with another
+    /// writer: the same call may succeed later.
     pub fn is_busy(&self) -> bool {
         match self {
             Self::Sqlite { source, .. } => source.is_busy(),
+            Self::Postgres { source, .. } => source.is_transient(),
             Self::InUse { .. } => true,
             _ => false,
         }
@@ -135,6 +149,71 @@ impl fmt::Display for SqliteError {
 impl std::error::Error for SqliteError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.0.source()
+    }
+}
+
+/// An error from PostgreSQL or from reaching it, kept opaque so that the
+/// public API does not depend on the PostgreSQL client.
+#[derive(Debug)]
+pub struct PostgresError(pub(crate) PostgresFailure);
+
+#[derive(Debug)]
+pub(crate) enum PostgresFailure {
+    /// The client or the server reported an error.
+    Client(tokio_postgres::Error),
+    /// No answer within the store's deadline; the connection is dropped.
+    TimedOut(std::time::Duration),
+}
+
+impl PostgresError {
+    /// Whether the same call may succeed later: the connection failed or
+    /// timed out, the server was shutting down or cancelled the statement
+    /// (`statement_timeout`), or a concurrent writer conflicted.
+    pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match &self.0 {
+            PostgresFailure::TimedOut(_) => true,
+            PostgresFailure::Client(e) => match e.code() {
+                None => true,
+                Some(code) => {
+                    code.code().starts_with("08")
+                        || [
+                            SqlState::T_R_SERIALIZATION_FAILURE,
+                            SqlState::T_R_DEADLOCK_DETECTED,
+                            SqlState::QUERY_CANCELED,
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                            SqlState::TOO_MANY_CONNECTIONS,
+                            SqlState::LOCK_NOT_AVAILABLE,
+                        ]
+                        .contains(code)
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            // tokio-postgres' Display says only "db error"; the server's
+            // message is what helps.
+            PostgresFailure::Client(e) => match e.as_db_error() {
+                Some(db) => write!(f, "{}: {}", db.severity(), db.message())?,
+                None => fmt::Display::fmt(e, f)?,
+            },
+            PostgresFailure::TimedOut(after) => write!(f, "no answer after {after:?}")?,
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PostgresError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            PostgresFailure::Client(e) => e.source(),
+            PostgresFailure::TimedOut(_) => None,
+        }
     }
 }
 

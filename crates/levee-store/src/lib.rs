@@ -8,6 +8,11 @@
 //!   with its own `application_id` and schema version so that another
 //!   program's database is refused rather than changed, migrated by an
 //!   ordered list of steps, and bounded in size by [`Retention`].
+//! - [`PostgresStore`]: the same rows in a PostgreSQL database that a
+//!   fleet of gateways shares, with a `levee_meta` table for identity and
+//!   schema version, connect and statement timeouts, and reconnection
+//!   after a failure (see its module for what happens when the database
+//!   is slow or down).
 //! - Rollouts: [`Store::load_rollouts`] and [`Store::write_rollouts`]
 //!   keep each route's [`RolloutRow`], so a gateway restarted in the middle
 //!   of a rollout resumes at the same step. They are apart from
@@ -59,14 +64,16 @@ mod backup;
 mod checksum;
 mod error;
 mod jobs;
+mod postgres;
 mod schema;
 mod sqlite;
 
 pub use backup::{backup, restore, verify, BackupReport, RestoreReport, VerifyReport};
-pub use error::{SqliteError, StoreError};
+pub use error::{PostgresError, SqliteError, StoreError};
 pub use jobs::{
     JobDurability, JobLog, JobLogStats, JobRecord, JobRecordState, JobWrite, WriteDone,
 };
+pub use postgres::{PostgresStore, PostgresTimeouts, POSTGRES_SCHEMA_VERSION};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 

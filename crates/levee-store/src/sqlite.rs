@@ -597,7 +597,7 @@ fn prune_history(conn: &Connection, r: &HistoryRetention) -> rusqlite::Result<()
 /// `(bucket, count)` pairs as `bucket:count,bucket:count` into `out`
 /// (cleared first): a few bytes per non-empty bucket, and readable in the
 /// `sqlite3` shell.
-fn encode_latency(pairs: &[(u16, u64)], out: &mut String) {
+pub(crate) fn encode_latency(pairs: &[(u16, u64)], out: &mut String) {
     use std::fmt::Write as _;
     out.clear();
     for (i, (bucket, count)) in pairs.iter().enumerate() {
@@ -610,7 +610,7 @@ fn encode_latency(pairs: &[(u16, u64)], out: &mut String) {
 }
 
 /// The inverse of [`encode_latency`]; `None` for anything else.
-fn decode_latency(text: &str) -> Option<Vec<(u16, u64)>> {
+pub(crate) fn decode_latency(text: &str) -> Option<Vec<(u16, u64)>> {
     if text.is_empty() {
         return Some(Vec::new());
     }

@@ -22,6 +22,10 @@
 //! - [`RedisServer`]: a real redis-server on a free port.
 //! - [`NatsServer`]: a real nats-server with JetStream on a free port,
 //!   failing under CI without it.
+//! - [`PostgresServer`]: a real PostgreSQL cluster (initdb) on a free port,
+//!   run as an unprivileged user when tests run as root; failing under CI
+//!   without it, skipped loudly elsewhere. Standard library only, so
+//!   `levee-store`'s tests include the file by path.
 //! - [`eventually`]: waits for asynchronous state with a deadline.
 //! - [`Client`] helpers: a real HTTP client over real sockets.
 
@@ -30,6 +34,7 @@ mod client;
 mod config;
 mod job_sink;
 mod nats;
+mod postgres;
 mod promtool;
 mod redis;
 mod scripted;
@@ -41,6 +46,7 @@ pub use client::{Client, Reply as ClientReply};
 pub use config::{Cluster, Endpoint, GatewayConfig, Listener, RateLimit, Route, Slo};
 pub use job_sink::{JobSink, Seen as JobDelivery};
 pub use nats::NatsServer;
+pub use postgres::PostgresServer;
 pub use promtool::{Promtool, PromtoolRun, RULES_FILE, TEST_FILE};
 pub use redis::RedisServer;
 pub use scripted::{Arrival, Connect, ScriptedUpstream, Step};

@@ -451,6 +451,13 @@ fn write_dashboards(config: &levee_config::Config, dir: &std::path::Path) -> Exi
 /// The store file named by the config at `config`, or why there is none.
 fn store_file(config: &std::path::Path) -> Result<PathBuf, String> {
     let loaded = levee_config::load_file(config).map_err(|d| d.to_string())?;
+    if loaded.store.backend == levee_config::StoreBackend::Postgres {
+        return Err(format!(
+            "{}: the store is PostgreSQL: back it up with pg_dump -Fc and restore it with \
+             pg_restore (levee backup and restore work on the SQLite file)",
+            config.display()
+        ));
+    }
     levee_control::store::store_path(&loaded, Some(config)).ok_or_else(|| {
         format!(
             "{}: store.path is \":memory:\": there is no store file",

@@ -425,6 +425,7 @@ impl SloEngine {
             kept.alerts.append(&mut state.batch.alerts);
             kept.incidents.append(&mut state.batch.incidents);
             kept.prune = state.batch.prune.or(kept.prune);
+            coalesce(&mut kept);
             state.batch = kept;
         }
     }
@@ -548,4 +549,59 @@ fn load_all(
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Keeps only the last row written for each key of a batch kept across
+/// failed writes (rows are upserts, so the last one is what would land):
+/// while the store is down, the batch grows with the rows that changed,
+/// not with every tick's rewrite of the running buckets and alerts.
+fn coalesce(batch: &mut Batch) {
+    fn last_per_key<T, K: std::hash::Hash + Eq>(rows: &mut Vec<T>, key: impl Fn(&T) -> K) {
+        let mut seen = std::collections::HashSet::new();
+        rows.reverse();
+        rows.retain(|r| seen.insert(key(r)));
+        rows.reverse();
+    }
+    last_per_key(&mut batch.buckets, |b| {
+        (b.slo.clone(), b.coarse, b.start_ns)
+    });
+    last_per_key(&mut batch.alerts, |a| (a.slo.clone(), a.severity.clone()));
+    last_per_key(&mut batch.incidents, |i| i.id);
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::coalesce;
+    use levee_store::{AlertRow, Batch, BucketRow};
+
+    fn bucket(start_ns: u64, good: u64) -> BucketRow {
+        BucketRow {
+            slo: "a".to_owned(),
+            coarse: false,
+            start_ns,
+            good,
+            total: good,
+        }
+    }
+
+    #[test]
+    fn a_kept_batch_holds_the_last_row_of_each_key() {
+        let alert = |state: &str| AlertRow {
+            slo: "a".to_owned(),
+            severity: "page".to_owned(),
+            state: state.to_owned(),
+            since_ns: 1,
+        };
+        let mut batch = Batch {
+            buckets: (0..100).map(|tick| bucket(tick / 10, tick)).collect(),
+            alerts: vec![alert("pending"), alert("firing")],
+            ..Batch::default()
+        };
+        coalesce(&mut batch);
+        assert_eq!(
+            batch.buckets,
+            (0..10).map(|b| bucket(b, b * 10 + 9)).collect::<Vec<_>>()
+        );
+        assert_eq!(batch.alerts, vec![alert("firing")]);
+    }
 }
