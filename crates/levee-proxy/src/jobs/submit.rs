@@ -115,10 +115,23 @@ async fn read_body(
     if crate::headers::content_length(headers).is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    job_body(body, limit).await
+}
+
+/// A job's whole body, at most `limit` bytes (413 beyond; a client that
+/// stops sending is its own failure). Also what an overflowed request's
+/// streamed body is read with.
+pub(crate) async fn job_body(
+    body: hyper::body::Incoming,
+    limit: u64,
+) -> Result<Bytes, Refusal<'static>> {
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Refusal::new(
+            ErrorKind::PayloadTooLarge,
+            "the request body exceeds the async route's max_body_bytes",
+        )),
         Err(_) => Err(Refusal::new(
             ErrorKind::ClientClosed,
             "the client stopped sending the request body",

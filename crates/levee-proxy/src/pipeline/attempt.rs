@@ -575,19 +575,7 @@ impl Prepared {
             AttemptBody::Replay(bytes) => bytes,
             AttemptBody::Stream { body: None, .. } => bytes::Bytes::new(),
             AttemptBody::Stream { body: Some(b), .. } => {
-                use http_body_util::BodyExt as _;
-                let limited =
-                    http_body_util::Limited::new(b, usize::try_from(limit).unwrap_or(usize::MAX));
-                match limited.collect().await {
-                    Ok(c) => c.to_bytes(),
-                    Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-                    Err(_) => {
-                        return Err(Refusal::new(
-                            ErrorKind::ClientClosed,
-                            "the client stopped sending the request body",
-                        ))
-                    }
-                }
+                crate::jobs::submit::job_body(b, limit).await?
             }
         };
         if bytes.len() as u64 > limit {
