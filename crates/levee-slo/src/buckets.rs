@@ -623,7 +623,7 @@ mod tests {
             }
             let newest_end = b.newest().unwrap() + 10 * S;
             let end = newest_end + after * S;
-            let start = end - len * S;
+            let start = end.saturating_sub(len * S);
             let mut expected = Counts::default();
             for &(t, good, bad) in &events {
                 if t * 10 * S >= start && t * 10 * S < end {
