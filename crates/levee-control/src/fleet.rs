@@ -80,6 +80,18 @@ impl Link {
             .ok()
     }
 
+    /// Runs the script invocation `inv` within the timeout.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Option<T> {
+        let mut conn = self.conn.clone();
+        tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Takes or renews the lease `key` for `lease`; true while this
     /// replica holds it.
     pub(crate) async fn lead(&self, key: &str, lease: Duration) -> bool {
@@ -92,12 +104,7 @@ impl Link {
         let script = redis::Script::new(LEAD_LUA);
         let mut inv = script.key(key);
         inv.arg(&self.instance).arg(lease.as_millis() as u64);
-        let mut conn = self.conn.clone();
-        let led: i64 = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
-            .await
-            .ok()?
-            .ok()?;
-        Some(led == 1)
+        Some(self.invoke::<i64>(&inv).await? == 1)
     }
 
     /// Who holds the lease `key` now.

@@ -93,7 +93,7 @@ pub struct BucketRow {
 }
 
 /// The state of one alert (an SLO at one severity).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct AlertRow {
     /// The SLO's name.
     pub slo: String,
@@ -106,7 +106,7 @@ pub struct AlertRow {
 }
 
 /// One incident, as the engine tracks it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct IncidentRow {
     /// Assigned by the engine; see [`Snapshot::max_incident_id`] for
     /// keeping ids unique across restarts.
@@ -149,7 +149,7 @@ pub struct RolloutRow {
 }
 
 /// One thing an operator did about an incident.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct IncidentActionRow {
     /// The incident; it must be stored (by [`Store::write`]) before its
     /// actions are.

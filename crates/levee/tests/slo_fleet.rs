@@ -1,11 +1,22 @@
 //! Three gateways as one fleet (`[fleet]` over a real Redis): their SLO
 //! counts are the fleet's, a failing upstream pages exactly once, and when
 //! the replica that sends pages stops, another takes over within the
-//! lease without paging again. Real gateways in this process, a real
-//! Redis, a real webhook receiver (`JobSink` records each POST).
+//! lease without paging again. Then the same with three `levee run`
+//! processes sharing Redis and PostgreSQL: one incident number on every
+//! replica, an acknowledgement on one seen on all, a leader killed with
+//! SIGKILL, a replica that joins late (with no store) catching up, and a
+//! restart of the whole fleet keeping the history. A real Redis, a real
+//! PostgreSQL, a real webhook receiver (`JobSink` records each POST).
 
-use levee_testkit::{eventually, Client, FakeUpstream, JobSink, RedisServer, Reply, TestGateway};
+mod common;
+
+use common::{Spawned, LEVEE};
+use levee_testkit::{
+    eventually, Client, FakeUpstream, JobSink, PostgresServer, RedisServer, Reply, TestGateway,
+};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn config(upstream: SocketAddr, redis: &str, hook: SocketAddr) -> String {
@@ -167,4 +178,257 @@ async fn leaders_of(gateways: &[TestGateway]) -> Vec<bool> {
         l.push(slos(gw).await["fleet"]["leader"].as_bool().unwrap_or(false));
     }
     l
+}
+
+/// The fleet's config for `levee run`, with `store` as its `[store]` table.
+fn process_config(upstream: SocketAddr, redis: &str, hook: SocketAddr, store: &str) -> String {
+    config(upstream, redis, hook).replace("[redis]", &format!("[store]\n{store}\n\n[redis]"))
+}
+
+async fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    Client::http1()
+        .get(&format!("http://{admin}{path}"))
+        .await
+        .json()
+}
+
+/// What each replica's API says: the SLO's events, the incidents' ids and
+/// who acknowledged them, and whether it leads.
+async fn views(admins: &[SocketAddr]) -> Vec<(u64, Vec<(u64, Option<String>)>, bool)> {
+    let mut out = Vec::new();
+    for admin in admins {
+        let slos = get_json(*admin, "/api/v1/slos").await;
+        let incidents = get_json(*admin, "/api/v1/incidents").await;
+        let listed = incidents["incidents"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        (
+                            i["id"].as_u64().unwrap_or(0),
+                            i["acknowledged"]["by"].as_str().map(str::to_string),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((
+            slos["slos"][0]["events"].as_u64().unwrap_or(0),
+            listed,
+            slos["fleet"]["leader"].as_bool().unwrap_or(false),
+        ));
+    }
+    out
+}
+
+/// `levee incident ARGS --admin http://ADMIN` as `alice`, on a blocking
+/// thread.
+async fn incident_cli(admin: SocketAddr, args: &[&str]) -> common::Run {
+    let mut all: Vec<String> = vec!["incident".into()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all.extend(["--admin".into(), format!("http://{admin}")]);
+    tokio::task::spawn_blocking(move || {
+        let cwd = std::env::temp_dir();
+        let mut cmd = common::command(LEVEE, &[], &cwd);
+        cmd.args(&all).env("USER", "alice");
+        let out = cmd.output().expect("run levee");
+        common::Run {
+            command: format!("USER=alice {LEVEE} {}", all.join(" ")),
+            cwd,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .expect("cli thread")
+}
+
+/// Stops a `levee run` with SIGTERM (a clean shutdown) and waits for it.
+fn terminate(mut process: Spawned) {
+    let pid = process.process().id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    let deadline = levee_core::time::now() + Duration::from_secs(20);
+    while levee_core::time::now() < deadline {
+        if process.process().try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "levee still running 20 s after SIGTERM:\n{}",
+        process.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_redis_and_postgres_act_as_one_gateway() {
+    let Some(pg) = PostgresServer::start("slo_fleet") else {
+        return;
+    };
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::builder("shop")
+        .otherwise(Reply::status(500))
+        .start()
+        .await;
+    let hook = JobSink::default();
+    let hook_addr = hook.start().await;
+    let dir = common::scratch_dir("slo_fleet", "processes");
+    let shared = dir.join("fleet.toml");
+    let store = format!("backend = \"postgres\"\nurl = \"{}\"", pg.url());
+    std::fs::write(
+        &shared,
+        process_config(upstream.addr(), &redis.url(), hook_addr, &store),
+    )
+    .unwrap();
+    let mut replicas: Vec<(Spawned, SocketAddr, SocketAddr)> =
+        (0..3).map(|_| Spawned::levee_run(&shared, &dir)).collect();
+
+    // A round-robin client over the replicas' listeners, counting what
+    // they answered (every answer is a failure the SLO counts).
+    let targets = Arc::new(Mutex::new(replicas.iter().map(|r| r.1).collect::<Vec<_>>()));
+    let served = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (targets, served, stop) = (targets.clone(), served.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = Client::http1();
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let to = {
+                    let t = targets.lock().unwrap();
+                    t[i % t.len()]
+                };
+                i += 1;
+                if client.get(&format!("http://{to}/")).await.status == 500 {
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    eventually(Duration::from_secs(30), "the fleet pages", || async {
+        firing_pages(&hook) >= 1
+    })
+    .await;
+
+    // One incident, with one number, on every replica.
+    let admins: Vec<SocketAddr> = replicas.iter().map(|r| r.2).collect();
+    eventually(
+        Duration::from_secs(10),
+        "every replica lists the same one incident",
+        || async {
+            let v = views(&admins).await;
+            v.iter()
+                .all(|(_, i, _)| i.len() == 1 && i[0].0 == v[0].1[0].0)
+        },
+    )
+    .await;
+    let id = views(&admins).await[0].1[0].0.to_string();
+
+    // Acknowledged on one replica: every replica shows it, and a second
+    // acknowledgement on another is refused, naming the first.
+    incident_cli(admins[0], &["ack", &id])
+        .await
+        .expect_code(0)
+        .expect_stdout(&format!("incident {id} acknowledged by alice"));
+    eventually(
+        Duration::from_secs(10),
+        "every replica shows the acknowledgement",
+        || async {
+            views(&admins)
+                .await
+                .iter()
+                .all(|(_, i, _)| i[0].1.as_deref() == Some("alice"))
+        },
+    )
+    .await;
+    incident_cli(admins[1], &["ack", &id, "--by", "bob"])
+        .await
+        .expect_code(1)
+        .expect_stderr(&format!("incident {id} was acknowledged by alice at "));
+
+    // The leader is killed (no clean hand-over): another replica leads
+    // once its lease runs out, and pages nothing again.
+    let leader = views(&admins)
+        .await
+        .iter()
+        .position(|(_, _, leads)| *leads)
+        .expect("a replica leads");
+    targets.lock().unwrap().retain(|t| *t != replicas[leader].1);
+    // Its last requests are shared by its next tick (every second); a
+    // kill before that would lose them, as it would in production.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (mut killed, _, _) = replicas.remove(leader);
+    killed.process().kill().expect("SIGKILL");
+    let _ = killed.process().wait();
+    let admins: Vec<SocketAddr> = replicas.iter().map(|r| r.2).collect();
+    eventually(Duration::from_secs(10), "another replica leads", || async {
+        views(&admins).await.iter().any(|(_, _, leads)| *leads)
+    })
+    .await;
+
+    // A replica joins late, with no store of its own: it catches up from
+    // Redis (the buckets, the alert, the incident and its acknowledgement).
+    let alone = dir.join("joining.toml");
+    std::fs::write(
+        &alone,
+        process_config(
+            upstream.addr(),
+            &redis.url(),
+            hook_addr,
+            "path = \":memory:\"",
+        ),
+    )
+    .unwrap();
+    replicas.push(Spawned::levee_run(&alone, &dir));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    traffic.await.unwrap();
+    let served = served.load(Ordering::SeqCst);
+    let admins: Vec<SocketAddr> = replicas.iter().map(|r| r.2).collect();
+    eventually(
+        Duration::from_secs(10),
+        "every replica, the late one too, shows the fleet's events and incident",
+        || async {
+            views(&admins).await.iter().all(|(events, incidents, _)| {
+                *events == served
+                    && incidents.len() == 1
+                    && incidents[0].0.to_string() == id
+                    && incidents[0].1.as_deref() == Some("alice")
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        firing_pages(&hook),
+        1,
+        "paged exactly once across the kill and the join: {} posts",
+        hook.seen().len()
+    );
+
+    // The whole fleet stops and starts again: the history is kept.
+    for (process, _, _) in replicas.drain(..) {
+        terminate(process);
+    }
+    let replicas: Vec<(Spawned, SocketAddr, SocketAddr)> =
+        (0..3).map(|_| Spawned::levee_run(&shared, &dir)).collect();
+    let admins: Vec<SocketAddr> = replicas.iter().map(|r| r.2).collect();
+    eventually(
+        Duration::from_secs(15),
+        "after a restart of all, every replica shows the same history",
+        || async {
+            views(&admins).await.iter().all(|(events, incidents, _)| {
+                *events == served
+                    && incidents.len() == 1
+                    && incidents[0].0.to_string() == id
+                    && incidents[0].1.as_deref() == Some("alice")
+            })
+        },
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -168,6 +168,9 @@ pub(crate) struct OperatorLog {
     pub(crate) notes: Vec<OperatorMark>,
     /// The place of the next action in the store.
     next_seq: u32,
+    /// The places taken (at most the notes and two more), so a row read
+    /// twice is taken once.
+    taken: std::collections::BTreeSet<u32>,
 }
 
 impl OperatorLog {
@@ -227,8 +230,12 @@ impl OperatorLog {
     }
 
     /// Takes a stored (or just checked) row into the log; rows of an
-    /// unknown kind are skipped.
-    pub(crate) fn apply(&mut self, row: &IncidentActionRow) {
+    /// unknown kind are skipped. False when the log had it already (a
+    /// fleet's replicas read each other's actions, and their own, back).
+    pub(crate) fn apply(&mut self, row: &IncidentActionRow) -> bool {
+        if !self.taken.insert(row.seq) {
+            return false;
+        }
         let mark = OperatorMark {
             by: row.actor.clone(),
             at: rfc3339(row.at_ns),
@@ -252,6 +259,7 @@ impl OperatorLog {
             }
         }
         self.next_seq = self.next_seq.max(row.seq.saturating_add(1));
+        true
     }
 
     /// When it was acknowledged.
@@ -404,6 +412,18 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_row_read_twice_is_taken_once() {
+        // A fleet's replicas read back the actions they shared.
+        let i = incident(None);
+        let mut log = OperatorLog::default();
+        let row = log.check(&i, &note("bob", "looking"), T0).unwrap();
+        assert!(log.apply(&row));
+        assert!(!log.apply(&row), "the second reading changes nothing");
+        assert_eq!(log.notes.len(), 1);
+        assert_eq!(log.check(&i, &ack("bob"), T0).unwrap().seq, 1);
+    }
+
+    #[test]
     fn notes_are_bounded_and_a_restored_log_continues_its_numbering() {
         let i = incident(None);
         let mut log = OperatorLog::default();
@@ -429,7 +449,9 @@ pub(super) mod tests {
             .collect();
         rows.reverse();
         let mut restored = OperatorLog::default();
-        rows.iter().for_each(|r| restored.apply(r));
+        for r in &rows {
+            restored.apply(r);
+        }
         assert_eq!(restored.notes.len(), 2);
         assert!(restored.acknowledged.is_some());
         let next = restored.check(&i, &resolve("a", None), T0).unwrap();

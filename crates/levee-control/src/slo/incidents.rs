@@ -69,17 +69,25 @@ pub(super) fn trace_incident(
 impl Ledger<'_> {
     /// Opens the incident a page alert's firing `t` starts; its id.
     pub(super) fn open_incident(&mut self, series: &Series, t: &Transition) -> u64 {
-        let id = *self.next_incident_id;
-        *self.next_incident_id += 1;
+        let id = self
+            .fleet_incident_id
+            .take()
+            .unwrap_or(*self.next_incident_id);
+        *self.next_incident_id = (*self.next_incident_id).max(id + 1);
         series.metrics.incidents.inc();
         let row = trace_incident(series, id, t, None, self.end);
         tracing::warn!(slo = %series.def.id, incident = id, "SLO page alert fired; incident opened");
         stage_incident(self.batch, &row);
-        self.incidents.push(TrackedIncident {
-            row,
-            settled: false,
-            log: OperatorLog::default(),
-        });
+        // In a fleet, the incident may be known already (taken from the
+        // leader's published state).
+        match self.incidents.iter_mut().find(|i| i.row.id == id) {
+            Some(known) => known.row = row,
+            None => self.incidents.push(TrackedIncident {
+                row,
+                settled: false,
+                log: OperatorLog::default(),
+            }),
+        }
         id
     }
 

@@ -19,6 +19,7 @@ mod incidents;
 mod report;
 mod run;
 mod series;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod tick;
@@ -74,6 +75,10 @@ pub(super) struct EngineState {
     /// store is not loaded yet, so nothing is evaluated or written (the
     /// counters keep every event until then).
     awaiting_store: bool,
+    /// In a fleet: whether this replica has caught up with it (`shared`).
+    fleet_joined: bool,
+    /// Operators' actions read from the fleet, not yet in the store.
+    unstored_actions: Vec<IncidentActionRow>,
 }
 
 impl EngineState {
@@ -175,6 +180,8 @@ impl SloEngine {
             config,
             last_tick: 0,
             awaiting_store: deferred,
+            fleet_joined: false,
+            unstored_actions: Vec::new(),
         };
         state.restore(snapshot, actions);
         // The stored incidents are in the API from the start, before the
@@ -496,27 +503,31 @@ impl SloEngine {
                     .into(),
             ));
         }
-        let tracked = state
-            .incidents
-            .iter()
-            .find(|i| i.row.id == id)
-            .ok_or(ActionError::NotFound(id))?;
-        let row = tracked.log.check(&tracked.row, &action, now)?;
+        let row = match &self.fleet {
+            Some(fleet) => {
+                self.share_action(fleet, &mut state, id, &action, now)
+                    .await?
+            }
+            None => {
+                let tracked = state
+                    .incidents
+                    .iter()
+                    .find(|i| i.row.id == id)
+                    .ok_or(ActionError::NotFound(id))?;
+                tracked.log.check(&tracked.row, &action, now)?
+            }
+        };
         if state.store.is_some() {
             // The incident's own row first: an action refers to it.
             self.flush(&mut state).await;
-            let mut store = state.store.take().expect("checked above");
-            let written = row.clone();
-            let (store, result) = tokio::task::spawn_blocking(move || {
-                let result = store.write_incident_actions(std::slice::from_ref(&written));
-                (store, result)
-            })
-            .await
-            .expect("store writes do not panic");
-            state.store = Some(store);
-            if let Err(e) = result {
-                tracing::error!(incident = id, error = %e, "storing an incident action failed; not taken");
-                return Err(ActionError::Store(e.to_string()));
+            if let Err(e) = self.write_actions(&mut state, vec![row.clone()]).await {
+                if self.fleet.is_none() {
+                    tracing::error!(incident = id, error = %e, "storing an incident action failed; not taken");
+                    return Err(ActionError::Store(e.to_string()));
+                }
+                // The fleet has it already: taken, and stored later.
+                tracing::warn!(incident = id, error = %e, "storing an incident action failed; the fleet has it, retrying next tick");
+                state.unstored_actions.push(row.clone());
             }
         }
         let tracked = state
@@ -537,6 +548,44 @@ impl SloEngine {
         incidents_report(&state, &mut report);
         self.report.store(Arc::new(report));
         Ok(status)
+    }
+}
+
+impl SloEngine {
+    /// In a fleet: the row that records `action` on incident `id`, checked
+    /// against every action any replica took and shared with them first,
+    /// so the fleet takes each incident's actions in one order. When Redis
+    /// does not answer, the action is checked and taken here only.
+    async fn share_action(
+        &self,
+        fleet: &fleet::SloFleet,
+        state: &mut EngineState,
+        id: u64,
+        action: &IncidentAction,
+        now: Nanos,
+    ) -> Result<IncidentActionRow, ActionError> {
+        // Another replica may take the same place at the same moment; a
+        // few rounds settle it.
+        for _ in 0..4 {
+            self.read_actions(fleet, state).await;
+            let tracked = state
+                .incidents
+                .iter()
+                .find(|i| i.row.id == id)
+                .ok_or(ActionError::NotFound(id))?;
+            let row = tracked.log.check(&tracked.row, action, now)?;
+            match fleet.append_action(&row).await {
+                Some(true) => return Ok(row),
+                Some(false) => continue,
+                None => {
+                    tracing::warn!(incident = id, "cannot share an incident action with the fleet; taken on this replica only");
+                    return Ok(row);
+                }
+            }
+        }
+        Err(ActionError::Conflict(format!(
+            "incident {id} is being changed on other replicas; try again"
+        )))
     }
 }
 

@@ -33,10 +33,19 @@ impl SloEngine {
         if resend {
             state.last_resend = now;
         }
+        if let Some(fleet) = &self.fleet {
+            if !state.fleet_joined {
+                state.fleet_joined = true;
+                self.catch_up(fleet, state, end - bucket_ns, bucket_ns)
+                    .await;
+            }
+            self.read_actions(fleet, state).await;
+        }
         let mut ledger = Ledger {
             batch: &mut state.batch,
             incidents: &mut state.incidents,
             next_incident_id: &mut state.next_incident_id,
+            fleet_incident_id: None,
             notifications: Vec::new(),
             end,
         };
@@ -71,6 +80,14 @@ impl SloEngine {
                 end,
             );
             for t in &transitions {
+                if let (Some(fleet), Severity::Page, AlertState::Firing { .. }) =
+                    (&self.fleet, t.severity, t.to)
+                {
+                    // Every replica opens this incident: one number for it.
+                    ledger.fleet_incident_id = fleet
+                        .incident_id(&series.def.id, t.at, *ledger.next_incident_id)
+                        .await;
+                }
                 ledger.transition(series, t);
             }
             if resend {
@@ -88,7 +105,8 @@ impl SloEngine {
             Some(fleet) => {
                 fleet
                     .dispatch(notifications, end, |n| self.notifier.send(n))
-                    .await
+                    .await;
+                self.publish(fleet, state, end).await;
             }
             None => {
                 for n in notifications {
@@ -98,6 +116,7 @@ impl SloEngine {
         }
         state.prune_on_the_hour(end);
         self.flush(state).await;
+        self.store_actions(state).await;
         let report = build_report(state, end);
         self.report.store(Arc::new(report));
     }
@@ -144,6 +163,9 @@ pub(super) struct Ledger<'a> {
     pub(super) batch: &'a mut Batch,
     pub(super) incidents: &'a mut Vec<TrackedIncident>,
     pub(super) next_incident_id: &'a mut u64,
+    /// In a fleet: the number the fleet gave the incident the next page
+    /// opens (else this replica numbers it).
+    pub(super) fleet_incident_id: Option<u64>,
     pub(super) notifications: Vec<Notification>,
     /// The end of the bucket this tick closes.
     pub(super) end: Nanos,
