@@ -249,8 +249,11 @@ pub async fn start(
     let board_store = store::open_store(&config, config_path.as_deref())
         .map_err(|message| StartError::Store { message })?;
     let status = Arc::new(
-        status_board::StatusBoard::open(board_store)
-            .map_err(|message| StartError::Store { message })?,
+        status_board::StatusBoard::open(
+            board_store,
+            config.store.backend == levee_config::StoreBackend::Postgres,
+        )
+        .map_err(|message| StartError::Store { message })?,
     );
     engine.exclude(status.exclusions());
     engine.join_fleet(&config).await;
@@ -319,6 +322,9 @@ pub async fn start(
         remote_write::spawn(rw, gateway.registry().clone(), gateway.drain_signal());
     }
     history::spawn(&history, &gateway);
+    if status.is_shared() {
+        status_board::spawn_refresh(Arc::downgrade(&status), gateway.drain_signal());
+    }
     Ok((
         gateway,
         Control {

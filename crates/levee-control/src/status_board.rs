@@ -11,6 +11,11 @@
 //! so a restart loses nothing) and the list of exclusion windows the SLO
 //! engine reads on each tick.
 //!
+//! With a store the replicas of a fleet share (PostgreSQL), every replica
+//! reads the posts again before each change and every few seconds
+//! ([`StatusBoard::refresh`]), so a post written on one replica is on
+//! every replica's status page and numbered after every post in the store.
+//!
 //! A post names **components**: SLOs by their `name`, or a tier (`core`,
 //! `optional`). None means every service. The status page shows them by
 //! their public names only.
@@ -535,6 +540,8 @@ impl Board {
 pub struct StatusBoard {
     inner: Mutex<Inner>,
     exclusions: Arc<ArcSwap<Vec<Exclusion>>>,
+    /// Other replicas write to the same store.
+    shared: bool,
 }
 
 struct Inner {
@@ -549,29 +556,39 @@ impl std::fmt::Debug for StatusBoard {
 }
 
 impl StatusBoard {
-    /// Loads the posts from `store` (none without a store). A post the
-    /// store holds but this version cannot read is skipped and logged.
-    pub fn open(mut store: Option<Box<dyn Store>>) -> Result<Self, String> {
-        let rows = match store.as_mut() {
-            Some(s) => s.load_status_posts().map_err(|e| e.to_string())?,
-            None => Vec::new(),
+    /// Loads the posts from `store` (none without a store); `shared`: other
+    /// replicas write to it too. A post the store holds but this version
+    /// cannot read is skipped and logged.
+    pub fn open(mut store: Option<Box<dyn Store>>, shared: bool) -> Result<Self, String> {
+        let board = match store.as_mut() {
+            Some(s) => load_board(s.as_mut()).map_err(|e| e.to_string())?,
+            None => Board::default(),
         };
-        let posts = rows
-            .into_iter()
-            .filter_map(|r| match serde_json::from_str::<Post>(&r.doc) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!(id = r.id, error = %e, "unreadable status page post skipped");
-                    None
-                }
-            })
-            .collect();
-        let board = Board::from_posts(posts);
         let exclusions = Arc::new(ArcSwap::from_pointee(board.exclusions()));
         Ok(Self {
             inner: Mutex::new(Inner { board, store }),
             exclusions,
+            shared,
         })
+    }
+
+    /// Whether other replicas write to this board's store.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Reads the posts again from a shared store (what other replicas
+    /// posted); nothing without one. Blocks on the store.
+    pub fn refresh(&self) {
+        if !self.shared {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Err(e) = reload(&mut inner) {
+            tracing::warn!(error = %e, "reading the status page posts again failed; keeping these");
+            return;
+        }
+        self.exclusions.store(Arc::new(inner.board.exclusions()));
     }
 
     /// The exclusion windows, as the SLO engine reads them.
@@ -597,6 +614,14 @@ impl StatusBoard {
         change: impl FnOnce(&mut Board) -> Result<u64, BoardError>,
     ) -> Result<Post, BoardError> {
         let mut inner = self.lock();
+        if self.shared {
+            // Another replica's posts first: this change applies to them,
+            // and a new post is numbered after them.
+            reload(&mut inner).map_err(|e| {
+                tracing::error!(error = %e, "status page posts cannot be read; not changed");
+                BoardError::Store
+            })?;
+        }
         let mut next = inner.board.clone();
         let id = change(&mut next)?;
         let removed = next.trim(now);
@@ -617,6 +642,54 @@ impl StatusBoard {
         inner.board = next;
         Ok(post)
     }
+}
+
+/// How often a board on a shared store reads what other replicas posted.
+const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a shared board's posts again every [`REFRESH_EVERY`] until the
+/// gateway drains.
+pub(crate) fn spawn_refresh(
+    board: std::sync::Weak<StatusBoard>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+                _ = drain.changed() => return,
+            }
+            let Some(board) = board.upgrade() else { return };
+            let _ = tokio::task::spawn_blocking(move || board.refresh()).await;
+        }
+    });
+}
+
+/// The board the store holds.
+fn load_board(store: &mut dyn Store) -> Result<Board, levee_store::StoreError> {
+    let posts = store
+        .load_status_posts()?
+        .into_iter()
+        .filter_map(|r| match serde_json::from_str::<Post>(&r.doc) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(id = r.id, error = %e, "unreadable status page post skipped");
+                None
+            }
+        })
+        .collect();
+    Ok(Board::from_posts(posts))
+}
+
+/// Replaces the board with the store's; ids already used here stay used.
+fn reload(inner: &mut Inner) -> Result<(), levee_store::StoreError> {
+    let Some(store) = inner.store.as_mut() else {
+        return Ok(());
+    };
+    let mut board = load_board(store.as_mut())?;
+    board.next_id = board.next_id.max(inner.board.next_id);
+    inner.board = board;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -797,7 +870,7 @@ mod tests {
         let path = dir.join("levee.db");
         let open = || {
             let store = levee_store::SqliteStore::open(&path).unwrap();
-            StatusBoard::open(Some(Box::new(store))).unwrap()
+            StatusBoard::open(Some(Box::new(store)), false).unwrap()
         };
         let board = open();
         let post = board

@@ -244,6 +244,38 @@ async fn incident_cli(admin: SocketAddr, args: &[&str]) -> common::Run {
     .expect("cli thread")
 }
 
+/// Opens a status page incident on the replica at `admin`; its id.
+async fn post_status(admin: SocketAddr, title: &str) -> u64 {
+    let body = serde_json::json!({ "title": title, "message": "We are looking into it." });
+    let req = hyper::Request::post(format!("http://{admin}/api/v1/status/incidents"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+    let reply = Client::http1().send(req).await.expect("POST a status post");
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["id"].as_u64().expect("an id")
+}
+
+/// The status page posts a replica has: ids and titles.
+async fn status_titles(admin: SocketAddr) -> Vec<(u64, String)> {
+    get_json(admin, "/api/v1/status/posts").await["posts"]
+        .as_array()
+        .map(|posts| {
+            posts
+                .iter()
+                .map(|p| {
+                    (
+                        p["id"].as_u64().unwrap_or(0),
+                        p["title"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Stops a `levee run` with SIGTERM (a clean shutdown) and waits for it.
 fn terminate(mut process: Spawned) {
     let pid = process.process().id().to_string();
@@ -350,6 +382,33 @@ async fn three_processes_on_redis_and_postgres_act_as_one_gateway() {
         .await
         .expect_code(1)
         .expect_stderr(&format!("incident {id} was acknowledged by alice at "));
+
+    // A status page post written on one replica is on every replica's
+    // page, and one written next on another is numbered after it.
+    let first = post_status(admins[0], "Checkout errors").await;
+    eventually(
+        Duration::from_secs(15),
+        "every replica has the status post",
+        || async {
+            let mut all = true;
+            for admin in &admins {
+                all &= status_titles(*admin)
+                    .await
+                    .contains(&(first, "Checkout errors".into()));
+            }
+            all
+        },
+    )
+    .await;
+    let second = post_status(admins[2], "Payments delayed").await;
+    assert_eq!(second, first + 1, "numbered after the other replica's post");
+    assert_eq!(
+        status_titles(admins[2]).await,
+        vec![
+            (first, "Checkout errors".to_string()),
+            (second, "Payments delayed".to_string())
+        ]
+    );
 
     // The leader is killed (no clean hand-over): another replica leads
     // once its lease runs out, and pages nothing again.
