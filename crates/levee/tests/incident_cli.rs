@@ -86,13 +86,7 @@ async fn incident(gw: &TestGateway, args: &[&str], user: Option<&str>, token: To
             cmd.env("LEVEE_ADMIN_TOKEN", TOKEN);
         }
         let out = cmd.output().expect("run levee");
-        Run {
-            command: format!("USER={user:?} {LEVEE} {}", all.join(" ")),
-            cwd,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(format!("USER={user:?} {LEVEE} {}", all.join(" ")), cwd, out)
     })
     .await
     .expect("cli thread")

@@ -193,8 +193,8 @@ async fn cli(args: &[&str], cwd: &Path, token: Option<&str>) -> Run {
             cmd.env("LEVEE_ADMIN_TOKEN", t);
         }
         let out = cmd.output().expect("run levee");
-        Run {
-            command: format!(
+        Run::of(
+            format!(
                 "{}{LEVEE} {}",
                 if token.is_some() {
                     "LEVEE_ADMIN_TOKEN=... "
@@ -204,10 +204,8 @@ async fn cli(args: &[&str], cwd: &Path, token: Option<&str>) -> Run {
                 args.join(" ")
             ),
             cwd,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            out,
+        )
     })
     .await
     .expect("cli thread")

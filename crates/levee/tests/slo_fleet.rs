@@ -221,6 +221,20 @@ async fn views(admins: &[SocketAddr]) -> Vec<(u64, Vec<(u64, Option<String>)>, b
     out
 }
 
+/// Waits until every replica shows `served` events and the one incident
+/// `id`, acknowledged by alice.
+async fn all_show(admins: &[SocketAddr], served: u64, id: &str, wait: Duration, what: &str) {
+    eventually(wait, what, || async {
+        views(admins).await.iter().all(|(events, incidents, _)| {
+            *events == served
+                && incidents.len() == 1
+                && incidents[0].0.to_string() == id
+                && incidents[0].1.as_deref() == Some("alice")
+        })
+    })
+    .await;
+}
+
 /// `levee incident ARGS --admin http://ADMIN` as `alice`, on a blocking
 /// thread.
 async fn incident_cli(admin: SocketAddr, args: &[&str]) -> common::Run {
@@ -232,13 +246,7 @@ async fn incident_cli(admin: SocketAddr, args: &[&str]) -> common::Run {
         let mut cmd = common::command(LEVEE, &[], &cwd);
         cmd.args(&all).env("USER", "alice");
         let out = cmd.output().expect("run levee");
-        common::Run {
-            command: format!("USER=alice {LEVEE} {}", all.join(" ")),
-            cwd,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        common::Run::of(format!("USER=alice {LEVEE} {}", all.join(" ")), cwd, out)
     })
     .await
     .expect("cli thread")
@@ -449,17 +457,12 @@ async fn three_processes_on_redis_and_postgres_act_as_one_gateway() {
     traffic.await.unwrap();
     let served = served.load(Ordering::SeqCst);
     let admins: Vec<SocketAddr> = replicas.iter().map(|r| r.2).collect();
-    eventually(
+    all_show(
+        &admins,
+        served,
+        &id,
         Duration::from_secs(10),
         "every replica, the late one too, shows the fleet's events and incident",
-        || async {
-            views(&admins).await.iter().all(|(events, incidents, _)| {
-                *events == served
-                    && incidents.len() == 1
-                    && incidents[0].0.to_string() == id
-                    && incidents[0].1.as_deref() == Some("alice")
-            })
-        },
     )
     .await;
     assert_eq!(
@@ -476,17 +479,12 @@ async fn three_processes_on_redis_and_postgres_act_as_one_gateway() {
     let replicas: Vec<(Spawned, SocketAddr, SocketAddr)> =
         (0..3).map(|_| Spawned::levee_run(&shared, &dir)).collect();
     let admins: Vec<SocketAddr> = replicas.iter().map(|r| r.2).collect();
-    eventually(
+    all_show(
+        &admins,
+        served,
+        &id,
         Duration::from_secs(15),
         "after a restart of all, every replica shows the same history",
-        || async {
-            views(&admins).await.iter().all(|(events, incidents, _)| {
-                *events == served
-                    && incidents.len() == 1
-                    && incidents[0].0.to_string() == id
-                    && incidents[0].1.as_deref() == Some("alice")
-            })
-        },
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -59,6 +59,17 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    /// The finished run described by `command` in `cwd`.
+    pub(crate) fn of(command: String, cwd: PathBuf, output: Output) -> Self {
+        Self {
+            command,
+            cwd,
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Everything about the run, for an assertion message.
     pub(crate) fn context(&self) -> String {
         format!(
