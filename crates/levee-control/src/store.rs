@@ -35,17 +35,7 @@ pub fn open_store(
     config_path: Option<&Path>,
 ) -> Result<Option<Box<dyn levee_store::Store>>, String> {
     if config.store.backend == StoreBackend::Postgres {
-        let Some(url) = &config.store.url else {
-            // The config refuses this; a config built in code may not.
-            return Err("store: `backend = \"postgres\"` needs `url`".to_owned());
-        };
-        let timeouts = levee_store::PostgresTimeouts {
-            connect: config.store.connect_timeout,
-            statement: config.store.statement_timeout,
-        };
-        return levee_store::PostgresStore::open_with(url.expose(), timeouts)
-            .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))
-            .map_err(|e| e.to_string());
+        return open_postgres(config).map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>));
     }
     let Some(path) = store_path(config, config_path) else {
         return Ok(None);
@@ -53,4 +43,19 @@ pub fn open_store(
     levee_store::SqliteStore::open(&path)
         .map(|s| Some(Box::new(s) as Box<dyn levee_store::Store>))
         .map_err(|e| e.to_string())
+}
+
+/// Opens the PostgreSQL store the config names (whatever its `backend`),
+/// with its timeouts; the error names the database (never its password)
+/// and what is wrong.
+pub fn open_postgres(config: &Config) -> Result<levee_store::PostgresStore, String> {
+    let Some(url) = &config.store.url else {
+        // The config refuses this; a config built in code may not.
+        return Err("store: `backend = \"postgres\"` needs `url`".to_owned());
+    };
+    let timeouts = levee_store::PostgresTimeouts {
+        connect: config.store.connect_timeout,
+        statement: config.store.statement_timeout,
+    };
+    levee_store::PostgresStore::open_with(url.expose(), timeouts).map_err(|e| e.to_string())
 }

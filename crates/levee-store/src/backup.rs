@@ -1,4 +1,6 @@
-//! Online backup, verification and restore of a [`SqliteStore`] file.
+//! Online backup, verification and restore of a [`SqliteStore`] file,
+//! and of a [`PostgresStore`] through the store's own export into a file
+//! of the same kind ([`backup_postgres()`], [`restore_postgres()`]).
 //!
 //! [`SqliteStore`]: crate::SqliteStore
 
@@ -11,10 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use crate::checksum::{digest, Digest};
+use crate::checksum::{digest, digest_tables, Digest};
 use crate::error::{io, sql, StoreError};
-use crate::schema::Identity;
+use crate::export::{self, Imported};
+use crate::schema::{self, Identity};
 use crate::sqlite::{check_directory, from_sql, to_sql};
+use crate::{PostgresStore, SCHEMA_VERSION};
 
 /// Pages copied per backup step (4 MiB with SQLite's default page size).
 const PAGES_PER_STEP: i32 = 1024;
@@ -73,6 +77,25 @@ pub struct RestoreReport {
     /// Its size in bytes.
     pub bytes: u64,
     /// Whether a database was there before and has been replaced.
+    pub replaced: bool,
+}
+
+/// What [`restore_postgres()`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresRestoreReport {
+    /// The verification that came first.
+    pub verify: VerifyReport,
+    /// The database, as [`PostgresStore::location`] names it (no password).
+    pub location: PathBuf,
+    /// Rows per data table now in the database, as a backup of it would
+    /// count them (a backup of an older schema version, migrated first,
+    /// differs from the backup's own counts in `meta`).
+    pub rows: Vec<(String, u64)>,
+    /// The checksum of the rows now in the database, as a backup of it
+    /// would compute it.
+    pub checksum: u64,
+    /// Whether the database held any rows before and they have been
+    /// replaced.
     pub replaced: bool,
 }
 
@@ -138,6 +161,158 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupReport, StoreError> {
     })
 }
 
+/// Backs up a [`PostgresStore`] into `dest`, a file of the same kind as
+/// [`backup()`] writes: a SQLite database at this build's
+/// [`SCHEMA_VERSION`] with the same tables, manifest and checksum, so
+/// [`verify()`] checks it and [`restore()`] or [`restore_postgres()`]
+/// puts it back into either backend.
+///
+/// Every data table is read in one `REPEATABLE READ`, read-only
+/// transaction (one consistent snapshot; gateways keep writing, unblocked)
+/// through the store's own export, whose statements may take up to ten
+/// minutes each. The rows are written into `dest.tmp` (created
+/// exclusively), the file's checksum is compared with the snapshot's, and
+/// the file is synced and renamed to `dest`, which is never overwritten.
+/// Of `levee_meta`, only `max_incident_id` is kept: the file's `meta` says
+/// the SQLite schema version, as a SQLite store's does.
+pub fn backup_postgres(store: &mut PostgresStore, dest: &Path) -> Result<BackupReport, StoreError> {
+    check_directory(dest)?;
+    refuse_existing(dest)?;
+    let tmp = TempFile::claim(with_suffix(dest, ".tmp"))?;
+    let mut dst = open_existing(&tmp.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    schema::prepare(&mut dst, &tmp.path)?;
+    let layout = export::layout(&dst).map_err(sql(&tmp.path, "reading the schema"))?;
+
+    let created_at_ns = now_ns();
+    let tables = store.export(&layout)?;
+    let Digest { rows, checksum } = digest_tables(&tables);
+    export::write_sqlite(&mut dst, &tables).map_err(sql(&tmp.path, "writing the rows"))?;
+    drop(tables);
+    let written = digest(&dst).map_err(sql(&tmp.path, "counting rows"))?;
+    if written.checksum != checksum {
+        return Err(StoreError::VerifyFailed {
+            path: tmp.path.clone(),
+            problems: vec![format!(
+                "the file's checksum is {:#018x}, the snapshot's {checksum:#018x}",
+                written.checksum
+            )],
+        });
+    }
+    write_manifest(
+        &mut dst,
+        &rows,
+        checksum,
+        i64::from(SCHEMA_VERSION),
+        created_at_ns,
+    )
+    .map_err(sql(&tmp.path, "writing the manifest"))?;
+    dst.close()
+        .map_err(|(_, e)| StoreError::sqlite(&tmp.path, "closing", e))?;
+    let bytes = sync_file(&tmp.path)?;
+
+    refuse_existing(dest)?;
+    tmp.persist(dest)?;
+    Ok(BackupReport {
+        path: dest.to_path_buf(),
+        rows,
+        checksum,
+        bytes,
+        created_at_ns,
+    })
+}
+
+/// Replaces the contents of a [`PostgresStore`] with a backup (of either
+/// backend), after [`verify()`] passes.
+///
+/// The backup is copied into a scratch database, its checksum compared
+/// with the verified one, and migrated there if it is of an older schema
+/// version (one newer than this build's fails verification). Then, in one
+/// transaction under the advisory lock the migrations take (a gateway
+/// starting meanwhile waits; two restores never interleave), every data
+/// table is emptied and filled with the backup's rows,
+/// `levee_meta.max_incident_id` is set to the backup's, everything is read
+/// back and its checksum compared before committing. Any failure rolls
+/// back and leaves the database as it was.
+///
+/// "In use" is decided by PostgreSQL's list of sessions: the store names
+/// its sessions `application_name=levee` (unless the URL names another),
+/// and while any other session so named is connected to the same
+/// database (a gateway, a backup) the restore fails with
+/// [`StoreError::InUse`] and changes nothing. It waits up to three seconds
+/// for such sessions to end first, as a gateway just stopped leaves its
+/// server process behind for a moment. A gateway whose URL sets another
+/// `application_name` is not seen: stop every gateway first.
+pub fn restore_postgres(
+    backup: &Path,
+    store: &mut PostgresStore,
+) -> Result<PostgresRestoreReport, StoreError> {
+    let verified = verify(backup)?;
+    if !verified.is_ok() {
+        return Err(StoreError::VerifyFailed {
+            path: backup.to_path_buf(),
+            problems: verified.problems,
+        });
+    }
+    let scratch = TempFile::scratch()?;
+    let tables = {
+        let src = open_existing(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut dst = open_existing(&scratch.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        copy(&src, &mut dst).map_err(sql(backup, "copying"))?;
+        drop(src);
+        dst.execute_batch("DROP TABLE IF EXISTS backup_manifest")
+            .map_err(sql(&scratch.path, "dropping the manifest"))?;
+        let copied = digest(&dst).map_err(sql(&scratch.path, "counting rows"))?;
+        if Some(copied.checksum) != verified.checksum {
+            return Err(copy_differs(&scratch.path, copied.checksum, &verified));
+        }
+        schema::prepare(&mut dst, &scratch.path)?;
+        export::read_sqlite(&dst).map_err(sql(&scratch.path, "reading the rows"))?
+    };
+    drop(scratch);
+    let Digest { rows, checksum } = digest_tables(&tables);
+    let location = store.location().to_path_buf();
+    match store.import(&tables)? {
+        Imported::Done { replaced } => Ok(PostgresRestoreReport {
+            verify: verified,
+            location,
+            rows,
+            checksum,
+            replaced,
+        }),
+        Imported::InUse { sessions } => Err(StoreError::InUse {
+            path: location,
+            by: format!(
+                "{sessions} other Levee session{} (application_name {})",
+                if sessions == 1 { "" } else { "s" },
+                crate::postgres::APPLICATION_NAME
+            ),
+        }),
+        Imported::Refused(reason) => Err(StoreError::Malformed {
+            path: backup.to_path_buf(),
+            reason: format!("cannot restore into PostgreSQL, nothing changed: {reason}"),
+        }),
+        Imported::Differs { checksum: back } => Err(StoreError::VerifyFailed {
+            path: location,
+            problems: vec![format!(
+                "the rows read back hash to {back:#018x}, the backup's to {checksum:#018x}; \
+                 rolled back, nothing changed"
+            )],
+        }),
+    }
+}
+
+fn copy_differs(path: &Path, copied: u64, verified: &VerifyReport) -> StoreError {
+    StoreError::VerifyFailed {
+        path: path.to_path_buf(),
+        problems: vec![format!(
+            "the restored copy's checksum is {copied:#018x}, the verified backup's {}",
+            verified
+                .checksum
+                .map_or_else(|| "(none)".to_owned(), |c| format!("{c:#018x}"))
+        )],
+    }
+}
+
 /// Checks a backup without changing it: copies it into a scratch database
 /// in the system's temporary directory (with the backup API), runs
 /// `PRAGMA integrity_check` and `foreign_key_check` there, checks the
@@ -198,16 +373,7 @@ pub fn restore(backup: &Path, db: &Path) -> Result<RestoreReport, StoreError> {
             .map_err(sql(&tmp.path, "dropping the manifest"))?;
         let copied = digest(&dst).map_err(sql(&tmp.path, "counting rows"))?;
         if Some(copied.checksum) != verified.checksum {
-            return Err(StoreError::VerifyFailed {
-                path: tmp.path.clone(),
-                problems: vec![format!(
-                    "the restored copy's checksum is {:#018x}, the verified backup's {}",
-                    copied.checksum,
-                    verified
-                        .checksum
-                        .map_or_else(|| "(none)".to_owned(), |c| format!("{c:#018x}"))
-                )],
-            });
+            return Err(copy_differs(&tmp.path, copied.checksum, &verified));
         }
         dst.close()
             .map_err(|(_, e)| StoreError::sqlite(&tmp.path, "closing", e))?;
@@ -262,6 +428,13 @@ fn check_backup(backup: &Path, scratch: &Path, report: &mut VerifyReport) -> Res
 
     let id = Identity::read(&dst).map_err(|e| format!("cannot read the header: {e}"))?;
     report.schema_version = u32::try_from(id.user_version).ok();
+    if id.application_id == crate::APPLICATION_ID && id.user_version > i64::from(SCHEMA_VERSION) {
+        return Err(format!(
+            "schema version {} is newer than this build's ({SCHEMA_VERSION}): \
+             verify and restore it with the Levee that wrote it, or a newer one",
+            id.user_version
+        ));
+    }
     if let Some(reason) = id.problem() {
         return Err(format!("not a Levee backup ({reason})"));
     }
@@ -422,6 +595,7 @@ fn ensure_not_in_use(db: &Path) -> Result<(), StoreError> {
         {
             return Err(StoreError::InUse {
                 path: db.to_path_buf(),
+                by: "another process".to_owned(),
             })
         }
         // A damaged or foreign file is what a restore may replace; nobody

@@ -51,9 +51,10 @@ pub enum StoreError {
     #[error("{}: already exists; {hint}", path.display())]
     Exists { path: PathBuf, hint: &'static str },
     /// Another connection (another process, e.g. a running gateway) has the
-    /// database open.
-    #[error("{}: in use by another process; stop Levee before restoring", path.display())]
-    InUse { path: PathBuf },
+    /// database open; `by` says who, e.g. `another process` or `2 other
+    /// Levee sessions (application_name levee)`.
+    #[error("{}: in use by {by}; stop Levee before restoring", path.display())]
+    InUse { path: PathBuf, by: String },
     /// A stored value cannot be read back, e.g. a history point's latency
     /// buckets that are not `index:count` pairs.
     #[error("{}: {reason}", path.display())]
@@ -81,7 +82,7 @@ impl StoreError {
             | Self::NotAStore { path, .. }
             | Self::Unsupported { path, .. }
             | Self::Exists { path, .. }
-            | Self::InUse { path }
+            | Self::InUse { path, .. }
             | Self::Malformed { path, .. }
             | Self::VerifyFailed { path, .. }
             | Self::WriterStopped { path } => path,

@@ -33,7 +33,11 @@
 //!   `levee backup FILE` and `levee restore FILE --verify`. A backup is
 //!   taken online (a running gateway keeps writing) and carries a manifest
 //!   of row counts and a checksum; a restore verifies a scratch copy first
-//!   and refuses a database that is in use.
+//!   and refuses a database that is in use. [`backup_postgres()`] and
+//!   [`restore_postgres()`] do the same for a [`PostgresStore`] through
+//!   the store's own export (`export`): the backup is the same kind of
+//!   SQLite file, verified the same way, so history moves between the
+//!   backends.
 //!
 //! # Numbers
 //!
@@ -63,12 +67,16 @@
 mod backup;
 mod checksum;
 mod error;
+mod export;
 mod jobs;
 mod postgres;
 mod schema;
 mod sqlite;
 
-pub use backup::{backup, restore, verify, BackupReport, RestoreReport, VerifyReport};
+pub use backup::{
+    backup, backup_postgres, restore, restore_postgres, verify, BackupReport,
+    PostgresRestoreReport, RestoreReport, VerifyReport,
+};
 pub use error::{PostgresError, SqliteError, StoreError};
 pub use jobs::{
     JobDurability, JobLog, JobLogStats, JobRecord, JobRecordState, JobWrite, WriteDone,

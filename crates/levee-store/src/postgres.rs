@@ -19,6 +19,14 @@
 //! advisory lock, so gateways starting together migrate once. A schema
 //! that is not Levee's, or is newer, is refused and left alone.
 //!
+//! # Backup and restore
+//!
+//! Through the store's own export (`crate::export`): every table read in
+//! one snapshot into a SQLite backup file, or replaced from one in one
+//! transaction under the migrations' advisory lock. Sessions are named
+//! `application_name=levee` unless the URL names another: that is how a
+//! restore tells that gateways are connected, and refuses.
+//!
 //! # Why its own runtime
 //!
 //! The [`Store`] trait is synchronous, and the control plane calls it both
@@ -56,7 +64,7 @@ use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Row};
 
 use crate::error::{PostgresError, PostgresFailure, StoreError};
 use crate::schema::APPLICATION_ID;
-use crate::sqlite::{decode_latency, encode_latency, from_sql, to_sql};
+use crate::sqlite::{encode_latency, from_sql, to_sql, with_latency};
 use crate::{
     AlertRow, Batch, BucketRow, HistoryBatch, HistoryRetention, HistoryRow, IncidentActionRow,
     IncidentRow, Retention, RolloutRow, Snapshot, StatusPostRow, Store,
@@ -155,9 +163,14 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The `application_name` of the store's sessions, unless the URL names
+/// one: a restore refuses a database that other sessions so named are
+/// connected to (gateways, a backup).
+pub(crate) const APPLICATION_NAME: &str = "levee";
+
 /// Levee's tables besides `levee_meta`: one of them without `levee_meta`
 /// means the schema is someone else's (or damaged), and is left alone.
-const TABLES: &[&str] = &[
+pub(crate) const TABLES: &[&str] = &[
     "slo_buckets",
     "slo_alerts",
     "slo_incidents",
@@ -309,6 +322,11 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(timeouts.connect);
         }
+        // How a restore tells that gateways are connected (see
+        // `restore_postgres`); a URL that names its own wins.
+        if config.get_application_name().is_none() {
+            config.application_name(APPLICATION_NAME);
+        }
         let location = PathBuf::from(location(&config));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -338,6 +356,19 @@ impl PostgresStore {
         action: &'static str,
         work: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error> + Send,
     ) -> Result<T, StoreError> {
+        self.run_within(action, self.timeouts.statement, work)
+    }
+
+    /// [`PostgresStore::run`] with a deadline of `statement` plus the
+    /// margin, for a backup or a restore whose statements may take longer
+    /// than the session's `statement_timeout` (they raise it with `SET
+    /// LOCAL`).
+    pub(crate) fn run_within<T: Send>(
+        &mut self,
+        action: &'static str,
+        statement: Duration,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T, tokio_postgres::Error> + Send,
+    ) -> Result<T, StoreError> {
         let runtime = self.runtime.as_ref().expect("the runtime lives until drop");
         let session = &mut self.session;
         let (config, location, timeouts) = (&self.config, &self.location, self.timeouts);
@@ -347,7 +378,7 @@ impl PostgresStore {
                     *session = None;
                     *session = Some(connect(config, location, timeouts).await?);
                 }
-                let deadline = timeouts.statement + CALL_MARGIN;
+                let deadline = statement + CALL_MARGIN;
                 let client = &mut session.as_mut().expect("connected above").client;
                 let outcome = tokio::time::timeout(deadline, work(client)).await;
                 let failure = match outcome {
@@ -728,21 +759,7 @@ impl Store for PostgresStore {
                 })
                 .collect::<Result<Vec<_>, tokio_postgres::Error>>()
         })?;
-        rows.into_iter()
-            .map(|(mut row, text)| {
-                row.latency = decode_latency(&text).ok_or_else(|| StoreError::Malformed {
-                    path: self.location.clone(),
-                    reason: format!(
-                        "route_history ({}, {}, {}, {}): latency {text:?} is not index:count pairs",
-                        row.route,
-                        row.series,
-                        u8::from(row.coarse),
-                        row.start_ns
-                    ),
-                })?;
-                Ok(row)
-            })
-            .collect()
+        with_latency(&self.location, rows)
     }
 
     fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {

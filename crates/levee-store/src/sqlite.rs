@@ -541,21 +541,7 @@ impl Store for SqliteStore {
         let rows = self
             .read_history()
             .map_err(sql(&path, "loading the route history"))?;
-        rows.into_iter()
-            .map(|(mut row, text)| {
-                row.latency = decode_latency(&text).ok_or_else(|| StoreError::Malformed {
-                    path: path.clone(),
-                    reason: format!(
-                        "route_history ({}, {}, {}, {}): latency {text:?} is not index:count pairs",
-                        row.route,
-                        row.series,
-                        u8::from(row.coarse),
-                        row.start_ns
-                    ),
-                })?;
-                Ok(row)
-            })
-            .collect()
+        with_latency(&path, rows)
     }
 
     fn write_history(&mut self, batch: &HistoryBatch) -> Result<(), StoreError> {
@@ -607,6 +593,29 @@ pub(crate) fn encode_latency(pairs: &[(u16, u64)], out: &mut String) {
         // Writing to a String cannot fail.
         let _ = write!(out, "{bucket}:{count}");
     }
+}
+
+/// History points read with their latency text, decoded; a text that is
+/// not `index:count` pairs is [`StoreError::Malformed`], naming the point.
+pub(crate) fn with_latency(
+    path: &Path,
+    rows: Vec<(HistoryRow, String)>,
+) -> Result<Vec<HistoryRow>, StoreError> {
+    rows.into_iter()
+        .map(|(mut row, text)| {
+            row.latency = decode_latency(&text).ok_or_else(|| StoreError::Malformed {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "route_history ({}, {}, {}, {}): latency {text:?} is not index:count pairs",
+                    row.route,
+                    row.series,
+                    u8::from(row.coarse),
+                    row.start_ns
+                ),
+            })?;
+            Ok(row)
+        })
+        .collect()
 }
 
 /// The inverse of [`encode_latency`]; `None` for anything else.

@@ -1,7 +1,8 @@
 //! The store's behaviour through the trait, the same on SQLite and on a
 //! real PostgreSQL server (each scenario runs on both), then what only
-//! PostgreSQL has: a shared schema with its own identity, and a database
-//! that goes down, freezes and comes back.
+//! PostgreSQL has: a shared schema with its own identity, a database that
+//! goes down, freezes and comes back, and backup and restore through the
+//! store's own export.
 //!
 //! PostgreSQL comes from `levee-testkit`'s fixture, included by path so
 //! that this crate's tests do not build the whole test kit. Without
@@ -19,9 +20,10 @@ mod pg_server;
 
 use common::{alert, bucket, incident, sample_batch, TestDir, SEC, T0};
 use levee_store::{
-    Batch, HistoryBatch, HistoryRetention, HistoryRow, IncidentActionRow, PostgresStore,
-    PostgresTimeouts, Retention, RolloutRow, Snapshot, SqliteStore, StatusPostRow, Store,
-    StoreError, APPLICATION_ID, POSTGRES_SCHEMA_VERSION,
+    backup, backup_postgres, restore, restore_postgres, verify, Batch, HistoryBatch,
+    HistoryRetention, HistoryRow, IncidentActionRow, PostgresStore, PostgresTimeouts, Retention,
+    RolloutRow, Snapshot, SqliteStore, StatusPostRow, Store, StoreError, APPLICATION_ID,
+    POSTGRES_SCHEMA_VERSION, SCHEMA_VERSION,
 };
 use pg_server::PostgresServer;
 use std::time::Duration;
@@ -724,4 +726,271 @@ fn postgres_malformed_history_is_reported_and_the_password_never_shown() {
     assert!(!store.describe().contains("hunter2"));
     let bad = PostgresStore::open_with("postgres://levee:hunter2@[::1", fast()).unwrap_err();
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
+}
+
+// Backup and restore through the store's own export: a PostgreSQL store
+// backs up into the same kind of SQLite file as a SQLite store, verified
+// the same way, and either kind restores into either backend.
+
+/// Writes rows into every table, with the edges of each type: u64 above
+/// 2^63, NULLs, empty and non-ASCII text, repeated labels.
+fn fill(store: &mut dyn Store) {
+    let mut batch = sample_batch(T0);
+    let mut extreme = incident(u64::MAX, "edge", Some(u64::MAX));
+    extreme.bad_events = u64::MAX;
+    extreme.labels = vec![
+        ("dup".to_owned(), "1".to_owned()),
+        ("dup".to_owned(), "2".to_owned()),
+        (String::new(), "é ✓ 'quoted'".to_owned()),
+    ];
+    batch.incidents.push(extreme);
+    batch
+        .incidents
+        .push(incident(2, "checkout-availability", None));
+    batch
+        .buckets
+        .push(bucket("edge", true, i64::MAX as u64 + 1, 3, u64::MAX));
+    batch
+        .buckets
+        .extend((0..1200).map(|i| bucket("many", false, T0 + i * SEC, i, i + 1)));
+    store.write(&batch).unwrap();
+    store
+        .write_rollouts(
+            &[
+                rollout("checkout", r#"{"phase":"canary"}"#, T0),
+                rollout("api/édge ✓", "{}", u64::MAX),
+            ],
+            &[],
+        )
+        .unwrap();
+    store
+        .write_incident_actions(&[
+            action(1, 0, "ack", "ana", T0),
+            action(1, 1, "note", "bo", T0 + SEC),
+            action(u64::MAX, 0, "resolve", "cy", u64::MAX),
+        ])
+        .unwrap();
+    store
+        .write_status_posts(
+            &[
+                StatusPostRow {
+                    id: 7,
+                    doc: r#"{"title":"maintenance"}"#.to_owned(),
+                    updated_ns: T0,
+                },
+                StatusPostRow {
+                    id: u64::MAX,
+                    doc: "{}".to_owned(),
+                    updated_ns: 0,
+                },
+            ],
+            &[],
+        )
+        .unwrap();
+    store
+        .write_history(&HistoryBatch {
+            points: vec![
+                point("checkout", "route", false, T0, 5),
+                point("checkout", "canary", true, u64::MAX, 0),
+            ],
+            prune: None,
+        })
+        .unwrap();
+}
+
+/// Everything a store holds, as the trait reads it.
+#[derive(Debug, PartialEq)]
+struct Everything {
+    snapshot: Snapshot,
+    rollouts: Vec<RolloutRow>,
+    actions: Vec<IncidentActionRow>,
+    posts: Vec<StatusPostRow>,
+    history: Vec<HistoryRow>,
+}
+
+fn everything(store: &mut dyn Store) -> Everything {
+    Everything {
+        snapshot: sorted(store.load().unwrap()),
+        rollouts: store.load_rollouts().unwrap(),
+        actions: store.load_incident_actions().unwrap(),
+        posts: store.load_status_posts().unwrap(),
+        history: store.load_history().unwrap(),
+    }
+}
+
+/// `pg`'s URL for database `db`, created empty.
+fn new_database(pg: &PostgresServer, db: &str) -> String {
+    pg.psql(&format!("CREATE DATABASE {db}"));
+    pg.url().replace("/postgres", &format!("/{db}"))
+}
+
+#[test]
+fn postgres_backup_verify_restore_into_an_empty_database_round_trips() {
+    let Some(pg) = server("pg_backup") else {
+        return;
+    };
+    let dir = TestDir::new("pg-backup");
+    let mut source = PostgresStore::open_with(&pg.url(), fast()).unwrap();
+    fill(&mut source);
+    let before = everything(&mut source);
+
+    let file = dir.path("levee.bak");
+    let report = backup_postgres(&mut source, &file).unwrap();
+    assert!(report.bytes > 0);
+    assert!(!dir.path("levee.bak.tmp").exists());
+    let rows: Vec<(&str, u64)> = report.rows.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("meta", 2),
+            ("slo_buckets", 1204),
+            ("slo_alerts", 2),
+            ("slo_incidents", 3),
+            ("slo_incident_labels", 7),
+            ("rollouts", 2),
+            ("slo_incident_actions", 3),
+            ("status_posts", 2),
+            ("route_history", 2),
+        ]
+    );
+    // The same kind of file as a SQLite store's backup, verified the same way.
+    let verified = verify(&file).unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
+    assert_eq!(verified.checksum, Some(report.checksum));
+    assert_eq!(verified.rows, report.rows);
+    assert_eq!(verified.schema_version, Some(SCHEMA_VERSION));
+    assert_eq!(verified.created_at_ns, Some(report.created_at_ns));
+    // Never overwritten.
+    let err = backup_postgres(&mut source, &file).unwrap_err();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    drop(source);
+
+    let url = new_database(&pg, "restored");
+    let mut target = PostgresStore::open_with(&url, fast()).unwrap();
+    let restored = restore_postgres(&file, &mut target).unwrap();
+    assert!(!restored.replaced, "the database was empty");
+    assert_eq!(restored.checksum, report.checksum);
+    assert_eq!(restored.rows, report.rows);
+    assert_eq!(restored.location, target.location());
+    assert_eq!(everything(&mut target), before);
+    // A backup of the restored database is the same, row for row.
+    let again = backup_postgres(&mut target, &dir.path("again.bak")).unwrap();
+    assert_eq!(again.checksum, report.checksum);
+    assert_eq!(again.rows, report.rows);
+
+    // Restoring over rows replaces them all, and sets max_incident_id to
+    // the backup's even where that is lower.
+    let small = dir.path("small.db");
+    let mut sqlite = SqliteStore::open(&small).unwrap();
+    sqlite.write(&sample_batch(T0)).unwrap();
+    let expected = everything(&mut sqlite);
+    drop(sqlite);
+    backup(&small, &dir.path("small.bak")).unwrap();
+    let restored = restore_postgres(&dir.path("small.bak"), &mut target).unwrap();
+    assert!(restored.replaced);
+    assert_eq!(everything(&mut target), expected);
+    assert_eq!(target.load().unwrap().max_incident_id, Some(1));
+}
+
+#[test]
+fn sqlite_backups_restore_into_postgres_and_postgres_backups_into_sqlite() {
+    let Some(pg) = server("cross_backup") else {
+        return;
+    };
+    let dir = TestDir::new("cross-backup");
+    let db = dir.path("levee.db");
+    let mut sqlite = SqliteStore::open(&db).unwrap();
+    fill(&mut sqlite);
+    let rows = everything(&mut sqlite);
+    drop(sqlite);
+    let from_sqlite = backup(&db, &dir.path("sqlite.bak")).unwrap();
+
+    let mut postgres = PostgresStore::open_with(&pg.url(), fast()).unwrap();
+    restore_postgres(&dir.path("sqlite.bak"), &mut postgres).unwrap();
+    assert_eq!(everything(&mut postgres), rows);
+    let from_postgres = backup_postgres(&mut postgres, &dir.path("postgres.bak")).unwrap();
+    // The same rows make the same file contents, whichever the backend.
+    assert_eq!(from_postgres.checksum, from_sqlite.checksum);
+    assert_eq!(from_postgres.rows, from_sqlite.rows);
+
+    let copy = dir.path("copy.db");
+    let restored = restore(&dir.path("postgres.bak"), &copy).unwrap();
+    assert!(restored.verify.is_ok());
+    let mut sqlite = SqliteStore::open(&copy).unwrap();
+    assert_eq!(everything(&mut sqlite), rows);
+}
+
+#[test]
+fn postgres_restore_refuses_a_bad_backup_or_a_database_in_use_and_changes_nothing() {
+    let Some(pg) = server("pg_restore_refuses") else {
+        return;
+    };
+    let dir = TestDir::new("pg-restore-refuses");
+    let mut store = PostgresStore::open_with(&pg.url(), fast()).unwrap();
+    fill(&mut store);
+    let before = everything(&mut store);
+    let file = dir.path("levee.bak");
+    backup_postgres(&mut store, &file).unwrap();
+
+    // A row changed after the backup: the checksum no longer matches.
+    let changed = dir.path("changed.bak");
+    std::fs::copy(&file, &changed).unwrap();
+    rusqlite::Connection::open(&changed)
+        .unwrap()
+        .execute(
+            "UPDATE slo_buckets SET total = total + 1 WHERE slo = 'many'",
+            [],
+        )
+        .unwrap();
+    // Damaged bytes.
+    let damaged = dir.path("damaged.bak");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..].fill(0x5a);
+    std::fs::write(&damaged, bytes).unwrap();
+    // A newer schema than this build's.
+    let newer = dir.path("newer.bak");
+    std::fs::copy(&file, &newer).unwrap();
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    for bad in [&changed, &damaged, &newer] {
+        let err = restore_postgres(bad, &mut store).unwrap_err();
+        assert!(matches!(err, StoreError::VerifyFailed { .. }), "{err}");
+        assert_eq!(everything(&mut store), before, "{err}");
+    }
+    let err = restore_postgres(&newer, &mut store).unwrap_err();
+    assert!(err.to_string().contains("newer than this build's"), "{err}");
+
+    // A backup PostgreSQL cannot hold (text with a NUL character, which
+    // SQLite keeps) fails after some tables were already replaced: the
+    // transaction rolls back whole.
+    let db = dir.path("nul.db");
+    let mut sqlite = SqliteStore::open(&db).unwrap();
+    let mut batch = sample_batch(T0 + 100 * SEC);
+    batch.incidents[0]
+        .labels
+        .push(("nul".to_owned(), "a\0b".to_owned()));
+    sqlite.write(&batch).unwrap();
+    drop(sqlite);
+    backup(&db, &dir.path("nul.bak")).unwrap();
+    let err = restore_postgres(&dir.path("nul.bak"), &mut store).unwrap_err();
+    assert!(matches!(err, StoreError::Postgres { .. }), "{err}");
+    assert_eq!(everything(&mut store), before);
+
+    // Another Levee session on the database (a gateway): refused.
+    let gateway = PostgresStore::open_with(&pg.url(), fast()).unwrap();
+    let err = restore_postgres(&file, &mut store).unwrap_err();
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("in use by 1 other Levee session (application_name levee)"),
+        "{err}"
+    );
+    assert_eq!(everything(&mut store), before);
+    // Stopped, it no longer counts (its server process ends a moment later).
+    drop(gateway);
+    restore_postgres(&file, &mut store).unwrap();
+    assert_eq!(everything(&mut store), before);
 }

@@ -149,7 +149,8 @@ enum Command {
         command: DashboardsCommand,
     },
     /// Copy the state store (SLO history, alerts, incidents) to FILE while
-    /// Levee runs, with a manifest of row counts and a checksum.
+    /// Levee runs, with a manifest of row counts and a checksum; a
+    /// PostgreSQL store is exported into the same kind of SQLite file.
     Backup {
         /// The config file naming the store.
         #[arg(short, long)]
@@ -159,7 +160,7 @@ enum Command {
     },
     /// Check a backup (`--verify`: restore into a scratch store and compare
     /// integrity, counts and checksum), or restore it over the store named
-    /// by the config while Levee is stopped.
+    /// by the config (SQLite or PostgreSQL) while Levee is stopped.
     Restore {
         /// The backup file.
         file: PathBuf,
@@ -448,22 +449,32 @@ fn write_dashboards(config: &levee_config::Config, dir: &std::path::Path) -> Exi
     ExitCode::SUCCESS
 }
 
-/// The store file named by the config at `config`, or why there is none.
-fn store_file(config: &std::path::Path) -> Result<PathBuf, String> {
+/// The store the config at `config` names.
+enum StoreTarget {
+    /// The SQLite file.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database, connected (its schema checked).
+    Postgres(Box<levee_store::PostgresStore>),
+}
+
+/// The store named by the config at `config`, or why there is none; the
+/// error names the config file and what is wrong (never the database's
+/// password).
+fn store_target(config: &std::path::Path) -> Result<StoreTarget, String> {
     let loaded = levee_config::load_file(config).map_err(|d| d.to_string())?;
     if loaded.store.backend == levee_config::StoreBackend::Postgres {
-        return Err(format!(
-            "{}: the store is PostgreSQL: back it up with pg_dump -Fc and restore it with \
-             pg_restore (levee backup and restore work on the SQLite file)",
-            config.display()
-        ));
+        return levee_control::store::open_postgres(&loaded)
+            .map(|s| StoreTarget::Postgres(Box::new(s)))
+            .map_err(|e| format!("{}: {e}", config.display()));
     }
-    levee_control::store::store_path(&loaded, Some(config)).ok_or_else(|| {
-        format!(
-            "{}: store.path is \":memory:\": there is no store file",
-            config.display()
-        )
-    })
+    levee_control::store::store_path(&loaded, Some(config))
+        .map(StoreTarget::Sqlite)
+        .ok_or_else(|| {
+            format!(
+                "{}: store.path is \":memory:\": there is no store file",
+                config.display()
+            )
+        })
 }
 
 fn print_rows(rows: &[(String, u64)]) {
@@ -473,18 +484,26 @@ fn print_rows(rows: &[(String, u64)]) {
 }
 
 fn backup(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
-    let db = match store_file(config) {
-        Ok(db) => db,
+    let (from, result) = match store_target(config) {
+        Ok(StoreTarget::Sqlite(db)) => (
+            db.display().to_string(),
+            levee_store::backup(&db, file).map_err(|e| e.to_string()),
+        ),
+        Ok(StoreTarget::Postgres(mut store)) => {
+            let location = store.location().to_path_buf();
+            let result = levee_store::backup_postgres(&mut store, file)
+                .map_err(|e| in_config(config, &location, e));
+            (location.display().to_string(), result)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match levee_store::backup(&db, file) {
+    match result {
         Ok(report) => {
             println!(
-                "backed up {} to {} ({} bytes, checksum {:016x})",
-                db.display(),
+                "backed up {from} to {} ({} bytes, checksum {:016x})",
                 report.path.display(),
                 report.bytes,
                 report.checksum
@@ -496,6 +515,21 @@ fn backup(config: &std::path::Path, file: &std::path::Path) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A store error, prefixed with the config file when it is about the
+/// database that config names (`location`); one about a file names the
+/// file already.
+fn in_config(
+    config: &std::path::Path,
+    location: &std::path::Path,
+    e: levee_store::StoreError,
+) -> String {
+    if e.path() == location {
+        format!("{}: {e}", config.display())
+    } else {
+        e.to_string()
     }
 }
 
@@ -527,29 +561,49 @@ fn restore(file: &std::path::Path, verify: bool, config: Option<&std::path::Path
         eprintln!("error: restore needs -c CONFIG (or --verify)");
         return ExitCode::FAILURE;
     };
-    let db = match store_file(config) {
-        Ok(db) => db,
+    let result = match store_target(config) {
+        Ok(StoreTarget::Sqlite(db)) => levee_store::restore(file, &db)
+            .map_err(|e| e.to_string())
+            .map(|report| {
+                println!(
+                    "restored {} into {} ({} bytes{})",
+                    file.display(),
+                    report.path.display(),
+                    report.bytes,
+                    if report.replaced {
+                        ", replacing the old store"
+                    } else {
+                        ""
+                    }
+                );
+                print_rows(&report.verify.rows);
+            }),
+        Ok(StoreTarget::Postgres(mut store)) => {
+            let location = store.location().to_path_buf();
+            levee_store::restore_postgres(file, &mut store)
+                .map(|report| {
+                    println!(
+                        "restored {} into {} (checksum {:016x}{})",
+                        file.display(),
+                        report.location.display(),
+                        report.checksum,
+                        if report.replaced {
+                            ", replacing the old contents"
+                        } else {
+                            ""
+                        }
+                    );
+                    print_rows(&report.rows);
+                })
+                .map_err(|e| in_config(config, &location, e))
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match levee_store::restore(file, &db) {
-        Ok(report) => {
-            println!(
-                "restored {} into {} ({} bytes{})",
-                file.display(),
-                report.path.display(),
-                report.bytes,
-                if report.replaced {
-                    ", replacing the old store"
-                } else {
-                    ""
-                }
-            );
-            print_rows(&report.verify.rows);
-            ExitCode::SUCCESS
-        }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -304,3 +304,163 @@ async fn backup_while_running_then_verify_and_restore_keep_slo_history() {
     )
     .await;
 }
+
+/// A config whose store is the PostgreSQL database at `url`.
+fn postgres_config(dir: &std::path::Path, name: &str, url: &str) -> String {
+    let path = dir.join(name);
+    let config = format!(
+        "[[listeners]]\nname = \"public\"\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nname = \"r\"\ncluster = \"c\"\n\
+         [[clusters]]\nname = \"c\"\nendpoints = [\"127.0.0.1:9\"]\n\
+         [store]\nbackend = \"postgres\"\nurl = \"{url}\"\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// The `checksum X` of a backup or restore line.
+fn checksum_in(out: &str) -> String {
+    let at = out.find("checksum ").expect("a checksum") + "checksum ".len();
+    out[at..at + 16].to_owned()
+}
+
+#[test]
+fn backup_and_restore_of_a_postgres_store_through_the_cli() {
+    use levee_store::Store as _;
+    let Some(pg) = levee_testkit::PostgresServer::start("cli_backup") else {
+        return;
+    };
+    let dir = TempDir::new();
+    let url = pg.url().replace("levee@", "levee:hunter2@");
+    let location = pg.url();
+    {
+        let mut store = levee_store::PostgresStore::open(&url).unwrap();
+        store
+            .write(&levee_store::Batch {
+                buckets: vec![levee_store::BucketRow {
+                    slo: "r-availability".to_owned(),
+                    coarse: false,
+                    start_ns: 1_800_000_000_000_000_000,
+                    good: 29,
+                    total: 30,
+                }],
+                ..levee_store::Batch::default()
+            })
+            .unwrap();
+        store
+            .write_rollouts(
+                &[levee_store::RolloutRow {
+                    route: "r".to_owned(),
+                    state: "{}".to_owned(),
+                    updated_ns: 1,
+                }],
+                &[],
+            )
+            .unwrap();
+    }
+    // Trust authentication ignores the password; no output may show it.
+    let cli = |args: &[&str]| {
+        let (ok, out, err) = levee_cli(args);
+        assert!(
+            !out.contains("hunter2") && !err.contains("hunter2"),
+            "{out}{err}"
+        );
+        (ok, out, err)
+    };
+    let config = postgres_config(&dir.path, "levee.toml", &url);
+    let file = dir.path.join("backup.db");
+    let file_arg = file.to_str().unwrap();
+
+    let (ok, out, err) = cli(&["backup", "-c", &config, file_arg]);
+    assert!(ok, "backup failed: {out}{err}");
+    assert!(
+        out.starts_with(&format!("backed up {location} to {file_arg} (")),
+        "{out}"
+    );
+    assert!(out.contains("  slo_buckets: 1 rows\n"), "{out}");
+    assert!(out.contains("  rollouts: 1 rows\n"), "{out}");
+    let checksum = checksum_in(&out);
+
+    // The same kind of file as a SQLite store's backup, verified the same way.
+    let (ok, out, err) = cli(&["restore", file_arg, "--verify"]);
+    assert!(ok, "verify failed: {out}{err}");
+    assert!(out.contains(": OK ("), "{out}");
+    assert!(out.contains("  slo_buckets: 1 rows\n"), "{out}");
+    let (ok, _, err) = cli(&["backup", "-c", &config, file_arg]);
+    assert!(
+        !ok && err.contains("exists"),
+        "a backup never overwrites: {err}"
+    );
+
+    // Restored into an empty database: the same rows, the same checksum.
+    pg.psql("CREATE DATABASE copy");
+    let copy_url = url.replace("/postgres", "/copy");
+    let copy_config = postgres_config(&dir.path, "copy.toml", &copy_url);
+    let (ok, out, err) = cli(&["restore", file_arg, "-c", &copy_config]);
+    assert!(ok, "restore failed: {out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "restored {file_arg} into {} (checksum {checksum})",
+            location.replace("/postgres", "/copy")
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  slo_buckets: 1 rows\n"), "{out}");
+    let again = dir.path.join("again.db");
+    let (ok, out, err) = cli(&["backup", "-c", &copy_config, again.to_str().unwrap()]);
+    assert!(ok, "backup failed: {out}{err}");
+    assert_eq!(checksum_in(&out), checksum, "{out}");
+
+    // A damaged backup fails verification, and a restore of it changes nothing.
+    let damaged = dir.path.join("damaged.db");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..].fill(0x5a);
+    std::fs::write(&damaged, bytes).unwrap();
+    let damaged_arg = damaged.to_str().unwrap();
+    let (ok, out, err) = cli(&["restore", damaged_arg, "--verify"]);
+    assert!(!ok, "a damaged backup must fail: {out}{err}");
+    assert!(err.contains("verification FAILED"), "{err}");
+    pg.psql("DELETE FROM rollouts");
+    let (ok, out, err) = cli(&["restore", damaged_arg, "-c", &config]);
+    assert!(!ok, "a damaged backup must not be restored: {out}{err}");
+    assert!(err.contains("failed verification"), "{err}");
+    assert_eq!(pg.psql("SELECT count(*) FROM rollouts"), "0");
+
+    // A running gateway's session: the restore is refused, naming the config.
+    let gateway = levee_store::PostgresStore::open(&url).unwrap();
+    let (ok, out, err) = cli(&["restore", file_arg, "-c", &config]);
+    assert!(!ok, "restore must refuse a database in use: {out}{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: {config}: {location}: in use by 1 other Levee session"
+        )),
+        "{err}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM rollouts"), "0");
+    drop(gateway);
+    let (ok, out, err) = cli(&["restore", file_arg, "-c", &config]);
+    assert!(ok, "restore failed: {out}{err}");
+    assert!(out.contains("replacing the old contents"), "{out}");
+    assert_eq!(pg.psql("SELECT count(*) FROM rollouts"), "1");
+
+    // A database that cannot be reached: the error names the config.
+    let down = postgres_config(
+        &dir.path,
+        "down.toml",
+        "postgres://levee:hunter2@127.0.0.1:1/postgres",
+    );
+    let (ok, out, err) = cli(&[
+        "backup",
+        "-c",
+        &down,
+        dir.path.join("x.db").to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: {down}: postgres://levee@127.0.0.1:1/postgres: connecting"
+        )),
+        "{err}"
+    );
+}
