@@ -144,21 +144,15 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupReport, StoreError> {
         .map_err(sql(db, "ending the read transaction"))?;
     drop(src);
 
-    write_manifest(&mut dst, &rows, checksum, id.user_version, created_at_ns)
-        .map_err(sql(&tmp.path, "writing the manifest"))?;
-    dst.close()
-        .map_err(|(_, e)| StoreError::sqlite(&tmp.path, "closing", e))?;
-    let bytes = sync_file(&tmp.path)?;
-
-    refuse_existing(dest)?;
-    tmp.persist(dest)?;
-    Ok(BackupReport {
-        path: dest.to_path_buf(),
+    finish(
+        dst,
+        tmp,
+        dest,
         rows,
         checksum,
-        bytes,
+        id.user_version,
         created_at_ns,
-    })
+    )
 }
 
 /// Backs up a [`PostgresStore`] into `dest`, a file of the same kind as
@@ -198,14 +192,30 @@ pub fn backup_postgres(store: &mut PostgresStore, dest: &Path) -> Result<BackupR
             )],
         });
     }
-    write_manifest(
-        &mut dst,
-        &rows,
+    finish(
+        dst,
+        tmp,
+        dest,
+        rows,
         checksum,
         i64::from(SCHEMA_VERSION),
         created_at_ns,
     )
-    .map_err(sql(&tmp.path, "writing the manifest"))?;
+}
+
+/// Writes the manifest into the copy `dst` (at `tmp`), makes it durable
+/// and moves it to `dest`, which must not exist.
+fn finish(
+    mut dst: Connection,
+    tmp: TempFile,
+    dest: &Path,
+    rows: Vec<(String, u64)>,
+    checksum: u64,
+    user_version: i64,
+    created_at_ns: u64,
+) -> Result<BackupReport, StoreError> {
+    write_manifest(&mut dst, &rows, checksum, user_version, created_at_ns)
+        .map_err(sql(&tmp.path, "writing the manifest"))?;
     dst.close()
         .map_err(|(_, e)| StoreError::sqlite(&tmp.path, "closing", e))?;
     let bytes = sync_file(&tmp.path)?;

@@ -67,6 +67,19 @@ severities = ["page"]
     )
 }
 
+/// A Redis, an upstream that answers 500 to everything, and a webhook
+/// receiver with its address.
+async fn failing_shop() -> (RedisServer, FakeUpstream, JobSink, SocketAddr) {
+    let redis = RedisServer::start().await;
+    let upstream = FakeUpstream::builder("shop")
+        .otherwise(Reply::status(500))
+        .start()
+        .await;
+    let hook = JobSink::default();
+    let hook_addr = hook.start().await;
+    (redis, upstream, hook, hook_addr)
+}
+
 async fn slos(gw: &TestGateway) -> serde_json::Value {
     Client::http1()
         .get(&format!("{}/api/v1/slos", gw.admin_url()))
@@ -86,13 +99,7 @@ fn firing_pages(hook: &JobSink) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_counts_as_one_and_pages_once_across_a_leader_change() {
-    let redis = RedisServer::start().await;
-    let upstream = FakeUpstream::builder("shop")
-        .otherwise(Reply::status(500))
-        .start()
-        .await;
-    let hook = JobSink::default();
-    let hook_addr = hook.start().await;
+    let (redis, upstream, hook, hook_addr) = failing_shop().await;
     let toml = config(upstream.addr(), &redis.url(), hook_addr);
     let mut gateways = Vec::new();
     for _ in 0..3 {
@@ -309,13 +316,7 @@ async fn three_processes_on_redis_and_postgres_act_as_one_gateway() {
     let Some(pg) = PostgresServer::start("slo_fleet") else {
         return;
     };
-    let redis = RedisServer::start().await;
-    let upstream = FakeUpstream::builder("shop")
-        .otherwise(Reply::status(500))
-        .start()
-        .await;
-    let hook = JobSink::default();
-    let hook_addr = hook.start().await;
+    let (redis, upstream, hook, hook_addr) = failing_shop().await;
     let dir = common::scratch_dir("slo_fleet", "processes");
     let shared = dir.join("fleet.toml");
     let store = format!("backend = \"postgres\"\nurl = \"{}\"", pg.url());
