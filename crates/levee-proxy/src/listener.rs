@@ -456,7 +456,7 @@ async fn serve_http1_parking(
         let service_drain = drain.clone();
         let service = hyper::service::service_fn(move |req| {
             let version = req.version();
-            let handled = pipeline::handle(service_conn.clone(), req);
+            let handled = pipeline::handle(service_conn.clone(), req.map(crate::body::RequestBody::from));
             let drain = service_drain.clone();
             Box::pin(async move {
                 let resp = handled.await?;
@@ -679,7 +679,7 @@ where
     let service_drain = drain.clone();
     let service = hyper::service::service_fn(move |req| {
         let version = req.version();
-        let handled = pipeline::handle(service_conn.clone(), req);
+        let handled = pipeline::handle(service_conn.clone(), req.map(crate::body::RequestBody::from));
         let drain = service_drain.clone();
         async move {
             let resp = handled.await?;
