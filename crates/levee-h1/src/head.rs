@@ -47,6 +47,11 @@ impl Field {
         &buf[self.value.0 as usize..self.value.1 as usize]
     }
 
+    /// Where the value lies in the buffer (to share it without a copy).
+    pub fn value_range(&self) -> std::ops::Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
+
     /// Whether the field is named `lower` (given in lower case).
     pub fn is(&self, buf: &[u8], lower: &str) -> bool {
         self.name(buf).eq_ignore_ascii_case(lower.as_bytes())
@@ -93,6 +98,11 @@ impl RequestHead {
     /// The request target in `buf`.
     pub fn target<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.target.0 as usize..self.target.1 as usize]
+    }
+
+    /// Where the request target lies in the buffer.
+    pub fn target_range(&self) -> std::ops::Range<usize> {
+        self.target.0 as usize..self.target.1 as usize
     }
 }
 

@@ -69,6 +69,12 @@ impl BodyError {
 pub(crate) enum RequestBody {
     /// A body hyper's server reads.
     Hyper(Incoming),
+    /// None (the dedicated HTTP/1.1 path).
+    Empty,
+    /// Read whole with its head (the dedicated HTTP/1.1 path).
+    Whole(Option<Bytes>),
+    /// Still arriving on the dedicated HTTP/1.1 path's connection.
+    Streamed(crate::http1::StreamedBody),
 }
 
 impl From<Incoming> for RequestBody {
@@ -83,6 +89,15 @@ pub enum DownstreamError {
     /// hyper's server reported it.
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// The body's framing is invalid (the dedicated HTTP/1.1 path).
+    #[error("{0}")]
+    Framing(levee_h1::Error),
+    /// Reading from the client failed.
+    #[error("reading from the client failed: {0}")]
+    Io(std::io::Error),
+    /// The client closed the connection before the body ended.
+    #[error("the client closed the connection before the body ended")]
+    Closed,
 }
 
 impl DownstreamError {
@@ -91,6 +106,8 @@ impl DownstreamError {
     fn is_malformed(&self) -> bool {
         match self {
             DownstreamError::Hyper(e) => is_malformed(e),
+            DownstreamError::Framing(_) => true,
+            DownstreamError::Io(_) | DownstreamError::Closed => false,
         }
     }
 }
@@ -105,18 +122,29 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, DownstreamError>>> {
         match self.get_mut() {
             RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Streamed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+            RequestBody::Whole(bytes) => bytes.is_none(),
+            RequestBody::Streamed(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestBody::Streamed(body) => body.size_hint(),
         }
     }
 }

@@ -21,12 +21,12 @@ pub(crate) mod respond;
 
 use crate::admit::LimitReport;
 use crate::body::ProxyBody;
+use crate::body::RequestBody;
 use crate::headers::{self, REQUEST_ID};
 use crate::listener::{ConnInfo, ListenerConfig};
 use crate::record::Completion;
 use crate::router::CompiledRoute;
 use http::{header, HeaderValue, Request, Response};
-use crate::body::RequestBody;
 use levee_core::time::Instant;
 use levee_core::{ErrorKind, Outcome};
 use respond::Refusal;
@@ -158,7 +158,11 @@ pub(crate) struct Arrival<'a> {
 }
 
 impl<'a> Arrival<'a> {
-    fn new(conn: &'a ConnInfo, listener: &'a ListenerConfig, req: &mut Request<RequestBody>) -> Self {
+    fn new(
+        conn: &'a ConnInfo,
+        listener: &'a ListenerConfig,
+        req: &mut Request<RequestBody>,
+    ) -> Self {
         Self {
             start: levee_core::time::now(),
             conn,
@@ -194,7 +198,10 @@ pub(crate) struct RequestContext<'a> {
 
 /// Step 1: protocol limits and framing. (The codec refuses heads over
 /// twice the limit on its own; between the two, the answer is made here.)
-fn accept(listener: &ListenerConfig, req: &mut Request<RequestBody>) -> Result<(), Refusal<'static>> {
+fn accept(
+    listener: &ListenerConfig,
+    req: &mut Request<RequestBody>,
+) -> Result<(), Refusal<'static>> {
     headers::check_host(req).map_err(|detail| Refusal::new(ErrorKind::BadRequest, detail))?;
     if headers::head_size(req) > listener.limits.max_request_header_bytes {
         return Err(Refusal::new(

@@ -9,6 +9,7 @@
 //! concurrency limit as it ends. A 101 answer starts a byte tunnel.
 
 use crate::admit::ClusterAdmission;
+use crate::body::RequestBody;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::cluster::{ClusterRuntime, EndpointState};
 use crate::headers::{self, ForwardContext, GRPC_TIMEOUT, LEVEE_DEADLINE};
@@ -20,7 +21,6 @@ use crate::retry::RouteRetry;
 use crate::router::CompiledRoute;
 use crate::upstream::Http1Conn;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use crate::body::RequestBody;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use levee_config::{HashOn, UpstreamProtocol};
