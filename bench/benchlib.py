@@ -21,6 +21,8 @@ What lives here, and only here:
   histogram dumped by WRK_HIST_LUA, h2load's text output and --log-file,
   NGINX's error log, Levee's text log, HAProxy's "show stat" CSV (and
   reading it from the stats socket), Prometheus text (Levee's /metrics).
+- CPU time: a process's user and system time from /proc/PID/stat (every
+  thread), bench/load/cputime.py's file, CPU per request.
 - The open-model HTTP/1.1 load generator's parts (bench/scenarios/load.py
   and bench/overload/load.py): the keep-alive connection and its response
   parser, the connection pool, the arrival schedule, one timed request with
@@ -100,11 +102,14 @@ def duration_s(text: str) -> float:
 
 
 def parse_wrk(text: str) -> dict:
-    """wrk --latency output: requests/s, errors (non-2xx/3xx and socket
-    errors), and wrk's own percentiles in seconds (informational: reports
-    use percentile_hist() over the WRK_HIST_LUA dump instead)."""
+    """wrk --latency output: requests/s, requests completed ("N requests
+    in"; 0 when absent), errors (non-2xx/3xx and socket errors), and wrk's
+    own percentiles in seconds (informational: reports use
+    percentile_hist() over the WRK_HIST_LUA dump instead)."""
     m = re.search(r"Requests/sec:\s+([0-9.]+)", text)
     rps = float(m.group(1)) if m else NAN
+    m = re.search(r"^\s*(\d+) requests in ", text, re.M)
+    requests = int(m.group(1)) if m else 0
     wrk_pct = {}
     for m in re.finditer(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", text, re.M):
         wrk_pct[int(m.group(1))] = duration_s(m.group(2))
@@ -115,7 +120,7 @@ def parse_wrk(text: str) -> dict:
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     if m:
         errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "errors": errors, "wrk_pct": wrk_pct}
+    return {"rps": rps, "requests": requests, "errors": errors, "wrk_pct": wrk_pct}
 
 
 def parse_wrk_hist(text: str) -> tuple[list[tuple[float, int]], bool]:
@@ -131,19 +136,21 @@ def parse_wrk_hist(text: str) -> tuple[list[tuple[float, int]], bool]:
 
 
 def parse_h2load(text: str) -> dict:
-    """h2load output: requests/s and errors (failed, errored, timeout, 4xx, 5xx)."""
+    """h2load output: requests/s, requests done (after its warm-up; 0 when
+    absent) and errors (failed, errored, timeout, 4xx, 5xx)."""
     m = re.search(r"finished in [0-9.]+\w*, ([0-9.]+) req/s", text)
     rps = float(m.group(1)) if m else NAN
-    errors = 0
+    errors, requests = 0, 0
     m = re.search(
-        r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text
+        r"requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text
     )
     if m:
-        errors += sum(int(x) for x in m.groups())
+        requests = int(m.group(1))
+        errors += sum(int(x) for x in m.groups()[1:])
     m = re.search(r"status codes: \d+ 2xx, \d+ 3xx, (\d+) 4xx, (\d+) 5xx", text)
     if m:
         errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "errors": errors}
+    return {"rps": rps, "requests": requests, "errors": errors}
 
 
 def parse_h2load_log(lines: Iterable[str]) -> list[float]:
@@ -158,6 +165,61 @@ def parse_h2load_log(lines: Iterable[str]) -> list[float]:
             except ValueError:
                 pass
     return out
+
+
+# ---------------------------------------------------------------- CPU time
+
+
+def parse_proc_stat(text: str) -> tuple[int, int]:
+    """/proc/PID/stat -> (utime, stime) in clock ticks: the whole process,
+    every thread (the live ones and those that have exited). The command
+    name (field 2) may hold spaces and parentheses, so the fields are
+    counted from the last ")": utime and stime are fields 14 and 15."""
+    rest = text[text.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state).
+    return int(rest[11]), int(rest[12])
+
+
+def proc_cpu(pids: Iterable[int], proc: str = "/proc") -> tuple[float, float]:
+    """(user, system) CPU seconds so far of the processes pids, summed; a
+    process that is gone counts 0."""
+    hz = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"{proc}/{pid}/stat") as f:
+                u, s = parse_proc_stat(f.read())
+        except (OSError, ValueError, IndexError):
+            continue
+        user += u
+        system += s
+    return user / hz, system / hz
+
+
+def parse_cputime(text: str) -> dict:
+    """bench/load/cputime.py's file -> {"command": (total, user, system),
+    "pids": (total, user, system) or None}, CPU seconds. The first line is
+    the command's own (its children included); a second line "pids
+    PID,PID total user system" is what the processes given with --pids
+    spent while the command ran."""
+    out = {"command": None, "pids": None}
+    for line in text.splitlines():
+        parts = line.split()
+        try:
+            if len(parts) == 3 and out["command"] is None:
+                out["command"] = tuple(float(x) for x in parts)
+            elif len(parts) == 5 and parts[0] == "pids":
+                out["pids"] = tuple(float(x) for x in parts[2:])
+        except ValueError:
+            pass
+    return out
+
+
+def cpu_us_per_request(cpu_s: float, requests: float) -> float:
+    """CPU microseconds per request; NaN without requests or CPU figure."""
+    if not requests or requests <= 0 or cpu_s != cpu_s:
+        return NAN
+    return cpu_s * 1e6 / requests
 
 
 # ---------------------------------------------------------------- proxy logs

@@ -3,20 +3,27 @@
 the percentile rule, and every parser on sample lines written in the formats
 the harnesses configure (NGINX error_log at warn, Levee's text log,
 HAProxy's "show stat" CSV from the stats socket, wrk --latency with
-bench/wrk_hist.lua, h2load with --log-file, Prometheus text).
+bench/wrk_hist.lua, h2load with --log-file, Prometheus text, /proc/PID/stat
+and bench/load/cputime.py's file); and bench/report.py's summary of
+bench/run.sh's results (CPU per request, ratios, the policy stack's cost).
 
   python3 -m unittest discover -s bench -p 'test_*.py'
   python3 bench/test_benchlib.py
 """
 
+import contextlib
+import io
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 import benchlib  # noqa: E402
+import report  # noqa: E402
 
 
 class Percentile(unittest.TestCase):
@@ -83,7 +90,9 @@ Transfer/sec:      6.71MB
     def test_wrk(self):
         w = benchlib.parse_wrk(self.WRK)
         self.assertAlmostEqual(w["rps"], 52100.33)
+        self.assertEqual(w["requests"], 156300)
         self.assertEqual(w["errors"], 7)
+        self.assertEqual(benchlib.parse_wrk("garbage")["requests"], 0)
         self.assertAlmostEqual(w["wrk_pct"][99], 0.0021)
         self.assertAlmostEqual(w["wrk_pct"][50], 0.00115)
         self.assertAlmostEqual(benchlib.duration_s("850.00us"), 0.00085)
@@ -107,11 +116,197 @@ status codes: 123700 2xx, 0 3xx, 0 4xx, 3 5xx
 """
         h = benchlib.parse_h2load(text)
         self.assertAlmostEqual(h["rps"], 41234.5)
+        self.assertEqual(h["requests"], 123703)
         self.assertEqual(h["errors"], 9)
         lat = benchlib.parse_h2load_log(["1733280000123456\t200\t1520\n", "1733280000123999\t200\t980\n", "junk\n"])
         self.assertEqual(len(lat), 2)
         self.assertAlmostEqual(lat[0], 0.00152)
         self.assertAlmostEqual(benchlib.percentile(lat, 99), 0.00152)
+
+
+class CpuTime(unittest.TestCase):
+    # Fields 1-17 of a real /proc/PID/stat, but for the command name, which
+    # may hold spaces and parentheses: utime 1234, stime 567.
+    STAT = "4321 (a b) (c)) S 1 4321 4321 0 -1 4194560 1000 0 0 0 1234 567 0 0 20 0 3 0 100 1000000 200\n"
+
+    def test_parse_proc_stat(self):
+        self.assertEqual(benchlib.parse_proc_stat(self.STAT), (1234, 567))
+        with open("/proc/self/stat") as f:
+            u, s = benchlib.parse_proc_stat(f.read())
+        self.assertGreaterEqual(u, 0)
+        self.assertGreaterEqual(s, 0)
+
+    def test_proc_cpu_sums_processes(self):
+        hz = os.sysconf("SC_CLK_TCK")
+        with tempfile.TemporaryDirectory() as d:
+            for pid, (u, s) in {"10": (100, 50), "11": (300, 0)}.items():
+                os.mkdir(os.path.join(d, pid))
+                with open(os.path.join(d, pid, "stat"), "w") as f:
+                    f.write(self.STAT.replace("1234 567", f"{u} {s}"))
+            # 12 does not exist (a process that has gone): it counts 0.
+            user, system = benchlib.proc_cpu([10, 11, 12], proc=d)
+        self.assertAlmostEqual(user, 400 / hz)
+        self.assertAlmostEqual(system, 50 / hz)
+        self.assertEqual(benchlib.proc_cpu([]), (0.0, 0.0))
+
+    def test_parse_cputime(self):
+        c = benchlib.parse_cputime("1.500 1.000 0.500\npids 10,11 3.250 2.000 1.250\n")
+        self.assertEqual(c["command"], (1.5, 1.0, 0.5))
+        self.assertEqual(c["pids"], (3.25, 2.0, 1.25))
+        c = benchlib.parse_cputime("1.500 1.000 0.500\n")
+        self.assertEqual(c["command"], (1.5, 1.0, 0.5))
+        self.assertIsNone(c["pids"])
+        self.assertEqual(benchlib.parse_cputime(""), {"command": None, "pids": None})
+
+    def test_cpu_us_per_request(self):
+        self.assertAlmostEqual(benchlib.cpu_us_per_request(3.0, 150000), 20.0)
+        self.assertTrue(math.isnan(benchlib.cpu_us_per_request(3.0, 0)))
+        self.assertTrue(math.isnan(benchlib.cpu_us_per_request(float("nan"), 100)))
+
+    def test_cputime_py_reads_the_given_pids(self):
+        # A busy process, measured while cputime.py runs "sleep": the pids
+        # line has its CPU, the first line the sleep's (about none).
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                out = os.path.join(d, "x.cpu")
+                code = subprocess.call(
+                    [sys.executable, os.path.join(HERE, "load", "cputime.py"), "--pids", str(busy.pid), out, "sleep", "0.5"]
+                )
+                self.assertEqual(code, 0)
+                with open(out) as f:
+                    text = f.read()
+        finally:
+            busy.kill()
+            busy.wait()
+        c = benchlib.parse_cputime(text)
+        self.assertLess(c["command"][0], 0.4)
+        self.assertTrue(text.splitlines()[1].startswith(f"pids {busy.pid} "))
+        self.assertGreater(c["pids"][0], 0)
+        self.assertAlmostEqual(c["pids"][0], c["pids"][1] + c["pids"][2], places=2)
+        self.assertTrue(math.isnan(report.proxy_cpu_s(None)))
+        self.assertTrue(math.isnan(report.proxy_cpu_s("/nonexistent.cpu")))
+
+
+class Report(unittest.TestCase):
+    HEADER = "# scenario\ttarget\tround\trps\tp50_us\tp99_us\terrors\trequests\tcpu_s\n"
+
+    def results(self, rows, header=HEADER):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        d = tmp.name
+        path = os.path.join(d, "results.tsv")
+        with open(path, "w") as f:
+            f.write(header)
+            for r in rows:
+                f.write("\t".join(str(x) for x in r) + "\n")
+        return path, d
+
+    ROWS = [
+        # scenario target round rps p50 p99 errors requests cpu_s
+        ("a", "levee", 1, 40000.0, 1300.0, 3000.0, 0, 120000, 2.4),  # 20 us/req
+        ("a", "levee", 2, 42000.0, 1300.0, 3200.0, 0, 126000, 2.772),  # 22 us/req
+        ("a", "levee-policy", 1, 36000.0, 1400.0, 3300.0, 0, 108000, 2.592),  # 24
+        ("a", "levee-policy", 2, 38000.0, 1400.0, 3500.0, 0, 114000, 2.964),  # 26
+        ("a", "nginx", 1, 50000.0, 1000.0, 2500.0, 0, 150000, 2.25),  # 15
+        ("a", "nginx", 2, 50000.0, 1000.0, 2500.0, 0, 150000, 2.55),  # 17
+        ("a", "haproxy", 1, 48000.0, 1100.0, 3000.0, 0, 144000, 2.88),  # 20
+        ("a", "haproxy", 2, 48000.0, 1100.0, 3000.0, 0, 144000, 2.88),  # 20
+        ("a", "direct", 1, 100000.0, 300.0, 900.0, 0, 300000, "nan"),
+        ("a", "direct", 2, 100000.0, 300.0, 900.0, 0, 300000, "nan"),
+        ("c", "levee", 1, 30000.0, 9000.0, 20000.0, 0, 90000, "nan"),
+        ("c", "nginx", 1, 25000.0, 9000.0, 25000.0, 0, 75000, "nan"),
+    ]
+
+    def test_cpu_per_request_median_of_rounds(self):
+        path, _ = self.results(self.ROWS)
+        rows = report.read_results(path)
+        self.assertAlmostEqual(report.median_of(rows, "a", "levee", report.CPU_US), 21.0)
+        self.assertAlmostEqual(report.median_of(rows, "a", "levee-policy", report.CPU_US), 25.0)
+        self.assertAlmostEqual(report.median_of(rows, "a", "nginx", report.CPU_US), 16.0)
+        self.assertTrue(math.isnan(report.median_of(rows, "a", "direct", report.CPU_US)))
+        self.assertTrue(math.isnan(report.median_of(rows, "c", "levee", report.CPU_US)))
+        self.assertAlmostEqual(report.median_of(rows, "a", "levee", report.RPS), 41000.0)
+
+    def test_old_results_without_cpu(self):
+        path, _ = self.results(
+            [r[:7] for r in self.ROWS], "# scenario\ttarget\tround\trps\tp50_us\tp99_us\terrors\n"
+        )
+        rows = report.read_results(path)
+        self.assertAlmostEqual(report.median_of(rows, "a", "levee", report.RPS), 41000.0)
+        self.assertTrue(math.isnan(report.median_of(rows, "a", "levee", report.CPU_US)))
+        # No CPU/req rows without CPU figures.
+        self.assertEqual(
+            [(l, m) for l, m, _ in report.ratio_rows(rows)],
+            [
+                ("a", "req/s"), ("a", "p99"),
+                ("a, policy stack", "req/s"), ("a, policy stack", "p99"),
+                ("c", "req/s"), ("c", "p99"),
+            ],
+        )
+
+    def test_ratio_rows(self):
+        path, _ = self.results(self.ROWS)
+        got = {(l, m): v for l, m, v in report.ratio_rows(report.read_results(path))}
+        # Levee/NGINX, Levee/HAProxy, Levee/direct, NGINX/direct, HAProxy/direct
+        self.assertEqual(
+            sorted(got),
+            sorted(
+                [
+                    ("a", "req/s"), ("a", "p99"), ("a", "CPU/req"),
+                    ("a, policy stack", "req/s"), ("a, policy stack", "p99"), ("a, policy stack", "CPU/req"),
+                    ("c", "req/s"), ("c", "p99"),
+                ]
+            ),
+        )
+        v = got[("a", "req/s")]
+        self.assertAlmostEqual(v[0], 41000 / 50000)
+        self.assertAlmostEqual(v[1], 41000 / 48000)
+        self.assertAlmostEqual(v[2], 0.41)
+        self.assertAlmostEqual(v[3], 0.5)
+        self.assertAlmostEqual(v[4], 0.48)
+        v = got[("a, policy stack", "CPU/req")]
+        self.assertAlmostEqual(v[0], 25 / 16)
+        self.assertAlmostEqual(v[1], 25 / 20)
+        self.assertTrue(all(math.isnan(x) for x in v[2:]))  # no CPU figure for direct
+        v = got[("a, policy stack", "p99")]
+        self.assertAlmostEqual(v[0], 3400 / 2500)
+        self.assertTrue(math.isnan(got[("c", "req/s")][1]))  # no HAProxy row
+
+    def test_table(self):
+        path, d = self.results(self.ROWS + [("a2", "levee", 1, 45000.0, 1300.0, 3000.0, 0, 135000, 2.7)])
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            report.table(path, d)
+        text = buf.getvalue()
+        self.assertIn("| scenario | target | req/s (median) | CPU µs/req | p50 ms | p99 ms | rounds | errors |", text)
+        self.assertIn("| Levee | 41,000 | 21.0 | 1.30 | 3.10 | 2 | 0 |", text)
+        self.assertIn("| Levee, policy stack | 37,000 | 25.0 | 1.40 | 3.40 | 2 | 0 |", text)
+        self.assertIn("| origin direct | 100,000 | – | 0.30 | 0.90 | 2 | 0 |", text)
+        self.assertIn("| (a2) same as (a), two workers per proxy", text)
+        self.assertIn("| a, policy stack | CPU/req | 1.56 | 1.25 | – | – | – |", text)
+        # The policy stack against plain Levee: 37,000 / 41,000, 3,400 / 3,100, 25 / 21.
+        self.assertIn("| a | 0.90 | 1.10 | 1.19 |", text)
+
+    def test_policy_line(self):
+        m = benchlib.parse_metrics(
+            [
+                'levee_retries_total{route="all"} 2',
+                'levee_ratelimit_decisions_total{route="all",limit="per-client",result="allowed"} 120000',
+                'levee_ratelimit_decisions_total{route="all",limit="per-client",result="limited"} 0',
+                'levee_cluster_concurrency_limit{cluster="origin"} 87',
+                'levee_slo_events_total{slo="bench-availability"} 120000',
+                'levee_slo_events_total{slo="tier:core"} 120000',
+                'levee_slo_bad_events_total{slo="bench-availability"} 1',
+            ]
+        )
+        line = report.policy_line(m)
+        self.assertIn("retries 2,", line)
+        self.assertIn("rate-limited 0,", line)
+        self.assertIn("rate limit allowed 120,000,", line)
+        self.assertIn("concurrency limit 87,", line)
+        self.assertIn("SLO events 120,000, SLO bad events 1", line)
+        self.assertEqual(report.policy_line([]), "no metrics")
 
 
 class Logs(unittest.TestCase):

@@ -51,6 +51,30 @@ request's x-bench-id, so:
   scheduled in the last 2 s of the run (1/3 is an even share of three).
 - For amplification, the frozen endpoint's requests count in the phase of
   their client request's scheduled time, not of the thaw that read them.
+
+The region drill (six endpoints: a primary region of three, endpoints 0-2,
+and a secondary region of three, 3-5; the whole primary region is dead for
+the fault) has its own tables too:
+
+- Time to fail over: from the kill to the scheduled send time of the last
+  failed request of the burst that starts with the kill: failed requests of
+  the fault phase, each less than 1 s after the kill or after the previous
+  one; 0 when there are none. Failed requests of the fault phase after it
+  are "later errors" (a proxy trying the dead region again, for example);
+  the time to zero errors from the fault (above) is the last failed
+  request of the whole fault phase.
+- Time to fail back: upstream arrivals (health checks excluded) are counted
+  per region in windows of W (1 s, and 0.1 s) aligned on the restore
+  (heal) time, whole windows only. It is the start of the first window
+  from which on every window that holds arrivals has at least 90% of them
+  at the primary region, to the end of the run, minus the heal time;
+  "not within the run" when the last window is below 90%. Its resolution
+  is W.
+- Secondary's share after fail back: the secondary region's share of the
+  upstream arrivals from the fail-back time (1 s windows) to the end of the
+  run; also its share in the steady phase and in the last 2 s.
+- Primary: first request after restore: from the heal time to the first
+  arrival at a primary endpoint.
 """
 
 import json
@@ -62,7 +86,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import benchlib  # noqa: E402
 from benchlib import percentile as pctl  # noqa: E402  (nearest rank; the rule of every report)
 
-SCENARIO_ORDER = ["dead", "hang", "503", "all503", "freeze"]
+SCENARIO_ORDER = ["dead", "hang", "503", "all503", "freeze", "region"]
 PROXY_ORDER = ["levee", "levee-cb", "nginx", "haproxy"]
 SCENARIO_TITLE = {
     "dead": "(1) one of 3 endpoints dies (connection refused)",
@@ -70,12 +94,15 @@ SCENARIO_TITLE = {
     "503": "(3) one of 3 endpoints answers 503 to everything",
     "all503": "(4) all 3 endpoints answer 503 for a while",
     "freeze": "(5) one of 3 endpoints freezes (SIGSTOP: connections stay open, nothing answers)",
+    "region": "(6) region drill: the primary region (3 of 6 endpoints) dies, then comes back",
 }
 BALANCER_ORDER = ["rr", "lr"]
 BALANCER_TITLE = {"rr": "round robin", "lr": "least requests"}
 # Each proxy's name for its least-requests balancer.
 LEAST_NAME = {"levee": "least_request", "levee-cb": "least_request", "nginx": "least_conn", "haproxy": "leastconn"}
 STOP_GAP = 1.0  # s without a new request: the frozen endpoint stopped getting them
+FAILBACK_SHARE = 0.9  # the primary region's share of arrivals that counts as failed back
+FAILBACK_WINDOWS = (1.0, 0.1)  # s; the first is the headline figure
 PROXY_TITLE = {"levee": "Levee", "levee-cb": "Levee + breakers", "nginx": "NGINX", "haproxy": "HAProxy"}
 
 
@@ -190,6 +217,85 @@ def frozen_endpoint(arrivals, ids, sched, t_fault, t_heal, end):
     }
 
 
+def failback_time(primary, secondary, t_heal, end, width, share=FAILBACK_SHARE):
+    """Time to fail back (see the module doc): arrivals (seconds from t0) at
+    the primary and secondary regions; windows of `width` from t_heal, whole
+    windows only. The start of the first window from which on every window
+    with arrivals has at least `share` of them at the primary, minus
+    t_heal; None when the last window with arrivals is below it (or no
+    window has any)."""
+    n = int((end - t_heal) / width + 1e-9)
+    if n <= 0:
+        return None
+    p = [0] * n
+    s = [0] * n
+    for xs, acc in ((primary, p), (secondary, s)):
+        for x in xs:
+            if x >= t_heal:
+                k = int((x - t_heal) / width)
+                if k < n:
+                    acc[k] += 1
+    first = None  # the earliest window of the all-passing stretch at the end
+    for k in range(n - 1, -1, -1):
+        tot = p[k] + s[k]
+        if tot == 0:
+            continue
+        if p[k] / tot < share:
+            break
+        first = k
+    return None if first is None else first * width
+
+
+def share_in(part, other, a, b):
+    """part's share of the arrivals in [a, b) (NaN without any)."""
+    x = sum(1 for t in part if a <= t < b)
+    y = sum(1 for t in other if a <= t < b)
+    return x / (x + y) if x + y else float("nan")
+
+
+def failover_burst(failed_times, t_fault, gap=STOP_GAP):
+    """The burst of failures that starts with the kill (see the module doc):
+    (time to fail over, later failures) from the scheduled times of the
+    fault phase's failed requests."""
+    last = t_fault
+    burst = 0
+    xs = sorted(failed_times)
+    for x in xs:
+        if x - last >= gap:
+            break
+        last = x
+        burst += 1
+    return last - t_fault, len(xs) - burst
+
+
+def region_metrics(primary, secondary, t_fault, t_heal, end):
+    """The region drill's figures from the arrivals (seconds from t0) at the
+    primary and secondary regions (see the module doc)."""
+    res = {}
+    for w in FAILBACK_WINDOWS:
+        res[f"failback_{w:g}s"] = failback_time(primary, secondary, t_heal, end, w)
+    fb = res[f"failback_{FAILBACK_WINDOWS[0]:g}s"]
+    res["secondary_share_after_failback"] = float("nan") if fb is None else share_in(secondary, primary, t_heal + fb, end)
+    res["secondary_share_steady"] = share_in(secondary, primary, 0.0, t_fault)
+    res["secondary_share_fault"] = share_in(secondary, primary, t_fault, t_heal)
+    res["secondary_share_healed"] = share_in(secondary, primary, t_heal, end)
+    res["secondary_share_last2s"] = share_in(secondary, primary, end - 2.0, end)
+    back = [x for x in primary if x >= t_heal]
+    res["primary_back_after"] = (min(back) - t_heal) if back else None
+    res["primary_in_fault"] = sum(1 for x in primary if t_fault <= x < t_heal)
+    # The primary region's share per second after the restore (the shape of
+    # the fail back; the last column of the details table).
+    series = []
+    k = 0
+    while t_heal + (k + 1) * 1.0 <= end + 1e-9:
+        a = t_heal + k * 1.0
+        x = share_in(primary, secondary, a, a + 1.0)
+        series.append(None if x != x else round(x, 3))
+        k += 1
+    res["primary_share_per_second_after_heal"] = series
+    return res
+
+
 def compute(d):
     meta, load, up = load_run(d)
     t0 = load["t0"]
@@ -255,7 +361,7 @@ def compute(d):
         res["frozen"] = {k: v for k, v in frozen.items() if k != "attributed"}
         res["faulty_in_fault"] = frozen["sent_while_frozen"]
         res["faulty_back_after"] = frozen["back_after"]
-    elif meta["scenario"] != "all503":
+    elif meta["scenario"] not in ("all503", "region"):
         # The faulty endpoint (the first): requests it received while faulty,
         # and how long after healing it received proxied traffic again.
         res["faulty_in_fault"] = sum(1 for x in faulty if t_fault <= x < t_heal)
@@ -300,6 +406,14 @@ def compute(d):
 
     res["ttz_fault"] = time_to_zero(t_fault, t_heal)
     res["ttz_heal"] = time_to_zero(t_heal, end)
+    if meta["scenario"] == "region":
+        prim = set(meta.get("primary", [0, 1, 2]))
+        p_arr = sorted(x - t0 for k, ep in enumerate(up["endpoints"]) if k in prim for x in ep["arrivals"])
+        s_arr = sorted(x - t0 for k, ep in enumerate(up["endpoints"]) if k not in prim for x in ep["arrivals"])
+        res["region"] = region_metrics(p_arr, s_arr, t_fault, t_heal, end)
+        res["region"]["failback_delay"] = meta.get("failback_delay")
+        fails = [t[i] for i in range(n) if t_fault <= t[i] < t_heal and failed[i]]
+        res["region"]["failover"], res["region"]["later_failures"] = failover_burst(fails, t_fault)
     res["levee"] = levee_metrics(d)
     res["haproxy"] = haproxy_stats(d)
     if meta["proxy"].startswith("levee"):
@@ -440,6 +554,56 @@ def freeze_markdown(rs, rnd):
     return lines
 
 
+def fmt_fb(x):
+    return "not within the run" if x is None else f"{x:.1f} s"
+
+
+def fmt_after(x):
+    return "–" if x is None else f"{x:.2f} s"
+
+
+def region_markdown(rs, rnd):
+    """The region drill's own tables."""
+    w0, w1 = FAILBACK_WINDOWS
+    lines = [
+        f"{SCENARIO_TITLE['region']}. Client side: requests by scheduled send time; errors include client timeouts. "
+        f"Time to fail over: from the kill to the last failed request of the burst that starts with it. Time to fail back: from the restore "
+        f"until the primary region carries at least {FAILBACK_SHARE:.0%} of upstream arrivals in every {w0:g} s "
+        f"({w1:g} s) window to the end of the run (see Definitions).",
+        "",
+        f"| proxy | balancer | errors, fault phase | errors, whole run | p99 ms, fault phase | p99 ms, whole run | time to fail over | later errors, fault phase | last failed request (from kill) | time to fail back, {w0:g} s windows | {w1:g} s windows | secondary's share after fail back |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rs:
+        f, a, g = r["fault"], r["all"], r["region"]
+        lines.append(
+            f"| {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {balancer_name(r)} "
+            f"| {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}) | {fmt_pct(a['error_rate'])} ({a['failed']}) "
+            f"| {fmt_ms(f['p99_ms'])} | {fmt_ms(a['p99_ms'])} | {g['failover']:.2f} s | {g['later_failures']} | {fmt_ttz(r['ttz_fault'])} "
+            f"| {fmt_fb(g[f'failback_{w0:g}s'])} | {fmt_fb(g[f'failback_{w1:g}s'])} | {fmt_pct(g['secondary_share_after_failback'])} |"
+        )
+    lines += [
+        "",
+        "Details: failures by outcome in the fault and healed phases; the secondary region's share of upstream arrivals (steady phase, healed phase, last 2 s); the first request a primary endpoint got after the restore; amplification; upstream requests per endpoint (primary p1 / p2 / p3, then secondary s1 / s2 / s3); health-check requests; the proxy's own counters; the primary region's share per second after the restore; the load generator's worst send lag.",
+        "",
+        "| proxy | balancer | fault phase: failures | healed phase: failures | secondary's share, steady / healed / last 2 s | primary: first request after restore | amplification, fault phase | upstream requests per endpoint | health-check requests | proxy's own counters | primary's share per second after restore | max send lag ms |",
+        "|---|---|---|---|---:|---:|---:|---|---:|---|---|---:|",
+    ]
+    for r in rs:
+        f, h, g = r["fault"], r["healed"], r["region"]
+        pe = r["upstream_per_endpoint"]
+        series = " ".join("–" if x is None else f"{x * 100:.0f}" for x in g["primary_share_per_second_after_heal"])
+        lines.append(
+            f"| {PROXY_TITLE.get(r['proxy'], r['proxy'])}{rnd(r)} | {balancer_name(r)} "
+            f"| {fmt_outcomes(f['outcomes'])} | {fmt_outcomes(h['outcomes'])} "
+            f"| {fmt_pct(g['secondary_share_steady'])} / {fmt_pct(g['secondary_share_healed'])} / {fmt_pct(g['secondary_share_last2s'])} "
+            f"| {fmt_after(g['primary_back_after'])} | {f['amplification']:.2f} "
+            f"| {' / '.join(str(x) for x in pe[:3])} \\| {' / '.join(str(x) for x in pe[3:])} "
+            f"| {r['health_checks']} | {own_counters(r)} | {series} | {r['send_lag_max_ms']:.1f} |"
+        )
+    return lines
+
+
 def markdown(out):
     everything = runs(out)
     lines = []
@@ -451,9 +615,14 @@ def markdown(out):
     multi = len({r["round"] for r in everything}) > 1
     rnd = lambda r: f" (round {r['round']})" if multi else ""  # noqa: E731
     frozen = [r for r in everything if r["scenario"] == "freeze"]
-    rs = [r for r in everything if r["scenario"] != "freeze"]
+    region = [r for r in everything if r["scenario"] == "region"]
+    rs = [r for r in everything if r["scenario"] not in ("freeze", "region")]
     if not rs:
-        return "\n".join(lines + freeze_markdown(frozen, rnd)) + "\n"
+        if frozen or not region:
+            lines += freeze_markdown(frozen, rnd)
+        if region:
+            lines += ([""] if frozen else []) + region_markdown(region, rnd)
+        return "\n".join(lines) + "\n"
     lines += [
         "| scenario | proxy | errors, fault phase | errors, whole run | p99 ms, fault phase | p99 ms, whole run | amplification, fault phase | amplification, whole run | time to zero errors (from fault) | time to zero errors (from heal) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -486,12 +655,23 @@ def markdown(out):
         )
     if frozen:
         lines += [""] + freeze_markdown(frozen, rnd)
+    if region:
+        lines += [""] + region_markdown(region, rnd)
     return "\n".join(lines) + "\n"
 
 
 def one_line(d):
     r = compute(d)
     f, a = r["fault"], r["all"]
+    if r["scenario"] == "region":
+        g = r["region"]
+        return (
+            f"errors fault {fmt_pct(f['error_rate'])} ({f['failed']}/{f['sent']}), whole {fmt_pct(a['error_rate'])}; "
+            f"p99 fault {fmt_ms(f['p99_ms'])} ms, whole {fmt_ms(a['p99_ms'])} ms; "
+            f"fail over {g['failover']:.2f} s (later errors {g['later_failures']}, last {fmt_ttz(r['ttz_fault'])}); fail back {fmt_fb(g['failback_1s'])} (1 s), {fmt_fb(g['failback_0.1s'])} (0.1 s); "
+            f"secondary share after {fmt_pct(g['secondary_share_after_failback'])}, last 2 s {fmt_pct(g['secondary_share_last2s'])}; "
+            f"failures {fmt_outcomes(f['outcomes'])}; healed {fmt_outcomes(r['healed']['outcomes'])}"
+        )
     if r["scenario"] == "freeze":
         z = r["frozen"]
         return (

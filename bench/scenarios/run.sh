@@ -9,6 +9,8 @@
 #                                          # the frozen endpoint, round robin and least request (~3.5 min + build)
 #   QUICK=1 SCENARIOS=freeze PROXIES="levee nginx haproxy" SKIP_INSTALL=1 LEVEE_BIN=path \
 #     bash bench/scenarios/run.sh          # shortest check (~1 min)
+#   SCENARIOS=region PROXIES="levee levee-cb nginx haproxy" ROUNDS=3 HEAL=15 bash bench/scenarios/run.sh
+#                                          # the region drill (RELIABILITY.md, issue 17; ~8 min + build)
 #
 # Knobs (environment):
 #   RATE=400             client requests per second (Poisson arrivals)
@@ -19,7 +21,11 @@
 #   CLIENT_TIMEOUT=2     per-request client timeout (s), counted as an error
 #   LATENCY_MS=0         fixed latency of the upstreams' normal answers
 #   SCENARIOS="dead hang 503 all503"   (also: freeze, one endpoint's process
-#                        stopped with SIGSTOP for the fault, then SIGCONT)
+#                        stopped with SIGSTOP for the fault, then SIGCONT;
+#                        region, the region drill: six endpoints in two
+#                        regions, the three primary ones dead for the fault,
+#                        configs in conf/region/)
+#   FAILBACK_DELAY=0s    region: Levee's locality.failback_delay
 #   PROXIES="levee levee-cb nginx haproxy"
 #   BALANCERS="rr"       rr: round robin; lr: least requests (Levee
 #                        least_request, NGINX least_conn, HAProxy leastconn)
@@ -47,6 +53,7 @@ fi
 RATE="${RATE:-400}"
 CLIENT_TIMEOUT="${CLIENT_TIMEOUT:-2}"
 LATENCY_MS="${LATENCY_MS:-0}"
+FAILBACK_DELAY="${FAILBACK_DELAY:-0s}"
 SCENARIOS="${SCENARIOS:-dead hang 503 all503}"
 PROXIES="${PROXIES:-levee levee-cb nginx haproxy}"
 BALANCERS="${BALANCERS:-rr}"
@@ -59,6 +66,8 @@ PROXY_PORT=$((PORT_BASE + 0))
 LEVEE_ADMIN_PORT=$((PORT_BASE + 901))
 CTL_PORT=$((PORT_BASE + 100))
 UP1=$((PORT_BASE + 101)); UP2=$((PORT_BASE + 102)); UP3=$((PORT_BASE + 103))
+# The region drill's secondary region.
+UP4=$((PORT_BASE + 104)); UP5=$((PORT_BASE + 105)); UP6=$((PORT_BASE + 106))
 
 LOG_TAG=scenarios PY=python3
 # log, die, install_missing, levee_bin, ports_free, port_free, wait_port,
@@ -68,7 +77,7 @@ LOG_TAG=scenarios PY=python3
 . "$ROOT/bench/lib.sh"
 
 for s in $SCENARIOS; do
-  case "$s" in dead|hang|503|all503|freeze) ;; *) die "unknown scenario $s (dead hang 503 all503 freeze)";; esac
+  case "$s" in dead|hang|503|all503|freeze|region) ;; *) die "unknown scenario $s (dead hang 503 all503 freeze region)";; esac
 done
 for p in $PROXIES; do
   case "$p" in levee|levee-cb|nginx|haproxy) ;; *) die "unknown proxy $p (levee levee-cb nginx haproxy)";; esac
@@ -97,6 +106,20 @@ rm -rf "$RAW"
 mkdir -p "$RAW"
 
 ports_free $PROXY_PORT $LEVEE_ADMIN_PORT $CTL_PORT $UP1 $UP2 $UP3
+has_region() { [[ " $SCENARIOS " == *" region "* ]]; }
+if has_region; then ports_free $UP4 $UP5 $UP6; fi
+
+# The config templates of a scenario: conf/region/ for the region drill
+# (six endpoints in two regions), conf/ for the others.
+conf_dir() { # scenario
+  if [[ "$1" == region ]]; then echo "$SC/conf/region"; else echo "$SC/conf"; fi
+}
+# The template sets the selected scenarios use.
+CONF_SETS=()
+for s in $SCENARIOS; do
+  if [[ "$s" == region ]]; then c=region; else c=default; fi
+  [[ " ${CONF_SETS[*]-} " == *" $c "* ]] || CONF_SETS+=("$c")
+done
 
 # The balancer, in each proxy's terms: rr (round robin, the default) or lr
 # (fewest requests, or connections, in flight).
@@ -112,6 +135,7 @@ render() { # template run-dir balancer
   balancer_lines "$3"
   sed -e "s|@RUN@|$2|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" -e "s|@LEVEE_ADMIN_PORT@|$LEVEE_ADMIN_PORT|g" \
     -e "s|@UP1@|$UP1|g" -e "s|@UP2@|$UP2|g" -e "s|@UP3@|$UP3|g" -e "s|@NGINX_USER@|$NGINX_USER|g" \
+    -e "s|@UP4@|$UP4|g" -e "s|@UP5@|$UP5|g" -e "s|@UP6@|$UP6|g" -e "s|@FAILBACK_DELAY@|$FAILBACK_DELAY|g" \
     -e "s|@LEVEE_BALANCER@|$LEVEE_BALANCER|g" -e "s|@NGINX_BALANCER@|$NGINX_BALANCER|g" \
     -e "s|@HAPROXY_BALANCER@|$HAPROXY_BALANCER|g" "$1"
 }
@@ -119,19 +143,23 @@ render() { # template run-dir balancer
 # Check every config once before spending time on runs.
 CHK="$OUT/check"
 rm -rf "$CHK"; mkdir -p "$CHK/tmp"
-for b in $BALANCERS; do
-  for p in $PROXIES; do
-    case "$p" in
-      levee|levee-cb)
-        render "$SC/conf/$p.toml.in" "$CHK" "$b" >"$CHK/$p.$b.toml"
-        "$LEVEE_BIN" check -c "$CHK/$p.$b.toml" >"$CHK/$p.$b.check.log" 2>&1 || { cat "$CHK/$p.$b.check.log" >&2; die "$p config ($b)"; } ;;
-      nginx)
-        render "$SC/conf/nginx.conf.in" "$CHK" "$b" >"$CHK/nginx.$b.conf"
-        nginx -t -q -c "$CHK/nginx.$b.conf" -e "$CHK/nginx.error.log" >"$CHK/nginx.$b.check.log" 2>&1 || { cat "$CHK/nginx.$b.check.log" >&2; die "nginx config ($b)"; } ;;
-      haproxy)
-        render "$SC/conf/haproxy.cfg.in" "$CHK" "$b" >"$CHK/haproxy.$b.cfg"
-        haproxy -c -q -f "$CHK/haproxy.$b.cfg" >"$CHK/haproxy.$b.check.log" 2>&1 || { cat "$CHK/haproxy.$b.check.log" >&2; die "haproxy config ($b)"; } ;;
-    esac
+for cs in "${CONF_SETS[@]}"; do
+  cd_=$(conf_dir "$cs"); pre=""
+  [[ "$cs" == region ]] && pre="region."
+  for b in $BALANCERS; do
+    for p in $PROXIES; do
+      case "$p" in
+        levee|levee-cb)
+          render "$cd_/$p.toml.in" "$CHK" "$b" >"$CHK/$pre$p.$b.toml"
+          "$LEVEE_BIN" check -c "$CHK/$pre$p.$b.toml" >"$CHK/$pre$p.$b.check.log" 2>&1 || { cat "$CHK/$pre$p.$b.check.log" >&2; die "$pre$p config ($b)"; } ;;
+        nginx)
+          render "$cd_/nginx.conf.in" "$CHK" "$b" >"$CHK/${pre}nginx.$b.conf"
+          nginx -t -q -c "$CHK/${pre}nginx.$b.conf" -e "$CHK/nginx.error.log" >"$CHK/${pre}nginx.$b.check.log" 2>&1 || { cat "$CHK/${pre}nginx.$b.check.log" >&2; die "${pre}nginx config ($b)"; } ;;
+        haproxy)
+          render "$cd_/haproxy.cfg.in" "$CHK" "$b" >"$CHK/${pre}haproxy.$b.cfg"
+          haproxy -c -q -f "$CHK/${pre}haproxy.$b.cfg" >"$CHK/${pre}haproxy.$b.check.log" 2>&1 || { cat "$CHK/${pre}haproxy.$b.check.log" >&2; die "${pre}haproxy config ($b)"; } ;;
+      esac
+    done
   done
 done
 
@@ -158,8 +186,10 @@ cleanup() {
 set_cleanup_traps
 
 start_upstreams() { # run-dir scenario
-  local p extra=()
-  for p in $CTL_PORT $UP1 $UP2 $UP3; do port_free "$p" || die "port $p is still in use"; done
+  local p extra=() ports="$UP1,$UP2,$UP3"
+  # The region drill: three primary endpoints, then three secondary ones.
+  [[ "$2" == region ]] && ports+=",$UP4,$UP5,$UP6"
+  for p in $CTL_PORT ${ports//,/ }; do port_free "$p" || die "port $p is still in use"; done
   # The freeze scenario stops one endpoint's process, so each endpoint is
   # its own process there; the other scenarios keep the one process they
   # were measured with.
@@ -167,25 +197,27 @@ start_upstreams() { # run-dir scenario
     UP_PIDFILE="$1/upstream.pids"
     extra=(--process-per-endpoint --pidfile "$UP_PIDFILE")
   fi
-  pin 1 "$PY" "$SC/upstream.py" --ports "$UP1,$UP2,$UP3" --control-port "$CTL_PORT" \
+  pin 1 "$PY" "$SC/upstream.py" --ports "$ports" --control-port "$CTL_PORT" \
     --latency-ms "$LATENCY_MS" "${extra[@]}" >"$1/upstream.log" 2>&1 &
   UP_PID=$!
-  wait_port "$CTL_PORT" && wait_port "$UP1" && wait_port "$UP2" && wait_port "$UP3" || die "upstreams did not start"
+  wait_port "$CTL_PORT" || die "upstreams did not start"
+  for p in ${ports//,/ }; do wait_port "$p" || die "upstreams did not start"; done
 }
 
-start_proxy() { # proxy run-dir balancer
-  local p="$1" d="$2" b="$3"
+start_proxy() { # proxy run-dir balancer scenario
+  local p="$1" d="$2" b="$3" cdir
+  cdir=$(conf_dir "$4")
   mkdir -p "$d/tmp"
   port_free "$PROXY_PORT" && port_free "$LEVEE_ADMIN_PORT" || die "proxy port $PROXY_PORT or $LEVEE_ADMIN_PORT is still in use"
   case "$p" in
     levee|levee-cb)
-      render "$SC/conf/$p.toml.in" "$d" "$b" >"$d/levee.toml"
+      render "$cdir/$p.toml.in" "$d" "$b" >"$d/levee.toml"
       RUST_LOG="${RUST_LOG:-info}" pin 0 "$LEVEE_BIN" run -c "$d/levee.toml" >"$d/levee.log" 2>&1 & ;;
     nginx)
-      render "$SC/conf/nginx.conf.in" "$d" "$b" >"$d/nginx.conf"
+      render "$cdir/nginx.conf.in" "$d" "$b" >"$d/nginx.conf"
       pin 0 nginx -c "$d/nginx.conf" -e "$d/nginx.error.log" >"$d/nginx.out" 2>&1 & ;;
     haproxy)
-      render "$SC/conf/haproxy.cfg.in" "$d" "$b" >"$d/haproxy.cfg"
+      render "$cdir/haproxy.cfg.in" "$d" "$b" >"$d/haproxy.cfg"
       # A stats socket, to save the servers' state at the end of the run.
       haproxy_stats_socket "$d/haproxy.cfg" "$d"
       pin 0 haproxy -db -f "$d/haproxy.cfg" >"$d/haproxy.log" 2>&1 & ;;
@@ -214,14 +246,22 @@ set_events() { # scenario: sets EV, the --at arguments of load.py
       EV=(--at "$STEADY:fault:$ctl/mode?ep=all&mode=503" --at "$((STEADY + ALL503)):heal:$ctl/mode?ep=all&mode=normal") ;;
     freeze)
       EV=(--at "$STEADY:fault:$ctl/signal?ep=0&sig=STOP" --at "$heal:heal:$ctl/signal?ep=0&sig=CONT") ;;
+    region)
+      # The whole primary region (endpoints 0-2) dies, then comes back.
+      EV=(--at "$STEADY:fault:$ctl/mode?ep=0,1,2&mode=dead" --at "$heal:heal:$ctl/mode?ep=0,1,2&mode=normal") ;;
   esac
+}
+
+region_meta() { # scenario: the region drill's extra meta.json fields
+  [[ "$1" == region ]] && printf ', "primary": [0, 1, 2], "secondary": [3, 4, 5], "failback_delay": "%s"' "$FAILBACK_DELAY"
+  return 0
 }
 
 run_one() { # proxy scenario round balancer
   local p="$1" s="$2" r="$3" b="$4" d="$RAW/$2.$1.$4.r$3"
   mkdir -p "$d"
   start_upstreams "$d" "$s"
-  start_proxy "$p" "$d" "$b"
+  start_proxy "$p" "$d" "$b" "$s"
   http_get "http://127.0.0.1:$CTL_PORT/reset" >/dev/null
   local EV=()
   set_events "$s"
@@ -235,7 +275,7 @@ run_one() { # proxy scenario round balancer
   proxy_state "$p" "$d"
   cat >"$d/meta.json" <<EOF
 {"proxy": "$p", "balancer": "$b", "scenario": "$s", "round": $r, "rate": $RATE, "steady": $STEADY, "fault": $FAULT,
- "heal": $HEAL, "all503": $ALL503, "total": $TOTAL, "client_timeout": $CLIENT_TIMEOUT}
+ "heal": $HEAL, "all503": $ALL503, "total": $TOTAL, "client_timeout": $CLIENT_TIMEOUT$(region_meta "$s")}
 EOF
   cleanup
   log "  $s $p ($b) round $r: $("$PY" "$SC/report.py" --one "$d")"
@@ -252,7 +292,9 @@ EOF
   if [[ " $PROXIES " == *" haproxy "* ]]; then v+="HAProxy $(haproxy_version), "; fi
   v+="$($PY --version)"
   echo "Versions: $v."
-  echo "Settings: RATE=$RATE req/s (Poisson), BALANCERS=$BALANCERS, STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(loadavg)."
+  rs=""
+  if has_region; then rs=", FAILBACK_DELAY=$FAILBACK_DELAY (Levee, region drill)"; fi
+  echo "Settings: RATE=$RATE req/s (Poisson), BALANCERS=$BALANCERS, STEADY=$STEADY s, FAULT=$FAULT s, HEAL=$HEAL s, ALL503=$ALL503 s, CLIENT_TIMEOUT=$CLIENT_TIMEOUT s, LATENCY_MS=$LATENCY_MS, ROUNDS=$ROUNDS, PIN=$PIN$rs; date $(date -u +%Y-%m-%dT%H:%MZ); load average at start $(loadavg)."
 } >"$OUT/meta.md"
 cat "$OUT/meta.md" >&2
 

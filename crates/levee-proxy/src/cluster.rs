@@ -653,6 +653,25 @@ impl ClusterRuntime {
             }
             return Ok(candidate.clone());
         }
+        if refused > 0 {
+            // Breakers refused every draw. Half-open breakers admit only
+            // their probes and ramping ones a share, so a few random draws
+            // can miss the endpoints that would take the request (a region
+            // failing back has all of them): look at each once, the
+            // chosen level's first, and refuse only when none admits.
+            let start = levee_core::ids::random_u64();
+            for group in [view.choose(start), &view.flat] {
+                let n = group.candidates.len();
+                for k in 0..n {
+                    let candidate = &group.candidates[(start as usize).wrapping_add(k) % n];
+                    let skip = tried.iter().any(|t| Arc::ptr_eq(t, candidate))
+                        || stall_after.is_some_and(|t| candidate.stall.stalled(now, t));
+                    if !skip && candidate.breaker.as_ref().is_none_or(|b| b.allow(now)) {
+                        return Ok(candidate.clone());
+                    }
+                }
+            }
+        }
         if let Some(f) = fallback.filter(|f| f.breaker.as_ref().is_none_or(|b| b.allow(now))) {
             return Ok(f);
         }

@@ -190,6 +190,71 @@ async fn traffic_fails_over_to_the_next_priority_and_back_after_the_failback_del
     );
 }
 
+/// The region drill with endpoint breakers (RELIABILITY.md): when a whole
+/// level fails back while its breakers are still open, half-open or
+/// ramping, requests the breakers refuse go to the other level, never
+/// `503 circuit_open` while an endpoint admits them.
+#[tokio::test(start_paused = true)]
+async fn a_level_failing_back_behind_its_breakers_sends_what_they_refuse_elsewhere() {
+    let up = ScriptedUpstream::new();
+    let primary = [up.endpoint("a"), up.endpoint("b"), up.endpoint("c")];
+    let d = up.endpoint("d");
+    let mut endpoints: Vec<String> = primary.iter().map(|p| ep(*p, "")).collect();
+    endpoints.push(ep(d, "priority = 1"));
+    let gw = gateway(
+        &up,
+        &locality_config(
+            &endpoints,
+            &format!(
+                "{HC}\nbalancer = {{ kind = \"round_robin\" }}\nlocality = {{ failback_delay = \"0s\" }}\n\
+                 circuit_breaker = {{ endpoint = {{ consecutive_failures = 2, base_open_time = \"2s\", \
+                 max_open_time = \"2s\", half_open_probes = 1, ramp_time = \"5s\" }} }}"
+            ),
+        ),
+    )
+    .await;
+    // The primary level dies: its answers and its health checks fail.
+    for p in primary {
+        up.script_path(p, "/work", [Step::status(503)]);
+        up.script_path(p, "/healthz", [Step::status(503)]);
+    }
+    for _ in 0..12 {
+        let _ = Client::http1()
+            .get(&format!("{}/work", gw.url("public")))
+            .await;
+    }
+    when(SOON, 10 * MS, "level 1 takes all traffic", || async {
+        close_to(&loads(&cluster(&gw).await), &[0.0, 1.0])
+    })
+    .await;
+    // It comes back: health checks pass long before the breakers have
+    // closed and ramped up again.
+    for p in primary {
+        up.script_path(p, "/work", [Step::ok()]);
+        up.script_path(p, "/healthz", [Step::ok()]);
+    }
+    when(SOON, 10 * MS, "level 0 takes all traffic again", || async {
+        close_to(&loads(&cluster(&gw).await), &[1.0, 0.0])
+    })
+    .await;
+    let n = burst(&gw, 60).await;
+    assert!(
+        n.get("d") > Some(&0),
+        "d took what the breakers refused: {n:?}"
+    );
+    // Through the open time and the ramp, nothing fails either.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        burst(&gw, 20).await;
+    }
+    let n = burst(&gw, 30).await;
+    assert_eq!(
+        n.get("d"),
+        None,
+        "after the ramp, level 0 has it all: {n:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // locality.rs: slow start
 
