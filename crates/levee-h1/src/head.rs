@@ -47,6 +47,11 @@ impl Field {
         &buf[self.value.0 as usize..self.value.1 as usize]
     }
 
+    /// Where the value lies in the buffer (to share it without a copy).
+    pub fn value_range(&self) -> std::ops::Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
+
     /// Whether the field is named `lower` (given in lower case).
     pub fn is(&self, buf: &[u8], lower: &str) -> bool {
         self.name(buf).eq_ignore_ascii_case(lower.as_bytes())
@@ -93,6 +98,11 @@ impl RequestHead {
     /// The request target in `buf`.
     pub fn target<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         &buf[self.target.0 as usize..self.target.1 as usize]
+    }
+
+    /// Where the request target lies in the buffer.
+    pub fn target_range(&self) -> std::ops::Range<usize> {
+        self.target.0 as usize..self.target.1 as usize
     }
 }
 
@@ -163,7 +173,7 @@ pub fn parse_request(
     let method = span(buf, req.method.unwrap_or("").as_bytes());
     let target = span(buf, req.path.unwrap_or("").as_bytes());
     collect(buf, req.headers, fields);
-    let meaning = Meaning::of(buf, fields, minor)?;
+    let meaning = Meaning::read(buf, fields, minor, Side::Request)?;
     let framing = match (meaning.chunked, meaning.content_length) {
         (true, _) => Framing::Chunked,
         (false, Some(0) | None) => Framing::None,
@@ -217,11 +227,11 @@ pub fn parse_response(
     let reason = span(buf, resp.reason.unwrap_or("").as_bytes());
     collect(buf, resp.headers, fields);
     let bodiless = answering.head || (100..200).contains(&status) || status == 204 || status == 304;
-    let meaning = match Meaning::of(buf, fields, minor) {
+    let meaning = match Meaning::read(buf, fields, minor, Side::Response) {
         Ok(m) => m,
         // A response's codings are the upstream's business: a final
         // coding other than chunked is read until the close.
-        Err(Error::TransferEncodingNotChunked | Error::UnsupportedTransferEncoding) => Meaning {
+        Err(Error::TransferEncodingNotChunked) => Meaning {
             keep_alive: false,
             ..Meaning::until_close()
         },
@@ -236,7 +246,6 @@ pub fn parse_response(
             keep_alive: false,
             ..Meaning::until_close()
         },
-        Err(Error::UnsupportedExpectation) => Meaning::of_ignoring_expect(buf, fields, minor)?,
         Err(e) => return Err(e),
     };
     let framing = if bodiless {
@@ -282,15 +291,8 @@ impl Meaning {
         }
     }
 
-    fn of(buf: &[u8], fields: &[Field], minor: u8) -> Result<Self, Error> {
-        Self::read(buf, fields, minor, true)
-    }
-
-    fn of_ignoring_expect(buf: &[u8], fields: &[Field], minor: u8) -> Result<Self, Error> {
-        Self::read(buf, fields, minor, false)
-    }
-
-    fn read(buf: &[u8], fields: &[Field], minor: u8, expect: bool) -> Result<Self, Error> {
+    fn read(buf: &[u8], fields: &[Field], minor: u8, side: Side) -> Result<Self, Error> {
+        let expect = side == Side::Request;
         let mut content_length: Option<u64> = None;
         let mut codings: Option<Codings> = None;
         let (mut close, mut keep, mut upgrade_token, mut upgrade_field) =
@@ -348,7 +350,11 @@ impl Meaning {
                 return Err(Error::TransferEncodingAndContentLength)
             }
             Some(c) if !c.last_chunked => return Err(Error::TransferEncodingNotChunked),
-            Some(c) if c.others => return Err(Error::UnsupportedTransferEncoding),
+            // A response's other codings are the client's to undo; a
+            // request's would have to be forwarded undecoded.
+            Some(c) if c.others && side == Side::Request => {
+                return Err(Error::UnsupportedTransferEncoding)
+            }
             Some(_) => true,
         };
         let keep_alive = if minor >= 1 { !close } else { keep && !close };
@@ -360,6 +366,13 @@ impl Meaning {
             upgrade: minor >= 1 && upgrade_token && upgrade_field,
         })
     }
+}
+
+/// Which message a head is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
 }
 
 /// The transfer codings named, in order.
@@ -680,6 +693,11 @@ mod tests {
             false,
         );
         assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, false));
+        let r = resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, true));
         let r = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
         assert_eq!((r.framing, r.keep_alive), (Framing::UntilClose, false));
         let r = resp(

@@ -1,6 +1,6 @@
 //! The fast path for plain `http://` over HTTP/1.1: one connection per
 //! exchange at a time, the request written from bytes serialized once
-//! before the run, the answer's head parsed in place (httparse) and its
+//! before the run, the answer's head parsed in place (levee-h1) and its
 //! body read to its end and thrown away without being copied out.
 //!
 //! A general client (hyper's pooled one) spends most of its time per
@@ -122,6 +122,8 @@ pub(crate) struct Conn {
     used: u64,
     /// When it was last put back idle.
     idle_since: Option<levee_core::time::Instant>,
+    /// The answer head's fields, reused.
+    fields: Vec<levee_h1::Field>,
 }
 
 /// How an exchange failed, and whether the request may be sent again on a
@@ -155,6 +157,7 @@ impl Conn {
             buf: Vec::with_capacity(BUFFER),
             used: 0,
             idle_since: None,
+            fields: Vec::new(),
         })
     }
 
@@ -177,7 +180,7 @@ impl Conn {
         self.buf.clear();
         loop {
             let (status, head_len, framing, keep) = loop {
-                match parse_head(&self.buf)? {
+                match parse_head(&self.buf, &mut self.fields)? {
                     Some(head) => break head,
                     None if self.buf.len() >= MAX_HEAD => return Err(Failure::protocol()),
                     None => {
@@ -244,16 +247,12 @@ impl Conn {
                 }
             },
             Framing::Chunked => {
-                let mut chunks = Chunks::default();
+                let mut chunks = levee_h1::chunked::Decoder::default();
                 loop {
-                    let used = chunks.feed(&self.buf).map_err(|()| Failure::protocol())?;
+                    let used = skip_chunks(&mut chunks, &self.buf)?;
                     self.buf.drain(..used);
-                    if chunks.done() {
+                    if chunks.is_done() {
                         return Ok(false);
-                    }
-                    if self.buf.len() >= MAX_HEAD {
-                        // A chunk-size or trailer line this long is not HTTP.
-                        return Err(Failure::protocol());
                     }
                     if self.fill().await? == 0 {
                         return Err(Failure::protocol());
@@ -270,6 +269,18 @@ impl Conn {
     }
 }
 
+/// Consumes what `chunks` can of `buf`, data included; how many bytes.
+fn skip_chunks(chunks: &mut levee_h1::chunked::Decoder, buf: &[u8]) -> Result<usize, Failure> {
+    let mut at = 0;
+    while at < buf.len() && !chunks.is_done() {
+        at += chunks
+            .step(&buf[at..])
+            .map_err(|_| Failure::protocol())?
+            .consumed;
+    }
+    Ok(at)
+}
+
 /// How an answer's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -278,132 +289,30 @@ enum Framing {
     UntilClose,
 }
 
-/// Parses a response head at the start of `buf`: the status, its length,
-/// the body's framing and whether the server keeps the connection open.
-/// `None` when the head is not complete yet.
-fn parse_head(buf: &[u8]) -> Result<Option<(u16, usize, Framing, bool)>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let head_len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Failure::protocol()),
+/// Parses a response head at the start of `buf` (levee-h1's framing
+/// rules): the status, its length, the body's framing and whether the
+/// server keeps the connection open. `None` when the head is not complete
+/// yet.
+fn parse_head(
+    buf: &[u8],
+    fields: &mut Vec<levee_h1::Field>,
+) -> Result<Option<(u16, usize, Framing, bool)>, Failure> {
+    let limits = levee_h1::Limits {
+        max_head_bytes: MAX_HEAD,
+        max_fields: MAX_HEADERS,
     };
-    let status = response.code.ok_or_else(Failure::protocol)?;
-    let mut keep = response.version == Some(1);
-    let mut length = None;
-    let mut chunked = false;
-    for h in response.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(Failure::protocol)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Failure::protocol());
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked must be the last coding; anything else is read to the close.
-            chunked = h
-                .value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            if !chunked {
-                keep = false;
-            }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep = true;
-                }
-            }
-        }
-    }
-    let framing = if chunked {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
+    let Some(head) = levee_h1::parse_response(buf, &limits, fields, Default::default())
+        .map_err(|_| Failure::protocol())?
+    else {
+        return Ok(None);
     };
-    Ok(Some((status, head_len, framing, keep)))
-}
-
-/// A chunked body read as it arrives: chunk sizes, data, the trailers and
-/// the final empty line.
-#[derive(Debug, Default)]
-struct Chunks {
-    /// Data bytes of the current chunk still to skip, then its CRLF.
-    data_left: u64,
-    in_data: bool,
-    /// The zero chunk was seen: trailer lines until an empty one.
-    in_trailers: bool,
-    finished: bool,
-}
-
-impl Chunks {
-    fn done(&self) -> bool {
-        self.finished
-    }
-
-    /// Consumes what it can of `buf`; how many bytes.
-    fn feed(&mut self, buf: &[u8]) -> Result<usize, ()> {
-        let mut at = 0;
-        while !self.finished {
-            if self.in_data {
-                let have = ((buf.len() - at) as u64).min(self.data_left);
-                at += have as usize;
-                self.data_left -= have;
-                if self.data_left > 0 {
-                    return Ok(at);
-                }
-                // The CRLF after the data.
-                if buf.len() - at < 2 {
-                    return Ok(at);
-                }
-                if &buf[at..at + 2] != b"\r\n" {
-                    return Err(());
-                }
-                at += 2;
-                self.in_data = false;
-                continue;
-            }
-            let Some(eol) = buf[at..].windows(2).position(|w| w == b"\r\n") else {
-                return Ok(at);
-            };
-            let line = &buf[at..at + eol];
-            at += eol + 2;
-            if self.in_trailers {
-                if line.is_empty() {
-                    self.finished = true;
-                }
-                continue;
-            }
-            // chunk-size [; extensions]
-            let size = line
-                .split(|b| *b == b';')
-                .next()
-                .unwrap_or(b"")
-                .trim_ascii();
-            let size = std::str::from_utf8(size)
-                .ok()
-                .filter(|s| !s.is_empty() && s.len() <= 16)
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .ok_or(())?;
-            if size == 0 {
-                self.in_trailers = true;
-            } else {
-                self.data_left = size;
-                self.in_data = true;
-            }
-        }
-        Ok(at)
-    }
+    let framing = match head.framing {
+        levee_h1::Framing::None => Framing::Length(0),
+        levee_h1::Framing::Length(n) => Framing::Length(n),
+        levee_h1::Framing::Chunked => Framing::Chunked,
+        levee_h1::Framing::UntilClose => Framing::UntilClose,
+    };
+    Ok(Some((head.status, head.len, framing, head.keep_alive)))
 }
 
 /// Idle connections to one address, most recently used on top: the
@@ -500,7 +409,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn head(text: &str) -> Option<(u16, usize, Framing, bool)> {
-        parse_head(text.as_bytes()).unwrap()
+        parse_head(text.as_bytes(), &mut Vec::new()).unwrap()
     }
 
     #[test]
@@ -518,33 +427,39 @@ mod tests {
             head("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n").unwrap();
         assert!(h.3);
         assert_eq!(head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"), None);
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n").is_err());
-        assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n")
-                .is_err()
-        );
-        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            &mut Vec::new()
+        )
+        .is_err());
+        assert!(parse_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            &mut Vec::new()
+        )
+        .is_err());
+        assert!(parse_head(b"SSH-2.0-OpenSSH\r\n\r\n", &mut Vec::new()).is_err());
     }
 
     #[test]
     fn chunked_bodies_end_at_the_empty_line_after_the_trailers() {
         let body = b"5;ext=1\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\nNEXT";
         // Whole, and fed one byte more at a time.
-        let mut c = Chunks::default();
-        assert_eq!(c.feed(body), Ok(body.len() - 4));
-        assert!(c.done());
-        let mut c = Chunks::default();
+        let mut c = levee_h1::chunked::Decoder::default();
+        assert_eq!(skip_chunks(&mut c, body), Ok(body.len() - 4));
+        assert!(c.is_done());
+        let mut c = levee_h1::chunked::Decoder::default();
         let mut at = 0;
         for end in 1..=body.len() {
-            at += c.feed(&body[at..end]).unwrap();
-            if c.done() {
+            at += skip_chunks(&mut c, &body[at..end]).unwrap();
+            if c.is_done() {
                 break;
             }
         }
-        assert!(c.done());
+        assert!(c.is_done());
         assert_eq!(at, body.len() - 4);
-        assert!(Chunks::default().feed(b"zz\r\n").is_err());
-        assert!(Chunks::default().feed(b"2\r\nabXX").is_err());
+        let fresh = levee_h1::chunked::Decoder::default;
+        assert!(skip_chunks(&mut fresh(), b"zz\r\n").is_err());
+        assert!(skip_chunks(&mut fresh(), b"2\r\nabXX").is_err());
     }
 
     #[test]

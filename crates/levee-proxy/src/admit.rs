@@ -15,6 +15,7 @@
 //! back as configured when it cannot answer. Limiters are built once per
 //! route and kept across reloads while their settings are unchanged.
 
+use crate::body::RequestBody;
 use crate::global::GlobalLimits;
 use crate::pipeline::attempt::{prepare, Prepared};
 use crate::pipeline::respond::Refusal;
@@ -23,7 +24,6 @@ use crate::record::Completion;
 use crate::retry::{ActiveRequest, RouteRetry};
 use crate::router::CompiledRoute;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Version};
-use hyper::body::Incoming;
 use levee_config::{OnRedisFailure, Priority};
 use levee_config::{RateKey, RateLimit};
 use levee_core::metrics::{names, Counter, Registry};
@@ -105,7 +105,7 @@ pub(crate) async fn caller<'a>(
 pub(crate) async fn request<'a>(
     arrival: Arrival<'a>,
     route: &'a CompiledRoute,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     done: &mut Completion,
 ) -> Result<(RequestContext<'a>, ClusterAdmission<'a>, Prepared), Refusal<'a>> {
     let Caller {

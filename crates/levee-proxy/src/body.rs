@@ -27,11 +27,11 @@ pub enum BodyError {
     TooLarge(u64),
     /// Reading from the client failed: it went away mid-body.
     #[error("reading the request body failed: {0}")]
-    Downstream(#[from] hyper::Error),
+    Downstream(#[from] DownstreamError),
     /// The client's body framing is invalid (a bad chunk size line, a
     /// size overflow, a missing CRLF).
     #[error("the request body is malformed: {0}")]
-    Malformed(hyper::Error),
+    Malformed(DownstreamError),
     /// Reading the upstream's response body failed.
     #[error("reading the response body failed: {0}")]
     Upstream(hyper::Error),
@@ -43,8 +43,8 @@ pub enum BodyError {
 impl BodyError {
     /// The reading error, as the client's fault: malformed framing or a
     /// client that went away.
-    pub(crate) fn from_downstream(e: hyper::Error) -> Self {
-        if is_malformed(&e) {
+    pub(crate) fn from_downstream(e: DownstreamError) -> Self {
+        if e.is_malformed() {
             BodyError::Malformed(e)
         } else {
             BodyError::Downstream(e)
@@ -59,6 +59,92 @@ impl BodyError {
             BodyError::Malformed(_) => ErrorKind::BadRequest,
             BodyError::Downstream(_) | BodyError::StreamIdle(_) => ErrorKind::ClientClosed,
             BodyError::Upstream(_) => ErrorKind::UpstreamReset,
+        }
+    }
+}
+
+/// The client's request body: hyper's (HTTP/2, TLS, h2c), or the
+/// dedicated HTTP/1.1 path's.
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    /// A body hyper's server reads.
+    Hyper(Incoming),
+    /// None (the dedicated HTTP/1.1 path).
+    Empty,
+    /// Read whole with its head (the dedicated HTTP/1.1 path).
+    Whole(Option<Bytes>),
+    /// Still arriving on the dedicated HTTP/1.1 path's connection.
+    Streamed(crate::http1::StreamedBody),
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Hyper(body)
+    }
+}
+
+/// Why reading the client's body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownstreamError {
+    /// hyper's server reported it.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The body's framing is invalid (the dedicated HTTP/1.1 path).
+    #[error("{0}")]
+    Framing(levee_h1::Error),
+    /// Reading from the client failed.
+    #[error("reading from the client failed: {0}")]
+    Io(std::io::Error),
+    /// The client closed the connection before the body ended.
+    #[error("the client closed the connection before the body ended")]
+    Closed,
+}
+
+impl DownstreamError {
+    /// Whether the client's framing was refused, rather than the
+    /// connection lost.
+    fn is_malformed(&self) -> bool {
+        match self {
+            DownstreamError::Hyper(e) => is_malformed(e),
+            DownstreamError::Framing(_) => true,
+            DownstreamError::Io(_) | DownstreamError::Closed => false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = DownstreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, DownstreamError>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Streamed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+            RequestBody::Whole(bytes) => bytes.is_none(),
+            RequestBody::Streamed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestBody::Streamed(body) => body.size_hint(),
         }
     }
 }
@@ -116,7 +202,7 @@ impl BodyFault {
 /// A request body sent upstream.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Option<Incoming>,
+    inner: Option<RequestBody>,
     /// Set when the client's side of a streamed body fails.
     fault: Option<Arc<BodyFault>>,
     limit: u64,
@@ -185,7 +271,7 @@ impl UpstreamBody {
     }
 
     /// The client's body, failing once more than `limit` bytes arrive.
-    pub(crate) fn limited(inner: Incoming, limit: u64) -> Self {
+    pub(crate) fn limited(inner: RequestBody, limit: u64) -> Self {
         Self {
             // Only a body that can still fail needs somewhere to say so.
             fault: (!inner.is_end_stream()).then(Arc::default),

@@ -20,6 +20,7 @@ mod guard;
 pub mod handover;
 mod headers;
 mod hedge;
+mod http1;
 pub mod jobs;
 mod listener;
 mod metrics;

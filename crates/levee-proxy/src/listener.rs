@@ -225,7 +225,7 @@ impl ConnInfo {
         }
     }
 
-    fn take_pending_upgrade(&self) -> Option<PendingUpgrade> {
+    pub(crate) fn take_pending_upgrade(&self) -> Option<PendingUpgrade> {
         self.pending_upgrade.lock().ok()?.take()
     }
 
@@ -238,7 +238,7 @@ impl ConnInfo {
     }
 
     /// Bytes arrived: with no request in flight they start a new head.
-    fn bytes_read(&self) {
+    pub(crate) fn bytes_read(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
@@ -265,7 +265,7 @@ impl ConnInfo {
         self.last_active.store(now, Ordering::Relaxed);
     }
 
-    fn idle_for(&self) -> Option<Duration> {
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
@@ -337,7 +337,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long a keep-alive HTTP/1.1 connection stays idle before its codec
 /// state is released (see `serve_http1_parking`).
-const PARK_AFTER: Duration = Duration::from_millis(100);
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// While draining, how long an HTTP/1.1 connection with nothing in flight
 /// stays open. A client using the connection sends its next request sooner
@@ -346,7 +346,7 @@ const PARK_AFTER: Duration = Duration::from_millis(100);
 const DRAIN_IDLE_CLOSE: Duration = Duration::from_secs(1);
 
 /// How long a connection may stay idle: `idle_timeout`, shorter while draining.
-fn idle_limit(limits: &Limits, draining: bool) -> Duration {
+pub(crate) fn idle_limit(limits: &Limits, draining: bool) -> Duration {
     if draining {
         DRAIN_IDLE_CLOSE.min(limits.idle_timeout)
     } else {
@@ -362,7 +362,7 @@ fn quiet_for(conn: &ConnInfo, limit: Duration) -> bool {
 /// While draining, an HTTP/1.x answer tells the client to close, so it
 /// sends its next request on a new connection (to whichever process accepts
 /// it). HTTP/2 gets GOAWAY instead; a 101 keeps its connection.
-fn close_if_draining(
+pub(crate) fn close_if_draining(
     mut resp: http::Response<crate::ProxyBody>,
     request_version: http::Version,
     drain: &watch::Receiver<bool>,
@@ -411,136 +411,20 @@ async fn serve_plain(
         let io = Prefixed::new(first, io);
         Box::pin(serve_http(shared, conn_info, limits, TokioIo::new(io))).await;
     } else {
-        serve_http1_parking(shared, conn_info, limits, io, first).await;
-    }
-}
-
-/// Serves cleartext HTTP/1.1, releasing the codec's state (its buffers are
-/// about 24 KiB) whenever the connection has been idle for `PARK_AFTER`: the
-/// hyper connection is wound down without closing the socket, and a new one
-/// is made when the client sends again. Idle keep-alive connections then
-/// cost little more than their socket, as in NGINX.
-async fn serve_http1_parking(
-    shared: Arc<Shared>,
-    conn_info: Arc<ConnInfo>,
-    limits: Limits,
-    mut io: TrackedIo,
-    mut carry: bytes::Bytes,
-) {
-    conn_info.manual_upgrades.store(true, Ordering::Relaxed);
-    let peer = conn_info.peer;
-    let codec_limit = codec_head_limit(&limits);
-    let park_after = PARK_AFTER.min(limits.idle_timeout / 2);
-    let shortest = park_after.min(limits.header_read_timeout);
-    let tick = (shortest / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
-    let mut drain = shared.drain_signal();
-    loop {
-        // Parked: nothing but the socket. Wait for the client, idleness or
-        // drain; while draining, a client still using the connection gets
-        // one more answer (with `Connection: close`), an idle one is closed.
-        while carry.is_empty() {
-            let draining = *drain.borrow();
-            let idle = conn_info.idle_for().unwrap_or_default();
-            let idle_left = idle_limit(&limits, draining).saturating_sub(idle);
-            tokio::select! {
-                ready = io.inner.readable() => match ready {
-                    Ok(()) => break,
-                    Err(_) => return,
-                },
-                _ = tokio::time::sleep(idle_left) => return,
-                _ = drain.changed(), if !draining => {}
-            }
-        }
-
-        let service_conn = conn_info.clone();
-        let service_drain = drain.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let version = req.version();
-            let handled = pipeline::handle(service_conn.clone(), req);
-            let drain = service_drain.clone();
-            Box::pin(async move {
-                let resp = handled.await?;
-                Ok::<_, crate::fault::Reset>(close_if_draining(resp, version, &drain))
-            })
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_buf_size(codec_limit.min(usize::MAX as u64) as usize)
-            .keep_alive(true);
-        // Boxed: the codec's state lives on the heap only while active.
-        let mut conn =
-            Box::new(builder.serve_connection(TokioIo::new(Prefixed::new(carry, io)), service));
-        // Draining: answers carry `Connection: close` (see the service), and
-        // the watchdog closes the connection once it has been idle.
-        let mut closing = *drain.borrow();
-        let mut parking = false;
-        let mut watchdog = tokio::time::interval(tick);
-        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
-                    if let Err(e) = result {
-                        count_codec_refusal(&shared, peer, &e);
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        return;
-                    }
-                    break;
-                }
-                _ = drain.changed(), if !closing => {
-                    closing = true;
-                }
-                _ = watchdog.tick() => {
-                    if conn_info.head_pending_for().is_some_and(|t| t >= limits.header_read_timeout) {
-                        tracing::debug!(%peer, "request head not received in time; closing");
-                        return;
-                    }
-                    if closing && !parking && quiet_for(&conn_info, idle_limit(&limits, true)) {
-                        parking = true;
-                        std::pin::Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    if !closing && !parking && conn_info.idle_for().is_some_and(|idle| idle >= park_after) {
-                        parking = true;
-                        std::pin::Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                }
-            }
-        }
-        let parts = conn.into_parts();
-        let (rest, inner) = parts.io.into_inner().into_parts();
-        io = inner;
-        // Copied out: the codec's read buffer shares its (large) allocation
-        // with these bytes, even when there are none.
-        carry = if rest.is_empty() && parts.read_buf.is_empty() {
-            bytes::Bytes::new()
-        } else {
-            [rest, parts.read_buf].concat().into()
-        };
-        if let Some(upgrade) = conn_info.take_pending_upgrade() {
-            pipeline::tunnel(Prefixed::new(carry, io), upgrade.upstream, upgrade.endpoint).await;
-            return;
-        }
-        if closing || !parking {
-            // Drained, `Connection: close`, or the client went away.
-            return;
-        }
+        conn_info.manual_upgrades.store(true, Ordering::Relaxed);
+        crate::http1::serve(shared, conn_info, limits, io.inner, first).await;
     }
 }
 
 /// An I/O object that first yields bytes already read from it.
-struct Prefixed<I> {
+pub(crate) struct Prefixed<I> {
     prefix: bytes::Bytes,
     inner: I,
 }
 
 impl<I> Prefixed<I> {
-    fn new(prefix: bytes::Bytes, inner: I) -> Self {
+    pub(crate) fn new(prefix: bytes::Bytes, inner: I) -> Self {
         Self { prefix, inner }
-    }
-
-    fn into_parts(self) -> (bytes::Bytes, I) {
-        (self.prefix, self.inner)
     }
 }
 
@@ -662,7 +546,7 @@ fn count_codec_refusal(shared: &Shared, peer: SocketAddr, e: &(dyn std::error::E
 /// answers heads between the two itself (431 with `levee-error`), and the
 /// codec still bounds memory for anything larger (its bare 431 is counted
 /// by [`count_codec_refusal`]).
-fn codec_head_limit(limits: &Limits) -> u64 {
+pub(crate) fn codec_head_limit(limits: &Limits) -> u64 {
     limits
         .max_request_header_bytes
         .saturating_mul(2)
@@ -679,7 +563,10 @@ where
     let service_drain = drain.clone();
     let service = hyper::service::service_fn(move |req| {
         let version = req.version();
-        let handled = pipeline::handle(service_conn.clone(), req);
+        let handled = pipeline::handle(
+            service_conn.clone(),
+            req.map(crate::body::RequestBody::from),
+        );
         let drain = service_drain.clone();
         async move {
             let resp = handled.await?;

@@ -21,12 +21,12 @@ pub(crate) mod respond;
 
 use crate::admit::LimitReport;
 use crate::body::ProxyBody;
+use crate::body::RequestBody;
 use crate::headers::{self, REQUEST_ID};
 use crate::listener::{ConnInfo, ListenerConfig};
 use crate::record::Completion;
 use crate::router::CompiledRoute;
 use http::{header, HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use levee_core::time::Instant;
 use levee_core::{ErrorKind, Outcome};
 use respond::Refusal;
@@ -37,7 +37,7 @@ pub(crate) use attempt::tunnel;
 /// Serves one request: the seven steps of DESIGN.md, in order.
 pub(crate) async fn handle(
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, crate::fault::Reset> {
     let listener = conn.listener.current.load_full();
     let arrival = Arrival::new(&conn, &listener, &mut req);
@@ -158,7 +158,11 @@ pub(crate) struct Arrival<'a> {
 }
 
 impl<'a> Arrival<'a> {
-    fn new(conn: &'a ConnInfo, listener: &'a ListenerConfig, req: &mut Request<Incoming>) -> Self {
+    fn new(
+        conn: &'a ConnInfo,
+        listener: &'a ListenerConfig,
+        req: &mut Request<RequestBody>,
+    ) -> Self {
         Self {
             start: levee_core::time::now(),
             conn,
@@ -194,7 +198,10 @@ pub(crate) struct RequestContext<'a> {
 
 /// Step 1: protocol limits and framing. (The codec refuses heads over
 /// twice the limit on its own; between the two, the answer is made here.)
-fn accept(listener: &ListenerConfig, req: &mut Request<Incoming>) -> Result<(), Refusal<'static>> {
+fn accept(
+    listener: &ListenerConfig,
+    req: &mut Request<RequestBody>,
+) -> Result<(), Refusal<'static>> {
     headers::check_host(req).map_err(|detail| Refusal::new(ErrorKind::BadRequest, detail))?;
     if headers::head_size(req) > listener.limits.max_request_header_bytes {
         return Err(Refusal::new(
@@ -217,7 +224,7 @@ fn accept(listener: &ListenerConfig, req: &mut Request<Incoming>) -> Result<(), 
 /// Step 2: the first route that takes the request.
 fn route(
     listener: &ListenerConfig,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Result<Arc<CompiledRoute>, Refusal<'static>> {
     listener.router.find(req).cloned().ok_or_else(|| {
         let detail = format!("no route for {} {}", req.method(), req.uri().path());
@@ -229,7 +236,7 @@ fn route(
 /// request (`release.rs`), noted in the record for the judge's counts.
 fn version(
     route: Arc<CompiledRoute>,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     conn: &ConnInfo,
     done: &mut Completion,
 ) -> Arc<CompiledRoute> {
@@ -247,7 +254,7 @@ fn faults(
     route: &CompiledRoute,
     listener: &ListenerConfig,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Option<crate::fault::Injection> {
     // The tenant is resolved here only for a fault scoped by tenant.
     let tenant = || {

@@ -58,7 +58,7 @@ pub(crate) async fn accept(
     arrival: Arrival<'_>,
     route: &CompiledRoute,
     jobs: &RouteJobs,
-    req: Request<hyper::body::Incoming>,
+    req: Request<crate::body::RequestBody>,
     mut done: Completion,
 ) -> Response<ProxyBody> {
     let caller = match crate::admit::caller(
@@ -103,7 +103,7 @@ pub(crate) async fn overflow(
 /// Reads a job's body, refusing one over `limit` (413).
 async fn read_body(
     headers: &HeaderMap,
-    body: hyper::body::Incoming,
+    body: crate::body::RequestBody,
     limit: u64,
 ) -> Result<Bytes, Refusal<'static>> {
     let too_large = || {
@@ -122,7 +122,7 @@ async fn read_body(
 /// stops sending is its own failure). Also what an overflowed request's
 /// streamed body is read with.
 pub(crate) async fn job_body(
-    body: hyper::body::Incoming,
+    body: crate::body::RequestBody,
     limit: u64,
 ) -> Result<Bytes, Refusal<'static>> {
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
@@ -303,7 +303,7 @@ fn prefix_of(done: &Completion) -> Option<String> {
 pub(crate) async fn read(
     arrival: Arrival<'_>,
     rest: &str,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<crate::body::RequestBody>,
     done: Completion,
 ) -> Response<ProxyBody> {
     let not_found = |done| {

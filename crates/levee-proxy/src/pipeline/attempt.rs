@@ -9,6 +9,7 @@
 //! concurrency limit as it ends. A 101 answer starts a byte tunnel.
 
 use crate::admit::ClusterAdmission;
+use crate::body::RequestBody;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::cluster::{ClusterRuntime, EndpointState};
 use crate::headers::{self, ForwardContext, GRPC_TIMEOUT, LEVEE_DEADLINE};
@@ -37,7 +38,7 @@ enum AttemptBody {
     /// Streamed once; with a capture, a body that ended within the route's
     /// buffer can be sent again.
     Stream {
-        body: Option<Incoming>,
+        body: Option<RequestBody>,
         capture: Option<Capturing>,
     },
 }
@@ -49,7 +50,7 @@ struct Capturing {
 }
 
 impl AttemptBody {
-    fn stream(body: Incoming) -> Self {
+    fn stream(body: RequestBody) -> Self {
         AttemptBody::Stream {
             body: Some(body),
             capture: None,
@@ -109,7 +110,7 @@ fn replay_limit(route: &CompiledRoute, upgrade: bool) -> Option<u64> {
 /// bodies declared no larger than `replay_limit` are read now and can be
 /// replayed; others stream once.
 async fn attempt_body(
-    body: Incoming,
+    body: RequestBody,
     declared: Option<u64>,
     replay_limit: Option<u64>,
     limit: u64,
@@ -609,7 +610,7 @@ pub(crate) async fn prepare(
     conn: &crate::listener::ConnInfo,
     upgrade: bool,
     body_limit: u64,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Prepared, Refusal<'static>> {
     // Plain HTTP/1.1 connections join upgraded sockets in their own task.
     let downstream_upgrade =

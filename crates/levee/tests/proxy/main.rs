@@ -4,6 +4,7 @@
 mod admin;
 mod balancing;
 mod binary;
+mod conformance;
 mod deadlines;
 mod degradation;
 mod drain;
