@@ -62,7 +62,16 @@ pub(crate) async fn serve(
     let mut drain = shared.drain_signal();
     loop {
         if buf.is_empty()
-            && !wait_for_request(&mut stream, &conn, &limits, &mut drain, &mut buf, &mut out).await
+            && !wait_for_request(
+                &mut stream,
+                &conn,
+                &limits,
+                &mut drain,
+                &mut buf,
+                &mut out,
+                &mut fields,
+            )
+            .await
         {
             return;
         }
@@ -103,10 +112,9 @@ pub(crate) async fn serve(
         };
         let (keep_alive, upgraded) = {
             let (rd, wr) = stream.split();
-            match exchange
-                .run(parts, rd, wr, &mut buf, &mut out, &drain)
-                .await
-            {
+            // Boxed: the pipeline's future is large, and a task keeps its
+            // largest state for life, parked or not.
+            match Box::pin(exchange.run(parts, rd, wr, &mut buf, &mut out, &drain)).await {
                 Some(done) => done,
                 None => return,
             }
@@ -140,6 +148,7 @@ async fn wait_for_request(
     drain: &mut tokio::sync::watch::Receiver<bool>,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
+    fields: &mut Vec<Field>,
 ) -> bool {
     let park_after = PARK_AFTER.min(limits.idle_timeout / 2);
     let mut parked = false;
@@ -178,6 +187,7 @@ async fn wait_for_request(
                     parked = true;
                     *buf = BytesMut::new();
                     *out = Vec::new();
+                    *fields = Vec::new();
                 }
             }
             _ = drain.changed(), if !draining => {}
