@@ -112,7 +112,7 @@ pub(crate) async fn serve(
         };
         let (keep_alive, upgraded) = {
             let (rd, wr) = stream.split();
-            // Boxed: the pipeline's future is large, and a task keeps its
+            // Boxed, as the pipeline's future inside it: a task keeps its
             // largest state for life, parked or not.
             match Box::pin(exchange.run(parts, rd, wr, &mut buf, &mut out, &drain)).await {
                 Some(done) => done,
@@ -292,8 +292,9 @@ impl Exchange<'_> {
         let version = parts.version();
         let head_request = parts.method() == http::Method::HEAD;
         let req = parts.map(|()| body);
-        let handled = pipeline::handle(self.conn.clone(), req);
-        tokio::pin!(handled);
+        // Boxed on its own: the pipeline's future is large, and inline it
+        // would be copied into the exchange's box with it.
+        let mut handled = Box::pin(pipeline::handle(self.conn.clone(), req));
         // The pipeline runs while the body is fed to it, once it asks.
         let result = loop {
             match feed.as_mut() {
