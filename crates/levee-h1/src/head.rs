@@ -397,6 +397,13 @@ impl Codings {
     }
 }
 
+/// Whether the comma-separated field value `value` holds `token`
+/// (compared without case), as `Connection: keep-alive, close` holds
+/// `close`.
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    list(value).any(|t| t.eq_ignore_ascii_case(token))
+}
+
 /// The elements of a comma-separated list, without surrounding whitespace
 /// and without empty elements (RFC 9110 §5.6.1).
 fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {

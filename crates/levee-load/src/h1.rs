@@ -17,7 +17,7 @@
 //! ran to the close.
 
 use crate::record::ErrorKind;
-use http::{HeaderMap, HeaderValue, Method, Uri};
+use http::{HeaderMap, Method, Uri};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -100,16 +100,8 @@ impl Wire {
         headers
             .get_all(http::header::CONNECTION)
             .iter()
-            .any(|v| has_token(v, "close"))
+            .any(|v| levee_h1::head::has_token(v.as_bytes(), b"close"))
     }
-}
-
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .unwrap_or("")
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// One open connection and its read buffer.
@@ -465,7 +457,7 @@ mod tests {
     #[test]
     fn requests_are_serialized_once_with_host_and_length() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.insert("x-a", http::HeaderValue::from_static("1"));
         let w = Wire::new(
             &Method::POST,
             &Uri::from_static("http://example.test:8080/p?q=1"),

@@ -323,7 +323,7 @@ impl Exchange<'_> {
         if parts
             .headers
             .get(header::CONNECTION)
-            .is_some_and(|v| has_token(v.as_bytes(), b"close"))
+            .is_some_and(|v| levee_h1::head::has_token(v.as_bytes(), b"close"))
         {
             keep_alive = false;
         }
@@ -396,11 +396,7 @@ fn write_head(
     head_request: bool,
 ) {
     let status = parts.status;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     let upgrade = status == http::StatusCode::SWITCHING_PROTOCOLS;
     let mut date = false;
     for (name, value) in &parts.headers {
@@ -434,6 +430,14 @@ fn write_head(
             field(out, b"connection", b"keep-alive");
         }
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn status_line(out: &mut Vec<u8>, status: http::StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -583,11 +587,7 @@ async fn refuse(
     );
     let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     field(out, b"content-type", b"application/json");
     field(out, b"cache-control", b"no-store");
     field(out, b"levee-error", kind.reason().as_bytes());
@@ -600,13 +600,6 @@ async fn refuse(
     out.extend_from_slice(body.as_bytes());
     let _ = stream.write_all(out).await;
     let _ = stream.shutdown().await;
-}
-
-/// Whether a comma-separated field value holds `token`.
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The `Date` value now, formatted once a second per thread.
