@@ -77,6 +77,16 @@ impl Decoder {
         self.state == State::Done
     }
 
+    /// Whether the last chunk has been read and the trailer section (at
+    /// least its final CRLF) comes next: what each later step consumes
+    /// belongs to it.
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::Trailers { .. } | State::TrailerLf { .. } | State::EndLf
+        )
+    }
+
     /// Decodes from `input` up to the end of the next run of body data
     /// (or of the body, or of the input): call again with the input after
     /// `consumed` until done or the input is used up.
@@ -143,6 +153,12 @@ impl Decoder {
                             len: 0,
                             at_line_start: true,
                         };
+                        // The trailer section starts with the next step,
+                        // so a caller can keep its bytes.
+                        return Ok(Step {
+                            consumed: i + 1,
+                            data: None,
+                        });
                     } else {
                         self.left = self.size;
                         self.size = 0;
@@ -286,6 +302,29 @@ mod tests {
             let (body, used) = decode(wire, piece).unwrap();
             assert_eq!(body, b"hello0123456789", "pieces of {piece}");
             assert_eq!(&wire[used..], b"NEXT");
+        }
+    }
+
+    #[test]
+    fn the_trailer_section_is_what_steps_consume_after_the_last_chunk() {
+        let wire = b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nY: 2\r\n\r\nNEXT";
+        for piece in [1, 4, 100] {
+            let mut d = Decoder::default();
+            let (mut at, mut trailers) = (0, Vec::new());
+            while !d.is_done() {
+                let end = (at + piece).min(wire.len());
+                let in_trailers = d.in_trailers();
+                let step = d.step(&wire[at..end]).unwrap();
+                if in_trailers {
+                    trailers.extend_from_slice(&wire[at..at + step.consumed]);
+                }
+                at += step.consumed;
+            }
+            assert_eq!(trailers, b"X-Sum: 1\r\nY: 2\r\n\r\n", "pieces of {piece}");
+            let mut fields = Vec::new();
+            crate::head::parse_trailers(&trailers, &mut fields).unwrap();
+            assert_eq!(fields.len(), 2);
+            assert_eq!(fields[1].value(&trailers), b"2");
         }
     }
 

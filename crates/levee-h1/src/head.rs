@@ -270,6 +270,21 @@ pub fn parse_response(
     }))
 }
 
+/// Parses a chunked body's trailer section (`buf` ends with its blank
+/// line) into `fields` (cleared first).
+pub fn parse_trailers(buf: &[u8], fields: &mut Vec<Field>) -> Result<(), Error> {
+    fields.clear();
+    let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    match httparse::parse_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete((_, parsed))) => {
+            collect(buf, parsed, fields);
+            Ok(())
+        }
+        Ok(httparse::Status::Partial) => Err(Error::Syntax("incomplete trailer section")),
+        Err(e) => Err(refusal(buf, e)),
+    }
+}
+
 /// What the framing and connection fields of a message say.
 #[derive(Debug, Clone, Copy)]
 struct Meaning {
