@@ -8,7 +8,7 @@
 //!   the client goes away.
 
 use crate::record::Completion;
-use crate::upstream::Http1Conn;
+use crate::upstream::{ResponseBody, UpstreamBodyError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,7 +34,7 @@ pub enum BodyError {
     Malformed(DownstreamError),
     /// Reading the upstream's response body failed.
     #[error("reading the response body failed: {0}")]
-    Upstream(hyper::Error),
+    Upstream(UpstreamBodyError),
     /// No data moved for the route's `stream_idle_timeout`.
     #[error("no data for {} (stream_idle_timeout)", levee_config::format_duration(*.0))]
     StreamIdle(Duration),
@@ -371,9 +371,9 @@ impl Body for UpstreamBody {
 
 #[derive(Debug)]
 enum Inner {
-    /// The upstream's body, and the HTTP/1.1 connection it arrives on (driven
-    /// here, returned to its endpoint when the body ends cleanly).
-    Upstream(Incoming, Option<Http1Conn>),
+    /// The upstream's body (an HTTP/1.1 one owns its connection, returned
+    /// to its endpoint when the body ends cleanly).
+    Upstream(ResponseBody),
     Full(Option<Bytes>),
 }
 
@@ -430,15 +430,10 @@ impl ProxyBody {
         }));
     }
 
-    /// A body streamed from the upstream over `conn` (HTTP/1.1) or a
-    /// connection running in its own task (`None`).
-    pub(crate) fn upstream(
-        inner: Incoming,
-        conn: Option<Http1Conn>,
-        idle_timeout: Duration,
-    ) -> Self {
+    /// A body streamed from the upstream.
+    pub(crate) fn upstream(inner: ResponseBody, idle_timeout: Duration) -> Self {
         Self {
-            inner: Inner::Upstream(inner, conn),
+            inner: Inner::Upstream(inner),
             completion: None,
             idle_timeout,
             idle_timer: None,
@@ -499,7 +494,7 @@ impl ProxyBody {
 
     fn finish(&mut self, complete: bool) {
         let conn = match &mut self.inner {
-            Inner::Upstream(_, conn) => conn.take(),
+            Inner::Upstream(body) => body.take_connection(),
             Inner::Full(_) => None,
         };
         if let Some(tee) = self.tee.take() {
@@ -556,7 +551,7 @@ impl Body for ProxyBody {
         }
         match &self.inner {
             Inner::Full(b) => b.is_none(),
-            Inner::Upstream(body, _) => body.is_end_stream(),
+            Inner::Upstream(body) => body.is_end_stream(),
         }
     }
 
@@ -564,7 +559,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
-            Inner::Upstream(body, _) => body.size_hint(),
+            Inner::Upstream(body) => body.size_hint(),
         }
     }
 }
@@ -579,18 +574,7 @@ impl ProxyBody {
         let this = self;
         let polled = match &mut this.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(body, conn) => match conn {
-                None => Pin::new(body).poll_frame(cx),
-                Some(conn) => {
-                    // Drive the connection's reads, then take what arrived;
-                    // once more if the first poll only signalled demand.
-                    conn.drive(cx);
-                    match Pin::new(&mut *body).poll_frame(cx) {
-                        Poll::Pending if !conn.drive(cx) => Pin::new(body).poll_frame(cx),
-                        polled => polled,
-                    }
-                }
-            },
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -819,15 +819,14 @@ impl ClusterRuntime {
             return false;
         };
         let probe = async {
-            let (resp, mut conn) = self
+            let resp = self
                 .transport
                 .send(ep.addr, &ep.idle, req, false, self.config.connect_timeout)
                 .await
                 .ok()?;
             let ok = resp.status().is_success() || resp.status().is_redirection();
             // Read the (small) body so the connection can be reused.
-            crate::upstream::drain(resp.into_body(), &mut conn).await;
-            if let Some(conn) = conn {
+            if let Some(conn) = crate::upstream::drain(resp.into_body()).await {
                 self.release(ep, conn);
             }
             Some(ok)

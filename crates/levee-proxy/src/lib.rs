@@ -48,7 +48,7 @@ pub use gateway::{
 };
 pub use headers::LEVEE_ERROR;
 pub use mirror::MirrorStats;
-pub use upstream::{ConnectFuture, Connector, TcpConnector, UpstreamIo};
+pub use upstream::{ConnectFuture, Connector, TcpConnector, UpstreamBodyError, UpstreamIo};
 
 /// Route matching exposed for benchmarks only; not a stable API.
 #[doc(hidden)]

@@ -26,10 +26,9 @@ use crate::headers::{self, ForwardContext};
 use crate::pipeline::attempt::Prepared;
 use crate::pipeline::RequestContext;
 use crate::record::Completion;
-use crate::upstream::Http1Conn;
+use crate::upstream::{Http1Conn, ResponseBody};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
-use hyper::body::Incoming;
 use levee_config::{Mirror, UpstreamProtocol, WEIGHT_SCALE};
 use levee_core::metrics::{names, Counter, Histogram, Registry};
 use levee_core::outcome::StatusClass;
@@ -565,7 +564,7 @@ async fn shadow(cluster: &ClusterRuntime, head: Head, body: Bytes, compare: u64)
         false,
         cluster.config.connect_timeout,
     );
-    let (resp, conn) = match sent.await {
+    let resp = match sent.await {
         Ok(answer) => answer,
         Err((kind, detail)) => {
             tracing::debug!(cluster = %cluster.name(), reason = kind.reason(), %detail, "mirrored request failed");
@@ -573,7 +572,7 @@ async fn shadow(cluster: &ClusterRuntime, head: Head, body: Bytes, compare: u64)
         }
     };
     let status = resp.status().as_u16();
-    let (digest, conn) = read_body(resp.into_body(), conn, compare).await;
+    let (digest, conn) = read_body(resp.into_body(), compare).await;
     if let Some(conn) = conn {
         cluster.release(&endpoint, conn);
     }
@@ -583,32 +582,14 @@ async fn shadow(cluster: &ClusterRuntime, head: Head, body: Bytes, compare: u64)
     }
 }
 
-/// Reads a shadow's body, driving its HTTP/1.1 connection as `ProxyBody`
-/// does, hashing up to `limit` bytes. The connection comes back only when
-/// the body ended cleanly (so it can be pooled).
-async fn read_body(
-    mut body: Incoming,
-    mut conn: Option<Http1Conn>,
-    limit: u64,
-) -> (Digest, Option<Http1Conn>) {
+/// Reads a shadow's body, hashing up to `limit` bytes. The connection
+/// comes back only when the body ended cleanly (so it can be pooled).
+async fn read_body(mut body: ResponseBody, limit: u64) -> (Digest, Option<Http1Conn>) {
     use http_body::Body as _;
     use std::pin::Pin;
-    use std::task::Poll;
     let mut hash = BoundedHash::new(limit);
     loop {
-        let frame = std::future::poll_fn(|cx| {
-            if let Some(c) = conn.as_mut() {
-                c.drive(cx);
-            }
-            match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Pending if conn.as_mut().is_some_and(|c| !c.drive(cx)) => {
-                    Pin::new(&mut body).poll_frame(cx)
-                }
-                polled => polled,
-            }
-        })
-        .await;
-        match frame {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     if !hash.push(data) {
@@ -618,7 +599,7 @@ async fn read_body(
                 }
             }
             Some(Err(_)) => return (Digest::NotCompared, None),
-            None => return (hash.digest(true), conn),
+            None => return (hash.digest(true), body.take_connection()),
         }
     }
 }

@@ -1,44 +1,52 @@
 //! Connections to upstream endpoints.
 //!
 //! HTTP/1.1: each endpoint keeps a stack of idle connections
-//! ([`IdleConnections`]). A request checks one out and drives it itself (the
-//! connection's I/O is polled by the request future, then by the response
-//! body), so proxying a request needs no second task and no hand-off between
-//! tasks. When the response body ends cleanly the connection goes back on the
-//! stack. A pooled connection the upstream has meanwhile closed is noticed at
-//! checkout, and a request it could not carry is retried once on a fresh one
-//! (nothing was sent, so this is always safe).
+//! ([`IdleConnections`]). A request checks one out and drives it itself on
+//! Levee's own codec ([`h1`]): the request future writes the request and
+//! reads the answer's head, the answer's body reads the rest, so proxying a
+//! request needs no second task, no channel and no hand-off between tasks.
+//! When the body ends cleanly the connection goes back on the stack. A
+//! pooled connection the upstream has meanwhile closed is noticed at
+//! checkout; one that fails before any answer is tried again once on a
+//! fresh connection when the request is safe to send twice (idempotent,
+//! without a body).
 //!
 //! HTTP/2 (and gRPC): hyper-util's client multiplexes streams over pooled
 //! connections in their own tasks. WebSocket upgrades use a fresh HTTP/1.1
-//! connection in its own task, which hands the socket over after the 101.
+//! connection through hyper's client in its own task, which hands the
+//! socket over after the 101.
 //!
 //! The transport seam: HTTP/1.1 connections (requests, health checks,
 //! upgrades) are opened by a [`Connector`], [`TcpConnector`] unless the
 //! gateway was started with another (`StartOptions::connector`). A connector
 //! yields an [`UpstreamIo`], an enum rather than a boxed trait object, so
-//! the hyper connection type stays concrete and the request path pays no
-//! dynamic dispatch per read or write. Tests plug in an in-memory upstream
-//! and drive everything after the socket (codec, pools, timeouts, retries,
-//! hedges, breakers) on paused time. HTTP/2 clusters connect by TCP only.
+//! the request path pays no dynamic dispatch per read or write. Tests plug
+//! in an in-memory upstream and drive everything after the socket (codec,
+//! pools, timeouts, retries, hedges, breakers) on paused time. HTTP/2
+//! clusters connect by TCP only.
+
+mod h1;
 
 use crate::body::{BodyError, UpstreamBody};
 use crate::guard::{ConnectionCap, ConnectionSlot};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use levee_core::time::Instant;
 use levee_core::ErrorKind;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-type Http1Connection = http1::Connection<TokioIo<UpstreamIo>, UpstreamBody>;
+/// A pooled HTTP/1.1 connection (boxed: it moves between pool, request
+/// and body).
+pub(crate) type Http1Conn = Box<h1::Conn>;
 
 /// What [`Connector::connect`] returns: a connection, or the error a TCP
 /// connect would give (`ConnectionRefused` and `TimedOut` are classified as
@@ -193,44 +201,68 @@ impl tokio::io::AsyncWrite for UpstreamIo {
 /// A failure to get a response head, already classified.
 pub(crate) type SendError = (ErrorKind, String);
 
-/// One HTTP/1.1 connection to an endpoint, with the future that runs it.
-pub(crate) struct Http1Conn {
-    send: http1::SendRequest<UpstreamBody>,
-    /// Boxed so moving the connection between pool, request and body is cheap.
-    conn: Box<Http1Connection>,
-    /// Set once the connection future has finished (closed or failed).
-    finished: bool,
-    idle_since: Instant,
-    /// Its place under the cluster's connection cap, freed when it closes.
-    _slot: ConnectionSlot,
+/// An answer's body: read by Levee's HTTP/1.1 codec, or by hyper
+/// (HTTP/2, upgrades).
+#[derive(Debug)]
+pub(crate) enum ResponseBody {
+    Http1(h1::Body),
+    Hyper(Incoming),
 }
 
-impl std::fmt::Debug for Http1Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http1Conn")
-            .field("finished", &self.finished)
-            .finish()
-    }
-}
-
-impl Http1Conn {
-    /// Drives the connection's I/O; true once it has finished.
-    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.finished {
-            if let Poll::Ready(result) = Pin::new(&mut *self.conn).poll(cx) {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                self.finished = true;
-            }
+impl ResponseBody {
+    /// The HTTP/1.1 connection the body arrived on, once it ended cleanly
+    /// and the connection may carry another exchange.
+    pub(crate) fn take_connection(&mut self) -> Option<Http1Conn> {
+        match self {
+            ResponseBody::Http1(body) => body.take_connection(),
+            ResponseBody::Hyper(_) => None,
         }
-        self.finished
+    }
+}
+
+/// Why reading an answer's body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    /// hyper reported it (HTTP/2).
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// Reading from the upstream failed.
+    #[error("reading from the upstream failed: {0}")]
+    Io(std::io::Error),
+    /// The body's framing is invalid.
+    #[error("the upstream's body is malformed: {0}")]
+    Malformed(levee_h1::Error),
+    /// The upstream closed the connection before the body ended.
+    #[error("the upstream closed the connection before the body ended")]
+    Closed,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Http1(body) => body.poll_frame(cx),
+            ResponseBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
     }
 
-    /// Whether the connection can carry another request now.
-    pub(crate) fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        !self.drive(&mut cx) && self.send.is_ready()
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Http1(body) => body.is_end_stream(),
+            ResponseBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Http1(body) => body.size_hint(),
+            ResponseBody::Hyper(body) => body.size_hint(),
+        }
     }
 }
 
@@ -260,7 +292,7 @@ impl IdleConnections {
             return;
         }
         let now = levee_core::time::now();
-        conn.idle_since = now;
+        conn.rest(now);
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         // The stack is ordered by age, oldest at the bottom: expired ones,
         // and the oldest when full, leave from there.
@@ -330,9 +362,9 @@ impl Transport {
     }
 
     /// Sends `req` to the endpoint at `addr` and waits for the response head.
-    /// For HTTP/1.1 the connection comes back with the response, to be driven
-    /// by the response body and returned to `idle` when it ends; a new one is
-    /// opened within `connect_timeout` (HTTP/2 uses the cluster's).
+    /// An HTTP/1.1 answer's body owns its connection, to be returned to
+    /// `idle` when it ends; a new one is opened within `connect_timeout`
+    /// (HTTP/2 uses the cluster's).
     pub(crate) async fn send(
         &self,
         addr: SocketAddr,
@@ -340,12 +372,12 @@ impl Transport {
         req: http::Request<UpstreamBody>,
         upgrade: bool,
         connect_timeout: Duration,
-    ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
+    ) -> Result<http::Response<ResponseBody>, SendError> {
         match self {
             // Rare or heavyweight paths are boxed, so the common HTTP/1.1
             // path's future stays small (it is moved on every request).
             Transport::Http2(client) => match Box::pin(client.request(req)).await {
-                Ok(resp) => Ok((resp, None)),
+                Ok(resp) => Ok(resp.map(ResponseBody::Hyper)),
                 Err(e) => Err((classify_legacy(&e), error_chain(&e))),
             },
             Transport::Http1 {
@@ -367,29 +399,28 @@ impl Transport {
                 connections,
                 connector,
             } => {
-                let mut req = req;
-                origin_form(&mut req);
-                // A pooled connection first; a fresh one if it was stale.
-                for attempt in 0..2 {
-                    let mut conn = match idle.checkout(*idle_timeout) {
-                        Some(c) if attempt == 0 => c,
-                        _ => {
-                            Box::pin(connect(addr, connect_timeout, connections, &**connector))
-                                .await?
-                        }
-                    };
-                    match exchange(&mut conn, req).await {
-                        Ok(resp) => return Ok((resp, Some(conn))),
-                        Err(mut e) => match e.take_message() {
-                            Some(unsent) if attempt == 0 => req = unsent,
-                            _ => {
-                                let err = e.into_error();
-                                return Err((classify_hyper(&err), error_chain(&err)));
-                            }
-                        },
+                let conn = match idle.checkout(*idle_timeout) {
+                    Some(c) => c,
+                    None => {
+                        Box::pin(connect(addr, connect_timeout, connections, &**connector)).await?
                     }
+                };
+                match h1::exchange(conn, req).await {
+                    Ok(resp) => Ok(resp.map(ResponseBody::Http1)),
+                    // A pooled connection the upstream closed meanwhile.
+                    Err(h1::Failed {
+                        again: Some(req), ..
+                    }) => {
+                        let conn =
+                            Box::pin(connect(addr, connect_timeout, connections, &**connector))
+                                .await?;
+                        h1::exchange(conn, req)
+                            .await
+                            .map(|resp| resp.map(ResponseBody::Http1))
+                            .map_err(|f| (f.kind, f.detail))
+                    }
+                    Err(f) => Err((f.kind, f.detail)),
                 }
-                unreachable!("the second attempt always returns")
             }
         }
     }
@@ -405,10 +436,10 @@ impl Transport {
         &self,
         addr: SocketAddr,
         idle: &IdleConnections,
-        mut req: http::Request<UpstreamBody>,
+        req: http::Request<UpstreamBody>,
         connect_timeout: Duration,
         fault: IoFault,
-    ) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
+    ) -> Result<http::Response<ResponseBody>, SendError> {
         let Transport::Http1 {
             connections,
             connector,
@@ -417,19 +448,15 @@ impl Transport {
         else {
             return self.send(addr, idle, req, false, connect_timeout).await;
         };
-        origin_form(&mut req);
         let faulted = FaultingConnector {
             inner: connector.clone(),
             fault,
         };
-        let mut conn = Box::pin(connect(addr, connect_timeout, connections, &faulted)).await?;
-        match exchange(&mut conn, req).await {
-            Ok(resp) => Ok((resp, None)),
-            Err(e) => {
-                let err = e.into_error();
-                Err((classify_hyper(&err), error_chain(&err)))
-            }
-        }
+        let (io, slot) = Box::pin(connect_io(addr, connect_timeout, connections, &faulted)).await?;
+        h1::exchange(Box::new(h1::Conn::new(io, slot, false)), req)
+            .await
+            .map(|resp| resp.map(ResponseBody::Http1))
+            .map_err(|f| (f.kind, f.detail))
     }
 }
 
@@ -496,27 +523,32 @@ async fn answer_once(mut io: tokio::io::DuplexStream, status: u16) {
     while matches!(io.read(&mut buf).await, Ok(n) if n > 0) {}
 }
 
-/// An upgrade (WebSocket) request on a fresh connection in its own task,
-/// which hands the socket over after a 101.
+/// An upgrade (WebSocket) request on a fresh connection through hyper's
+/// client in its own task, which hands the socket over after a 101.
 async fn send_upgrade(
     addr: SocketAddr,
     mut req: http::Request<UpstreamBody>,
     connect_timeout: Duration,
     connections: &Arc<ConnectionCap>,
     connector: &dyn Connector,
-) -> Result<(http::Response<Incoming>, Option<Http1Conn>), SendError> {
+) -> Result<http::Response<ResponseBody>, SendError> {
     origin_form(&mut req);
-    let mut conn = connect(addr, connect_timeout, connections, connector).await?;
-    let send = conn.send.send_request(req);
+    let (io, slot) = connect_io(addr, connect_timeout, connections, connector).await?;
+    let (mut send, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| (ErrorKind::ConnectFailed, format!("{addr}: handshake: {e}")))?;
     tokio::spawn(async move {
-        if let Err(e) = conn.conn.with_upgrades().await {
+        let _slot = slot;
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upgraded upstream connection ended");
         }
     });
     let resp = send
+        .send_request(req)
         .await
         .map_err(|e| (classify_hyper(&e), error_chain(&e)))?;
-    Ok((resp, None))
+    Ok(resp.map(ResponseBody::Hyper))
 }
 
 /// HTTP/1.1 requests to an origin carry only the path and query
@@ -539,6 +571,17 @@ async fn connect(
     connections: &Arc<ConnectionCap>,
     connector: &dyn Connector,
 ) -> Result<Http1Conn, SendError> {
+    let (io, slot) = connect_io(addr, timeout, connections, connector).await?;
+    Ok(Box::new(h1::Conn::new(io, slot, true)))
+}
+
+/// Opens a byte stream within `timeout`, with its place under the cap.
+async fn connect_io(
+    addr: SocketAddr,
+    timeout: Duration,
+    connections: &Arc<ConnectionCap>,
+    connector: &dyn Connector,
+) -> Result<(UpstreamIo, ConnectionSlot), SendError> {
     let Some(slot) = connections.open() else {
         return Err((
             ErrorKind::OverflowConnections,
@@ -568,59 +611,18 @@ async fn connect(
         }
         Ok(Ok(s)) => s,
     };
-    let (send, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| (ErrorKind::ConnectFailed, format!("{addr}: handshake: {e}")))?;
-    Ok(Http1Conn {
-        send,
-        conn: Box::new(conn),
-        finished: false,
-        idle_since: levee_core::time::now(),
-        _slot: slot,
-    })
+    Ok((stream, slot))
 }
 
-/// Sends one request on `conn`, driving the connection until the head arrives.
-async fn exchange(
-    conn: &mut Http1Conn,
-    req: http::Request<UpstreamBody>,
-) -> Result<http::Response<Incoming>, hyper::client::conn::TrySendError<http::Request<UpstreamBody>>>
-{
-    // The dispatcher says it is ready only once the connection is polled. If
-    // it is closed instead, sending hands the request back untouched.
-    let _ = std::future::poll_fn(|cx| {
-        conn.drive(cx);
-        conn.send.poll_ready(cx)
-    })
-    .await;
-    let mut response = std::pin::pin!(conn.send.try_send_request(req));
-    std::future::poll_fn(|cx| {
-        conn.drive(cx);
-        response.as_mut().poll(cx)
-    })
-    .await
-}
-
-/// Reads `body` to its end, driving `conn` (if any) meanwhile; on a read
-/// error the connection is dropped.
-pub(crate) async fn drain(mut body: Incoming, conn: &mut Option<Http1Conn>) {
+/// Reads `body` to its end: the connection it arrived on, when it may
+/// carry another exchange.
+pub(crate) async fn drain(mut body: ResponseBody) -> Option<Http1Conn> {
     use http_body::Body;
     loop {
-        let frame = std::future::poll_fn(|cx| {
-            if let Some(c) = conn.as_mut() {
-                c.drive(cx);
-            }
-            Pin::new(&mut body).poll_frame(cx)
-        })
-        .await;
-        match frame {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             Some(Ok(_)) => continue,
-            Some(Err(_)) => {
-                *conn = None;
-                return;
-            }
-            None => return,
+            Some(Err(_)) => return None,
+            None => return body.take_connection(),
         }
     }
 }

@@ -19,9 +19,8 @@ use crate::pipeline::RequestContext;
 use crate::record::Completion;
 use crate::retry::RouteRetry;
 use crate::router::CompiledRoute;
-use crate::upstream::Http1Conn;
+use crate::upstream::ResponseBody;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use levee_config::{HashOn, UpstreamProtocol};
 use levee_core::outcome::StatusClass;
@@ -194,8 +193,8 @@ impl Drop for Awaiting<'_> {
     }
 }
 
-/// A response head with the HTTP/1.1 connection its body still needs.
-type Sent = (Response<Incoming>, Option<Http1Conn>);
+/// A response head and its body (which owns an HTTP/1.1 connection).
+type Sent = Response<ResponseBody>;
 
 /// One attempt's result and the endpoint it went to.
 struct Attempt {
@@ -208,7 +207,7 @@ impl Attempt {
     /// route would retry).
     fn is_good(&self, retry: Option<&RouteRetry>) -> bool {
         match &self.result {
-            Ok((resp, _)) => {
+            Ok(resp) => {
                 retry.is_none_or(|r| !r.retries_response(resp.status().as_u16(), resp.headers()))
             }
             Err(_) => false,
@@ -375,7 +374,7 @@ impl AttemptPlan<'_> {
         // The attempt's outcome feeds passive health (failures of the
         // client's own making are not the endpoint's).
         let outcome = match &result {
-            Ok((resp, _)) => Some(Outcome::Response(resp.status().as_u16())),
+            Ok(resp) => Some(Outcome::Response(resp.status().as_u16())),
             Err((kind, _)) if kind.side() != levee_core::Side::Downstream => {
                 Some(Outcome::Failed(*kind))
             }
@@ -395,11 +394,10 @@ impl AttemptPlan<'_> {
             cluster.record_outcome(&endpoint, outcome, rtt, now);
         }
         if let Some(queue) = &cluster.queue {
-            let shed_mark =
-                matches!(&result, Ok((resp, _)) if crate::retry::is_shed(resp.headers()));
+            let shed_mark = matches!(&result, Ok(resp) if crate::retry::is_shed(resp.headers()));
             queue.on_attempt(outcome, rtt, admitted, shed_mark);
         }
-        if let Ok((resp, _)) = &result {
+        if let Ok(resp) = &result {
             let rtt_ns = rtt.as_nanos() as u64;
             cluster.observe_latency(&endpoint, rtt_ns, now);
             cluster.metrics.latency.observe_nanos(rtt_ns);
@@ -816,7 +814,7 @@ pub(crate) async fn send(
             break outcome;
         };
         let (wanted, nothing_sent, asked_wait) = match &outcome.result {
-            Ok((resp, _)) => (
+            Ok(resp) => (
                 r.retries_response(resp.status().as_u16(), resp.headers()),
                 false,
                 r.retry_after(resp.headers()),
@@ -859,7 +857,7 @@ pub(crate) async fn send(
         endpoint = next;
     };
     done.set_endpoint(endpoint.clone());
-    let (mut resp, upstream_conn) = result?;
+    let mut resp = result?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if upgrade && conn.manual_upgrades() {
@@ -880,7 +878,7 @@ pub(crate) async fn send(
         headers::remove_hop_by_hop(resp.headers_mut(), false);
     }
     let idle = route.config.stream_idle_timeout;
-    Ok(resp.map(|body| ProxyBody::upstream(body, upstream_conn, idle)))
+    Ok(resp.map(|body| ProxyBody::upstream(body, idle)))
 }
 
 fn upstream_uri(
