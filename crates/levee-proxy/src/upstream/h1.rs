@@ -11,6 +11,11 @@
 //! gathered. The connection goes back to its endpoint's pool only after
 //! an answer ended exactly where its framing says, with nothing more
 //! sent, the request sent whole, and neither side asking to close.
+//!
+//! The answer's head is held to `levee-h1`'s rules for responses, with one
+//! leniency: a bare LF ends a line, as NGINX and hyper accept from
+//! upstreams (the head is rebuilt from its parsed fields, never relayed
+//! as bytes, so it cannot split anything downstream).
 
 use super::{UpstreamBodyError, UpstreamIo};
 use crate::body::{BodyError, UpstreamBody};

@@ -26,6 +26,7 @@ mod routing;
 mod split;
 mod streaming;
 mod tls;
+mod upstream_h1;
 
 use levee_testkit::{Cluster, GatewayConfig, Route};
 use std::time::Duration;
