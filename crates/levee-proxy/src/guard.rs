@@ -290,6 +290,16 @@ impl ConnectionCap {
     pub(crate) fn max(&self) -> u32 {
         self.max.unwrap_or(u32::MAX)
     }
+
+    /// No cap (codec tests).
+    #[cfg(test)]
+    pub(crate) fn unlimited() -> Arc<Self> {
+        Arc::new(Self {
+            max: None,
+            open: AtomicU32::new(0),
+            gauge: Arc::default(),
+        })
+    }
 }
 
 /// One open connection's place under the cap; released when it closes.

@@ -774,3 +774,168 @@ impl Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::ConnectionCap;
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Answers one request on an in-memory connection with `wire`, written
+    /// in pieces of `piece` bytes, then holds the connection open.
+    async fn answer_with(wire: Vec<u8>, piece: usize) -> Box<Conn> {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if theirs.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            for part in wire.chunks(piece.max(1)) {
+                if theirs.write_all(part).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = theirs.read(&mut byte).await;
+        });
+        let slot = ConnectionCap::unlimited().open().expect("no cap");
+        Box::new(Conn::new(UpstreamIo::Memory(ours), slot, true))
+    }
+
+    fn get() -> http::Request<UpstreamBody> {
+        let mut req = http::Request::new(UpstreamBody::empty());
+        *req.uri_mut() = http::Uri::from_static("/x");
+        req
+    }
+
+    /// The body's data and trailers, or the error that ended it.
+    async fn read_all(body: &mut Body) -> Result<(Vec<u8>, Option<HeaderMap>), String> {
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = std::future::poll_fn(|cx| body.poll_frame(cx)).await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            match frame.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(f) => trailers = f.into_trailers().ok(),
+            }
+        }
+        Ok((data, trailers))
+    }
+
+    fn encode(body: &[u8], chunked: bool, trailer: bool, chunk: usize) -> Vec<u8> {
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        if !chunked {
+            wire.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            wire.extend_from_slice(body);
+            return wire;
+        }
+        wire.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for part in body.chunks(chunk.max(1)) {
+            chunked::chunk_start(&mut wire, part.len());
+            wire.extend_from_slice(part);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n");
+        if trailer {
+            wire.extend_from_slice(b"X-Sum: 7\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// A generated answer, fed in arbitrary pieces, arrives whole, with
+        /// its trailers, and leaves the connection reusable.
+        #[test]
+        fn answers_fed_in_pieces_arrive_whole(
+            body in proptest::collection::vec(any::<u8>(), 0..3000),
+            chunked in any::<bool>(),
+            trailer in any::<bool>(),
+            chunk in 1usize..700,
+            piece in 1usize..400,
+        ) {
+            let wire = encode(&body, chunked, trailer, chunk);
+            let (data, trailers, reusable) = runtime().block_on(async {
+                let conn = answer_with(wire, piece).await;
+                let resp = exchange(conn, get()).await.map_err(|f| f.detail).expect("an answer");
+                let mut body = resp.into_body();
+                let (data, trailers) = read_all(&mut body).await.expect("a whole body");
+                (data, trailers, body.take_connection().is_some())
+            });
+            prop_assert_eq!(data, body);
+            prop_assert_eq!(
+                trailers.and_then(|t| t.get("x-sum").cloned()),
+                (chunked && trailer).then(|| HeaderValue::from_static("7"))
+            );
+            prop_assert!(reusable);
+        }
+
+        /// Arbitrary bytes as an answer never panic: a head or a failure,
+        /// and a body that ends or fails, without hanging once the
+        /// upstream closes.
+        #[test]
+        fn arbitrary_answers_end_cleanly(
+            wire in proptest::collection::vec(any::<u8>(), 0..600),
+            prefix in any::<bool>(),
+        ) {
+            let mut bytes = if prefix { b"HTTP/1.1 200 OK\r\n".to_vec() } else { Vec::new() };
+            bytes.extend_from_slice(&wire);
+            runtime().block_on(async {
+                let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 1024];
+                    let _ = theirs.read(&mut sink).await;
+                    let _ = theirs.write_all(&bytes).await;
+                });
+                let slot = ConnectionCap::unlimited().open().expect("no cap");
+                let conn = Box::new(Conn::new(UpstreamIo::Memory(ours), slot, true));
+                if let Ok(resp) = exchange(conn, get()).await {
+                    let mut body = resp.into_body();
+                    let _ = read_all(&mut body).await;
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_head_answer_has_no_body_and_an_until_close_answer_no_reuse() {
+        runtime().block_on(async {
+            let conn =
+                answer_with(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n".to_vec(), 64).await;
+            let mut req = get();
+            *req.method_mut() = http::Method::HEAD;
+            let mut body = exchange(conn, req)
+                .await
+                .ok()
+                .expect("an answer")
+                .into_body();
+            assert!(body.is_end_stream());
+            assert!(body.take_connection().is_some());
+
+            let conn = answer_with(b"HTTP/1.1 200 OK\r\n\r\nuntil".to_vec(), 64).await;
+            let mut body = exchange(conn, get())
+                .await
+                .ok()
+                .expect("an answer")
+                .into_body();
+            // The upstream holds the connection open: the data arrives, the
+            // end does not, and the connection is never offered for reuse.
+            let frame = std::future::poll_fn(|cx| body.poll_frame(cx)).await;
+            assert_eq!(frame.unwrap().unwrap().into_data().unwrap(), "until");
+            assert!(body.take_connection().is_none());
+        });
+    }
+}
