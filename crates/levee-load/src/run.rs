@@ -189,14 +189,17 @@ pub async fn run(
         let (stop_tx, interrupted) = (stop_tx.clone(), interrupted.clone());
         tokio::spawn(async move {
             interrupt.await;
-            let first = stop_tx.send_if_modified(|s| {
+            // The flag is set before the stop is told, so whoever wakes on
+            // the stop reads it (else an interrupt could be reported as a
+            // threshold's abort).
+            stop_tx.send_if_modified(|s| {
                 let first = s.is_none();
                 if first {
+                    interrupted.store(true, Ordering::Relaxed);
                     *s = Some("interrupted".into());
                 }
                 first
             });
-            interrupted.store(first, Ordering::Relaxed);
         })
     };
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
