@@ -64,10 +64,14 @@ pub(crate) async fn fallback(
             }
             Ok(resp)
         }
-        result if failed => match degrade(f, ctx, stale_key.as_deref(), again, done).await {
-            Some(degraded) => Ok(degraded),
-            None => result.map_err(Refusal::from),
-        },
+        // Boxed: the fallback cluster's attempt is a whole second dispatch,
+        // which would otherwise size every request's future.
+        result if failed => {
+            match Box::pin(degrade(f, ctx, stale_key.as_deref(), again, done)).await {
+                Some(degraded) => Ok(degraded),
+                None => result.map_err(Refusal::from),
+            }
+        }
         result => result.map_err(Refusal::from),
     }
 }

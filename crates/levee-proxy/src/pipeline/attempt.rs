@@ -794,9 +794,10 @@ pub(crate) async fn send(
             _ => None,
         };
         let outcome = match hedging {
+            // Boxed: racing attempts hold several attempts' states, which
+            // would otherwise size every request's future.
             Some(hedging) => {
-                plan.hedged(endpoint, attempt_body, &headers, &hedging, &mut tried)
-                    .await
+                Box::pin(plan.hedged(endpoint, attempt_body, &headers, &hedging, &mut tried)).await
             }
             None => {
                 let headers = if last {
