@@ -375,28 +375,27 @@ async fn a_known_length_body_goes_with_its_length_in_the_same_write_as_the_head(
     assert!(first.ends_with("\r\n\r\n{\"name\":\"levee\"}"), "{first}");
 }
 
+/// The first connection answers one request, then takes the next and
+/// closes without answering (as an upstream's idle timeout can race a
+/// request); later connections answer everything.
+async fn drops_the_second_request_of_the_first_connection(n: usize, mut s: TcpStream) {
+    let mut pending = Vec::new();
+    let mut answered = 0;
+    while read_request_head(&mut s, &mut pending).await.is_some() {
+        if n == 0 && answered == 1 {
+            return;
+        }
+        answered += 1;
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        if s.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_pooled_connection_closed_by_the_upstream_is_tried_again_only_when_safe() {
-    // The first connection answers one request, then takes the next and
-    // closes without answering (as an upstream's idle timeout can race a
-    // request); later connections answer everything.
-    let up = RawUpstream::start(|n, mut s| async move {
-        let mut pending = Vec::new();
-        let mut answered = 0;
-        while read_request_head(&mut s, &mut pending).await.is_some() {
-            if n == 0 && answered == 1 {
-                return;
-            }
-            answered += 1;
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    let up = RawUpstream::start(drops_the_second_request_of_the_first_connection).await;
     let gw = gateway(&up).await;
     assert_eq!(get(&gw, "/a").await.0, 200);
     let (status, _, body) = get(&gw, "/b").await;
@@ -404,23 +403,7 @@ async fn a_pooled_connection_closed_by_the_upstream_is_tried_again_only_when_saf
     assert_eq!(up.connections(), 2);
 
     // The same race for a POST: not sent twice, the client is told.
-    let up = RawUpstream::start(|n, mut s| async move {
-        let mut pending = Vec::new();
-        let mut answered = 0;
-        while read_request_head(&mut s, &mut pending).await.is_some() {
-            if n == 0 && answered == 1 {
-                return;
-            }
-            answered += 1;
-            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    let up = RawUpstream::start(drops_the_second_request_of_the_first_connection).await;
     let gw = gateway(&up).await;
     assert_eq!(get(&gw, "/a").await.0, 200);
     let (status, headers, _) = send(&gw, http::Method::POST, "/b", "x").await;
