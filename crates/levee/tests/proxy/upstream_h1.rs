@@ -198,7 +198,7 @@ async fn trailers_of_a_chunked_answer_reach_a_client_that_reads_chunked() {
         .await
         .unwrap();
     let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = levee_core::time::now() + WAIT;
     while !seen.ends_with(b"\r\n\r\n") || !seen.windows(5).any(|w| w == b"\r\n0\r\n") {
         let mut buf = [0u8; 4096];
         match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
@@ -316,7 +316,7 @@ async fn a_streamed_request_body_goes_chunked_while_the_answer_streams_back() {
     .await
     .unwrap();
     let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = levee_core::time::now() + WAIT;
     while !seen.windows(5).any(|w| w == b"first") {
         let mut buf = [0u8; 4096];
         match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
