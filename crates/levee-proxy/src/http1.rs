@@ -1,6 +1,6 @@
 //! Cleartext HTTP/1.1 connections served by Levee's own codec (`levee-h1`)
-//! rather than hyper's: the head is parsed in place in one buffer kept per
-//! connection, header values are shared slices of it (no copy), a body
+//! rather than hyper's: the head is parsed in place in the connection's
+//! read buffer, header values are shared slices of it (no copy), a body
 //! already read arrives whole, and the answer's head and the first of its
 //! body go out in one write. The request then takes the same pipeline as
 //! every other (`pipeline::handle`).
@@ -9,15 +9,17 @@
 //! request, feeds a streamed request body to the pipeline through a small
 //! channel only when the pipeline asks for it (which is when
 //! `Expect: 100-continue` is answered), writes the answer, then waits for
-//! the next request. An idle connection releases its buffers after
-//! `PARK_AFTER` (it costs little more than its socket, as in NGINX), a
-//! slow head is cut at `header_read_timeout`, an idle connection at
+//! the next request. While it waits it holds no buffer (they go back to the
+//! worker thread's spares, `bufcache`) and its task is small, so an idle
+//! keep-alive connection costs little more than its socket, as in NGINX.
+//! A slow head is cut at `header_read_timeout`, an idle connection at
 //! `idle_timeout` (a second while draining), and a 101 hands the socket to
 //! the upgrade's tunnel.
 
 use crate::body::{DownstreamError, RequestBody};
+use crate::bufcache::Buffers;
 use crate::gateway::Shared;
-use crate::listener::{close_if_draining, idle_limit, ConnInfo, Prefixed, PARK_AFTER};
+use crate::listener::{close_if_draining, idle_limit, ConnInfo, PendingUpgrade, Prefixed};
 use crate::pipeline;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,18 +27,24 @@ use http_body::Body as _;
 use levee_config::Limits;
 use levee_h1::chunked;
 use levee_h1::head::{Field, Framing, RequestHead};
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Sleep;
 
 /// What a read asks the socket for at least.
 const READ_CHUNK: usize = 4096;
 /// Answer bytes gathered before a write; larger body frames go alone.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How late past its limit an idle connection may close: the idle timer is
+/// not moved for less.
+const IDLE_SLACK: std::time::Duration = std::time::Duration::from_millis(10);
 /// Header fields a request may carry (hyper's default, kept).
 const MAX_FIELDS: usize = 100;
 
@@ -44,183 +52,263 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Serves the HTTP/1.1 connection `stream`, whose first bytes (`carry`)
 /// were read already.
-pub(crate) async fn serve(
+///
+/// A task keeps its largest state for life, parked or not. So the
+/// connection's state is captured once and only borrowed from then on (an
+/// `async fn`'s arguments would be stored twice), and every await point
+/// but the wait between requests is boxed (the exchange, a head arriving
+/// in pieces, a refusal, an upgrade's tunnel): what the wait holds is the
+/// socket, one idle timer and empty buffers.
+pub(crate) fn serve(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     limits: Limits,
-    mut stream: TcpStream,
+    stream: TcpStream,
     carry: Bytes,
-) {
+) -> impl std::future::Future<Output = ()> {
     let codec = levee_h1::Limits {
         max_head_bytes: usize::try_from(crate::listener::codec_head_limit(&limits))
             .unwrap_or(usize::MAX),
         max_fields: MAX_FIELDS,
     };
-    let mut buf = BytesMut::from(&carry[..]);
-    let mut out: Vec<u8> = Vec::new();
-    let mut fields: Vec<Field> = Vec::new();
-    let mut drain = shared.drain_signal();
-    loop {
-        if buf.is_empty()
-            && !wait_for_request(
-                &mut stream,
-                &conn,
-                &limits,
-                &mut drain,
-                &mut buf,
-                &mut out,
-                &mut fields,
-            )
-            .await
-        {
-            return;
-        }
-        let head = match read_head(&mut stream, &conn, &limits, &codec, &mut buf, &mut fields).await
-        {
-            Ok(head) => head,
-            Err(None) => return,
-            Err(Some(e)) => {
-                refuse(
-                    &shared,
-                    &conn,
-                    &mut stream,
-                    &mut out,
-                    e.status(),
-                    e.reason(),
-                )
-                .await;
-                return;
-            }
-        };
-        let head_bytes = buf.split_to(head.len).freeze();
-        let Some(parts) = request_parts(&head, &head_bytes, &fields) else {
-            refuse(
-                &shared,
-                &conn,
-                &mut stream,
-                &mut out,
-                400,
-                "the request is not valid HTTP/1.1",
-            )
+    let mut bufs = Buffers::lend();
+    bufs.read.reserve(READ_CHUNK);
+    bufs.read.extend_from_slice(&carry);
+    let drain = shared.drain_signal();
+    let mut c = Connection {
+        shared,
+        conn,
+        limits,
+        codec,
+        stream,
+        drain,
+        bufs,
+    };
+    async move {
+        // One timer for the connection's life, moved only when it fires
+        // (or when draining shortens the limit): requests do not touch it.
+        let idle = std::pin::pin!(tokio::time::sleep(c.limits.idle_timeout));
+        if let Some((rest, upgrade)) = c.run(idle).await {
+            c.bufs.release();
+            Box::pin(pipeline::tunnel(
+                Prefixed::new(rest, c.stream),
+                upgrade.upstream,
+                upgrade.endpoint,
+            ))
             .await;
-            return;
-        };
-        let exchange = Exchange {
-            conn: &conn,
-            head: &head,
-            draining: *drain.borrow(),
-        };
-        let (keep_alive, upgraded) = {
-            let (rd, wr) = stream.split();
-            // Boxed, as the pipeline's future inside it: a task keeps its
-            // largest state for life, parked or not.
-            match Box::pin(exchange.run(parts, rd, wr, &mut buf, &mut out, &drain)).await {
-                Some(done) => done,
-                None => return,
-            }
-        };
-        if upgraded {
-            if let Some(upgrade) = conn.take_pending_upgrade() {
-                let rest = std::mem::take(&mut buf).freeze();
-                pipeline::tunnel(
-                    Prefixed::new(rest, stream),
-                    upgrade.upstream,
-                    upgrade.endpoint,
-                )
-                .await;
-            }
-            return;
-        }
-        if !keep_alive {
-            let _ = stream.shutdown().await;
-            return;
         }
     }
 }
 
-/// Waits for the first bytes of the next request into `buf`; false when
-/// the connection should close (the client left, idle too long, or
-/// drained). Idle longer than `PARK_AFTER`, the buffers are released.
-async fn wait_for_request(
-    stream: &mut TcpStream,
-    conn: &ConnInfo,
-    limits: &Limits,
-    drain: &mut tokio::sync::watch::Receiver<bool>,
-    buf: &mut BytesMut,
-    out: &mut Vec<u8>,
-    fields: &mut Vec<Field>,
-) -> bool {
-    let park_after = PARK_AFTER.min(limits.idle_timeout / 2);
-    let mut parked = false;
-    loop {
-        let draining = *drain.borrow();
-        let idle = conn.idle_for().unwrap_or_default();
-        let limit = idle_limit(limits, draining);
-        if idle >= limit {
-            return false;
-        }
-        let wake = if parked {
-            limit - idle
-        } else {
-            park_after.saturating_sub(idle).min(limit - idle)
-        };
-        tokio::select! {
-            ready = stream.readable() => {
-                if ready.is_err() {
-                    return false;
+/// One connection's state, for its life.
+struct Connection {
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    limits: Limits,
+    codec: levee_h1::Limits,
+    stream: TcpStream,
+    drain: watch::Receiver<bool>,
+    bufs: Buffers,
+}
+
+impl Connection {
+    /// Serves requests until the connection closes, or until one is
+    /// upgraded: then the bytes read past its head and the upstream's side.
+    async fn run(&mut self, mut idle: Pin<&mut Sleep>) -> Option<(Bytes, PendingUpgrade)> {
+        loop {
+            if self.bufs.read.is_empty() && !self.next_request(idle.as_mut()).await {
+                return None;
+            }
+            let head = match head_now(&self.stream, &self.conn, &self.codec, &mut self.bufs) {
+                Head::Whole(head) => head,
+                Head::Closed => return None,
+                Head::Refused(e) => {
+                    Box::pin(self.refuse(e.status(), e.reason())).await;
+                    return None;
                 }
-                if buf.capacity() - buf.len() < READ_CHUNK {
-                    buf.reserve(READ_CHUNK);
-                }
-                match stream.try_read_buf(buf) {
-                    Ok(0) => return false,
-                    Ok(_) => {
-                        conn.bytes_read();
-                        return true;
+                Head::Partial => match Box::pin(self.read_head()).await {
+                    Ok(head) => head,
+                    Err(None) => return None,
+                    Err(Some(e)) => {
+                        Box::pin(self.refuse(e.status(), e.reason())).await;
+                        return None;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return false,
-                }
+                },
+            };
+            let head_bytes = self.bufs.read.split_to(head.len).freeze();
+            let Some(parts) = request_parts(&head, &head_bytes, &self.bufs.fields) else {
+                Box::pin(self.refuse(400, "the request is not valid HTTP/1.1")).await;
+                return None;
+            };
+            let exchange = Exchange {
+                conn: &self.conn,
+                head: &head,
+                draining: *self.drain.borrow(),
+            };
+            let (keep_alive, upgraded) = {
+                let (rd, wr) = self.stream.split();
+                let Buffers { read, write, .. } = &mut self.bufs;
+                // Boxed, as the pipeline's future inside it.
+                Box::pin(exchange.run(parts, rd, wr, read, write, &self.drain)).await?
+            };
+            if upgraded {
+                let upgrade = self.conn.take_pending_upgrade()?;
+                return Some((std::mem::take(&mut self.bufs.read).freeze(), upgrade));
             }
-            () = tokio::time::sleep(wake) => {
-                if !parked && conn.idle_for().is_some_and(|i| i >= park_after) {
-                    parked = true;
-                    *buf = BytesMut::new();
-                    *out = Vec::new();
-                    *fields = Vec::new();
-                }
+            if !keep_alive {
+                self.bufs.release();
+                let _ = self.stream.shutdown().await;
+                return None;
             }
-            _ = drain.changed(), if !draining => {}
         }
+    }
+
+    /// Reads the first bytes of the next request into `bufs.read`; false
+    /// when the connection should close (the client left, idle for its
+    /// limit, `idle_timeout` or shorter while draining, or the socket
+    /// failed). While nothing has arrived the buffers go back to the
+    /// thread's spares, so a waiting connection holds none, from its first
+    /// answer on.
+    async fn next_request(&mut self, mut idle: Pin<&mut Sleep>) -> bool {
+        loop {
+            // Tried before waiting: readiness may be left over from the
+            // last read, and then this read is the one that finds out (a
+            // read that would block costs no syscall when readiness is
+            // clear).
+            if self.bufs.read.capacity() < READ_CHUNK {
+                self.bufs.read.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut self.bufs.read) {
+                Ok(0) => return false,
+                Ok(_) => {
+                    self.conn.bytes_read();
+                    return true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+            self.bufs.release();
+            if !self.readable(idle.as_mut()).await {
+                return false;
+            }
+            self.bufs = Buffers::lend();
+        }
+    }
+
+    /// Waits until the socket is readable: false when the connection has
+    /// been idle for its limit (`idle_timeout`, shorter while draining) or
+    /// the socket failed.
+    async fn readable(&mut self, mut idle: Pin<&mut Sleep>) -> bool {
+        loop {
+            let draining = *self.drain.borrow();
+            let limit = idle_limit(&self.limits, draining);
+            let idle_for = self.conn.idle_for().unwrap_or_default();
+            if idle_for >= limit {
+                return false;
+            }
+            // The timer may fire early (the connection was used since it
+            // was set, and the limit counts from then); it is moved only
+            // earlier, or again once it has fired.
+            if let Some(due) = levee_core::time::now().checked_add(limit - idle_for) {
+                if idle.is_elapsed() || idle.deadline().saturating_duration_since(due) > IDLE_SLACK
+                {
+                    idle.as_mut().reset(due);
+                }
+            }
+            let stream = &self.stream;
+            let mut changed = std::pin::pin!(self.drain.changed());
+            let ready = std::future::poll_fn(|cx| {
+                // The reader's own waker slot: no waiter is kept in the task.
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Some(r.is_ok()));
+                }
+                if !draining && changed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                if idle.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            // Else the timer fired or draining began: look again.
+            if let Some(ok) = ready {
+                return ok;
+            }
+        }
+    }
+
+    /// Reads until `bufs.read` starts with a whole request head: the head,
+    /// `None` to close quietly (the client left, or the head took longer
+    /// than `header_read_timeout`), or the framing error to answer.
+    async fn read_head(&mut self) -> Result<RequestHead, Option<levee_h1::Error>> {
+        let deadline = levee_core::time::now() + self.limits.header_read_timeout;
+        let bufs = &mut self.bufs;
+        loop {
+            match levee_h1::parse_request(&bufs.read, &self.codec, &mut bufs.fields) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(e) => return Err(Some(e)),
+            }
+            bufs.read.reserve(READ_CHUNK);
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut bufs.read)).await {
+                Ok(Ok(n)) if n > 0 => self.conn.bytes_read(),
+                Err(_) => {
+                    tracing::debug!(peer = %self.conn.peer, "request head not received in time; closing");
+                    return Err(None);
+                }
+                Ok(_) => return Err(None),
+            }
+        }
+    }
+
+    /// Answers a request the codec refused (`status`, `reason`) and closes,
+    /// counted under the pipeline's reasons.
+    async fn refuse(&mut self, status: u16, reason: &str) {
+        refuse(
+            &self.shared,
+            &self.conn,
+            &mut self.stream,
+            &mut self.bufs.write,
+            status,
+            reason,
+        )
+        .await;
     }
 }
 
-/// Reads until `buf` starts with a whole request head: the head, `None`
-/// to close quietly (the client left, or the head took longer than
-/// `header_read_timeout`), or the framing error to answer.
-async fn read_head(
-    stream: &mut TcpStream,
+/// What is known of the next head without waiting.
+enum Head {
+    Whole(RequestHead),
+    /// More of it is still to arrive.
+    Partial,
+    Refused(levee_h1::Error),
+    /// The client left.
+    Closed,
+}
+
+/// Parses the head at the start of `bufs.read`, reading what the socket
+/// already has if it is incomplete (usually it arrived in one piece).
+fn head_now(
+    stream: &TcpStream,
     conn: &ConnInfo,
-    limits: &Limits,
     codec: &levee_h1::Limits,
-    buf: &mut BytesMut,
-    fields: &mut Vec<Field>,
-) -> Result<RequestHead, Option<levee_h1::Error>> {
-    let deadline = levee_core::time::now() + limits.header_read_timeout;
+    bufs: &mut Buffers,
+) -> Head {
     loop {
-        match levee_h1::parse_request(buf, codec, fields) {
-            Ok(Some(head)) => return Ok(head),
+        match levee_h1::parse_request(&bufs.read, codec, &mut bufs.fields) {
+            Ok(Some(head)) => return Head::Whole(head),
             Ok(None) => {}
-            Err(e) => return Err(Some(e)),
+            Err(e) => return Head::Refused(e),
         }
-        buf.reserve(READ_CHUNK);
-        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-            Ok(Ok(n)) if n > 0 => conn.bytes_read(),
-            Err(_) => {
-                tracing::debug!(peer = %conn.peer, "request head not received in time; closing");
-                return Err(None);
-            }
-            Ok(_) => return Err(None),
+        if bufs.read.capacity() - bufs.read.len() < READ_CHUNK {
+            bufs.read.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(&mut bufs.read) {
+            Ok(0) => return Head::Closed,
+            Ok(_) => conn.bytes_read(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Head::Partial,
+            Err(_) => return Head::Closed,
         }
     }
 }

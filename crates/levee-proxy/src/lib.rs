@@ -7,6 +7,7 @@
 
 mod admit;
 mod body;
+mod bufcache;
 pub mod capacity;
 mod cluster;
 pub mod control;

@@ -335,10 +335,6 @@ async fn serve_tls(
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How long a keep-alive HTTP/1.1 connection stays idle before its codec
-/// state is released (see `serve_http1_parking`).
-pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
-
 /// While draining, how long an HTTP/1.1 connection with nothing in flight
 /// stays open. A client using the connection sends its next request sooner
 /// and is answered with `Connection: close`; closing at once would race that

@@ -2,7 +2,8 @@
 //! sockets against a real gateway and a real upstream: every request
 //! smuggling shape is refused with the right status, closes the
 //! connection and never reaches the upstream; pipelined requests are
-//! answered in order; `Expect: 100-continue` is answered only when the
+//! answered in order, also when heads arrive in pieces and after the
+//! connection idled; `Expect: 100-continue` is answered only when the
 //! body is wanted; HEAD, 204 and 304 answers carry no body; HTTP/1.0
 //! keeps its connection only when asked.
 
@@ -145,6 +146,48 @@ async fn pipelined_requests_are_answered_in_order() {
         "{text}"
     );
     assert_eq!(up.requests(), 4);
+}
+
+#[tokio::test]
+async fn heads_arriving_in_pieces_are_served_before_and_after_an_idle_wait() {
+    let up = FakeUpstream::builder("u")
+        .otherwise(Reply::echo())
+        .start()
+        .await;
+    let gw = gateway(&up, "").await;
+    let pause = || tokio::time::sleep(Duration::from_millis(50));
+    let mut s = TcpStream::connect(gw.addr("public")).await.unwrap();
+    // The first piece is shorter than what the listener reads to tell
+    // HTTP/1.1 from HTTP/2.
+    s.write_all(b"GET /a HTTP/1.1\r\nHo").await.unwrap();
+    pause().await;
+    s.write_all(b"st: x\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    assert!(
+        read_until(&mut s, &mut seen, "\"uri\":\"/a\"").await,
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // Idle (the connection holds no buffer now), then two pipelined
+    // requests, each head cut in two.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.write_all(b"GET /b HTTP/1.1\r\n").await.unwrap();
+    pause().await;
+    s.write_all(b"Host: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    pause().await;
+    s.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+    let text = String::from_utf8_lossy(&rest);
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
+    let at = |p: &str| {
+        text.find(&format!("\"uri\":\"{p}\""))
+            .unwrap_or_else(|| panic!("{p}: {text}"))
+    };
+    assert!(at("/b") < at("/c"), "{text}");
+    assert_eq!(up.requests(), 3);
 }
 
 /// Reads from `s` until `needle` has arrived (or `WAIT` passes).
