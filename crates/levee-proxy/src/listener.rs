@@ -161,7 +161,7 @@ pub(crate) struct ConnInfo {
     head_started: AtomicU64,
     http2: AtomicBool,
     /// Plain HTTP/1.1 connections take over upgraded sockets themselves
-    /// (see `serve_http1_parking`); others leave upgrades to hyper.
+    /// (`http1`); others leave upgrades to hyper.
     manual_upgrades: AtomicBool,
     pending_upgrade: std::sync::Mutex<Option<PendingUpgrade>>,
     shared: Arc<Shared>,
