@@ -44,6 +44,28 @@ pub(crate) fn head_size<B>(req: &http::Request<B>) -> u64 {
     (line + headers) as u64
 }
 
+/// The header fields of an HTTP/1.1 head parsed in place (`levee-h1`),
+/// values sharing `bytes` (no copy); `None` when a name or value is not
+/// valid.
+pub(crate) fn from_fields(bytes: &bytes::Bytes, fields: &[levee_h1::Field]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(f.name(bytes)).ok()?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(f.value_range())).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+/// The HTTP/1.x version of a head's minor version number.
+pub(crate) fn http1_version(minor: u8) -> http::Version {
+    if minor == 0 {
+        http::Version::HTTP_10
+    } else {
+        http::Version::HTTP_11
+    }
+}
+
 /// The declared `Content-Length`, when present and valid.
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers

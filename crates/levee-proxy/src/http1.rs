@@ -22,7 +22,7 @@ use crate::gateway::Shared;
 use crate::listener::{close_if_draining, idle_limit, ConnInfo, PendingUpgrade, Prefixed};
 use crate::pipeline;
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http_body::Body as _;
 use levee_config::Limits;
 use levee_h1::chunked;
@@ -318,21 +318,11 @@ fn head_now(
 fn request_parts(head: &RequestHead, bytes: &Bytes, fields: &[Field]) -> Option<http::Request<()>> {
     let method = http::Method::from_bytes(head.method(bytes)).ok()?;
     let uri = http::Uri::from_maybe_shared(bytes.slice(head.target_range())).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for f in fields {
-        let name = HeaderName::from_bytes(f.name(bytes)).ok()?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(f.value_range())).ok()?;
-        headers.append(name, value);
-    }
     let mut req = http::Request::new(());
     *req.method_mut() = method;
     *req.uri_mut() = uri;
-    *req.version_mut() = if head.minor == 0 {
-        http::Version::HTTP_10
-    } else {
-        http::Version::HTTP_11
-    };
-    *req.headers_mut() = headers;
+    *req.version_mut() = crate::headers::http1_version(head.minor);
+    *req.headers_mut() = crate::headers::from_fields(bytes, fields)?;
     Some(req)
 }
 

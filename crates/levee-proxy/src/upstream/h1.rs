@@ -279,20 +279,10 @@ fn poll_head(
 /// The answer's status, version and fields, header values sharing `bytes`.
 fn response(head: &ResponseHead, bytes: &Bytes, fields: &[Field]) -> Option<http::Response<()>> {
     let status = http::StatusCode::from_u16(head.status).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for f in fields {
-        let name = HeaderName::from_bytes(f.name(bytes)).ok()?;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(f.value_range())).ok()?;
-        headers.append(name, value);
-    }
     let mut resp = http::Response::new(());
     *resp.status_mut() = status;
-    *resp.version_mut() = if head.minor == 0 {
-        http::Version::HTTP_10
-    } else {
-        http::Version::HTTP_11
-    };
-    *resp.headers_mut() = headers;
+    *resp.version_mut() = crate::headers::http1_version(head.minor);
+    *resp.headers_mut() = crate::headers::from_fields(bytes, fields)?;
     Some(resp)
 }
 
