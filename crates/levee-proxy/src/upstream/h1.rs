@@ -172,7 +172,7 @@ pub(super) async fn exchange(
         });
     }
     let head_bytes = conn.buf.split_to(head.len).freeze();
-    let Some(mut resp) = response(&head, &head_bytes, &conn.fields) else {
+    let Some(resp) = response(&head, &head_bytes, &conn.fields) else {
         return Err(Failed {
             kind: ErrorKind::UpstreamProtocol,
             detail: "the answer's head is not valid HTTP/1.1".to_string(),
@@ -189,13 +189,13 @@ pub(super) async fn exchange(
         conn: Some(conn),
         sending: (!sending.is_done()).then(|| Box::new(sending)),
         reading,
-        keep_alive: head.keep_alive && !closes(resp.headers()),
+        // `Connection: close` and HTTP/1.0 without keep-alive are in it.
+        keep_alive: head.keep_alive,
         trailers: None,
     };
     if matches!(body.reading, Reading::Done) {
         body.ended();
     }
-    *resp.body_mut() = ();
     Ok(resp.map(|()| body))
 }
 
@@ -284,16 +284,6 @@ fn response(head: &ResponseHead, bytes: &Bytes, fields: &[Field]) -> Option<http
     *resp.version_mut() = crate::headers::http1_version(head.minor);
     *resp.headers_mut() = crate::headers::from_fields(bytes, fields)?;
     Some(resp)
-}
-
-/// Whether the answer's `Connection` field says the connection closes
-/// after it (the head's framing already says so for HTTP/1.0 without
-/// keep-alive).
-fn closes(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| levee_h1::head::has_token(v.as_bytes(), b"close"))
 }
 
 /// Methods whose request may be sent twice with the effect of once
